@@ -1,0 +1,55 @@
+# hyper2kvm build. `make demo` and `make test` are the two commands a newcomer needs.
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+SYSCONFDIR ?= /etc
+GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+BIN       := bin
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+E2E_TIMEOUT ?= 75m
+
+export PATH := $(dir $(GO)):$(PATH)
+
+.PHONY: all build deps test test-unit test-e2e fuzz bench demo install deb clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hyper2kvmd ./cmd/hyper2kvmd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hyperctl ./cmd/hyperctl
+
+deps:
+	./packaging/install-deps.sh
+	$(GO) mod download
+
+# Everything CI runs: unit tests, a short fuzz run, then the end-to-end tests.
+test: deps build test-unit fuzz test-e2e
+
+# Fast tests, no root needed.
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+# A short run of every fuzz target, seeds from testdata/fuzz.
+fuzz:
+	./test/fuzz.sh 10s
+
+# Slow tests against real qemu, a real systemd box, real polkit and Chromium.
+test-e2e: build
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/... 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+bench: deps build
+	./test/bench.sh
+
+demo: deps build
+	./test/demo.sh
+
+install: build
+	./packaging/install.sh "$(DESTDIR)" "$(PREFIX)" "$(SYSCONFDIR)" "$(BIN)"
+
+deb: build
+	./packaging/deb.sh "$(BIN)" "$(VERSION)"
+
+clean:
+	rm -rf $(BIN) bench/results/*.tmp

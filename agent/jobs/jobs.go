@@ -1,0 +1,60 @@
+// Package jobs holds the job record the agent keeps for every conversion and
+// the states it moves through. It is a leaf package: the agent, the D-Bus API,
+// the REST bridge and hyperctl all read the same record.
+package jobs
+
+import "time"
+
+// State is where a job is in its life.
+type State string
+
+const (
+	Pending   State = "pending"
+	Running   State = "running"
+	Completed State = "completed"
+	Failed    State = "failed"
+	Cancelled State = "cancelled"
+)
+
+// Ready reports whether the state is final.
+func (s State) Ready() bool { return s == Completed || s == Failed || s == Cancelled }
+
+// Valid reports whether s is one of the known states.
+func (s State) Valid() bool {
+	switch s {
+	case Pending, Running, Completed, Failed, Cancelled:
+		return true
+	}
+	return false
+}
+
+// ProgressUnknown is the Progress value while a stage cannot tell how far it is.
+const ProgressUnknown = -1
+
+// Job is one conversion of one VM. A batch manifest becomes one job per VM
+// sharing the same Batch id.
+type Job struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Batch       string    `json:"batch,omitempty"` // id of the batch this VM belongs to
+	Manifest    string    `json:"manifest"`        // file name of the manifest in the queue
+	State       State     `json:"state"`
+	Stage       string    `json:"stage"`    // load inspect fix convert validate, "" before start
+	Progress    int       `json:"progress"` // 0-100, ProgressUnknown when unknown
+	StatusText  string    `json:"status_text"`
+	Unit        string    `json:"unit"`         // hyper2kvm-job-<id>.service
+	SubmittedBy int64     `json:"submitted_by"` // uid, -1 when dropped into the folder
+	Priority    int       `json:"priority"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	Error       string    `json:"error,omitempty"`
+	ErrorStage  string    `json:"error_stage,omitempty"`
+	Outputs     []string  `json:"outputs,omitempty"`     // converted disks and domain XML
+	ReportPath  string    `json:"report_path,omitempty"` // processed/<date>/NAME.report.json or failed/.../NAME.error.json
+	BytesDone   int64     `json:"bytes_done,omitempty"`
+	BytesTotal  int64     `json:"bytes_total,omitempty"`
+}
+
+// UnitName is the transient unit that runs job id.
+func UnitName(id string) string { return "hyper2kvm-job-" + id + ".service" }

@@ -1,0 +1,56 @@
+package report
+
+// Guest is what INSPECT found inside the image.
+type Guest struct {
+	PartitionTable string       `json:"partition_table,omitempty"` // mbr | gpt | none
+	Partitions     []Partition  `json:"partitions,omitempty"`
+	OS             *OS          `json:"os,omitempty"`
+	Root           string       `json:"root,omitempty"` // partition holding /
+	Kernels        []string     `json:"kernels,omitempty"`
+	Initramfs      []string     `json:"initramfs,omitempty"`
+	InitramfsTool  string       `json:"initramfs_tool,omitempty"` // initramfs-tools | dracut
+	BootLoader     string       `json:"boot_loader,omitempty"`    // grub2-bios | grub2-efi | none
+	BLS            bool         `json:"bls,omitempty"`
+	Fstab          []MountEntry `json:"fstab,omitempty"`
+	Crypttab       []MountEntry `json:"crypttab,omitempty"`
+	Network        []string     `json:"network,omitempty"` // ifupdown netplan networkmanager ifcfg systemd-networkd
+	VMwareTools    []string     `json:"vmware_tools,omitempty"`
+	Firmware       string       `json:"firmware,omitempty"` // bios | efi
+}
+
+// Partition is one partition and its filesystem.
+type Partition struct {
+	Number    int    `json:"number"`
+	Start     int64  `json:"start"` // bytes
+	Size      int64  `json:"size"`  // bytes
+	Type      string `json:"type"`
+	PartUUID  string `json:"partuuid,omitempty"`
+	PartLabel string `json:"partlabel,omitempty"`
+	FSType    string `json:"fstype,omitempty"`
+	UUID      string `json:"uuid,omitempty"`
+	Label     string `json:"label,omitempty"`
+}
+
+// OS identifies the guest.
+type OS struct {
+	Type      string `json:"type"` // linux | windows | unknown
+	ID        string `json:"id,omitempty"`
+	VersionID string `json:"version_id,omitempty"`
+	Pretty    string `json:"pretty_name,omitempty"`
+}
+
+// MountEntry is a line of fstab or crypttab.
+type MountEntry struct {
+	Device     string `json:"device"`
+	MountPoint string `json:"mount_point,omitempty"`
+	FSType     string `json:"fstype,omitempty"`
+}
+
+// Change is one modification FIX made inside the guest.
+type Change struct {
+	Fix    string `json:"fix"` // fstab grub initramfs network vmware_tools
+	File   string `json:"file"`
+	Before string `json:"before,omitempty"`
+	After  string `json:"after,omitempty"`
+	Note   string `json:"note,omitempty"`
+}

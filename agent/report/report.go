@@ -1,0 +1,88 @@
+// Package report is the versioned JSON report a conversion writes: one per VM
+// job, and one per batch listing its VMs. docs/REPORT.md documents it.
+package report
+
+import "time"
+
+// Version of the report format; bump on incompatible change.
+const Version = "1"
+
+// Report is the result of one job's pipeline.
+type Report struct {
+	ReportVersion string     `json:"report_version"`
+	JobID         string     `json:"job_id"`
+	Name          string     `json:"name"`
+	Status        string     `json:"status"` // completed | failed | cancelled
+	StartedAt     time.Time  `json:"started_at"`
+	FinishedAt    time.Time  `json:"finished_at"`
+	Source        Source     `json:"source"`
+	Stages        []Stage    `json:"stages"`
+	Guest         *Guest     `json:"guest,omitempty"`   // INSPECT's findings
+	Changes       []Change   `json:"changes,omitempty"` // every FIX applied, before/after
+	Artifacts     []Artifact `json:"artifacts,omitempty"`
+	Warnings      []string   `json:"warnings,omitempty"`
+	Error         *Failure   `json:"error,omitempty"`
+}
+
+// Source describes the input as LOAD found it.
+type Source struct {
+	Path     string `json:"path"`
+	Type     string `json:"type"`            // manifest's source_type
+	Detected string `json:"detected_format"` // qemu-img format detected from the bytes
+	Disks    []Disk `json:"disks,omitempty"` // one per disk (an OVA may have several)
+	OVF      *OVF   `json:"ovf,omitempty"`
+	SHA256   string `json:"sha256,omitempty"` // when verified
+}
+
+// Disk is one source disk.
+type Disk struct {
+	ID          string `json:"id"`
+	Path        string `json:"path"`
+	Format      string `json:"format"`
+	VirtualSize int64  `json:"virtual_size"`
+	ActualSize  int64  `json:"actual_size,omitempty"`
+	Subformat   string `json:"subformat,omitempty"` // e.g. VMDK createType
+}
+
+// OVF is what the OVF descriptor says about the VM.
+type OVF struct {
+	Name     string   `json:"name"`
+	CPUs     int      `json:"cpus,omitempty"`
+	MemoryMB int64    `json:"memory_mb,omitempty"`
+	Firmware string   `json:"firmware,omitempty"` // bios | efi
+	Disks    []string `json:"disks,omitempty"`
+	NICs     []NIC    `json:"nics,omitempty"`
+}
+
+// NIC is a network adapter from the OVF.
+type NIC struct {
+	Name    string `json:"name"`
+	Model   string `json:"model,omitempty"`
+	Network string `json:"network,omitempty"`
+}
+
+// Stage is one pipeline stage's outcome.
+type Stage struct {
+	Name      string    `json:"name"`
+	Status    string    `json:"status"` // ok | failed | skipped
+	StartedAt time.Time `json:"started_at"`
+	Seconds   float64   `json:"duration_seconds"`
+	Result    any       `json:"result,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Reason    string    `json:"reason,omitempty"` // why skipped
+}
+
+// Artifact is a file the job produced.
+type Artifact struct {
+	Path   string `json:"path"`
+	Kind   string `json:"kind"` // disk | domain-xml | report
+	Format string `json:"format,omitempty"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Failure says which stage failed and why.
+type Failure struct {
+	Stage   string `json:"stage"`
+	Message string `json:"message"`
+}
