@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -24,15 +25,17 @@ func Dial(ctx context.Context) (*Client, error) { return nil, errTODO }
 // Close closes the connection.
 func (c *Client) Close() error { return nil }
 
-func (c *Client) GetStatus(ctx context.Context) (Status, error)              { return Status{}, errTODO }
-func (c *Client) ListJobs(ctx context.Context, f Filter) ([]jobs.Job, error) { return nil, errTODO }
-func (c *Client) GetJob(ctx context.Context, id string) (jobs.Job, error)    { return jobs.Job{}, errTODO }
+func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) { return agent.Status{}, errTODO }
+func (c *Client) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {
+	return nil, errTODO
+}
+func (c *Client) GetJob(ctx context.Context, id string) (jobs.Job, error) { return jobs.Job{}, errTODO }
 func (c *Client) Validate(ctx context.Context, manifest []byte) (bool, []string, error) {
 	return false, nil, errTODO
 }
 
 // Submit sends a manifest; interactive allows polkit to ask for a password.
-func (c *Client) Submit(ctx context.Context, manifest []byte, o SubmitOptions, interactive bool) ([]jobs.Job, error) {
+func (c *Client) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error) {
 	return nil, errTODO
 }
 func (c *Client) Cancel(ctx context.Context, id string, interactive bool) error { return errTODO }
@@ -42,4 +45,4 @@ func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.J
 
 // Watch subscribes to job signals (before returning, so nothing is missed)
 // and delivers events until ctx ends.
-func (c *Client) Watch(ctx context.Context) (<-chan Event, error) { return nil, errTODO }
+func (c *Client) Watch(ctx context.Context) (<-chan agent.Event, error) { return nil, errTODO }

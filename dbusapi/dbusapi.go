@@ -6,8 +6,8 @@ package dbusapi
 
 import (
 	"context"
-	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -20,58 +20,17 @@ const (
 	JobPathBase  = "/io/hyper2kvm/Agent1/job"
 )
 
-// Status is the manager's GetStatus answer.
-type Status struct {
-	Mode           string  `json:"mode"` // "manifest"
-	Running        bool    `json:"running"`
-	QueueDepth     int     `json:"queue_depth"`
-	ActiveJobs     int     `json:"active_jobs"`
-	ProcessedToday int     `json:"processed_today"`
-	FailedToday    int     `json:"failed_today"`
-	MaxWorkers     int     `json:"max_workers"`
-	UptimeSeconds  float64 `json:"uptime_seconds"`
-	Version        string  `json:"version"`
-}
-
-// Filter selects jobs for ListJobs. Empty fields match everything.
-type Filter struct {
-	States []jobs.State
-	Batch  string
-}
-
-// SubmitOptions go with Submit as a{sv}.
-type SubmitOptions struct {
-	Name string // file name to keep in the queue, default derived from the manifest's name
-}
-
 // Backend is what the server exports; *agent.Agent implements it. uid is
 // the caller's, already authorized by polkit when the method needs it.
+// Errors are *apierr.Error where the caller can act on the kind.
 type Backend interface {
-	Status() Status
-	Jobs(f Filter) []jobs.Job
+	Status() agent.Status
+	Jobs(f agent.Filter) []jobs.Job
 	Job(id string) (jobs.Job, error)
-	Submit(ctx context.Context, manifest []byte, o SubmitOptions, uid int64) ([]jobs.Job, error)
+	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, uid int64) ([]jobs.Job, error)
 	Validate(manifest []byte) (valid bool, problems []string)
 	Cancel(ctx context.Context, id string) error
 	Retry(ctx context.Context, id string, uid int64) (jobs.Job, error)
 	// Subscribe delivers every job change until cancel is called.
-	Subscribe() (events <-chan Event, cancel func())
-}
-
-// EventKind says what happened to a job.
-type EventKind int
-
-const (
-	JobNew EventKind = iota
-	JobChanged
-	JobRemoved
-)
-
-// Event is one job change. Changed names the properties (D-Bus names,
-// e.g. "State", "Progress") that differ from the previous event.
-type Event struct {
-	Kind    EventKind
-	Job     jobs.Job
-	Changed []string
-	At      time.Time
+	Subscribe() (events <-chan agent.Event, cancel func())
 }
