@@ -6,6 +6,43 @@ package manifest
 // Version is the only manifest version this package accepts.
 const Version = "1.0"
 
+// The allowed values of the enumerated fields. They are functions returning
+// fresh slices so that no caller can change what the validator accepts.
+
+// SourceTypes are the allowed pipeline.load.source_type values.
+func SourceTypes() []string { return []string{"vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2"} }
+
+// FstabModes are the allowed pipeline.fix.fstab.mode values.
+func FstabModes() []string { return []string{"stabilize-all", "bypath-only", "noop"} }
+
+// FixLevels are the allowed pipeline.fix.network.fix_level values.
+func FixLevels() []string { return []string{"none", "basic", "moderate", "full", "aggressive"} }
+
+// OutputFormats are the allowed pipeline.convert.output_format values.
+func OutputFormats() []string { return []string{"qcow2", "raw", "vdi"} }
+
+// Compressions are the allowed pipeline.convert.compression values.
+func Compressions() []string { return []string{"zstd", "zlib"} }
+
+// Backends are the allowed pipeline.fix.backend values.
+func Backends() []string { return []string{"native", "guestfs"} }
+
+// QemuFormat maps a source_type to the format name qemu-img and
+// imgfmt.Detect use for it ("" for an unknown source type).
+func QemuFormat(sourceType string) string {
+	switch sourceType {
+	case "vhd":
+		return "vpc"
+	case "vmdk", "vhdx", "raw", "qcow2", "ova", "ovf":
+		return sourceType
+	}
+	return ""
+}
+
+// Bool reads an optional flag; nil is false. After SetDefaults no flag of
+// a manifest is nil.
+func Bool(p *bool) bool { return p != nil && *p }
+
 // Manifest is a parsed manifest: either a single VM (Name and Pipeline set) or
 // a batch (Batch true and VMs set).
 type Manifest struct {
@@ -102,6 +139,16 @@ type Convert struct {
 	Compression  string `json:"compression,omitempty"` // zstd (default when compress) | zlib
 	OutputPath   string `json:"output_path,omitempty"` // plain file name, default NAME.FORMAT
 	OutputDir    string `json:"output_dir,omitempty"`  // absolute; default <output_dir>/<date>/<job id>
+	// Disks names or skips individual disks of an OVA/OVF that holds several
+	// (see OutputFor); only allowed for those source types.
+	Disks []DiskOutput `json:"disks,omitempty"`
+}
+
+// DiskOutput overrides the output of one disk of a multi-disk OVA/OVF.
+type DiskOutput struct {
+	ID         string `json:"id"`                    // the disk's ovf:diskId in the OVF DiskSection, e.g. "vmdisk2"
+	OutputPath string `json:"output_path,omitempty"` // plain file name; default see Convert.OutputFor
+	Skip       bool   `json:"skip,omitempty"`        // do not convert this disk
 }
 
 // Validate controls the VALIDATE stage.

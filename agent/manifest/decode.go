@@ -1,0 +1,425 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxSize is the largest manifest Parse reads. A batch of a thousand VMs
+// fits in a few hundred KiB; anything far larger is a mistake or an attack.
+const MaxSize = 4 << 20
+
+// maxDepth bounds nesting; the model is five levels deep, so a deeper
+// document is never a manifest and must not cost unbounded recursion.
+const maxDepth = 64
+
+// maxNodes bounds the values a YAML document may expand to through
+// aliases ("billion laughs").
+const maxNodes = 100000
+
+// SyntaxError reports input that is neither JSON nor YAML, or that is not
+// an object at its top level. hyperctl exits 2 on it, as opposed to 1 for
+// Problems.
+type SyntaxError struct {
+	Format string // "JSON", "YAML", or "" when the format does not matter
+	Line   int    // 1-based; 0 when unknown
+	Msg    string
+}
+
+func (e *SyntaxError) Error() string {
+	var b strings.Builder
+	b.WriteString("cannot parse manifest")
+	if e.Format != "" {
+		b.WriteString(" as " + e.Format)
+	}
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ": line %d", e.Line)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// object is a decoded JSON object or YAML mapping that keeps its key order
+// (so problems come out in document order) and the keys given twice.
+type object struct {
+	keys []string
+	vals map[string]any
+	dups []duplicate
+}
+
+type duplicate struct {
+	key         string
+	first, next int // lines, 0 when unknown
+}
+
+func newObject() *object { return &object{vals: map[string]any{}} }
+
+// line numbers of keys, for reporting duplicates
+func (o *object) add(key string, val any, line int, lines map[string]int) {
+	if _, ok := o.vals[key]; ok {
+		o.dups = append(o.dups, duplicate{key: key, first: lines[key], next: line})
+		o.vals[key] = val
+		return
+	}
+	lines[key] = line
+	o.keys = append(o.keys, key)
+	o.vals[key] = val
+}
+
+// number is a numeric scalar as written, so that a number given where text
+// is expected (YAML's `version: 1.0`) keeps its spelling.
+type number struct {
+	lit   string
+	i     int64
+	isInt bool
+}
+
+// decode turns data into a tree of *object, []any, string, bool, number
+// and nil.
+func decode(data []byte) (any, error) {
+	if len(data) > MaxSize {
+		return nil, &SyntaxError{Msg: fmt.Sprintf("manifest is larger than %d bytes", MaxSize)}
+	}
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	if !utf8.Valid(data) {
+		return nil, &SyntaxError{Line: badUTF8Line(data), Msg: "manifest is not valid UTF-8 text"}
+	}
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, &SyntaxError{Msg: "manifest is empty"}
+	}
+	if trimmed[0] == '{' || trimmed[0] == '[' {
+		v, jerr := decodeJSON(data)
+		if jerr == nil {
+			return v, nil
+		}
+		// YAML flow style also starts with a brace; accept it, but explain
+		// the failure in JSON terms since that is what it most looks like.
+		if v, yerr := decodeYAML(data); yerr == nil {
+			return v, nil
+		}
+		return nil, jerr
+	}
+	return decodeYAML(data)
+}
+
+func badUTF8Line(data []byte) int {
+	line := 1
+	for len(data) > 0 {
+		r, size := utf8.DecodeRune(data)
+		if r == utf8.RuneError && size <= 1 {
+			return line
+		}
+		if r == '\n' {
+			line++
+		}
+		data = data[size:]
+	}
+	return 0
+}
+
+// lineAt returns the 1-based line of byte offset off.
+func lineAt(data []byte, off int64) int {
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	if off < 0 {
+		off = 0
+	}
+	return bytes.Count(data[:off], []byte("\n")) + 1
+}
+
+func decodeJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	d := jsonDecoder{dec: dec, data: data}
+	v, err := d.value(0)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = fmt.Errorf("unexpected data after the top-level value")
+			if terr != nil {
+				err = terr
+			}
+		}
+	}
+	if err != nil {
+		return nil, d.syntaxError(err)
+	}
+	return v, nil
+}
+
+type jsonDecoder struct {
+	dec  *json.Decoder
+	data []byte
+}
+
+func (d *jsonDecoder) syntaxError(err error) *SyntaxError {
+	var se *SyntaxError
+	if errors.As(err, &se) {
+		return se
+	}
+	line := lineAt(d.data, d.dec.InputOffset())
+	var jse *json.SyntaxError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &jse):
+		line = lineAt(d.data, jse.Offset)
+		msg = jse.Error()
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		msg = "unexpected end of input (is a closing brace or bracket missing?)"
+	}
+	return &SyntaxError{Format: "JSON", Line: line, Msg: msg}
+}
+
+func (d *jsonDecoder) value(depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, &SyntaxError{Format: "JSON", Line: lineAt(d.data, d.dec.InputOffset()), Msg: "nested too deeply"}
+	}
+	tok, err := d.dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			o := newObject()
+			lines := map[string]int{}
+			for d.dec.More() {
+				kt, err := d.dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				key, ok := kt.(string)
+				if !ok {
+					return nil, fmt.Errorf("object key is not a string")
+				}
+				line := lineAt(d.data, d.dec.InputOffset())
+				v, err := d.value(depth + 1)
+				if err != nil {
+					return nil, err
+				}
+				o.add(key, v, line, lines)
+			}
+			if _, err := d.dec.Token(); err != nil {
+				return nil, err
+			}
+			return o, nil
+		case '[':
+			list := []any{}
+			for d.dec.More() {
+				v, err := d.value(depth + 1)
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, v)
+			}
+			if _, err := d.dec.Token(); err != nil {
+				return nil, err
+			}
+			return list, nil
+		}
+		return nil, fmt.Errorf("unexpected %q", rune(t))
+	case json.Number:
+		n := number{lit: string(t)}
+		if i, err := strconv.ParseInt(string(t), 10, 64); err == nil {
+			n.i, n.isInt = i, true
+		}
+		return n, nil
+	case string, bool, nil:
+		return t, nil
+	}
+	return nil, fmt.Errorf("unexpected token %v", tok)
+}
+
+var yamlErrLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func decodeYAML(data []byte) (any, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &SyntaxError{Msg: "manifest is empty"}
+		}
+		return nil, yamlSyntaxError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, yamlSyntaxError(err)
+		}
+		return nil, &SyntaxError{Format: "YAML", Line: extra.Line, Msg: "more than one YAML document; a manifest is one document (for several VMs use a batch manifest)"}
+	}
+	y := yamlConverter{budget: maxNodes}
+	return y.value(&doc, 0)
+}
+
+func yamlSyntaxError(err error) *SyntaxError {
+	msg := err.Error()
+	if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &SyntaxError{Format: "YAML", Line: line, Msg: m[2]}
+	}
+	return &SyntaxError{Format: "YAML", Msg: strings.TrimPrefix(msg, "yaml: ")}
+}
+
+type yamlConverter struct {
+	budget int
+}
+
+func (y *yamlConverter) fail(n *yaml.Node, msg string) error {
+	return &SyntaxError{Format: "YAML", Line: n.Line, Msg: msg}
+}
+
+func (y *yamlConverter) value(n *yaml.Node, depth int) (any, error) {
+	y.budget--
+	if y.budget < 0 {
+		return nil, y.fail(n, fmt.Sprintf("document expands to more than %d values (through aliases)", maxNodes))
+	}
+	if depth > maxDepth {
+		return nil, y.fail(n, "nested too deeply")
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, nil
+		}
+		return y.value(n.Content[0], depth+1)
+	case yaml.AliasNode:
+		if n.Alias == nil {
+			return nil, y.fail(n, "alias to an unknown anchor")
+		}
+		return y.value(n.Alias, depth+1)
+	case yaml.ScalarNode:
+		return y.scalar(n), nil
+	case yaml.SequenceNode:
+		list := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := y.value(c, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		return list, nil
+	case yaml.MappingNode:
+		return y.mapping(n, depth)
+	}
+	return nil, y.fail(n, "unsupported YAML node")
+}
+
+func (y *yamlConverter) scalar(n *yaml.Node) any {
+	switch n.ShortTag() {
+	case "!!null":
+		return nil
+	case "!!bool":
+		// YAML 1.2 core schema: true/false in any case.
+		return strings.EqualFold(n.Value, "true")
+	case "!!int":
+		num := number{lit: n.Value}
+		s := strings.ReplaceAll(n.Value, "_", "")
+		if strings.HasPrefix(s, "0o") || strings.HasPrefix(s, "+0o") || strings.HasPrefix(s, "-0o") {
+			s = strings.Replace(s, "0o", "0", 1)
+		}
+		if i, err := strconv.ParseInt(s, 0, 64); err == nil {
+			num.i, num.isInt = i, true
+		}
+		return num
+	case "!!float":
+		return number{lit: n.Value}
+	}
+	return n.Value
+}
+
+func (y *yamlConverter) mapping(n *yaml.Node, depth int) (any, error) {
+	o := newObject()
+	lines := map[string]int{}
+	var merges []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		for k.Kind == yaml.AliasNode && k.Alias != nil {
+			k = k.Alias
+		}
+		if k.Kind != yaml.ScalarNode {
+			return nil, y.fail(k, "a mapping key must be a plain name")
+		}
+		if k.ShortTag() == "!!merge" {
+			merges = append(merges, v)
+			continue
+		}
+		val, err := y.value(v, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		o.add(k.Value, val, k.Line, lines)
+	}
+	// Merge keys (<<: *base) fill in what the mapping does not set itself.
+	for _, m := range merges {
+		mv, err := y.value(m, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		srcs := []any{mv}
+		if list, ok := mv.([]any); ok {
+			srcs = list
+		}
+		for _, src := range srcs {
+			so, ok := src.(*object)
+			if !ok {
+				return nil, y.fail(m, "a merge key (<<) must refer to a mapping or a list of mappings")
+			}
+			for _, key := range so.keys {
+				if _, exists := o.vals[key]; !exists {
+					o.add(key, so.vals[key], m.Line, lines)
+				}
+			}
+		}
+	}
+	return o, nil
+}
+
+// kindOf names the JSON kind of a decoded value for messages.
+func kindOf(v any) string {
+	switch t := v.(type) {
+	case nil:
+		return "null"
+	case *object:
+		return "an object"
+	case []any:
+		return "a list"
+	case string:
+		return fmt.Sprintf("the text %q", truncate(t, 40))
+	case bool:
+		return fmt.Sprintf("%v", t)
+	case number:
+		return "the number " + truncate(t.lit, 40)
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
+}

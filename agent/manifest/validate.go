@@ -1,0 +1,408 @@
+package manifest
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Problem is one thing wrong with a manifest: the field's path
+// ("pipeline.fix.fstab.mode", "vms[2].pipeline.load.source_path") and what
+// is wrong with it, saying what is allowed.
+type Problem struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// String reads "path: message", e.g. "pipeline.load.source_type: is required".
+func (p Problem) String() string {
+	if p.Path == "" {
+		return p.Message
+	}
+	return p.Path + ": " + p.Message
+}
+
+// Problems is every problem of a manifest; as an error it reads one problem
+// per line. Validation always reports all of them at once.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	return strings.Join(ps.Strings(), "\n")
+}
+
+// Strings returns each problem as "path: message".
+func (ps Problems) Strings() []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// Err returns ps as an error, or nil when there are none (a nil Problems
+// stored in an error interface would not compare equal to nil).
+func (ps Problems) Err() error {
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	diskIDRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	sha256RE   = regexp.MustCompile(`^[0-9A-Fa-f]{64}$`)
+	memoryRE   = regexp.MustCompile(`^(?:([0-9]+(?:\.[0-9]+)?)([KMGTPE]?)|([0-9]+(?:\.[0-9]+)?)%|infinity)$`)
+	cpuQuotaRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]{1,2})?)%$`)
+)
+
+// Limits checked by Validate.
+const (
+	MinPriority    = -100
+	MaxPriority    = 100
+	MaxIOWeight    = 10000
+	MaxBootTimeout = 86400 // a day; anything longer is a typo for minutes
+)
+
+const nameRule = "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (it names files and units)"
+
+// Validate checks a manifest built in Go (the dashboard's and hyperctl's
+// builders) with every rule that can be checked on the typed model: required
+// fields, allowed values, paths, names, ranges and the batch/single shape.
+// Parse runs it too, after the checks only the text can have (unknown
+// fields, wrong types). It does not look at files (see CheckFiles) and does
+// not change m. It returns nil when m is valid (and a nil m is a problem).
+//
+// It is a method because the package-level name Validate is the VALIDATE
+// stage's type.
+func (m *Manifest) Validate() Problems {
+	v := validator{}
+	if m == nil {
+		v.add("", "manifest is empty")
+		return v.ps
+	}
+	switch {
+	case m.Version == "":
+		v.add("version", fmt.Sprintf("is required (%q)", Version))
+	case m.Version != Version:
+		v.add("version", fmt.Sprintf("unsupported version %q; the only manifest version is %q", m.Version, Version))
+	}
+	v.priority("priority", m.Priority)
+	v.resources("resources", m.Resources)
+	if m.Concurrency < 0 {
+		v.add("concurrency", "must be 0 (the agent's max_concurrent_jobs) or more")
+	}
+	if m.Batch {
+		v.batch(m)
+	} else {
+		if len(m.VMs) > 0 {
+			v.add("vms", `is only allowed in a batch manifest ("batch": true)`)
+		}
+		if m.Concurrency != 0 {
+			v.add("concurrency", `is only allowed in a batch manifest ("batch": true)`)
+		}
+		v.name("name", m.Name, true)
+		if m.Pipeline == nil {
+			v.add("pipeline", "is required")
+		} else {
+			v.pipeline("pipeline", m.Pipeline, m.Name)
+		}
+	}
+	return v.ps
+}
+
+type validator struct {
+	ps Problems
+}
+
+func (v *validator) add(path, msg string) {
+	v.ps = append(v.ps, Problem{Path: path, Message: msg})
+}
+
+func (v *validator) batch(m *Manifest) {
+	if m.Pipeline != nil {
+		v.add("pipeline", "is not allowed in a batch manifest; give each entry of vms its own pipeline")
+	}
+	v.name("name", m.Name, false)
+	if len(m.VMs) == 0 {
+		v.add("vms", "is required: a batch manifest lists at least one VM")
+	}
+	firstUse := map[string]int{}
+	type out struct{ dir, file string }
+	outputs := map[out]int{}
+	for i, vm := range m.VMs {
+		p := fmt.Sprintf("vms[%d]", i)
+		v.name(p+".name", vm.Name, true)
+		if vm.Name != "" {
+			if j, dup := firstUse[vm.Name]; dup {
+				v.add(p+".name", fmt.Sprintf("%q is already the name of vms[%d]; names in a batch must be unique", vm.Name, j))
+			} else {
+				firstUse[vm.Name] = i
+			}
+		}
+		v.priority(p+".priority", vm.Priority)
+		v.resources(p+".resources", vm.Resources)
+		if vm.Pipeline == nil {
+			v.add(p+".pipeline", "is required")
+			continue
+		}
+		v.pipeline(p+".pipeline", vm.Pipeline, vm.Name)
+		// Two VMs writing the same file in a shared output_dir would
+		// collide; the default output_dir is per job and cannot.
+		if c := vm.Pipeline.Convert; c != nil && c.OutputDir != "" && vm.Name != "" {
+			o := out{c.OutputDir, defaultOutputPath(vm.Name, c)}
+			if j, dup := outputs[o]; dup {
+				v.add(p+".pipeline.convert.output_path", fmt.Sprintf("%s is also the output of vms[%d]", filepath.Join(o.dir, o.file), j))
+			} else {
+				outputs[o] = i
+			}
+		}
+	}
+}
+
+func (v *validator) name(path, name string, required bool) {
+	switch {
+	case name == "":
+		if required {
+			v.add(path, "is required")
+		}
+	case !nameRE.MatchString(name):
+		v.add(path, fmt.Sprintf("%q is not a valid name: %s", truncate(name, 80), nameRule))
+	}
+}
+
+func (v *validator) priority(path string, p *int) {
+	if p != nil && (*p < MinPriority || *p > MaxPriority) {
+		v.add(path, fmt.Sprintf("must be between %d and %d (higher runs first), not %d", MinPriority, MaxPriority, *p))
+	}
+}
+
+func (v *validator) resources(path string, r *Resources) {
+	if r == nil {
+		return
+	}
+	if r.MemoryMax != "" {
+		if _, err := parseMemoryMax(r.MemoryMax, 1); err != nil {
+			v.add(path+".memory_max", fmt.Sprintf("%q %v; use a size like \"512M\" or \"4G\" (K, M, G, T, P, E: powers of 1024), a percentage of RAM like \"50%%\", or \"infinity\"", truncate(r.MemoryMax, 40), err))
+		}
+	}
+	if r.CPUQuota != "" {
+		if _, err := parseCPUQuota(r.CPUQuota); err != nil {
+			v.add(path+".cpu_quota", fmt.Sprintf("%q %v; use a percentage of one CPU like \"50%%\" or \"200%%\" (two CPUs)", truncate(r.CPUQuota, 40), err))
+		}
+	}
+	if r.IOWeight < 0 || r.IOWeight > MaxIOWeight {
+		v.add(path+".io_weight", fmt.Sprintf("must be between 1 and %d (systemd IOWeight=; 100 is the default), not %d", MaxIOWeight, r.IOWeight))
+	}
+	if r.TasksMax < 0 {
+		v.add(path+".tasks_max", fmt.Sprintf("must be 1 or more, not %d", r.TasksMax))
+	}
+	if r.RuntimeMaxSec < 0 {
+		v.add(path+".runtime_max_sec", fmt.Sprintf("must be 0 (no limit) or a number of seconds, not %d", r.RuntimeMaxSec))
+	}
+}
+
+func (v *validator) enum(path, val string, allowed []string) bool {
+	if slices.Contains(allowed, val) {
+		return true
+	}
+	msg := fmt.Sprintf("unknown value %q; allowed: %s", truncate(val, 40), strings.Join(allowed, ", "))
+	if s := suggest(val, allowed); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	v.add(path, msg)
+	return false
+}
+
+func (v *validator) absPath(path, p string) {
+	switch {
+	case strings.ContainsRune(p, 0):
+		v.add(path, "must not contain a NUL character")
+	case !filepath.IsAbs(p):
+		v.add(path, fmt.Sprintf("%q is not an absolute path; give the full path starting with /", truncate(p, 200)))
+	case filepath.Clean(p) != p:
+		v.add(path, fmt.Sprintf("%q is not a normalised path; write %q", truncate(p, 200), filepath.Clean(p)))
+	}
+}
+
+func (v *validator) fileName(path, f string) {
+	switch {
+	case strings.ContainsRune(f, 0):
+		v.add(path, "must not contain a NUL character")
+	case strings.Contains(f, "/") || f == "." || f == "..":
+		v.add(path, fmt.Sprintf("%q is not a plain file name; give a name like \"web01.qcow2\" and set output_dir for the directory", truncate(f, 200)))
+	case len(f) > 255:
+		v.add(path, "is longer than 255 bytes")
+	}
+}
+
+func (v *validator) pipeline(path string, p *Pipeline, name string) {
+	lp := path + ".load"
+	switch st := p.Load.SourceType; st {
+	case "":
+		v.add(lp+".source_type", "is required")
+	case "ami":
+		v.add(lp+".source_type", `"ami" is an AWS image id, not a disk image, and is out of scope; export the AMI's volume as a raw or vmdk disk first (allowed: `+strings.Join(SourceTypes(), ", ")+")")
+	default:
+		v.enum(lp+".source_type", st, SourceTypes())
+	}
+	if p.Load.SourcePath == "" {
+		v.add(lp+".source_path", "is required")
+	} else {
+		v.absPath(lp+".source_path", p.Load.SourcePath)
+	}
+	if s := p.Load.SHA256; s != "" && !sha256RE.MatchString(s) {
+		msg := "must be 64 hexadecimal digits (as printed by sha256sum)"
+		if strings.HasPrefix(strings.ToLower(s), "sha256:") {
+			msg += `, without the "sha256:" prefix`
+		}
+		v.add(lp+".sha256", msg)
+	}
+
+	fixOn := true
+	if f := p.Fix; f != nil {
+		fp := path + ".fix"
+		fixOn = f.Enabled == nil || *f.Enabled
+		if f.Backend != "" {
+			v.enum(fp+".backend", f.Backend, Backends())
+		}
+		if f.Fstab != nil && f.Fstab.Mode != "" {
+			v.enum(fp+".fstab.mode", f.Fstab.Mode, FstabModes())
+		}
+		if f.Network != nil && f.Network.FixLevel != "" {
+			v.enum(fp+".network.fix_level", f.Network.FixLevel, FixLevels())
+		}
+	}
+
+	if c := p.Convert; c != nil {
+		cp := path + ".convert"
+		format := c.OutputFormat
+		switch format {
+		case "":
+			format = "qcow2"
+		case "vmdk":
+			v.add(cp+".output_format", `"vmdk" is not an output format: the agent writes qcow2, raw or vdi (KVM guests run from qcow2 or raw)`)
+		default:
+			v.enum(cp+".output_format", format, OutputFormats())
+		}
+		if c.Compress && format != "qcow2" && slices.Contains(OutputFormats(), format) {
+			v.add(cp+".compress", fmt.Sprintf("only qcow2 output can be compressed, and output_format is %q", format))
+		}
+		if c.Compression != "" {
+			v.enum(cp+".compression", c.Compression, Compressions())
+		}
+		if c.OutputPath != "" {
+			v.fileName(cp+".output_path", c.OutputPath)
+		}
+		if c.OutputDir != "" {
+			v.absPath(cp+".output_dir", c.OutputDir)
+		}
+		v.disks(cp, c, p.Load.SourceType, name)
+	}
+
+	if val := p.Validate; val != nil {
+		vp := path + ".validate"
+		if val.BootTimeout < 0 || val.BootTimeout > MaxBootTimeout {
+			v.add(vp+".boot_timeout", fmt.Sprintf("must be between 1 and %d seconds (0 or absent: 300), not %d", MaxBootTimeout, val.BootTimeout))
+		}
+		if val.Compare != nil && *val.Compare && fixOn {
+			v.add(vp+".compare", "cannot compare the output with the source while fix is enabled (the fixes change the disk); set fix.enabled to false or compare to false")
+		}
+	}
+}
+
+func (v *validator) disks(cp string, c *Convert, sourceType, name string) {
+	if len(c.Disks) == 0 {
+		return
+	}
+	if sourceType != "ova" && sourceType != "ovf" && slices.Contains(SourceTypes(), sourceType) {
+		v.add(cp+".disks", fmt.Sprintf("is only allowed for ova and ovf sources (which can hold several disks), and source_type is %q", sourceType))
+		return
+	}
+	ids := map[string]int{}
+	files := map[string]string{}
+	if name != "" {
+		files[defaultOutputPath(name, c)] = cp + ".output_path"
+	}
+	for i, d := range c.Disks {
+		dp := fmt.Sprintf("%s.disks[%d]", cp, i)
+		switch {
+		case d.ID == "":
+			v.add(dp+".id", "is required (the disk's ovf:diskId, e.g. \"vmdisk2\")")
+		case !diskIDRE.MatchString(d.ID):
+			v.add(dp+".id", fmt.Sprintf("%q is not a valid disk id: letters, digits, '.', '_' or '-'", truncate(d.ID, 80)))
+		default:
+			if j, dup := ids[d.ID]; dup {
+				v.add(dp+".id", fmt.Sprintf("%q is already listed in disks[%d]", d.ID, j))
+			}
+			ids[d.ID] = i
+		}
+		if d.OutputPath == "" {
+			continue
+		}
+		if d.Skip {
+			v.add(dp+".output_path", "has no use on a skipped disk")
+			continue
+		}
+		v.fileName(dp+".output_path", d.OutputPath)
+		if other, dup := files[d.OutputPath]; dup {
+			v.add(dp+".output_path", fmt.Sprintf("%q is already the output of %s", d.OutputPath, other))
+		} else {
+			files[d.OutputPath] = dp
+		}
+	}
+}
+
+// parseMemoryMax returns the bytes a memory_max means on a machine with
+// physical bytes of RAM (math.MaxUint64 for infinity).
+func parseMemoryMax(s string, physical uint64) (uint64, error) {
+	if s == "infinity" {
+		return ^uint64(0), nil
+	}
+	m := memoryRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("is not a size")
+	}
+	if m[3] != "" {
+		pct, err := strconv.ParseFloat(m[3], 64)
+		if err != nil || pct <= 0 || pct > 100 {
+			return 0, fmt.Errorf("is not a percentage between 0 and 100")
+		}
+		return uint64(float64(physical) * pct / 100), nil
+	}
+	f, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("is not a size")
+	}
+	shift := strings.Index("KMGTPE", m[2]) + 1
+	if m[2] == "" {
+		shift = 0
+	}
+	b := f * float64(uint64(1)<<(10*shift))
+	if b < 1 {
+		return 0, fmt.Errorf("is too small")
+	}
+	if b >= 1<<64 {
+		return 0, fmt.Errorf("is too large")
+	}
+	return uint64(b), nil
+}
+
+// parseCPUQuota returns the percentage of one CPU.
+func parseCPUQuota(s string) (float64, error) {
+	m := cpuQuotaRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("is not a percentage")
+	}
+	f, err := strconv.ParseFloat(m[1], 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("must be more than 0%%")
+	}
+	if f > 1e6 {
+		return 0, fmt.Errorf("is too large")
+	}
+	return f, nil
+}
