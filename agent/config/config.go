@@ -1,0 +1,262 @@
+// Package config reads the agent's configuration, /etc/hyper2kvm/agent.yaml:
+// the original product's keys (manifest_workflow_dir, output_dir,
+// max_concurrent_jobs, verbose) plus the agent's own (state_dir,
+// idle_timeout, queue limits) and the defaults every job unit gets.
+// A missing file means all defaults; an unknown key is an error so that a
+// typo does not silently fall back to a default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where the agent reads its configuration.
+const DefaultPath = "/etc/hyper2kvm/agent.yaml"
+
+// Config is the whole agent configuration.
+type Config struct {
+	ManifestWorkflowDir string   `yaml:"manifest_workflow_dir"`
+	OutputDir           string   `yaml:"output_dir"`
+	StateDir            string   `yaml:"state_dir"`
+	MaxConcurrentJobs   int      `yaml:"max_concurrent_jobs"`
+	Verbose             bool     `yaml:"verbose"`
+	IdleTimeout         Duration `yaml:"idle_timeout"` // 0: never exit when idle
+	// StableTime is how long a dropped file's size, mtime and inode must stay
+	// the same before the agent takes it.
+	StableTime Duration `yaml:"stable_time"`
+	// MaxManifestSize refuses larger manifest files (bytes).
+	MaxManifestSize int64 `yaml:"max_manifest_size"`
+	// MaxQueued refuses Submit calls while this many jobs are pending.
+	MaxQueued int `yaml:"max_queued"`
+	// WorkerPath is the binary the job units run ("" = the agent's own).
+	WorkerPath string `yaml:"worker_path"`
+	Job        Job    `yaml:"job"`
+	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
+	// without load) given to a disk image dropped directly into the queue.
+	DefaultPipeline map[string]any `yaml:"default_pipeline"`
+}
+
+// Job holds the defaults of every job unit; a manifest's resources section
+// overrides them per job.
+type Job struct {
+	MemoryMax     string `yaml:"memory_max"` // systemd size: "4G", "512M", "infinity"
+	CPUQuota      string `yaml:"cpu_quota"`  // percent of one CPU: "200%"
+	TasksMax      int    `yaml:"tasks_max"`
+	IOWeight      int    `yaml:"io_weight"` // 1..10000
+	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
+	Backend       string `yaml:"backend"` // native | guestfs
+	Priority      int    `yaml:"priority"`
+}
+
+// Duration is a time.Duration written as "90s", "5m" or a number of seconds.
+type Duration time.Duration
+
+// UnmarshalYAML accepts Go duration strings and plain seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration like 5m", n.Line)
+	}
+	if secs, err := strconv.ParseFloat(n.Value, 64); err == nil {
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: cannot parse duration %q", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the configuration used when agent.yaml is absent.
+func Default() Config {
+	return Config{
+		ManifestWorkflowDir: "/var/lib/hyper2kvm/manifest-workflow",
+		OutputDir:           "/var/lib/hyper2kvm/output",
+		StateDir:            "/var/lib/hyper2kvm",
+		MaxConcurrentJobs:   3,
+		IdleTimeout:         Duration(5 * time.Minute),
+		StableTime:          Duration(500 * time.Millisecond),
+		MaxManifestSize:     1 << 20,
+		MaxQueued:           1000,
+		Job: Job{
+			MemoryMax:     "4G",
+			CPUQuota:      "200%",
+			TasksMax:      512,
+			IOWeight:      100,
+			RuntimeMaxSec: 6 * 3600,
+			Backend:       "native",
+		},
+		DefaultPipeline: map[string]any{
+			"inspect":  map[string]any{"enabled": true, "detect_os": true},
+			"fix":      map[string]any{"enabled": true},
+			"convert":  map[string]any{"output_format": "qcow2", "compress": true},
+			"validate": map[string]any{"enabled": true},
+		},
+	}
+}
+
+// Load reads path over the defaults. A missing file gives the defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("cannot read config: %w", err)
+	}
+	if err := c.parse(data); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads YAML data over the defaults and validates the result.
+func Parse(data []byte) (Config, error) {
+	c := Default()
+	if err := c.parse(data); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c *Config) parse(data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return c.Validate()
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// default_pipeline replaces the default as a whole, it is not merged.
+	var probe struct {
+		DP yaml.Node `yaml:"default_pipeline"`
+	}
+	if err := yaml.Unmarshal(data, &probe); err == nil && probe.DP.Kind != 0 {
+		c.DefaultPipeline = nil
+	}
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("cannot parse config: %w", err)
+	}
+	return c.Validate()
+}
+
+// Validate checks every value and names the key of the first bad one.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	for key, p := range map[string]string{
+		"manifest_workflow_dir": c.ManifestWorkflowDir,
+		"output_dir":            c.OutputDir,
+		"state_dir":             c.StateDir,
+	} {
+		if !filepath.IsAbs(p) {
+			bad(key, "must be an absolute path, not %q", p)
+		}
+	}
+	if c.WorkerPath != "" && !filepath.IsAbs(c.WorkerPath) {
+		bad("worker_path", "must be an absolute path, not %q", c.WorkerPath)
+	}
+	if c.MaxConcurrentJobs < 1 || c.MaxConcurrentJobs > 256 {
+		bad("max_concurrent_jobs", "must be between 1 and 256, not %d", c.MaxConcurrentJobs)
+	}
+	if c.IdleTimeout < 0 {
+		bad("idle_timeout", "must not be negative")
+	}
+	if c.StableTime < 0 {
+		bad("stable_time", "must not be negative")
+	}
+	if c.MaxManifestSize < 1024 {
+		bad("max_manifest_size", "must be at least 1024 bytes")
+	}
+	if c.MaxQueued < 1 {
+		bad("max_queued", "must be at least 1")
+	}
+	if _, err := ParseSize(c.Job.MemoryMax); err != nil {
+		bad("job.memory_max", "%v", err)
+	}
+	if _, err := ParsePercent(c.Job.CPUQuota); err != nil {
+		bad("job.cpu_quota", "%v", err)
+	}
+	if c.Job.TasksMax < 0 {
+		bad("job.tasks_max", "must not be negative")
+	}
+	if c.Job.IOWeight != 0 && (c.Job.IOWeight < 1 || c.Job.IOWeight > 10000) {
+		bad("job.io_weight", "must be between 1 and 10000, not %d", c.Job.IOWeight)
+	}
+	if c.Job.RuntimeMaxSec < 0 {
+		bad("job.runtime_max_sec", "must not be negative")
+	}
+	switch c.Job.Backend {
+	case "native", "guestfs":
+	default:
+		bad("job.backend", "must be native or guestfs, not %q", c.Job.Backend)
+	}
+	if _, ok := c.DefaultPipeline["load"]; ok {
+		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")
+	}
+	return errors.Join(errs...)
+}
+
+// ParseSize reads a systemd-style size ("4G", "512M", "1024", "infinity"
+// or "" for no limit) into bytes; 0 means no limit.
+func ParseSize(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "infinity" {
+		return 0, nil
+	}
+	mult := uint64(1)
+	switch s[len(s)-1] {
+	case 'K', 'k':
+		mult = 1 << 10
+	case 'M', 'm':
+		mult = 1 << 20
+	case 'G', 'g':
+		mult = 1 << 30
+	case 'T', 't':
+		mult = 1 << 40
+	}
+	num := s
+	if mult != 1 {
+		num = s[:len(s)-1]
+	}
+	v, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("cannot parse size %q (want e.g. 4G, 512M or infinity)", s)
+	}
+	if v > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return v * mult, nil
+}
+
+// ParsePercent reads "200%" (or "" for no quota) into percent of one CPU;
+// 0 means no quota.
+func ParsePercent(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+	if err != nil || !strings.HasSuffix(s, "%") || v < 1 || v > 100000 {
+		return 0, fmt.Errorf("cannot parse CPU quota %q (want e.g. 200%%)", s)
+	}
+	return v, nil
+}

@@ -1,0 +1,96 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{name: "empty gives defaults", yaml: "", check: func(t *testing.T, c Config) {
+			if c.MaxConcurrentJobs != 3 || c.ManifestWorkflowDir != "/var/lib/hyper2kvm/manifest-workflow" || c.Job.MemoryMax != "4G" {
+				t.Errorf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "original keys", yaml: "manifest_workflow_dir: /srv/q\noutput_dir: /srv/out\nmax_concurrent_jobs: 5\nverbose: true\n", check: func(t *testing.T, c Config) {
+			if c.ManifestWorkflowDir != "/srv/q" || c.OutputDir != "/srv/out" || c.MaxConcurrentJobs != 5 || !c.Verbose {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "durations", yaml: "idle_timeout: 90s\nstable_time: 2\n", check: func(t *testing.T, c Config) {
+			if c.IdleTimeout.D() != 90*time.Second || c.StableTime.D() != 2*time.Second {
+				t.Errorf("got %v %v", c.IdleTimeout.D(), c.StableTime.D())
+			}
+		}},
+		{name: "job defaults", yaml: "job:\n  memory_max: 512M\n  cpu_quota: 50%\n  tasks_max: 64\n  io_weight: 10\n  runtime_max_sec: 60\n  backend: guestfs\n  priority: 7\n", check: func(t *testing.T, c Config) {
+			want := Job{MemoryMax: "512M", CPUQuota: "50%", TasksMax: 64, IOWeight: 10, RuntimeMaxSec: 60, Backend: "guestfs", Priority: 7}
+			if c.Job != want {
+				t.Errorf("got %+v", c.Job)
+			}
+		}},
+		{name: "default pipeline replaced, not merged", yaml: "default_pipeline:\n  fix:\n    enabled: false\n", check: func(t *testing.T, c Config) {
+			if len(c.DefaultPipeline) != 1 {
+				t.Errorf("pipeline = %v", c.DefaultPipeline)
+			}
+		}},
+		{name: "unknown key", yaml: "max_concurent_jobs: 3\n", wantErr: "max_concurent_jobs"},
+		{name: "relative dir", yaml: "output_dir: out\n", wantErr: "output_dir"},
+		{name: "zero jobs", yaml: "max_concurrent_jobs: 0\n", wantErr: "max_concurrent_jobs"},
+		{name: "bad memory", yaml: "job:\n  memory_max: lots\n", wantErr: "job.memory_max"},
+		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},
+		{name: "bad backend", yaml: "job:\n  backend: vmware\n", wantErr: "job.backend"},
+		{name: "bad duration", yaml: "idle_timeout: soon\n", wantErr: "duration"},
+		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one naming %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadMissingFileGivesDefaults(t *testing.T) {
+	c, err := Load(filepath.Join(t.TempDir(), "agent.yaml"))
+	if err != nil || c.MaxConcurrentJobs != 3 {
+		t.Fatalf("Load = %+v, %v", c, err)
+	}
+}
+
+func TestLoadNamesFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(p, []byte("max_concurrent_jobs: -1\n"), 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("err = %v, want it to name %s", err, p)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{"": 0, "infinity": 0, "1024": 1024, "4K": 4096, "512M": 512 << 20, "4G": 4 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"x", "-1", "0", "4GB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}

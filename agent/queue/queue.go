@@ -1,0 +1,500 @@
+// Package queue is the drop folder on disk: to_be_processed/ where users and
+// Submit put manifests and disk images, processing/ for claimed files, and
+// processed/<date>/ and failed/<date>/ where each claimed file ends beside
+// its report. It only moves files (rename(2), never copy) and decides which
+// dropped files may be taken; the agent decides what to do with them.
+//
+// A file in to_be_processed/ is taken only when all of these hold:
+//   - its name does not start with "." and does not end in ".partial"
+//     (those are ignored: uploads in progress);
+//   - its name has no control characters and no "..", it is a regular file
+//     (not a symlink, FIFO, device, socket or directory) with one link, and
+//     a manifest is at most MaxManifestSize bytes (anything else is refused:
+//     moved to failed/ with the reason);
+//   - it is stable: size, mtime and inode are unchanged across two looks at
+//     least StableTime apart, and no process has it open for writing (probed
+//     with a read lease, where the filesystem supports leases).
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Directory names under the queue root.
+const (
+	ToBeProcessed = "to_be_processed"
+	Processing    = "processing"
+	Processed     = "processed"
+	Failed        = "failed"
+)
+
+// Sidecar suffixes of the reports written beside settled files.
+const (
+	ReportSuffix = ".report.json"
+	ErrorSuffix  = ".error.json"
+)
+
+// DateLayout names the per-day directories.
+const DateLayout = "2006-01-02"
+
+// Kind says what a dropped file is.
+type Kind int
+
+const (
+	Manifest Kind = iota // .json .yaml .yml
+	Image                // a disk image or appliance converted with the default pipeline
+)
+
+var imageExts = map[string]bool{".vmdk": true, ".ova": true, ".ovf": true, ".vhd": true, ".vhdx": true, ".raw": true, ".img": true, ".qcow2": true}
+var manifestExts = map[string]bool{".json": true, ".yaml": true, ".yml": true}
+
+// KindOf classifies a file name by its extension.
+func KindOf(name string) (Kind, bool) {
+	ext := strings.ToLower(filepath.Ext(name))
+	switch {
+	case manifestExts[ext]:
+		return Manifest, true
+	case imageExts[ext]:
+		return Image, true
+	}
+	return 0, false
+}
+
+// ImageType is the manifest source_type of a dropped image.
+func ImageType(name string) string {
+	switch ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(name)), "."); ext {
+	case "img":
+		return "raw"
+	default:
+		return ext
+	}
+}
+
+// Entry is a dropped file ready to be claimed.
+type Entry struct {
+	Name    string
+	Kind    Kind
+	Size    int64
+	ModTime time.Time
+	UID     uint32 // the file's owner: who dropped it
+}
+
+// Rejected is a dropped file that will never be taken, and why.
+type Rejected struct {
+	Name   string
+	Reason string
+}
+
+// Options tune the queue.
+type Options struct {
+	StableTime      time.Duration
+	MaxManifestSize int64
+	Now             func() time.Time
+}
+
+type look struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+	at    time.Time
+}
+
+// Queue is the drop folder rooted at Root. It is not safe for concurrent use.
+type Queue struct {
+	Root string
+	opt  Options
+	seen map[string]look
+}
+
+// Open creates the queue directories under root if needed.
+func Open(root string, o Options) (*Queue, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxManifestSize == 0 {
+		o.MaxManifestSize = 1 << 20
+	}
+	for _, d := range []string{ToBeProcessed, Processing, Processed, Failed} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return nil, fmt.Errorf("cannot create queue directory: %w", err)
+		}
+	}
+	return &Queue{Root: root, opt: o, seen: map[string]look{}}, nil
+}
+
+// Dir returns the path of a queue directory.
+func (q *Queue) Dir(sub string) string { return filepath.Join(q.Root, sub) }
+
+// Ignored reports whether name is a file still being written by convention.
+func Ignored(name string) bool {
+	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".partial")
+}
+
+// BadName returns why name is refused, or "".
+func BadName(name string) string {
+	if strings.Contains(name, "..") {
+		return `name contains ".."`
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return "name contains control characters"
+		}
+	}
+	if len(name) > 200 {
+		return "name is longer than 200 bytes"
+	}
+	return ""
+}
+
+// Scan looks at to_be_processed/ once. ready are the stable files to claim
+// (oldest first), rejected the files to refuse, and waiting counts files
+// seen but not yet stable: the caller should scan again after StableTime.
+// busy counts ignored files (dot-files, *.partial) still lying there.
+func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, err error) {
+	dir := q.Dir(ToBeProcessed)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, 0, 0, fmt.Errorf("cannot scan queue: %w", err)
+	}
+	now := q.opt.Now()
+	present := map[string]bool{}
+	for _, de := range des {
+		name := de.Name()
+		if Ignored(name) {
+			busy++
+			continue
+		}
+		present[name] = true
+		if why := BadName(name); why != "" {
+			rejected = append(rejected, Rejected{name, why})
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+			continue // gone since ReadDir
+		}
+		kind, why := q.check(name, &st)
+		if why != "" {
+			rejected = append(rejected, Rejected{name, why})
+			continue
+		}
+		cur := look{size: st.Size, mtime: time.Unix(st.Mtim.Unix()), ino: st.Ino, at: now}
+		prev, ok := q.seen[name]
+		if !ok || prev.size != cur.size || !prev.mtime.Equal(cur.mtime) || prev.ino != cur.ino {
+			q.seen[name] = cur
+			waiting++
+			continue
+		}
+		if now.Sub(prev.at) < q.opt.StableTime {
+			waiting++
+			continue
+		}
+		if openForWriting(filepath.Join(dir, name)) {
+			q.seen[name] = cur // start over once the writer is gone
+			waiting++
+			continue
+		}
+		ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
+	}
+	for name := range q.seen {
+		if !present[name] {
+			delete(q.seen, name)
+		}
+	}
+	sort.Slice(ready, func(i, j int) bool {
+		if !ready[i].ModTime.Equal(ready[j].ModTime) {
+			return ready[i].ModTime.Before(ready[j].ModTime)
+		}
+		return ready[i].Name < ready[j].Name
+	})
+	return ready, rejected, waiting, busy, nil
+}
+
+// Forget drops what Scan remembered about name (after a claim or reject).
+func (q *Queue) Forget(name string) { delete(q.seen, name) }
+
+// check returns the kind of a dropped file or why it is refused.
+func (q *Queue) check(name string, st *unix.Stat_t) (Kind, string) {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFLNK:
+		return 0, "symbolic links are not followed; drop the file itself"
+	case unix.S_IFDIR:
+		return 0, "directories are not accepted; drop a manifest or an image file"
+	case unix.S_IFIFO:
+		return 0, "FIFOs are not accepted"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return 0, "device nodes are not accepted"
+	default:
+		return 0, "only regular files are accepted"
+	}
+	if st.Nlink != 1 {
+		return 0, fmt.Sprintf("file has %d hard links; drop a file with a single link", st.Nlink)
+	}
+	kind, ok := KindOf(name)
+	if !ok {
+		return 0, "unknown file type: want .json, .yaml or .yml manifests or .vmdk .ova .ovf .vhd .vhdx .raw .img .qcow2 images"
+	}
+	if kind == Manifest && st.Size > q.opt.MaxManifestSize {
+		return 0, fmt.Sprintf("manifest is %d bytes, larger than the limit of %d", st.Size, q.opt.MaxManifestSize)
+	}
+	return kind, ""
+}
+
+// openForWriting reports whether some process holds path open for writing.
+// A read lease can only be taken when no one has the file open for writing;
+// filesystems without lease support answer "no" (the size/mtime rule still
+// holds).
+func openForWriting(path string) bool {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
+		return errors.Is(err, unix.EAGAIN)
+	}
+	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	return false
+}
+
+// Claim moves to_be_processed/name into processing/ (under a new name if
+// processing/ already has one) and returns the claimed name. The moved
+// object is checked again after the move, so a file swapped for a symlink
+// between Scan and Claim is refused rather than followed.
+func (q *Queue) Claim(name string) (string, error) {
+	q.Forget(name)
+	claimed, err := q.moveUnique(filepath.Join(q.Dir(ToBeProcessed), name), q.Dir(Processing), name)
+	if err != nil {
+		return "", fmt.Errorf("cannot claim %s: %w", name, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(q.Dir(Processing), claimed), &st); err != nil {
+		return "", fmt.Errorf("cannot claim %s: %w", name, err)
+	}
+	if _, why := q.check(claimed, &st); why != "" {
+		return claimed, &RefusedError{Name: claimed, Reason: why}
+	}
+	return claimed, nil
+}
+
+// RefusedError says a claimed file turned out not to be acceptable; it is
+// left in processing/ under Name for the caller to settle as failed.
+type RefusedError struct{ Name, Reason string }
+
+func (e *RefusedError) Error() string { return fmt.Sprintf("cannot take %s: %s", e.Name, e.Reason) }
+
+// Processing lists the claimed files (dot-files are the agent's temporaries).
+func (q *Queue) Processing() ([]string, error) {
+	des, err := os.ReadDir(q.Dir(Processing))
+	if err != nil {
+		return nil, fmt.Errorf("cannot list processing: %w", err)
+	}
+	var names []string
+	for _, de := range des {
+		if !strings.HasPrefix(de.Name(), ".") {
+			names = append(names, de.Name())
+		}
+	}
+	return names, nil
+}
+
+// Put writes data as a new claimed file in processing/ (a dot-temp file
+// renamed into place, never overwriting) and returns its name.
+func (q *Queue) Put(name string, data []byte) (string, error) {
+	tmp, err := writeTemp(q.Dir(Processing), name, data, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("cannot write %s: %w", name, err)
+	}
+	claimed, err := q.moveUnique(tmp, q.Dir(Processing), name)
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("cannot write %s: %w", name, err)
+	}
+	return claimed, nil
+}
+
+// Target is where a settled file goes: Dir/Name plus Dir/Name+Suffix.
+type Target struct {
+	Dir    string `json:"dir"`
+	Name   string `json:"name"`
+	Suffix string `json:"suffix"` // ReportSuffix or ErrorSuffix
+}
+
+// Path is the settled file's path.
+func (t Target) Path() string { return filepath.Join(t.Dir, t.Name) }
+
+// ReportPath is the report's path.
+func (t Target) ReportPath() string { return filepath.Join(t.Dir, t.Name+t.Suffix) }
+
+// Reserve picks the target of a settled file: processed/<date>/ when ok,
+// failed/<date>/ otherwise, under a name that clashes with no file and no
+// report already there. The caller persists it before Finish so that a
+// settle interrupted by a crash completes under the same name.
+func (q *Queue) Reserve(name string, ok bool, at time.Time) (Target, error) {
+	t := Target{Dir: filepath.Join(q.Root, Failed, at.Format(DateLayout)), Suffix: ErrorSuffix}
+	if ok {
+		t = Target{Dir: filepath.Join(q.Root, Processed, at.Format(DateLayout)), Suffix: ReportSuffix}
+	}
+	if err := os.MkdirAll(t.Dir, 0o755); err != nil {
+		return Target{}, fmt.Errorf("cannot create %s: %w", t.Dir, err)
+	}
+	t.Name = uniqueName(t.Dir, SafeName(name), ReportSuffix, ErrorSuffix)
+	return t, nil
+}
+
+// Finish writes the report and moves the file from srcDir (processing/ or
+// to_be_processed/) to t. It is idempotent: a second call after a crash
+// rewrites the report and finds the file already moved.
+func (q *Queue) Finish(srcDir, name string, t Target, report []byte) error {
+	if err := WriteFileAtomic(t.ReportPath(), report, 0o644); err != nil {
+		return fmt.Errorf("cannot write report of %s: %w", name, err)
+	}
+	err := RenameNoReplace(filepath.Join(srcDir, name), t.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Lstat(t.Path()); serr == nil {
+			return nil
+		}
+		return fmt.Errorf("cannot settle %s: it is gone from %s", name, srcDir)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot settle %s: %w", name, err)
+	}
+	return nil
+}
+
+// SafeName replaces control characters and ".." so a refused name can be
+// kept in failed/.
+func SafeName(name string) string {
+	name = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, name)
+	return strings.ReplaceAll(name, "..", "__")
+}
+
+// uniqueName returns name, or name with "-N" before its extension, such that
+// neither it nor it+sidecar exists in dir.
+func uniqueName(dir, name string, sidecars ...string) string {
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for n := 1; ; n++ {
+		cand := name
+		if n > 1 {
+			cand = stem + "-" + strconv.Itoa(n) + ext
+		}
+		if !exists(filepath.Join(dir, cand)) && !anyExists(dir, cand, sidecars) {
+			return cand
+		}
+	}
+}
+
+func anyExists(dir, name string, sidecars []string) bool {
+	for _, s := range sidecars {
+		if exists(filepath.Join(dir, name+s)) {
+			return true
+		}
+	}
+	return false
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// moveUnique renames src into dir as name or a free variant of it, never
+// replacing an existing file, and returns the name used.
+func (q *Queue) moveUnique(src, dir, name string) (string, error) {
+	for range 1000 {
+		cand := uniqueName(dir, name)
+		err := RenameNoReplace(src, filepath.Join(dir, cand))
+		if errors.Is(err, fs.ErrExist) {
+			continue // taken between the check and the rename
+		}
+		return cand, err
+	}
+	return "", fmt.Errorf("no free name for %s in %s", name, dir)
+}
+
+// RenameNoReplace is rename(2) that fails with fs.ErrExist instead of
+// replacing newpath.
+func RenameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// The filesystem cannot do RENAME_NOREPLACE: link(2) never replaces.
+		if err = os.Link(oldpath, newpath); err == nil {
+			return os.Remove(oldpath)
+		}
+		var le *os.LinkError
+		if errors.As(err, &le) {
+			err = le.Err
+		}
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrExist}
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrNotExist}
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
+// WriteFileAtomic writes data to path through a dot-temp file in the same
+// directory, so readers see the old content or the new, never a part.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+func writeTemp(dir, name string, data []byte, perm os.FileMode) (string, error) {
+	f, err := os.CreateTemp(dir, "."+SafeName(name)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
