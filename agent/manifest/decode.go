@@ -64,7 +64,8 @@ type duplicate struct {
 
 func newObject() *object { return &object{vals: map[string]any{}} }
 
-// line numbers of keys, for reporting duplicates
+// add sets key; lines holds the line of each key's first occurrence, for
+// reporting duplicates.
 func (o *object) add(key string, val any, line int, lines map[string]int) {
 	if _, ok := o.vals[key]; ok {
 		o.dups = append(o.dups, duplicate{key: key, first: lines[key], next: line})
@@ -251,12 +252,12 @@ func decodeYAML(data []byte) (any, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &SyntaxError{Msg: "manifest is empty"}
 		}
-		return nil, yamlSyntaxError(err)
+		return nil, yamlSyntaxError(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, yamlSyntaxError(err)
+			return nil, yamlSyntaxError(data, err)
 		}
 		return nil, &SyntaxError{Format: "YAML", Line: extra.Line, Msg: "more than one YAML document; a manifest is one document (for several VMs use a batch manifest)"}
 	}
@@ -264,13 +265,18 @@ func decodeYAML(data []byte) (any, error) {
 	return y.value(&doc, 0)
 }
 
-func yamlSyntaxError(err error) *SyntaxError {
+func yamlSyntaxError(data []byte, err error) *SyntaxError {
 	msg := err.Error()
 	if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &SyntaxError{Format: "YAML", Line: line, Msg: m[2]}
 	}
-	return &SyntaxError{Format: "YAML", Msg: strings.TrimPrefix(msg, "yaml: ")}
+	// yaml.v3 leaves the line out when it is the first one.
+	line := 0
+	if !bytes.Contains(bytes.TrimRight(data, "\n"), []byte("\n")) {
+		line = 1
+	}
+	return &SyntaxError{Format: "YAML", Line: line, Msg: strings.TrimPrefix(msg, "yaml: ")}
 }
 
 type yamlConverter struct {
