@@ -1,0 +1,61 @@
+package imgfmt_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
+	"github.com/hyper2kvm/hyper2kvm/test/fixture"
+)
+
+// FuzzVMDKDescriptor: any input parses or fails with an error, never panics,
+// and an accepted descriptor has a createType and extents that add up.
+func FuzzVMDKDescriptor(f *testing.F) {
+	f.Add([]byte(flatDescriptor))
+	f.Add([]byte("# Disk DescriptorFile\ncreateType=\"twoGbMaxExtentSparse\"\nRW 4192256 SPARSE \"a-s001.vmdk\"\nRW 2048 ZERO\n"))
+	f.Add([]byte("createType=\"monolithicFlat\"\nRW 8 FLAT \"x\" 99999999999999999999\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := imgfmt.ParseVMDKDescriptor(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if d.CreateType == "" || len(d.Extents) == 0 || d.Size() < 0 {
+			t.Fatalf("accepted a descriptor without createType/extents: %+v", d)
+		}
+		if paths, err := d.ExtentPaths("/data"); err == nil {
+			for _, p := range paths {
+				if !strings.HasPrefix(p, "/data/") || strings.Contains(p[len("/data/"):], "/") {
+					t.Fatalf("extent path %q leaves /data", p)
+				}
+			}
+		}
+		// Embedded in a sparse header or not, the reader must not panic either.
+		_, _ = imgfmt.ReadVMDKDescriptor(bytes.NewReader(data), int64(len(data)))
+	})
+}
+
+// FuzzOVF: any input parses or fails with an error, never panics, and every
+// accepted disk reference stays relative and local.
+func FuzzOVF(f *testing.F) {
+	f.Add([]byte(fixture.OVFXML(fixture.VM{}, []fixture.OVFDisk{{File: "d.vmdk", Size: 10, Capacity: 1 << 30}})))
+	f.Add([]byte(fixture.OVFXML(fixture.VM{Firmware: "efi", NICs: 2}, []fixture.OVFDisk{{File: "a.vmdk"}, {File: "b.vmdk"}})))
+	f.Add([]byte(`<Envelope><VirtualSystemCollection><VirtualSystem><Name>x</Name></VirtualSystem></VirtualSystemCollection></Envelope>`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, err := imgfmt.ParseOVF(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		for _, d := range o.Disks {
+			if d.File == "" || strings.HasPrefix(d.File, "/") || strings.HasPrefix(d.File, "../") || d.File == ".." || strings.Contains(d.File, "://") {
+				t.Fatalf("accepted disk file %q", d.File)
+			}
+			if d.Capacity < 0 {
+				t.Fatalf("negative capacity %d", d.Capacity)
+			}
+		}
+		if o.CPUs < 0 || o.MemoryMB < 0 {
+			t.Fatalf("negative hardware %+v", o)
+		}
+	})
+}

@@ -1,0 +1,249 @@
+package imgfmt
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// VMDK createType values this package understands.
+const (
+	MonolithicSparse     = "monolithicSparse"
+	MonolithicFlat       = "monolithicFlat"
+	TwoGbMaxExtentSparse = "twoGbMaxExtentSparse"
+	TwoGbMaxExtentFlat   = "twoGbMaxExtentFlat"
+	StreamOptimized      = "streamOptimized"
+)
+
+// maxDescriptor bounds a descriptor's size: real ones are a few KiB, and a
+// hostile image must not make us read gigabytes of "text".
+const maxDescriptor = 1 << 20
+
+// VMDKDescriptor is the text descriptor of a VMDK, either a file of its own
+// (flat and split layouts) or embedded in a sparse extent.
+type VMDKDescriptor struct {
+	Version    int
+	CID        string
+	ParentCID  string
+	CreateType string
+	Extents    []VMDKExtent
+	DDB        map[string]string // ddb.* keys, e.g. ddb.adapterType
+}
+
+// VMDKExtent is one "RW 2048 SPARSE "file.vmdk"" line.
+type VMDKExtent struct {
+	Access  string // RW | RDONLY | NOACCESS
+	Sectors int64  // size in 512-byte sectors
+	Type    string // SPARSE | FLAT | ZERO | VMFS | VMFSSPARSE | ...
+	File    string // relative to the descriptor; empty for ZERO
+	Offset  int64  // sectors into File (FLAT only)
+}
+
+// Size is the virtual size the extents add up to, in bytes.
+func (d *VMDKDescriptor) Size() int64 {
+	var n int64
+	for _, e := range d.Extents {
+		n += e.Sectors * 512
+	}
+	return n
+}
+
+// ParseVMDKDescriptor parses descriptor text. It checks what qemu needs to
+// open the image and no more, and never panics on input.
+func ParseVMDKDescriptor(r io.Reader) (*VMDKDescriptor, error) {
+	d := &VMDKDescriptor{DDB: map[string]string{}}
+	sc := bufio.NewScanner(io.LimitReader(r, maxDescriptor))
+	sc.Buffer(make([]byte, 64*1024), maxDescriptor)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(strings.TrimRight(sc.Text(), "\x00"))
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok && !isExtentLine(line) {
+			k, v = strings.TrimSpace(k), unquote(strings.TrimSpace(v))
+			switch {
+			case k == "version":
+				ver, err := strconv.Atoi(v)
+				if err != nil {
+					return nil, fmt.Errorf("vmdk descriptor line %d: version %q is not a number", n, v)
+				}
+				d.Version = ver
+			case k == "CID":
+				d.CID = v
+			case k == "parentCID":
+				d.ParentCID = v
+			case k == "createType":
+				d.CreateType = v
+			case strings.HasPrefix(k, "ddb."):
+				d.DDB[k] = v
+			}
+			continue
+		}
+		e, err := parseExtent(line)
+		if err != nil {
+			return nil, fmt.Errorf("vmdk descriptor line %d: %w", n, err)
+		}
+		d.Extents = append(d.Extents, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("vmdk descriptor: %w", err)
+	}
+	if d.CreateType == "" {
+		return nil, errors.New("vmdk descriptor: createType is missing")
+	}
+	if len(d.Extents) == 0 {
+		return nil, errors.New("vmdk descriptor: no extents")
+	}
+	if d.ParentCID != "" && d.ParentCID != "ffffffff" {
+		// A delta disk (snapshot) needs its parent; we convert whole disks.
+		if _, ok := d.DDB["ddb.parentFileNameHint"]; ok {
+			return nil, fmt.Errorf("vmdk descriptor: a snapshot delta (parentFileNameHint %q) is not a whole disk; convert its base or consolidate the snapshot first", d.DDB["ddb.parentFileNameHint"])
+		}
+	}
+	return d, nil
+}
+
+func isExtentLine(line string) bool {
+	for _, a := range []string{"RW ", "RDONLY ", "NOACCESS "} {
+		if strings.HasPrefix(line, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// parseExtent reads `ACCESS SECTORS TYPE ["FILE" [OFFSET]]`.
+func parseExtent(line string) (VMDKExtent, error) {
+	var e VMDKExtent
+	f := strings.Fields(line)
+	if len(f) < 3 {
+		return e, fmt.Errorf("extent %q: want ACCESS SECTORS TYPE \"FILE\"", line)
+	}
+	e.Access, e.Type = f[0], f[2]
+	switch e.Access {
+	case "RW", "RDONLY", "NOACCESS":
+	default:
+		return e, fmt.Errorf("extent %q: unknown access %q", line, e.Access)
+	}
+	s, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || s < 0 || s > 1<<50 {
+		return e, fmt.Errorf("extent %q: bad sector count %q", line, f[1])
+	}
+	e.Sectors = s
+	if e.Type == "ZERO" {
+		return e, nil
+	}
+	rest := line[strings.Index(line, e.Type)+len(e.Type):]
+	q1 := strings.IndexByte(rest, '"')
+	q2 := -1
+	if q1 >= 0 {
+		q2 = strings.IndexByte(rest[q1+1:], '"')
+	}
+	if q1 < 0 || q2 < 0 {
+		return e, fmt.Errorf("extent %q: file name must be in double quotes", line)
+	}
+	e.File = rest[q1+1 : q1+1+q2]
+	if e.File == "" {
+		return e, fmt.Errorf("extent %q: empty file name", line)
+	}
+	if tail := strings.TrimSpace(rest[q1+2+q2:]); tail != "" {
+		off, err := strconv.ParseInt(strings.Fields(tail)[0], 10, 64)
+		if err != nil || off < 0 {
+			return e, fmt.Errorf("extent %q: bad offset %q", line, tail)
+		}
+		e.Offset = off
+	}
+	return e, nil
+}
+
+// ExtentPaths resolves the descriptor's extent files against dir (the
+// directory holding the descriptor) and refuses any that would leave it: an
+// image must not make the root-run worker read /etc/shadow.
+func (d *VMDKDescriptor) ExtentPaths(dir string) ([]string, error) {
+	var out []string
+	for _, e := range d.Extents {
+		if e.File == "" {
+			continue
+		}
+		if filepath.IsAbs(e.File) || strings.Contains(e.File, "/") || strings.Contains(e.File, `\`) || e.File == ".." || e.File == "." {
+			return nil, fmt.Errorf("vmdk extent %q: must be a file name beside the descriptor", e.File)
+		}
+		out = append(out, filepath.Join(dir, e.File))
+	}
+	return out, nil
+}
+
+// sparseHeader is the start of a hosted sparse extent (VMDK spec 5.0, "KDMV").
+type sparseHeader struct {
+	Magic              uint32
+	Version            uint32
+	Flags              uint32
+	Capacity           uint64
+	GrainSize          uint64
+	DescriptorOffset   uint64
+	DescriptorSize     uint64
+	NumGTEsPerGT       uint32
+	RGDOffset          uint64
+	GDOffset           uint64
+	OverHead           uint64
+	UncleanShutdown    uint8
+	SingleEndLineChar  byte
+	NonEndLineChar     byte
+	DoubleEndLineChar1 byte
+	DoubleEndLineChar2 byte
+	CompressAlgorithm  uint16
+}
+
+// ReadVMDKDescriptor returns the descriptor of the VMDK in r: the text itself
+// for a descriptor file, or the descriptor embedded in a sparse extent.
+func ReadVMDKDescriptor(r io.ReaderAt, size int64) (*VMDKDescriptor, error) {
+	var h sparseHeader
+	if err := binary.Read(io.NewSectionReader(r, 0, size), binary.LittleEndian, &h); err != nil {
+		// Too short for a header: it can still be a small text descriptor.
+		return ParseVMDKDescriptor(io.NewSectionReader(r, 0, size))
+	}
+	if h.Magic != 0x564d444b { // "KDMV" little-endian
+		return ParseVMDKDescriptor(io.NewSectionReader(r, 0, size))
+	}
+	if h.DescriptorOffset == 0 || h.DescriptorSize == 0 {
+		return nil, errors.New("vmdk sparse extent has no embedded descriptor")
+	}
+	off, n := int64(h.DescriptorOffset)*512, int64(h.DescriptorSize)*512
+	if h.DescriptorOffset > 1<<40 || h.DescriptorSize > maxDescriptor/512 || off+n > size {
+		return nil, fmt.Errorf("vmdk embedded descriptor at sector %d (%d sectors) lies outside the %d-byte file: truncated or corrupt", h.DescriptorOffset, h.DescriptorSize, size)
+	}
+	return ParseVMDKDescriptor(io.NewSectionReader(r, off, n))
+}
+
+// ReadVMDKDescriptorFile is ReadVMDKDescriptor for a file.
+func ReadVMDKDescriptorFile(path string) (*VMDKDescriptor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read vmdk descriptor: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read vmdk descriptor: %w", err)
+	}
+	d, err := ReadVMDKDescriptor(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
+}
