@@ -1,27 +1,20 @@
 // Command hyperctl is the hyper2kvm command line. It talks to the agent over
 // D-Bus (polkit decides what the caller may do) and never touches the queue
-// directories itself.
+// directories itself. Each verb lives in its own file; root.go wires them.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
-
-	"github.com/spf13/cobra"
+	"os/signal"
+	"syscall"
 )
 
 var version = "dev"
 
 func main() {
-	root := &cobra.Command{
-		Use:           "hyperctl",
-		Short:         "Control the hyper2kvm agent",
-		Version:       version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "hyperctl:", err)
-		os.Exit(2)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], systemEnv())
+	stop()
+	os.Exit(code)
 }

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"golang.org/x/sys/unix"
+)
+
+// isTerminal reports whether f is an *os.File open on a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(file.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// colour says whether to colour output: only on a terminal, never with
+// NO_COLOR set (https://no-color.org) or TERM=dumb.
+func (a *app) colour() bool {
+	if a.env.getenv("NO_COLOR") != "" || a.env.getenv("TERM") == "dumb" {
+		return false
+	}
+	return a.env.terminal(a.env.stdout)
+}
+
+const (
+	ansiReset  = "\x1b[0m"
+	ansiBold   = "\x1b[1m"
+	ansiRed    = "\x1b[31m"
+	ansiGreen  = "\x1b[32m"
+	ansiYellow = "\x1b[33m"
+	ansiBlue   = "\x1b[34m"
+	ansiGrey   = "\x1b[90m"
+)
+
+// paint wraps s in an ANSI colour when colour is on.
+func (a *app) paint(colour, s string) string {
+	if !a.colour() || colour == "" {
+		return s
+	}
+	return colour + s + ansiReset
+}
+
+func stateColour(s jobs.State) string {
+	switch s {
+	case jobs.Completed:
+		return ansiGreen
+	case jobs.Failed:
+		return ansiRed
+	case jobs.Cancelled:
+		return ansiYellow
+	case jobs.Running:
+		return ansiBlue
+	}
+	return ""
+}
+
+// writeJSON prints v as indented JSON followed by a newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints aligned columns. Cells may carry ANSI colour; widths are
+// computed on the visible text so colour does not break alignment.
+type table struct {
+	rows [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func visibleLen(s string) int {
+	n, esc := 0, false
+	for _, r := range s {
+		switch {
+		case r == '\x1b':
+			esc = true
+		case esc && r == 'm':
+			esc = false
+		case !esc:
+			n++
+		}
+	}
+	return n
+}
+
+func (t *table) write(w io.Writer) {
+	var widths []int
+	for _, r := range t.rows {
+		for i, c := range r {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], visibleLen(c))
+		}
+	}
+	for _, r := range t.rows {
+		var b strings.Builder
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-visibleLen(c)+2))
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
+
+// keyValues prints "key: value" lines with aligned values.
+func keyValues(w io.Writer, kv [][2]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, p := range kv {
+		fmt.Fprintf(tw, "%s:\t%s\n", p[0], p[1])
+	}
+	tw.Flush()
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func formatDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	d = d.Round(time.Second)
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	if h > 0 {
+		return fmt.Sprintf("%dh%02dm%02ds", h, m, s)
+	}
+	if m > 0 {
+		return fmt.Sprintf("%dm%02ds", m, s)
+	}
+	return fmt.Sprintf("%ds", s)
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func formatProgress(j jobs.Job) string {
+	if j.State != jobs.Running {
+		return "-"
+	}
+	if j.Progress < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%d%%", j.Progress)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// truncate shortens s to n visible runes with an ellipsis.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n || n < 2 {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+// retryCmd is "hyperctl retry ID".
+func (a *app) retryCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "retry ID",
+		Short: "Run a failed or cancelled job again",
+		Long: `Queue a failed or cancelled job again as a new job with the same manifest.
+Needs the polkit action io.hyper2kvm.agent.submit.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			j, err := c.Retry(ctx, args[0], a.interactive())
+			if err != nil {
+				return a.apiError(err, actionSubmit)
+			}
+			if a.jsonOutput() {
+				return writeJSON(a.env.stdout, j)
+			}
+			fmt.Fprintf(a.env.stdout, "Job %s queued again as %s.\n", args[0], j.ID)
+			return nil
+		},
+	}
+}

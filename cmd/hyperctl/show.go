@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/polkit"
+	"github.com/spf13/cobra"
+)
+
+// showCmd is "hyperctl show ID".
+func (a *app) showCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one job in detail",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			j, err := c.GetJob(ctx, args[0])
+			if err != nil {
+				return a.apiError(err, "")
+			}
+			if a.jsonOutput() {
+				return writeJSON(a.env.stdout, j)
+			}
+			a.printJob(j)
+			return nil
+		},
+	}
+}
+
+func (a *app) printJob(j jobs.Job) {
+	kv := [][2]string{
+		{"ID", j.ID},
+		{"Name", j.Name},
+		{"State", a.paint(stateColour(j.State), string(j.State))},
+		{"Stage", orDash(j.Stage)},
+		{"Progress", formatProgress(j)},
+		{"Status", orDash(j.StatusText)},
+	}
+	if j.Batch != "" {
+		kv = append(kv, [2]string{"Batch", j.Batch})
+	}
+	submitter := "drop folder"
+	if j.SubmittedBy >= 0 {
+		submitter = fmt.Sprintf("uid %d", j.SubmittedBy)
+	}
+	kv = append(kv,
+		[2]string{"Manifest", orDash(j.Manifest)},
+		[2]string{"Submitted by", submitter},
+		[2]string{"Priority", fmt.Sprint(j.Priority)},
+		[2]string{"Unit", orDash(j.Unit)},
+		[2]string{"Created", formatTime(j.CreatedAt)},
+		[2]string{"Started", formatTime(j.StartedAt)},
+		[2]string{"Finished", formatTime(j.FinishedAt)},
+	)
+	if j.BytesTotal > 0 {
+		kv = append(kv, [2]string{"Bytes", formatBytes(j.BytesDone) + " of " + formatBytes(j.BytesTotal)})
+	}
+	if j.Error != "" {
+		e := j.Error
+		if j.ErrorStage != "" {
+			e = "in " + j.ErrorStage + ": " + e
+		}
+		kv = append(kv, [2]string{"Error", a.paint(ansiRed, e)})
+	}
+	if len(j.Outputs) > 0 {
+		kv = append(kv, [2]string{"Outputs", strings.Join(j.Outputs, "\n\t")})
+	}
+	if j.ReportPath != "" {
+		kv = append(kv, [2]string{"Report", j.ReportPath})
+	}
+	keyValues(a.env.stdout, kv)
+}
+
+// Polkit actions named when the agent refuses; kept beside the verbs that
+// need them.
+const (
+	actionSubmit = polkit.ActionSubmit
+	actionCancel = polkit.ActionCancel
+)

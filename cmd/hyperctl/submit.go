@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/spf13/cobra"
+)
+
+type submitOpts struct {
+	file string
+	wait bool
+}
+
+// submitCmd is "hyperctl submit FILE [--wait]".
+func (a *app) submitCmd() *cobra.Command {
+	var o submitOpts
+	cmd := &cobra.Command{
+		Use:   "submit FILE",
+		Short: "Queue a manifest with the agent",
+		Long: `Check FILE locally, then hand it to the agent, which queues one job per VM.
+Needs the polkit action io.hyper2kvm.agent.submit. --wait follows the jobs
+like watch and exits 0 when all completed, 1 when any failed.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if o.file != "" && o.file != args[0] {
+					return usageError("give the manifest either as FILE or as --file, not both")
+				}
+				o.file = args[0]
+			}
+			return a.runSubmit(cmd.Context(), o)
+		},
+	}
+	addSubmitFlags(cmd, &o)
+	return cmd
+}
+
+func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
+	cmd.Flags().StringVarP(&o.file, "file", "f", "", "the manifest file (also -file F, -file=F)")
+	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
+}
+
+// submitResult is the --output json shape of submit.
+type submitResult struct {
+	Jobs []jobs.Job `json:"jobs"`
+}
+
+func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
+	data, _, probs, err := a.parseManifestFile(o.file)
+	if err != nil {
+		return err
+	}
+	if len(probs) > 0 {
+		// The agent would refuse it too; say why without a round trip.
+		a.printValidateResult(validateResult{File: o.file, Errors: toProblemJSON(probs)})
+		return silentExit(exitFailed)
+	}
+	c, err := a.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	// Subscribe before submitting so no change of the new jobs is missed.
+	var events <-chan agent.Event
+	if o.wait {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if events, err = c.Watch(wctx); err != nil {
+			return a.apiError(err, "")
+		}
+	}
+	var opts agent.SubmitOptions
+	if o.file != "-" {
+		opts.Name = filepath.Base(o.file)
+	}
+	submitted, err := c.Submit(ctx, data, opts, a.interactive())
+	if err != nil {
+		return a.apiError(err, actionSubmit)
+	}
+	if !o.wait {
+		if a.jsonOutput() {
+			return writeJSON(a.env.stdout, submitResult{Jobs: nonNil(submitted)})
+		}
+		for _, j := range submitted {
+			fmt.Fprintf(a.env.stdout, "Submitted %s as job %s.\n", j.Name, j.ID)
+		}
+		return nil
+	}
+
+	ids := make([]string, 0, len(submitted))
+	for _, j := range submitted {
+		ids = append(ids, j.ID)
+		if !a.jsonOutput() {
+			fmt.Fprintf(a.env.stdout, "Submitted %s as job %s.\n", j.Name, j.ID)
+		}
+	}
+	w := a.newWatcher(ids)
+	if a.jsonOutput() {
+		// Only the final records: a script wants the outcome, watch streams.
+		w.json, w.out = false, io.Discard
+	}
+	// Re-read the jobs: they may have moved on before the subscription's
+	// first event arrived.
+	current := make([]jobs.Job, 0, len(ids))
+	for _, j := range submitted {
+		if cur, err := c.GetJob(ctx, j.ID); err == nil {
+			j = cur
+		}
+		current = append(current, j)
+	}
+	werr := w.run(ctx, current, events)
+	if a.jsonOutput() {
+		final := make([]jobs.Job, 0, len(ids))
+		for _, id := range ids {
+			if t, ok := w.jobs[id]; ok {
+				final = append(final, t.job)
+			}
+		}
+		if err := writeJSON(a.env.stdout, submitResult{Jobs: final}); err != nil {
+			return fail(exitFailed, "cannot write output: %w", err)
+		}
+	}
+	return werr
+}
+
+func nonNil(js []jobs.Job) []jobs.Job {
+	if js == nil {
+		return []jobs.Job{}
+	}
+	return js
+}
