@@ -3,7 +3,10 @@ package dbusapi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
@@ -11,38 +14,405 @@ import (
 // Client talks to the agent over the system bus (or the bus at
 // DBUS_SYSTEM_BUS_ADDRESS). Errors the agent returns come back as
 // *apierr.Error with the kind from the D-Bus error name; a bus that cannot be
-// reached is ErrNoBus. Its zero value is not usable; use Dial.
-type Client struct{}
+// reached is ErrNoBus, an agent that is not running and cannot be started
+// ErrNoAgent (both wrapped: test with errors.Is). Its zero value is not
+// usable; use Dial, DialAddress or NewClient. A Client is safe for
+// concurrent use.
+type Client struct {
+	conn *dbus.Conn
+	own  bool // Close closes conn
+	// Dest is the bus name called, BusName unless changed for a test.
+	Dest string
+}
 
 // ErrNoBus means the system bus could not be reached.
 var ErrNoBus = errors.New("cannot connect to the system D-Bus")
 
-var errTODO = errors.New("dbusapi: client not implemented yet")
+// interactiveTimeout bounds a call that may wait while polkit asks the
+// user for a password.
+const interactiveTimeout = 5 * time.Minute
 
 // Dial connects to the system bus.
-func Dial(ctx context.Context) (*Client, error) { return nil, errTODO }
-
-// Close closes the connection.
-func (c *Client) Close() error { return nil }
-
-func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) { return agent.Status{}, errTODO }
-func (c *Client) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {
-	return nil, errTODO
+func Dial(ctx context.Context) (*Client, error) {
+	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoBus, err)
+	}
+	return &Client{conn: conn, own: true, Dest: BusName}, nil
 }
-func (c *Client) GetJob(ctx context.Context, id string) (jobs.Job, error) { return jobs.Job{}, errTODO }
+
+// DialAddress connects to the bus at address (a D-Bus address such as
+// "unix:path=/run/dbus/system_bus_socket").
+func DialAddress(ctx context.Context, address string) (*Client, error) {
+	conn, err := dbus.Connect(address, dbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v", ErrNoBus, address, err)
+	}
+	return &Client{conn: conn, own: true, Dest: BusName}, nil
+}
+
+// NewClient uses an existing connection, which Close leaves open.
+func NewClient(conn *dbus.Conn) *Client { return &Client{conn: conn, Dest: BusName} }
+
+// Conn is the client's bus connection.
+func (c *Client) Conn() *dbus.Conn { return c.conn }
+
+// Close closes the connection if the client opened it.
+func (c *Client) Close() error {
+	if c == nil || c.conn == nil || !c.own {
+		return nil
+	}
+	return c.conn.Close()
+}
+
+func (c *Client) dest() string {
+	if c.Dest == "" {
+		return BusName
+	}
+	return c.Dest
+}
+
+// call invokes a Manager method; what names the operation in errors.
+func (c *Client) call(ctx context.Context, what string, path dbus.ObjectPath, method string, interactive bool, args ...any) (*dbus.Call, error) {
+	if c == nil || c.conn == nil {
+		return nil, fmt.Errorf("%s: %w: client not connected", what, ErrNoBus)
+	}
+	var flags dbus.Flags
+	if interactive {
+		flags = dbus.FlagAllowInteractiveAuthorization
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, interactiveTimeout)
+			defer cancel()
+		}
+	}
+	call := c.conn.Object(c.dest(), path).CallWithContext(ctx, method, flags, args...)
+	if call.Err != nil {
+		return nil, fromDBusError(what, call.Err)
+	}
+	return call, nil
+}
+
+// GetStatus is Manager.GetStatus.
+func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) {
+	call, err := c.call(ctx, "get status", ManagerPath, ManagerIface+".GetStatus", false)
+	if err != nil {
+		return agent.Status{}, err
+	}
+	var d map[string]dbus.Variant
+	if err := call.Store(&d); err != nil {
+		return agent.Status{}, fmt.Errorf("get status: %w", err)
+	}
+	return statusFromDict(d)
+}
+
+// ListJobs returns the jobs matching f with all their properties, in the
+// agent's order.
+func (c *Client) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {
+	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobsWithProperties", false, filterDict(f))
+	if err != nil {
+		return nil, err
+	}
+	var entries []jobEntry
+	if err := call.Store(&entries); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]jobs.Job, 0, len(entries))
+	for _, e := range entries {
+		j, err := jobFromProps(e.Props)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %s: %w", e.Path, err)
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// ListJobPaths is Manager.ListJobs: the object paths only.
+func (c *Client) ListJobPaths(ctx context.Context, f agent.Filter) ([]dbus.ObjectPath, error) {
+	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobs", false, filterDict(f))
+	if err != nil {
+		return nil, err
+	}
+	var paths []dbus.ObjectPath
+	if err := call.Store(&paths); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return paths, nil
+}
+
+// GetJob returns job id with all its properties.
+func (c *Client) GetJob(ctx context.Context, id string) (jobs.Job, error) {
+	what := "get job " + id
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".GetJob", false, id)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	var p dbus.ObjectPath
+	if err := call.Store(&p); err != nil {
+		return jobs.Job{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return c.jobAt(ctx, what, p)
+}
+
+// jobAt reads every Job property of the object at p.
+func (c *Client) jobAt(ctx context.Context, what string, p dbus.ObjectPath) (jobs.Job, error) {
+	call, err := c.call(ctx, what, p, ifaceProperties+".GetAll", false, JobIface)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	var props map[string]dbus.Variant
+	if err := call.Store(&props); err != nil {
+		return jobs.Job{}, fmt.Errorf("%s: %w", what, err)
+	}
+	j, err := jobFromProps(props)
+	if err != nil {
+		return jobs.Job{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return j, nil
+}
+
+// Validate checks a manifest without queueing it; problems are
+// "field.path: problem" lines.
 func (c *Client) Validate(ctx context.Context, manifest []byte) (bool, []string, error) {
-	return false, nil, errTODO
+	call, err := c.call(ctx, "validate manifest", ManagerPath, ManagerIface+".Validate", false, string(manifest))
+	if err != nil {
+		return false, nil, err
+	}
+	var valid bool
+	var problems []string
+	if err := call.Store(&valid, &problems); err != nil {
+		return false, nil, fmt.Errorf("validate manifest: %w", err)
+	}
+	return valid, problems, nil
 }
 
 // Submit sends a manifest; interactive allows polkit to ask for a password.
+// It returns the new jobs (one per VM of a batch) as they were created.
 func (c *Client) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error) {
-	return nil, errTODO
+	call, err := c.call(ctx, "submit manifest", ManagerPath, ManagerIface+".Submit", interactive, string(manifest), submitDict(o))
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	var paths []dbus.ObjectPath
+	if err := call.Store(&ids, &paths); err != nil {
+		return nil, fmt.Errorf("submit manifest: %w", err)
+	}
+	out := make([]jobs.Job, 0, len(paths))
+	for i, p := range paths {
+		j, err := c.jobAt(ctx, "read submitted job "+ids[min(i, len(ids)-1)], p)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, j)
+	}
+	return out, nil
 }
-func (c *Client) Cancel(ctx context.Context, id string, interactive bool) error { return errTODO }
+
+// Cancel cancels job id; interactive allows polkit to ask for a password.
+func (c *Client) Cancel(ctx context.Context, id string, interactive bool) error {
+	_, err := c.call(ctx, "cancel job "+id, ManagerPath, ManagerIface+".Cancel", interactive, id)
+	return err
+}
+
+// Retry queues failed or cancelled job id again and returns the new job.
 func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error) {
-	return jobs.Job{}, errTODO
+	what := "retry job " + id
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".Retry", interactive, id)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	var newID string
+	var p dbus.ObjectPath
+	if err := call.Store(&newID, &p); err != nil {
+		return jobs.Job{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return c.jobAt(ctx, what, p)
 }
 
 // Watch subscribes to job signals (before returning, so nothing is missed)
-// and delivers events until ctx ends.
-func (c *Client) Watch(ctx context.Context) (<-chan agent.Event, error) { return nil, errTODO }
+// and delivers events until ctx ends, then closes the channel. Each event
+// carries the whole job as last announced: JobNew from InterfacesAdded,
+// JobChanged from PropertiesChanged (Changed names the properties),
+// JobRemoved from InterfacesRemoved. When the agent (re)starts, for
+// instance by D-Bus activation after an idle exit, Watch compares its
+// objects with what it knew and reports the differences the same way.
+// Events keep the bus order; a slow reader delays them but loses none.
+func (c *Client) Watch(ctx context.Context) (<-chan agent.Event, error) {
+	if c == nil || c.conn == nil {
+		return nil, fmt.Errorf("watch jobs: %w: client not connected", ErrNoBus)
+	}
+	matches := [][]dbus.MatchOption{
+		{dbus.WithMatchSender(c.dest()), dbus.WithMatchObjectPath(ManagerPath),
+			dbus.WithMatchInterface(ifaceObjectManager)},
+		{dbus.WithMatchSender(c.dest()), dbus.WithMatchPathNamespace(JobPathBase),
+			dbus.WithMatchInterface(ifaceProperties), dbus.WithMatchMember("PropertiesChanged")},
+		{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchInterface("org.freedesktop.DBus"),
+			dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, c.dest())},
+	}
+	for i, m := range matches {
+		if err := c.conn.AddMatchSignalContext(ctx, m...); err != nil {
+			for _, prev := range matches[:i] {
+				c.conn.RemoveMatchSignal(prev...)
+			}
+			return nil, fromDBusError("watch jobs", err)
+		}
+	}
+	sigs := make(chan *dbus.Signal, 1024)
+	c.conn.Signal(sigs)
+	cleanup := func() {
+		c.conn.RemoveSignal(sigs)
+		for _, m := range matches {
+			c.conn.RemoveMatchSignal(m...)
+		}
+	}
+
+	// Seed the cache only after subscribing, so a job created in between
+	// shows up in one or the other.
+	w := &watcher{c: c, known: map[dbus.ObjectPath]jobs.Job{}}
+	if _, err := w.resync(ctx); err != nil {
+		cleanup()
+		return nil, err
+	}
+
+	out := make(chan agent.Event)
+	go func() {
+		defer close(out)
+		defer cleanup()
+		// pending decouples reading the bus from a slow reader: godbus
+		// hands signals that do not fit the channel to goroutines, which
+		// would reorder them.
+		var pending []agent.Event
+		for {
+			var send chan<- agent.Event
+			var next agent.Event
+			if len(pending) > 0 {
+				send, next = out, pending[0]
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case sig, ok := <-sigs:
+				if !ok {
+					return
+				}
+				pending = append(pending, w.translate(ctx, sig)...)
+			case send <- next:
+				pending = pending[1:]
+			}
+		}
+	}()
+	return out, nil
+}
+
+// watcher is the job cache behind one Watch.
+type watcher struct {
+	c     *Client
+	known map[dbus.ObjectPath]jobs.Job
+}
+
+// resync reads all job objects and returns the events that turn the cache
+// into them.
+func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
+	call, err := w.c.call(ctx, "watch jobs", ManagerPath, ifaceObjectManager+".GetManagedObjects", false)
+	if err != nil {
+		return nil, err
+	}
+	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
+	if err := call.Store(&objs); err != nil {
+		return nil, fmt.Errorf("watch jobs: %w", err)
+	}
+	now := time.Now()
+	var evs []agent.Event
+	seen := map[dbus.ObjectPath]bool{}
+	for p, ifaces := range objs {
+		props, ok := ifaces[JobIface]
+		if !ok {
+			continue
+		}
+		j, err := jobFromProps(props)
+		if err != nil {
+			continue
+		}
+		seen[p] = true
+		old, had := w.known[p]
+		w.known[p] = j
+		if !had {
+			evs = append(evs, agent.Event{Kind: agent.JobNew, Job: j, At: now})
+		} else if changed := changedProps(jobProps(old), jobProps(j)); len(changed) > 0 {
+			evs = append(evs, agent.Event{Kind: agent.JobChanged, Job: j, Changed: changed, At: now})
+		}
+	}
+	for p, j := range w.known {
+		if !seen[p] {
+			delete(w.known, p)
+			evs = append(evs, agent.Event{Kind: agent.JobRemoved, Job: j, At: now})
+		}
+	}
+	return evs, nil
+}
+
+// translate turns one bus signal into events, keeping the cache current.
+func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []agent.Event {
+	now := time.Now()
+	switch sig.Name {
+	case "org.freedesktop.DBus.NameOwnerChanged":
+		var name, oldOwner, newOwner string
+		if dbus.Store(sig.Body, &name, &oldOwner, &newOwner) != nil || name != w.c.dest() || newOwner == "" {
+			return nil
+		}
+		evs, _ := w.resync(ctx) // on failure the next owner change tries again
+		return evs
+	case ifaceObjectManager + ".InterfacesAdded":
+		var p dbus.ObjectPath
+		var ifaces map[string]map[string]dbus.Variant
+		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p, &ifaces) != nil {
+			return nil
+		}
+		props, ok := ifaces[JobIface]
+		if !ok {
+			return nil
+		}
+		j, err := jobFromProps(props)
+		if err != nil {
+			return nil
+		}
+		w.known[p] = j
+		return []agent.Event{{Kind: agent.JobNew, Job: j, At: now}}
+	case ifaceObjectManager + ".InterfacesRemoved":
+		var p dbus.ObjectPath
+		var ifaces []string
+		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p, &ifaces) != nil {
+			return nil
+		}
+		j, ok := w.known[p]
+		if !ok {
+			return nil
+		}
+		delete(w.known, p)
+		return []agent.Event{{Kind: agent.JobRemoved, Job: j, At: now}}
+	case ifaceProperties + ".PropertiesChanged":
+		var iface string
+		var changed map[string]dbus.Variant
+		var invalidated []string
+		if dbus.Store(sig.Body, &iface, &changed, &invalidated) != nil || iface != JobIface {
+			return nil
+		}
+		j, ok := w.known[sig.Path]
+		if !ok {
+			return nil
+		}
+		if applyProps(&j, changed) != nil {
+			return nil
+		}
+		w.known[sig.Path] = j
+		names := make([]string, 0, len(changed))
+		for k := range changed {
+			names = append(names, k)
+		}
+		sortStrings(names)
+		return []agent.Event{{Kind: agent.JobChanged, Job: j, Changed: names, At: now}}
+	}
+	return nil
+}

@@ -3,9 +3,18 @@ package dbusapi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/introspect"
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
 // Authorizer decides whether the bus peer sender may perform a polkit action.
@@ -16,17 +25,366 @@ type Authorizer interface {
 }
 
 // Server exports a Backend on a bus connection.
-type Server struct{}
+type Server struct {
+	conn  *dbus.Conn
+	b     Backend
+	authz Authorizer
+	log   *slog.Logger
+	name  string // the bus name owned, "" for none
+
+	ctx         context.Context // ends at Close; bounds every backend call
+	stop        context.CancelFunc
+	unsubscribe func()
+	loopDone    chan struct{}
+	closeOnce   sync.Once
+	last        atomic.Int64 // unix nanoseconds of the last method call
+
+	managerIface, jobIface introspect.Interface
+
+	// mu orders object (un)exports with the signals that announce them,
+	// so that a client never sees a signal for an object it cannot call.
+	mu      sync.Mutex
+	objects map[string]*jobObject // by job id
+	closed  bool
+}
+
+// jobObject is one exported job and the property values last announced.
+type jobObject struct {
+	id    string
+	path  dbus.ObjectPath
+	props map[string]dbus.Variant
+}
+
+// jobObjectIfaces are the interfaces each job object carries, as listed in
+// InterfacesAdded/InterfacesRemoved and GetManagedObjects.
+var jobObjectIfaces = []string{JobIface, ifaceProperties, ifaceIntrospect, ifacePeer}
 
 // NewServer exports the manager and job objects for b on conn, follows b's
 // events to keep job objects and signals current, and then requests BusName.
 func NewServer(conn *dbus.Conn, b Backend, authz Authorizer) (*Server, error) {
-	return nil, errors.New("dbusapi: server not implemented yet")
+	return newServer(conn, b, authz, BusName)
+}
+
+// newServer is NewServer with the name to own, "" for none (tests that run
+// two servers on one bus).
+func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Server, error) {
+	if conn == nil || b == nil || authz == nil {
+		return nil, errors.New("cannot start the D-Bus server: conn, backend and authorizer are all required")
+	}
+	mi, ji, err := Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &Server{
+		conn: conn, b: b, authz: authz, log: slog.Default().With("component", "dbusapi"),
+		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
+		managerIface: mi, jobIface: ji,
+		objects: map[string]*jobObject{},
+	}
+	s.last.Store(time.Now().UnixNano())
+
+	// Subscribe before taking the snapshot so that no change falls between
+	// the two; replaying a change the snapshot already holds is harmless.
+	events, unsubscribe := b.Subscribe()
+	s.unsubscribe = unsubscribe
+	snapshotAt := time.Now()
+	for _, j := range b.Jobs(agent.Filter{}) {
+		s.upsert(j, false)
+	}
+	go s.follow(events, snapshotAt)
+	if err := s.exportManager(); err != nil {
+		s.Close()
+		return nil, err
+	}
+
+	if name != "" {
+		reply, err := conn.RequestName(name, dbus.NameFlagDoNotQueue)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("cannot own bus name %s: %w", name, err)
+		}
+		if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
+			s.Close()
+			return nil, fmt.Errorf("cannot own bus name %s: another process has it", name)
+		}
+		s.name = name
+	}
+	return s, nil
 }
 
 // LastActivity is when the server last handled a method call; the agent uses
 // it for its idle exit.
-func (s *Server) LastActivity() time.Time { return time.Time{} }
+func (s *Server) LastActivity() time.Time { return time.Unix(0, s.last.Load()) }
+
+func (s *Server) touch() { s.last.Store(time.Now().UnixNano()) }
 
 // Close releases the name and unexports everything.
-func (s *Server) Close() error { return nil }
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.stop()
+		if s.unsubscribe != nil {
+			s.unsubscribe()
+		}
+		<-s.loopDone
+		if s.name != "" {
+			if _, rerr := s.conn.ReleaseName(s.name); rerr != nil && s.conn.Connected() {
+				err = fmt.Errorf("cannot release bus name %s: %w", s.name, rerr)
+			}
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.closed = true
+		for _, o := range s.objects {
+			s.unexportJob(o)
+		}
+		s.objects = map[string]*jobObject{}
+		for _, iface := range []string{ManagerIface, ifaceObjectManager, ifaceIntrospect} {
+			s.conn.Export(nil, ManagerPath, iface)
+		}
+	})
+	return err
+}
+
+// follow turns backend events into object exports and signals, in order.
+// Events stamped before the snapshot are already in it and are skipped, so
+// that replaying them cannot make a property go back.
+func (s *Server) follow(events <-chan agent.Event, snapshotAt time.Time) {
+	defer close(s.loopDone)
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			if !ev.At.IsZero() && ev.At.Before(snapshotAt) {
+				continue
+			}
+			s.apply(ev)
+		}
+	}
+}
+
+func (s *Server) apply(ev agent.Event) {
+	switch ev.Kind {
+	case agent.JobRemoved:
+		s.remove(ev.Job)
+	default:
+		s.upsert(ev.Job, true)
+	}
+}
+
+// upsert exports j's object or updates its properties, announcing the
+// change when announce is set (not for the snapshot taken at start).
+// It returns the object path.
+func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	props := jobProps(j)
+	if o, ok := s.objects[j.ID]; ok {
+		changed := changedProps(o.props, props)
+		o.props = props
+		if announce && len(changed) > 0 && !s.closed {
+			d := make(map[string]dbus.Variant, len(changed))
+			for _, k := range changed {
+				d[k] = props[k]
+			}
+			s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
+		}
+		return o.path
+	}
+	o := &jobObject{id: j.ID, path: JobPath(j.ID), props: props}
+	if s.closed {
+		return o.path
+	}
+	if err := s.exportJob(o); err != nil {
+		s.log.Error("cannot export job object", "job", j.ID, "path", o.path, "err", err)
+		return o.path
+	}
+	s.objects[j.ID] = o
+	if announce {
+		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, s.managedIfaces(o))
+		s.emit(ManagerPath, ManagerIface+".JobNew", j.ID, o.path)
+	}
+	return o.path
+}
+
+// ensure returns the path and announced properties of j's object,
+// exporting it from j if the event stream has not brought it yet. It never
+// updates an existing object: properties change only in event order, so a
+// watcher never sees a value go back.
+func (s *Server) ensure(j jobs.Job) (dbus.ObjectPath, map[string]dbus.Variant) {
+	s.mu.Lock()
+	o, ok := s.objects[j.ID]
+	if ok {
+		props := make(map[string]dbus.Variant, len(o.props))
+		for k, v := range o.props {
+			props[k] = v
+		}
+		s.mu.Unlock()
+		return o.path, props
+	}
+	s.mu.Unlock()
+	// A concurrent event may export it in between; upsert handles both.
+	return s.upsert(j, true), jobProps(j)
+}
+
+// remove unexports j's object after announcing its last property values,
+// so a watcher learns the final state even if it only follows properties.
+func (s *Server) remove(j jobs.Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.objects[j.ID]
+	if !ok || s.closed {
+		return
+	}
+	props := jobProps(j)
+	if changed := changedProps(o.props, props); len(changed) > 0 {
+		d := make(map[string]dbus.Variant, len(changed))
+		for _, k := range changed {
+			d[k] = props[k]
+		}
+		o.props = props
+		s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
+	}
+	delete(s.objects, j.ID)
+	s.unexportJob(o)
+	s.emit(ManagerPath, ifaceObjectManager+".InterfacesRemoved", o.path, jobObjectIfaces)
+	s.emit(ManagerPath, ManagerIface+".JobRemoved", j.ID, o.path, string(j.State))
+}
+
+func (s *Server) emit(path dbus.ObjectPath, name string, args ...any) {
+	if err := s.conn.Emit(path, name, args...); err != nil {
+		s.log.Warn("cannot emit signal", "signal", name, "path", path, "err", err)
+	}
+}
+
+func (s *Server) managedIfaces(o *jobObject) map[string]map[string]dbus.Variant {
+	props := make(map[string]dbus.Variant, len(o.props))
+	for k, v := range o.props {
+		props[k] = v
+	}
+	return map[string]map[string]dbus.Variant{
+		JobIface:        props,
+		ifaceProperties: {},
+		ifaceIntrospect: {},
+		ifacePeer:       {},
+	}
+}
+
+func (s *Server) exportJob(o *jobObject) error {
+	xml := introspection([]introspect.Interface{s.jobIface}, nil)
+	tables := map[string]map[string]any{
+		JobIface: s.jobMethods(o.id),
+		ifaceProperties: {
+			"Get":    func(iface, name string) (dbus.Variant, *dbus.Error) { return s.getProp(o.id, iface, name) },
+			"GetAll": func(iface string) (map[string]dbus.Variant, *dbus.Error) { return s.getAllProps(o.id, iface) },
+			"Set": func(iface, name string, _ dbus.Variant) *dbus.Error {
+				return dbus.NewError("org.freedesktop.DBus.Error.PropertyReadOnly",
+					[]any{fmt.Sprintf("property %s of %s is read-only", name, iface)})
+			},
+		},
+		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) { return xml, nil }},
+	}
+	for iface, t := range tables {
+		if err := s.conn.ExportMethodTable(t, o.path, iface); err != nil {
+			s.unexportJob(o)
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) unexportJob(o *jobObject) {
+	for _, iface := range []string{JobIface, ifaceProperties, ifaceIntrospect} {
+		s.conn.Export(nil, o.path, iface)
+	}
+}
+
+func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
+	props, derr := s.propsOf(id, iface)
+	if derr != nil {
+		return dbus.Variant{}, derr
+	}
+	v, ok := props[name]
+	if !ok {
+		return dbus.Variant{}, dbus.NewError("org.freedesktop.DBus.Error.UnknownProperty",
+			[]any{fmt.Sprintf("no property %s on %s", name, iface)})
+	}
+	return v, nil
+}
+
+func (s *Server) getAllProps(id, iface string) (map[string]dbus.Variant, *dbus.Error) {
+	return s.propsOf(id, iface)
+}
+
+func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error) {
+	s.touch()
+	if iface != JobIface && iface != "" {
+		if iface == ifaceProperties || iface == ifaceIntrospect || iface == ifacePeer {
+			return map[string]dbus.Variant{}, nil
+		}
+		return nil, dbus.NewError("org.freedesktop.DBus.Error.UnknownInterface",
+			[]any{fmt.Sprintf("no interface %s on job %s", iface, id)})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.objects[id]
+	if !ok {
+		return nil, toDBusError(apierr.New(apierr.NoSuchJob, "cannot find job %s", id))
+	}
+	out := make(map[string]dbus.Variant, len(o.props))
+	for k, v := range o.props {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// getManagedObjects is org.freedesktop.DBus.ObjectManager.GetManagedObjects.
+func (s *Server) getManagedObjects() (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
+	s.touch()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[dbus.ObjectPath]map[string]map[string]dbus.Variant, len(s.objects))
+	for _, o := range s.objects {
+		out[o.path] = s.managedIfaces(o)
+	}
+	return out, nil
+}
+
+func (s *Server) exportManager() error {
+	tables := map[string]map[string]any{
+		ManagerIface: s.managerMethods(),
+		ifaceObjectManager: {"GetManagedObjects": s.getManagedObjects},
+		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) {
+			s.mu.Lock()
+			children := []string(nil)
+			if len(s.objects) > 0 {
+				children = []string{"job"}
+			}
+			s.mu.Unlock()
+			return introspection([]introspect.Interface{s.managerIface, objectManagerData}, children), nil
+		}},
+	}
+	for iface, t := range tables {
+		if err := s.conn.ExportMethodTable(t, ManagerPath, iface); err != nil {
+			return fmt.Errorf("cannot export %s on %s: %w", iface, ManagerPath, err)
+		}
+	}
+	return nil
+}
+
+// exportedPaths lists the job object paths, sorted (for tests).
+func (s *Server) exportedPaths() []dbus.ObjectPath {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []dbus.ObjectPath
+	for _, o := range s.objects {
+		out = append(out, o.path)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

@@ -7,6 +7,9 @@ package polkit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -19,13 +22,89 @@ const (
 	ActionManage    = "io.hyper2kvm.agent.manage"
 )
 
+// polkit's bus coordinates and CheckAuthorization flags.
+const (
+	busName       = "org.freedesktop.PolicyKit1"
+	authorityPath = "/org/freedesktop/PolicyKit1/Authority"
+	authorityIf   = "org.freedesktop.PolicyKit1.Authority"
+
+	flagAllowUserInteraction uint32 = 1
+)
+
+// ErrInteractionRequired is the deny reason when polkit would have let the
+// caller authenticate but the call did not allow interactive authorization.
+var ErrInteractionRequired = errors.New("interactive authentication required")
+
 // Authority checks authorizations over conn.
-type Authority struct{ conn *dbus.Conn }
+type Authority struct {
+	conn *dbus.Conn
+	// Timeout bounds a check that may not ask the user anything;
+	// InteractiveTimeout one that may wait for a password.
+	Timeout, InteractiveTimeout time.Duration
+	seq                         atomic.Uint64
+}
 
 // New returns an Authority using conn (the system bus).
-func New(conn *dbus.Conn) *Authority { return &Authority{conn: conn} }
+func New(conn *dbus.Conn) *Authority {
+	return &Authority{conn: conn, Timeout: 25 * time.Second, InteractiveTimeout: 5 * time.Minute}
+}
 
-// Authorize checks action for the system-bus-name subject sender.
+// subject is polkit's (sa{sv}) subject.
+type subject struct {
+	Kind    string
+	Details map[string]dbus.Variant
+}
+
+// result is polkit's (bba{ss}) authorization result.
+type result struct {
+	IsAuthorized bool
+	IsChallenge  bool
+	Details      map[string]string
+}
+
+// Authorize checks action for the system-bus-name subject sender. It
+// returns true only when polkitd answered is_authorized; a challenge that
+// could not be shown is (false, ErrInteractionRequired); any failure to
+// ask is (false, error).
 func (a *Authority) Authorize(ctx context.Context, sender, action string, interactive bool) (bool, error) {
-	return false, errors.New("polkit: not implemented yet")
+	if a == nil || a.conn == nil {
+		return false, errors.New("cannot check authorization: no bus connection")
+	}
+	if sender == "" {
+		return false, errors.New("cannot check authorization: the call has no sender")
+	}
+	timeout, flags := a.Timeout, uint32(0)
+	if interactive {
+		timeout, flags = a.InteractiveTimeout, flagAllowUserInteraction
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	cancelID := fmt.Sprintf("hyper2kvm-%d-%d", time.Now().UnixNano(), a.seq.Add(1))
+	subj := subject{Kind: "system-bus-name", Details: map[string]dbus.Variant{"name": dbus.MakeVariant(sender)}}
+	obj := a.conn.Object(busName, authorityPath)
+	call := obj.CallWithContext(ctx, authorityIf+".CheckAuthorization", 0,
+		subj, action, map[string]string{}, flags, cancelID)
+	if call.Err != nil {
+		if ctx.Err() != nil {
+			// Tell polkitd to drop the dialog it may still be showing.
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			obj.CallWithContext(cctx, authorityIf+".CancelCheckAuthorization", 0, cancelID)
+			cancel()
+		}
+		return false, fmt.Errorf("cannot check authorization for %s with polkit: %w", action, call.Err)
+	}
+	var r result
+	if err := call.Store(&r); err != nil {
+		return false, fmt.Errorf("cannot read polkit's answer for %s: %w", action, err)
+	}
+	if r.IsAuthorized {
+		return true, nil
+	}
+	if r.IsChallenge {
+		return false, ErrInteractionRequired
+	}
+	return false, nil
 }

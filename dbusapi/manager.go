@@ -1,0 +1,216 @@
+package dbusapi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/polkit"
+)
+
+// managerMethods is the io.hyper2kvm.Agent1.Manager method table. Each
+// function's parameters (less dbus.Message and dbus.Sender) and results
+// (less the final *dbus.Error) are the D-Bus signature; a unit test holds
+// them to io.hyper2kvm.Agent1.xml.
+func (s *Server) managerMethods() map[string]any {
+	return map[string]any{
+		"GetStatus": func() (map[string]dbus.Variant, *dbus.Error) {
+			s.touch()
+			return statusDict(s.b.Status()), nil
+		},
+		"ListJobs": func(filter map[string]dbus.Variant) ([]dbus.ObjectPath, *dbus.Error) {
+			s.touch()
+			list, err := s.listJobs(filter)
+			if err != nil {
+				return nil, toDBusError(err)
+			}
+			paths := make([]dbus.ObjectPath, len(list))
+			for i, j := range list {
+				paths[i], _ = s.ensure(j)
+			}
+			return paths, nil
+		},
+		"ListJobsWithProperties": func(filter map[string]dbus.Variant) ([]jobEntry, *dbus.Error) {
+			s.touch()
+			list, err := s.listJobs(filter)
+			if err != nil {
+				return nil, toDBusError(err)
+			}
+			out := make([]jobEntry, len(list))
+			for i, j := range list {
+				out[i].Path, out[i].Props = s.ensure(j)
+			}
+			return out, nil
+		},
+		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
+			s.touch()
+			j, err := s.b.Job(id)
+			if err != nil {
+				return "", toDBusError(err)
+			}
+			p, _ := s.ensure(j)
+			return p, nil
+		},
+		"Submit": func(msg dbus.Message, sender dbus.Sender, manifest string, options map[string]dbus.Variant) ([]string, []dbus.ObjectPath, *dbus.Error) {
+			s.touch()
+			ids, paths, err := s.submit(msg, sender, manifest, options)
+			if err != nil {
+				return nil, nil, toDBusError(err)
+			}
+			return ids, paths, nil
+		},
+		"Validate": func(manifest string) (bool, []string, *dbus.Error) {
+			s.touch()
+			ok, problems := s.b.Validate([]byte(manifest))
+			if problems == nil {
+				problems = []string{}
+			}
+			return ok, problems, nil
+		},
+		"Cancel": func(msg dbus.Message, sender dbus.Sender, id string) *dbus.Error {
+			s.touch()
+			if err := s.cancel(msg, sender, id); err != nil {
+				return toDBusError(err)
+			}
+			return nil
+		},
+		"Retry": func(msg dbus.Message, sender dbus.Sender, id string) (string, dbus.ObjectPath, *dbus.Error) {
+			s.touch()
+			j, err := s.retry(msg, sender, id)
+			if err != nil {
+				return "", "", toDBusError(err)
+			}
+			p, _ := s.ensure(j)
+			return j.ID, p, nil
+		},
+	}
+}
+
+// jobMethods is the io.hyper2kvm.Agent1.Job method table of job id.
+func (s *Server) jobMethods(id string) map[string]any {
+	return map[string]any{
+		"Cancel": func(msg dbus.Message, sender dbus.Sender) *dbus.Error {
+			s.touch()
+			if err := s.cancel(msg, sender, id); err != nil {
+				return toDBusError(err)
+			}
+			return nil
+		},
+	}
+}
+
+// jobEntry is one (oa{sv}) of ListJobsWithProperties.
+type jobEntry struct {
+	Path  dbus.ObjectPath
+	Props map[string]dbus.Variant
+}
+
+func (s *Server) listJobs(filter map[string]dbus.Variant) ([]jobs.Job, error) {
+	f, err := parseFilter(filter)
+	if err != nil {
+		return nil, err
+	}
+	return s.b.Jobs(f), nil
+}
+
+func (s *Server) submit(msg dbus.Message, sender dbus.Sender, manifest string, options map[string]dbus.Variant) ([]string, []dbus.ObjectPath, error) {
+	opts, err := parseSubmitOptions(options)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.authorize(msg, sender, polkit.ActionSubmit, "submit a manifest"); err != nil {
+		return nil, nil, err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := s.b.Submit(s.ctx, []byte(manifest), opts, uid)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]string, len(list))
+	paths := make([]dbus.ObjectPath, len(list))
+	for i, j := range list {
+		ids[i] = j.ID
+		paths[i], _ = s.ensure(j)
+	}
+	s.log.Info("manifest submitted", "uid", uid, "jobs", ids)
+	return ids, paths, nil
+}
+
+// cancel lets a job's submitter cancel it under ActionCancel; anyone else,
+// and any job that came in through the drop folder, needs ActionCancelAny.
+func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id string) error {
+	j, err := s.b.Job(id)
+	if err != nil {
+		return err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return err
+	}
+	action := polkit.ActionCancelAny
+	if j.SubmittedBy >= 0 && j.SubmittedBy == uid {
+		action = polkit.ActionCancel
+	}
+	if err := s.authorize(msg, sender, action, "cancel job "+id); err != nil {
+		return err
+	}
+	if err := s.b.Cancel(s.ctx, id); err != nil {
+		return err
+	}
+	s.log.Info("job cancelled", "uid", uid, "job", id)
+	return nil
+}
+
+func (s *Server) retry(msg dbus.Message, sender dbus.Sender, id string) (jobs.Job, error) {
+	if err := s.authorize(msg, sender, polkit.ActionManage, "retry job "+id); err != nil {
+		return jobs.Job{}, err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	j, err := s.b.Retry(s.ctx, id, uid)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	s.log.Info("job retried", "uid", uid, "job", id, "new", j.ID)
+	return j, nil
+}
+
+// authorize asks the Authorizer about action for the caller, allowing
+// interaction only when the call carried ALLOW_INTERACTIVE_AUTHORIZATION.
+// Anything but a clean yes is AccessDenied naming the action.
+func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action, what string) error {
+	interactive := msg.Flags&dbus.FlagAllowInteractiveAuthorization != 0
+	ok, err := s.authz.Authorize(s.ctx, string(sender), action, interactive)
+	if ok && err == nil {
+		return nil
+	}
+	reason := "not authorized"
+	switch {
+	case errors.Is(err, polkit.ErrInteractionRequired):
+		reason = "interactive authentication required"
+	case err != nil:
+		reason = "authorization check failed: " + err.Error()
+		s.log.Warn("authorization check failed, denying", "sender", sender, "action", action, "err", err)
+	}
+	return apierr.New(apierr.AccessDenied, "cannot %s: %s (polkit action %s)", what, reason, action)
+}
+
+// callerUID asks the bus for the uid behind sender.
+func (s *Server) callerUID(sender dbus.Sender) (int64, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 25*time.Second)
+	defer cancel()
+	var uid uint32
+	err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid)
+	if err != nil {
+		return 0, apierr.New(apierr.AccessDenied, "cannot identify the caller %s: %v", sender, err)
+	}
+	return int64(uid), nil
+}

@@ -1,0 +1,267 @@
+package dbusapi
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+)
+
+// jobProps is the io.hyper2kvm.Agent1.Job property set of j. The types are
+// the contract in io.hyper2kvm.Agent1.xml; a unit test holds them to it.
+func jobProps(j jobs.Job) map[string]dbus.Variant {
+	outputs := j.Outputs
+	if outputs == nil {
+		outputs = []string{}
+	}
+	return map[string]dbus.Variant{
+		"Id":          dbus.MakeVariant(j.ID),
+		"Name":        dbus.MakeVariant(j.Name),
+		"Batch":       dbus.MakeVariant(j.Batch),
+		"Manifest":    dbus.MakeVariant(j.Manifest),
+		"State":       dbus.MakeVariant(string(j.State)),
+		"Stage":       dbus.MakeVariant(j.Stage),
+		"Progress":    dbus.MakeVariant(int32(j.Progress)),
+		"StatusText":  dbus.MakeVariant(j.StatusText),
+		"Unit":        dbus.MakeVariant(j.Unit),
+		"SubmittedBy": dbus.MakeVariant(j.SubmittedBy),
+		"Priority":    dbus.MakeVariant(int32(j.Priority)),
+		"CreatedAt":   dbus.MakeVariant(usec(j.CreatedAt)),
+		"StartedAt":   dbus.MakeVariant(usec(j.StartedAt)),
+		"FinishedAt":  dbus.MakeVariant(usec(j.FinishedAt)),
+		"Error":       dbus.MakeVariant(j.Error),
+		"ErrorStage":  dbus.MakeVariant(j.ErrorStage),
+		"Outputs":     dbus.MakeVariant(slices.Clone(outputs)),
+		"ReportPath":  dbus.MakeVariant(j.ReportPath),
+		"BytesDone":   dbus.MakeVariant(uint64(max(j.BytesDone, 0))),
+		"BytesTotal":  dbus.MakeVariant(uint64(max(j.BytesTotal, 0))),
+	}
+}
+
+// changedProps lists the properties that differ between old and new, sorted.
+func sortStrings(s []string) { sort.Strings(s) }
+
+func changedProps(old, new map[string]dbus.Variant) []string {
+	var names []string
+	for k, v := range new {
+		if o, ok := old[k]; !ok || o.Signature() != v.Signature() || !reflect.DeepEqual(o.Value(), v.Value()) {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// applyProps sets the fields of j named in props; unknown names are ignored
+// so that an older client can talk to a newer agent.
+func applyProps(j *jobs.Job, props map[string]dbus.Variant) error {
+	for k, v := range props {
+		var err error
+		switch k {
+		case "Id":
+			err = v.Store(&j.ID)
+		case "Name":
+			err = v.Store(&j.Name)
+		case "Batch":
+			err = v.Store(&j.Batch)
+		case "Manifest":
+			err = v.Store(&j.Manifest)
+		case "State":
+			var s string
+			err = v.Store(&s)
+			j.State = jobs.State(s)
+		case "Stage":
+			err = v.Store(&j.Stage)
+		case "Progress":
+			var p int32
+			err = v.Store(&p)
+			j.Progress = int(p)
+		case "StatusText":
+			err = v.Store(&j.StatusText)
+		case "Unit":
+			err = v.Store(&j.Unit)
+		case "SubmittedBy":
+			err = v.Store(&j.SubmittedBy)
+		case "Priority":
+			var p int32
+			err = v.Store(&p)
+			j.Priority = int(p)
+		case "CreatedAt":
+			j.CreatedAt, err = storeTime(v)
+		case "StartedAt":
+			j.StartedAt, err = storeTime(v)
+		case "FinishedAt":
+			j.FinishedAt, err = storeTime(v)
+		case "Error":
+			err = v.Store(&j.Error)
+		case "ErrorStage":
+			err = v.Store(&j.ErrorStage)
+		case "Outputs":
+			var o []string
+			err = v.Store(&o)
+			j.Outputs = nil
+			if len(o) > 0 {
+				j.Outputs = o
+			}
+		case "ReportPath":
+			err = v.Store(&j.ReportPath)
+		case "BytesDone":
+			var n uint64
+			err = v.Store(&n)
+			j.BytesDone = int64(n)
+		case "BytesTotal":
+			var n uint64
+			err = v.Store(&n)
+			j.BytesTotal = int64(n)
+		}
+		if err != nil {
+			return fmt.Errorf("cannot read job property %s (%s): %w", k, v.Signature(), err)
+		}
+	}
+	return nil
+}
+
+func jobFromProps(props map[string]dbus.Variant) (jobs.Job, error) {
+	var j jobs.Job
+	err := applyProps(&j, props)
+	return j, err
+}
+
+// usec is t in microseconds since the epoch, 0 for the zero time (the
+// systemd convention for "never").
+func usec(t time.Time) uint64 {
+	if t.IsZero() || t.UnixMicro() <= 0 {
+		return 0
+	}
+	return uint64(t.UnixMicro())
+}
+
+func storeTime(v dbus.Variant) (time.Time, error) {
+	var n uint64
+	if err := v.Store(&n); err != nil {
+		return time.Time{}, err
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return time.UnixMicro(int64(n)), nil
+}
+
+func statusDict(s agent.Status) map[string]dbus.Variant {
+	return map[string]dbus.Variant{
+		"mode":            dbus.MakeVariant(s.Mode),
+		"running":         dbus.MakeVariant(s.Running),
+		"queue_depth":     dbus.MakeVariant(uint32(max(s.QueueDepth, 0))),
+		"active_jobs":     dbus.MakeVariant(uint32(max(s.ActiveJobs, 0))),
+		"processed_today": dbus.MakeVariant(uint32(max(s.ProcessedToday, 0))),
+		"failed_today":    dbus.MakeVariant(uint32(max(s.FailedToday, 0))),
+		"max_workers":     dbus.MakeVariant(uint32(max(s.MaxWorkers, 0))),
+		"uptime_seconds":  dbus.MakeVariant(s.UptimeSeconds),
+		"version":         dbus.MakeVariant(s.Version),
+	}
+}
+
+func statusFromDict(d map[string]dbus.Variant) (agent.Status, error) {
+	var s agent.Status
+	count := func(dst *int) func(dbus.Variant) error {
+		return func(v dbus.Variant) error {
+			var n uint32
+			err := v.Store(&n)
+			*dst = int(n)
+			return err
+		}
+	}
+	fields := map[string]func(dbus.Variant) error{
+		"mode":            func(v dbus.Variant) error { return v.Store(&s.Mode) },
+		"running":         func(v dbus.Variant) error { return v.Store(&s.Running) },
+		"queue_depth":     count(&s.QueueDepth),
+		"active_jobs":     count(&s.ActiveJobs),
+		"processed_today": count(&s.ProcessedToday),
+		"failed_today":    count(&s.FailedToday),
+		"max_workers":     count(&s.MaxWorkers),
+		"uptime_seconds":  func(v dbus.Variant) error { return v.Store(&s.UptimeSeconds) },
+		"version":         func(v dbus.Variant) error { return v.Store(&s.Version) },
+	}
+	for k, v := range d {
+		if f, ok := fields[k]; ok {
+			if err := f(v); err != nil {
+				return s, fmt.Errorf("cannot read status field %s (%s): %w", k, v.Signature(), err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// filterDict and parseFilter are the ListJobs filter a{sv}: states as,
+// batch s. Unknown keys are refused so that a typo does not list everything.
+func filterDict(f agent.Filter) map[string]dbus.Variant {
+	d := map[string]dbus.Variant{}
+	if len(f.States) > 0 {
+		states := make([]string, len(f.States))
+		for i, s := range f.States {
+			states[i] = string(s)
+		}
+		d["states"] = dbus.MakeVariant(states)
+	}
+	if f.Batch != "" {
+		d["batch"] = dbus.MakeVariant(f.Batch)
+	}
+	return d
+}
+
+func parseFilter(d map[string]dbus.Variant) (agent.Filter, error) {
+	var f agent.Filter
+	for k, v := range d {
+		switch k {
+		case "states":
+			var states []string
+			if err := v.Store(&states); err != nil {
+				return f, apierr.New(apierr.InvalidArgs, "cannot use filter key states: want as, got %s", v.Signature())
+			}
+			for _, s := range states {
+				st := jobs.State(s)
+				if !st.Valid() {
+					return f, apierr.New(apierr.InvalidArgs, "cannot use filter key states: unknown state %q", s)
+				}
+				f.States = append(f.States, st)
+			}
+		case "batch":
+			if err := v.Store(&f.Batch); err != nil {
+				return f, apierr.New(apierr.InvalidArgs, "cannot use filter key batch: want s, got %s", v.Signature())
+			}
+		default:
+			return f, apierr.New(apierr.InvalidArgs, "cannot use filter key %q: known keys are states, batch", k)
+		}
+	}
+	return f, nil
+}
+
+// submitDict and parseSubmitOptions are the Submit options a{sv}: name s.
+func submitDict(o agent.SubmitOptions) map[string]dbus.Variant {
+	d := map[string]dbus.Variant{}
+	if o.Name != "" {
+		d["name"] = dbus.MakeVariant(o.Name)
+	}
+	return d
+}
+
+func parseSubmitOptions(d map[string]dbus.Variant) (agent.SubmitOptions, error) {
+	var o agent.SubmitOptions
+	for k, v := range d {
+		switch k {
+		case "name":
+			if err := v.Store(&o.Name); err != nil {
+				return o, apierr.New(apierr.InvalidArgs, "cannot use submit option name: want s, got %s", v.Signature())
+			}
+		default:
+			return o, apierr.New(apierr.InvalidArgs, "cannot use submit option %q: known options are name", k)
+		}
+	}
+	return o, nil
+}
