@@ -1,0 +1,119 @@
+// Package api is the REST bridge: it maps the /api/workflow/* endpoints, the
+// Server-Sent Events stream, /health and /metrics onto the agent's D-Bus API
+// (through dbusapi's client) and serves the embedded dashboard from package
+// web. It holds no job state of its own: every answer comes from the agent,
+// so HTTP clients see the same jobs, validation and errors as hyperctl.
+// docs/API.md documents every endpoint and the authorization model.
+package api
+
+import (
+	"context"
+	"io/fs"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/web"
+)
+
+// Client is the part of dbusapi.Client the bridge uses; tests swap in a fake
+// (see package apitest).
+type Client interface {
+	GetStatus(ctx context.Context) (agent.Status, error)
+	ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
+	GetJob(ctx context.Context, id string) (jobs.Job, error)
+	Validate(ctx context.Context, manifest []byte) (bool, []string, error)
+	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error)
+	Cancel(ctx context.Context, id string, interactive bool) error
+	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
+	Watch(ctx context.Context) (<-chan agent.Event, error)
+}
+
+// Journal reads a unit's journal. format is "short" (text) or "json"
+// (journalctl's one object per line); lines <= 0 means all.
+type Journal interface {
+	Read(ctx context.Context, unit, format string, lines int) ([]byte, error)
+}
+
+// DefaultMaxBody is the largest request body accepted (a manifest).
+const DefaultMaxBody = 1 << 20
+
+// Config is what a Server needs. Only Client is required.
+type Config struct {
+	Client Client
+	// Token is the bearer token writes must present; empty refuses every
+	// write with 403 (the bridge was started without a token file).
+	Token string
+	// Schema is the manifest JSON Schema served at /api/workflow/schema.
+	Schema []byte
+	// Version is the bridge's own version, reported by /health.
+	Version string
+	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
+	MaxBody int64
+	// Journal reads job logs; nil uses journalctl.
+	Journal Journal
+	// WorkflowDir is the agent's manifest-workflow directory, used to
+	// report manifest_path when the agent gives a bare file name.
+	WorkflowDir string
+	// AllowedHosts are extra Host header names accepted on TCP besides
+	// localhost and loopback addresses (DNS-rebinding protection).
+	AllowedHosts []string
+	// Web is the dashboard's file tree; nil uses the embedded one.
+	Web fs.FS
+	// Now is the clock; nil uses time.Now.
+	Now func() time.Time
+}
+
+// Server is the bridge's HTTP handler plus the activity tracking used for
+// exit-on-idle.
+type Server struct {
+	cfg    Config
+	router *mux.Router
+	idle   *Idle
+}
+
+// New builds the handler from cfg.
+func New(cfg Config) *Server {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.Journal == nil {
+		cfg.Journal = Journalctl{}
+	}
+	if cfg.Web == nil {
+		cfg.Web = web.FS()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.WorkflowDir == "" {
+		cfg.WorkflowDir = "/var/lib/hyper2kvm/manifest-workflow"
+	}
+	s := &Server{cfg: cfg, idle: NewIdle(cfg.Now)}
+	s.router = s.routes()
+	return s
+}
+
+// Idle reports the server's activity, for exit-on-idle.
+func (s *Server) Idle() *Idle { return s.idle }
+
+// ServeHTTP tracks the request for exit-on-idle and dispatches it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	done := s.idle.Begin()
+	defer done()
+	securityHeaders(w.Header())
+	s.router.ServeHTTP(w, r)
+}
+
+// securityHeaders keep the dashboard from loading anything from elsewhere
+// and from being framed by another site.
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; connect-src 'self'; "+
+		"frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+}

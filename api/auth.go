@@ -1,0 +1,121 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// Peer is how a request reached the bridge, which decides what it may do
+// without a token.
+type Peer int
+
+const (
+	// PeerRemote is TCP from another host: every endpoint needs the token.
+	PeerRemote Peer = iota
+	// PeerLoopback is TCP from this host: reads are open.
+	PeerLoopback
+	// PeerUnix is the Unix socket, which only root and group hyper2kvm can
+	// open (mode 0660): reads are open.
+	PeerUnix
+)
+
+type peerKey struct{}
+
+// ConnContext is the http.Server.ConnContext that records the connection's
+// Peer; Serve installs it.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	p := PeerRemote
+	switch a := c.LocalAddr().(type) {
+	case *net.UnixAddr:
+		p = PeerUnix
+	case *net.TCPAddr:
+		if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok && ra.IP.IsLoopback() && a.IP.IsLoopback() {
+			p = PeerLoopback
+		}
+	}
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// peerOf returns the request's Peer. Without ConnContext it falls back to
+// the remote address, treating anything unparsable as remote.
+func peerOf(r *http.Request) Peer {
+	if p, ok := r.Context().Value(peerKey{}).(Peer); ok {
+		return p
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return PeerRemote
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return PeerLoopback
+	}
+	return PeerRemote
+}
+
+// hostAllowed is the DNS-rebinding guard: a web page on another site whose
+// name resolves to 127.0.0.1 would be same-origin with the bridge, so on TCP
+// only loopback names (and configured ones) are accepted in Host.
+func (s *Server) hostAllowed(r *http.Request) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	for _, h := range s.cfg.AllowedHosts {
+		if strings.EqualFold(h, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenOK compares the request's bearer token with the configured one in
+// constant time (hashing first so that the length does not leak either).
+func (s *Server) tokenOK(r *http.Request) bool {
+	if s.cfg.Token == "" {
+		return false
+	}
+	auth := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	want := sha256.Sum256([]byte(s.cfg.Token))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// authorize wraps h with the access rule of its route: write routes need
+// the token; read routes need it only from other hosts.
+func (s *Server) authorize(write bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p := peerOf(r)
+		if p == PeerLoopback && !s.hostAllowed(r) && !s.tokenOK(r) {
+			writeError(w, http.StatusForbidden, CodeForbidden,
+				"cannot serve host "+r.Host+": not a loopback name (present the bearer token or start the bridge with --allow-host)", nil)
+			return
+		}
+		if (write || p == PeerRemote) && !s.tokenOK(r) {
+			if s.cfg.Token == "" {
+				writeError(w, http.StatusForbidden, CodeForbidden,
+					"cannot authorize: the bridge has no token file, so it refuses writes and remote reads", nil)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hyper2kvm"`)
+			writeError(w, http.StatusUnauthorized, CodeUnauthorized,
+				"cannot authorize: this endpoint needs the header Authorization: Bearer <token from /etc/hyper2kvm/api.token>", nil)
+			return
+		}
+		h(w, r)
+	}
+}
