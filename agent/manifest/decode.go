@@ -269,7 +269,12 @@ func yamlSyntaxError(data []byte, err error) *SyntaxError {
 	msg := err.Error()
 	if m := yamlErrLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return &SyntaxError{Format: "YAML", Line: line, Msg: m[2]}
+		se := &SyntaxError{Format: "YAML", Line: line, Msg: m[2]}
+		lines := bytes.Split(data, []byte("\n"))
+		if line >= 1 && line <= len(lines) && bytes.HasPrefix(bytes.TrimLeft(lines[line-1], " "), []byte("\t")) {
+			se.Msg += " (YAML must indent with spaces, not tabs)"
+		}
+		return se
 	}
 	// yaml.v3 leaves the line out when it is the first one.
 	line := 0
