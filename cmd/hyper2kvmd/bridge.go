@@ -138,4 +138,3 @@ func readToken(path string) (string, error) {
 
 // manifestSchema is the manifest JSON Schema for /api/workflow/schema.
 func manifestSchema() []byte { return nil }
-
