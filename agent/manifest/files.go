@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
@@ -90,6 +91,10 @@ func checkSource(path string, l *Load, detect func(string) (string, error)) Prob
 	}
 	got, err := detect(src)
 	if err != nil {
+		// Do not repeat the path when the detector's message has it.
+		if inner := errors.Unwrap(err); inner != nil && strings.Contains(err.Error(), src) {
+			err = inner
+		}
 		return bad("cannot detect the format of %s: %v", src, err)
 	}
 	if got != want {
@@ -105,12 +110,19 @@ func describeFormat(qemu string) string {
 	for _, st := range SourceTypes() {
 		if QemuFormat(st) == qemu {
 			if st == qemu {
-				return fmt.Sprintf("a %s image", qemu)
+				return fmt.Sprintf("%s %s image", article(st), qemu)
 			}
-			return fmt.Sprintf("a %s image (qemu format %q)", st, qemu)
+			return fmt.Sprintf("%s %s image (qemu format %q)", article(st), st, qemu)
 		}
 	}
-	return fmt.Sprintf("a %q image", qemu)
+	return fmt.Sprintf("an image of format %q", qemu)
+}
+
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // unwrapPath drops the *PathError wrapping, whose text repeats the path.
