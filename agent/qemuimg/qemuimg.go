@@ -1,0 +1,424 @@
+// Package qemuimg runs qemu-img: info, convert with progress, check, compare
+// and overlay creation. Every call passes -f (qemu-img never guesses a
+// format), takes a context and kills qemu-img when it is cancelled, and
+// convert writes NAME.part, then renames it into place without ever
+// replacing an existing file.
+package qemuimg
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit statuses of qemu-img check (qemu-img(1)).
+const (
+	checkCorrupt     = 2
+	checkLeaks       = 3
+	checkUnsupported = 63
+)
+
+// ImageInfo is the part of `qemu-img info --output=json` the engine uses.
+type ImageInfo struct {
+	Filename       string          `json:"filename"`
+	Format         string          `json:"format"`
+	VirtualSize    int64           `json:"virtual-size"`
+	ActualSize     int64           `json:"actual-size,omitempty"`
+	ClusterSize    int64           `json:"cluster-size,omitempty"`
+	DirtyFlag      bool            `json:"dirty-flag,omitempty"`
+	BackingFile    string          `json:"backing-filename,omitempty"`
+	FormatSpecific json.RawMessage `json:"format-specific,omitempty"`
+}
+
+// Info runs qemu-img info on path (a file or a "json:" spec) opened as format.
+func Info(ctx context.Context, path, format string) (*ImageInfo, error) {
+	out, err := run(ctx, "info", "--output=json", "-f", format, path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read image info of %s as %s: %w", Describe(path), format, err)
+	}
+	var info ImageInfo
+	if err := json.Unmarshal(out, &info); err != nil {
+		return nil, fmt.Errorf("cannot read image info of %s: qemu-img printed %q: %w", Describe(path), truncate(string(out)), err)
+	}
+	return &info, nil
+}
+
+// CheckResult is the outcome of qemu-img check.
+type CheckResult struct {
+	Status      string `json:"status"` // ok | skipped | failed
+	Corruptions int    `json:"corruptions,omitempty"`
+	Leaks       int    `json:"leaks,omitempty"`
+	Message     string `json:"message,omitempty"`
+}
+
+// Check runs qemu-img check. A format without checks (raw) is "skipped",
+// never "ok"; leaked clusters alone are "ok" with a message because they
+// waste space but lose no data.
+func Check(ctx context.Context, path, format string) (*CheckResult, error) {
+	out, stderr, code, err := runCode(ctx, "check", "--output=json", "-f", format, path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot check %s: %w", Describe(path), err)
+	}
+	var js struct {
+		Corruptions int `json:"corruptions"`
+		Leaks       int `json:"leaks"`
+		CheckErrors int `json:"check-errors"`
+	}
+	_ = json.Unmarshal(out, &js) // absent for unsupported formats
+	r := &CheckResult{Corruptions: js.Corruptions, Leaks: js.Leaks}
+	switch code {
+	case 0:
+		r.Status = "ok"
+	case checkLeaks:
+		r.Status, r.Message = "ok", fmt.Sprintf("%d leaked clusters (space only, no data lost)", js.Leaks)
+	case checkUnsupported:
+		r.Status, r.Message = "skipped", "format "+format+" does not support checks"
+	case checkCorrupt:
+		r.Status, r.Message = "failed", fmt.Sprintf("%d corruptions: %s", js.Corruptions, firstLine(stderr))
+	default:
+		return nil, fmt.Errorf("cannot check %s: qemu-img check exited %d: %s", Describe(path), code, firstLine(stderr))
+	}
+	return r, nil
+}
+
+// Compare runs qemu-img compare and reports whether the two images have the
+// same content (unallocated areas compare as zeros). detail says where they
+// first differ.
+func Compare(ctx context.Context, a, aFormat, b, bFormat string) (identical bool, detail string, err error) {
+	out, stderr, code, err := runCode(ctx, "compare", "-f", aFormat, "-F", bFormat, a, b)
+	if err != nil {
+		return false, "", fmt.Errorf("cannot compare %s with %s: %w", Describe(a), Describe(b), err)
+	}
+	switch code {
+	case 0:
+		return true, strings.TrimSpace(string(out)), nil
+	case 1:
+		return false, strings.TrimSpace(string(out)), nil
+	}
+	return false, "", fmt.Errorf("cannot compare %s with %s: %s", Describe(a), Describe(b), firstLine(stderr))
+}
+
+// CreateOverlay creates a qcow2 overlay whose backing file is backing (read
+// only through the overlay: writes land in the overlay). The overlay must
+// not exist.
+func CreateOverlay(ctx context.Context, backing, backingFormat, overlay string) error {
+	if !strings.HasPrefix(backing, "json:") {
+		abs, err := filepath.Abs(backing)
+		if err != nil {
+			return fmt.Errorf("cannot create overlay: %w", err)
+		}
+		backing = abs
+	}
+	if _, err := os.Lstat(overlay); err == nil {
+		return fmt.Errorf("cannot create overlay %s: it exists; not overwriting", overlay)
+	}
+	if _, err := run(ctx, "create", "-q", "-f", "qcow2", "-b", backing, "-F", backingFormat, overlay); err != nil {
+		os.Remove(overlay)
+		return fmt.Errorf("cannot create overlay of %s: %w", Describe(backing), err)
+	}
+	return nil
+}
+
+// ConvertOptions describe one qemu-img convert.
+type ConvertOptions struct {
+	Source       string // file or "json:" spec
+	SourceFormat string
+	Target       string // final path; must not exist
+	TargetFormat string // qcow2 | raw | vdi | ...
+	Compress     bool   // qcow2 only
+	Compression  string // zstd (default) | zlib
+	Coroutines   int    // -m, 0 for qemu-img's default (8)
+	// Progress gets 0-100 as qemu-img reports it (monotonic, at most one call
+	// per whole percent).
+	Progress func(percent int)
+}
+
+// ConvertResult says what Convert did beyond the file it wrote.
+type ConvertResult struct {
+	Compression string   `json:"compression,omitempty"` // what was used
+	Warnings    []string `json:"warnings,omitempty"`
+	Args        []string `json:"args"`
+}
+
+// Convert runs qemu-img convert into Target+".part", syncs it and renames
+// it to Target without replacing a file that appeared there meanwhile. On
+// any error or cancellation the partial output is removed.
+func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
+	res := &ConvertResult{}
+	if _, err := os.Lstat(o.Target); err == nil {
+		return nil, fmt.Errorf("cannot convert to %s: it exists; not overwriting", o.Target)
+	}
+	part := o.Target + ".part"
+	// Hold an exclusive flock on the .part for the whole run: a second
+	// conversion to the same target sees it and stops, and a .part nobody
+	// holds is a leftover of a killed run that is safe to reuse.
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return nil, fmt.Errorf("cannot convert to %s: %s is in use by another conversion", o.Target, part)
+	}
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		res.Warnings = append(res.Warnings, "reused the leftover partial output "+part+" of an interrupted run")
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(part)
+		}
+	}()
+
+	args := []string{"convert", "-p", "-f", o.SourceFormat, "-O", o.TargetFormat}
+	if o.Compress {
+		if o.TargetFormat != "qcow2" {
+			return nil, fmt.Errorf("cannot convert to %s: compression is supported for qcow2 output only, not %s", o.Target, o.TargetFormat)
+		}
+		comp := o.Compression
+		if comp == "" {
+			comp = "zstd"
+		}
+		if comp != "zstd" && comp != "zlib" {
+			return nil, fmt.Errorf("cannot convert to %s: unknown compression %q (zstd or zlib)", o.Target, comp)
+		}
+		if comp == "zstd" && !supportsZstd(ctx, filepath.Dir(o.Target)) {
+			comp = "zlib"
+			res.Warnings = append(res.Warnings, "this qemu-img cannot write zstd-compressed qcow2; compressed with zlib instead")
+		}
+		res.Compression = comp
+		args = append(args, "-c", "-o", "compression_type="+comp)
+	}
+	if o.Coroutines > 0 {
+		args = append(args, "-m", strconv.Itoa(o.Coroutines))
+	}
+	// Out-of-order writes (-W) speed up raw targets; qemu-img refuses them
+	// with compression, and for qcow2 files they fragment the image.
+	if o.TargetFormat == "raw" && !o.Compress {
+		args = append(args, "-W")
+	}
+	args = append(args, o.Source, part)
+	res.Args = args
+
+	if err := runProgress(ctx, args, o.Progress); err != nil {
+		return nil, fmt.Errorf("cannot convert %s to %s: %w", Describe(o.Source), o.TargetFormat, err)
+	}
+	// qemu-img writes with cache=unsafe: make the data durable before it
+	// gets its final name, so a crash never leaves a half-written image there.
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("cannot sync %s: %w", part, err)
+	}
+	if err := RenameNoReplace(part, o.Target); err != nil {
+		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
+	}
+	ok = true
+	syncDir(filepath.Dir(o.Target))
+	return res, nil
+}
+
+// RenameNoReplace renames from to to, failing if to exists. It uses
+// renameat2(RENAME_NOREPLACE) and, on file systems without it, link+unlink,
+// which is just as safe against replacing.
+func RenameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("%s exists; not overwriting", to)
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.ENOTSUP):
+		if err := os.Link(from, to); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("%s exists; not overwriting", to)
+			}
+			return fmt.Errorf("cannot rename %s: %w", from, err)
+		}
+		return os.Remove(from)
+	}
+	return fmt.Errorf("cannot rename %s to %s: %w", from, to, err)
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// supportsZstd asks qemu-img to create a tiny zstd qcow2: qemu built
+// without libzstd refuses compression_type=zstd.
+func supportsZstd(ctx context.Context, dir string) bool {
+	tmp, err := os.MkdirTemp(dir, ".zstd-probe-")
+	if err != nil {
+		tmp, err = os.MkdirTemp("", "hyper2kvm-zstd-probe-")
+		if err != nil {
+			return false
+		}
+	}
+	defer os.RemoveAll(tmp)
+	_, err = run(ctx, "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", filepath.Join(tmp, "p.qcow2"), "64K")
+	return err == nil
+}
+
+var progressRE = regexp.MustCompile(`\((\d+(?:\.\d+)?)/100%\)`)
+
+// runProgress runs qemu-img with -p and feeds the "(12.34/100%)" lines it
+// prints (separated by \r) to progress.
+func runProgress(ctx context.Context, args []string, progress func(int)) error {
+	cmd, err := command(ctx, args)
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	last := -1
+	sc := bufio.NewScanner(stdout)
+	sc.Split(splitCR)
+	for sc.Scan() {
+		m := progressRE.FindStringSubmatch(sc.Text())
+		if m == nil || progress == nil {
+			continue
+		}
+		p, _ := strconv.ParseFloat(m[1], 64)
+		if pct := int(p); pct > last {
+			last = pct
+			progress(pct)
+		}
+	}
+	io.Copy(io.Discard, stdout)
+	if err := cmd.Wait(); err != nil {
+		return exitError(ctx, err, stderr.Bytes())
+	}
+	return nil
+}
+
+func splitCR(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+// command builds a qemu-img command that gets SIGTERM on cancellation and
+// SIGKILL if it has not exited 5 s later.
+func command(ctx context.Context, args []string) (*exec.Cmd, error) {
+	bin, err := exec.LookPath("qemu-img")
+	if err != nil {
+		return nil, fmt.Errorf("qemu-img is not installed (Debian package qemu-utils): %w", err)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	return cmd, nil
+}
+
+func run(ctx context.Context, args ...string) ([]byte, error) {
+	out, stderr, code, err := runCode(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	if code != 0 {
+		return nil, fmt.Errorf("qemu-img %s: %s", args[0], firstLine(stderr))
+	}
+	return out, nil
+}
+
+// runCode runs qemu-img and returns its exit status; err is set only when it
+// could not run or was cancelled.
+func runCode(ctx context.Context, args ...string) (stdout, stderr []byte, code int, err error) {
+	cmd, err := command(ctx, args)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return nil, nil, 0, fmt.Errorf("qemu-img %s: %w", args[0], context.Cause(ctx))
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Exited() {
+		return o.Bytes(), e.Bytes(), ee.ExitCode(), nil
+	}
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("qemu-img %s: %w", args[0], err)
+	}
+	return o.Bytes(), e.Bytes(), 0, nil
+}
+
+func exitError(ctx context.Context, err error, stderr []byte) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("cancelled: %w", context.Cause(ctx))
+	}
+	if msg := firstLine(stderr); msg != "" {
+		return errors.New(msg)
+	}
+	return err
+}
+
+// firstLine returns qemu-img's message without its "qemu-img: " prefix and
+// the repeated file names: the line a user should read.
+func firstLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	lines := strings.Split(s, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "qemu-img:") {
+			return strings.TrimSpace(strings.TrimPrefix(lines[i], "qemu-img:"))
+		}
+	}
+	return truncate(s)
+}
+
+func truncate(s string) string {
+	if len(s) > 500 {
+		return s[:500] + "..."
+	}
+	return s
+}
+
+// Describe names an image for messages: a file's path, or for a json: spec
+// of a range inside an archive, "ARCHIVE[offset N, size M]".
+func Describe(path string) string {
+	spec, ok := strings.CutPrefix(path, "json:")
+	if !ok {
+		return path
+	}
+	var s struct {
+		File struct {
+			Offset int64 `json:"offset"`
+			Size   int64 `json:"size"`
+			File   struct {
+				Filename string `json:"filename"`
+			} `json:"file"`
+		} `json:"file"`
+	}
+	if json.Unmarshal([]byte(spec), &s) != nil || s.File.File.Filename == "" {
+		return path
+	}
+	return fmt.Sprintf("%s[offset %d, size %d]", s.File.File.Filename, s.File.Offset, s.File.Size)
+}
