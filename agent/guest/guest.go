@@ -1,0 +1,133 @@
+// Package guest gives the FIX and INSPECT stages access to the files inside a
+// disk image, and a way to run the guest's own tools, through one interface
+// with two backends:
+//
+//   - native: qemu-storage-daemon exports the image over FUSE inside a private
+//     mount namespace, a loop device maps the partition, the kernel mounts it,
+//     and guest commands run in a chroot. Fast; trusts the host kernel's
+//     filesystem drivers with the image and runs guest binaries on the host.
+//   - guestfs: libguestfs runs the same operations inside its appliance VM, so
+//     a hostile filesystem or guest binary meets a throwaway kernel, not the
+//     host's. Slower (an appliance boot, TCG where KVM does not work).
+//
+// Every path a Session takes is a path inside the guest: it is resolved with
+// the guest's root as "/", so symlinks in the guest (/etc/fstab ->
+// ../../../etc/shadow, or -> /host/...) never lead outside it.
+package guest
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+)
+
+// Backends are the names accepted by Open.
+const (
+	Native  = "native"
+	Guestfs = "guestfs"
+)
+
+// MaxFileSize bounds what ReadFile returns: guest files are untrusted and the
+// configuration files FIX edits are small.
+const MaxFileSize = 16 << 20
+
+// Image is a disk image qemu can open: a path or a qemu "json:" spec, and its format.
+type Image struct {
+	Path   string
+	Format string
+}
+
+// Options control how Open attaches the image.
+type Options struct {
+	// Writable attaches img itself read-write. Otherwise a private qcow2
+	// overlay backed by img is attached, so even a journal replay cannot
+	// write to img.
+	Writable bool
+	// WorkDir is where scratch files and mount points go (default os.TempDir()).
+	WorkDir string
+}
+
+// Mount is a filesystem to mount in the session.
+type Mount struct {
+	Number int   // partition number (Linux numbering), 0 for the whole disk
+	Offset int64 // bytes
+	Size   int64 // bytes
+	FSType string
+	Target string // path inside the guest: "/" first, then e.g. "/boot"
+	RO     bool
+}
+
+// Entry is what Lstat and ReadDir say about a guest file.
+type Entry struct {
+	Name string
+	Mode fs.FileMode // type bits and permissions
+	Size int64
+}
+
+// Session is an attached image. Paths are absolute paths inside the guest.
+// Methods are not safe for concurrent use.
+type Session interface {
+	// Backend names the backend (native | guestfs).
+	Backend() string
+	// Mount mounts a filesystem; "/" must come first.
+	Mount(ctx context.Context, m Mount) error
+	// Unmount unmounts everything Mount mounted, in reverse order.
+	Unmount(ctx context.Context) error
+	// ReadFile returns a regular file's content (following symlinks inside
+	// the guest). It refuses devices, FIFOs and files over MaxFileSize.
+	ReadFile(ctx context.Context, p string) ([]byte, error)
+	// WriteFile replaces a regular file's content, keeping its mode, or
+	// creates it with perm.
+	WriteFile(ctx context.Context, p string, data []byte, perm fs.FileMode) error
+	// ReadDir lists a directory without following symlinks in its entries.
+	ReadDir(ctx context.Context, p string) ([]Entry, error)
+	// Lstat describes p itself (a symlink is not followed).
+	Lstat(ctx context.Context, p string) (Entry, error)
+	// Readlink returns a symlink's target as stored.
+	Readlink(ctx context.Context, p string) (string, error)
+	// Remove removes a file or symlink (not a directory).
+	Remove(ctx context.Context, p string) error
+	// Symlink creates newname pointing to target (stored as given).
+	Symlink(ctx context.Context, target, newname string) error
+	// Run runs argv inside the guest (chroot or appliance) and returns its
+	// combined output.
+	Run(ctx context.Context, argv ...string) ([]byte, error)
+	// Close unmounts and detaches everything; it is safe to call twice.
+	Close() error
+}
+
+// Open attaches img through the named backend.
+func Open(ctx context.Context, backend string, img Image, o Options) (Session, error) {
+	if img.Path == "" || img.Format == "" {
+		return nil, fmt.Errorf("cannot open guest: image path and format are required")
+	}
+	switch backend {
+	case Native, "":
+		return openNative(ctx, img, o)
+	case Guestfs:
+		return openGuestfs(ctx, img, o)
+	}
+	return nil, fmt.Errorf("cannot open guest: unknown backend %q (want native or guestfs)", backend)
+}
+
+// clean makes p an absolute, clean guest path and refuses empty or NUL paths.
+func clean(p string) (string, error) {
+	if p == "" || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("invalid guest path %q", p)
+	}
+	return path.Clean("/" + p), nil
+}
+
+// split returns the parent directory and the final name of a guest path.
+func split(p string) (dir, base string, err error) {
+	c, err := clean(p)
+	if err != nil {
+		return "", "", err
+	}
+	if c == "/" {
+		return "", "", fmt.Errorf("invalid guest path %q: the root has no parent", p)
+	}
+	return path.Dir(c), path.Base(c), nil
+}
