@@ -173,7 +173,7 @@ func TestSplitWithoutDefaults(t *testing.T) {
 	prio := 7
 	m := &manifest.Manifest{Version: "1.0", Batch: true, Priority: &prio,
 		Resources: &manifest.Resources{TasksMax: 10},
-		VMs: []manifest.VM{{Name: "a", Pipeline: &manifest.Pipeline{}}, {Name: "b", Resources: &manifest.Resources{TasksMax: 3}}}}
+		VMs:       []manifest.VM{{Name: "a", Pipeline: &manifest.Pipeline{}}, {Name: "b", Resources: &manifest.Resources{TasksMax: 3}}}}
 	parts := m.Split()
 	if *parts[0].Priority != 7 || parts[0].Resources.TasksMax != 10 || parts[1].Resources.TasksMax != 3 || parts[1].Pipeline != nil {
 		t.Fatalf("got %+v %+v", parts[0], parts[1])
