@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -86,11 +87,38 @@ func (c *Client) call(ctx context.Context, what string, path dbus.ObjectPath, me
 			defer cancel()
 		}
 	}
-	call := c.conn.Object(c.dest(), path).CallWithContext(ctx, method, flags, args...)
+	call := c.send(ctx, path, method, flags, args...)
 	if call.Err != nil {
 		return nil, fromDBusError(what, call.Err)
 	}
 	return call, nil
+}
+
+// send is BusObject.CallWithContext without its flag filter: godbus drops
+// ALLOW_INTERACTIVE_AUTHORIZATION from calls it builds, and that flag is how
+// a caller tells the agent that polkit may ask for a password.
+func (c *Client) send(ctx context.Context, path dbus.ObjectPath, method string, flags dbus.Flags, args ...any) *dbus.Call {
+	iface, member := "", method
+	if i := strings.LastIndex(method, "."); i >= 0 {
+		iface, member = method[:i], method[i+1:]
+	}
+	msg := &dbus.Message{
+		Type:  dbus.TypeMethodCall,
+		Flags: flags,
+		Headers: map[dbus.HeaderField]dbus.Variant{
+			dbus.FieldPath:        dbus.MakeVariant(path),
+			dbus.FieldDestination: dbus.MakeVariant(c.dest()),
+			dbus.FieldMember:      dbus.MakeVariant(member),
+		},
+		Body: args,
+	}
+	if iface != "" {
+		msg.Headers[dbus.FieldInterface] = dbus.MakeVariant(iface)
+	}
+	if len(args) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(args...))
+	}
+	return <-c.conn.SendWithContext(ctx, msg, make(chan *dbus.Call, 1)).Done
 }
 
 // GetStatus is Manager.GetStatus.

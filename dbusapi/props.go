@@ -221,7 +221,7 @@ func parseFilter(d map[string]dbus.Variant) (agent.Filter, error) {
 		switch k {
 		case "states":
 			var states []string
-			if err := v.Store(&states); err != nil {
+			if err := v.Store(&states); err != nil || v.Signature().String() != "as" {
 				return f, apierr.New(apierr.InvalidArgs, "cannot use filter key states: want as, got %s", v.Signature())
 			}
 			for _, s := range states {
@@ -232,7 +232,7 @@ func parseFilter(d map[string]dbus.Variant) (agent.Filter, error) {
 				f.States = append(f.States, st)
 			}
 		case "batch":
-			if err := v.Store(&f.Batch); err != nil {
+			if err := v.Store(&f.Batch); err != nil || v.Signature().String() != "s" {
 				return f, apierr.New(apierr.InvalidArgs, "cannot use filter key batch: want s, got %s", v.Signature())
 			}
 		default:
@@ -256,7 +256,7 @@ func parseSubmitOptions(d map[string]dbus.Variant) (agent.SubmitOptions, error) 
 	for k, v := range d {
 		switch k {
 		case "name":
-			if err := v.Store(&o.Name); err != nil {
+			if err := v.Store(&o.Name); err != nil || v.Signature().String() != "s" {
 				return o, apierr.New(apierr.InvalidArgs, "cannot use submit option name: want s, got %s", v.Signature())
 			}
 		default:

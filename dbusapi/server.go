@@ -357,7 +357,7 @@ func (s *Server) getManagedObjects() (map[dbus.ObjectPath]map[string]map[string]
 
 func (s *Server) exportManager() error {
 	tables := map[string]map[string]any{
-		ManagerIface: s.managerMethods(),
+		ManagerIface:       s.managerMethods(),
 		ifaceObjectManager: {"GetManagedObjects": s.getManagedObjects},
 		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) {
 			s.mu.Lock()

@@ -1,0 +1,591 @@
+package dbusapi
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/introspect"
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/polkit"
+)
+
+func TestJobPath(t *testing.T) {
+	for _, tc := range []struct{ id, path string }{
+		{"abc", JobPathBase + "/abc"},
+		{"a1b2", JobPathBase + "/a1b2"},
+		{"1abc", JobPathBase + "/_31abc"},
+		{"20250101-web01", JobPathBase + "/_320250101_2dweb01"},
+		{"a_b", JobPathBase + "/a_5fb"},
+		{"a.b/c", JobPathBase + "/a_2eb_2fc"},
+		{"", JobPathBase + "/_"},
+		{"é", JobPathBase + "/_c3_a9"},
+	} {
+		p := JobPath(tc.id)
+		if string(p) != tc.path {
+			t.Errorf("JobPath(%q) = %s, want %s", tc.id, p, tc.path)
+		}
+		if !p.IsValid() {
+			t.Errorf("JobPath(%q) = %s is not a valid object path", tc.id, p)
+		}
+		if id, err := JobID(p); err != nil || id != tc.id {
+			t.Errorf("JobID(%s) = %q, %v; want %q", p, id, err, tc.id)
+		}
+	}
+	for _, bad := range []dbus.ObjectPath{"/other/abc", JobPathBase, JobPathBase + "/", JobPathBase + "/a/b", JobPathBase + "/ab_2", JobPathBase + "/ab_zz"} {
+		if id, err := JobID(bad); err == nil {
+			t.Errorf("JobID(%s) = %q, want an error", bad, id)
+		}
+	}
+}
+
+func fullJob() jobs.Job {
+	return jobs.Job{
+		ID: "20250101-web01", Name: "web01", Batch: "b1", Manifest: "web01.json",
+		State: jobs.Running, Stage: "convert", Progress: 42, StatusText: "convert 42% 1/2: disk0",
+		Unit: "hyper2kvm-job-20250101-web01.service", SubmittedBy: 1000, Priority: 5,
+		CreatedAt: time.UnixMicro(1700000000000001), StartedAt: time.UnixMicro(1700000000000002),
+		FinishedAt: time.Time{}, Error: "", ErrorStage: "",
+		Outputs: []string{"/var/lib/hyper2kvm/output/x/disk0.qcow2"}, ReportPath: "",
+		BytesDone: 1 << 30, BytesTotal: 3 << 30,
+	}
+}
+
+func TestJobPropsRoundTrip(t *testing.T) {
+	for _, j := range []jobs.Job{fullJob(), {ID: "x", SubmittedBy: -1, Progress: jobs.ProgressUnknown, State: jobs.Pending}} {
+		got, err := jobFromProps(jobProps(j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, j) {
+			t.Errorf("round trip of %+v gave %+v", j, got)
+		}
+	}
+}
+
+func TestStatusRoundTrip(t *testing.T) {
+	s := (&fakeBackend{}).Status()
+	got, err := statusFromDict(statusDict(s))
+	if err != nil || got != s {
+		t.Errorf("status round trip: %+v, %v; want %+v", got, err, s)
+	}
+}
+
+// TestPropertiesMatchXML holds the Job property set to the XML contract.
+func TestPropertiesMatchXML(t *testing.T) {
+	_, ji, err := Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	props := jobProps(fullJob())
+	var names []string
+	for _, p := range ji.Properties {
+		names = append(names, p.Name)
+		v, ok := props[p.Name]
+		if !ok {
+			t.Errorf("property %s is in the XML but not exported", p.Name)
+			continue
+		}
+		if v.Signature().String() != p.Type {
+			t.Errorf("property %s: exported as %s, XML says %s", p.Name, v.Signature(), p.Type)
+		}
+		if p.Access != "read" {
+			t.Errorf("property %s: access %q, want read", p.Name, p.Access)
+		}
+	}
+	for k := range props {
+		if !slices.Contains(names, k) {
+			t.Errorf("property %s is exported but not in the XML", k)
+		}
+	}
+}
+
+// signatureOf is the D-Bus in and out signature of a method-table function.
+func signatureOf(fn any) (in, out []string) {
+	t := reflect.TypeOf(fn)
+	for i := 0; i < t.NumIn(); i++ {
+		a := t.In(i)
+		if a == reflect.TypeOf(dbus.Sender("")) || a == reflect.TypeOf(dbus.Message{}) {
+			continue
+		}
+		in = append(in, dbus.SignatureOfType(a).String())
+	}
+	for i := 0; i < t.NumOut()-1; i++ {
+		out = append(out, dbus.SignatureOfType(t.Out(i)).String())
+	}
+	return in, out
+}
+
+// TestMethodsMatchXML holds the Go method tables to the XML contract, both
+// ways: every XML method is implemented with its exact signature, and
+// nothing else is exported.
+func TestMethodsMatchXML(t *testing.T) {
+	mi, ji, err := Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	for _, tc := range []struct {
+		iface introspect.Interface
+		table map[string]any
+	}{{mi, s.managerMethods()}, {ji, s.jobMethods("x")}} {
+		for _, m := range tc.iface.Methods {
+			fn, ok := tc.table[m.Name]
+			if !ok {
+				t.Errorf("%s.%s is in the XML but not implemented", tc.iface.Name, m.Name)
+				continue
+			}
+			var wantIn, wantOut []string
+			for _, a := range m.Args {
+				if a.Direction == "out" {
+					wantOut = append(wantOut, a.Type)
+				} else {
+					wantIn = append(wantIn, a.Type)
+				}
+			}
+			in, out := signatureOf(fn)
+			if !slices.Equal(in, wantIn) || !slices.Equal(out, wantOut) {
+				t.Errorf("%s.%s: implemented (%v) -> (%v), XML says (%v) -> (%v)", tc.iface.Name, m.Name, in, out, wantIn, wantOut)
+			}
+		}
+		for name := range tc.table {
+			if !slices.ContainsFunc(tc.iface.Methods, func(m introspect.Method) bool { return m.Name == name }) {
+				t.Errorf("%s.%s is implemented but not in the XML", tc.iface.Name, name)
+			}
+		}
+	}
+}
+
+func introspectOn(t *testing.T, conn *dbus.Conn, path dbus.ObjectPath) introspect.Node {
+	t.Helper()
+	var s string
+	if err := conn.Object(BusName, path).Call(ifaceIntrospect+".Introspect", 0).Store(&s); err != nil {
+		t.Fatalf("Introspect %s: %v", path, err)
+	}
+	var n introspect.Node
+	if err := xml.Unmarshal([]byte(s), &n); err != nil {
+		t.Fatalf("Introspect %s: not XML: %v\n%s", path, err, s)
+	}
+	return n
+}
+
+func findIface(n introspect.Node, name string) (introspect.Interface, bool) {
+	for _, i := range n.Interfaces {
+		if i.Name == name {
+			return i, true
+		}
+	}
+	return introspect.Interface{}, false
+}
+
+// TestIntrospectionOnBus checks what a bus client sees against the XML file.
+func TestIntrospectionOnBus(t *testing.T) {
+	f := newFixture(t, jobs.Job{ID: "j1", State: jobs.Pending, SubmittedBy: -1})
+	mi, ji, _ := Interfaces()
+
+	m := introspectOn(t, f.conn, ManagerPath)
+	got, ok := findIface(m, ManagerIface)
+	if !ok || !reflect.DeepEqual(got, mi) {
+		t.Errorf("manager introspection of %s differs from the XML:\n got %+v\nwant %+v", ManagerIface, got, mi)
+	}
+	for _, name := range []string{ifaceObjectManager, ifaceIntrospect, ifacePeer, ifaceProperties} {
+		if _, ok := findIface(m, name); !ok {
+			t.Errorf("manager introspection lacks %s", name)
+		}
+	}
+	if !slices.ContainsFunc(m.Children, func(c introspect.Node) bool { return c.Name == "job" }) {
+		t.Errorf("manager introspection lists no job child node: %+v", m.Children)
+	}
+	dir := introspectOn(t, f.conn, JobPathBase)
+	if len(dir.Children) != 1 || dir.Children[0].Name != "j1" {
+		t.Errorf("%s lists children %+v, want j1", JobPathBase, dir.Children)
+	}
+	j := introspectOn(t, f.conn, JobPath("j1"))
+	got, ok = findIface(j, JobIface)
+	if !ok || !reflect.DeepEqual(got, ji) {
+		t.Errorf("job introspection of %s differs from the XML:\n got %+v\nwant %+v", JobIface, got, ji)
+	}
+	// Peer works on every object.
+	if err := f.conn.Object(BusName, JobPath("j1")).Call(ifacePeer+".Ping", 0).Err; err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
+
+func TestGetStatus(t *testing.T) {
+	f := newFixture(t)
+	got, err := f.client.GetStatus(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := f.b.Status(); got != want {
+		t.Errorf("GetStatus = %+v, want %+v", got, want)
+	}
+	var d map[string]dbus.Variant
+	if err := f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".GetStatus", 0).Store(&d); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range d {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	want := []string{"active_jobs", "failed_today", "max_workers", "mode", "processed_today", "queue_depth", "running", "uptime_seconds", "version"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("GetStatus keys = %v, want %v", keys, want)
+	}
+	if len(f.authz.asks()) != 0 {
+		t.Errorf("GetStatus asked polkit: %+v", f.authz.asks())
+	}
+}
+
+func TestListAndGetJobs(t *testing.T) {
+	a := fullJob()
+	b := jobs.Job{ID: "b", Name: "b", State: jobs.Failed, Batch: "b2", SubmittedBy: -1, Error: "cannot read disk"}
+	f := newFixture(t, a, b)
+	ctx := testCtx(t)
+
+	all, err := f.client.ListJobs(ctx, agent.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(all, []jobs.Job{a, b}) {
+		t.Errorf("ListJobs = %+v, want %+v", all, []jobs.Job{a, b})
+	}
+	for _, tc := range []struct {
+		f    agent.Filter
+		want []string
+	}{
+		{agent.Filter{States: []jobs.State{jobs.Failed}}, []string{"b"}},
+		{agent.Filter{States: []jobs.State{jobs.Running, jobs.Failed}}, []string{a.ID, "b"}},
+		{agent.Filter{Batch: "b1"}, []string{a.ID}},
+		{agent.Filter{States: []jobs.State{jobs.Completed}}, nil},
+	} {
+		got, err := f.client.ListJobs(ctx, tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, j := range got {
+			ids = append(ids, j.ID)
+		}
+		if !slices.Equal(ids, tc.want) {
+			t.Errorf("ListJobs(%+v) = %v, want %v", tc.f, ids, tc.want)
+		}
+		paths, err := f.client.ListJobPaths(ctx, tc.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantPaths []dbus.ObjectPath
+		for _, id := range tc.want {
+			wantPaths = append(wantPaths, JobPath(id))
+		}
+		if !slices.Equal(paths, wantPaths) {
+			t.Errorf("ListJobs paths (%+v) = %v, want %v", tc.f, paths, wantPaths)
+		}
+	}
+
+	got, err := f.client.GetJob(ctx, a.ID)
+	if err != nil || !reflect.DeepEqual(got, a) {
+		t.Errorf("GetJob = %+v, %v; want %+v", got, err, a)
+	}
+	_, err = f.client.GetJob(ctx, "nope")
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Kind != apierr.NoSuchJob || !strings.Contains(ae.Message, "nope") {
+		t.Errorf("GetJob(nope) error = %#v, want NoSuchJob naming the id", err)
+	}
+
+	// Bad filters are refused by name, over the raw bus too.
+	for _, filter := range []map[string]dbus.Variant{
+		{"state": dbus.MakeVariant([]string{"failed"})},
+		{"states": dbus.MakeVariant([]string{"finished"})},
+		{"batch": dbus.MakeVariant(7)},
+	} {
+		err := f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".ListJobs", 0, filter).Err
+		var de dbus.Error
+		if !errors.As(err, &de) || de.Name != "io.hyper2kvm.Agent1.Error.InvalidArgs" {
+			t.Errorf("ListJobs(%v) error = %v, want InvalidArgs", filter, err)
+		}
+	}
+	if len(f.authz.asks()) != 0 {
+		t.Errorf("reads asked polkit: %+v", f.authz.asks())
+	}
+}
+
+func TestProperties(t *testing.T) {
+	a := fullJob()
+	f := newFixture(t, a)
+	obj := f.conn.Object(BusName, JobPath(a.ID))
+	v, err := obj.GetProperty(JobIface + ".Progress")
+	if err != nil || v.Value() != int32(42) {
+		t.Errorf("Get Progress = %v, %v; want 42", v, err)
+	}
+	v, err = obj.GetProperty(JobIface + ".CreatedAt")
+	if err != nil || v.Value() != uint64(1700000000000001) {
+		t.Errorf("Get CreatedAt = %v, %v", v, err)
+	}
+	v, err = obj.GetProperty(JobIface + ".FinishedAt")
+	if err != nil || v.Value() != uint64(0) {
+		t.Errorf("Get FinishedAt = %v, %v; want 0 for unset", v, err)
+	}
+	err = obj.SetProperty(JobIface+".State", dbus.MakeVariant("completed"))
+	var de dbus.Error
+	if !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.PropertyReadOnly" {
+		t.Errorf("Set State error = %v, want PropertyReadOnly", err)
+	}
+	_, err = obj.GetProperty(JobIface + ".Nope")
+	if !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.UnknownProperty" {
+		t.Errorf("Get Nope error = %v, want UnknownProperty", err)
+	}
+	_, err = obj.GetProperty("org.example.Nope.X")
+	if !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.UnknownInterface" {
+		t.Errorf("Get on an unknown interface error = %v, want UnknownInterface", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	ok, problems, err := f.client.Validate(ctx, []byte(`{"version":"1.0"}`))
+	if err != nil || !ok || len(problems) != 0 {
+		t.Errorf("Validate(good) = %v, %v, %v", ok, problems, err)
+	}
+	ok, problems, err = f.client.Validate(ctx, []byte(`bad`))
+	if err != nil || ok || !slices.Equal(problems, []string{"vms[0].source.path: required", "version: must be \"1.0\""}) {
+		t.Errorf("Validate(bad) = %v, %v, %v", ok, problems, err)
+	}
+	if len(f.authz.asks()) != 0 {
+		t.Errorf("Validate asked polkit: %+v", f.authz.asks())
+	}
+}
+
+func TestSubmitAuthorization(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	me := f.conn.Names()[0]
+	uid := int64(os.Getuid())
+
+	for _, tc := range []struct {
+		name        string
+		allow       bool
+		authErr     error
+		interactive bool
+		wantMsg     string // "" means success
+	}{
+		{"denied", false, nil, false, "cannot submit a manifest: not authorized (polkit action io.hyper2kvm.agent.submit)"},
+		{"polkit fails", true, errors.New("polkit is gone"), false, "authorization check failed: polkit is gone (polkit action io.hyper2kvm.agent.submit)"},
+		{"challenge", false, polkit.ErrInteractionRequired, false, "interactive authentication required (polkit action io.hyper2kvm.agent.submit)"},
+		{"allowed", true, nil, false, ""},
+		{"allowed interactive", true, nil, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.authz.set(map[string]bool{polkit.ActionSubmit: tc.allow}, tc.authErr)
+			before := len(f.b.Jobs(agent.Filter{}))
+			got, err := f.client.Submit(ctx, []byte(`{}`), agent.SubmitOptions{Name: "vm.json"}, tc.interactive)
+			asks := f.authz.asks()
+			if want := []authAsk{{me, polkit.ActionSubmit, tc.interactive}}; !slices.Equal(asks, want) {
+				t.Errorf("polkit asked %+v, want %+v", asks, want)
+			}
+			if tc.wantMsg != "" {
+				var ae *apierr.Error
+				if !errors.As(err, &ae) || ae.Kind != apierr.AccessDenied || !strings.Contains(ae.Message, tc.wantMsg) {
+					t.Fatalf("Submit error = %#v, want AccessDenied containing %q", err, tc.wantMsg)
+				}
+				if n := len(f.b.Jobs(agent.Filter{})); n != before {
+					t.Errorf("a refused Submit created %d jobs", n-before)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Submit: %v", err)
+			}
+			if len(got) != 1 || got[0].SubmittedBy != uid || got[0].Name != "vm.json" || got[0].State != jobs.Pending {
+				t.Errorf("Submit returned %+v, want one pending job named vm.json submitted by uid %d", got, uid)
+			}
+		})
+	}
+
+	t.Run("invalid manifest", func(t *testing.T) {
+		f.authz.set(map[string]bool{polkit.ActionSubmit: true}, nil)
+		_, err := f.client.Submit(ctx, []byte(`bad`), agent.SubmitOptions{}, false)
+		var ae *apierr.Error
+		want := &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept manifest",
+			Details: []string{"vms[0].source.path: required", "version: must be \"1.0\""}}
+		if !errors.As(err, &ae) || !reflect.DeepEqual(ae, want) {
+			t.Errorf("Submit(bad) error = %#v, want %#v", err, want)
+		}
+		// A plain bus client sees the field paths in the message too.
+		err = f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".Submit", 0, "bad", map[string]dbus.Variant{}).Err
+		var de dbus.Error
+		if !errors.As(err, &de) || de.Name != "io.hyper2kvm.Agent1.Error.InvalidManifest" ||
+			de.Error() != `cannot accept manifest: vms[0].source.path: required; version: must be "1.0"` {
+			t.Errorf("raw Submit(bad) error = %#v", err)
+		}
+	})
+	t.Run("unknown option", func(t *testing.T) {
+		err := f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".Submit", 0, "{}",
+			map[string]dbus.Variant{"priority": dbus.MakeVariant(1)}).Err
+		var de dbus.Error
+		if !errors.As(err, &de) || de.Name != "io.hyper2kvm.Agent1.Error.InvalidArgs" || !strings.Contains(de.Error(), `"priority"`) {
+			t.Errorf("Submit with an unknown option error = %v, want InvalidArgs naming it", err)
+		}
+	})
+}
+
+func TestCancelAuthorization(t *testing.T) {
+	uid := int64(os.Getuid())
+	mine := jobs.Job{ID: "mine", State: jobs.Running, SubmittedBy: uid}
+	theirs := jobs.Job{ID: "theirs", State: jobs.Running, SubmittedBy: uid + 1}
+	dropped := jobs.Job{ID: "dropped", State: jobs.Pending, SubmittedBy: -1}
+	done := jobs.Job{ID: "done", State: jobs.Completed, SubmittedBy: uid}
+	f := newFixture(t, mine, theirs, dropped, done)
+	ctx := testCtx(t)
+	me := f.conn.Names()[0]
+
+	for _, tc := range []struct {
+		id, action string
+		allow      map[string]bool
+		viaObject  bool
+		wantKind   apierr.Kind // "" means success
+	}{
+		{"mine", polkit.ActionCancel, map[string]bool{}, false, apierr.AccessDenied},
+		{"theirs", polkit.ActionCancelAny, map[string]bool{polkit.ActionCancel: true}, false, apierr.AccessDenied},
+		{"dropped", polkit.ActionCancelAny, map[string]bool{polkit.ActionCancel: true}, true, apierr.AccessDenied},
+		{"mine", polkit.ActionCancel, map[string]bool{polkit.ActionCancel: true}, false, ""},
+		{"theirs", polkit.ActionCancelAny, map[string]bool{polkit.ActionCancelAny: true}, true, ""},
+		{"done", polkit.ActionCancel, map[string]bool{polkit.ActionCancel: true}, false, apierr.InvalidState},
+		{"nope", "", map[string]bool{polkit.ActionCancelAny: true}, false, apierr.NoSuchJob},
+	} {
+		f.authz.set(tc.allow, nil)
+		var err error
+		if tc.viaObject {
+			err = fromDBusError("cancel", f.conn.Object(BusName, JobPath(tc.id)).Call(JobIface+".Cancel", 0).Err)
+		} else {
+			err = f.client.Cancel(ctx, tc.id, false)
+		}
+		var wantAsks []authAsk
+		if tc.action != "" {
+			wantAsks = []authAsk{{me, tc.action, false}}
+		}
+		if asks := f.authz.asks(); !slices.Equal(asks, wantAsks) {
+			t.Errorf("cancel %s: polkit asked %+v, want %+v", tc.id, asks, wantAsks)
+		}
+		if tc.wantKind == "" {
+			if err != nil {
+				t.Errorf("cancel %s: %v", tc.id, err)
+			}
+			if j, _ := f.b.Job(tc.id); j.State != jobs.Cancelled {
+				t.Errorf("cancel %s: job is %s, want cancelled", tc.id, j.State)
+			}
+			continue
+		}
+		if !apierr.Is(err, tc.wantKind) {
+			t.Errorf("cancel %s: error %#v, want kind %s", tc.id, err, tc.wantKind)
+		}
+		if tc.wantKind == apierr.AccessDenied {
+			if !strings.Contains(err.Error(), tc.action) {
+				t.Errorf("cancel %s: message %q does not name %s", tc.id, err, tc.action)
+			}
+			if j, _ := f.b.Job(tc.id); j.State == jobs.Cancelled {
+				t.Errorf("cancel %s: refused, but the job was cancelled", tc.id)
+			}
+		}
+	}
+}
+
+func TestRetry(t *testing.T) {
+	failed := jobs.Job{ID: "f", State: jobs.Failed, SubmittedBy: -1}
+	f := newFixture(t, failed)
+	ctx := testCtx(t)
+	f.authz.set(map[string]bool{polkit.ActionSubmit: true, polkit.ActionCancel: true}, nil)
+	if _, err := f.client.Retry(ctx, "f", true); !apierr.Is(err, apierr.AccessDenied) || !strings.Contains(err.Error(), polkit.ActionManage) {
+		t.Errorf("Retry without manage: %v, want AccessDenied naming %s", err, polkit.ActionManage)
+	}
+	if asks := f.authz.asks(); len(asks) != 1 || asks[0].action != polkit.ActionManage || !asks[0].interactive {
+		t.Errorf("polkit asked %+v, want one interactive manage", asks)
+	}
+	f.authz.set(map[string]bool{polkit.ActionManage: true}, nil)
+	j, err := f.client.Retry(ctx, "f", false)
+	if err != nil || j.ID != "f-retry" || j.State != jobs.Pending || j.SubmittedBy != int64(os.Getuid()) {
+		t.Errorf("Retry = %+v, %v", j, err)
+	}
+}
+
+func TestNoAgentAndNoBus(t *testing.T) {
+	addr := startBus(t)
+	c, err := DialAddress(testCtx(t), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.GetStatus(testCtx(t)); !errors.Is(err, ErrNoAgent) {
+		t.Errorf("GetStatus with no agent on the bus: %v, want ErrNoAgent", err)
+	}
+	_, err = DialAddress(testCtx(t), "unix:path="+t.TempDir()+"/nothing")
+	if !errors.Is(err, ErrNoBus) {
+		t.Errorf("DialAddress to nothing: %v, want ErrNoBus", err)
+	}
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+t.TempDir()+"/nothing")
+	if _, err := Dial(testCtx(t)); !errors.Is(err, ErrNoBus) {
+		t.Errorf("Dial with no system bus: %v, want ErrNoBus", err)
+	}
+}
+
+func TestNameTaken(t *testing.T) {
+	f := newFixture(t)
+	if _, err := NewServer(connect(t, f.addr), &fakeBackend{}, &fakeAuthz{}); err == nil || !strings.Contains(err.Error(), BusName) {
+		t.Errorf("second NewServer: %v, want a refusal naming %s", err, BusName)
+	}
+	// The first one still answers.
+	if _, err := f.client.GetStatus(testCtx(t)); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	for _, row := range apierr.Table {
+		in := &apierr.Error{Kind: row.Kind, Message: "cannot do " + string(row.Kind)}
+		de := toDBusError(in)
+		if de.Name != row.DBus {
+			t.Errorf("%s: D-Bus name %s, want %s", row.Kind, de.Name, row.DBus)
+		}
+		back := fromDBusError("x", *de)
+		if !reflect.DeepEqual(back, error(in)) {
+			t.Errorf("%s: round trip gave %#v", row.Kind, back)
+		}
+	}
+	if de := toDBusError(errors.New("disk on fire")); de.Name != "io.hyper2kvm.Agent1.Error.Internal" || de.Error() != "disk on fire" {
+		t.Errorf("plain error became %#v", de)
+	}
+	wrapped := toDBusError(errors.Join(errors.New("context"), apierr.New(apierr.QueueFull, "cannot queue: full")))
+	if wrapped.Name != "io.hyper2kvm.Agent1.Error.QueueFull" {
+		t.Errorf("wrapped apierr became %s", wrapped.Name)
+	}
+	for name, want := range map[string]error{
+		"org.freedesktop.DBus.Error.ServiceUnknown":                   ErrNoAgent,
+		"org.freedesktop.DBus.Error.Spawn.ChildExited":                ErrNoAgent,
+		"org.freedesktop.DBus.Error.Disconnected":                     ErrNoBus,
+		"org.freedesktop.DBus.Error.AccessDenied":                     nil,
+		"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": nil,
+	} {
+		err := fromDBusError("x", dbus.Error{Name: name, Body: []any{"msg"}})
+		if want != nil && !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", name, err, want)
+		}
+		if want == nil && !apierr.Is(err, apierr.AccessDenied) {
+			t.Errorf("%s: %v, want AccessDenied", name, err)
+		}
+	}
+	if err := fromDBusError("x", context.DeadlineExceeded); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: %v", err)
+	}
+}
