@@ -1,0 +1,99 @@
+package fix
+
+import (
+	"testing"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+)
+
+var guestDisk = &report.Guest{Partitions: []report.Partition{
+	{Number: 1, UUID: "1111-aaaa", PartUUID: "abcd0001-01", Label: "root", FSType: "ext4"},
+	{Number: 2, PartUUID: "abcd0001-02", FSType: "swap"},
+	{Number: 3, Label: "data", FSType: "xfs"},
+}}
+
+func TestRewriteTab(t *testing.T) {
+	f := &fixer{g: guestDisk}
+	in := "# comment /dev/sda1\n/dev/sda1\t/\text4 defaults 0 1\n/dev/sda2 none swap sw 0 0\n" +
+		"/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0-part3 /data xfs defaults 0 2\n" +
+		"/dev/sdb1 /other ext4 defaults 0 2\nproc /proc proc defaults 0 0\nUUID=1111-aaaa /x ext4 defaults 0 0\n"
+	tests := []struct{ mode, want string }{
+		{"stabilize-all", "# comment /dev/sda1\nUUID=1111-aaaa\t/\text4 defaults 0 1\nPARTUUID=abcd0001-02 none swap sw 0 0\n" +
+			"LABEL=data /data xfs defaults 0 2\n" +
+			"/dev/sdb1 /other ext4 defaults 0 2\nproc /proc proc defaults 0 0\nUUID=1111-aaaa /x ext4 defaults 0 0\n"},
+		{"bypath-only", "# comment /dev/sda1\n/dev/sda1\t/\text4 defaults 0 1\n/dev/sda2 none swap sw 0 0\n" +
+			"LABEL=data /data xfs defaults 0 2\n" +
+			"/dev/sdb1 /other ext4 defaults 0 2\nproc /proc proc defaults 0 0\nUUID=1111-aaaa /x ext4 defaults 0 0\n"},
+		{"noop", in},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			if got := f.rewriteTab(in, 0, tt.mode); got != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+	crypt := "cryptdata /dev/sda3 none luks\n"
+	if got := f.rewriteTab(crypt, 1, "stabilize-all"); got != "cryptdata LABEL=data none luks\n" {
+		t.Errorf("crypttab: %q", got)
+	}
+}
+
+func TestFixRoot(t *testing.T) {
+	f := &fixer{g: guestDisk}
+	tests := []struct{ in, want string }{
+		{"\tlinux /boot/vmlinuz root=/dev/sda1 ro quiet", "\tlinux /boot/vmlinuz root=UUID=1111-aaaa ro quiet"},
+		{`GRUB_CMDLINE_LINUX="root=/dev/sda1 console=ttyS0"`, `GRUB_CMDLINE_LINUX="root=UUID=1111-aaaa console=ttyS0"`},
+		{"options root=PARTUUID=abcd0001-01 rw", "options root=UUID=1111-aaaa rw"},
+		{"root=/dev/mapper/vg-root ro", "root=/dev/mapper/vg-root ro"},
+		{"root=/dev/sdb1 ro", "root=/dev/sdb1 ro"},
+		{"search --set=root --fs-uuid x", "search --set=root --fs-uuid x"},
+	}
+	for _, tt := range tests {
+		if got := f.fixRoot(tt.in); got != tt.want {
+			t.Errorf("fixRoot(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestNetworkText(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(string) string
+		in   string
+		want string
+	}{
+		{"ifupdown", fixIfupdown, "auto ens192\niface ens192 inet dhcp\n    hwaddress ether 00:50:56:aa:bb:cc\n", "auto ens192\niface ens192 inet dhcp\n"},
+		{"netplan", fixNetplan, "network:\n  ethernets:\n    ens192:\n      match:\n        macaddress: 00:50:56:aa:bb:cc\n      set-name: ens192\n      dhcp4: true\n",
+			"network:\n  ethernets:\n    ens192:\n      dhcp4: true\n"},
+		{"netplan-match-driver", fixNetplan, "    e0:\n      match:\n        driver: vmxnet3\n        macaddress: 00:50:56:aa:bb:cc\n",
+			"    e0:\n      match:\n        driver: vmxnet3\n"},
+		{"keyfile", fixKeyfile, "[ethernet]\nmac-address=00:50:56:AA:BB:CC\n[ipv4]\nmethod=auto\n", "[ethernet]\n[ipv4]\nmethod=auto\n"},
+		{"ifcfg", fixIfcfg, "DEVICE=ens192\nHWADDR=00:50:56:aa:bb:cc\nBOOTPROTO=dhcp\n", "DEVICE=ens192\nBOOTPROTO=dhcp\n"},
+		{"networkd", fixNetworkd, "[Match]\nMACAddress=00:50:56:aa:bb:cc\n\n[Network]\nDHCP=yes\n", "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"},
+	}
+	for _, tt := range tests {
+		if got := tt.fn(tt.in); got != tt.want {
+			t.Errorf("%s: got\n%q\nwant\n%q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestAddModules(t *testing.T) {
+	if got := addModules("# x\nvirtio-blk\nahci"); got != "# x\nvirtio-blk\nahci\nvirtio_scsi\nvirtio_net\nvirtio_pci\nvirtio_ring\n" {
+		t.Errorf("got %q", got)
+	}
+	full := "virtio_blk\nvirtio_scsi\nvirtio_net\nvirtio_pci\nvirtio_ring\n"
+	if got := addModules(full); got != full {
+		t.Errorf("idempotence: got %q", got)
+	}
+}
+
+func TestLevels(t *testing.T) {
+	if nameOrder("ens224") <= nameOrder("ens192") || nameOrder("vmnic1") <= nameOrder("vmnic0") {
+		t.Error("name order")
+	}
+	if !vmwareName.MatchString("ens192") || vmwareName.MatchString("ens3") || vmwareName.MatchString("enp1s0") {
+		t.Error("vmware name pattern")
+	}
+}
