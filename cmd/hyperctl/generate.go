@@ -130,12 +130,12 @@ func (a *app) runGenerate(vmPath, outDir string, o generateOpts) error {
 
 	conv := &manifest.Convert{OutputFormat: o.outputFormat}
 	conv.OutputPath = name + "." + manifest.FormatExt(conv.OutputFormat)
-	if len(facts.disks) > 1 {
-		// Name every disk's output so the file shows what will be written.
-		for i, id := range facts.disks {
-			out, _ := conv.OutputFor(i, id)
-			conv.Disks = append(conv.Disks, manifest.DiskOutput{ID: id, OutputPath: out})
-		}
+	// Each disk of a multi-disk OVA/OVF gets its own output by default
+	// (Convert.OutputFor); say which so nobody is surprised.
+	var outputs []string
+	for i, id := range facts.disks {
+		out, _ := conv.OutputFor(i, id)
+		outputs = append(outputs, fmt.Sprintf("%s -> %s", id, out))
 	}
 	m := &manifest.Manifest{
 		Version: manifest.Version,
@@ -181,6 +181,9 @@ func (a *app) runGenerate(vmPath, outDir string, o generateOpts) error {
 	fmt.Fprintf(w, "Detected %s at %s\n", facts.sourceType, src)
 	for _, l := range facts.lines {
 		fmt.Fprintf(w, "  %s\n", l)
+	}
+	if len(outputs) > 1 {
+		fmt.Fprintf(w, "Outputs: %s\n", strings.Join(outputs, ", "))
 	}
 	fmt.Fprintf(w, "Wrote %s (VM %s). Check it with: hyperctl validate --check-files %s\n", file, name, file)
 	return nil

@@ -82,6 +82,7 @@ type fakeClient struct {
 	submitted [][]byte
 	filters   []agent.Filter
 	cancelled []string
+	interactive []bool
 	events    chan agent.Event
 	closed    bool
 }
@@ -134,6 +135,7 @@ func (f *fakeClient) Submit(ctx context.Context, m []byte, o agent.SubmitOptions
 		return nil, f.err
 	}
 	f.submitted = append(f.submitted, m)
+	f.interactive = append(f.interactive, interactive)
 	j := jobs.Job{ID: "j1", Name: "web01", State: jobs.Pending, Progress: jobs.ProgressUnknown}
 	f.jobs = append(f.jobs, j)
 	return []jobs.Job{j}, nil
