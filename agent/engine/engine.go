@@ -6,10 +6,17 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
+	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
@@ -22,8 +29,231 @@ type Options struct {
 	Progress  func(progress.Update)
 }
 
+// Output file names beside the disks.
+const (
+	DomainXMLName = "domain.xml"
+	ReportName    = "report.json"
+	ConsoleName   = "boot-console.log"
+)
+
+// bands are the overall-percent ranges of the stages: Progress reports one
+// percentage for the whole job, like systemd-importd's phase bands.
+var bands = map[string][2]int{
+	"load":     {0, 5},
+	"inspect":  {5, 10},
+	"fix":      {10, 30},
+	"convert":  {30, 90},
+	"validate": {90, 100},
+}
+
+// disk is one source disk on its way through the pipeline.
+type disk struct {
+	id        string // ovf:diskId, or "disk1" for a single image
+	display   string // the path a user recognises (file, or archive member)
+	path      string // what qemu opens: a file or a json: spec
+	format    string // qemu format of path
+	subformat string
+	info      *qemuimg.ImageInfo
+	src       string // what CONVERT reads: path, or the FIX overlay
+	srcFormat string
+	output    string // absolute output path, "" when skipped
+	outFormat string
+	converted bool
+}
+
+type runner struct {
+	ctx      context.Context
+	vm       *manifest.Manifest
+	p        *manifest.Pipeline
+	o        Options
+	rep      *report.Report
+	outDir   string
+	workDir  string
+	disks    []*disk
+	ovf      *imgfmt.OVFDescriptor
+	fixed    bool
+	backend  string
+	lastPct  int
+	artifact chan []report.Artifact
+}
+
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
 // split by the agent first). The report is returned even when err is non-nil.
+//
+// The outputs (disks, domain.xml, report.json) go to the manifest's
+// convert.output_dir or else o.OutputDir, which must not already hold any of
+// them: nothing is ever overwritten. The source is only ever opened for
+// reading; FIX works on a qcow2 overlay in the work directory.
 func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report, error) {
-	return nil, errors.New("engine: not implemented yet")
+	r := &runner{ctx: ctx, vm: vm, o: o, lastPct: -1}
+	r.rep = &report.Report{
+		ReportVersion: report.Version,
+		JobID:         o.JobID,
+		Name:          vm.Name,
+		StartedAt:     now(),
+	}
+	err := r.run()
+	r.rep.FinishedAt = now()
+	switch {
+	case err == nil:
+		r.rep.Status = "completed"
+	case ctx.Err() != nil:
+		r.rep.Status = "cancelled"
+	default:
+		r.rep.Status = "failed"
+	}
+	if r.workDir != "" {
+		os.RemoveAll(r.workDir)
+	}
+	if r.outDir != "" {
+		if werr := r.writeReport(); werr != nil {
+			r.rep.Warnings = append(r.rep.Warnings, werr.Error())
+			if err == nil {
+				err = werr
+				r.rep.Status = "failed"
+			}
+		}
+	}
+	return r.rep, err
+}
+
+func now() time.Time { return time.Now().Round(time.Millisecond) }
+
+func (r *runner) run() error {
+	if r.vm == nil || r.vm.Batch || r.vm.Pipeline == nil {
+		return r.fail("load", errors.New("cannot run: the engine takes one VM's manifest with a pipeline (split batches first)"))
+	}
+	r.vm.SetDefaults()
+	r.p = r.vm.Pipeline
+	r.rep.Source = report.Source{Path: r.p.Load.SourcePath, Type: r.p.Load.SourceType}
+
+	if err := r.stage("load", r.load); err != nil {
+		return err
+	}
+	if err := r.stage("inspect", r.inspect); err != nil {
+		return err
+	}
+	if err := r.stage("fix", r.fix); err != nil {
+		return err
+	}
+	if err := r.stage("convert", r.convert); err != nil {
+		return err
+	}
+	err := r.stage("validate", r.validate)
+	if r.artifact != nil {
+		r.rep.Artifacts = append(<-r.artifact, r.rep.Artifacts...)
+	}
+	return err
+}
+
+// errSkip is returned by a stage that decided not to run; its text is the reason.
+type errSkip struct{ reason string }
+
+func (e errSkip) Error() string { return e.reason }
+
+func skip(format string, a ...any) error { return errSkip{fmt.Sprintf(format, a...)} }
+
+// softFail marks a stage failed in the report without stopping the pipeline.
+type softFail struct{ err error }
+
+func (e softFail) Error() string { return e.err.Error() }
+
+// stage runs fn as the named stage and records its outcome. fn returns the
+// stage's result through set.
+func (r *runner) stage(name string, fn func(set func(any)) error) error {
+	st := report.Stage{Name: name, StartedAt: now()}
+	start := time.Now()
+	r.progress(name, 0, 0, 0, "")
+	err := r.ctx.Err()
+	if err == nil {
+		err = fn(func(v any) { st.Result = v })
+	}
+	st.Seconds = time.Since(start).Seconds()
+	var sk errSkip
+	var sf softFail
+	switch {
+	case err == nil:
+		st.Status = "ok"
+	case errors.As(err, &sk):
+		st.Status, st.Reason, err = "skipped", sk.reason, nil
+	case errors.As(err, &sf):
+		st.Status, st.Error, err = "failed", sf.err.Error(), nil
+	default:
+		if r.ctx.Err() != nil {
+			err = fmt.Errorf("cancelled during %s: %w", name, err)
+		}
+		st.Status, st.Error = "failed", err.Error()
+		r.rep.Error = &report.Failure{Stage: name, Message: err.Error()}
+	}
+	r.rep.Stages = append(r.rep.Stages, st)
+	if err == nil {
+		r.progress(name, 100, 0, 0, "")
+	}
+	return err
+}
+
+// fail records a failure that happened before any stage could start.
+func (r *runner) fail(stage string, err error) error {
+	r.rep.Stages = append(r.rep.Stages, report.Stage{Name: stage, Status: "failed", StartedAt: now(), Error: err.Error()})
+	r.rep.Error = &report.Failure{Stage: stage, Message: err.Error()}
+	return err
+}
+
+// progress reports pct (0-100) of stage as the job's overall percentage.
+func (r *runner) progress(stage string, pct int, done, total int64, text string) {
+	if r.o.Progress == nil {
+		return
+	}
+	b := bands[stage]
+	overall := b[0] + (b[1]-b[0])*min(max(pct, 0), 100)/100
+	if overall < r.lastPct {
+		overall = r.lastPct
+	}
+	r.lastPct = overall
+	r.o.Progress(progress.Update{Stage: stage, Percent: overall, Done: done, Total: total, Text: text})
+}
+
+func (r *runner) warn(format string, a ...any) {
+	r.rep.Warnings = append(r.rep.Warnings, fmt.Sprintf(format, a...))
+}
+
+// writeReport writes report.json into the output directory, never over an
+// existing file.
+func (r *runner) writeReport() error {
+	b, err := json.MarshalIndent(r.rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode report: %w", err)
+	}
+	p := filepath.Join(r.outDir, ReportName)
+	if err := writeNew(p, append(b, '\n')); err != nil {
+		return fmt.Errorf("cannot write report: %w", err)
+	}
+	return nil
+}
+
+// writeNew writes data to a new file at p through p.part, never replacing
+// an existing file.
+func writeNew(p string, data []byte) error {
+	if _, err := os.Lstat(p); err == nil {
+		return fmt.Errorf("%s exists; not overwriting", p)
+	}
+	tmp := p + ".part"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = qemuimg.RenameNoReplace(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }

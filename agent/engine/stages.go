@@ -1,0 +1,313 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/boot"
+	"github.com/hyper2kvm/hyper2kvm/agent/fix"
+	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+)
+
+// inspect is INSPECT: the guest's partitions, OS, boot loader and more,
+// through the guest-access backend. The image facts from qemu-img info
+// (read in LOAD) are part of its result.
+//
+// A failed inspection stops the job only when FIX needs it; otherwise the
+// stage is reported failed, a warning says so, and the conversion goes on.
+func (r *runner) inspect(set func(any)) error {
+	images := make([]any, 0, len(r.disks))
+	for _, d := range r.disks {
+		images = append(images, d.info)
+	}
+	res := map[string]any{"images": images}
+	set(res)
+	if !manifest.Bool(r.p.Inspect.Enabled) {
+		return skip("disabled by pipeline.inspect.enabled")
+	}
+	r.backend = r.p.Fix.Backend
+	if r.backend == "" {
+		r.backend = r.o.Backend
+	}
+	if r.backend == "" {
+		r.backend = "native"
+	}
+	res["backend"] = r.backend
+	d := r.disks[0]
+	r.progress("inspect", 10, 0, 0, d.display)
+	g, err := inspect.Guest(r.ctx, inspect.Image{Path: d.path, Format: d.format}, r.backend, manifest.Bool(r.p.Inspect.DetectOS))
+	if err != nil {
+		err = fmt.Errorf("cannot inspect the guest on %s: %w", d.display, err)
+		if manifest.Bool(r.p.Fix.Enabled) || r.ctx.Err() != nil {
+			return err
+		}
+		r.warn("INSPECT failed (%v); converting anyway because FIX is disabled", err)
+		return softFail{err}
+	}
+	r.rep.Guest = g
+	res["guest"] = "see the report's guest section"
+	return nil
+}
+
+// fix is FIX: on a qcow2 overlay of the first disk (the source is never
+// opened for writing), adapt a Linux guest to KVM.
+func (r *runner) fix(set func(any)) error {
+	if !manifest.Bool(r.p.Fix.Enabled) {
+		return skip("disabled by pipeline.fix.enabled")
+	}
+	g := r.rep.Guest
+	if g == nil {
+		return errors.New("FIX needs the guest inspection: enable pipeline.inspect or disable pipeline.fix")
+	}
+	if g.OS != nil && g.OS.Type == "windows" {
+		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
+		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
+	}
+	if g.OS == nil || g.OS.Type != "linux" {
+		r.warn("no Linux guest found on %s: FIX was not applied", r.disks[0].display)
+		return skip("no Linux guest found")
+	}
+	d := r.disks[0]
+	if r.workDir == "" {
+		if err := r.makeWorkDir(); err != nil {
+			return err
+		}
+	}
+	overlay := filepath.Join(r.workDir, d.id+"-overlay.qcow2")
+	if err := qemuimg.CreateOverlay(r.ctx, d.path, d.format, overlay); err != nil {
+		return err
+	}
+	r.progress("fix", 10, 0, 0, "overlay "+filepath.Base(overlay))
+	changes, err := fix.Apply(r.ctx, inspect.Image{Path: overlay, Format: "qcow2"}, r.backend, r.p.Fix, g)
+	r.rep.Changes = append(r.rep.Changes, changes...)
+	set(map[string]any{"backend": r.backend, "overlay": overlay, "changes": len(changes)})
+	if err != nil {
+		return fmt.Errorf("cannot apply fixes: %w", err)
+	}
+	d.src, d.srcFormat = overlay, "qcow2"
+	r.fixed = true
+	return nil
+}
+
+func (r *runner) makeWorkDir() error {
+	base := r.o.WorkDir
+	if base == "" {
+		base = r.outDir
+	}
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return fmt.Errorf("cannot create work directory: %w", err)
+	}
+	w, err := os.MkdirTemp(base, ".work-")
+	if err != nil {
+		return fmt.Errorf("cannot create work directory: %w", err)
+	}
+	r.workDir = w
+	return nil
+}
+
+type convertResult struct {
+	Disk        string   `json:"disk"`
+	Source      string   `json:"source"`
+	Output      string   `json:"output"`
+	Format      string   `json:"format"`
+	Compression string   `json:"compression,omitempty"`
+	FromOverlay bool     `json:"from_overlay,omitempty"`
+	Args        []string `json:"qemu_img_args"`
+	Seconds     float64  `json:"duration_seconds"`
+}
+
+// convert is CONVERT: qemu-img convert of every disk into its output,
+// through NAME.part, never over an existing file. The artifact sha256 sums
+// are computed in the background while VALIDATE runs.
+func (r *runner) convert(set func(any)) error {
+	c := r.p.Convert
+	var total, done int64
+	for _, d := range r.disks {
+		if d.output != "" {
+			total += d.info.VirtualSize
+		}
+	}
+	var results []convertResult
+	defer func() { set(results) }()
+	for _, d := range r.disks {
+		if d.output == "" {
+			continue
+		}
+		start := time.Now()
+		size := d.info.VirtualSize
+		res, err := qemuimg.Convert(r.ctx, qemuimg.ConvertOptions{
+			Source: d.src, SourceFormat: d.srcFormat,
+			Target: d.output, TargetFormat: d.outFormat,
+			Compress: c.Compress, Compression: c.Compression,
+			Progress: func(pct int) {
+				cur := done + size*int64(pct)/100
+				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("disk %s: %w", d.id, err)
+		}
+		d.converted = true
+		done += size
+		r.rep.Warnings = append(r.rep.Warnings, res.Warnings...)
+		results = append(results, convertResult{Disk: d.id, Source: d.display, Output: d.output, Format: d.outFormat,
+			Compression: res.Compression, FromOverlay: d.src != d.path, Args: res.Args, Seconds: time.Since(start).Seconds()})
+	}
+	if err := r.writeDomain(); err != nil {
+		return err
+	}
+	r.artifact = make(chan []report.Artifact, 1)
+	go r.hashArtifacts()
+	return nil
+}
+
+// hashArtifacts describes every output file with its size and sha256.
+func (r *runner) hashArtifacts() {
+	var arts []report.Artifact
+	for _, d := range r.disks {
+		if d.converted {
+			arts = append(arts, r.artifactOf(d.output, "disk", d.outFormat))
+		}
+	}
+	arts = append(arts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), "domain-xml", "xml"))
+	r.artifact <- arts
+}
+
+func (r *runner) artifactOf(p, kind, format string) report.Artifact {
+	a := report.Artifact{Path: p, Kind: kind, Format: format}
+	f, err := os.Open(p)
+	if err != nil {
+		return a
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, ctxReader{r, f})
+	a.Size = n
+	if err == nil {
+		a.SHA256 = hex.EncodeToString(h.Sum(nil))
+	}
+	return a
+}
+
+// ctxReader stops a long hash when the job is cancelled.
+type ctxReader struct {
+	r *runner
+	f io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.f.Read(p)
+}
+
+type validateResult struct {
+	Disk    string               `json:"disk"`
+	Output  string               `json:"output"`
+	Check   *qemuimg.CheckResult `json:"check"`
+	Compare string               `json:"compare"` // identical | skipped: reason
+	Boot    *boot.Result         `json:"boot,omitempty"`
+}
+
+// validate is VALIDATE: qemu-img check of every output (a format without
+// checks is "skipped", not passed), qemu-img compare with the source when
+// FIX changed nothing, and the boot test when asked.
+func (r *runner) validate(set func(any)) error {
+	v := r.p.Validate
+	if !manifest.Bool(v.Enabled) {
+		return skip("disabled by pipeline.validate.enabled")
+	}
+	var results []*validateResult
+	defer func() { set(results) }()
+	n := 0
+	for _, d := range r.disks {
+		if d.converted {
+			n++
+		}
+	}
+	i := 0
+	for _, d := range r.disks {
+		if !d.converted {
+			continue
+		}
+		res := &validateResult{Disk: d.id, Output: d.output}
+		results = append(results, res)
+		r.progress("validate", 50*i/n, 0, 0, "check "+filepath.Base(d.output))
+		chk, err := qemuimg.Check(r.ctx, d.output, d.outFormat)
+		if err != nil {
+			return err
+		}
+		res.Check = chk
+		if chk.Status == "failed" {
+			return fmt.Errorf("qemu-img check of %s failed: %s", d.output, chk.Message)
+		}
+		if chk.Message != "" && chk.Status == "ok" {
+			r.warn("qemu-img check of %s: %s", d.output, chk.Message)
+		}
+		switch {
+		case !manifest.Bool(v.Compare):
+			res.Compare = "skipped: disabled by pipeline.validate.compare"
+		case r.fixed && d.src != d.path:
+			res.Compare = "skipped: FIX changed this disk"
+		default:
+			r.progress("validate", 50*i/n+25/n, 0, 0, "compare "+filepath.Base(d.output))
+			same, detail, err := qemuimg.Compare(r.ctx, d.path, d.format, d.output, d.outFormat)
+			if err != nil {
+				return err
+			}
+			if !same {
+				return fmt.Errorf("output %s differs from its source %s: %s", d.output, d.display, detail)
+			}
+			res.Compare = "identical"
+		}
+		i++
+	}
+	if !v.BootTest {
+		return nil
+	}
+	d := r.disks[0]
+	if !d.converted {
+		return errors.New("boot test: the first disk was skipped (convert.disks), nothing to boot")
+	}
+	r.progress("validate", 60, 0, 0, "boot test "+filepath.Base(d.output))
+	br, err := boot.Test(r.ctx, boot.Options{
+		Image: d.output, Format: d.outFormat, Firmware: r.firmware(),
+		Timeout: time.Duration(v.BootTimeout) * time.Second, Marker: v.BootMarker,
+		Console: filepath.Join(r.outDir, ConsoleName),
+	})
+	if len(results) > 0 {
+		results[0].Boot = br
+	}
+	if _, serr := os.Stat(filepath.Join(r.outDir, ConsoleName)); serr == nil {
+		r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(filepath.Join(r.outDir, ConsoleName), "console-log", "text"))
+	}
+	if err != nil {
+		return fmt.Errorf("boot test: %w", err)
+	}
+	if !br.Booted {
+		return fmt.Errorf("boot test: the guest did not reach %q on its serial console within %ds (%s)", v.BootMarker, v.BootTimeout, br.Accelerator)
+	}
+	return nil
+}
+
+// firmware is what the guest boots with: the OVF's word, else what INSPECT
+// found, else BIOS.
+func (r *runner) firmware() string {
+	if r.ovf != nil && r.ovf.Firmware != "" {
+		return r.ovf.Firmware
+	}
+	if g := r.rep.Guest; g != nil && g.Firmware != "" {
+		return g.Firmware
+	}
+	return "bios"
+}
