@@ -81,9 +81,9 @@ func (a *app) apiError(err error, action string) error {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf(
 			"cannot reach the system D-Bus (is dbus running?): %w", err)}
 	}
-	if unreachable(err) {
+	if errors.Is(err, dbusapi.ErrNoAgent) || unreachable(err) {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf(
-			"cannot reach the hyper2kvm agent (%s) on the system bus; is hyper2kvm installed? (systemctl status hyper2kvmd.service): %w",
+			"cannot reach the hyper2kvm agent (%s) on the system bus; is hyper2kvm installed? see systemctl status hyper2kvmd.service: %w",
 			dbusapi.BusName, err)}
 	}
 	var ae *apierr.Error

@@ -19,6 +19,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
 
 var t0 = time.Date(2025, 1, 2, 3, 0, 0, 0, time.UTC)
@@ -159,6 +160,8 @@ func TestExitCodesFromTheAgent(t *testing.T) {
 			[]string{"jobs"}, 3, []string{"io.hyper2kvm.Agent1", "hyper2kvmd.service"}},
 		{"activation failed, wrapped", fmt.Errorf("call: %w", &dbus.Error{Name: "org.freedesktop.DBus.Error.Spawn.ChildExited"}),
 			[]string{"show", "x"}, 3, []string{"cannot reach the hyper2kvm agent"}},
+		{"agent cannot start (client's error)", fmt.Errorf("get status: %w: activation failed", dbusapi.ErrNoAgent),
+			[]string{"status"}, 3, []string{"io.hyper2kvm.Agent1", "activation failed"}},
 		{"denied submit", denied, []string{"submit", m}, 4, []string{"not authorized", "io.hyper2kvm.agent.submit"}},
 		{"denied manifest submit -file", denied, []string{"manifest", "submit", "-file", m}, 4, []string{"io.hyper2kvm.agent.submit"}},
 		{"denied cancel", apierr.New(apierr.AccessDenied, "cannot cancel"), []string{"cancel", "b2"}, 4, []string{"io.hyper2kvm.agent.cancel"}},
