@@ -62,7 +62,23 @@ func (m *Manifest) SetDefaults() {
 	if m.Pipeline == nil {
 		m.Pipeline = &Pipeline{}
 	}
+	if m.Name == "" {
+		m.Name = nameFromSource(m.Pipeline.Load.SourcePath)
+	}
 	m.Pipeline.setDefaults(m.Name)
+}
+
+// nameFromSource is the default name of a single-VM manifest: the source
+// file's name without its extension ("/data/web01.vmdk" -> "web01"), or ""
+// when that is not a valid name. The original product did not require a
+// name; this keeps its manifests working.
+func nameFromSource(sourcePath string) string {
+	base := filepath.Base(sourcePath)
+	stem := strings.TrimSuffix(base, filepath.Ext(base))
+	if sourcePath == "" || !nameRE.MatchString(stem) {
+		return ""
+	}
+	return stem
 }
 
 // inheritResources returns own with every empty limit taken from batch.

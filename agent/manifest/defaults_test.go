@@ -102,6 +102,13 @@ func TestDefaultsDependOnOtherFields(t *testing.T) {
 	}
 }
 
+func TestNameFromSource(t *testing.T) {
+	m := parseDoc(t, set(set(singleDoc(), "name", nil), "pipeline.load.source_path", "/data/vms/db-02.vmdk"))
+	if m.Name != "db-02" || m.Pipeline.Convert.OutputPath != "db-02.qcow2" {
+		t.Fatalf("name %q, output %q", m.Name, m.Pipeline.Convert.OutputPath)
+	}
+}
+
 func TestSetDefaultsIdempotentAndNilSafe(t *testing.T) {
 	m := parseDoc(t, batchDoc())
 	before, _ := json.Marshal(m)

@@ -274,7 +274,7 @@ func TestSchemaAgreesWithParse(t *testing.T) {
 		{"output path dir", set(singleDoc(), "pipeline.convert.output_path", "a/b"), false},
 		{"output path dotdot", set(singleDoc(), "pipeline.convert.output_path", ".."), false},
 		{"bad name", set(singleDoc(), "name", "a b"), false},
-		{"no name", set(singleDoc(), "name", nil), false},
+		{"no name", set(singleDoc(), "name", nil), true},
 		{"priority", set(singleDoc(), "priority", 101), false},
 		{"memory", set(singleDoc(), "resources.memory_max", "4GB"), false},
 		{"cpu", set(singleDoc(), "resources.cpu_quota", "2"), false},

@@ -104,7 +104,9 @@ func (m *Manifest) Validate() Problems {
 		if m.Concurrency != 0 {
 			v.add("concurrency", `is only allowed in a batch manifest ("batch": true)`)
 		}
-		v.name("name", m.Name, true)
+		if m.Name != "" || m.Pipeline == nil || nameFromSource(m.Pipeline.Load.SourcePath) == "" {
+			v.name("name", m.Name, true)
+		}
 		if m.Pipeline == nil {
 			v.add("pipeline", "is required")
 		} else {

@@ -135,7 +135,9 @@ func TestRequiredFields(t *testing.T) {
 	runRules(t, []ruleCase{
 		{"complete", singleDoc, nil, nil},
 		{"no version", singleDoc, []edit{{"version", nil}}, []string{`version: is required ("1.0")`}},
-		{"no name", singleDoc, []edit{{"name", nil}}, []string{"name: is required"}},
+		{"no name, taken from the source file", singleDoc, []edit{{"name", nil}}, nil},
+		{"no name and no usable file name", singleDoc, []edit{{"name", nil}, {"pipeline.load.source_path", "/data/my vm.vmdk"}},
+			[]string{"name: is required"}},
 		{"no pipeline", singleDoc, []edit{{"pipeline", nil}}, []string{"pipeline: is required"}},
 		{"no source type", singleDoc, []edit{{"pipeline.load.source_type", nil}},
 			[]string{"pipeline.load.source_type: is required"}},
