@@ -365,7 +365,7 @@ func (q *Queue) Finish(srcDir, name string, t Target, report []byte) error {
 		if _, serr := os.Lstat(t.Path()); serr == nil {
 			return nil
 		}
-		return fmt.Errorf("cannot settle %s: it is gone from %s", name, srcDir)
+		return fmt.Errorf("cannot settle %s: it is gone from %s: %w", name, srcDir, fs.ErrNotExist)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot settle %s: %w", name, err)
@@ -497,4 +497,17 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// PutFile moves a settled file (from processed/ or failed/) back into
+// processing/ and returns its claimed name.
+func (q *Queue) PutFile(path string) (string, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot take %s back: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("cannot take %s back: not a regular file", path)
+	}
+	return q.moveUnique(path, q.Dir(Processing), filepath.Base(path))
 }

@@ -11,7 +11,7 @@ import (
 
 type clock struct{ t time.Time }
 
-func (c *clock) now() time.Time           { return c.t }
+func (c *clock) now() time.Time          { return c.t }
 func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func newQueue(t *testing.T) (*Queue, *clock) {
@@ -134,14 +134,14 @@ func TestIgnoredAndRefused(t *testing.T) {
 		t.Errorf("busy = %d, want 2 (dot-file and .partial)", busy)
 	}
 	want := map[string]string{
-		"notes.txt":     "unknown file type",
+		"notes.txt":      "unknown file type",
 		"bad\nname.json": "control characters",
-		"a..b.json":     `".."`,
-		"huge.json":     "larger than the limit",
-		"link.json":     "symbolic links",
-		"linked.json":   "hard links",
-		"fifo.json":     "FIFO",
-		"sub.json":      "directories",
+		"a..b.json":      `".."`,
+		"huge.json":      "larger than the limit",
+		"link.json":      "symbolic links",
+		"linked.json":    "hard links",
+		"fifo.json":      "FIFO",
+		"sub.json":       "directories",
 	}
 	got := map[string]string{}
 	for _, r := range rejected {

@@ -1,17 +1,60 @@
 package main
 
 import (
-	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/config"
+	"github.com/hyper2kvm/hyper2kvm/dbusapi"
+	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
 
 func newAgentCmd() *cobra.Command {
-	return &cobra.Command{
+	var cfgPath string
+	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "agent (not implemented yet)",
+		Short: "run the agent: the drop-folder queue, job units and the D-Bus API (hyper2kvmd.service)",
+		Long: `Run the agent, normally as hyper2kvmd.service. It watches the drop folder,
+runs each job as a transient unit hyper2kvm-job-<id>.service in hyper2kvm.slice,
+exports io.hyper2kvm.Agent1 on the system bus and exits when idle.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("agent: not implemented yet")
+			return runAgent(cmd, cfgPath)
 		},
 	}
+	cmd.Flags().StringVar(&cfgPath, "config", config.DefaultPath, "configuration file")
+	return cmd
+}
+
+func runAgent(cmd *cobra.Command, cfgPath string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := agent.NewLogger(os.Stderr, cfg.Verbose)
+	a, err := agent.New(cfg, agent.WithLogger(log), agent.WithVersion(version))
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	conn, err := dbus.ConnectSystemBus()
+	if err != nil {
+		return fmt.Errorf("cannot connect to the system bus: %w", err)
+	}
+	defer conn.Close()
+	srv, err := dbusapi.NewServer(conn, a, polkit.New(conn))
+	if err != nil {
+		return fmt.Errorf("cannot export %s: %w", dbusapi.BusName, err)
+	}
+	defer srv.Close()
+	a.SetActivity(srv.LastActivity)
+	return a.Run(ctx)
 }

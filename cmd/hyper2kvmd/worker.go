@@ -1,17 +1,155 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
+
+	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/progress"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
 func newWorkerCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "worker",
-		Short: "worker (not implemented yet)",
+	var jobDir string
+	cmd := &cobra.Command{
+		Use:   "worker --job-dir DIR",
+		Short: "run one job (inside its transient unit hyper2kvm-job-<id>.service)",
+		Long: `Run the pipeline of one job from its directory (job.json, manifest.json),
+report progress to systemd with sd_notify STATUS= and write report.json.
+The agent starts it; it is not meant to be run by hand.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("worker: not implemented yet")
+			if jobDir == "" {
+				return errors.New("--job-dir is required")
+			}
+			return runWorker(cmd.Context(), jobDir)
 		},
 	}
+	cmd.Flags().StringVar(&jobDir, "job-dir", "", "the job's directory, /var/lib/hyper2kvm/jobs/<id>")
+	return cmd
+}
+
+// statusEvery is the least time between two STATUS= updates of the same
+// stage: progress is sent on change, rate-limited.
+const statusEvery = 500 * time.Millisecond
+
+func runWorker(ctx context.Context, dir string) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	started := time.Now()
+	spec, m, err := agent.ReadJobDir(dir)
+	log := agent.NewLogger(os.Stderr, spec.Verbose)
+	fields := agent.Fields{agent.FieldJobID: spec.ID, agent.FieldManifest: spec.Claim}
+	// "started" tells a restarted agent that this job did run, so it is
+	// not queued again as if it never had.
+	if werr := queue.WriteFileAtomic(filepath.Join(dir, agent.StartedFile), []byte(started.Format(time.RFC3339Nano)+"\n"), 0o600); werr != nil {
+		return &exitErr{1, fmt.Errorf("cannot mark job started: %w", werr)}
+	}
+	daemon.SdNotify(false, "READY=1\nSTATUS="+progress.Format(progress.Update{Stage: "load", Percent: -1, Text: "starting"}))
+	if err != nil {
+		rep := failedReport(spec, started, "load", err)
+		writeReport(dir, rep)
+		return &exitErr{1, err}
+	}
+	log.Infof(fields, "job %s: converting %s", spec.ID, m.Name)
+
+	st := &statusSender{}
+	var stageMu sync.Mutex
+	stage := "load"
+	opts := engine.Options{
+		JobID:     spec.ID,
+		OutputDir: spec.OutputDir,
+		WorkDir:   spec.WorkDir,
+		Backend:   spec.Backend,
+		Progress: func(u progress.Update) {
+			stageMu.Lock()
+			if u.Stage != stage {
+				stage = u.Stage
+				log.Infof(agent.Fields{agent.FieldJobID: spec.ID, agent.FieldStage: u.Stage, agent.FieldManifest: spec.Claim}, "stage %s", u.Stage)
+			}
+			stageMu.Unlock()
+			st.send(u)
+		},
+	}
+	rep, err := engine.Run(ctx, m, opts)
+	stageMu.Lock()
+	last := stage
+	stageMu.Unlock()
+	if rep == nil {
+		rep = failedReport(spec, started, last, err)
+	}
+	if ctx.Err() != nil {
+		rep.Status = "cancelled"
+	}
+	if err != nil && rep.Error == nil && rep.Status != "cancelled" {
+		rep.Error = &report.Failure{Stage: last, Message: err.Error()}
+		rep.Status = "failed"
+	}
+	if werr := writeReport(dir, rep); werr != nil {
+		log.Errorf(fields, "cannot write report: %v", werr)
+		return &exitErr{1, werr}
+	}
+	daemon.SdNotify(false, "STOPPING=1")
+	if err != nil {
+		log.Errorf(agent.Fields{agent.FieldJobID: spec.ID, agent.FieldStage: last, agent.FieldManifest: spec.Claim}, "job %s %s: %v", spec.ID, rep.Status, err)
+		return &exitErr{1, err}
+	}
+	log.Infof(fields, "job %s completed", spec.ID)
+	return nil
+}
+
+func failedReport(spec agent.JobSpec, started time.Time, stage string, err error) *report.Report {
+	msg := "unknown error"
+	if err != nil {
+		msg = err.Error()
+	}
+	return &report.Report{ReportVersion: report.Version, JobID: spec.ID, Name: spec.Name, Status: "failed",
+		StartedAt: started, FinishedAt: time.Now(), Error: &report.Failure{Stage: stage, Message: msg}}
+}
+
+// writeReport writes report.json atomically: the agent reads either
+// nothing or the whole report.
+func writeReport(dir string, rep *report.Report) error {
+	if rep.FinishedAt.IsZero() {
+		rep.FinishedAt = time.Now()
+	}
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return queue.WriteFileAtomic(filepath.Join(dir, agent.ReportFile), data, 0o644)
+}
+
+// statusSender forwards progress to systemd as STATUS=, only when the line
+// changes and at most every statusEvery within a stage.
+type statusSender struct {
+	mu    sync.Mutex
+	last  string
+	stage string
+	at    time.Time
+}
+
+func (s *statusSender) send(u progress.Update) {
+	line := progress.Format(u)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if line == s.last || (u.Stage == s.stage && time.Since(s.at) < statusEvery && u.Percent != 100) {
+		return
+	}
+	s.last, s.stage, s.at = line, u.Stage, time.Now()
+	daemon.SdNotify(false, "STATUS="+strings.ReplaceAll(line, "\n", " "))
 }

@@ -1,0 +1,355 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/config"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+)
+
+// Agent is the daemon. Create it with New, export it (it implements
+// dbusapi.Backend) and call Run. All exported methods are safe for
+// concurrent use; the queue, the scheduler and unit signals are handled on
+// Run's goroutine.
+type Agent struct {
+	cfg     config.Config
+	units   Units
+	log     *Logger
+	notify  func(string)
+	worker  string
+	version string
+	now     func() time.Time
+	bootID  func() string
+	cursor  func(ctx context.Context, unit string) string
+
+	mu       sync.Mutex
+	st       *state
+	q        *queue.Queue
+	waiting  int // dropped files seen but not yet stable
+	dropped  int // files lying in to_be_processed/ (any kind)
+	started  time.Time
+	running  bool
+	activity func() time.Time
+	lastAct  time.Time
+	subs     map[int]chan Event
+	nextSub  int
+	kick     chan struct{}
+	status   string
+}
+
+// Option changes how New builds the agent (mostly seams for tests).
+type Option func(*Agent)
+
+// WithUnits uses u instead of connecting to systemd.
+func WithUnits(u Units) Option { return func(a *Agent) { a.units = u } }
+
+// WithLogger sets the logger.
+func WithLogger(l *Logger) Option { return func(a *Agent) { a.log = l } }
+
+// WithNotify replaces sd_notify (tests record the messages).
+func WithNotify(f func(state string)) Option { return func(a *Agent) { a.notify = f } }
+
+// WithVersion sets the version reported by Status.
+func WithVersion(v string) Option { return func(a *Agent) { a.version = v } }
+
+// WithClock replaces time.Now.
+func WithClock(now func() time.Time) Option { return func(a *Agent) { a.now = now } }
+
+// WithJournalCursor replaces how the agent finds a unit's last journal cursor.
+func WithJournalCursor(f func(ctx context.Context, unit string) string) Option {
+	return func(a *Agent) { a.cursor = f }
+}
+
+// WithBootID replaces reading /proc/sys/kernel/random/boot_id.
+func WithBootID(f func() string) Option { return func(a *Agent) { a.bootID = f } }
+
+// New opens the queue and the job store. Unless WithUnits is given it
+// connects to systemd over the system bus.
+func New(cfg config.Config, opts ...Option) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot start agent: %w", err)
+	}
+	a := &Agent{
+		cfg:     cfg,
+		version: "dev",
+		now:     time.Now,
+		bootID:  readBootID,
+		cursor:  journalCursor,
+		subs:    map[int]chan Event{},
+		kick:    make(chan struct{}, 1),
+		notify: func(s string) {
+			daemon.SdNotify(false, s)
+		},
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.log == nil {
+		a.log = NewLogger(os.Stderr, cfg.Verbose)
+	}
+	a.worker = cfg.WorkerPath
+	if a.worker == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("cannot find the worker binary: %w", err)
+		}
+		a.worker = exe
+	}
+	q, err := queue.Open(cfg.ManifestWorkflowDir, queue.Options{
+		StableTime: cfg.StableTime.D(), MaxManifestSize: cfg.MaxManifestSize, Now: a.now})
+	if err != nil {
+		return nil, err
+	}
+	a.q = q
+	for _, d := range []string{cfg.OutputDir, a.jobsDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("cannot create %s: %w", d, err)
+		}
+	}
+	st, err := loadState(a.statePath())
+	if err != nil {
+		return nil, err
+	}
+	st.prune(a.now())
+	a.st = st
+	a.started = a.now()
+	a.lastAct = a.started
+	if a.units == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		u, err := DialSystemd(ctx)
+		if err != nil {
+			return nil, err
+		}
+		a.units = u
+	}
+	return a, nil
+}
+
+// SetActivity gives the agent the time of the last API call (the D-Bus
+// server's LastActivity) for its idle exit. Call it before Run.
+func (a *Agent) SetActivity(f func() time.Time) {
+	a.mu.Lock()
+	a.activity = f
+	a.mu.Unlock()
+}
+
+// Close releases the connection to systemd.
+func (a *Agent) Close() { a.units.Close() }
+
+func (a *Agent) statePath() string { return filepath.Join(a.cfg.StateDir, "state.json") }
+func (a *Agent) jobsDir() string   { return filepath.Join(a.cfg.StateDir, "jobs") }
+
+// Run recovers jobs left by a previous run, scans the queue, tells systemd
+// it is ready and then serves until ctx is done, the connection to systemd
+// is lost (an error: systemd restarts the agent, which recovers) or it has
+// been idle for idle_timeout (nil). Running job units are never stopped
+// when the agent exits; the next run re-attaches to them.
+func (a *Agent) Run(ctx context.Context) error {
+	w, err := fsnotify.NewBufferedWatcher(256)
+	if err != nil {
+		return fmt.Errorf("cannot watch the queue: %w", err)
+	}
+	defer w.Close()
+	if err := w.Add(a.q.Dir(queue.ToBeProcessed)); err != nil {
+		return fmt.Errorf("cannot watch the queue: %w", err)
+	}
+
+	a.mu.Lock()
+	a.running = true
+	err = a.recover(ctx)
+	if err == nil {
+		a.scan(ctx)
+		a.schedule(ctx)
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	a.notify("READY=1")
+	a.updateStatus()
+	a.log.Infof(nil, "agent ready: queue %s, at most %d jobs at once", a.cfg.ManifestWorkflowDir, a.cfg.MaxConcurrentJobs)
+	defer func() {
+		a.mu.Lock()
+		a.running = false
+		a.mu.Unlock()
+		a.notify("STOPPING=1")
+	}()
+
+	var watchdog <-chan time.Time
+	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
+		t := time.NewTicker(iv / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	idleEvery := max(a.cfg.IdleTimeout.D()/4, time.Second)
+	idle := time.NewTicker(idleEvery)
+	defer idle.Stop()
+	if a.cfg.IdleTimeout == 0 {
+		idle.Stop()
+	}
+	// rescan fires for fsnotify bursts (debounced) and while dropped files
+	// are settling (the stable-file rule needs a second look).
+	rescan := time.NewTimer(time.Hour)
+	rescan.Stop()
+	armRescan := func(d time.Duration) { rescan.Reset(d) }
+	if a.waitingFiles() > 0 {
+		armRescan(a.cfg.StableTime.D())
+	}
+	changes := a.units.Changes()
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Infof(nil, "agent stopping; running jobs continue in their units")
+			return nil
+		case _, ok := <-w.Events:
+			if !ok {
+				return errors.New("queue watcher stopped")
+			}
+			armRescan(100 * time.Millisecond)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("queue watcher stopped")
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				a.log.Warnf(nil, "queue watch overflowed; scanning the whole folder")
+			} else {
+				a.log.Warnf(nil, "queue watch: %v", err)
+			}
+			armRescan(0)
+		case <-rescan.C:
+			a.mu.Lock()
+			a.scan(ctx)
+			a.schedule(ctx)
+			a.mu.Unlock()
+			if a.waitingFiles() > 0 {
+				armRescan(a.cfg.StableTime.D())
+			}
+		case ch, ok := <-changes:
+			if !ok {
+				return errors.New("cannot follow job units: connection to systemd lost")
+			}
+			a.mu.Lock()
+			a.onUnitChange(ctx, ch)
+			a.schedule(ctx)
+			a.mu.Unlock()
+		case <-a.kick:
+			a.mu.Lock()
+			a.schedule(ctx)
+			a.mu.Unlock()
+		case <-watchdog:
+			a.notify("WATCHDOG=1")
+		case <-idle.C:
+			if a.idleFor() >= a.cfg.IdleTimeout.D() {
+				a.log.Infof(nil, "idle for %s with nothing queued or running; exiting", a.cfg.IdleTimeout.D())
+				return nil
+			}
+		}
+		a.updateStatus()
+	}
+}
+
+func (a *Agent) waitingFiles() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.waiting
+}
+
+// idleFor is how long the agent has had nothing to do: no job pending or
+// running, nothing in to_be_processed/ (the path unit would start it again
+// at once) and no API call.
+func (a *Agent) idleFor() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.dropped > 0 || len(a.st.Claims) > 0 {
+		return 0
+	}
+	for _, r := range a.st.Jobs {
+		if !r.State.Ready() {
+			return 0
+		}
+	}
+	last := a.lastAct
+	if a.activity != nil {
+		if t := a.activity(); t.After(last) {
+			last = t
+		}
+	}
+	return a.now().Sub(last)
+}
+
+// touch records activity that keeps the agent from idling out.
+func (a *Agent) touch() { a.lastAct = a.now() }
+
+// wake asks Run's goroutine to schedule.
+func (a *Agent) wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) updateStatus() {
+	a.mu.Lock()
+	pending, running := a.counts()
+	s := fmt.Sprintf("STATUS=%d queued, %d running", pending+a.waiting, running)
+	changed := s != a.status
+	a.status = s
+	a.mu.Unlock()
+	if changed {
+		a.notify(s)
+	}
+}
+
+func (a *Agent) counts() (pending, running int) {
+	for _, r := range a.st.Jobs {
+		switch r.State {
+		case jobs.Pending:
+			pending++
+		case jobs.Running:
+			running++
+		}
+	}
+	return pending, running
+}
+
+// save persists the store; a failure is logged, and the agent goes on
+// with what it has in memory (the next save retries).
+func (a *Agent) save() {
+	if err := a.st.save(a.statePath()); err != nil {
+		a.log.Errorf(nil, "%v", err)
+	}
+}
+
+// newID returns a job id: 8 hex digits, unique in the store, safe in unit
+// names, file names and D-Bus object paths.
+func (a *Agent) newID() string {
+	for {
+		var b [4]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		if _, taken := a.st.Jobs[id]; !taken {
+			if _, err := os.Lstat(filepath.Join(a.jobsDir(), id)); err != nil {
+				return id
+			}
+		}
+	}
+}
+
+func readBootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}

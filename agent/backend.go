@@ -1,0 +1,280 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+)
+
+// Status answers GetStatus: counts from the job store and the queue.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pending, running := a.counts()
+	s := Status{Mode: "manifest", Running: a.running, QueueDepth: pending + a.waiting, ActiveJobs: running,
+		MaxWorkers: a.cfg.MaxConcurrentJobs, UptimeSeconds: a.now().Sub(a.started).Seconds(), Version: a.version}
+	y, m, d := a.now().Date()
+	for _, r := range a.st.Jobs {
+		if fy, fm, fd := r.FinishedAt.Date(); r.FinishedAt.IsZero() || fy != y || fm != m || fd != d {
+			continue
+		}
+		switch r.State {
+		case jobs.Completed:
+			s.ProcessedToday++
+		case jobs.Failed, jobs.Cancelled:
+			s.FailedToday++
+		}
+	}
+	return s
+}
+
+// Jobs lists the jobs f selects, oldest first.
+func (a *Agent) Jobs(f Filter) []jobs.Job {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []jobs.Job
+	for _, r := range a.st.Jobs {
+		if len(f.States) > 0 && !slices.Contains(f.States, r.State) {
+			continue
+		}
+		if f.Batch != "" && r.Batch != f.Batch {
+			continue
+		}
+		out = append(out, r.Job)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Job returns one job.
+func (a *Agent) Job(id string) (jobs.Job, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.st.Jobs[id]
+	if r == nil {
+		return jobs.Job{}, apierr.New(apierr.NoSuchJob, "no job %q", id)
+	}
+	return r.Job, nil
+}
+
+// Validate parses and validates a manifest without queuing it.
+func (a *Agent) Validate(data []byte) (bool, []string) {
+	a.mu.Lock()
+	a.touch()
+	a.mu.Unlock()
+	_, problems := parseForSubmit(data)
+	return len(problems) == 0, problems
+}
+
+func parseForSubmit(data []byte) (*manifest.Manifest, []string) {
+	m, err := manifest.Parse(data)
+	var ps manifest.Problems
+	switch {
+	case errors.As(err, &ps):
+		return nil, ps.Strings()
+	case err != nil:
+		return nil, []string{err.Error()}
+	}
+	return m, nil
+}
+
+// Submit queues a manifest for uid. It is claimed directly: written
+// atomically into processing/ (owned by uid, so a restart still knows
+// whose it is) and turned into jobs before Submit returns.
+func (a *Agent) Submit(ctx context.Context, data []byte, o SubmitOptions, uid int64) ([]jobs.Job, error) {
+	if int64(len(data)) > a.cfg.MaxManifestSize {
+		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: manifest is larger than %d bytes", a.cfg.MaxManifestSize)
+	}
+	m, problems := parseForSubmit(data)
+	if len(problems) > 0 {
+		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
+	}
+	name, err := submitName(o.Name, m, data)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.touch()
+	if problems := a.checkManifest(m, kindSubmitted, uid); len(problems) > 0 {
+		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
+	}
+	if pending, _ := a.counts(); pending >= a.cfg.MaxQueued {
+		return nil, apierr.New(apierr.QueueFull, "cannot submit: %d jobs are already queued", pending)
+	}
+	claimed, err := a.q.Put(name, data)
+	if err != nil {
+		return nil, apierr.New(apierr.Internal, "%v", err)
+	}
+	if uid >= 0 {
+		os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(uid), -1)
+	}
+	recs := a.ingest(ctx, claimed, name, kindSubmitted, a.now(), uid, uid)
+	if len(recs) == 0 {
+		// Checked above; only a race with the file system gets here.
+		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: the manifest was refused; see failed/")
+	}
+	out := make([]jobs.Job, len(recs))
+	for i, r := range recs {
+		out[i] = r.Job
+	}
+	return out, nil
+}
+
+// submitName is the file name a submitted manifest gets in the queue.
+func submitName(want string, m *manifest.Manifest, data []byte) (string, error) {
+	if want != "" {
+		if why := queue.BadName(want); why != "" || strings.ContainsRune(want, '/') || queue.Ignored(want) {
+			if why == "" {
+				why = `must be a plain file name not starting with "." or ending in ".partial"`
+			}
+			return "", apierr.New(apierr.InvalidArgs, "cannot submit: name %q: %s", want, why)
+		}
+		if k, ok := queue.KindOf(want); !ok || k != queue.Manifest {
+			return "", apierr.New(apierr.InvalidArgs, "cannot submit: name %q must end in .json, .yaml or .yml", want)
+		}
+		return want, nil
+	}
+	base := m.Name
+	if m.Batch {
+		base = "batch"
+		if len(m.VMs) > 0 {
+			base = "batch-" + m.VMs[0].Name
+		}
+	}
+	ext := ".yaml"
+	if t := strings.TrimSpace(string(data)); strings.HasPrefix(t, "{") {
+		ext = ".json"
+	}
+	return nameFromFile(base) + ext, nil
+}
+
+// Cancel stops a job: a pending one never starts, a running one's unit is
+// stopped (the job ends as cancelled when the unit is down).
+func (a *Agent) Cancel(ctx context.Context, id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.touch()
+	r := a.st.Jobs[id]
+	if r == nil {
+		return apierr.New(apierr.NoSuchJob, "no job %q", id)
+	}
+	switch r.State {
+	case jobs.Pending:
+		r.Cancel = true
+		a.finish(r, jobs.Cancelled, "", "cancelled before it started", nil)
+		return nil
+	case jobs.Running:
+		if !r.Cancel {
+			r.Cancel = true
+			a.save()
+		}
+		a.log.Infof(jobFields(r), "cancelling job %s: stopping %s", r.ID, r.Unit)
+		if err := a.units.Stop(ctx, r.Unit); err != nil {
+			return apierr.New(apierr.Internal, "cannot cancel job %s: %v", id, err)
+		}
+		return nil
+	}
+	return apierr.New(apierr.InvalidState, "cannot cancel job %s: it is already %s", id, r.State)
+}
+
+// Retry queues a failed or cancelled job again as a new job for uid: its
+// VM's manifest (or, for a dropped image, the image itself, moved back from
+// failed/) is claimed anew. The settled files stay where they are.
+func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.touch()
+	r := a.st.Jobs[id]
+	if r == nil {
+		return jobs.Job{}, apierr.New(apierr.NoSuchJob, "no job %q", id)
+	}
+	if r.State != jobs.Failed && r.State != jobs.Cancelled {
+		return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: it is %s; only failed or cancelled jobs are retried", id, r.State)
+	}
+	if len(r.VM) == 0 {
+		return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: its manifest was invalid; correct it and submit it again", id)
+	}
+	var recs []*record
+	if k, ok := queue.KindOf(r.Manifest); ok && k == queue.Image && r.ReportPath != "" {
+		settled := filepath.Join(filepath.Dir(r.ReportPath), r.Manifest)
+		claimed, err := a.q.PutFile(settled)
+		if err != nil {
+			return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: %v", id, err)
+		}
+		recs = a.ingest(ctx, claimed, r.Manifest, kindImage, a.now(), uid, uid)
+	} else {
+		vm, problems := parseForSubmit(r.VM)
+		if len(problems) > 0 {
+			return jobs.Job{}, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot retry: invalid manifest", Details: problems}
+		}
+		if problems := a.checkManifest(vm, kindSubmitted, uid); len(problems) > 0 {
+			return jobs.Job{}, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot retry: invalid manifest", Details: problems}
+		}
+		claimed, err := a.q.Put(nameFromFile(r.Name)+".retry.json", r.VM)
+		if err != nil {
+			return jobs.Job{}, apierr.New(apierr.Internal, "%v", err)
+		}
+		if uid >= 0 {
+			os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(uid), -1)
+		}
+		recs = a.ingest(ctx, claimed, r.Manifest, kindSubmitted, a.now(), uid, uid)
+	}
+	if len(recs) == 0 {
+		return jobs.Job{}, apierr.New(apierr.InvalidManifest, "cannot retry job %s: the manifest was refused; see failed/", id)
+	}
+	return recs[0].Job, nil
+}
+
+// Subscribe delivers job changes until cancel is called. A subscriber that
+// falls more than 1024 events behind loses events (and is told in the log).
+func (a *Agent) Subscribe() (<-chan Event, func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := make(chan Event, 1024)
+	id := a.nextSub
+	a.nextSub++
+	a.subs[id] = ch
+	return ch, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if c, ok := a.subs[id]; ok {
+			delete(a.subs, id)
+			close(c)
+		}
+	}
+}
+
+// emit sends an event to every subscriber. Called with a.mu held.
+func (a *Agent) emit(kind EventKind, r *record, changed []string) {
+	ev := Event{Kind: kind, Job: r.Job, Changed: changed, At: a.now()}
+	for id, ch := range a.subs {
+		select {
+		case ch <- ev:
+		default:
+			a.log.Warnf(nil, "event subscriber %d is too slow; dropping an event", id)
+		}
+	}
+}
+
+func fileOwner(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int64(st.Uid)
+	}
+	return -1
+}

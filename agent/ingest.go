@@ -1,0 +1,313 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+)
+
+// Claim kinds.
+const (
+	kindManifest  = "manifest"
+	kindImage     = "image"
+	kindSubmitted = "submitted"
+)
+
+// scan looks at to_be_processed/ once: refuses what can never be taken and
+// claims what is stable. Called with a.mu held.
+func (a *Agent) scan(ctx context.Context) {
+	ready, rejected, waiting, busy, err := a.q.Scan()
+	if err != nil {
+		a.log.Errorf(nil, "%v", err)
+		return
+	}
+	a.waiting = waiting
+	a.dropped = waiting + busy
+	for _, r := range rejected {
+		a.refuse(r.Name, r.Reason)
+	}
+	pending, _ := a.counts()
+	for _, e := range ready {
+		if pending >= a.cfg.MaxQueued {
+			// Back-pressure: leave the rest where it is until jobs finish.
+			a.dropped++
+			continue
+		}
+		kind := kindManifest
+		if e.Kind == queue.Image {
+			kind = kindImage
+		}
+		claimed, err := a.q.Claim(e.Name)
+		var re *queue.RefusedError
+		switch {
+		case errors.As(err, &re):
+			a.failNewClaim(claimed, e.Name, kind, -1, "refused: "+re.Reason, nil)
+			continue
+		case err != nil:
+			a.log.Errorf(Fields{FieldManifest: e.Name}, "%v", err)
+			continue
+		}
+		a.log.Infof(Fields{FieldManifest: claimed}, "claimed %s", e.Name)
+		recs := a.ingest(ctx, claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
+		pending += len(recs)
+	}
+}
+
+// refuse moves a dropped file that will never be taken to failed/ with
+// the reason, and records a failed job so that ListJobs shows it.
+func (a *Agent) refuse(name, reason string) {
+	a.q.Forget(name)
+	r := a.newFailedRecord(queue.SafeName(name), name, "refused: "+reason, nil)
+	t, err := a.q.Reserve(name, false, a.now())
+	if err == nil {
+		err = a.q.Finish(a.q.Dir(queue.ToBeProcessed), name, t, a.settlement(&claim{Original: name, Jobs: []string{r.ID}}, []*record{r}, "failed"))
+	}
+	if err != nil {
+		a.log.Errorf(Fields{FieldManifest: name}, "cannot refuse %q: %v", name, err)
+		delete(a.st.Jobs, r.ID)
+		return
+	}
+	r.ReportPath = t.ReportPath()
+	a.save()
+	a.log.Warnf(Fields{FieldManifest: name, FieldJobID: r.ID}, "refused %q: %s", name, reason)
+	a.emit(JobNew, r, nil)
+}
+
+func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
+	now := a.now()
+	r := &record{
+		Job: jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, State: jobs.Failed,
+			Progress: jobs.ProgressUnknown, SubmittedBy: -1, CreatedAt: now, FinishedAt: now, Error: msg, ErrorStage: "claim"},
+		Claim:      claimName,
+		Validation: validation,
+	}
+	a.st.Jobs[r.ID] = r
+	return r
+}
+
+// failNewClaim settles a claimed file that gives no job (invalid, refused).
+func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, msg string, validation []string) {
+	r := a.newFailedRecord(claimed, original, msg, validation)
+	r.SubmittedBy = submittedBy
+	c := &claim{Name: claimed, Original: original, Kind: kind, Jobs: []string{r.ID}, ClaimedAt: a.now(),
+		Error: msg, Validation: validation, SubmittedBy: submittedBy}
+	a.st.Claims[claimed] = c
+	a.save()
+	a.log.Warnf(Fields{FieldManifest: claimed, FieldJobID: r.ID}, "%s: %s", original, msg)
+	a.emit(JobNew, r, nil)
+	a.settleClaim(c)
+}
+
+// ingest turns a claimed file into jobs (one per VM), or settles it as
+// failed when it is invalid. Called with a.mu held.
+func (a *Agent) ingest(ctx context.Context, claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) []*record {
+	m, problems, err := a.load(claimed, kind)
+	if err == nil && len(problems) == 0 {
+		problems = a.checkManifest(m, kind, dropper)
+	}
+	if err != nil || len(problems) > 0 {
+		msg := "invalid manifest"
+		if err != nil {
+			msg = err.Error()
+		} else {
+			msg += ": " + strings.Join(problems, "; ")
+		}
+		a.failNewClaim(claimed, original, kind, submittedBy, msg, problems)
+		return nil
+	}
+	c := &claim{Name: claimed, Original: original, Kind: kind, Batch: m.Batch, ClaimedAt: a.now(), SubmittedBy: submittedBy}
+	conc := a.cfg.MaxConcurrentJobs
+	if m.Batch && m.Concurrency > 0 {
+		conc = min(m.Concurrency, conc)
+	}
+	var recs []*record
+	batch := ""
+	for _, vm := range m.Split() {
+		raw, _ := json.Marshal(vm)
+		r := &record{
+			Job: jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, State: jobs.Pending, Progress: jobs.ProgressUnknown,
+				SubmittedBy: submittedBy, CreatedAt: a.now()},
+			Claim: claimed, VM: raw, FileTime: fileTime, DropperUID: dropper, Concurrency: conc,
+		}
+		if vm.Priority != nil {
+			r.Priority = *vm.Priority
+		}
+		if m.Batch {
+			if batch == "" {
+				batch = "b" + r.ID
+			}
+			r.Batch = batch
+		}
+		r.Unit = jobs.UnitName(r.ID)
+		a.st.Jobs[r.ID] = r
+		c.Jobs = append(c.Jobs, r.ID)
+		recs = append(recs, r)
+	}
+	a.st.Claims[claimed] = c
+	a.save()
+	for _, r := range recs {
+		a.log.Infof(jobFields(r), "job %s queued: %s from %s", r.ID, r.Name, original)
+		a.emit(JobNew, r, nil)
+	}
+	a.wake()
+	return recs
+}
+
+// load reads and parses a claimed file. problems are the manifest's
+// validation errors; err is set when the file cannot be read or parsed.
+func (a *Agent) load(claimed, kind string) (*manifest.Manifest, []string, error) {
+	path := filepath.Join(a.q.Dir(queue.Processing), claimed)
+	var data []byte
+	if kind == kindImage {
+		var err error
+		if data, err = a.imageManifest(claimed, path); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot read manifest: %w", err)
+		}
+		defer f.Close()
+		data, err = io.ReadAll(io.LimitReader(f, a.cfg.MaxManifestSize+1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot read manifest: %w", err)
+		}
+		if int64(len(data)) > a.cfg.MaxManifestSize {
+			return nil, nil, fmt.Errorf("manifest is larger than the limit of %d bytes", a.cfg.MaxManifestSize)
+		}
+	}
+	m, err := manifest.Parse(data)
+	var ps manifest.Problems
+	var se *manifest.SyntaxError
+	switch {
+	case errors.As(err, &ps):
+		return nil, ps.Strings(), nil
+	case errors.As(err, &se):
+		return nil, []string{se.Error()}, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("cannot parse manifest: %w", err)
+	}
+	return m, nil, nil
+}
+
+// imageManifest is the manifest given to a disk image dropped directly:
+// the configured default pipeline loading the image where it now lies.
+func (a *Agent) imageManifest(claimed, path string) ([]byte, error) {
+	pipe := map[string]any{}
+	for k, v := range a.cfg.DefaultPipeline {
+		pipe[k] = v
+	}
+	pipe["load"] = map[string]any{"source_type": queue.ImageType(claimed), "source_path": path}
+	m := map[string]any{"version": manifest.Version, "name": nameFromFile(claimed), "pipeline": pipe,
+		"priority": a.cfg.Job.Priority}
+	return json.Marshal(m)
+}
+
+// nameFromFile makes a job name out of a file name: the stem, with
+// characters manifest names do not allow replaced.
+func nameFromFile(file string) string {
+	stem := strings.TrimSuffix(file, filepath.Ext(file))
+	b := []byte(stem)
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			b[i] = '_'
+		}
+	}
+	s := strings.TrimLeft(string(b), "._-")
+	if s == "" {
+		s = "vm"
+	}
+	return s[:min(len(s), 64)]
+}
+
+// forbidden are trees no job may read a source from or write outputs to.
+var forbidden = []string{"/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64"}
+
+// checkManifest applies the agent's own rules on top of manifest
+// validation: files exist and have the declared format, no path leads into
+// the queue, the agent's state, another job's output or the system, and
+// the dropper or submitter could read the source themselves.
+func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []string {
+	var problems []string
+	problems = append(problems, manifest.CheckFiles(m).Strings()...)
+	var acc *access
+	if uid > 0 {
+		var err error
+		if acc, err = accessFor(uid); err != nil {
+			return append(problems, err.Error())
+		}
+	}
+	queueRoot, stateDir, outputDir := resolve(a.cfg.ManifestWorkflowDir), resolve(a.cfg.StateDir), resolve(a.cfg.OutputDir)
+	check := func(prefix string, p *manifest.Pipeline) {
+		if p == nil {
+			return
+		}
+		src := resolve(p.Load.SourcePath)
+		sp := prefix + ".load.source_path"
+		imageHere := kind == kindImage && filepath.Dir(src) == resolve(a.q.Dir(queue.Processing))
+		switch {
+		case imageHere:
+		case within(src, queueRoot):
+			problems = append(problems, sp+": points into the drop folder; drop the image itself or keep it elsewhere")
+		case within(src, outputDir):
+			problems = append(problems, sp+": points into the output directory, where other jobs' outputs are")
+		case within(src, stateDir):
+			problems = append(problems, sp+": points into the agent's state directory")
+		}
+		for _, f := range forbidden {
+			if within(src, f) {
+				problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
+			}
+		}
+		if acc != nil && !imageHere {
+			if err := acc.canRead(p.Load.SourcePath); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
+			}
+		}
+		if p.Convert == nil || p.Convert.OutputDir == "" {
+			return
+		}
+		op := prefix + ".convert.output_dir"
+		out := resolve(p.Convert.OutputDir)
+		switch {
+		case within(out, queueRoot) || within(queueRoot, out):
+			problems = append(problems, op+": points into the drop folder")
+		case within(out, outputDir):
+			problems = append(problems, op+": points into the agent's output directory, where each job gets its own directory; leave output_dir empty to use it")
+		case within(out, stateDir):
+			problems = append(problems, op+": points into the agent's state directory")
+		}
+		for _, f := range append(forbidden, "/") {
+			if out == f || (f != "/" && within(out, f)) {
+				problems = append(problems, fmt.Sprintf("%s: refusing to write into %s", op, f))
+			}
+		}
+		if acc != nil {
+			if err := acc.canCreateIn(p.Convert.OutputDir); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: the submitter cannot write there (%v)", op, err))
+			}
+		}
+	}
+	if m.Batch {
+		for i := range m.VMs {
+			check(fmt.Sprintf("vms[%d].pipeline", i), m.VMs[i].Pipeline)
+		}
+	} else {
+		check("pipeline", m.Pipeline)
+	}
+	return problems
+}

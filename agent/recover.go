@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+)
+
+// maxAttempts bounds how often a job interrupted by a reboot is run again.
+const maxAttempts = 2
+
+// recover makes the store agree with systemd and the queue after a start:
+// it re-attaches to job units still running, finishes jobs whose unit
+// stopped while the agent was down, queues again jobs that never started,
+// completes interrupted settles and claims files left in processing/ that
+// no job knows. Called with a.mu held, before READY=1.
+func (a *Agent) recover(ctx context.Context) error {
+	loaded, err := a.units.List(ctx)
+	if err != nil {
+		return err
+	}
+	var running []*record
+	for _, r := range a.st.Jobs {
+		if r.State == jobs.Running {
+			running = append(running, r)
+		}
+	}
+	sort.Slice(running, func(i, j int) bool { return running[i].ID < running[j].ID })
+	for _, r := range running {
+		info, err := a.units.Get(ctx, r.Unit)
+		if err != nil {
+			return err
+		}
+		a.recoverJob(ctx, r, info)
+	}
+	for _, u := range loaded {
+		if a.jobByUnit(u.Name) == nil {
+			a.adopt(ctx, u)
+		}
+	}
+	var open []*claim
+	for _, c := range a.st.Claims {
+		open = append(open, c)
+	}
+	sort.Slice(open, func(i, j int) bool { return open[i].Name < open[j].Name })
+	for _, c := range open {
+		if c.Target == nil && !exists(filepath.Join(a.q.Dir(queue.Processing), c.Name)) {
+			a.dropVanished(c)
+			continue
+		}
+		a.settleClaim(c)
+	}
+	names, err := a.q.Processing()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if _, known := a.st.Claims[name]; known {
+			continue
+		}
+		kind := kindManifest
+		if k, ok := queue.KindOf(name); ok && k == queue.Image {
+			kind = kindImage
+		}
+		fi, err := os.Lstat(filepath.Join(a.q.Dir(queue.Processing), name))
+		if err != nil {
+			continue
+		}
+		uid := fileOwner(fi)
+		a.log.Infof(Fields{FieldManifest: name}, "%s was claimed but has no job; queuing it again", name)
+		a.ingest(ctx, name, name, kind, fi.ModTime(), uid, -1)
+	}
+	a.save()
+	return nil
+}
+
+func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
+	f := jobFields(r)
+	switch {
+	case !info.Gone() && !info.Finished():
+		if err := a.units.Ref(ctx, r.Unit); err != nil {
+			a.log.Warnf(f, "%v", err)
+		}
+		r.sawActive = true
+		a.log.Infof(f, "re-attached to %s (%s)", r.Unit, info.ActiveState)
+		a.applyUnit(ctx, r, info, nil)
+	case !info.Gone():
+		a.log.Infof(f, "%s finished while the agent was not running", r.Unit)
+		a.unitEnded(ctx, r, info)
+	default:
+		rep, _ := readReport(r.JobDir)
+		switch {
+		case rep != nil:
+			a.log.Infof(f, "%s finished while the agent was not running", r.Unit)
+			a.unitEnded(ctx, r, UnitInfo{})
+		case !a.workerStarted(r):
+			a.log.Infof(f, "job %s never started; queuing it again", r.ID)
+			r.State = jobs.Pending
+			r.Attempt--
+		case r.BootID != "" && r.BootID != a.bootID() && r.Attempt < maxAttempts && !r.Cancel:
+			a.log.Warnf(f, "job %s was interrupted by a reboot; running it again", r.ID)
+			r.State = jobs.Pending
+		default:
+			a.finish(r, jobs.Failed, r.Stage, "the worker ended without a report while the agent was not running (killed, or the machine stopped)", nil)
+		}
+	}
+}
+
+// adopt takes over a running job unit the store does not know (the store
+// was lost or is older than the unit), from the job's directory, so that
+// its manifest is not claimed and run a second time.
+func (a *Agent) adopt(ctx context.Context, u UnitInfo) {
+	id := u.Name[len("hyper2kvm-job-") : len(u.Name)-len(".service")]
+	dir := filepath.Join(a.jobsDir(), id)
+	data, err := os.ReadFile(filepath.Join(dir, JobFile))
+	var spec JobSpec
+	if err == nil {
+		err = json.Unmarshal(data, &spec)
+	}
+	vm, verr := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil || verr != nil || spec.ID != id {
+		a.log.Warnf(Fields{FieldJobID: id}, "unit %s belongs to no known job; leaving it alone", u.Name)
+		return
+	}
+	if r := a.st.Jobs[id]; r != nil {
+		if r.State.Ready() {
+			return // settled before the unit was collected
+		}
+	}
+	r := &record{
+		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, State: jobs.Running,
+			Progress: jobs.ProgressUnknown, Unit: u.Name, SubmittedBy: -1, Priority: spec.Priority,
+			CreatedAt: a.now(), StartedAt: a.now()},
+		Claim: spec.Claim, VM: vm, JobDir: dir, OutputDir: spec.OutputDir, BootID: a.bootID(), Attempt: 1,
+	}
+	a.st.Jobs[id] = r
+	c := a.st.Claims[spec.Claim]
+	if c == nil {
+		kind := kindManifest
+		if k, ok := queue.KindOf(spec.Claim); ok && k == queue.Image {
+			kind = kindImage
+		}
+		c = &claim{Name: spec.Claim, Original: spec.Claim, Kind: kind, Batch: spec.Batch != "", ClaimedAt: a.now(), SubmittedBy: -1}
+		a.st.Claims[spec.Claim] = c
+	}
+	if !slices.Contains(c.Jobs, id) {
+		c.Jobs = append(c.Jobs, id)
+	}
+	a.log.Warnf(jobFields(r), "adopted running unit %s from its job directory", u.Name)
+	info, err := a.units.Get(ctx, u.Name)
+	if err == nil {
+		a.recoverJob(ctx, r, info)
+	}
+}
+
+// dropVanished forgets a claim whose file is gone from processing/ before
+// anything ran (a Submit cut short by a crash, or an admin removing it).
+func (a *Agent) dropVanished(c *claim) {
+	for _, id := range c.Jobs {
+		if r := a.st.Jobs[id]; r != nil && r.State == jobs.Running {
+			return // settles (with its report) when the job ends
+		}
+	}
+	for _, id := range c.Jobs {
+		if r := a.st.Jobs[id]; r != nil && !r.State.Ready() {
+			r.State, r.Error, r.FinishedAt = jobs.Failed, "its manifest disappeared from processing/", a.now()
+			a.log.Warnf(jobFields(r), "job %s: %s", r.ID, r.Error)
+		}
+	}
+	delete(a.st.Claims, c.Name)
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
