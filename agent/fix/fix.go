@@ -130,6 +130,12 @@ func (f *fixer) edit(ctx context.Context, fix, p string, fn func(string) string)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	if errors.Is(err, guest.ErrNotRegular) {
+		// A device or FIFO where a config file belongs is hostile or
+		// broken; leave it and say so.
+		f.changes = append(f.changes, report.Change{Fix: fix, File: p, Note: "left unchanged: not a regular file"})
+		return nil
+	}
 	if err != nil {
 		return err
 	}

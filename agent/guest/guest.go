@@ -17,6 +17,7 @@ package guest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -32,6 +33,10 @@ const (
 // MaxFileSize bounds what ReadFile returns: guest files are untrusted and the
 // configuration files FIX edits are small.
 const MaxFileSize = 16 << 20
+
+// ErrNotRegular is returned (wrapped) when a file operation meets a
+// directory, device, FIFO or socket where a regular file is needed.
+var ErrNotRegular = errors.New("not a regular file")
 
 // Image is a disk image qemu can open: a path or a qemu "json:" spec, and its format.
 type Image struct {

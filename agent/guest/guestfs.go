@@ -221,7 +221,7 @@ func (g *gfs) ReadFile(ctx context.Context, p string) ([]byte, error) {
 	}
 	e := statEntry(c, sts[0])
 	if !e.Mode.IsRegular() {
-		return nil, fmt.Errorf("cannot use %s: not a regular file", c)
+		return nil, fmt.Errorf("cannot use %s: %w", c, ErrNotRegular)
 	}
 	if e.Size > MaxFileSize {
 		return nil, fmt.Errorf("cannot read %s: larger than %d bytes", c, MaxFileSize)
@@ -253,7 +253,7 @@ func (g *gfs) WriteFile(ctx context.Context, p string, data []byte, perm fs.File
 	if out, err := g.call(ctx, "statns", c); err == nil {
 		sts := parseStatns(out)
 		if len(sts) != 1 || !statEntry(c, sts[0]).Mode.IsRegular() {
-			return fmt.Errorf("cannot use %s: not a regular file", c)
+			return fmt.Errorf("cannot use %s: %w", c, ErrNotRegular)
 		}
 		exists = true
 	}

@@ -197,7 +197,12 @@ func (n *native) open(p string, flags int, mode uint32) (int, error) {
 	}
 	// Opening a FIFO must not block, and a guest's device node is never opened
 	// (the filesystem is mounted nodev as well).
-	fd, err := unix.Openat2(n.rootFD, c, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK), Mode: uint64(mode), Resolve: resolveFlags})
+	flags |= unix.O_CLOEXEC
+	if flags&unix.O_PATH == 0 {
+		// openat2 refuses these with O_PATH, which never opens the file.
+		flags |= unix.O_NOCTTY | unix.O_NONBLOCK
+	}
+	fd, err := unix.Openat2(n.rootFD, c, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: resolveFlags})
 	if err != nil {
 		return -1, &fs.PathError{Op: "open", Path: c, Err: err}
 	}
@@ -221,7 +226,7 @@ func regular(fd int, p string) (unix.Stat_t, error) {
 		return st, &fs.PathError{Op: "stat", Path: p, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return st, fmt.Errorf("cannot use %s: not a regular file", p)
+		return st, fmt.Errorf("cannot use %s: %w", p, ErrNotRegular)
 	}
 	return st, nil
 }

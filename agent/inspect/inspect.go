@@ -484,11 +484,19 @@ func (r *diskReader) ReadAt(p []byte, off int64) (int, error) {
 	if max := (r.size + bs - 1) / bs; last > max {
 		last = max
 	}
+	// A raw node with offset and size over the image's node reads just the
+	// range (qemu-img dd's skip/count differ between qemu versions).
+	node, err := guest.Node(guest.Image{Path: r.img.Path, Format: r.img.Format})
+	if err != nil {
+		return 0, err
+	}
+	spec, err := json.Marshal(map[string]any{"driver": "raw", "offset": first * bs, "size": (last - first) * bs, "file": node})
+	if err != nil {
+		return 0, err
+	}
 	tmp := path.Join(r.dir, "chunk")
 	os.Remove(tmp)
-	cmd := exec.CommandContext(r.ctx, "qemu-img", "dd", "-U", "-f", r.img.Format, "-O", "raw",
-		fmt.Sprintf("bs=%d", bs), fmt.Sprintf("skip=%d", first), fmt.Sprintf("count=%d", last-first),
-		"if="+r.img.Path, "of="+tmp)
+	cmd := exec.CommandContext(r.ctx, "qemu-img", "convert", "-U", "-O", "raw", "json:"+string(spec), tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("cannot read %d bytes at %d of %s: %v: %s", len(p), off, r.img.Path, err, bytes.TrimSpace(out))
 	}
