@@ -220,12 +220,15 @@ func (r *runner) warn(format string, a ...any) {
 // writeReport writes report.json into the output directory, never over an
 // existing file.
 func (r *runner) writeReport() error {
+	p := filepath.Join(r.outDir, ReportName)
+	r.rep.ReportPath = p
 	b, err := json.MarshalIndent(r.rep, "", "  ")
 	if err != nil {
+		r.rep.ReportPath = ""
 		return fmt.Errorf("cannot encode report: %w", err)
 	}
-	p := filepath.Join(r.outDir, ReportName)
 	if err := writeNew(p, append(b, '\n')); err != nil {
+		r.rep.ReportPath = ""
 		return fmt.Errorf("cannot write report: %w", err)
 	}
 	return nil

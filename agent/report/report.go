@@ -22,6 +22,9 @@ type Report struct {
 	Artifacts     []Artifact `json:"artifacts,omitempty"`
 	Warnings      []string   `json:"warnings,omitempty"`
 	Error         *Failure   `json:"error,omitempty"`
+	// ReportPath is where this report was written (empty when it could not
+	// be, e.g. because a report.json from an earlier run was in the way).
+	ReportPath string `json:"report_path,omitempty"`
 }
 
 // Source describes the input as LOAD found it.
