@@ -89,6 +89,17 @@ func (r *runner) load(set func(any)) error {
 		if info.BackingFile != "" {
 			r.warn("disk %s (%s) has a backing file %s; the output includes its data", d.id, d.display, info.BackingFile)
 		}
+		// A truncated or damaged image can still open and even convert
+		// (qemu reads zeros past the end), so its metadata is checked first.
+		if checkable[d.format] {
+			chk, err := qemuimg.Check(r.ctx, d.path, d.format)
+			if err != nil {
+				return fmt.Errorf("disk %s (%s): %w", d.id, d.display, err)
+			}
+			if chk.Status == "failed" {
+				return fmt.Errorf("disk %s (%s) is damaged or truncated: qemu-img check: %s", d.id, d.display, chk.Message)
+			}
+		}
 		d.info = info
 		d.src, d.srcFormat = d.path, d.format
 		r.rep.Source.Disks = append(r.rep.Source.Disks, report.Disk{ID: d.id, Path: d.display, Format: d.format, VirtualSize: info.VirtualSize, ActualSize: info.ActualSize, Subformat: d.subformat})
@@ -99,6 +110,9 @@ func (r *runner) load(set func(any)) error {
 	set(map[string]any{"detected_format": detected, "disks": len(r.disks)})
 	return nil
 }
+
+// checkable are the source formats qemu-img check can examine.
+var checkable = map[string]bool{imgfmt.QCOW2: true, imgfmt.VMDK: true, imgfmt.VHDX: true}
 
 // describe names a detected format the way a manifest would.
 func describe(format string) string {
@@ -129,6 +143,7 @@ func fileDisk(p, format, id string) (*disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
+	sizes := map[string]int64{}
 	for _, e := range extents {
 		if e == p {
 			continue // a monolithic sparse extent is the file itself
@@ -142,6 +157,17 @@ func fileDisk(p, format, id string) (*disk, error) {
 		}
 		if !st.Mode().IsRegular() {
 			return nil, fmt.Errorf("vmdk %s: extent %s is not a regular file", p, filepath.Base(e))
+		}
+		sizes[e] = st.Size()
+	}
+	// qemu reads zeros past the end of a short flat extent; refuse it instead.
+	for _, x := range desc.Extents {
+		if x.Type != "FLAT" {
+			continue
+		}
+		e := filepath.Join(filepath.Dir(p), x.File)
+		if need := (x.Offset + x.Sectors) * 512; sizes[e] < need {
+			return nil, fmt.Errorf("vmdk %s: flat extent %s is truncated: %d bytes, the descriptor needs %d", p, x.File, sizes[e], need)
 		}
 	}
 	return d, nil

@@ -88,11 +88,31 @@ func Check(ctx context.Context, path, format string) (*CheckResult, error) {
 	case checkUnsupported:
 		r.Status, r.Message = "skipped", "format "+format+" does not support checks"
 	case checkCorrupt:
-		r.Status, r.Message = "failed", fmt.Sprintf("%d corruptions: %s", js.Corruptions, firstLine(stderr))
+		r.Status, r.Message = "failed", fmt.Sprintf("%d corruptions: %s", js.Corruptions, checkErrors(ctx, path, format, stderr))
 	default:
-		return nil, fmt.Errorf("cannot check %s: qemu-img check exited %d: %s", Describe(path), code, firstLine(stderr))
+		// Exit 1: the check could not complete, which for an image means
+		// metadata qemu cannot follow (truncated, pointers past the end).
+		r.Status, r.Message = "failed", "check could not complete: "+checkErrors(ctx, path, format, stderr)
 	}
 	return r, nil
+}
+
+// checkErrors returns the first ERROR lines of a human-readable check (the
+// JSON output leaves them out), or qemu-img's own message.
+func checkErrors(ctx context.Context, path, format string, stderr []byte) string {
+	out, _, _, err := runCode(ctx, "check", "-f", format, path)
+	var lines []string
+	if err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "ERROR") && len(lines) < 3 {
+				lines = append(lines, strings.TrimSpace(l))
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return firstLine(stderr)
+	}
+	return strings.Join(lines, "; ")
 }
 
 // Compare runs qemu-img compare and reports whether the two images have the
