@@ -20,7 +20,7 @@ var busUnreachableNames = []string{
 	"org.freedesktop.DBus.Error.Disconnected",
 	"org.freedesktop.DBus.Error.NoServer",
 	"org.freedesktop.DBus.Error.Spawn.",
-	"org.freedesktop.systemd1.NoSuchUnit",
+	"org.freedesktop.systemd1.", // activation through systemd failed (masked, no such unit)
 }
 
 // dbusErrorName returns the D-Bus error name inside err, if any.

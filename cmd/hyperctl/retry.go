@@ -12,7 +12,7 @@ func (a *app) retryCmd() *cobra.Command {
 		Use:   "retry ID",
 		Short: "Run a failed or cancelled job again",
 		Long: `Queue a failed or cancelled job again as a new job with the same manifest.
-Needs the polkit action io.hyper2kvm.agent.submit.`,
+Needs the polkit action io.hyper2kvm.agent.manage.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -23,7 +23,7 @@ Needs the polkit action io.hyper2kvm.agent.submit.`,
 			defer c.Close()
 			j, err := c.Retry(ctx, args[0], a.interactive())
 			if err != nil {
-				return a.apiError(err, actionSubmit)
+				return a.apiError(err, actionManage)
 			}
 			if a.jsonOutput() {
 				return writeJSON(a.env.stdout, j)

@@ -84,4 +84,5 @@ func (a *app) printJob(j jobs.Job) {
 const (
 	actionSubmit = polkit.ActionSubmit
 	actionCancel = polkit.ActionCancel
+	actionManage = polkit.ActionManage
 )

@@ -167,7 +167,7 @@ func TestExitCodesFromTheAgent(t *testing.T) {
 		{"denied cancel", apierr.New(apierr.AccessDenied, "cannot cancel"), []string{"cancel", "b2"}, 4, []string{"io.hyper2kvm.agent.cancel"}},
 		{"denied message keeps the agent's action", apierr.New(apierr.AccessDenied, "io.hyper2kvm.agent.cancel-any is required"),
 			[]string{"cancel", "b2"}, 4, []string{"io.hyper2kvm.agent.cancel-any is required"}},
-		{"denied retry", denied, []string{"retry", "c3"}, 4, []string{"io.hyper2kvm.agent.submit"}},
+		{"denied retry", apierr.New(apierr.AccessDenied, "cannot retry"), []string{"retry", "c3"}, 4, []string{"io.hyper2kvm.agent.manage"}},
 		{"invalid manifest from agent", &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept manifest", Details: []string{"pipeline.load.source_path: does not exist"}},
 			[]string{"submit", m}, 1, []string{"cannot accept manifest", "pipeline.load.source_path: does not exist"}},
 		{"wrong state", apierr.New(apierr.InvalidState, "cannot cancel a completed job"), []string{"cancel", "a1"}, 1, []string{"completed"}},
