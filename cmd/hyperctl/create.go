@@ -133,7 +133,9 @@ func createQuestions() []question {
 		{key: "compress", step: 3, prompt: "Compress the qcow2", usage: "compress the output (qcow2 only)", yesNo: true, def: constant("no"),
 			skip: func(ans map[string]string) bool { return ans["output-format"] != "qcow2" }, paths: []string{"pipeline.convert.compress"}},
 		{key: "output-path", step: 3, prompt: "Output file name", usage: "output file name (default NAME.FORMAT)",
-			def:   func(ans map[string]string) string { return ans["name"] + "." + manifest.FormatExt(ans["output-format"]) },
+			def: func(ans map[string]string) string {
+				return ans["name"] + "." + manifest.FormatExt(ans["output-format"])
+			},
 			paths: []string{"pipeline.convert.output_path"}},
 		{key: "boot-test", step: 3, prompt: "Boot-test the converted VM", usage: "boot the result under qemu to check it", yesNo: true, def: constant("no"),
 			paths: []string{"pipeline.validate"}},

@@ -75,16 +75,16 @@ func writeFile(t *testing.T, dir, name, content string) string {
 // fakeClient is an in-memory agent for unit tests; the e2e tests in test/
 // use the real one.
 type fakeClient struct {
-	mu        sync.Mutex
-	status    agent.Status
-	jobs      []jobs.Job
-	err       error // returned by every call when set
-	submitted [][]byte
-	filters   []agent.Filter
-	cancelled []string
+	mu          sync.Mutex
+	status      agent.Status
+	jobs        []jobs.Job
+	err         error // returned by every call when set
+	submitted   [][]byte
+	filters     []agent.Filter
+	cancelled   []string
 	interactive []bool
-	events    chan agent.Event
-	closed    bool
+	events      chan agent.Event
+	closed      bool
 }
 
 func (f *fakeClient) GetStatus(ctx context.Context) (agent.Status, error) {

@@ -40,6 +40,9 @@ func stateFilter(states []string) (agent.Filter, error) {
 	var f agent.Filter
 	for _, s := range states {
 		st := jobs.State(strings.TrimSpace(strings.ToLower(s)))
+		if st == "processing" || st == "active" { // the original REST API's names
+			st = jobs.Running
+		}
 		if !st.Valid() {
 			return f, usageError("--state %q: must be one of pending, running, completed, failed, cancelled", s)
 		}

@@ -26,35 +26,38 @@ watch exits when those jobs are finished: 0 when all completed, 1 when any
 failed or was cancelled. Without IDs it runs until interrupted.
 --output json prints one JSON event per line.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			events, err := c.Watch(ctx)
+			return a.runWatch(cmd.Context(), args)
+		},
+	}
+}
+
+func (a *app) runWatch(ctx context.Context, ids []string) error {
+	c, err := a.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// Subscribe first, then read the current state: nothing falls between.
+	events, err := c.Watch(ctx)
+	if err != nil {
+		return a.apiError(err, "")
+	}
+	var initial []jobs.Job
+	if len(ids) > 0 {
+		for _, id := range ids {
+			j, err := c.GetJob(ctx, id)
 			if err != nil {
 				return a.apiError(err, "")
 			}
-			w := a.newWatcher(args)
-			var initial []jobs.Job
-			if len(args) > 0 {
-				for _, id := range args {
-					j, err := c.GetJob(ctx, id)
-					if err != nil {
-						return a.apiError(err, "")
-					}
-					initial = append(initial, j)
-				}
-			} else {
-				initial, err = c.ListJobs(ctx, agent.Filter{States: []jobs.State{jobs.Pending, jobs.Running}})
-				if err != nil {
-					return a.apiError(err, "")
-				}
-			}
-			return w.run(ctx, initial, events)
-		},
+			initial = append(initial, j)
+		}
+	} else {
+		initial, err = c.ListJobs(ctx, agent.Filter{States: []jobs.State{jobs.Pending, jobs.Running}})
+		if err != nil {
+			return a.apiError(err, "")
+		}
 	}
+	return a.newWatcher(ids).run(ctx, initial, events)
 }
 
 // eventJSON is one line of watch --output json.

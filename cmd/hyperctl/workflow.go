@@ -33,7 +33,7 @@ func (a *app) workflowCmd() *cobra.Command {
 			case "queue":
 				return a.runJobs(cmd, agent.Filter{States: []jobs.State{jobs.Pending}})
 			case "watch":
-				return a.watchCmd().RunE(cmd, nil)
+				return a.runWatch(cmd.Context(), nil)
 			case "":
 				return usageError("workflow needs --op status|list|queue|watch")
 			}
