@@ -139,15 +139,18 @@ func fileDisk(p, format, id string) (*disk, error) {
 		return nil, err
 	}
 	d.subformat = desc.CreateType
+	if embedded, err := isSparseExtent(p); err != nil || embedded {
+		// A sparse VMDK carries its descriptor inside and is its own only
+		// extent, whatever name the descriptor gives it (the file may have
+		// been renamed); qemu reads it as one file.
+		return d, err
+	}
 	extents, err := desc.ExtentPaths(filepath.Dir(p))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	sizes := map[string]int64{}
 	for _, e := range extents {
-		if e == p {
-			continue // a monolithic sparse extent is the file itself
-		}
 		st, err := os.Lstat(e)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("vmdk %s lists extent %s, which is missing (copy every file of the disk)", p, filepath.Base(e))
@@ -171,6 +174,20 @@ func fileDisk(p, format, id string) (*disk, error) {
 		}
 	}
 	return d, nil
+}
+
+// isSparseExtent reports whether p starts with the VMDK sparse magic "KDMV".
+func isSparseExtent(p string) (bool, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, fmt.Errorf("cannot read vmdk: %w", err)
+	}
+	defer f.Close()
+	var magic [4]byte
+	if _, err := io.ReadFull(f, magic[:]); err != nil {
+		return false, nil
+	}
+	return string(magic[:]) == "KDMV", nil
 }
 
 func (r *runner) loadOVA(src string) error {

@@ -100,10 +100,10 @@ func Check(ctx context.Context, path, format string) (*CheckResult, error) {
 // checkErrors returns the first ERROR lines of a human-readable check (the
 // JSON output leaves them out), or qemu-img's own message.
 func checkErrors(ctx context.Context, path, format string, stderr []byte) string {
-	out, _, _, err := runCode(ctx, "check", "-f", format, path)
+	out, errOut, _, err := runCode(ctx, "check", "-f", format, path)
 	var lines []string
 	if err == nil {
-		for _, l := range strings.Split(string(out), "\n") {
+		for _, l := range strings.Split(string(out)+"\n"+string(errOut), "\n") {
 			if strings.HasPrefix(l, "ERROR") && len(lines) < 3 {
 				lines = append(lines, strings.TrimSpace(l))
 			}
@@ -401,17 +401,22 @@ func exitError(ctx context.Context, err error, stderr []byte) error {
 	return err
 }
 
-// firstLine returns qemu-img's message without its "qemu-img: " prefix and
-// the repeated file names: the line a user should read.
+// firstLine returns qemu-img's messages without their "qemu-img: "
+// prefix. qemu often says the cause on one line ("... Image has probably
+// been truncated.") and the consequence on the last ("Could not open"), so
+// up to three are joined.
 func firstLine(b []byte) string {
 	s := strings.TrimSpace(string(b))
-	lines := strings.Split(s, "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(lines[i], "qemu-img:") {
-			return strings.TrimSpace(strings.TrimPrefix(lines[i], "qemu-img:"))
+	var msgs []string
+	for _, l := range strings.Split(s, "\n") {
+		if m, ok := strings.CutPrefix(l, "qemu-img:"); ok && len(msgs) < 3 {
+			msgs = append(msgs, strings.TrimSpace(m))
 		}
 	}
-	return truncate(s)
+	if len(msgs) == 0 {
+		return truncate(s)
+	}
+	return truncate(strings.Join(msgs, "; "))
 }
 
 func truncate(s string) string {
