@@ -432,3 +432,54 @@ func TestEngineCancel(t *testing.T) {
 		}
 	}
 }
+
+// With FIX on, the fixes land in the output through an overlay while the
+// source keeps every byte: fstab and grub.cfg in the output name the root
+// by UUID, the source's still say /dev/sda1.
+func TestEngineFixWorksOnAnOverlay(t *testing.T) {
+	engNeedTools(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the native guest backend mounts the guest: needs root")
+	}
+	src := t.TempDir()
+	uuid := fixture.NewUUID(t)
+	raw := fixture.LinuxDisk(t, src, fixture.Options{SizeMB: 32, UUID: uuid})
+	vmdk := fixture.Convert(t, raw, "vmdk", "streamOptimized")
+	before := engHashes(t, src)
+	on, off := true, false
+	m := &manifest.Manifest{Version: "1.0", Name: "fixed", Pipeline: &manifest.Pipeline{
+		Load: manifest.Load{SourceType: "vmdk", SourcePath: vmdk},
+		Fix: &manifest.Fix{Enabled: &on, Backend: "native",
+			Initramfs: &manifest.InitramfsFix{Enabled: &on, Regenerate: &off}}, // the fixture has no real kernel
+	}}
+	m.SetDefaults()
+	out := filepath.Join(t.TempDir(), "out")
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out})
+	if err != nil {
+		t.Fatalf("Run: %v\nstages %+v", err, rep.Stages)
+	}
+	if s := engStage(t, rep, "fix"); s.Status != "ok" || len(rep.Changes) == 0 {
+		t.Fatalf("fix stage %+v, %d changes", s, len(rep.Changes))
+	}
+	qcow := filepath.Join(out, "fixed.qcow2")
+	fstab, _ := fixture.ReadFile(t, qcow, "qcow2", "/etc/fstab")
+	if !strings.Contains(fstab, "UUID="+uuid) || strings.Contains(fstab, "/dev/sda1 ") {
+		t.Errorf("output fstab:\n%s", fstab)
+	}
+	grub, _ := fixture.ReadFile(t, qcow, "qcow2", "/boot/grub/grub.cfg")
+	if !strings.Contains(grub, "root=UUID="+uuid) {
+		t.Errorf("output grub.cfg:\n%s", grub)
+	}
+	orig, _ := fixture.ReadFile(t, vmdk, "vmdk", "/etc/fstab")
+	if !strings.HasPrefix(strings.SplitN(orig, "\n", 2)[1], "/dev/sda1 ") {
+		t.Errorf("source fstab changed:\n%s", orig)
+	}
+	for p, h := range before {
+		if got := fixture.SHA256(t, p); got != h {
+			t.Errorf("source file %s changed", p)
+		}
+	}
+	if got := strings.Join(engList(t, out), " "); got != "domain.xml fixed.qcow2 report.json" {
+		t.Errorf("output directory holds %s (the overlay must be gone)", got)
+	}
+}
