@@ -483,3 +483,68 @@ func TestEngineFixWorksOnAnOverlay(t *testing.T) {
 		t.Errorf("output directory holds %s (the overlay must be gone)", got)
 	}
 }
+
+// hyper2kvmd convert: exit 0 with the report path printed, 1 when a VM
+// fails (still with its report), 2 for usage errors and invalid manifests;
+// a batch gives one output directory per VM.
+func TestConvertCommand(t *testing.T) {
+	engNeedTools(t)
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	bin := filepath.Join(t.TempDir(), "hyper2kvmd")
+	if out, err := exec.Command(goBin, "build", "-o", bin, "../cmd/hyper2kvmd").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	src := t.TempDir()
+	raw := fixture.LinuxDisk(t, src, fixture.Options{SizeMB: 16})
+	vmdk := fixture.Convert(t, raw, "vmdk", "streamOptimized")
+	bad := filepath.Join(src, "bad.vmdk")
+	data, _ := os.ReadFile(vmdk)
+	os.WriteFile(bad, data[:len(data)/2], 0o644)
+	write := func(name, text string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vm := func(name, path string) string {
+		return `{"name": "` + name + `", "pipeline": {"load": {"source_type": "vmdk", "source_path": "` + path + `"}, "fix": {"enabled": false}}}`
+	}
+	single := write("one.json", `{"version": "1.0", `+vm("one", vmdk)[1:])
+	batch := write("batch.json", `{"version": "1.0", "batch": true, "vms": [`+vm("b1", vmdk)+`, `+vm("b2", vmdk)+`]}`)
+	failing := write("bad.json", `{"version": "1.0", `+vm("bad", bad)[1:])
+	invalid := write("invalid.json", `{"version": "1.0", "name": "x", "pipeline": {"load": {"source_type": "floppy", "source_path": "/x"}}}`)
+	out := t.TempDir()
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"single", []string{"-f", single, "-o", out}, 0, []string{"report: " + filepath.Join(out, "one", "report.json"), "one: completed", "convert   ok"}},
+		{"batch", []string{"-f", batch, "-o", out}, 0, []string{"[1/2] b1", "[2/2] b2", filepath.Join(out, "b2", "b2.qcow2")}},
+		{"again: never overwrites", []string{"-f", single, "-o", out}, 1, []string{"exists; not overwriting"}},
+		{"damaged source", []string{"-f", failing, "-o", out}, 1, []string{"bad: failed", "damaged or truncated", "report: " + filepath.Join(out, "bad", "report.json")}},
+		{"invalid manifest", []string{"-f", invalid, "-o", out}, 2, []string{"pipeline.load.source_type"}},
+		{"no manifest", []string{"-o", out}, 2, []string{"-f MANIFEST is required"}},
+		{"bad flag", []string{"--frobnicate"}, 2, []string{"frobnicate"}},
+		{"bad backend", []string{"-f", single, "--backend", "vbox"}, 2, []string{"--backend"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append([]string{"convert"}, c.args...)...)
+			got, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != c.code {
+				t.Errorf("exit %d, want %d\n%s", code, c.code, got)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(string(got), w) {
+					t.Errorf("output lacks %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+	engSame(t, raw, "raw", filepath.Join(out, "one", "one.qcow2"), "qcow2")
+}

@@ -105,6 +105,13 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 	if r.workDir != "" {
 		os.RemoveAll(r.workDir)
 	}
+	if r.outDir == "" && r.p != nil {
+		// LOAD failed before settling the outputs: the report still goes
+		// where the user will look for it.
+		if dir := r.plannedDir(); dir != "" && os.MkdirAll(dir, 0o755) == nil {
+			r.outDir = dir
+		}
+	}
 	if r.outDir != "" {
 		if werr := r.writeReport(); werr != nil {
 			r.rep.Warnings = append(r.rep.Warnings, werr.Error())

@@ -290,16 +290,9 @@ func diskID(id string, i int) string {
 // start when any of them exists.
 func (r *runner) planOutputs() error {
 	c := r.p.Convert
-	dir := c.OutputDir
-	if dir == "" {
-		dir = r.o.OutputDir
-	}
-	if dir == "" {
+	abs := r.plannedDir()
+	if abs == "" {
 		return errors.New("no output directory: set pipeline.convert.output_dir or give one to the engine")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("output directory: %w", err)
 	}
 	var want []string
 	for i, d := range r.disks {
@@ -335,6 +328,23 @@ func (r *runner) planOutputs() error {
 	}
 	r.outDir = abs
 	return nil
+}
+
+// plannedDir is the absolute output directory: the manifest's
+// convert.output_dir, else the caller's; "" when neither is set.
+func (r *runner) plannedDir() string {
+	dir := r.o.OutputDir
+	if c := r.p.Convert; c != nil && c.OutputDir != "" {
+		dir = c.OutputDir
+	}
+	if dir == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 // sha256 hashes the file at p, reporting progress within LOAD's first half.
