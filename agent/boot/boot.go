@@ -4,8 +4,18 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -17,6 +27,13 @@ type Options struct {
 	Timeout  time.Duration // default 300s
 	Marker   string        // default "login:"
 	Console  string        // file to keep the serial console log in, optional
+	// Accel forces kvm or tcg; empty means probe KVM and fall back to TCG.
+	Accel string
+	// MemoryMB is the guest's memory, default 1024.
+	MemoryMB int
+	// FailMarkers end the test early as not booted when one appears first
+	// (e.g. "Gave up waiting for root"), instead of waiting for Timeout.
+	FailMarkers []string
 }
 
 // Result is what a boot test saw.
@@ -26,9 +43,247 @@ type Result struct {
 	Seconds     float64 `json:"seconds"`
 	Marker      string  `json:"marker"`
 	ConsoleTail string  `json:"console_tail,omitempty"`
+	// KVMProbe says why KVM was or was not used.
+	KVMProbe string `json:"kvm_probe,omitempty"`
+	// FailedOn is the fail marker that ended the test, if any.
+	FailedOn string `json:"failed_on,omitempty"`
 }
 
-// Test boots o.Image and waits for o.Marker on the serial console.
+// OVMF firmware files, Debian's ovmf package.
+var ovmfCode = []string{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"}
+
+// Test boots o.Image and waits for o.Marker on the serial console. The image
+// is opened with snapshot=on: the guest's writes go to a temporary file, so
+// booting never changes the converted output. A guest that does not show
+// the marker in time is Booted=false with a nil error; errors are for
+// tests that could not run.
 func Test(ctx context.Context, o Options) (*Result, error) {
-	return nil, errors.New("boot: not implemented yet")
+	if o.Image == "" {
+		return nil, errors.New("cannot boot: no image")
+	}
+	if _, err := os.Stat(o.Image); err != nil {
+		return nil, fmt.Errorf("cannot boot %s: %w", o.Image, err)
+	}
+	if o.Format == "" {
+		o.Format = "qcow2"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 300 * time.Second
+	}
+	if o.Marker == "" {
+		o.Marker = "login:"
+	}
+	if o.MemoryMB <= 0 {
+		o.MemoryMB = 1024
+	}
+	if o.Firmware == "" {
+		o.Firmware = "bios"
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return nil, errors.New("cannot boot: qemu-system-x86_64 not found (install qemu-system-x86)")
+	}
+	res := &Result{Marker: o.Marker, Accelerator: o.Accel}
+	if o.Accel == "" {
+		res.Accelerator, res.KVMProbe = ProbeKVM(ctx, 20*time.Second)
+	}
+	dir, err := os.MkdirTemp("", "boot-test-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	args := []string{"-name", "hyper2kvm-boot-test", "-nodefaults", "-no-user-config",
+		"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-m", fmt.Sprint(o.MemoryMB), "-smp", "1",
+		"-drive", fmt.Sprintf("file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", qemuEscape(o.Image), o.Format),
+		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
+	}
+	if res.Accelerator == "kvm" {
+		args = append(args, "-accel", "kvm", "-cpu", "host")
+	} else {
+		res.Accelerator = "tcg"
+		args = append(args, "-accel", "tcg", "-cpu", "max")
+	}
+	switch o.Firmware {
+	case "bios":
+	case "efi", "uefi":
+		code := ""
+		for _, c := range ovmfCode {
+			if _, err := os.Stat(c); err == nil {
+				code = c
+				break
+			}
+		}
+		if code == "" {
+			return nil, errors.New("cannot boot with UEFI: no OVMF firmware (install ovmf)")
+		}
+		vars := filepath.Join(dir, "vars.fd")
+		varsSrc := strings.Replace(code, "CODE", "VARS", 1)
+		b, err := os.ReadFile(varsSrc)
+		if err != nil {
+			return nil, fmt.Errorf("cannot boot with UEFI: %w", err)
+		}
+		if err := os.WriteFile(vars, b, 0o600); err != nil {
+			return nil, err
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+qemuEscape(code),
+			"-drive", "if=pflash,format=raw,file="+qemuEscape(vars))
+	default:
+		return nil, fmt.Errorf("cannot boot: unknown firmware %q (want bios or efi)", o.Firmware)
+	}
+
+	var console io.Writer = io.Discard
+	if o.Console != "" {
+		f, err := os.OpenFile(o.Console, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("cannot create console log: %w", err)
+		}
+		defer f.Close()
+		console = f
+	}
+	bctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	start := time.Now()
+	seen, tailText, err := watch(bctx, qemu, args, append([]string{o.Marker}, o.FailMarkers...), console)
+	res.Seconds = time.Since(start).Seconds()
+	res.ConsoleTail = tailText
+	if err != nil {
+		return res, err
+	}
+	res.Booted = seen == o.Marker
+	if seen != "" && !res.Booted {
+		res.FailedOn = seen
+	}
+	if ctx.Err() != nil && !res.Booted {
+		return res, ctx.Err()
+	}
+	return res, nil
+}
+
+// qemuEscape doubles commas, qemu's option separator, in a file name.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// watch runs qemu until one of markers appears on its serial console (stdout),
+// ctx ends, or qemu exits. It returns the marker seen ("" for none) and the
+// console's tail.
+func watch(ctx context.Context, qemu string, args, markers []string, console io.Writer) (string, string, error) {
+	cmd := exec.Command(qemu, args...)
+	cmd.Stdin = nil
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", "", fmt.Errorf("cannot start qemu: %w", err)
+	}
+	var mu sync.Mutex
+	var buf []byte
+	found := make(chan string, 1)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		b := make([]byte, 4096)
+		for {
+			n, err := out.Read(b)
+			if n > 0 {
+				console.Write(b[:n])
+				mu.Lock()
+				buf = append(buf, b[:n]...)
+				// Keep enough to match a marker split across reads.
+				if len(buf) > 64<<10 {
+					buf = append([]byte(nil), buf[len(buf)-32<<10:]...)
+				}
+				for _, m := range markers {
+					if bytes.Contains(buf, []byte(m)) {
+						select {
+						case found <- m:
+						default:
+						}
+					}
+				}
+				mu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitDone := make(chan error, 1)
+	go func() {
+		<-readDone
+		waitDone <- cmd.Wait()
+	}()
+	seen := ""
+	var werr error
+	select {
+	case seen = <-found:
+	case <-ctx.Done():
+	case werr = <-waitDone:
+		// qemu ended by itself: a marker may still be in the last read.
+		select {
+		case seen = <-found:
+		default:
+		}
+		if werr != nil && seen == "" && !strings.Contains(stderr.String(), "terminating") {
+			mu.Lock()
+			t := tail(buf)
+			mu.Unlock()
+			return "", t, fmt.Errorf("qemu failed: %v: %s", werr, strings.TrimSpace(stderr.String()))
+		}
+		mu.Lock()
+		t := tail(buf)
+		mu.Unlock()
+		return seen, t, nil
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-waitDone
+	mu.Lock()
+	defer mu.Unlock()
+	return seen, tail(buf), nil
+}
+
+func tail(b []byte) string {
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	return strings.ToValidUTF8(string(b), "?")
+}
+
+// ProbeKVM boots a Linux kernel of the host under KVM and returns "kvm" when
+// it prints its banner within timeout, "tcg" otherwise, and why. /dev/kvm
+// can exist and accept a VM whose guest then never runs (nested
+// virtualization without the features a kernel needs); only running a
+// kernel shows that.
+func ProbeKVM(ctx context.Context, timeout time.Duration) (string, string) {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg", "no usable /dev/kvm: " + err.Error()
+	}
+	f.Close()
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
+	sort.Sort(sort.Reverse(sort.StringSlice(kernels)))
+	if len(kernels) == 0 {
+		return "tcg", "no host kernel in /boot to probe KVM with"
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "tcg", "qemu-system-x86_64 not found"
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	args := []string{"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none",
+		"-no-reboot", "-m", "256", "-accel", "kvm", "-cpu", "host", "-kernel", kernels[0],
+		"-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1 loglevel=7"}
+	seen, _, err := watch(pctx, qemu, args, []string{"Linux version"}, io.Discard)
+	if err != nil {
+		return "tcg", "KVM probe failed: " + err.Error()
+	}
+	if seen == "" {
+		return "tcg", fmt.Sprintf("KVM probe: %s printed nothing in %s under KVM", filepath.Base(kernels[0]), timeout)
+	}
+	return "kvm", "KVM probe: " + filepath.Base(kernels[0]) + " started under KVM"
 }

@@ -75,12 +75,29 @@ func openGuestfs(ctx context.Context, img Image, o Options) (_ *gfs, err error) 
 		}
 		img = Image{Path: ov, Format: "qcow2"}
 	}
+	// The server guestfish forks keeps the stdout and stderr it inherited;
+	// pipes would never reach EOF, so both go to files.
+	outF, err := os.Create(filepath.Join(dir, "listen.out"))
+	if err != nil {
+		return nil, err
+	}
+	defer outF.Close()
+	errF, err := os.Create(filepath.Join(dir, "listen.err"))
+	if err != nil {
+		return nil, err
+	}
+	defer errF.Close()
 	cmd := exec.CommandContext(ctx, "guestfish", "--listen")
 	cmd.Env = guestfsEnv(dir)
 	cmd.Dir = dir
-	out, err := cmd.Output()
+	cmd.Stdout, cmd.Stderr = outF, errF
+	if err := cmd.Run(); err != nil {
+		msg, _ := os.ReadFile(errF.Name())
+		return nil, fmt.Errorf("cannot start guestfish: %v: %s", err, bytes.TrimSpace(msg))
+	}
+	out, err := os.ReadFile(outF.Name())
 	if err != nil {
-		return nil, fmt.Errorf("cannot start guestfish: %w", err)
+		return nil, err
 	}
 	m := gfPID.FindSubmatch(out)
 	if m == nil {
@@ -216,6 +233,10 @@ func (g *gfs) ReadFile(ctx context.Context, p string) ([]byte, error) {
 		return nil, &fs.PathError{Op: "open", Path: c, Err: notExist(err)}
 	}
 	sts := parseStatns(out)
+	if len(sts) == 0 {
+		// Some failures reach guestfish's stderr without "error" in them.
+		return nil, &fs.PathError{Op: "open", Path: c, Err: fs.ErrNotExist}
+	}
 	if len(sts) != 1 {
 		return nil, fmt.Errorf("cannot stat %s: unexpected guestfish output", c)
 	}
@@ -250,7 +271,7 @@ func (g *gfs) WriteFile(ctx context.Context, p string, data []byte, perm fs.File
 		return err
 	}
 	exists := false
-	if out, err := g.call(ctx, "statns", c); err == nil {
+	if out, err := g.call(ctx, "statns", c); err == nil && len(parseStatns(out)) > 0 {
 		sts := parseStatns(out)
 		if len(sts) != 1 || !statEntry(c, sts[0]).Mode.IsRegular() {
 			return fmt.Errorf("cannot use %s: %w", c, ErrNotRegular)
@@ -320,6 +341,9 @@ func (g *gfs) Lstat(ctx context.Context, p string) (Entry, error) {
 		return Entry{}, &fs.PathError{Op: "lstat", Path: c, Err: notExist(err)}
 	}
 	sts := parseStatns(out)
+	if len(sts) == 0 {
+		return Entry{}, &fs.PathError{Op: "lstat", Path: c, Err: fs.ErrNotExist}
+	}
 	if len(sts) != 1 {
 		return Entry{}, fmt.Errorf("cannot stat %s: unexpected guestfish output", c)
 	}
