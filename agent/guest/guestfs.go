@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -24,6 +25,8 @@ import (
 // kernel never parses the guest's filesystem.
 type gfs struct {
 	dir    string
+	errLog string // the server's stderr: where failing commands report
+	errOff int64
 	pid    int
 	mounts int
 	closed bool
@@ -104,6 +107,7 @@ func openGuestfs(ctx context.Context, img Image, o Options) (_ *gfs, err error) 
 		return nil, fmt.Errorf("cannot start guestfish: no GUESTFISH_PID in %q", out)
 	}
 	g.pid, _ = strconv.Atoi(string(m[1]))
+	g.errLog = errF.Name()
 	if _, err := g.call(ctx, "add-drive", img.Path, "format:"+img.Format); err != nil {
 		return nil, err
 	}
@@ -120,22 +124,42 @@ func (g *gfs) call(ctx context.Context, args ...string) ([]byte, error) {
 	if g.pid == 0 {
 		return nil, errors.New("guestfish not running")
 	}
-	// The "-" prefix keeps the server alive when the command fails; the
-	// failure is then only on stderr.
+	// The "-" prefix keeps the server alive when the command fails. The
+	// server, not the client, prints the failure, to its stderr (a file we
+	// gave it); new text there after a call is that call's error.
 	cmd := exec.CommandContext(ctx, "guestfish", append([]string{"--remote=" + strconv.Itoa(g.pid), "--", "-" + args[0]}, args[1:]...)...)
 	cmd.Env = guestfsEnv(g.dir)
 	cmd.Dir = g.dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	if err == nil && strings.Contains(stderr.String(), "error") {
+	msg := strings.TrimSpace(stderr.String())
+	if srv := g.serverErrors(); srv != "" {
+		msg = strings.TrimSpace(msg + "\n" + srv)
+	}
+	if err == nil && strings.Contains(msg, "error") {
 		err = errors.New("command failed")
 	}
 	if err != nil {
-		msg := strings.TrimSpace(strings.ReplaceAll(stderr.String(), "libguestfs: error: ", ""))
+		msg = strings.ReplaceAll(msg, "libguestfs: error: ", "")
 		return out, fmt.Errorf("guestfish %s: %s (%v)", args[0], msg, err)
 	}
 	return out, nil
+}
+
+// serverErrors returns what the server wrote to its stderr since last time.
+func (g *gfs) serverErrors() string {
+	if g.errLog == "" {
+		return ""
+	}
+	f, err := os.Open(g.errLog)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(f, g.errOff, 1<<20))
+	g.errOff += int64(len(b))
+	return string(b)
 }
 
 func (g *gfs) Mount(ctx context.Context, m Mount) error {
