@@ -59,22 +59,23 @@ type disk struct {
 	output    string // absolute output path, "" when skipped
 	outFormat string
 	converted bool
+	size      int64  // of the output
+	sha256    string // of the output
 }
 
 type runner struct {
-	ctx      context.Context
-	vm       *manifest.Manifest
-	p        *manifest.Pipeline
-	o        Options
-	rep      *report.Report
-	outDir   string
-	workDir  string
-	disks    []*disk
-	ovf      *imgfmt.OVFDescriptor
-	fixed    bool
-	backend  string
-	lastPct  int
-	artifact chan []report.Artifact
+	ctx     context.Context
+	vm      *manifest.Manifest
+	p       *manifest.Pipeline
+	o       Options
+	rep     *report.Report
+	outDir  string
+	workDir string
+	disks   []*disk
+	ovf     *imgfmt.OVFDescriptor
+	fixed   bool
+	backend string
+	lastPct int
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -146,11 +147,7 @@ func (r *runner) run() error {
 	if err := r.stage("convert", r.convert); err != nil {
 		return err
 	}
-	err := r.stage("validate", r.validate)
-	if r.artifact != nil {
-		r.rep.Artifacts = append(<-r.artifact, r.rep.Artifacts...)
-	}
-	return err
+	return r.stage("validate", r.validate)
 }
 
 // errSkip is returned by a stage that decided not to run; its text is the reason.

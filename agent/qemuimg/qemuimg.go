@@ -9,6 +9,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,6 +164,9 @@ type ConvertOptions struct {
 	Compress     bool   // qcow2 only
 	Compression  string // zstd (default) | zlib
 	Coroutines   int    // -m, 0 for qemu-img's default (8)
+	// Hash computes the output's sha256 while it is being synced to disk
+	// (CPU and I/O overlap), into ConvertResult.SHA256.
+	Hash bool
 	// Progress gets 0-100 as qemu-img reports it (monotonic, at most one call
 	// per whole percent).
 	Progress func(percent int)
@@ -172,6 +177,8 @@ type ConvertResult struct {
 	Compression string   `json:"compression,omitempty"` // what was used
 	Warnings    []string `json:"warnings,omitempty"`
 	Args        []string `json:"args"`
+	Size        int64    `json:"-"` // bytes of the output file
+	SHA256      string   `json:"-"` // when ConvertOptions.Hash
 }
 
 // Convert runs qemu-img convert into Target+".part", syncs it and renames
@@ -237,10 +244,27 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	if err := runProgress(ctx, args, o.Progress); err != nil {
 		return nil, fmt.Errorf("cannot convert %s to %s: %w", Describe(o.Source), o.TargetFormat, err)
 	}
-	// qemu-img writes with cache=unsafe: make the data durable before it
-	// gets its final name, so a crash never leaves a half-written image there.
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("cannot sync %s: %w", part, err)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
+	}
+	res.Size = st.Size()
+	var sum chan string
+	if o.Hash {
+		sum = make(chan string, 1)
+		go func() { sum <- hashFile(ctx, f, res.Size) }()
+	}
+	// Make the data durable before it gets its final name, so a crash never
+	// leaves a half-written image there.
+	serr := f.Sync()
+	if sum != nil {
+		res.SHA256 = <-sum
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("cannot sync %s: %w", part, serr)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("cannot convert to %s: cancelled: %w", o.Target, context.Cause(ctx))
 	}
 	if err := RenameNoReplace(part, o.Target); err != nil {
 		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
@@ -248,6 +272,27 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	ok = true
 	syncDir(filepath.Dir(o.Target))
 	return res, nil
+}
+
+// hashFile returns the hex sha256 of the first size bytes of f, or "" when
+// reading fails or ctx ends.
+func hashFile(ctx context.Context, f *os.File, size int64) string {
+	h := sha256.New()
+	r := io.NewSectionReader(f, 0, size)
+	buf := make([]byte, 4<<20)
+	for {
+		if ctx.Err() != nil {
+			return ""
+		}
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			return hex.EncodeToString(h.Sum(nil))
+		}
+		if err != nil {
+			return ""
+		}
+	}
 }
 
 // RenameNoReplace renames from to to, failing if to exists. It uses

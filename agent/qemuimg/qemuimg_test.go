@@ -2,6 +2,8 @@ package qemuimg_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -67,10 +69,14 @@ func TestConvertInfoCheckCompare(t *testing.T) {
 			var seen []int
 			res, err := qemuimg.Convert(ctx, qemuimg.ConvertOptions{
 				Source: src, SourceFormat: "raw", Target: out, TargetFormat: c.format,
-				Compress: c.compress, Progress: func(p int) { seen = append(seen, p) },
+				Compress: c.compress, Hash: true, Progress: func(p int) { seen = append(seen, p) },
 			})
 			if err != nil {
 				t.Fatal(err)
+			}
+			data, _ := os.ReadFile(out)
+			if sum := sha256.Sum256(data); res.SHA256 != hex.EncodeToString(sum[:]) || res.Size != int64(len(data)) {
+				t.Errorf("result sha256 %s size %d, file %x %d", res.SHA256, res.Size, sum, len(data))
 			}
 			if len(seen) == 0 || seen[len(seen)-1] != 100 {
 				t.Errorf("progress %v does not end at 100", seen)
