@@ -59,8 +59,6 @@ type disk struct {
 	output    string // absolute output path, "" when skipped
 	outFormat string
 	converted bool
-	size      int64  // of the output
-	sha256    string // of the output
 }
 
 type runner struct {
@@ -76,6 +74,7 @@ type runner struct {
 	fixed   bool
 	backend string
 	lastPct int
+	hashes  chan []report.Artifact // disk and domain.xml artifacts, from CONVERT
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -147,7 +146,11 @@ func (r *runner) run() error {
 	if err := r.stage("convert", r.convert); err != nil {
 		return err
 	}
-	return r.stage("validate", r.validate)
+	err := r.stage("validate", r.validate)
+	if r.hashes != nil {
+		r.rep.Artifacts = append(<-r.hashes, r.rep.Artifacts...)
+	}
+	return err
 }
 
 // errSkip is returned by a stage that decided not to run; its text is the reason.

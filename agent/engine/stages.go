@@ -146,7 +146,7 @@ func (r *runner) convert(set func(any)) error {
 		res, err := qemuimg.Convert(r.ctx, qemuimg.ConvertOptions{
 			Source: d.src, SourceFormat: d.srcFormat,
 			Target: d.output, TargetFormat: d.outFormat,
-			Compress: c.Compress, Compression: c.Compression, Hash: true,
+			Compress: c.Compress, Compression: c.Compression,
 			Progress: func(pct int) {
 				cur := done + size*int64(pct)/100
 				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))
@@ -156,7 +156,6 @@ func (r *runner) convert(set func(any)) error {
 			return fmt.Errorf("disk %s: %w", d.id, err)
 		}
 		d.converted = true
-		d.size, d.sha256 = res.Size, res.SHA256
 		done += size
 		r.rep.Warnings = append(r.rep.Warnings, res.Warnings...)
 		results = append(results, convertResult{Disk: d.id, Source: d.display, Output: d.output, Format: d.outFormat,
@@ -165,17 +164,18 @@ func (r *runner) convert(set func(any)) error {
 	if err := r.writeDomain(); err != nil {
 		return err
 	}
-	// The disks' sums were computed by Convert while it synced them.
-	for _, d := range r.disks {
-		if d.converted {
-			a := report.Artifact{Path: d.output, Kind: "disk", Format: d.outFormat, Size: d.size, SHA256: d.sha256}
-			if a.SHA256 == "" {
-				a = r.artifactOf(d.output, "disk", d.outFormat)
+	// Hashing a disk reads all of it (about 1 s/GiB): do it in the
+	// background, beside VALIDATE's check and compare, which are I/O bound.
+	r.hashes = make(chan []report.Artifact, 1)
+	go func() {
+		var arts []report.Artifact
+		for _, d := range r.disks {
+			if d.converted {
+				arts = append(arts, r.artifactOf(d.output, "disk", d.outFormat))
 			}
-			r.rep.Artifacts = append(r.rep.Artifacts, a)
 		}
-	}
-	r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), "domain-xml", "xml"))
+		r.hashes <- append(arts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), "domain-xml", "xml"))
+	}()
 	return nil
 }
 
