@@ -73,7 +73,7 @@ var busUnreachable = map[string]bool{
 
 // classify maps an error from the client to status, code and details.
 func classify(err error) (int, apierr.Kind, []string) {
-	if errors.Is(err, dbusapi.ErrNoBus) {
+	if errors.Is(err, dbusapi.ErrNoBus) || errors.Is(err, dbusapi.ErrNoAgent) {
 		return http.StatusServiceUnavailable, CodeAgentUnreachable, nil
 	}
 	var ae *apierr.Error

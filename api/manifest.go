@@ -2,17 +2,15 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
 
 // readBody reads the request body up to the configured limit, answering 413
@@ -42,43 +40,18 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 }
 
 // checkSyntax tells broken JSON/YAML (400) apart from a well-formed document
-// that is not a valid manifest (the agent's validation: 200 or 422).
+// that is not a valid manifest (the agent's validation: 200 or 422), with
+// the same parser and messages as the agent and hyperctl.
 func checkSyntax(body []byte) error {
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		return errors.New("cannot parse the manifest: the body is empty")
 	}
-	if trimmed[0] == '{' || trimmed[0] == '[' {
-		var v any
-		if err := json.Unmarshal(trimmed, &v); err != nil {
-			var se *json.SyntaxError
-			if errors.As(err, &se) {
-				line, col := position(trimmed, se.Offset)
-				return fmt.Errorf("cannot parse the manifest as JSON at line %d, column %d: %v", line, col, err)
-			}
-			return fmt.Errorf("cannot parse the manifest as JSON: %v", err)
-		}
-		return nil
-	}
-	var v any
-	if err := yaml.Unmarshal(trimmed, &v); err != nil {
-		return fmt.Errorf("cannot parse the manifest as YAML: %v", err)
-	}
-	if _, ok := v.(map[string]any); !ok {
-		return errors.New("cannot parse the manifest: it is neither a JSON object nor a YAML mapping")
+	_, err := manifest.Parse(body)
+	var se *manifest.SyntaxError
+	if errors.As(err, &se) {
+		return se
 	}
 	return nil
-}
-
-// position turns a byte offset into a 1-based line and column.
-func position(b []byte, off int64) (line, col int) {
-	if off > int64(len(b)) {
-		off = int64(len(b))
-	}
-	before := b[:off]
-	line = bytes.Count(before, []byte("\n")) + 1
-	col = int(off) - bytes.LastIndexByte(before, '\n')
-	return line, col
 }
 
 // Problem is one validation error split into its field path and message,
