@@ -1,0 +1,75 @@
+package guest
+
+import (
+	"encoding/json"
+	"io/fs"
+	"testing"
+)
+
+func TestClean(t *testing.T) {
+	tests := []struct {
+		in, want string
+		err      bool
+	}{
+		{"/etc/fstab", "/etc/fstab", false},
+		{"etc/../../../../etc/shadow", "/etc/shadow", false},
+		{"/", "/", false},
+		{"", "", true},
+		{"/etc/\x00x", "", true},
+	}
+	for _, tt := range tests {
+		got, err := clean(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("clean(%q) = %q, %v", tt.in, got, err)
+		}
+	}
+	if _, _, err := split("/"); err == nil {
+		t.Error("split(/): no error")
+	}
+	if d, b, _ := split("/../etc/fstab"); d != "/etc" || b != "fstab" {
+		t.Errorf("split: %q %q", d, b)
+	}
+}
+
+func TestBlockdev(t *testing.T) {
+	tests := []struct {
+		img  Image
+		want string
+	}{
+		{Image{Path: "/a,b/disk.qcow2", Format: "qcow2"},
+			`{"driver":"qcow2","file":{"driver":"file","filename":"/a,b/disk.qcow2"},"node-name":"disk","read-only":true}`},
+		{Image{Path: `json:{"driver":"vmdk","file":{"driver":"raw","offset":512,"file":{"driver":"file","filename":"/x.ova"}}}`, Format: "vmdk"},
+			`{"driver":"vmdk","file":{"driver":"raw","file":{"driver":"file","filename":"/x.ova"},"offset":512},"node-name":"disk","read-only":true}`},
+	}
+	for _, tt := range tests {
+		got, err := blockdev(tt.img, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b any
+		json.Unmarshal([]byte(got), &a)
+		json.Unmarshal([]byte(tt.want), &b)
+		ga, _ := json.Marshal(a)
+		gb, _ := json.Marshal(b)
+		if string(ga) != string(gb) {
+			t.Errorf("blockdev = %s, want %s", got, tt.want)
+		}
+	}
+	if _, err := blockdev(Image{Path: "json:{bad", Format: "raw"}, true); err == nil {
+		t.Error("bad json: no error")
+	}
+}
+
+func TestParseStatns(t *testing.T) {
+	out := "[0] = {\n  st_dev: 2049\n  st_ino: 11\n  st_mode: 41471\n  st_size: 9\n}\n[1] = {\n  st_dev: 2049\n  st_ino: 12\n  st_mode: 33188\n  st_size: 42\n}\n"
+	sts := parseStatns([]byte(out))
+	if len(sts) != 2 {
+		t.Fatalf("got %d stats", len(sts))
+	}
+	if e := statEntry("l", sts[0]); e.Mode&fs.ModeSymlink == 0 || e.Size != 9 {
+		t.Errorf("symlink entry %+v", e)
+	}
+	if e := statEntry("f", sts[1]); !e.Mode.IsRegular() || e.Mode.Perm() != 0o644 || e.Size != 42 {
+		t.Errorf("file entry %+v", e)
+	}
+}
