@@ -422,3 +422,61 @@ func TestGuestDeviceNodeRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestGuestNativeTeardown checks that closing a native session, also after
+// its context was cancelled, leaves no loop device, mount, process or
+// scratch file behind.
+func TestGuestNativeTeardown(t *testing.T) {
+	needRoot(t)
+	src := buildGuest(t, vmwareGuest)
+	work := t.TempDir()
+	leftovers := func() []string {
+		var found []string
+		out, _ := exec.Command("losetup", "-a").Output()
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, work) {
+				found = append(found, "loop: "+l)
+			}
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, _ := os.ReadFile(p)
+			if strings.Contains(string(b), work) {
+				found = append(found, "process: "+strings.ReplaceAll(string(b), "\x00", " "))
+			}
+		}
+		ents, _ := os.ReadDir(work)
+		for _, e := range ents {
+			found = append(found, "file: "+e.Name())
+		}
+		return found
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := guest.Open(ctx, guest.Native, guest.Image{Path: src, Format: "raw"}, guest.Options{WorkDir: work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Mount(ctx, guest.Mount{Number: 1, Offset: 1 << 20, Size: 30 << 20, FSType: "ext4", Target: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(leftovers()) == 0 {
+		t.Fatal("no session state visible while open: the check below would prove nothing")
+	}
+	// The host's mount table never shows the guest's mounts.
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), work) {
+		t.Error("guest mount visible in the host's mount namespace")
+	}
+	cancel()
+	if _, err := s.Run(ctx, "/bin/true"); err == nil {
+		t.Error("Run with a cancelled context succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l := leftovers(); len(l) > 0 {
+		t.Fatalf("left behind after Close: %v", l)
+	}
+	if sha(t, src) == "" {
+		t.Fatal("source unreadable")
+	}
+}
