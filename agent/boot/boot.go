@@ -99,11 +99,8 @@ func Test(ctx context.Context, o Options) (*Result, error) {
 		"-drive", fmt.Sprintf("file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", qemuEscape(o.Image), o.Format),
 		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
 	}
-	if res.Accelerator == "kvm" {
-		args = append(args, "-accel", "kvm", "-cpu", "host")
-	} else {
+	if res.Accelerator != "kvm" {
 		res.Accelerator = "tcg"
-		args = append(args, "-accel", "tcg", "-cpu", "max")
 	}
 	switch o.Firmware {
 	case "bios":
@@ -142,10 +139,28 @@ func Test(ctx context.Context, o Options) (*Result, error) {
 		defer f.Close()
 		console = f
 	}
+	accelArgs := func(a string) []string {
+		if a == "kvm" {
+			return append(args[:len(args):len(args)], "-accel", "kvm", "-cpu", "host")
+		}
+		return append(args[:len(args):len(args)], "-accel", "tcg", "-cpu", "max")
+	}
 	bctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	start := time.Now()
-	seen, tailText, err := watch(bctx, qemu, args, append([]string{o.Marker}, o.FailMarkers...), console)
+	markers := append([]string{o.Marker}, o.FailMarkers...)
+	seen, tailText, err := watch(bctx, qemu, accelArgs(res.Accelerator), markers, console)
+	if err == nil && seen == "" && tailText == "" && res.Accelerator == "kvm" && o.Accel == "" && ctx.Err() == nil {
+		// Not one byte on the console under KVM although the probe passed:
+		// the KVM hang the probe exists for. Try again under TCG.
+		res.KVMProbe += "; the guest printed nothing under KVM, retried under TCG"
+		res.Accelerator = "tcg"
+		cancel()
+		bctx, cancel = context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		start = time.Now()
+		seen, tailText, err = watch(bctx, qemu, accelArgs("tcg"), markers, console)
+	}
 	res.Seconds = time.Since(start).Seconds()
 	res.ConsoleTail = tailText
 	if err != nil {
