@@ -1,0 +1,453 @@
+// hyper2kvm manifest builder: a form for every manifest v1.0 field (with
+// the agent's defaults), a JSON editor kept in step both ways, validation
+// as you type through /api/workflow/manifest/validate with each problem
+// shown at its field, download as JSON, and submit.
+//
+// The manifest object (doc) is the one source of truth: form inputs write
+// single paths into it (removing values equal to their default, so the
+// JSON stays short and fields the form does not know survive), and the
+// JSON editor replaces it and redraws the form.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const el = (...a) => H2K.el(...a);
+
+  const SOURCE_TYPES = ["vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2"];
+  // One entry per field of agent/manifest's Pipeline, path relative to it.
+  const PIPELINE = [
+    ["load", "Load", [
+      { p: "load.source_type", label: "Source type", type: "select", options: SOURCE_TYPES, def: "vmdk", keep: true },
+      { p: "load.source_path", label: "Source path", type: "text", keep: true, placeholder: "/data/vms/web01/web01.vmdk", hint: "Absolute path of the disk image, OVA or OVF on the agent's host." },
+      { p: "load.sha256", label: "SHA-256 of the source (optional)", type: "text", hint: "64 hex digits; checked before converting." },
+    ]],
+    ["inspect", "Inspect", [
+      { p: "inspect.enabled", label: "Inspect the guest", type: "check", def: true },
+      { p: "inspect.detect_os", label: "Detect the operating system", type: "check", def: true },
+    ]],
+    ["fix", "Fix", [
+      { p: "fix.enabled", label: "Fix the guest for KVM", type: "check", def: true },
+      { p: "fix.backend", label: "Guest access backend", type: "select", options: ["", "native", "guestfs"], names: { "": "agent default" }, def: "" },
+      { p: "fix.fstab.enabled", label: "Stabilise fstab and crypttab", type: "check", def: true },
+      { p: "fix.fstab.mode", label: "fstab mode", type: "select", options: ["stabilize-all", "bypath-only", "noop"], def: "stabilize-all" },
+      { p: "fix.grub.enabled", label: "Fix the boot loader", type: "check", def: true },
+      { p: "fix.initramfs.enabled", label: "Fix the initramfs", type: "check", def: true },
+      { p: "fix.initramfs.regenerate", label: "Regenerate the initramfs with virtio drivers", type: "check", def: true },
+      { p: "fix.network.enabled", label: "Adapt the network configuration", type: "check", def: true },
+      { p: "fix.network.fix_level", label: "Network fix level", type: "select", options: ["none", "basic", "moderate", "full", "aggressive"], def: "basic" },
+      { p: "fix.vmware_tools.enabled", label: "Remove VMware tools", type: "check", def: false },
+    ]],
+    ["convert", "Convert", [
+      { p: "convert.output_format", label: "Output format", type: "select", options: ["qcow2", "raw", "vdi"], def: "qcow2" },
+      { p: "convert.compress", label: "Compress (qcow2)", type: "check", def: false },
+      { p: "convert.compression", label: "Compression", type: "select", options: ["", "zstd", "zlib"], names: { "": "default (zstd)" }, def: "" },
+      { p: "convert.output_path", label: "Output file name", type: "text", placeholder: "NAME.qcow2", hint: "A plain file name; default NAME.FORMAT." },
+      { p: "convert.output_dir", label: "Output directory", type: "text", placeholder: "<output_dir>/<date>/<job id>", hint: "Absolute; default from the agent's configuration." },
+      { p: "convert.disks", label: "Disks of a multi-disk OVA/OVF", type: "disks" },
+    ]],
+    ["validate", "Validate", [
+      { p: "validate.enabled", label: "Validate the output", type: "check", def: true },
+      { p: "validate.boot_test", label: "Boot test under QEMU", type: "check", def: false },
+      { p: "validate.boot_timeout", label: "Boot timeout (seconds)", type: "number", def: 300, min: 1 },
+      { p: "validate.boot_marker", label: "Boot marker", type: "text", def: "login:" },
+      { p: "validate.compare", label: "Compare with the source", type: "select", options: ["", "true", "false"], names: { "": "default (when FIX is off)", "true": "yes", "false": "no" }, def: "", bool: true },
+    ]],
+  ];
+  const RESOURCES = [
+    { p: "resources.memory_max", label: "MemoryMax", type: "text", placeholder: "e.g. 4G", hint: "systemd MemoryMax=; empty: agent default" },
+    { p: "resources.cpu_quota", label: "CPUQuota", type: "text", placeholder: "e.g. 200%" },
+    { p: "resources.io_weight", label: "IOWeight", type: "number", min: 1, max: 10000 },
+    { p: "resources.tasks_max", label: "TasksMax", type: "number", min: 1 },
+    { p: "resources.runtime_max_sec", label: "RuntimeMaxSec", type: "number", min: 1 },
+  ];
+
+  const fresh = () => ({ version: "1.0", name: "", pipeline: { load: { source_type: "vmdk", source_path: "" } } });
+  let doc = fresh();
+  let jsonMode = false;
+  let validateTimer = null;
+  let validateSeq = 0;
+
+  // --- paths ---------------------------------------------------------------
+
+  const split = (path) => path.split(".").map((k) => (/^\d+$/.test(k) ? Number(k) : k));
+  // normPath turns the agent's "vms[0].pipeline" into "vms.0.pipeline".
+  const normPath = (p) => String(p || "").replace(/\[(\d+)\]/g, ".$1").replace(/^\./, "");
+  const idOf = (path) => "f-" + path.replace(/[^A-Za-z0-9]/g, "-");
+
+  function getPath(obj, path) {
+    let o = obj;
+    for (const k of split(path)) {
+      if (o == null || typeof o !== "object") return undefined;
+      o = o[k];
+    }
+    return o;
+  }
+
+  function setPath(obj, path, v) {
+    const keys = split(path);
+    let o = obj;
+    keys.slice(0, -1).forEach((k, i) => {
+      if (o[k] == null || typeof o[k] !== "object") o[k] = typeof keys[i + 1] === "number" ? [] : {};
+      o = o[k];
+    });
+    o[keys[keys.length - 1]] = v;
+  }
+
+  // delPath removes path and the objects it leaves empty.
+  function delPath(obj, path) {
+    const keys = split(path);
+    const chain = [obj];
+    for (const k of keys.slice(0, -1)) {
+      const next = chain[chain.length - 1][k];
+      if (next == null || typeof next !== "object") return;
+      chain.push(next);
+    }
+    delete chain[chain.length - 1][keys[keys.length - 1]];
+    for (let i = chain.length - 1; i > 0; i--) {
+      const o = chain[i];
+      if (Array.isArray(o) || Object.keys(o).length) break;
+      delete chain[i - 1][keys[i - 1]];
+    }
+  }
+
+  // --- form ----------------------------------------------------------------
+
+  function errorSlot(path) {
+    return el("p", { class: "field-error", id: "e-" + idOf(path).slice(2), "data-error-for": path });
+  }
+
+  function field(f, path) {
+    const id = idOf(path);
+    const described = ["e-" + id.slice(2)];
+    const hint = f.hint ? el("span", { class: "hint", id: "h-" + id.slice(2), text: f.hint }) : null;
+    if (hint) described.push(hint.id);
+    const common = { id, "data-path": path, "aria-describedby": described.join(" ") };
+    let input;
+    const cur = getPath(doc, path);
+    if (f.type === "check") {
+      input = el("input", { ...common, type: "checkbox" });
+      input.checked = cur === undefined ? f.def : cur === true;
+      input.addEventListener("change", () => write(f, path, input.checked));
+      return el("div", { class: "field check" }, input, el("label", { for: id, text: f.label }), hint, errorSlot(path));
+    }
+    if (f.type === "select") {
+      input = el("select", common);
+      const opts = [...f.options];
+      const val = cur === undefined ? f.def : String(cur);
+      if (!opts.includes(val)) opts.push(val); // a value from the JSON editor the form does not offer
+      for (const o of opts) input.append(el("option", { value: o, text: (f.names && f.names[o]) || o || "(none)" }));
+      input.value = val;
+      input.addEventListener("change", () => write(f, path, f.bool && input.value !== "" ? input.value === "true" : input.value));
+    } else {
+      input = el("input", { ...common, type: f.type === "number" ? "number" : "text", placeholder: f.placeholder || "",
+        min: f.min, max: f.max, spellcheck: "false", autocomplete: "off" });
+      input.value = cur === undefined ? (f.def === undefined ? "" : f.def) : cur;
+      input.addEventListener("input", () => {
+        if (f.type !== "number") return write(f, path, input.value);
+        if (input.value === "") return write(f, path, undefined);
+        write(f, path, Number(input.value));
+      });
+    }
+    return el("div", { class: "field" }, el("label", { for: id, text: f.label }), input, hint, errorSlot(path));
+  }
+
+  // write stores one form value and refreshes the JSON and the validation.
+  function write(f, path, v) {
+    const isDefault = v === undefined || (f.def !== undefined ? v === f.def : v === "");
+    if (isDefault && !f.keep) delPath(doc, path);
+    else setPath(doc, path, v === undefined ? "" : v);
+    changed();
+  }
+
+  function disksEditor(f, path) {
+    const box = el("fieldset", { "data-path": path, class: "rows" }, el("legend", { text: f.label }));
+    const list = getPath(doc, path) || [];
+    list.forEach((d, i) => {
+      const rp = `${path}.${i}`;
+      const id = el("input", { type: "text", id: idOf(rp + ".id"), "data-path": rp + ".id", "aria-describedby": "e-" + idOf(rp + ".id").slice(2), placeholder: "vmdisk1" });
+      id.value = d.id || "";
+      const out = el("input", { type: "text", id: idOf(rp + ".output_path"), "data-path": rp + ".output_path", "aria-describedby": "e-" + idOf(rp + ".output_path").slice(2) });
+      out.value = d.output_path || "";
+      const skip = el("input", { type: "checkbox", id: idOf(rp + ".skip"), "data-path": rp + ".skip" });
+      skip.checked = !!d.skip;
+      const sync = () => {
+        const e = { id: id.value };
+        if (out.value) e.output_path = out.value;
+        if (skip.checked) e.skip = true;
+        setPath(doc, rp, e);
+        changed();
+      };
+      id.addEventListener("input", sync); out.addEventListener("input", sync); skip.addEventListener("change", sync);
+      box.append(el("div", { class: "row" },
+        el("div", { class: "field" }, el("label", { for: id.id, text: `Disk ${i + 1} id (ovf:diskId)` }), id, errorSlot(rp + ".id")),
+        el("div", { class: "field" }, el("label", { for: out.id, text: "Output file name" }), out, errorSlot(rp + ".output_path")),
+        el("div", { class: "field check" }, skip, el("label", { for: skip.id, text: "Skip" })),
+        el("button", { type: "button", class: "secondary", "aria-label": `Remove disk ${i + 1}`, onclick: () => {
+          list.splice(i, 1);
+          if (list.length) setPath(doc, path, list); else delPath(doc, path);
+          structureChanged();
+        } }, "Remove")));
+    });
+    box.append(el("button", { type: "button", class: "secondary", onclick: () => {
+      setPath(doc, path, [...list, { id: "" }]);
+      structureChanged();
+    } }, "Add disk"), errorSlot(path));
+    return box;
+  }
+
+  // group is one fieldset; path is the section's own path (for problems
+  // about the section as a whole), base the prefix of its fields' paths.
+  function group(legend, path, base, fields) {
+    const fs = el("fieldset", { "data-path": path, id: idOf(path) }, el("legend", { text: legend }));
+    const grid = el("div", { class: "grid" });
+    fs.append(grid);
+    for (const f of fields) {
+      if (f.type === "disks") fs.append(disksEditor(f, base + f.p));
+      else grid.append(field(f, base + f.p));
+    }
+    fs.append(errorSlot(path));
+    return fs;
+  }
+
+  function pipelineGroups(prefix) {
+    const out = [];
+    for (const [key, legend, fields] of PIPELINE) out.push(group(legend, `${prefix}pipeline.${key}`, prefix + "pipeline.", fields));
+    out.push(group("Resource limits", `${prefix}resources`, prefix, RESOURCES));
+    return out;
+  }
+
+  function render() {
+    const root = $("form-fields");
+    const top = el("fieldset", { "data-path": "", id: "f-top" }, el("legend", { text: "Manifest" }));
+    const grid = el("div", { class: "grid" },
+      el("div", { class: "field" }, el("span", { text: "Version" }), el("strong", { text: String(doc.version ?? "1.0") })),
+      field({ label: doc.batch ? "Batch name (optional)" : "VM name", type: "text", hint: "Letters, digits, . _ -; default: the source file's name." }, "name"),
+      field({ label: "Priority", type: "number", hint: "Higher runs first; default 0." }, "priority"));
+    const batch = el("input", { type: "checkbox", id: "f-batch", "data-path": "batch" });
+    batch.checked = !!doc.batch;
+    batch.addEventListener("change", () => toggleBatch(batch.checked));
+    grid.append(el("div", { class: "field check" }, batch, el("label", { for: "f-batch", text: "Batch of several VMs" }), errorSlot("batch")));
+    if (doc.batch) grid.append(field({ label: "Concurrency", type: "number", min: 1, hint: "VMs of this batch at once; default: the agent's max." }, "concurrency"));
+    top.append(grid, errorSlot("version"));
+    const parts = [top];
+    if (doc.batch) {
+      const vms = Array.isArray(doc.vms) ? doc.vms : [];
+      vms.forEach((vm, i) => {
+        const p = `vms.${i}`;
+        const fs = el("fieldset", { "data-path": p, id: idOf(p) },
+          el("legend", { text: `VM ${i + 1}${vm && vm.name ? ": " + vm.name : ""}` }),
+          el("div", { class: "vm-head" },
+            el("div", { class: "grid" },
+              field({ label: "VM name", type: "text", keep: true }, p + ".name"),
+              field({ label: "Priority", type: "number" }, p + ".priority")),
+            el("button", { type: "button", class: "secondary", "aria-label": `Remove VM ${i + 1}`, disabled: vms.length < 2, onclick: () => {
+              vms.splice(i, 1);
+              structureChanged();
+            } }, "Remove VM")),
+          ...pipelineGroups(p + "."), errorSlot(p));
+        parts.push(fs);
+      });
+      parts.push(el("div", { class: "actions" }, el("button", { type: "button", class: "secondary", id: "add-vm", onclick: () => {
+        vms.push({ name: "", pipeline: { load: { source_type: "vmdk", source_path: "" } } });
+        doc.vms = vms;
+        structureChanged();
+      } }, "Add VM"), errorSlot("vms")));
+    } else {
+      parts.push(...pipelineGroups(""));
+    }
+    root.replaceChildren(...parts);
+  }
+
+  function toggleBatch(on) {
+    if (on && !doc.batch) {
+      doc.batch = true;
+      const vm = { name: doc.name || "", pipeline: doc.pipeline || { load: { source_type: "vmdk", source_path: "" } } };
+      if (doc.priority !== undefined) vm.priority = doc.priority;
+      doc.vms = [vm];
+      delete doc.pipeline;
+      delete doc.name;
+      delete doc.priority;
+    } else if (!on && doc.batch) {
+      const vm = (doc.vms && doc.vms[0]) || {};
+      delete doc.batch;
+      delete doc.vms;
+      delete doc.concurrency;
+      doc.name = vm.name || doc.name || "";
+      doc.pipeline = vm.pipeline || { load: { source_type: "vmdk", source_path: "" } };
+    }
+    structureChanged();
+  }
+
+  // --- sync ------------------------------------------------------------------
+
+  const pretty = () => JSON.stringify(doc, null, 2);
+
+  function changed() {
+    const ta = $("json-editor");
+    if (document.activeElement !== ta) ta.value = pretty();
+    $("json-error").textContent = "";
+    ta.removeAttribute("aria-invalid");
+    scheduleValidate();
+  }
+
+  function structureChanged() {
+    render();
+    changed();
+  }
+
+  function onJSONInput() {
+    const ta = $("json-editor");
+    let v;
+    try {
+      v = JSON.parse(ta.value);
+    } catch (e) {
+      $("json-error").textContent = "Not valid JSON: " + e.message;
+      ta.setAttribute("aria-invalid", "true");
+      setValidity("JSON syntax error", false);
+      return;
+    }
+    if (v === null || typeof v !== "object" || Array.isArray(v)) {
+      $("json-error").textContent = "A manifest is a JSON object.";
+      ta.setAttribute("aria-invalid", "true");
+      return;
+    }
+    $("json-error").textContent = "";
+    ta.removeAttribute("aria-invalid");
+    doc = v;
+    render();
+    scheduleValidate();
+  }
+
+  function setMode(json) {
+    if (!json && $("json-error").textContent) {
+      setValidity("Fix the JSON before going back to the form", false);
+      $("json-editor").focus();
+      return;
+    }
+    jsonMode = json;
+    $("mode-form").setAttribute("aria-pressed", String(!json));
+    $("mode-json").setAttribute("aria-pressed", String(json));
+    $("form-fields").hidden = json;
+    $("json-pane").hidden = !json;
+    if (json) $("json-editor").value = pretty();
+  }
+
+  // --- validation ------------------------------------------------------------
+
+  function setValidity(text, ok) {
+    const v = $("validity");
+    v.textContent = text;
+    v.className = "validity " + (ok ? "ok" : "bad");
+  }
+
+  function scheduleValidate() {
+    clearTimeout(validateTimer);
+    validateTimer = setTimeout(validate, 300);
+  }
+
+  function clearErrors() {
+    for (const e of document.querySelectorAll("#manifest-form [data-error-for]")) e.textContent = "";
+    for (const e of document.querySelectorAll("#manifest-form [aria-invalid]")) if (e.id !== "json-editor") e.removeAttribute("aria-invalid");
+    $("general-errors").replaceChildren();
+  }
+
+  // showProblems puts each problem at the closest field the form has for
+  // its path, and the rest in a list under the form.
+  function showProblems(problems) {
+    clearErrors();
+    const general = [];
+    for (const pr of problems) {
+      const path = normPath(pr.path);
+      let slot = null;
+      let target = null;
+      for (let p = path; ; p = p.includes(".") ? p.replace(/\.[^.]*$/, "") : "") {
+        slot = document.querySelector(`#manifest-form [data-error-for="${CSS.escape(p)}"]`);
+        target = document.querySelector(`#manifest-form [data-path="${CSS.escape(p)}"]`);
+        if (slot && p !== "") break;
+        if (p === "") { slot = null; break; }
+      }
+      if (slot && !jsonMode) {
+        slot.textContent = (slot.textContent ? slot.textContent + " " : "") +
+          (normPath(slot.dataset.errorFor) === path ? pr.message : `${pr.path}: ${pr.message}`);
+        if (target) target.setAttribute("aria-invalid", "true");
+      } else {
+        general.push(pr.path ? `${pr.path}: ${pr.message}` : pr.message);
+      }
+    }
+    if (general.length) {
+      $("general-errors").append(el("ul", {}, ...general.map((t) => el("li", { text: t }))));
+    }
+  }
+
+  async function validate() {
+    const seq = ++validateSeq;
+    let r;
+    try {
+      r = await H2K.api("POST", "/api/workflow/manifest/validate", JSON.stringify(doc));
+    } catch (e) {
+      setValidity("cannot validate: " + e.message, false);
+      return;
+    }
+    if (seq !== validateSeq) return; // an older answer
+    if (r.status !== 200) {
+      clearErrors();
+      setValidity("cannot validate: " + H2K.errText(r), false);
+      return;
+    }
+    const probs = r.body.problems || (r.body.errors || []).map((m) => ({ path: "", message: m }));
+    showProblems(probs);
+    setValidity(r.body.valid ? "Valid manifest" : `${probs.length} problem${probs.length === 1 ? "" : "s"}`, r.body.valid);
+  }
+
+  // --- actions -----------------------------------------------------------------
+
+  function download() {
+    const blob = new Blob([pretty() + "\n"], { type: "application/json" });
+    const a = el("a", { href: URL.createObjectURL(blob), download: (doc.name || (doc.vms && doc.vms[0] && doc.vms[0].name) || "manifest") + ".json" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+
+  async function submit(ev) {
+    ev.preventDefault();
+    const out = $("submit-result");
+    if ($("json-error").textContent) { out.textContent = "Fix the JSON first."; return; }
+    out.textContent = "Submitting…";
+    $("submit").disabled = true;
+    try {
+      const r = await H2K.api("POST", "/api/workflow/manifest/submit", JSON.stringify(doc), true);
+      if (r.status === 202) {
+        out.replaceChildren(`Submitted: job ${r.body.job_ids.join(", ")} `,
+          el("button", { type: "button", class: "secondary", id: "submitted-details", onclick: () => H2K.showJob(r.body.job_id) }, "Show job"));
+        H2K.selectTab("pending");
+        H2K.refreshAll();
+      } else if (r.status === 422 && r.body && r.body.problems) {
+        showProblems(r.body.problems);
+        out.textContent = "The agent refused the manifest: " + H2K.errText(r);
+      } else {
+        out.textContent = "Cannot submit: " + H2K.errText(r);
+      }
+    } catch (e) {
+      out.textContent = "Cannot submit: " + e.message;
+    } finally {
+      $("submit").disabled = false;
+    }
+  }
+
+  function init() {
+    render();
+    changed();
+    $("mode-form").addEventListener("click", () => setMode(false));
+    $("mode-json").addEventListener("click", () => setMode(true));
+    $("json-editor").addEventListener("input", onJSONInput);
+    $("json-editor").addEventListener("blur", () => { if (!$("json-error").textContent) $("json-editor").value = pretty(); });
+    $("download").addEventListener("click", download);
+    $("reset").addEventListener("click", () => { doc = fresh(); structureChanged(); $("submit-result").textContent = ""; });
+    $("manifest-form").addEventListener("submit", submit);
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+  window.H2KBuilder = { get doc() { return doc; }, validate, normPath };
+})();
