@@ -163,3 +163,17 @@ func TestDomainXML(t *testing.T) {
 		}
 	}
 }
+
+func TestDomainXMLWindowsAvoidsVirtio(t *testing.T) {
+	b, err := engine.DomainXML(engine.DomainSpec{Name: "win", Windows: true, Disks: []engine.DomainDisk{{Path: "/out/w.qcow2", Format: "qcow2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	if !strings.Contains(s, `dev="sda" bus="sata"`) || !strings.Contains(s, `<model type="e1000e">`) || strings.Contains(s, `bus="virtio"`) {
+		t.Errorf("windows domain uses virtio or lacks sata/e1000e:\n%s", s)
+	}
+	if !strings.Contains(s, "<memory unit=\"MiB\">2048</memory>") || !strings.Contains(s, "<vcpu>2</vcpu>") {
+		t.Errorf("defaults missing:\n%s", s)
+	}
+}
