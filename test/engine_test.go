@@ -548,3 +548,33 @@ func TestConvertCommand(t *testing.T) {
 	}
 	engSame(t, raw, "raw", filepath.Join(out, "one", "one.qcow2"), "qcow2")
 }
+
+// A full output file system fails the job with qemu-img's "No space left on
+// device", removes the partial disk, and still writes the report.
+func TestEngineOutputDiskFull(t *testing.T) {
+	engNeedTools(t)
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a small tmpfs as the output directory: needs root")
+	}
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "src.raw")
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	out := filepath.Join(mnt, "full")
+	rep, err := engine.Run(context.Background(), engManifest("full", "raw", raw), engine.Options{OutputDir: out})
+	if err == nil || !strings.Contains(err.Error(), "No space left on device") || rep.Error == nil || rep.Error.Stage != "convert" {
+		t.Fatalf("err %v, report error %+v", err, rep.Error)
+	}
+	if got := strings.Join(engList(t, out), " "); got != "report.json" {
+		t.Errorf("output directory holds %s, want only report.json", got)
+	}
+}
