@@ -32,11 +32,18 @@ const testBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
   </policy>
+  %EXTRA%
 </busconfig>
 `
 
 // startBus runs a private dbus-daemon for the test and returns its address.
 func startBus(t *testing.T) string {
+	t.Helper()
+	return startBusWith(t, "")
+}
+
+// startBusWith adds extra to the bus configuration.
+func startBusWith(t *testing.T, extra string) string {
 	t.Helper()
 	daemon, err := exec.LookPath("dbus-daemon")
 	if err != nil {
@@ -44,7 +51,7 @@ func startBus(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(testBusConfig, "%SOCKET%", filepath.Join(dir, "bus"))), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(strings.NewReplacer("%SOCKET%", filepath.Join(dir, "bus"), "%EXTRA%", extra).Replace(testBusConfig)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(daemon, "--config-file="+cfg, "--nofork", "--print-address=1", "--nopidfile", "--nosyslog")

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -587,5 +588,32 @@ func TestErrorMapping(t *testing.T) {
 	}
 	if err := fromDBusError("x", context.DeadlineExceeded); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("deadline: %v", err)
+	}
+}
+
+// TestInstalledBusFiles checks the files installed beside the binary: the
+// bus policy loads in a real dbus-daemon, and the activation file names the
+// bus name and the unit.
+func TestInstalledBusFiles(t *testing.T) {
+	conf, err := filepath.Abs("io.hyper2kvm.Agent1.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startBusWith(t, "<include>"+conf+"</include>")
+	conn := connect(t, addr)
+	srv, err := NewServer(conn, &fakeBackend{}, &fakeAuthz{})
+	if err != nil {
+		t.Fatalf("NewServer under the installed policy: %v", err)
+	}
+	defer srv.Close()
+
+	data, err := os.ReadFile("io.hyper2kvm.Agent1.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[D-BUS Service]", "Name=" + BusName, "User=root", "SystemdService=hyper2kvmd.service", "Exec=/usr/bin/hyper2kvmd agent"} {
+		if !slices.Contains(strings.Split(string(data), "\n"), want) {
+			t.Errorf("io.hyper2kvm.Agent1.service lacks the line %q", want)
+		}
 	}
 }

@@ -71,7 +71,9 @@ func TestSignals(t *testing.T) {
 	}
 
 	steps := []func(*jobs.Job){
-		func(j *jobs.Job) { j.State, j.Stage, j.Progress, j.StartedAt = jobs.Running, "load", 0, time.UnixMicro(1700000001000000) },
+		func(j *jobs.Job) {
+			j.State, j.Stage, j.Progress, j.StartedAt = jobs.Running, "load", 0, time.UnixMicro(1700000001000000)
+		},
 		func(j *jobs.Job) { j.Progress = 50 },
 		func(j *jobs.Job) {}, // no change: no signal
 		func(j *jobs.Job) { j.Stage, j.Progress, j.StatusText = "convert", 10, "convert 10%" },
