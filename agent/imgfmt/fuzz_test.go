@@ -1,7 +1,10 @@
 package imgfmt_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,6 +59,44 @@ func FuzzOVF(f *testing.F) {
 		}
 		if o.CPUs < 0 || o.MemoryMB < 0 {
 			t.Fatalf("negative hardware %+v", o)
+		}
+	})
+}
+
+// FuzzDetectOVA: detection of any bytes never fails or panics, and an
+// archive read as an OVA never claims a member beyond the file's end.
+func FuzzDetectOVA(f *testing.F) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	ovf := []byte(fixture.OVFXML(fixture.VM{}, []fixture.OVFDisk{{File: "d.vmdk", Size: 4, Capacity: 1 << 20}}))
+	tw.WriteHeader(&tar.Header{Name: "vm.ovf", Mode: 0o644, Size: int64(len(ovf))})
+	tw.Write(ovf)
+	tw.WriteHeader(&tar.Header{Name: "d.vmdk", Mode: 0o644, Size: 4})
+	tw.Write([]byte("KDMV"))
+	tw.Close()
+	f.Add(buf.Bytes())
+	f.Add([]byte("QFI\xfb"))
+	f.Add([]byte("conectix"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		format, err := imgfmt.DetectReader(bytes.NewReader(data), int64(len(data)))
+		if err != nil && len(data) > 0 {
+			t.Fatalf("DetectReader: %v", err)
+		}
+		if format != imgfmt.OVA {
+			return
+		}
+		p := filepath.Join(t.TempDir(), "x.ova")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		a, err := imgfmt.ReadOVA(p)
+		if err != nil {
+			return
+		}
+		for _, m := range a.Members {
+			if m.Offset < 0 || m.Size < 0 || m.Offset+m.Size > int64(len(data)) {
+				t.Fatalf("member %+v outside the %d-byte archive", m, len(data))
+			}
 		}
 	})
 }
