@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -192,6 +193,9 @@ func TestEngineOVATwoDisks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	if res, _ := engStage(t, rep, "load").Result.(map[string]any); res["ova_manifest"] != "verified 3 files against two.mf" {
+		t.Errorf("load result %v", engStage(t, rep, "load").Result)
+	}
 	if rep.Source.SHA256 != sum || rep.Source.OVF == nil || rep.Source.OVF.CPUs != 4 || len(rep.Source.Disks) != 2 {
 		t.Errorf("source %+v ovf %+v", rep.Source, rep.Source.OVF)
 	}
@@ -357,6 +361,20 @@ func TestEngineDamagedInputs(t *testing.T) {
 			truncate(p)
 			return p
 		}, "", []string{"truncated"}},
+		{"ova member corrupted", "ova", func() string {
+			p := fixture.OVA(t, t.TempDir(), raw)
+			arc, err := imgfmt.ReadOVA(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := arc.Members[len(arc.Members)-1]
+			f, _ := os.OpenFile(p, os.O_RDWR, 0)
+			var b [1]byte
+			f.ReadAt(b[:], m.Offset+m.Size/2)
+			f.WriteAt([]byte{b[0] ^ 0xff}, m.Offset+m.Size/2)
+			f.Close()
+			return p
+		}, "", []string{"fixture-vm-disk1.vmdk is corrupted", "fixture-vm.mf"}},
 		{"ovf disk missing", "ovf", func() string {
 			d := t.TempDir()
 			p := fixture.OVF(t, d, fixture.VM{}, raw)

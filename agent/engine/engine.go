@@ -74,7 +74,9 @@ type runner struct {
 	fixed   bool
 	backend string
 	lastPct int
-	hashes  chan []report.Artifact // disk and domain.xml artifacts, from CONVERT
+	// ovaManifest says what the OVA's .mf check found, for LOAD's result.
+	ovaManifest string
+	hashes      chan []report.Artifact // disk and domain.xml artifacts, from CONVERT
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is

@@ -107,7 +107,11 @@ func (r *runner) load(set func(any)) error {
 	if err := r.planOutputs(); err != nil {
 		return err
 	}
-	set(map[string]any{"detected_format": detected, "disks": len(r.disks)})
+	res := map[string]any{"detected_format": detected, "disks": len(r.disks)}
+	if r.ovaManifest != "" {
+		res["ova_manifest"] = r.ovaManifest
+	}
+	set(res)
 	return nil
 }
 
@@ -204,6 +208,9 @@ func (r *runner) loadOVA(src string) error {
 		return fmt.Errorf("cannot read ova: %w", err)
 	}
 	defer f.Close()
+	if err := r.verifyManifest(src, arc, f); err != nil {
+		return err
+	}
 	for i, od := range arc.OVF.Disks {
 		if od.Compression != "" && od.Compression != "identity" {
 			return fmt.Errorf("ova %s: disk %s is %s-compressed inside the archive, which cannot be read in place; unpack the OVA and use its .ovf", src, od.File, od.Compression)
@@ -233,6 +240,50 @@ func (r *runner) loadOVA(src string) error {
 		}
 		r.disks = append(r.disks, d)
 	}
+	return nil
+}
+
+// verifyManifest checks the members of an OVA against its .mf manifest,
+// when it has one, as ovftool and virt-v2v do: a corrupted download fails
+// here, naming the member, instead of converting garbage.
+func (r *runner) verifyManifest(src string, arc *imgfmt.Archive, f *os.File) error {
+	var mf *imgfmt.OVAMember
+	for i, m := range arc.Members {
+		if strings.HasSuffix(strings.ToLower(m.Name), ".mf") {
+			mf = &arc.Members[i]
+			break
+		}
+	}
+	if mf == nil {
+		r.ovaManifest = "none in the archive"
+		return nil
+	}
+	digests, err := imgfmt.ParseManifest(arc.Section(f, *mf))
+	if err != nil {
+		return fmt.Errorf("ova %s: %s: %w", src, mf.Name, err)
+	}
+	var total, done int64
+	for _, d := range digests {
+		if m, ok := arc.Member(d.File); ok {
+			total += m.Size
+		}
+	}
+	for _, d := range digests {
+		m, ok := arc.Member(d.File)
+		if !ok {
+			return fmt.Errorf("ova %s: its manifest %s lists %s, which is not in the archive", src, mf.Name, d.File)
+		}
+		r.progress("load", int(done*50/max(total, 1)), done, total, "verify "+m.Name)
+		got, err := d.Sum(ctxReader{r, arc.Section(f, m)})
+		if err != nil {
+			return fmt.Errorf("ova %s: cannot verify %s: %w", src, m.Name, err)
+		}
+		if got != d.Hex {
+			return fmt.Errorf("ova %s: member %s is corrupted: its %s is %s, the OVA's manifest %s says %s", src, m.Name, d.Algorithm, got, mf.Name, d.Hex)
+		}
+		done += m.Size
+	}
+	r.ovaManifest = fmt.Sprintf("verified %d files against %s", len(digests), mf.Name)
 	return nil
 }
 

@@ -160,7 +160,7 @@ func TestOVAQemuSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(arc.Members) != 3 || arc.OVFName != "fixture-vm.ovf" || len(arc.OVF.Disks) != 2 {
+	if len(arc.Members) != 4 || arc.OVFName != "fixture-vm.ovf" || len(arc.OVF.Disks) != 2 {
 		t.Fatalf("archive %+v", arc)
 	}
 	f, err := os.Open(ova)
@@ -213,6 +213,21 @@ func TestReadOVARefusesBadArchives(t *testing.T) {
 		_, err := imgfmt.ReadOVA(c.path)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ReadOVA(%s) = %v, want %q", filepath.Base(c.path), err, c.want)
+		}
+	}
+}
+
+func TestParseManifest(t *testing.T) {
+	ds, err := imgfmt.ParseManifest(strings.NewReader("SHA256(vm.ovf)= " + strings.Repeat("ab", 32) + "\nSHA1(vm-disk1.vmdk)=" + strings.Repeat("CD", 20) + "\n\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 || ds[0].File != "vm.ovf" || ds[1].Algorithm != "SHA1" || ds[1].Hex != strings.Repeat("cd", 20) {
+		t.Errorf("digests %+v", ds)
+	}
+	for _, bad := range []string{"MD5(x)= 00", "SHA256(x)= abc", "garbage"} {
+		if _, err := imgfmt.ParseManifest(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("%q: error %v", bad, err)
 		}
 	}
 }
