@@ -2,7 +2,12 @@
 // job, and one per batch listing its VMs. docs/REPORT.md documents it.
 package report
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
 
 // Version of the report format; bump on incompatible change.
 const Version = "1"
@@ -78,7 +83,7 @@ type Stage struct {
 // Artifact is a file the job produced.
 type Artifact struct {
 	Path   string `json:"path"`
-	Kind   string `json:"kind"` // disk | domain-xml | report
+	Kind   string `json:"kind"` // disk | domain-xml | console-log
 	Format string `json:"format,omitempty"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256,omitempty"`
@@ -88,4 +93,41 @@ type Artifact struct {
 type Failure struct {
 	Stage   string `json:"stage"`
 	Message string `json:"message"`
+}
+
+// Read loads a report.json, refusing a report_version this code does not know.
+func Read(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read report: %w", err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("cannot read report %s: %w", path, err)
+	}
+	if r.ReportVersion != Version {
+		return nil, fmt.Errorf("cannot read report %s: report_version %q, this program reads %q", path, r.ReportVersion, Version)
+	}
+	return &r, nil
+}
+
+// Stage returns the named stage, or nil when it did not run.
+func (r *Report) Stage(name string) *Stage {
+	for i := range r.Stages {
+		if r.Stages[i].Name == name {
+			return &r.Stages[i]
+		}
+	}
+	return nil
+}
+
+// Disks returns the disk artifacts, in disk order.
+func (r *Report) Disks() []Artifact {
+	var out []Artifact
+	for _, a := range r.Artifacts {
+		if a.Kind == "disk" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
