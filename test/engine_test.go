@@ -337,6 +337,18 @@ func TestEngineDamagedInputs(t *testing.T) {
 			os.WriteFile(p, []byte("# Disk DescriptorFile\nversion=1\nRW lots FLAT \"x\" 0\n"), 0o644)
 			return p
 		}, "", []string{"bad sector count"}},
+		{"vmdk extent outside its directory", "vmdk", func() string {
+			p := fresh("vmdk", "monolithicFlat")
+			os.WriteFile(p, []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../../../etc/shadow\" 0\n"), 0o644)
+			return p
+		}, "", []string{"../../../etc/shadow", "must be a file name beside the descriptor"}},
+		{"ovf href outside its directory", "ovf", func() string {
+			d := t.TempDir()
+			p := fixture.OVF(t, d, fixture.VM{}, raw)
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, []byte(strings.Replace(string(b), `ovf:href="fixture-vm-disk1.vmdk"`, `ovf:href="../../etc/shadow"`, 1)), 0o644)
+			return p
+		}, "", []string{"../../etc/shadow", "must not leave"}},
 		{"vhd fixed truncated", "vhd", func() string { p := fresh("vpc", "fixed"); truncate(p); return p }, "", []string{`source_type is "vhd"`, "raw image"}},
 		{"vhd dynamic truncated", "vhd", func() string { p := fresh("vpc", "dynamic"); truncate(p); return p }, "", []string{"truncated"}},
 		{"vhdx truncated", "vhdx", func() string { p := fresh("vhdx", ""); truncate(p); return p }, "", []string{"truncated"}},
