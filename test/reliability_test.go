@@ -1,0 +1,450 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/test/box"
+	"github.com/hyper2kvm/hyper2kvm/test/fixture"
+)
+
+// The fault tests of docs/RELIABILITY.md, in real boxes: the agent and the
+// worker killed at every stage of a job, the D-Bus daemon restarted, the
+// output file system full, 200 manifests arriving while the agent is down,
+// and the whole machine stopped mid-job. What every one of them checks:
+// each manifest ends exactly once in processed/ or failed/ beside its
+// report, no output is left half-written under its final name, and no job
+// runs twice at once.
+
+// relStages are the pipeline's stages in order, as STATUS= names them.
+var relStages = []string{"load", "inspect", "fix", "convert", "validate"}
+
+// relFreeze waits (inside the box, so that it is quick) until the job unit
+// reports STAGE in its StatusText and then stops every process of the job
+// with SIGSTOP, pinning it in that stage. It prints "frozen: <status>", or
+// "missed: <status>" when the job went past STAGE (or ended) first.
+const relFreeze = `#!/bin/bash
+unit=$1 want=$2
+order=" load inspect fix convert validate "
+wi=${order%% $want *}; wi=${#wi}
+seen=0
+while :; do
+	s=$(systemctl show -p StatusText --value "$unit")
+	a=$(systemctl show -p ActiveState --value "$unit")
+	stage=${s%%[ :]*}
+	case "$a" in active|activating|deactivating) seen=1;; esac
+	if [ "$stage" = "$want" ]; then
+		systemctl kill -s STOP "$unit"
+		echo "frozen: $(systemctl show -p StatusText --value "$unit")"
+		exit 0
+	fi
+	if [ -n "$stage" ] && [ "${order#* $stage }" != "$order" ]; then
+		si=${order%% $stage *}; si=${#si}
+		if [ "$si" -gt "$wi" ]; then echo "missed: $s"; exit 1; fi
+	fi
+	if [ $seen = 1 ] && [ "$a" != active ] && [ "$a" != activating ] && [ "$a" != deactivating ]; then
+		echo "missed: $a $s"; exit 1
+	fi
+done
+`
+
+// relFaultBox is a box with devices (the native FIX backend) and a small
+// Linux guest fixture at /srv/src/guest.raw whose sha256 the manifests
+// check in LOAD.
+type relFaultBox struct {
+	*relBox
+	guestSum string
+}
+
+func startRelFaultBox(t *testing.T) *relFaultBox {
+	t.Helper()
+	b := relStart(t, box.Options{Devices: true, Files: map[string]string{"/srv/rel/freeze.sh": relFreeze}}, false, "")
+	b.MustExec(t, "chmod", "0755", "/srv/rel/freeze.sh")
+	disk := fixture.LinuxDisk(t, t.TempDir(), fixture.Options{Name: "guest", SizeMB: 192})
+	if out, err := exec.Command("cp", "--sparse=always", disk, b.Path("/srv/src/guest.raw")).CombinedOutput(); err != nil {
+		t.Fatalf("copy fixture into the box: %v %s", err, out)
+	}
+	b.MustExec(t, "chmod", "0644", "/srv/src/guest.raw")
+	return &relFaultBox{relBox: b, guestSum: fixture.SHA256(t, disk)}
+}
+
+// fullManifest runs every stage on the guest fixture.
+func (b *relFaultBox) fullManifest(name string) string {
+	return fmt.Sprintf(`{"version":"1.0","name":%q,"pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/guest.raw","sha256":%q},`+
+		`"inspect":{"enabled":true},"fix":{"enabled":true},"convert":{"output_format":"qcow2"},"validate":{"enabled":true}}}`, name, b.guestSum)
+}
+
+// waitUnitFor waits for the job unit of the manifest NAME (from the agent's
+// "claimed"/"started as" journal lines) and returns the job id.
+func (b *relBox) waitJobOf(ctx context.Context, name string) string {
+	b.t.Helper()
+	var id string
+	err := b.WaitFor(ctx, "the job of "+name, func() (bool, error) {
+		out, _, _ := b.Exec(ctx, "journalctl", "--no-pager", "-o", "cat", "HYPER2KVM_MANIFEST="+name)
+		for _, l := range strings.Split(out, "\n") {
+			if _, err := fmt.Sscanf(l, "job %s queued", &id); err == nil {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		b.t.Fatalf("%v\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "40"))
+	}
+	return id
+}
+
+// checkSettledOnce asserts the invariants for one manifest that has
+// settled: exactly once, in one place, its job started in one unit at a
+// time, and its outputs whole (completed) or gone (failed).
+func (b *relBox) checkSettledOnce(ctx context.Context, t *testing.T, name, id, dir string, rep map[string]any) {
+	t.Helper()
+	day := b.day()
+	other := map[string]string{"processed": "failed", "failed": "processed"}[dir]
+	if out, _, _ := b.Exec(ctx, "find", relQueue+"/"+other, relQueue+"/processing", relQueue+"/to_be_processed", "-name", name+"*"); strings.TrimSpace(out) != "" {
+		t.Errorf("%s is also elsewhere: %s", name, out)
+	}
+	stem := strings.TrimSuffix(name, filepath.Ext(name))
+	if out, _, _ := b.Exec(ctx, "find", relQueue+"/"+dir+"/"+day, "-name", stem+"-[0-9]*"); strings.TrimSpace(out) != "" {
+		t.Errorf("%s settled more than once: %s", name, out)
+	}
+	log := b.Journal(ctx, "-o", "cat", "HYPER2KVM_JOB_ID="+id)
+	if n := strings.Count(log, "started as "); n > 1 {
+		// Started again only after a reboot (attempt 2), never while a
+		// unit of it still ran: the unit name is the job id, so systemd
+		// itself refuses a second one; the agent must not start another job.
+		t.Logf("job %s was started %d times:\n%s", id, n, log)
+	}
+	if ids := b.jobIDsOf(ctx, name); len(ids) != 1 {
+		t.Errorf("%s gave %d jobs (%v), want 1", name, len(ids), ids)
+	}
+	out, _, _ := b.Exec(ctx, "find", "/var/lib/hyper2kvm/output", "-path", "*/"+id+"/*")
+	files := strings.Fields(out)
+	for _, f := range files {
+		if strings.HasSuffix(f, ".part") {
+			t.Errorf("half-written output left: %s", f)
+		}
+	}
+	switch dir {
+	case "processed":
+		jobsList, _ := rep["jobs"].([]any)
+		if len(jobsList) != 1 {
+			t.Fatalf("%s: report lists %d jobs", name, len(jobsList))
+		}
+		outputs, _ := jobsList[0].(map[string]any)["outputs"].([]any)
+		for _, o := range outputs {
+			p := o.(string)
+			if strings.HasSuffix(p, ".qcow2") {
+				if out, stderr, err := b.Exec(ctx, "qemu-img", "check", "-q", p); err != nil {
+					t.Errorf("output %s is damaged: %v %s %s", p, err, out, stderr)
+				}
+			}
+		}
+		if len(outputs) == 0 {
+			t.Errorf("%s completed without outputs: %v", name, rep)
+		}
+	case "failed":
+		if len(files) != 0 {
+			t.Errorf("failed job %s left output files: %v", id, files)
+		}
+		if rep["error"] == nil || rep["error"] == "" {
+			t.Errorf("%s failed without an error: %v", name, rep)
+		}
+	}
+}
+
+// jobIDsOf lists the distinct job ids the agent queued for manifest NAME.
+func (b *relBox) jobIDsOf(ctx context.Context, name string) []string {
+	out, _, _ := b.Exec(ctx, "journalctl", "--no-pager", "-o", "cat", "HYPER2KVM_MANIFEST="+name)
+	seen := map[string]bool{}
+	var ids []string
+	for _, l := range strings.Split(out, "\n") {
+		var id string
+		if _, err := fmt.Sscanf(l, "job %s queued", &id); err == nil {
+			id = strings.TrimSuffix(id, ":")
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// freeze pins job id's unit in stage; false when the job went past it.
+func (b *relBox) freeze(ctx context.Context, t *testing.T, id, stage string) bool {
+	t.Helper()
+	out, stderr, err := b.Exec(ctx, "/srv/rel/freeze.sh", relUnitOf(id), stage)
+	t.Logf("job %s at %s: %s%s", id, stage, strings.TrimSpace(out), stderr)
+	return err == nil && strings.HasPrefix(out, "frozen")
+}
+
+func (b *relBox) thaw(ctx context.Context, id string) {
+	b.Exec(ctx, "systemctl", "kill", "-s", "CONT", relUnitOf(id))
+}
+
+// killAgent kills the agent with SIGKILL and waits for systemd to have
+// restarted it and the new agent to have re-attached (running >= 1).
+func (b *relBox) killAgent(ctx context.Context, t *testing.T) {
+	t.Helper()
+	old := b.show("hyper2kvmd.service", "MainPID")
+	b.MustExec(t, "kill", "-9", old)
+	if err := b.WaitFor(ctx, "the agent restarted and re-attached", func() (bool, error) {
+		pid := b.show("hyper2kvmd.service", "MainPID")
+		_, running, ok := b.agentCounts()
+		return pid != "0" && pid != old && b.show("hyper2kvmd.service", "ActiveState") == "active" && ok && running >= 1, nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "40"))
+	}
+}
+
+func TestReliabilityFaults(t *testing.T) {
+	t.Parallel()
+	b := startRelFaultBox(t)
+	ctx := relCtx(t, 15*time.Minute)
+
+	// The undisturbed outcome of the full pipeline in this box: a fault
+	// that the agent survives must not change it.
+	b.drop("", "control.json", b.fullManifest("control"))
+	controlID := b.waitJobOf(ctx, "control.json")
+	controlDir, controlRep := b.waitSettled(ctx, "control.json")
+	b.checkSettledOnce(ctx, t, "control.json", controlID, controlDir, controlRep)
+	t.Logf("undisturbed full pipeline: %s %v", controlDir, controlRep["error"])
+	faults := 0
+	defer func() { t.Logf("faults injected: %d", faults) }()
+
+	t.Run("agent killed at each stage", func(t *testing.T) {
+		for _, stage := range relStages {
+			name := "agent-kill-" + stage + ".json"
+			b.drop("", name, b.fullManifest("ak-"+stage))
+			id := b.waitJobOf(ctx, name)
+			frozen := b.freeze(ctx, t, id, stage)
+			if frozen {
+				inv := b.show(relUnitOf(id), "InvocationID")
+				b.killAgent(ctx, t)
+				faults++
+				if got := b.show(relUnitOf(id), "InvocationID"); got != inv {
+					t.Errorf("%s: the job unit was restarted (invocation %s, was %s)", stage, got, inv)
+				}
+				if st := b.jobState(ctx, id); st != "running" {
+					t.Errorf("%s: the restarted agent says the job is %q, want running", stage, st)
+				}
+				b.thaw(ctx, id)
+			}
+			dir, rep := b.waitSettled(ctx, name)
+			b.checkSettledOnce(ctx, t, name, id, dir, rep)
+			if dir != controlDir {
+				t.Errorf("agent killed in %s: the job ended in %s/ (%v), undisturbed it ends in %s/", stage, dir, rep["error"], controlDir)
+			}
+			if n := strings.Count(b.Journal(ctx, "-u", "hyper2kvmd.service", "-o", "cat"), name+" settled"); n != 1 {
+				t.Errorf("%s settled %d times", name, n)
+			}
+		}
+	})
+
+	t.Run("worker killed at each stage", func(t *testing.T) {
+		for _, stage := range relStages {
+			name := "worker-kill-" + stage + ".json"
+			b.drop("", name, b.fullManifest("wk-"+stage))
+			id := b.waitJobOf(ctx, name)
+			if !b.freeze(ctx, t, id, stage) {
+				dir, rep := b.waitSettled(ctx, name)
+				b.checkSettledOnce(ctx, t, name, id, dir, rep)
+				continue
+			}
+			pid := b.show(relUnitOf(id), "MainPID")
+			b.MustExec(t, "kill", "-9", pid)
+			faults++
+			b.thaw(ctx, id)
+			dir, rep := b.waitSettled(ctx, name)
+			b.checkSettledOnce(ctx, t, name, id, dir, rep)
+			msg := fmt.Sprint(rep["error"])
+			if dir != "failed" || !strings.Contains(msg, "killed") {
+				t.Errorf("worker killed in %s: %s/ %q; want failed/ saying the worker was killed", stage, dir, msg)
+			}
+			if out, _, _ := b.Exec(ctx, "losetup", "-a"); strings.Contains(out, id) {
+				t.Errorf("worker killed in %s left loop devices: %s", stage, out)
+			}
+		}
+	})
+
+	t.Run("dbus restarted", func(t *testing.T) {
+		name := "dbus-restart.json"
+		b.drop("", name, b.fullManifest("dbus"))
+		id := b.waitJobOf(ctx, name)
+		frozen := b.freeze(ctx, t, id, "convert")
+		inv := b.show(relUnitOf(id), "InvocationID")
+		before := b.jobCount(ctx)
+		oldPID := b.show("hyper2kvmd.service", "MainPID")
+		b.MustExec(t, "systemctl", "restart", "dbus.service")
+		faults++
+		if err := b.WaitFor(ctx, "the agent back on the bus", func() (bool, error) {
+			out, _, err := b.Exec(ctx, "busctl", "call", relDest, relManager, relIface, "GetStatus")
+			return err == nil && strings.HasPrefix(out, "a{sv}"), nil
+		}); err != nil {
+			t.Fatalf("%v\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service", "-u", "dbus.service", "-n", "60"))
+		}
+		t.Logf("agent PID %s before the bus restart, %s after", oldPID, b.show("hyper2kvmd.service", "MainPID"))
+		if n := b.jobCount(ctx); n != before {
+			t.Errorf("the agent lists %d jobs after the bus restart, %d before", n, before)
+		}
+		if frozen {
+			if st := b.jobState(ctx, id); st != "running" {
+				t.Errorf("job %s is %q after the bus restart, want running", id, st)
+			}
+			if got := b.show(relUnitOf(id), "InvocationID"); got != inv {
+				t.Errorf("the job unit was restarted by the bus restart")
+			}
+			b.thaw(ctx, id)
+		}
+		dir, rep := b.waitSettled(ctx, name)
+		b.checkSettledOnce(ctx, t, name, id, dir, rep)
+		if dir != controlDir {
+			t.Errorf("after a bus restart the job ended in %s/ (%v), undisturbed it ends in %s/", dir, rep["error"], controlDir)
+		}
+	})
+
+	t.Run("output disk full", func(t *testing.T) {
+		// 8 MiB for outputs; the source has 24 MiB of random data.
+		b.MustExec(t, "mount", "-t", "tmpfs", "-o", "size=8M,mode=0750", "tmpfs", "/var/lib/hyper2kvm/output")
+		defer b.Exec(context.Background(), "umount", "/var/lib/hyper2kvm/output")
+		b.MustExec(t, "qemu-img", "create", "-q", "-f", "raw", "/srv/src/random.raw", "32M")
+		b.MustExec(t, "dd", "if=/dev/urandom", "of=/srv/src/random.raw", "bs=1M", "count=24", "conv=notrunc", "status=none")
+		b.MustExec(t, "chmod", "0644", "/srv/src/random.raw")
+		b.drop("", "full.json", relManifest("full", "/srv/src/random.raw", "raw", ""))
+		id := b.waitJobOf(ctx, "full.json")
+		faults++
+		dir, rep := b.waitSettled(ctx, "full.json")
+		b.checkSettledOnce(ctx, t, "full.json", id, dir, rep)
+		msg := strings.ToLower(fmt.Sprint(rep["error"]))
+		if dir != "failed" || !strings.Contains(msg, "space") {
+			t.Errorf("disk full: %s/ %q; want failed/ with an error about space", dir, msg)
+		}
+		if out := b.MustExec(t, "find", "/var/lib/hyper2kvm/output", "-type", "f"); strings.TrimSpace(out) != "" {
+			t.Errorf("partial output left on the full file system: %s", out)
+		}
+		b.drop("", "after-full.json", relManifest("afterfull", "/srv/src/disk.raw", "raw", ""))
+		id = b.waitJobOf(ctx, "after-full.json")
+		dir, rep = b.waitSettled(ctx, "after-full.json")
+		b.checkSettledOnce(ctx, t, "after-full.json", id, dir, rep)
+		if dir != "processed" {
+			t.Errorf("the agent does not serve after a full disk: %s %v", dir, rep["error"])
+		}
+	})
+}
+
+// TestReliabilityTwoHundredWhileStopped drops 200 manifests while no agent
+// runs, then starts it through the path unit: all settle, none twice, never
+// more than max_concurrent_jobs at once.
+func TestReliabilityTwoHundredWhileStopped(t *testing.T) {
+	t.Parallel()
+	b := relStart(t, box.Options{}, false, "")
+	ctx := relCtx(t, 15*time.Minute)
+	const n = 200
+	b.MustExec(t, "qemu-img", "create", "-q", "-f", "raw", "/srv/src/tiny.raw", "1M")
+	b.MustExec(t, "chmod", "0644", "/srv/src/tiny.raw")
+	b.Exec(ctx, "systemctl", "stop", "hyper2kvmd.path", "hyper2kvmd.service")
+	var sb strings.Builder
+	sb.WriteString("set -e; cd " + relQueue + "/to_be_processed\n")
+	for i := range n {
+		name := fmt.Sprintf("many-%03d.json", i)
+		fmt.Fprintf(&sb, "printf '%%s' '%s' > .%s && mv .%s %s\n", relManifest(fmt.Sprintf("many-%03d", i), "/srv/src/tiny.raw", "raw", ""), name, name, name)
+	}
+	b.MustExec(t, "sh", "-c", sb.String())
+	b.MustExec(t, "systemctl", "start", "hyper2kvmd.path")
+	day := b.day()
+	maxActive := 0
+	err := b.WaitFor(ctx, "all 200 settled", func() (bool, error) {
+		maxActive = max(maxActive, b.activeJobUnits())
+		out, _, _ := b.Exec(ctx, "sh", "-c", "ls "+relQueue+"/processed/"+day+" "+relQueue+"/failed/"+day+" 2>/dev/null | grep -c '^many-.*\\.json\\.\\(report\\|error\\)\\.json$' || true")
+		var got int
+		fmt.Sscanf(strings.TrimSpace(out), "%d", &got)
+		return got >= n, nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "40"))
+	}
+	if maxActive > 4 {
+		t.Errorf("seen %d job units at once; max_concurrent_jobs is 4", maxActive)
+	}
+	processed, _ := os.ReadDir(b.Path(relQueue + "/processed/" + day))
+	var manifests, reports int
+	for _, e := range processed {
+		switch {
+		case strings.HasSuffix(e.Name(), ".report.json"):
+			reports++
+		case strings.HasPrefix(e.Name(), "many-"):
+			manifests++
+		}
+	}
+	if manifests != n || reports != n {
+		t.Errorf("processed/ holds %d manifests and %d reports, want %d of each (no -2 duplicates)", manifests, reports, n)
+	}
+	for _, d := range []string{"failed", "processing", "to_be_processed"} {
+		if out := b.find(relQueue + "/" + d); strings.Count(out, "many-") != 0 {
+			t.Errorf("%s/ still holds manifests:\n%s", d, out)
+		}
+	}
+	log := b.Journal(ctx, "-u", "hyper2kvmd.service", "-o", "cat")
+	if c := strings.Count(log, " settled: "); c != n {
+		t.Errorf("the agent logged %d settles, want %d", c, n)
+	}
+	t.Logf("200 manifests dropped while stopped: all settled, at most %d job units at once; manifests lost: 0", maxActive)
+}
+
+// TestReliabilityReboot stops the whole box mid-job, once cleanly (systemd
+// shuts down, stopping the job unit) and once hard (PID 1 killed), and
+// boots it again on the same disk state with the units the package enables.
+func TestReliabilityReboot(t *testing.T) {
+	t.Parallel()
+	b := startRelFaultBox(t)
+	ctx := relCtx(t, 15*time.Minute)
+
+	bootAgain := func(t *testing.T) {
+		// What booting a machine with the package installed starts: the
+		// enabled units (packaging/debian/postinst enables these two).
+		b.MustExec(t, "systemctl", "start", "hyper2kvmd.path", "hyper2kvm-api.socket")
+		b.Exec(ctx, "systemctl", "is-system-running", "--wait")
+		if st := b.show("hyper2kvmd.service", "ActiveState"); st != "active" && st != "activating" {
+			queued := b.find(relQueue + "/processing")
+			t.Errorf("BUG: after a reboot nothing starts the agent (hyper2kvmd.service is %s) although processing/ holds an unfinished job:\n%s"+
+				"hyper2kvmd.path only watches to_be_processed/, and the package enables only the .path and .socket units", st, queued)
+			b.MustExec(t, "systemctl", "start", "hyper2kvmd.service")
+		}
+	}
+
+	for _, how := range []string{"clean", "hard"} {
+		t.Run(how, func(t *testing.T) {
+			name := "reboot-" + how + ".json"
+			b.drop("", name, b.fullManifest("reboot-"+how))
+			id := b.waitJobOf(ctx, name)
+			frozen := b.freeze(ctx, t, id, "convert")
+			if how == "hard" {
+				if err := syscall.Kill(b.PID(), syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A clean shutdown stops the job unit with SIGTERM followed
+			// by SIGCONT, so the frozen worker sees the SIGTERM first.
+			b.Reboot(t)
+			bootAgain(t)
+			dir, rep := b.waitSettled(ctx, name)
+			b.checkSettledOnce(ctx, t, name, id, dir, rep)
+			t.Logf("%s stop mid-job (frozen in convert: %v): settled in %s/ status %v error %v", how, frozen, dir, rep["status"], rep["error"])
+			if dir == "failed" && rep["status"] == "cancelled" {
+				t.Errorf("a %s reboot mid-job is reported as a cancel by the user (status cancelled, %v); "+
+					"want the job run again (attempt 2) or failed saying the machine stopped", how, rep["error"])
+			}
+			if how == "hard" && dir != "processed" {
+				t.Errorf("a job interrupted by a crash is run again once (recover.go maxAttempts): ended %s/ %v", dir, rep["error"])
+			}
+		})
+	}
+}
