@@ -128,6 +128,14 @@ func TestHyperctl(t *testing.T) {
 
 	var id string
 	t.Run("watch on a terminal shows the job move through its stages", func(t *testing.T) {
+		t.Cleanup(func() {
+			if t.Failed() {
+				out, errOut, _ := hyperctlRun(context.Background(), t, b, "", "jobs")
+				t.Logf("hyperctl jobs:\n%s%s", out, errOut)
+				t.Logf("journal of the agent and the job:\n%s", b.Journal(context.Background(), "_SYSTEMD_UNIT=hyper2kvmd.service", "+", "HYPER2KVM_JOB_ID="+id))
+			}
+		})
+		ctx := hyperctlCtx(t, 5*time.Minute) // a 64 MiB blank disk converts in seconds
 		term := startTerm(t, boxTermCommand(b, "", "hyperctl", "watch"))
 		// Subscribed and listed: from here on no change is missed.
 		at := term.WaitFor(ctx, 0, "waiting for jobs")
@@ -218,9 +226,9 @@ func TestHyperctl(t *testing.T) {
 			t.Errorf("status without a bus: %v, stderr %q; want exit 3 naming the system D-Bus", err, errOut)
 		}
 		b.MustExec(t, "systemctl", "stop", "hyper2kvmd.service")
-		b.MustExec(t, "systemctl", "mask", "hyper2kvmd.service")
+		b.MustExec(t, "systemctl", "mask", "--runtime", "hyper2kvmd.service")
 		expect(t, "", 3, "cannot reach the hyper2kvm agent", "status")
-		b.MustExec(t, "systemctl", "unmask", "hyper2kvmd.service")
+		b.MustExec(t, "systemctl", "unmask", "--runtime", "hyper2kvmd.service")
 		expect(t, "", 0, "Agent:", "status")
 	})
 
