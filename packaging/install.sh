@@ -93,8 +93,12 @@ for b in hyperctl hyper2kvmd; do
 			gzip -9n <"$p" >"$share/man/man$sec/$(basename "$p").gz"
 			chmod 0644 "$share/man/man$sec/$(basename "$p").gz"
 		done
+	elif [[ -f $src/packaging/$b.8 ]]; then
+		install -d -m 0755 "$share/man/man8"
+		gzip -9n <"$src/packaging/$b.8" >"$share/man/man8/$b.8.gz"
+		chmod 0644 "$share/man/man8/$b.8.gz"
 	else
-		echo "install: $b has no man subcommand; no man pages for it"
+		echo "install: $b has no man subcommand and no packaging/$b.8; no man page for it"
 	fi
 	rm -rf "$man"
 done

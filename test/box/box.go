@@ -187,6 +187,12 @@ func (b *Box) setup(t testing.TB, bin string) error {
 		"/etc/machine-id":                randomMachineID() + "\n",
 		"/etc/hostname":                  "box\n",
 	}
+	// Container images (like many CI hosts) carry a policy-rc.d that forbids
+	// package scripts to start services. A real machine has none, and the
+	// box stands for a real machine.
+	if err := os.Remove(filepath.Join(b.holderRootPath(), b.rootInHolder(), "/usr/sbin/policy-rc.d")); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove policy-rc.d from the box: %w", err)
+	}
 	for p, c := range b.opts.Files {
 		files[p] = c
 	}
@@ -712,14 +718,14 @@ func (b *Box) Reboot(t testing.TB) {
 	}
 }
 
-// dumpLogs puts the box's journal (or nspawn's output, when it did not boot)
+// dumpLogs puts the box's journal (or nspawn's output, when it is not up)
 // into the test log.
 func (b *Box) dumpLogs(t testing.TB) {
 	t.Helper()
 	if b.holderErr.Len() > 0 {
 		t.Logf("box %s: namespace holder said:\n%s", b.name, b.holderErr.String())
 	}
-	if b.holder != nil && b.holder.Process != nil {
+	if b.holder != nil && b.holder.Process != nil && b.PID() == 0 {
 		if data, err := os.ReadFile(filepath.Join(b.holderRootPath(), b.dir, "nspawn.log")); err == nil && len(data) > 0 {
 			t.Logf("box %s: systemd-nspawn output:\n%s", b.name, tail(data, 200))
 		}
