@@ -151,8 +151,9 @@ func Start(t testing.TB, o Options) *Box {
 
 // setup starts the namespace holder and fills the box root before boot.
 func (b *Box) setup(t testing.TB, bin string) error {
-	dir, err := os.MkdirTemp("/var/tmp", "hyper2kvm-box-")
-	if err != nil {
+	sweepOnce.Do(sweepStale)
+	dir := filepath.Join(boxParent, boxPrefix+b.name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("cannot create box directory: %w", err)
 	}
 	b.dir = dir
@@ -180,6 +181,9 @@ func (b *Box) setup(t testing.TB, bin string) error {
 	}
 	if err := b.makeCgroups(); err != nil {
 		return err
+	}
+	for _, cg := range b.cgroups {
+		fmt.Fprintf(b.holderIn, "cgroup %s\n", cg)
 	}
 
 	files := map[string]string{
@@ -268,7 +272,7 @@ func (b *Box) makeCgroups() error {
 		default:
 			mnt = "/sys/fs/cgroup/" + parts[1]
 		}
-		dir := filepath.Join(mnt, parts[2], "hyper2kvm-box-"+b.name)
+		dir := filepath.Join(mnt, parts[2], boxPrefix+b.name)
 		if _, err := os.Stat(filepath.Join(mnt, parts[2], "cgroup.procs")); err != nil {
 			continue
 		}

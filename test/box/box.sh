@@ -9,7 +9,8 @@
 # as this process, so the box can be booted again on the same state (Reboot).
 #
 # After "ready" it reads lines on stdin: "nspawn PID" and "pid1 PID" tell it
-# which processes make up the running box. On end of input (the harness closed
+# which processes make up the running box, "cgroup DIR" a cgroup made for
+# it. On end of input (the harness closed
 # the pipe, or the test binary died) it stops whatever is still running, removes
 # the box's cgroups and exits, which frees every mount.
 set -u
@@ -27,10 +28,12 @@ echo ready
 
 nspawn=
 pid1=
-while read -r what pid; do
+cgroups=()
+while read -r what arg; do
 	case $what in
-	nspawn) nspawn=$pid ;;
-	pid1) pid1=$pid ;;
+	nspawn) nspawn=$arg ;;
+	pid1) pid1=$arg ;;
+	cgroup) cgroups+=("$arg") ;;
 	esac
 done
 
@@ -46,6 +49,11 @@ if alive "$pid1"; then
 	kill -KILL "$pid1" 2>/dev/null
 	for _ in $(seq 100); do alive "$pid1" || break; sleep 0.1; done
 fi
+# cgroup directories go with rmdir, deepest first; the box's systemd may
+# have left some below ours.
+for cg in "${cgroups[@]}"; do
+	[[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+done
 # The directory on the host is empty but for this namespace's tmpfs: unmount
 # it here and remove it, in case the harness is no longer there to do it.
 umount -l "$box/root" 2>/dev/null
