@@ -288,14 +288,16 @@ const H2K = (() => {
     }
   }
 
-  async function showJob(id) {
+  async function showJob(id, message) {
     openJob = id;
-    $("job-action-result").textContent = "";
-    const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}`);
-    if (r.status === 200) { jobs.set(id, r.body); renderJobFields(r.body); }
-    else $("job-fields").replaceChildren(el("dd", { text: errText(r) }));
+    $("job-action-result").textContent = message || "";
     const d = $("job-dialog");
     if (!d.open) d.showModal();
+    if (jobs.has(id)) renderJobFields(jobs.get(id));
+    const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}`);
+    if (openJob !== id) return;
+    if (r.status === 200) { jobs.set(id, r.body); renderJobFields(r.body); }
+    else $("job-fields").replaceChildren(el("dd", { text: errText(r) }));
     loadLog(id);
   }
 
@@ -304,10 +306,10 @@ const H2K = (() => {
     const r = await api("POST", `/api/workflow/jobs/${encodeURIComponent(id)}/${verb}`, undefined, true);
     const out = $("job-action-result");
     if (r.status === 202) {
-      out.textContent = verb === "retry" ? `Queued again as job ${r.body.job_id}.` : "Cancel requested.";
       if (r.body.job) jobs.set(r.body.job.id, r.body.job);
       renderJobs();
-      if (verb === "retry") showJob(r.body.job_id);
+      if (verb === "retry") showJob(r.body.job_id, `Queued again as job ${r.body.job_id}.`);
+      else out.textContent = "Cancel requested.";
     } else {
       out.textContent = `Cannot ${verb}: ${errText(r)}`;
     }
@@ -321,7 +323,8 @@ const H2K = (() => {
     $("job-cancel").addEventListener("click", () => jobAction("cancel"));
     $("job-retry").addEventListener("click", () => jobAction("retry"));
     $("job-log-refresh").addEventListener("click", () => openJob && loadLog(openJob));
-    $("job-dialog").addEventListener("close", () => { openJob = null; });
+    // close is dispatched later; the dialog may have been opened again since.
+    $("job-dialog").addEventListener("close", () => { if (!$("job-dialog").open) openJob = null; });
     refreshAll();
     connect();
     setInterval(tickElapsed, 1000);
