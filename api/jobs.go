@@ -61,6 +61,11 @@ func jobJSON(j jobs.Job, now time.Time) Job {
 		p := min(j.Progress, 100)
 		out.Progress = &p
 	}
+	if j.State == jobs.Completed {
+		// done is all done, whatever the last stage last said
+		p := 100
+		out.Progress = &p
+	}
 	if !j.StartedAt.IsZero() {
 		t := j.StartedAt
 		out.StartedAt = &t

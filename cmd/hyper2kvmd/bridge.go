@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/api"
 )
 
@@ -95,7 +96,7 @@ func runBridge(cmd *cobra.Command, o bridgeOptions) error {
 	srv := api.New(api.Config{
 		Client:       client,
 		Token:        token,
-		Schema:       manifestSchema(),
+		Schema:       manifest.Schema(),
 		Version:      version,
 		MaxBody:      o.maxBody,
 		WorkflowDir:  o.workflowDir,
@@ -135,6 +136,3 @@ func readToken(path string) (string, error) {
 	}
 	return t, nil
 }
-
-// manifestSchema is the manifest JSON Schema for /api/workflow/schema.
-func manifestSchema() []byte { return nil }
