@@ -628,18 +628,39 @@ func (b *Box) halt() {
 	if cmd == nil {
 		return
 	}
+	// SIGTERM asks nspawn for an orderly shutdown (about a second). One
+	// that arrives while the box's systemd is still starting can be lost:
+	// repeat it, and in the end kill the box's PID 1.
+	term := time.NewTicker(3 * time.Second)
+	defer term.Stop()
+	deadline := time.After(20 * time.Second)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		if pid1 != 0 {
-			_ = syscall.Kill(pid1, syscall.SIGKILL)
-		}
+wait:
+	for {
 		select {
 		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
+			break wait
+		case <-term.C:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		case <-deadline:
+			// SIGKILL to nspawn would leave the box running: kill its PID 1.
+			if pid1 == 0 {
+				for _, c := range children(cmd.Process.Pid) {
+					if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c)); strings.TrimSpace(string(comm)) == "systemd" {
+						pid1 = c
+					}
+				}
+			}
+			if pid1 != 0 {
+				_ = syscall.Kill(pid1, syscall.SIGKILL)
+			}
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+			break wait
 		}
 	}
 	// PID 1 must be gone too before the state is reused or removed.

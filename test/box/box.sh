@@ -39,16 +39,27 @@ done
 
 alive() { [[ -n $1 ]] && [[ -e /proc/$1 ]] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
 
-# The harness normally stops the box itself; this is the safety net.
+# The harness normally stops the box itself; this is the safety net, for a
+# box whose state is thrown away anyway. nspawn turns SIGTERM into an orderly
+# shutdown, but one sent while the box is still starting can be lost, and
+# SIGKILL to nspawn would leave the box running: after a short wait, SIGKILL
+# to the box's PID 1 ends it all.
 if alive "$nspawn"; then
 	kill -TERM "$nspawn" 2>/dev/null
-	for _ in $(seq 100); do alive "$nspawn" || break; sleep 0.2; done
+	for _ in $(seq 50); do alive "$nspawn" || break; sleep 0.1; done
+	if alive "$nspawn"; then
+		for f in /proc/"$nspawn"/task/*/children; do
+			for c in $(cat "$f" 2>/dev/null); do
+				[[ $(cat /proc/"$c"/comm 2>/dev/null) == systemd ]] && pid1=$c
+			done
+		done
+	fi
 fi
-# SIGKILL to nspawn would leave the box running; SIGKILL to its PID 1 ends it all.
 if alive "$pid1"; then
 	kill -KILL "$pid1" 2>/dev/null
 	for _ in $(seq 100); do alive "$pid1" || break; sleep 0.1; done
 fi
+for _ in $(seq 50); do alive "$nspawn" || break; sleep 0.1; done
 # cgroup directories go with rmdir, deepest first; the box's systemd may
 # have left some below ours.
 for cg in "${cgroups[@]}"; do
