@@ -29,6 +29,81 @@ func TestPackagedConfigIsTheDefaults(t *testing.T) {
 	}
 }
 
+// TestInstallLayout runs packaging/install.sh (what `make install` runs)
+// with PREFIX=/usr/local into an empty DESTDIR, with stand-in binaries so it
+// is fast and needs no root; TestDebInstall installs the real ones.
+func TestInstallLayout(t *testing.T) {
+	bin := t.TempDir()
+	for name, script := range map[string]string{
+		"hyperctl": "#!/bin/sh\ncase $1 in\ncompletion) echo \"# $2 completion\" ;;\n" +
+			"man) mkdir -p \"$2\" && echo .TH HYPERCTL 1 >\"$2/hyperctl.1\" ;;\n*) exit 1 ;;\nesac\n",
+		"hyper2kvmd": "#!/bin/sh\nexit 1\n", // no man subcommand: packaging/hyper2kvmd.8 is used
+	} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dest := t.TempDir()
+	install := func() string {
+		cmd := exec.Command(filepath.Join(box.RepoRoot(), "packaging", "install.sh"), dest, "/usr/local", "/usr/local/etc", bin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	install()
+	read := func(p string) string {
+		data, err := os.ReadFile(filepath.Join(dest, p))
+		if err != nil {
+			t.Errorf("not installed: %v", err)
+		}
+		return string(data)
+	}
+	for _, p := range []string{
+		"/usr/local/bin/hyper2kvmd", "/usr/local/bin/hyperctl",
+		"/usr/local/lib/sysusers.d/hyper2kvm.conf", "/usr/local/lib/tmpfiles.d/hyper2kvm.conf",
+		"/usr/local/share/dbus-1/system.d/io.hyper2kvm.Agent1.conf",
+		"/usr/local/share/dbus-1/interfaces/io.hyper2kvm.Agent1.xml",
+		"/usr/local/share/polkit-1/actions/io.hyper2kvm.agent.policy",
+		"/usr/local/share/bash-completion/completions/hyperctl",
+		"/usr/local/share/zsh/site-functions/_hyperctl",
+		"/usr/local/share/fish/vendor_completions.d/hyperctl.fish",
+		"/usr/local/share/man/man1/hyperctl.1.gz", "/usr/local/share/man/man8/hyper2kvmd.8.gz",
+		"/usr/local/share/doc/hyper2kvm/README.md",
+	} {
+		read(p)
+	}
+	units, _ := filepath.Glob(filepath.Join(box.RepoRoot(), "units", "*"))
+	for _, u := range units {
+		got := read("/usr/local/lib/systemd/system/" + filepath.Base(u))
+		if strings.Contains(got, "/usr/bin/hyper2kvmd") {
+			t.Errorf("%s still runs /usr/bin/hyper2kvmd with PREFIX=/usr/local", filepath.Base(u))
+		}
+	}
+	if got := read("/usr/local/lib/systemd/system/hyper2kvmd.service"); !strings.Contains(got, "ExecStart=/usr/local/bin/hyper2kvmd agent") {
+		t.Errorf("hyper2kvmd.service does not run /usr/local/bin/hyper2kvmd:\n%s", got)
+	}
+	if got := read("/usr/local/share/dbus-1/system-services/io.hyper2kvm.Agent1.service"); !strings.Contains(got, "Exec=/usr/local/bin/hyper2kvmd") {
+		t.Errorf("D-Bus activation file not rewritten for PREFIX:\n%s", got)
+	}
+	if got := read("/usr/local/etc/hyper2kvm/agent.yaml"); !strings.Contains(got, "max_concurrent_jobs: 3") {
+		t.Errorf("agent.yaml is not the commented default")
+	}
+
+	// A second install (an upgrade by hand) keeps the admin's config.
+	conf := filepath.Join(dest, "/usr/local/etc/hyper2kvm/agent.yaml")
+	if err := os.WriteFile(conf, []byte("max_concurrent_jobs: 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := install(); !strings.Contains(out, "keeping existing") {
+		t.Errorf("install.sh did not say it kept the config: %s", out)
+	}
+	if got := read("/usr/local/etc/hyper2kvm/agent.yaml"); got != "max_concurrent_jobs: 7\n" {
+		t.Errorf("a second install overwrote agent.yaml: %q", got)
+	}
+}
+
 // buildDeb runs `make deb` into a fresh directory and returns the package.
 func buildDeb(t *testing.T, version string) string {
 	t.Helper()
@@ -72,7 +147,7 @@ func TestDebInstall(t *testing.T) {
 	}
 	t.Parallel()
 	deb1 := buildDeb(t, "0.0.1")
-	b := box.Start(t, box.Options{Users: []string{"alice"}, Devices: true})
+	b := box.Start(t, box.Options{Users: []string{"alice"}})
 	ctx := stepContext(t)
 	data, err := os.ReadFile(deb1)
 	if err != nil {
