@@ -109,6 +109,42 @@ func (h *hyperctlTerm) WaitFor(ctx context.Context, from int, s string) int {
 	}
 }
 
+// WaitForAny waits until the output from offset from contains one of ss
+// and returns which one and the offset just after it.
+func (h *hyperctlTerm) WaitForAny(ctx context.Context, from int, ss ...string) (string, int) {
+	h.t.Helper()
+	find := func() (string, int) {
+		text := h.Text()
+		best, at := "", -1
+		if from <= len(text) {
+			for _, s := range ss {
+				if i := strings.Index(text[from:], s); i >= 0 && (at < 0 || i < at) {
+					best, at = s, i
+				}
+			}
+		}
+		if at < 0 {
+			return "", -1
+		}
+		return best, from + at + len(best)
+	}
+	for {
+		if s, at := find(); at >= 0 {
+			return s, at
+		}
+		select {
+		case <-h.more:
+		case <-h.done:
+			if s, at := find(); at >= 0 {
+				return s, at
+			}
+			h.t.Fatalf("command ended (%v) before printing any of %q; output:\n%s", h.err, ss, h.Text())
+		case <-ctx.Done():
+			h.t.Fatalf("waiting for any of %q: %v; output:\n%s", ss, ctx.Err(), h.Text())
+		}
+	}
+}
+
 // Send types line and Enter.
 func (h *hyperctlTerm) Send(line string) {
 	h.t.Helper()

@@ -310,7 +310,11 @@ func (w *watcher) changeLine(t *tracked) string {
 		if stage == "" {
 			stage = j.Stage
 		}
-		return w.a.paint(ansiRed, fmt.Sprintf("✘ %s failed in %s: %s", name, orDash(stage), orDash(j.Error)))
+		where := ""
+		if stage != "" {
+			where = " in " + stage
+		}
+		return w.a.paint(ansiRed, fmt.Sprintf("✘ %s failed%s: %s", name, where, orDash(j.Error)))
 	case jobs.Cancelled:
 		return w.a.paint(ansiYellow, "✘ "+name+" cancelled")
 	case jobs.Pending:
