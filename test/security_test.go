@@ -170,10 +170,12 @@ mv .dots.raw 'a..b.raw'`
 		if _, _, err := b.ExecAs(ctx, "carol", "touch", relQueue+"/to_be_processed/carol.json"); err == nil {
 			t.Errorf("carol could create a file in to_be_processed/")
 		}
-		if st := b.jobState(ctx, aliceJob); st != "running" && st != "pending" {
-			t.Errorf("alice's job is %q after refused cancels", st)
+		if st := b.jobState(ctx, aliceJob); st == "cancelled" {
+			t.Errorf("alice's job was cancelled by refused calls")
 		}
-		if out, err := b.hyperctl(ctx, "alice", "cancel", aliceJob); err != nil {
+		// Allowed: it is cancelled, or (had it ended already) refused for
+		// its state, never for want of authorization.
+		if out, err := b.hyperctl(ctx, "alice", "cancel", aliceJob); err != nil && (strings.Contains(out, "not authorized") || !strings.Contains(out, "already")) {
 			t.Errorf("alice cannot cancel her own job: %v %s", err, out)
 		}
 	})
@@ -186,6 +188,7 @@ mv .dots.raw 'a..b.raw'`
 		b.MustExec(t, "install", "-d", "-o", "bob", "-m", "0755", "/home/bob/vm")
 		b.ExecAs(ctx, "bob", "ln", "-s", "/srv/private/open.raw", "/home/bob/link.raw")
 		b.ExecAs(ctx, "bob", "ln", "-s", "/srv/private", "/home/bob/vm/sub")
+		b.ExecAs(ctx, "bob", "ln", "-s", "/srv/private", "/home/bob/privdir")
 		ovf := fixture.OVFXML(fixture.VM{Name: "bobvm"}, []fixture.OVFDisk{{File: "sub/open.raw", Size: 4 << 20, Capacity: 4 << 20, Format: "monolithicFlat"}})
 		b.WriteFile(t, "/home/bob/vm/vm.ovf", []byte(ovf), 0o644)
 		b.MustExec(t, "chown", "bob", "/home/bob/vm/vm.ovf")
@@ -207,6 +210,7 @@ mv .dots.raw 'a..b.raw'`
 		// must never convert the secret.
 		cases := []struct{ name, manifest string }{
 			{"symlink", relManifest("link", "/home/bob/link.raw", "raw", "")},
+			{"dir-symlink", relManifest("dirlink", "/home/bob/privdir/open.raw", "raw", "")},
 			{"ovf-href", relManifest("ovf", "/home/bob/vm/vm.ovf", "ovf", "")},
 			{"swap", relManifest("swap", "/home/bob/swap.raw", "raw", "")},
 		}
@@ -276,8 +280,8 @@ mv .dots.raw 'a..b.raw'`
 		b.MustExec(t, "systemctl", "start", "polkit.service")
 		if id, out, err := b.submit(ctx, "alice", relManifest("polkit-back", "/srv/src/disk.raw", "raw", "")); err != nil {
 			t.Errorf("Submit as alice once polkitd is back: %v %s", err, out)
-		} else if _, err := b.hyperctl(ctx, "alice", "cancel", id); err != nil {
-			t.Errorf("Cancel as alice once polkitd is back: %v", err)
+		} else if out, err := b.hyperctl(ctx, "alice", "cancel", id); err != nil && (strings.Contains(out, "not authorized") || !strings.Contains(out, "already")) {
+			t.Errorf("Cancel as alice once polkitd is back: %v %s", err, out)
 		}
 	})
 
