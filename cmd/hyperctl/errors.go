@@ -78,12 +78,11 @@ func (a *app) apiError(err error, action string) error {
 		return &exitError{code: exitInterrupted, err: errors.New("interrupted")}
 	}
 	if errors.Is(err, dbusapi.ErrNoBus) {
-		return &exitError{code: exitUnreachable, err: fmt.Errorf(
-			"cannot reach the system D-Bus (is dbus running?): %w", err)}
+		return &exitError{code: exitUnreachable, err: fmt.Errorf("%w (is dbus running?)", err)}
 	}
 	if errors.Is(err, dbusapi.ErrNoAgent) || unreachable(err) {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf(
-			"cannot reach the hyper2kvm agent (%s) on the system bus; is hyper2kvm installed? see systemctl status hyper2kvmd.service: %w",
+			"cannot reach the hyper2kvm agent (%s): %w (is hyper2kvm installed? see: systemctl status hyper2kvmd.service)",
 			dbusapi.BusName, err)}
 	}
 	var ae *apierr.Error
