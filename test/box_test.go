@@ -15,9 +15,11 @@ import (
 // and state that survives a reboot.
 func TestBox(t *testing.T) {
 	t.Parallel()
+	shared := t.TempDir()
 	b := box.Start(t, box.Options{
 		Users:  []string{"alice"},
 		Groups: map[string][]string{"hyper2kvm": {"bob"}},
+		Binds:  []string{shared},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -102,6 +104,13 @@ func TestBox(t *testing.T) {
 		}
 	})
 
+	t.Run("a bound directory is shared", func(t *testing.T) {
+		b.MustExec(t, "sh", "-c", "echo from-box > "+shared+"/out")
+		if got, err := os.ReadFile(shared + "/out"); err != nil || string(got) != "from-box\n" {
+			t.Errorf("file written in the bound directory: %q, %v", got, err)
+		}
+	})
+
 	t.Run("nothing reaches the host", func(t *testing.T) {
 		if _, err := os.Stat("/var/lib/box-test"); err == nil {
 			t.Errorf("/var/lib/box-test exists on the host: the box wrote through")
@@ -138,7 +147,15 @@ func TestBoxCgroupsEnforced(t *testing.T) {
 // box as `make install PREFIX=/usr` would, and set up as a package would.
 func TestBoxInstall(t *testing.T) {
 	t.Parallel()
-	b := box.Start(t, box.Options{Install: true, Files: map[string]string{"/etc/box-test/file": "from Files\n"}})
+	b := box.Start(t, box.Options{Install: true, Devices: true, Files: map[string]string{"/etc/box-test/file": "from Files\n"}})
+	for _, d := range []string{"/dev/fuse", "/dev/loop-control", "/dev/kvm"} {
+		if _, err := os.Stat(d); err != nil {
+			continue
+		}
+		if _, _, err := b.Exec(context.Background(), "test", "-c", d); err != nil {
+			t.Errorf("Devices: %s is not in the box", d)
+		}
+	}
 	for _, p := range []string{
 		"/usr/bin/hyper2kvmd", "/usr/bin/hyperctl",
 		"/usr/lib/systemd/system/hyper2kvmd.service",
