@@ -225,13 +225,16 @@ their defaults and nothing is asked, e.g.
 	for i := range qs {
 		q := &qs[i]
 		if q.yesNo {
-			o.bools[q.key] = cmd.Flags().Bool(q.key, false, q.usage)
+			o.bools[q.key] = cmd.Flags().Bool(q.key, false, q.usage+" (asked when omitted; default "+q.def(map[string]string{})+")")
 		} else {
 			u := q.usage
 			if q.choices != nil {
 				u += " (" + strings.Join(q.choices, ", ") + ")"
 			}
 			o.flags[q.key] = cmd.Flags().String(q.key, "", u)
+			if q.choices != nil {
+				_ = cmd.RegisterFlagCompletionFunc(q.key, cobra.FixedCompletions(q.choices, cobra.ShellCompDirectiveNoFileComp))
+			}
 		}
 	}
 	cmd.Flags().BoolVarP(&o.yes, "yes", "y", false, "ask nothing: take defaults for every answer not given as a flag")

@@ -33,6 +33,8 @@ keeps only jobs in those states: pending, running, completed, failed, cancelled.
 		},
 	}
 	cmd.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (pending,running,completed,failed,cancelled)")
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(
+		[]string{"pending", "running", "completed", "failed", "cancelled"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

@@ -169,6 +169,7 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 	pf := root.PersistentFlags()
 	pf.StringVarP(&a.g.output, "output", "o", "text", "output format: text or json")
 	pf.BoolVar(&a.g.noAskPassword, "no-ask-password", false, "do not let polkit ask for a password")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
 		a.statusCmd(),

@@ -64,3 +64,23 @@ func TestHelpAndVersionExit0(t *testing.T) {
 		}
 	}
 }
+
+func TestCompletionOfChoices(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", "manifest", "create", "--fix-level", ""}, []string{"none", "basic", "moderate", "full", "aggressive"}},
+		{[]string{"__complete", "jobs", "--state", ""}, []string{"pending", "failed"}},
+		{[]string{"__complete", "workflow", "--op", ""}, []string{"status", "list", "queue", "watch"}},
+		{[]string{"__complete", "status", "--output", ""}, []string{"text", "json"}},
+	}
+	for _, tt := range tests {
+		r := runCLI(t, nil, tt.args...)
+		for _, w := range tt.want {
+			if !strings.Contains(r.stdout, w+"\n") {
+				t.Errorf("%q: completions %q lack %q", tt.args, r.stdout, w)
+			}
+		}
+	}
+}

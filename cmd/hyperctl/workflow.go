@@ -41,5 +41,6 @@ func (a *app) workflowCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&op, "op", "", "status, list, queue or watch (also -op X, -op=X)")
+	_ = cmd.RegisterFlagCompletionFunc("op", cobra.FixedCompletions([]string{"status", "list", "queue", "watch"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
