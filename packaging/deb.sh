@@ -85,5 +85,9 @@ out=$bin/hyper2kvm_${version}_${arch}.deb
 dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
 echo "$out"
 if command -v lintian >/dev/null; then
-	lintian --tag-display-limit 0 "$out" 2>&1 | grep -v "running with root privileges" || echo "deb: lintian found issues (above)" >&2
+	# lintian exits non-zero on errors only; warnings are printed, not fatal.
+	if ! report=$(lintian --tag-display-limit 0 "$out" 2>&1); then
+		echo "deb: lintian found errors:" >&2
+	fi
+	grep -v "running with root privileges" <<<"$report" >&2 || true
 fi
