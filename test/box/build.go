@@ -1,6 +1,8 @@
 package box
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,9 +12,10 @@ import (
 	"syscall"
 )
 
-// binDir is where the project's binaries are built for Install: one build per
-// test binary, shared by every box and kept as a cache between runs.
-const binDir = "/var/tmp/hyper2kvm-cache/box-bin"
+// cacheDir holds the project's binaries built for Install: one build per
+// test binary into box-bin-<checkout hash>, shared by every box of the run
+// and kept as a cache between runs (two checkouts never share one).
+const cacheDir = "/var/tmp/hyper2kvm-cache"
 
 var build struct {
 	once sync.Once
@@ -22,12 +25,14 @@ var build struct {
 // buildOnce runs `make build BIN=binDir` once per test binary, under a file
 // lock so that concurrent test binaries do not write the same files at once.
 func buildOnce() (string, error) {
+	sum := sha256.Sum256([]byte(repoRoot()))
+	binDir := filepath.Join(cacheDir, "box-bin-"+hex.EncodeToString(sum[:6]))
 	build.once.Do(func() {
 		if err := os.MkdirAll(binDir, 0o755); err != nil {
 			build.err = fmt.Errorf("cannot create %s: %w", binDir, err)
 			return
 		}
-		lock, err := os.OpenFile(filepath.Join(filepath.Dir(binDir), "box-bin.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		lock, err := os.OpenFile(binDir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
 			build.err = fmt.Errorf("cannot open build lock: %w", err)
 			return
