@@ -427,8 +427,8 @@ func TestSubmitAuthorization(t *testing.T) {
 		// A plain bus client sees the field paths in the message too.
 		err = f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".Submit", 0, "bad", map[string]dbus.Variant{}).Err
 		var de dbus.Error
-		if !errors.As(err, &de) || de.Name != "io.hyper2kvm.Agent1.Error.InvalidManifest" ||
-			de.Error() != `cannot accept manifest: vms[0].source.path: required; version: must be "1.0"` {
+		if !errors.As(err, &de) || de.Name != "io.hyper2kvm.Agent1.Error.InvalidManifest" || len(de.Body) != 1 ||
+			de.Error() != "cannot accept manifest\nvms[0].source.path: required\nversion: must be \"1.0\"" {
 			t.Errorf("raw Submit(bad) error = %#v", err)
 		}
 	})
@@ -555,7 +555,14 @@ func TestNameTaken(t *testing.T) {
 func TestErrorMapping(t *testing.T) {
 	for _, row := range apierr.Table {
 		in := &apierr.Error{Kind: row.Kind, Message: "cannot do " + string(row.Kind)}
+		if row.Kind == apierr.InvalidManifest {
+			in.Details = []string{"vms[0].name: required", "pipeline.convert.output_format: must be qcow2 or raw"}
+		}
 		de := toDBusError(in)
+		// GLib clients (gdbus, GNOME) accept only a lone string as an error body.
+		if _, ok := de.Body[0].(string); !ok || len(de.Body) != 1 {
+			t.Errorf("%s: error body %#v, want one string", row.Kind, de.Body)
+		}
 		if de.Name != row.DBus {
 			t.Errorf("%s: D-Bus name %s, want %s", row.Kind, de.Name, row.DBus)
 		}

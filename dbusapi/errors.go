@@ -14,28 +14,21 @@ import (
 // activation could not start the agent (not installed, or its unit failed).
 var ErrNoAgent = errors.New("the hyper2kvm agent is not running and could not be started")
 
-// detailsSep joins an error's Details onto its message on the wire, so that
-// busctl and sd-bus clients, which show only the first string of an error
-// body, still see every field path.
-const detailsSep = "; "
-
 // toDBusError is err as the named D-Bus error of its apierr kind. The body
-// is (s message, as details): message is the *apierr.Error's Message, with
-// ": " and the details joined by "; " appended when there are details.
+// is a single string, as every D-Bus binding expects (GLib refuses any
+// other shape): the *apierr.Error's Message on the first line and each of
+// its Details (for InvalidManifest, "field.path: problem") on a line of its
+// own. An error that is not an *apierr.Error is Internal.
 func toDBusError(err error) *dbus.Error {
 	var e *apierr.Error
 	if !errors.As(err, &e) {
 		e = &apierr.Error{Kind: apierr.Internal, Message: err.Error()}
 	}
-	msg := e.Message
-	if len(e.Details) > 0 {
-		msg += ": " + strings.Join(e.Details, detailsSep)
+	msg := strings.ReplaceAll(e.Message, "\n", " ")
+	for _, d := range e.Details {
+		msg += "\n" + strings.ReplaceAll(d, "\n", " ")
 	}
-	details := e.Details
-	if details == nil {
-		details = []string{}
-	}
-	return dbus.NewError(apierr.Lookup(e.Kind).DBus, []any{msg, details})
+	return dbus.NewError(apierr.Lookup(e.Kind).DBus, []any{msg})
 }
 
 // fromDBusError maps an error from a method call back to what the caller
@@ -63,12 +56,10 @@ func fromDBusError(what string, err error) error {
 		msg, _ = de.Body[0].(string)
 	}
 	if row, ok := apierr.ByDBusName(de.Name); ok {
-		e := &apierr.Error{Kind: row.Kind, Message: msg}
-		if len(de.Body) > 1 {
-			if d, ok := de.Body[1].([]string); ok && len(d) > 0 {
-				e.Details = d
-				e.Message = strings.TrimSuffix(msg, ": "+strings.Join(d, detailsSep))
-			}
+		lines := strings.Split(msg, "\n")
+		e := &apierr.Error{Kind: row.Kind, Message: lines[0]}
+		if len(lines) > 1 {
+			e.Details = lines[1:]
 		}
 		return e
 	}

@@ -38,9 +38,10 @@ default_pipeline:
   validate: {enabled: false}
 `
 
-// dbusGateWorker holds a job until /srv/dbus-gate/open exists, then runs
-// the real worker.
+// dbusGateWorker tells systemd the job is up, holds it until
+// /srv/dbus-gate/open exists, then runs the real worker.
 const dbusGateWorker = `#!/bin/sh
+systemd-notify --pid=$$ --ready --status="load ?: waiting at the test's gate"
 while [ ! -e /srv/dbus-gate/open ]; do sleep 0.1; done
 exec /usr/bin/hyper2kvmd "$@"
 `
@@ -254,7 +255,7 @@ func TestDBusAuthorization(t *testing.T) {
 		}
 
 		if out, err := gdbusCall(ctx, b, "bob", busManager, busIface+".Cancel", gvariantString(bobID)); err != nil {
-			t.Errorf("Cancel of his own job as bob: %v\n%s", err, out)
+			t.Fatalf("Cancel of his own job as bob: %v\n%s\nagent log:\n%s", err, out, b.Journal(ctx, "-n", "80"))
 		}
 		if out, err := gdbusCall(ctx, b, "bob", bobPath2, "io.hyper2kvm.Agent1.Job.Cancel"); err != nil {
 			t.Errorf("Job.Cancel of his own job as bob: %v\n%s", err, out)
@@ -263,6 +264,8 @@ func TestDBusAuthorization(t *testing.T) {
 			t.Errorf("Cancel as root: %v\n%s", err, out)
 		}
 		for _, p := range []string{bobPath, bobPath2, rootPath} {
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
 			err := b.WaitFor(ctx, p+" cancelled", func() (bool, error) {
 				st, err := jobProperty(ctx, b, "alice", p, "State")
 				return st == `s "cancelled"`, err
