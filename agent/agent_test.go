@@ -68,6 +68,9 @@ func (f *fakeUnits) Start(ctx context.Context, name string, props []sd.Property)
 	f.starts = append(f.starts, name)
 	f.active++
 	f.maxActive = max(f.maxActive, f.active)
+	// systemd creates the unit inactive and then starts it; the first
+	// signal may show it before it ran.
+	f.changes <- UnitChange{Info: UnitInfo{Name: name, ActiveState: "inactive", SubState: "dead", Result: "success"}, Has: map[string]bool{"ActiveState": true, "SubState": true, "Result": true}}
 	f.changes <- UnitChange{Info: u.info, Has: map[string]bool{"ActiveState": true, "SubState": true}}
 	f.started <- name
 	return nil
@@ -107,7 +110,7 @@ func (f *fakeUnits) finish(t *testing.T, name, result string, rep *report.Report
 			t.Fatal(err)
 		}
 	}
-	u.info.ActiveState, u.info.Result = "inactive", result
+	u.info.ActiveState, u.info.Result, u.info.InactiveEnter = "inactive", result, 1
 	if result != "success" {
 		u.info.ActiveState = "failed"
 	}
@@ -133,7 +136,7 @@ func (f *fakeUnits) Stop(ctx context.Context, name string) error {
 		f.mu.Lock()
 		data, _ := json.Marshal(rep)
 		queue.WriteFileAtomic(filepath.Join(u.jobDir, ReportFile), data, 0o644)
-		u.info.ActiveState, u.info.Result = "failed", "exit-code"
+		u.info.ActiveState, u.info.Result, u.info.InactiveEnter = "failed", "exit-code", 1
 		f.active--
 		f.mu.Unlock()
 		f.changes <- UnitChange{Info: u.info, Has: map[string]bool{"ActiveState": true, "Result": true}}

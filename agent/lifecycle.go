@@ -296,20 +296,30 @@ func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map
 	if !carries("ActiveState") {
 		return
 	}
+	a.log.Debugf(jobFields(r), "unit %s: %s/%s result %q (signal: %v)", r.Unit, info.ActiveState, info.SubState, info.Result, has != nil)
 	switch info.ActiveState {
 	case "activating", "active", "deactivating", "reloading":
 		r.sawActive = true
 	case "inactive", "failed":
-		if !r.sawActive && has != nil {
-			// A signal about a unit that has not started yet, or whose
-			// start we did not see: ask systemd for the whole picture.
-			full, err := a.units.Get(ctx, r.Unit)
-			if err != nil {
-				a.log.Warnf(jobFields(r), "%v", err)
+		if !r.sawActive {
+			// A signal or a look at a unit whose start we did not see
+			// (systemd creates it inactive, then starts it): make sure
+			// it really ran and stopped.
+			full := info
+			if has != nil {
+				var err error
+				if full, err = a.units.Get(ctx, r.Unit); err != nil {
+					a.log.Warnf(jobFields(r), "%v", err)
+					return
+				}
+			}
+			if !full.Gone() && !full.Finished() {
+				r.sawActive = true
 				return
 			}
-			if !full.Gone() && full.MainStarted == 0 && full.Result == "success" && !a.workerStarted(r) {
-				return
+			a.log.Debugf(jobFields(r), "unit %s now: %s load %s result %q inactive since %d", r.Unit, full.ActiveState, full.LoadState, full.Result, full.InactiveEnter)
+			if !full.Gone() && !full.Ran() {
+				return // created, not started yet
 			}
 			info = full
 		}

@@ -27,14 +27,25 @@ type UnitInfo struct {
 	MainStarted uint64
 	MainStatus  int32
 	MainCode    int32
+	// InactiveEnter is InactiveEnterTimestampMonotonic: zero on a unit
+	// just created (inactive without ever having run), set when a unit
+	// that ran became inactive or failed. It is read in the same call as
+	// ActiveState, unlike the Service properties.
+	InactiveEnter uint64
 }
 
 // Gone reports whether systemd no longer knows the unit.
 func (u UnitInfo) Gone() bool { return u.LoadState == "not-found" || u.LoadState == "" }
 
-// Finished reports whether the unit ran and stopped.
+// Finished reports whether the unit is down (inactive or failed).
 func (u UnitInfo) Finished() bool {
 	return u.ActiveState == "inactive" || u.ActiveState == "failed"
+}
+
+// Ran reports whether a finished unit has run: a transient unit is
+// created inactive before its start job runs.
+func (u UnitInfo) Ran() bool {
+	return u.InactiveEnter != 0 || u.ActiveState == "failed" || (u.Result != "" && u.Result != "success")
 }
 
 // UnitChange is one PropertiesChanged signal of a job unit, already merged
@@ -84,7 +95,7 @@ type systemdUnits struct {
 func DialSystemd(ctx context.Context) (Units, error) {
 	var conns []*dbus.Conn
 	conn, err := sd.NewConnection(func() (*dbus.Conn, error) {
-		c, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+		c, err := dbus.ConnectSystemBus()
 		if err == nil {
 			conns = append(conns, c)
 		}
@@ -166,6 +177,9 @@ func infoFrom(name string, p map[string]any) UnitInfo {
 		Result: str("Result"), StatusText: str("StatusText")}
 	if v, ok := p["ExecMainStartTimestampMonotonic"].(uint64); ok {
 		i.MainStarted = v
+	}
+	if v, ok := p["InactiveEnterTimestampMonotonic"].(uint64); ok {
+		i.InactiveEnter = v
 	}
 	if v, ok := p["ExecMainStatus"].(int32); ok {
 		i.MainStatus = v
