@@ -17,8 +17,8 @@ export PATH := $(dir $(GO)):$(PATH)
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hyper2kvmd ./cmd/hyper2kvmd
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hyperctl ./cmd/hyperctl
+	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/hyper2kvmd ./cmd/hyper2kvmd
+	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/hyperctl ./cmd/hyperctl
 
 deps:
 	./packaging/install-deps.sh
