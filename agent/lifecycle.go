@@ -301,27 +301,25 @@ func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map
 	case "activating", "active", "deactivating", "reloading":
 		r.sawActive = true
 	case "inactive", "failed":
-		if !r.sawActive {
-			// A signal or a look at a unit whose start we did not see
-			// (systemd creates it inactive, then starts it): make sure
-			// it really ran and stopped.
-			full := info
-			if has != nil {
-				var err error
-				if full, err = a.units.Get(ctx, r.Unit); err != nil {
-					a.log.Warnf(jobFields(r), "%v", err)
-					return
-				}
-			}
-			if !full.Gone() && !full.Finished() {
-				r.sawActive = true
+		// systemd creates a transient unit inactive and then starts it,
+		// and a signal may be older than what start() already read: only
+		// a unit that ran and stopped ends the job. Ask systemd for the
+		// whole picture unless the signal itself says so.
+		if has != nil && !(has["InactiveEnterTimestampMonotonic"] && info.InactiveEnter != 0) {
+			full, err := a.units.Get(ctx, r.Unit)
+			if err != nil {
+				a.log.Warnf(jobFields(r), "%v", err)
 				return
 			}
 			a.log.Debugf(jobFields(r), "unit %s now: %s load %s result %q inactive since %d", r.Unit, full.ActiveState, full.LoadState, full.Result, full.InactiveEnter)
-			if !full.Gone() && !full.Ran() {
-				return // created, not started yet
+			if full.Result == "" {
+				full.Result = info.Result
 			}
 			info = full
+		}
+		if !info.Gone() && (!info.Finished() || !info.Ran()) {
+			r.sawActive = r.sawActive || !info.Finished()
+			return
 		}
 		a.unitEnded(ctx, r, info)
 	}
