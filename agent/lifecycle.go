@@ -387,6 +387,8 @@ func outcome(r *record, rep *report.Report) (jobs.State, string, string) {
 		return jobs.Failed, stage, "the worker was killed by a signal before writing its report"
 	case "exit-code":
 		return jobs.Failed, stage, "the worker failed before writing its report; see its journal"
+	case "protocol":
+		return jobs.Failed, stage, "the worker exited without telling systemd it had started (protocol); see its journal"
 	case "resources":
 		return jobs.Failed, stage, "systemd could not set up the job unit (resources); see its journal"
 	case "", "success":

@@ -42,7 +42,8 @@ default_pipeline:
 // /srv/gate/hog it instead grows without bound (to meet MemoryMax).
 const gateWorker = `#!/bin/sh
 while [ ! -e /srv/gate/open ]; do sleep 0.1; done
-if [ -e /srv/gate/hog ]; then exec tail /dev/zero; fi
+if [ -e /srv/gate/hog ]; then exec python3 -c 'l = []
+while True: l.append(b"a" * (1 << 20))'; fi
 exec /usr/bin/hyper2kvmd "$@"
 `
 
