@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,6 +204,64 @@ func TestDBusActivationAndIntrospection(t *testing.T) {
 func TestDBusAuthorization(t *testing.T) {
 	t.Parallel()
 	b := startDBusBox(t, true)
+	checkAuthorization(t, b)
+}
+
+// TestDBusAuthorizationTestBackend runs the same checks with the agent
+// replaced by dbusapi/internal/testagent (the real server, polkit client,
+// bus policy, polkit policy and rules, over an in-memory job list whose jobs
+// stay pending), so the authorization model is proven apart from the job
+// engine.
+func TestDBusAuthorizationTestBackend(t *testing.T) {
+	t.Parallel()
+	bin := buildTestAgent(t)
+	b := startDBusBox(t, true)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteFile(t, "/usr/local/libexec/hyper2kvm-testagent", data, 0o755)
+	b.MustExec(t, "systemd-run", "--unit=hyper2kvm-testagent", "-p", "Type=dbus", "-p", "BusName="+busDest,
+		"/usr/local/libexec/hyper2kvm-testagent")
+	checkAuthorization(t, b)
+	if out := b.MustExec(t, "busctl", "status", "--no-pager", busDest); !strings.Contains(out, "Unit=hyper2kvm-testagent.service") {
+		t.Errorf("%s was not served by the test backend:\n%s", busDest, out)
+	}
+}
+
+var testAgentBin = struct {
+	sync.Mutex
+	path string
+}{}
+
+func buildTestAgent(t *testing.T) string {
+	t.Helper()
+	testAgentBin.Lock()
+	defer testAgentBin.Unlock()
+	if testAgentBin.path != "" {
+		return testAgentBin.path
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to boot a systemd-nspawn box (run `make test-e2e` as root)")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "hyper2kvm-testagent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "testagent")
+	cmd := exec.Command("go", "build", "-o", out, "./dbusapi/internal/testagent")
+	cmd.Dir = box.RepoRoot()
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build testagent: %v\n%s", err, msg)
+	}
+	testAgentBin.path = out
+	return out
+}
+
+// checkAuthorization: alice (no group) reads only; bob (group hyper2kvm)
+// submits and cancels his own jobs; nobody but root cancels others' jobs or
+// retries.
+func checkAuthorization(t *testing.T, b *box.Box) {
 	ctx := dbusCtx(t)
 	bobUID := strings.TrimSpace(b.MustExec(t, "id", "-u", "bob"))
 
