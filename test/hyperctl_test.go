@@ -140,9 +140,15 @@ func TestHyperctl(t *testing.T) {
 			}
 		})
 		ctx := hyperctlCtx(t, 5*time.Minute) // a 64 MiB blank disk converts in seconds
-		term := startTerm(t, boxTermCommand(b, "", "hyperctl", "watch"))
+		// exec keeps the shell's pid, so the test can interrupt hyperctl
+		// itself (^C on the pty would also kill nsenter).
+		term := startTerm(t, boxTermCommand(b, "", "sh", "-c", "echo watch-pid=$$; exec hyperctl watch"))
 		// Subscribed and listed: from here on no change is missed.
 		at := term.WaitFor(ctx, 0, "waiting for jobs")
+		m := regexp.MustCompile(`watch-pid=(\d+)`).FindStringSubmatch(term.Text())
+		if m == nil {
+			t.Fatalf("no pid:\n%s", term.Text())
+		}
 		out := expect(t, "", 0, "", "submit", "-o", "json", "/srv/h2k/web01.yaml")
 		var res struct{ Jobs []jobs.Job }
 		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Jobs) != 1 {
@@ -153,14 +159,13 @@ func TestHyperctl(t *testing.T) {
 		if got, _ := term.WaitForAny(ctx, at, done, "✘ web01 ("+id+")"); got != done {
 			t.Fatalf("the job did not complete:\n%s", term.Text())
 		}
-		// Ctrl-C ends a watch of all jobs normally.
-		if _, err := term.tty.Write([]byte{3}); err != nil {
-			t.Fatal(err)
-		}
+		// Ctrl-C (SIGINT) ends a watch of all jobs normally.
+		b.MustExec(t, "kill", "-INT", m[1])
 		if code := term.Wait(ctx); code != 0 {
-			t.Errorf("watch ended with %d after ^C", code)
+			t.Errorf("watch ended with %d after SIGINT", code)
 		}
 		text := term.Text()[at:]
+		t.Logf("hyperctl watch showed:\n%s", text)
 		// The live bars show the stages in pipeline order, then the result.
 		// systemd may fold quick STATUS= updates into one signal, so a
 		// short stage can be missed; CONVERT of 48 MiB of random data
