@@ -9,6 +9,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
+	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
 
 // busUnreachableNames are D-Bus errors meaning nobody answers for the agent's
@@ -108,3 +109,11 @@ func (a *app) apiError(err error, action string) error {
 	}
 	return &exitError{code: exitFailed, err: err}
 }
+
+// Polkit actions named when the agent refuses; when the agent's
+// message does not already name one.
+const (
+	actionSubmit = polkit.ActionSubmit
+	actionCancel = polkit.ActionCancel
+	actionManage = polkit.ActionManage
+)

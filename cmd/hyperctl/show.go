@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
-	"github.com/hyper2kvm/hyper2kvm/polkit"
 	"github.com/spf13/cobra"
 )
 
@@ -78,11 +77,3 @@ func (a *app) printJob(j jobs.Job) {
 	}
 	keyValues(a.env.stdout, kv)
 }
-
-// Polkit actions named when the agent refuses; kept beside the verbs that
-// need them.
-const (
-	actionSubmit = polkit.ActionSubmit
-	actionCancel = polkit.ActionCancel
-	actionManage = polkit.ActionManage
-)
