@@ -110,7 +110,7 @@ func (a *app) apiError(err error, action string) error {
 	return &exitError{code: exitFailed, err: err}
 }
 
-// Polkit actions named when the agent refuses; when the agent's
+// Polkit actions hyperctl names when the agent refuses a call and its
 // message does not already name one.
 const (
 	actionSubmit = polkit.ActionSubmit
