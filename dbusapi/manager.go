@@ -200,6 +200,7 @@ func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action, what st
 		reason = "authorization check failed: " + err.Error()
 		s.log.Warn("authorization check failed, denying", "sender", sender, "action", action, "err", err)
 	}
+	s.log.Info("access denied", "sender", sender, "action", action, "reason", reason)
 	return apierr.New(apierr.AccessDenied, "cannot %s: %s (polkit action %s)", what, reason, action)
 }
 

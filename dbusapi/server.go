@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Server{
-		conn: conn, b: b, authz: authz, log: slog.Default().With("component", "dbusapi"),
+		conn: conn, b: b, authz: authz, log: defaultLogger(),
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
 		managerIface: mi, jobIface: ji,
 		objects: map[string]*jobObject{},
@@ -111,6 +112,19 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		s.name = name
 	}
 	return s, nil
+}
+
+// defaultLogger writes to stderr without a time stamp: under systemd the
+// journal adds its own.
+func defaultLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})).With("component", "dbusapi")
 }
 
 // LastActivity is when the server last handled a method call; the agent uses
