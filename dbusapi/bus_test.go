@@ -45,6 +45,13 @@ func startBus(t *testing.T) string {
 // startBusWith adds extra to the bus configuration.
 func startBusWith(t *testing.T, extra string) string {
 	t.Helper()
+	addr, _ := startBusCmd(t, extra)
+	return addr
+}
+
+// startBusCmd also returns the dbus-daemon process, for tests that kill it.
+func startBusCmd(t *testing.T, extra string) (string, *exec.Cmd) {
+	t.Helper()
 	daemon, err := exec.LookPath("dbus-daemon")
 	if err != nil {
 		t.Skip("dbus-daemon not installed (Debian package dbus): cannot run a private bus")
@@ -69,7 +76,7 @@ func startBusWith(t *testing.T, extra string) string {
 	if err != nil {
 		t.Fatalf("cannot read the bus address from dbus-daemon: %v", err)
 	}
-	return strings.TrimSpace(addr)
+	return strings.TrimSpace(addr), cmd
 }
 
 func connect(t *testing.T, addr string) *dbus.Conn {

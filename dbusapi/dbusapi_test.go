@@ -624,3 +624,26 @@ func TestInstalledBusFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestDoneWhenBusGoes: a dbus-daemon that dies (as in a restart) closes
+// Done, so the agent can exit and be started again.
+func TestDoneWhenBusGoes(t *testing.T) {
+	addr, daemon := startBusCmd(t, "")
+	conn := connect(t, addr)
+	srv, err := NewServer(conn, &fakeBackend{}, &fakeAuthz{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	select {
+	case <-srv.Done():
+		t.Fatal("Done before the connection went away")
+	default:
+	}
+	daemon.Process.Kill()
+	select {
+	case <-srv.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("Done not closed after the connection went away")
+	}
+}

@@ -131,6 +131,11 @@ func defaultLogger() *slog.Logger {
 // it for its idle exit.
 func (s *Server) LastActivity() time.Time { return time.Unix(0, s.last.Load()) }
 
+// Done is closed when the bus connection is lost (dbus-daemon restarted or
+// stopped). The server cannot recover by itself: the agent should exit and
+// let systemd (Restart=) or the next D-Bus activation start it again.
+func (s *Server) Done() <-chan struct{} { return s.conn.Context().Done() }
+
 func (s *Server) touch() { s.last.Store(time.Now().UnixNano()) }
 
 // Close releases the name and unexports everything.
