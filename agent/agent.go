@@ -34,6 +34,7 @@ type Agent struct {
 	now     func() time.Time
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
+	ready   func() error
 
 	mu       sync.Mutex
 	st       *state
@@ -75,6 +76,12 @@ func WithJournalCursor(f func(ctx context.Context, unit string) string) Option {
 
 // WithBootID replaces reading /proc/sys/kernel/random/boot_id.
 func WithBootID(f func() string) Option { return func(a *Agent) { a.bootID = f } }
+
+// WithReady runs f once recovery and the first scan are done, before
+// READY=1. The agent's main uses it to take the bus name only then, so that
+// a call queued by D-Bus activation sees the recovered state, not an agent
+// that is still starting. An error from f ends Run.
+func WithReady(f func() error) Option { return func(a *Agent) { a.ready = f } }
 
 // New opens the queue and the job store. Unless WithUnits is given it
 // connects to systemd over the system bus.
@@ -178,6 +185,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if a.ready != nil {
+		if err := a.ready(); err != nil {
+			return err
+		}
 	}
 	a.notify("READY=1")
 	a.updateStatus()

@@ -40,21 +40,34 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := agent.NewLogger(os.Stderr, cfg.Verbose)
-	a, err := agent.New(cfg, agent.WithLogger(log), agent.WithVersion(version))
-	if err != nil {
-		return err
-	}
-	defer a.Close()
 	conn, err := dbus.ConnectSystemBus()
 	if err != nil {
 		return fmt.Errorf("cannot connect to the system bus: %w", err)
 	}
 	defer conn.Close()
-	srv, err := dbusapi.NewServer(conn, a, polkit.New(conn))
-	if err != nil {
-		return fmt.Errorf("cannot export %s: %w", dbusapi.BusName, err)
+	var (
+		a   *agent.Agent
+		srv *dbusapi.Server
+	)
+	// The bus name is taken only once the agent has recovered and scanned,
+	// so the call that activated it is answered from the real state.
+	export := func() error {
+		srv, err = dbusapi.NewServer(conn, a, polkit.New(conn))
+		if err != nil {
+			return fmt.Errorf("cannot export %s: %w", dbusapi.BusName, err)
+		}
+		a.SetActivity(srv.LastActivity)
+		return nil
 	}
-	defer srv.Close()
-	a.SetActivity(srv.LastActivity)
+	a, err = agent.New(cfg, agent.WithLogger(log), agent.WithVersion(version), agent.WithReady(export))
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	defer func() {
+		if srv != nil {
+			srv.Close()
+		}
+	}()
 	return a.Run(ctx)
 }
