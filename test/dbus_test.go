@@ -179,6 +179,14 @@ func TestDBusActivationAndIntrospection(t *testing.T) {
 		t.Errorf("%s is not owned by hyper2kvmd.service:\n%s", busDest, owner)
 	}
 
+	// Only root may own the name (io.hyper2kvm.Agent1.conf): nobody can
+	// pose as the agent.
+	out, stderr, err = b.ExecAs(ctx, "alice", "gdbus", "call", "--system", "--dest", "org.freedesktop.DBus",
+		"--object-path", "/org/freedesktop/DBus", "--method", "org.freedesktop.DBus.RequestName", busDest, "4")
+	if err == nil || !strings.Contains(out+stderr, "org.freedesktop.DBus.Error.AccessDenied") {
+		t.Errorf("RequestName %s as alice: %v %q, want org.freedesktop.DBus.Error.AccessDenied", busDest, err, out+stderr)
+	}
+
 	xmlOut := b.MustExec(t, "busctl", "introspect", "--xml-interface", busDest, busManager)
 	var n introspect.Node
 	if err := xml.Unmarshal([]byte(xmlOut), &n); err != nil {
