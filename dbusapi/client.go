@@ -228,8 +228,8 @@ func (c *Client) Submit(ctx context.Context, manifest []byte, o agent.SubmitOpti
 		return nil, fmt.Errorf("submit manifest: %w", err)
 	}
 	out := make([]jobs.Job, 0, len(paths))
-	for i, p := range paths {
-		j, err := c.jobAt(ctx, "read submitted job "+ids[min(i, len(ids)-1)], p)
+	for _, p := range paths {
+		j, err := c.jobAt(ctx, "read submitted job "+string(p), p)
 		if err != nil {
 			return out, err
 		}

@@ -1,7 +1,6 @@
 package dbusapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,9 +44,6 @@ func fromDBusError(what string, err error) error {
 	} else if !errors.As(err, &de) {
 		if errors.Is(err, dbus.ErrClosed) {
 			return fmt.Errorf("%s: %w: connection closed", what, ErrNoBus)
-		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%s: %w", what, err)
 		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
