@@ -280,3 +280,31 @@ func TestWatchAcrossRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchSlowReader: a burst of changes read after the fact arrives
+// complete and in order.
+func TestWatchSlowReader(t *testing.T) {
+	j := jobs.Job{ID: "burst", State: jobs.Running, Stage: "convert", SubmittedBy: -1}
+	f := newFixture(t, j)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	events, err := f.client.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1500
+	for i := 1; i <= n; i++ {
+		j.BytesDone = int64(i)
+		f.b.put(j)
+	}
+	for i := 1; i <= n; i++ {
+		select {
+		case ev := <-events:
+			if ev.Job.BytesDone != int64(i) {
+				t.Fatalf("event %d carries BytesDone %d", i, ev.Job.BytesDone)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %d of %d events arrived", i-1, n)
+		}
+	}
+}
