@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -32,6 +34,8 @@ exports io.hyper2kvm.Agent1 on the system bus and exits when idle.`,
 	return cmd
 }
 
+var errLostBus = errors.New("lost the connection to the system bus")
+
 func runAgent(cmd *cobra.Command, cfgPath string) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -39,6 +43,8 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	ctx, lose := context.WithCancelCause(ctx)
+	defer lose(nil)
 	log := agent.NewLogger(os.Stderr, cfg.Verbose)
 	conn, err := dbus.ConnectSystemBus()
 	if err != nil {
@@ -57,6 +63,16 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 			return fmt.Errorf("cannot export %s: %w", dbusapi.BusName, err)
 		}
 		a.SetActivity(srv.LastActivity)
+		// Without the bus nobody can reach the agent: stop with an error so
+		// that Restart=on-failure brings it back on a new connection, and
+		// recovery picks up where this run left off.
+		go func() {
+			select {
+			case <-srv.Done():
+				lose(errLostBus)
+			case <-ctx.Done():
+			}
+		}()
 		return nil
 	}
 	a, err = agent.New(cfg, agent.WithLogger(log), agent.WithVersion(version), agent.WithReady(export))
@@ -69,5 +85,11 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 			srv.Close()
 		}
 	}()
-	return a.Run(ctx)
+	if err := a.Run(ctx); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); errors.Is(err, errLostBus) {
+		return err
+	}
+	return nil
 }
