@@ -374,13 +374,19 @@ func TestReliabilityFaults(t *testing.T) {
 	})
 }
 
-// TestReliabilityTwoHundredWhileStopped drops 200 manifests while no agent
-// runs, then starts it through the path unit: all settle, none twice, never
-// more than max_concurrent_jobs at once.
-func TestReliabilityTwoHundredWhileStopped(t *testing.T) {
+// TestReliabilityQueue: 200 manifests dropped while no agent runs all
+// settle once the path unit starts it, none twice, never more than
+// max_concurrent_jobs at once; then a damaged or truncated image of every
+// format fails its job cleanly through the agent.
+func TestReliabilityQueue(t *testing.T) {
 	t.Parallel()
 	b := relStart(t, box.Options{}, false, "")
 	ctx := relCtx(t, 15*time.Minute)
+	t.Run("200 while stopped", func(t *testing.T) { relTwoHundred(ctx, t, b) })
+	t.Run("damaged images", func(t *testing.T) { relDamaged(ctx, t, b) })
+}
+
+func relTwoHundred(ctx context.Context, t *testing.T, b *relBox) {
 	const n = 200
 	b.MustExec(t, "qemu-img", "create", "-q", "-f", "raw", "/srv/src/tiny.raw", "1M")
 	b.MustExec(t, "chmod", "0644", "/srv/src/tiny.raw")
@@ -431,4 +437,102 @@ func TestReliabilityTwoHundredWhileStopped(t *testing.T) {
 		t.Errorf("the agent logged %d settles, want %d", c, n)
 	}
 	t.Logf("200 manifests dropped while stopped: all settled, at most %d job units at once; manifests lost: 0", maxActive)
+}
+
+// relDamaged converts a small guest into every input format on the host,
+// damages each copy the way a bad download or a full disk would, drops a
+// manifest for each into the box and expects every job in failed/ with an
+// error naming the damage, no output left, and the damaged source as it
+// was (the pipeline never writes to a source).
+func relDamaged(ctx context.Context, t *testing.T, b *relBox) {
+	base := t.TempDir()
+	raw := fixture.LinuxDisk(t, base, fixture.Options{SizeMB: 32})
+	half := func(p string) {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, st.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	garble := func(p string, off int64) {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		f.WriteAt([]byte("\xde\xad\xbe\xef\xde\xad\xbe\xef"), off)
+	}
+	fresh := func(format, sub string) string {
+		dir := t.TempDir()
+		r := filepath.Join(dir, "disk.raw")
+		if err := os.Link(raw, r); err != nil {
+			t.Fatal(err)
+		}
+		return fixture.Convert(t, r, format, sub)
+	}
+	cases := []struct {
+		name, sourceType string
+		make             func() string
+		want             string // in the error, lower case
+	}{
+		{"vmdk-sparse-truncated", "vmdk", func() string { p := fresh("vmdk", "monolithicSparse"); half(p); return p }, "truncated"},
+		{"vmdk-stream-truncated", "vmdk", func() string { p := fresh("vmdk", "streamOptimized"); half(p); return p }, "truncated"},
+		{"vmdk-flat-extent-truncated", "vmdk", func() string {
+			p := fresh("vmdk", "monolithicFlat")
+			half(strings.TrimSuffix(p, ".vmdk") + "-flat.vmdk")
+			return p
+		}, "truncated"},
+		{"vmdk-split-extent-missing", "vmdk", func() string {
+			p := fresh("vmdk", "twoGbMaxExtentSparse")
+			os.Remove(strings.TrimSuffix(p, ".vmdk") + "-s001.vmdk")
+			return p
+		}, "missing"},
+		{"vhd-dynamic-truncated", "vhd", func() string { p := fresh("vpc", "dynamic"); half(p); return p }, "truncated"},
+		{"vhd-fixed-truncated", "vhd", func() string { p := fresh("vpc", "fixed"); half(p); return p }, "holds a raw image"},
+		{"vhdx-truncated", "vhdx", func() string { p := fresh("vhdx", ""); half(p); return p }, "truncated"},
+		{"qcow2-truncated", "qcow2", func() string { p := fresh("qcow2", ""); half(p); return p }, "truncated"},
+		{"qcow2-header-garbled", "qcow2", func() string { p := fresh("qcow2", ""); garble(p, 8); return p }, "could not open"},
+		{"ova-truncated", "ova", func() string { p := fixture.OVA(t, t.TempDir(), raw); half(p); return p }, "truncated"},
+		{"ovf-disk-missing", "ovf", func() string {
+			p := fixture.OVF(t, t.TempDir(), fixture.VM{}, raw)
+			os.Remove(filepath.Join(filepath.Dir(p), "fixture-vm-disk1.vmdk"))
+			return p
+		}, "fixture-vm-disk1.vmdk"},
+	}
+	sums := map[string]string{}
+	for _, c := range cases {
+		src := c.make()
+		dst := "/srv/damaged/" + c.name
+		b.MustExec(t, "mkdir", "-p", dst)
+		if out, err := exec.Command("sh", "-c", `cp -a --sparse=always "$1"/. "$2"/`, "sh", filepath.Dir(src), b.Path(dst)).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s into the box: %v %s", c.name, err, out)
+		}
+		b.MustExec(t, "rm", "-f", dst+"/disk.raw")
+		p := dst + "/" + filepath.Base(src)
+		sums[c.name] = b.MustExec(t, "sh", "-c", "cd "+dst+" && sha256sum * | sort")
+		b.drop("", c.name+".json", relManifest(c.name, p, c.sourceType, ""))
+	}
+	for _, c := range cases {
+		name := c.name + ".json"
+		dir, rep := b.waitSettled(ctx, name)
+		var id string
+		if js, _ := rep["jobs"].([]any); len(js) == 1 {
+			id, _ = js[0].(map[string]any)["job_id"].(string)
+		}
+		msg := strings.ToLower(fmt.Sprint(rep["error"], " ", rep["validation_errors"]))
+		if dir != "failed" || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: %s/ %q; want failed/ with an error mentioning %q", c.name, dir, msg, c.want)
+		}
+		if id != "" {
+			if out, _, _ := b.Exec(ctx, "find", "/var/lib/hyper2kvm/output", "-path", "*/"+id+"/*"); strings.TrimSpace(out) != "" {
+				t.Errorf("%s: output left: %s", c.name, out)
+			}
+		}
+		if got := b.MustExec(t, "sh", "-c", "cd /srv/damaged/"+c.name+" && sha256sum * | sort"); got != sums[c.name] {
+			t.Errorf("%s: the source changed:\n%s\nwas\n%s", c.name, got, sums[c.name])
+		}
+		t.Logf("%s: %s", c.name, msg)
+	}
 }
