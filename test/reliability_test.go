@@ -297,11 +297,15 @@ func TestReliabilityFaults(t *testing.T) {
 			if js, _ := rep["jobs"].([]any); len(js) == 1 {
 				t.Logf("worker killed in %s: unit result %v, error %q", stage, js[0].(map[string]any)["unit_result"], msg)
 			}
-			// systemd may call a main process killed by SIGKILL a success
-			// (Result=success, ExecMainCode=killed); the agent then says
-			// the worker ended without its report, which is still true.
-			if dir != "failed" || (!strings.Contains(msg, "killed") && !strings.Contains(msg, "without writing its report")) {
-				t.Errorf("worker killed in %s: %s/ %q; want failed/ saying the worker was killed or ended without its report", stage, dir, msg)
+			// Known gap 6: the job unit ignores the worker's unclean exit
+			// (Result=success), so the agent cannot say it was killed, only
+			// that it ended without its report.
+			want := "killed"
+			if !relPending && !strings.Contains(msg, want) {
+				want = "without writing its report"
+			}
+			if dir != "failed" || !strings.Contains(msg, want) {
+				t.Errorf("worker killed in %s: %s/ %q; want failed/ saying %q", stage, dir, msg, want)
 			}
 			if out, _, _ := b.Exec(ctx, "losetup", "-a"); strings.Contains(out, id) {
 				t.Errorf("worker killed in %s left loop devices: %s", stage, out)
