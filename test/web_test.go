@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -118,8 +122,24 @@ func (d dashboardRun) run(ctx context.Context, t *testing.T, c *chromium) (jobID
 	jobID = strings.TrimSuffix(jobID, ",")
 	t.Logf("submitted job %s", jobID)
 	sel := fmt.Sprintf(`document.querySelector('#list-%s [data-job=%s]')`, d.finished, jsString(jobID))
-	c.waitJS(ctx, "job "+jobID+" in the "+d.finished+" tab", sel,
-		`[...document.querySelectorAll("[data-job]")].map(e => e.dataset.job + ":" + e.dataset.status + ":" + e.textContent)`)
+	// Wait for the job to end, and stop at once if it ends elsewhere.
+	shown := fmt.Sprintf(`(() => { const e = document.querySelector('[data-job=%s]'); return e ? e.dataset.status + ": " + e.textContent : ""; })()`, jsString(jobID))
+	for {
+		var state string
+		c.mustEval(ctx, shown, &state)
+		if strings.HasPrefix(state, d.finished+":") {
+			break
+		}
+		if st, _, _ := strings.Cut(state, ":"); st == "completed" || st == "failed" || st == "cancelled" {
+			t.Fatalf("job %s ended %s, want %s: the page shows %q", jobID, st, d.finished, state)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for job %s to be %s: %v; the page shows %q", jobID, d.finished, ctx.Err(), state)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	c.waitJS(ctx, "job "+jobID+" in the "+d.finished+" tab", sel, "")
 	c.mustEval(ctx, `H2K.selectTab(`+jsString(d.finished)+`); true`, nil)
 	c.screenshot(ctx, d.outDir, "03-dashboard-"+d.finished+".png")
 
@@ -234,4 +254,47 @@ func (fixedJournal) Read(ctx context.Context, unit, format string, lines int) ([
 		return []byte(`{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"3","SYSLOG_IDENTIFIER":"hyper2kvmd","MESSAGE":"qemu-img: Could not open ` + unit + `"}` + "\n"), nil
 	}
 	return []byte("qemu-img: Could not open " + unit + "\n"), nil
+}
+
+// TestWebDashboardBox drives the dashboard served by the real bridge in the
+// real-systemd box (through hyper2kvm-api.socket's Unix socket, proxied to a
+// loopback port on the host where the browser runs) against the real agent:
+// the manifest built in the form is converted by a real job unit.
+func TestWebDashboardBox(t *testing.T) {
+	chromiumPath(t)
+	b := startBridgeBox(t)
+	b.MustExec(t, "touch", apiGateDir+"/open")
+	sock := b.Path(apiSocket)
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(&url.URL{Scheme: "http", Host: "hyper2kvm"})
+			r.Out.Host = "localhost"
+		},
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}},
+		FlushInterval: -1, // the event stream
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c := startChromium(t, 1280, 900)
+	out := webOutput(t)
+	d := dashboardRun{url: srv.URL, token: apiToken, sourcePath: "/srv/vms/web01.img", noFix: true, finished: "completed", outDir: out}
+	id := d.run(ctx, t, c)
+
+	// What the user saw is what the agent did.
+	j := b.jsonCall(t, "GET", "/api/workflow/jobs/"+id, "", "", 200)
+	outs, _ := j["outputs"].([]any)
+	if j["status"] != "completed" || len(outs) == 0 || j["submitted_by"] == -1.0 {
+		t.Errorf("job %s as the agent has it: %v", id, j)
+	}
+	for _, o := range outs {
+		if _, _, err := b.Exec(ctx, "test", "-s", o.(string)); err != nil {
+			t.Errorf("output %v is missing in the box", o)
+		}
+	}
+	checkPage(ctx, t, c, srv.URL, out)
 }
