@@ -70,8 +70,9 @@ func (d dashboardRun) run(ctx context.Context, t *testing.T, c *chromium) (jobID
 	// Validation as you type: the empty source path is reported at its field.
 	c.mustEval(ctx, `T.type("f-name", "webtest01"); true`, nil)
 	c.waitJS(ctx, "the source_path problem at its field",
-		`T.text("e-pipeline-load-source-path").includes("required") && T.$("f-pipeline-load-source-path").getAttribute("aria-invalid") === "true"`,
-		`[T.text("validity"), T.text("e-pipeline-load-source-path"), T.text("general-errors")]`)
+		`T.text("e-pipeline-load-source-path").includes("required") && T.$("f-pipeline-load-source-path").getAttribute("aria-invalid") === "true" &&
+		 T.text("e-name") === "" && !T.$("f-name").hasAttribute("aria-invalid")`,
+		`[T.text("validity"), T.text("e-name"), T.text("e-pipeline-load-source-path"), T.text("general-errors")]`)
 	c.screenshot(ctx, d.outDir, "01-builder-invalid.png")
 
 	c.mustEval(ctx, `T.type("f-pipeline-load-source-path", `+jsString(d.sourcePath)+`); T.choose("f-pipeline-load-source-type", "raw"); true`, nil)
