@@ -327,6 +327,11 @@ func completed(name string) *report.Report {
 		Artifacts: []report.Artifact{{Path: "/out/" + name + ".qcow2", Kind: "disk"}}}
 }
 
+func failedReport(stage, msg string) *report.Report {
+	return &report.Report{ReportVersion: report.Version, Name: "x", Status: "failed",
+		Error: &report.Failure{Stage: stage, Message: msg}}
+}
+
 func TestDroppedManifestRunsAsUnitAndSettles(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Job.MemoryMax = "512M"; c.Job.CPUQuota = "50%"; c.Job.TasksMax = 64 })
 	e.start()
@@ -590,6 +595,47 @@ func TestWorkerKilledWithoutReport(t *testing.T) {
 	s := e.waitSettled(queue.Failed, "big.json")
 	if !strings.Contains(s.Error, "memory limit") || s.Stage != "convert" || s.Jobs[0].UnitResult != "oom-kill" {
 		t.Errorf("report %+v", s)
+	}
+}
+
+// On cgroup v1 systemd reports a worker killed by the OOM killer as
+// "signal" (or, when a child died, "exit-code" with the worker's report);
+// the unit's ExecStopPost counted the kills in its memory cgroup.
+func TestWorkerOOMKilledOnCgroupV1(t *testing.T) {
+	for _, tc := range []struct {
+		name, result string
+		rep          *report.Report
+		oomKills     string
+		want         string
+		wantResult   string
+	}{
+		{"killed worker", "signal", nil, "1\n", "memory limit", "oom-kill"},
+		{"killed child", "exit-code", failedReport("convert", "qemu-img convert: killed by signal 9"), "2\n", "memory limit (MemoryMax): qemu-img", "oom-kill"},
+		{"plain kill", "signal", nil, "0\n", "killed by a signal", "signal"},
+		{"no probe", "signal", nil, "", "killed by a signal", "signal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.start()
+			e.drop("big.json", e.manifest("big", `"resources":{"memory_max":"64M"},`))
+			unit := e.nextStart()
+			p := e.units.props(unit)
+			post, _ := p["ExecStopPost"].([]execCommand)
+			if len(post) != 1 || !post[0].IgnoreFailure || !strings.Contains(post[0].Args[2], "oom_kill") || strings.Contains(strings.ReplaceAll(post[0].Args[2], "$$", ""), "$") {
+				t.Fatalf("ExecStopPost = %+v; want the OOM probe, failure ignored, every $ escaped", post)
+			}
+			if start, _ := p["ExecStart"].([]execCommand); len(start) != 1 || start[0].IgnoreFailure {
+				t.Fatalf("ExecStart = %+v; a failing worker must fail the unit", start)
+			}
+			if tc.oomKills != "" {
+				os.WriteFile(filepath.Join(e.units.units[unit].jobDir, OOMFile), []byte(tc.oomKills), 0o644)
+			}
+			e.units.finish(t, unit, tc.result, tc.rep)
+			s := e.waitSettled(queue.Failed, "big.json")
+			if !strings.Contains(s.Error, tc.want) || s.Jobs[0].UnitResult != tc.wantResult {
+				t.Errorf("error %q result %q; want %q and %s", s.Error, s.Jobs[0].UnitResult, tc.want, tc.wantResult)
+			}
+		})
 	}
 }
 

@@ -11,12 +11,14 @@ import (
 
 // Files in a job's directory, /var/lib/hyper2kvm/jobs/<id>/. The agent
 // writes job.json and manifest.json before starting the unit; the worker
-// writes started (its first act) and report.json (its last).
+// writes started (its first act) and report.json (its last); the unit's
+// ExecStopPost writes oom-kills (see oomProbe) after the worker is gone.
 const (
 	JobFile      = "job.json"
 	ManifestFile = "manifest.json"
 	ReportFile   = "report.json"
 	StartedFile  = "started"
+	OOMFile      = "oom-kills"
 )
 
 // JobSpec is job.json: what the worker needs beyond the manifest.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,7 +143,7 @@ func writeJobDir(dir string, spec JobSpec, vm []byte) error {
 		return fmt.Errorf("cannot create job directory: %w", err)
 	}
 	// A job directory left from an attempt before a reboot: start clean.
-	for _, f := range []string{StartedFile, ReportFile} {
+	for _, f := range []string{StartedFile, ReportFile, OOMFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
 	data, _ := json.MarshalIndent(spec, "", " ")
@@ -194,7 +195,11 @@ func (a *Agent) unitProperties(r *record, res *manifest.Resources) ([]sd.Propert
 	p := func(name string, v any) sd.Property { return sd.Property{Name: name, Value: dbus.MakeVariant(v)} }
 	props := []sd.Property{
 		sd.PropDescription(fmt.Sprintf("hyper2kvm job %s: convert %s", r.ID, r.Name)),
-		sd.PropExecStart([]string{a.worker, "worker", "--job-dir", r.JobDir}, true),
+		// Not sd.PropExecStart: its flag is systemd's "ignore failure"
+		// under another name, and true made every death of the worker
+		// count as success (then, for Type=notify, result "protocol").
+		p("ExecStart", []execCommand{{Path: a.worker, Args: []string{a.worker, "worker", "--job-dir", r.JobDir}}}),
+		p("ExecStopPost", []execCommand{{Path: "/bin/sh", Args: []string{"/bin/sh", "-c", systemdEscape(oomProbe)}, IgnoreFailure: true}}),
 		sd.PropType("notify"),
 		sd.PropSlice(SliceName),
 		p("CollectMode", "inactive-or-failed"),
@@ -234,6 +239,38 @@ func (a *Agent) unitProperties(r *record, res *manifest.Resources) ([]sd.Propert
 	}
 	return props, nil
 }
+
+// execCommand is one entry of a unit's ExecStart=/ExecStopPost= over D-Bus,
+// signature (sasb).
+type execCommand struct {
+	Path          string
+	Args          []string
+	IgnoreFailure bool // the "-" prefix of a unit file
+}
+
+// oomProbe runs as the job unit's ExecStopPost, in the unit's own cgroup
+// after the worker is gone, and writes to the job directory how many
+// processes of the unit the kernel's OOM killer killed: the unit's
+// memory.oom_control (cgroup v1) or memory.events (v2). systemd itself
+// reports Result=oom-kill only on cgroup v2; on v1 a worker killed for
+// going over MemoryMax= is just "signal" without this. The cgroup is
+// removed as soon as the unit stops, so only a process inside it can read
+// it in time.
+const oomProbe = `n=0
+while IFS=: read -r _ c p; do
+	case "$c" in
+	memory) f=/sys/fs/cgroup/memory$p/memory.oom_control ;;
+	"") f=/sys/fs/cgroup$p/memory.events; [ -r "$f" ] || f=/sys/fs/cgroup/unified$p/memory.events ;;
+	*) continue ;;
+	esac
+	[ -r "$f" ] || continue
+	while read -r k v; do [ "$k" = oom_kill ] && n=$((n + v)); done <"$f"
+done </proc/self/cgroup
+echo "$n" >` + OOMFile + `
+`
+
+// systemdEscape keeps systemd from expanding $ in a command argument.
+func systemdEscape(s string) string { return strings.ReplaceAll(s, "$", "$$") }
 
 // physicalMemory is the machine's RAM, for memory_max percentages.
 func physicalMemory() uint64 {
@@ -356,9 +393,26 @@ func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
 	if err != nil {
 		a.log.Warnf(jobFields(r), "%v", err)
 	}
+	if oomKills(r.JobDir) > 0 && !r.Cancel && (rep == nil || rep.Status != "completed") {
+		// On cgroup v1 systemd says "signal" (or the worker's exit code,
+		// when the kernel killed one of its children); the cgroup's own
+		// counter says why.
+		r.UnitResult = "oom-kill"
+	}
 	state, stage, msg := outcome(r, rep)
 	a.finish(r, state, stage, msg, rep)
 	a.units.Release(ctx, r.Unit)
+}
+
+// oomKills is what the unit's ExecStopPost found in its memory cgroup: the
+// number of processes the OOM killer killed (0 when unknown).
+func oomKills(dir string) int {
+	data, err := os.ReadFile(filepath.Join(dir, OOMFile))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return n
 }
 
 // outcome decides how a job ended. The worker's report says what the
@@ -373,6 +427,8 @@ func outcome(r *record, rep *report.Report) (jobs.State, string, string) {
 		return jobs.Cancelled, stage, "cancelled"
 	case rep != nil && rep.Status == "completed" && (r.UnitResult == "" || r.UnitResult == "success"):
 		return jobs.Completed, "", ""
+	case r.UnitResult == "oom-kill" && rep != nil && rep.Error != nil:
+		return jobs.Failed, stage, "the worker was killed for going over its memory limit (MemoryMax): " + rep.Error.Message
 	case rep != nil && rep.Error != nil:
 		return jobs.Failed, stage, rep.Error.Message
 	case rep != nil && rep.Status == "cancelled":
