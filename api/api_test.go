@@ -667,18 +667,22 @@ func TestDashboardIsServed(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	dir := t.TempDir()
-	rep := report.Report{ReportVersion: report.Version, Stages: []report.Stage{
+	// The agent's settlement file: one entry per job, with its report.
+	rep := report.Report{ReportVersion: report.Version, JobID: "c1", Stages: []report.Stage{
 		{Name: "load", Status: "ok", Seconds: 1.5},
 		{Name: "convert", Status: "ok", Seconds: 10},
 		{Name: "fix", Status: "skipped"},
+	}, Artifacts: []report.Artifact{
+		{Path: "/out/c1.qcow2", Kind: "disk", Size: 1000},
+		{Path: "/out/domain.xml", Kind: "domain-xml", Size: 5000},
 	}}
-	b, _ := json.Marshal(rep)
-	rp := filepath.Join(dir, "web01.report.json")
+	b, _ := json.Marshal(map[string]any{"job_id": "c1", "status": "completed", "jobs": []any{map[string]any{"job_id": "c1", "report": rep}}})
+	rp := filepath.Join(dir, "web01.json.report.json")
 	os.WriteFile(rp, b, 0o644)
 
 	e := newEnv(t, nil)
 	start := time.Now().Add(-time.Minute)
-	e.fake.Set(jobs.Job{ID: "c1", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(20 * time.Second), BytesDone: 1000, ReportPath: rp})
+	e.fake.Set(jobs.Job{ID: "c1", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(20 * time.Second), ReportPath: rp})
 	e.fake.Set(jobs.Job{ID: "c2", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(10 * time.Second), BytesDone: 24, ReportPath: "/nonexistent/x.report.json"})
 	e.fake.Set(jobs.Job{ID: "r1", State: jobs.Running, BytesDone: 500})
 	e.fake.Set(jobs.Job{ID: "p1", State: jobs.Pending})

@@ -52,6 +52,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	gauge("hyper2kvm_agent_uptime_seconds", "Seconds since the agent started.", st.UptimeSeconds)
 	fmt.Fprintf(&b, "# HELP hyper2kvm_agent_info The agent's version.\n# TYPE hyper2kvm_agent_info gauge\nhyper2kvm_agent_info{version=%q} 1\n", st.Version)
 
+	reports := readReports(list)
 	byState := map[jobs.State]int{}
 	var converted int64
 	durCount := map[jobs.State]int{}
@@ -59,7 +60,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	for _, j := range list {
 		byState[j.State]++
 		if j.State == jobs.Completed {
-			converted += j.BytesDone
+			converted += convertedBytes(j, reports[j.ID])
 		}
 		if j.State.Ready() && !j.StartedAt.IsZero() && j.FinishedAt.After(j.StartedAt) {
 			d := j.FinishedAt.Sub(j.StartedAt).Seconds()
@@ -71,7 +72,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	for _, s := range []jobs.State{jobs.Pending, jobs.Running, jobs.Completed, jobs.Failed, jobs.Cancelled} {
 		fmt.Fprintf(&b, "hyper2kvm_jobs{state=%q} %d\n", s, byState[s])
 	}
-	fmt.Fprintf(&b, "# HELP hyper2kvm_converted_bytes_total Bytes written by the convert stage of completed jobs the agent knows.\n"+
+	fmt.Fprintf(&b, "# HELP hyper2kvm_converted_bytes_total Bytes of converted disks written by the completed jobs the agent knows.\n"+
 		"# TYPE hyper2kvm_converted_bytes_total counter\nhyper2kvm_converted_bytes_total %d\n", converted)
 	fmt.Fprint(&b, "# HELP hyper2kvm_job_duration_seconds Run time of finished jobs, by final state.\n# TYPE hyper2kvm_job_duration_seconds summary\n")
 	for _, s := range []jobs.State{jobs.Completed, jobs.Failed, jobs.Cancelled} {
@@ -79,24 +80,34 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(&b, "hyper2kvm_job_duration_seconds_count{state=%q} %d\n", s, durCount[s])
 	}
 
-	sums, counts, read := stageDurations(list)
+	sums, counts := stageDurations(reports)
 	fmt.Fprint(&b, "# HELP hyper2kvm_stage_duration_seconds Time spent in each pipeline stage, from the reports of finished jobs.\n# TYPE hyper2kvm_stage_duration_seconds summary\n")
 	for _, stage := range stageOrder(sums) {
 		fmt.Fprintf(&b, "hyper2kvm_stage_duration_seconds_sum{stage=%q} %s\n", stage, num(sums[stage]))
 		fmt.Fprintf(&b, "hyper2kvm_stage_duration_seconds_count{stage=%q} %d\n", stage, counts[stage])
 	}
-	gauge("hyper2kvm_reports_read", "Finished jobs' reports read for this scrape's stage durations.", float64(read))
+	gauge("hyper2kvm_reports_read", "Finished jobs whose report this scrape could read.", float64(len(reports)))
 
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(b.Bytes())
 }
 
-// stageDurations sums report.Stage durations over the newest finished jobs
-// whose report the bridge may read (group hyper2kvm). Only .json files named
-// by the agent are opened, and only their numbers are published.
-func stageDurations(list []jobs.Job) (sums map[string]float64, counts map[string]int, read int) {
-	sums, counts = map[string]float64{}, map[string]int{}
+// settlementFile is the part of the agent's NAME.report.json (processed/)
+// or NAME.error.json (failed/) the metrics use: one entry per job of the
+// manifest, each with the worker's report.
+type settlementFile struct {
+	Jobs []struct {
+		JobID  string         `json:"job_id"`
+		Report *report.Report `json:"report"`
+	} `json:"jobs"`
+}
+
+// readReports returns the worker reports of the newest finished jobs whose
+// settlement file the bridge may read (group hyper2kvm), by job id. Only
+// .json files named by the agent are opened, and only numbers from them are
+// published. A file that is itself a worker report is accepted too.
+func readReports(list []jobs.Job) map[string]*report.Report {
 	finished := make([]jobs.Job, 0, len(list))
 	for _, j := range list {
 		if j.State.Ready() && filepath.IsAbs(j.ReportPath) && strings.HasSuffix(j.ReportPath, ".json") {
@@ -104,20 +115,69 @@ func stageDurations(list []jobs.Job) (sums map[string]float64, counts map[string
 		}
 	}
 	sort.Slice(finished, func(a, b int) bool { return finished[a].FinishedAt.After(finished[b].FinishedAt) })
+	out := map[string]*report.Report{}
+	files := map[string]*settlementFile{} // a batch's jobs share one file
 	for _, j := range finished[:min(len(finished), maxReportsRead)] {
-		fi, err := os.Stat(j.ReportPath)
-		if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxReportSize {
+		sf, seen := files[j.ReportPath]
+		if !seen {
+			sf = readSettlement(j.ReportPath)
+			files[j.ReportPath] = sf
+		}
+		if sf == nil {
 			continue
 		}
-		data, err := os.ReadFile(j.ReportPath)
-		if err != nil {
-			continue
+		for _, e := range sf.Jobs {
+			if e.JobID == j.ID && e.Report != nil {
+				out[j.ID] = e.Report
+			}
 		}
-		var rep report.Report
-		if json.Unmarshal(data, &rep) != nil {
-			continue
+	}
+	return out
+}
+
+func readSettlement(path string) *settlementFile {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxReportSize {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var sf settlementFile
+	if json.Unmarshal(data, &sf) == nil && len(sf.Jobs) > 0 {
+		return &sf
+	}
+	var rep report.Report
+	if json.Unmarshal(data, &rep) == nil && rep.JobID != "" {
+		sf.Jobs = append(sf.Jobs, struct {
+			JobID  string         `json:"job_id"`
+			Report *report.Report `json:"report"`
+		}{rep.JobID, &rep})
+		return &sf
+	}
+	return nil
+}
+
+// convertedBytes is the size of a completed job's converted disks: from its
+// report when readable, else the byte count of its last progress line.
+func convertedBytes(j jobs.Job, rep *report.Report) int64 {
+	if rep != nil {
+		var n int64
+		for _, a := range rep.Disks() {
+			n += a.Size
 		}
-		read++
+		if n > 0 {
+			return n
+		}
+	}
+	return j.BytesDone
+}
+
+// stageDurations sums the stage durations of the reports.
+func stageDurations(reports map[string]*report.Report) (sums map[string]float64, counts map[string]int) {
+	sums, counts = map[string]float64{}, map[string]int{}
+	for _, rep := range reports {
 		for _, st := range rep.Stages {
 			if st.Status == "skipped" || st.Name == "" {
 				continue
@@ -126,7 +186,7 @@ func stageDurations(list []jobs.Job) (sums map[string]float64, counts map[string
 			counts[st.Name]++
 		}
 	}
-	return sums, counts, read
+	return sums, counts
 }
 
 // stageOrder lists the pipeline's stages first (always, so the series

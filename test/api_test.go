@@ -449,6 +449,11 @@ func TestAPIBridge(t *testing.T) {
 		if strings.Contains(text, `hyper2kvm_jobs{state="completed"} 0`) {
 			t.Errorf("metrics count no completed job:\n%s", text)
 		}
+		// The stage durations come from the reports, which the bridge's
+		// user reads as a member of group hyper2kvm.
+		if strings.Contains(text, "hyper2kvm_reports_read 0\n") || strings.Contains(text, `hyper2kvm_stage_duration_seconds_count{stage="convert"} 0`) {
+			t.Errorf("the bridge could not read any report for the stage durations:\n%s", text)
+		}
 		code, _, data = b.call(t, "GET", "/", "", "")
 		if code != 200 || !strings.Contains(string(data), "hyper2kvm") {
 			t.Errorf("dashboard: %d", code)
