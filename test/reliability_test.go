@@ -297,15 +297,8 @@ func TestReliabilityFaults(t *testing.T) {
 			if js, _ := rep["jobs"].([]any); len(js) == 1 {
 				t.Logf("worker killed in %s: unit result %v, error %q", stage, js[0].(map[string]any)["unit_result"], msg)
 			}
-			// Known gap 6: the job unit ignores the worker's unclean exit
-			// (Result=success), so the agent cannot say it was killed, only
-			// that it ended without its report.
-			want := "killed"
-			if !relPending && !strings.Contains(msg, want) {
-				want = "without writing its report"
-			}
-			if dir != "failed" || !strings.Contains(msg, want) {
-				t.Errorf("worker killed in %s: %s/ %q; want failed/ saying %q", stage, dir, msg, want)
+			if dir != "failed" || !strings.Contains(msg, "killed") {
+				t.Errorf("worker killed in %s: %s/ %q; want failed/ saying the worker was killed", stage, dir, msg)
 			}
 			if out, _, _ := b.Exec(ctx, "losetup", "-a"); strings.Contains(out, id) {
 				t.Errorf("worker killed in %s left loop devices: %s", stage, out)
