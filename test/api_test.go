@@ -451,6 +451,9 @@ func TestAPIBridge(t *testing.T) {
 		}
 		// The stage durations come from the reports, which the bridge's
 		// user reads as a member of group hyper2kvm.
+		if strings.Contains(text, "hyper2kvm_converted_bytes_total 0\n") {
+			t.Errorf("a completed conversion counts no converted bytes:\n%s", text)
+		}
 		if strings.Contains(text, "hyper2kvm_reports_read 0\n") || strings.Contains(text, `hyper2kvm_stage_duration_seconds_count{stage="convert"} 0`) {
 			t.Errorf("the bridge could not read any report for the stage durations:\n%s", text)
 		}
