@@ -131,6 +131,9 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		return nil, err
 	}
 	st.prune(a.now())
+	if err := st.compact(a.statePath()); err != nil {
+		return nil, err
+	}
 	a.st = st
 	a.started = a.now()
 	a.lastAct = a.started
@@ -213,11 +216,34 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.IdleTimeout == 0 {
 		idle.Stop()
 	}
-	// rescan fires for fsnotify bursts (debounced) and while dropped files
-	// are settling (the stable-file rule needs a second look).
+	// A burst of fsnotify events gives one scan at once and at most one
+	// more per scanGap (a scan reads the whole folder); rescan also fires
+	// while dropped files are settling (the stable-file rule needs a
+	// second look). It never moves a due scan later.
+	const scanGap = 100 * time.Millisecond
 	rescan := time.NewTimer(time.Hour)
 	rescan.Stop()
-	armRescan := func(d time.Duration) { rescan.Reset(d) }
+	var due time.Time // when the armed rescan fires; zero: not armed
+	var lastScan time.Time
+	armRescan := func(d time.Duration) {
+		at := time.Now().Add(d)
+		if !due.IsZero() && !at.Before(due) {
+			return
+		}
+		due = at
+		rescan.Reset(d)
+	}
+	doScan := func() {
+		due, lastScan = time.Time{}, time.Now()
+		rescan.Stop()
+		a.mu.Lock()
+		a.scan(ctx)
+		a.schedule(ctx)
+		a.mu.Unlock()
+		if a.waitingFiles() > 0 {
+			armRescan(a.cfg.StableTime.D())
+		}
+	}
 	if a.waitingFiles() > 0 {
 		armRescan(a.cfg.StableTime.D())
 	}
@@ -227,11 +253,29 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			a.log.Infof(nil, "agent stopping; running jobs continue in their units")
 			return nil
-		case _, ok := <-w.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("queue watcher stopped")
 			}
-			armRescan(100 * time.Millisecond)
+			a.noteEvent(ev)
+			// Take in what else the watcher has queued (a write right
+			// after a create must be seen before the scan decides).
+			for more := true; more; {
+				select {
+				case ev, ok := <-w.Events:
+					if ok {
+						a.noteEvent(ev)
+					}
+					more = ok
+				default:
+					more = false
+				}
+			}
+			if gap := time.Since(lastScan); gap >= scanGap && due.IsZero() {
+				doScan()
+			} else {
+				armRescan(max(scanGap-gap, 0))
+			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return errors.New("queue watcher stopped")
@@ -243,13 +287,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			armRescan(0)
 		case <-rescan.C:
-			a.mu.Lock()
-			a.scan(ctx)
-			a.schedule(ctx)
-			a.mu.Unlock()
-			if a.waitingFiles() > 0 {
-				armRescan(a.cfg.StableTime.D())
-			}
+			doScan()
 		case ch, ok := <-changes:
 			if !ok {
 				return errors.New("cannot follow job units: connection to systemd lost")
@@ -271,6 +309,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		a.updateStatus()
+	}
+}
+
+// noteEvent tells the queue what the watcher saw: a name that appeared
+// and was not written since may be taken without waiting (see queue).
+func (a *Agent) noteEvent(ev fsnotify.Event) {
+	name := filepath.Base(ev.Name)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case ev.Has(fsnotify.Write) || ev.Has(fsnotify.Chmod):
+		a.q.Written(name)
+	case ev.Has(fsnotify.Create):
+		a.q.Created(name)
 	}
 }
 

@@ -11,9 +11,14 @@
 //     (not a symlink, FIFO, device, socket or directory) with one link, and
 //     a manifest is at most MaxManifestSize bytes (anything else is refused:
 //     moved to failed/ with the reason);
-//   - it is stable: size, mtime and inode are unchanged across two looks at
-//     least StableTime apart, and no process has it open for writing (probed
-//     with a read lease, where the filesystem supports leases).
+//   - it is complete: no process has it open for writing (probed with a
+//     read lease, where the filesystem supports leases), and either it is
+//     stable (size, mtime and inode unchanged across two looks at least
+//     StableTime apart) or it was moved in whole: the watcher saw it appear
+//     (Created) and never saw it written since (Written), it is not empty,
+//     and the lease probe could answer. A file renamed into the folder, the
+//     recommended way to drop one, is therefore taken at once; a file
+//     written in place waits StableTime after its last change.
 package queue
 
 import (
@@ -114,7 +119,18 @@ type Queue struct {
 	Root string
 	opt  Options
 	seen map[string]look
+	// fresh names appeared (inotify IN_CREATE or IN_MOVED_TO) and were not
+	// written to since: candidates for being taken without waiting.
+	fresh map[string]bool
 }
+
+// Created records that name appeared in to_be_processed/ (a create or a
+// rename into it, as the watcher reports them).
+func (q *Queue) Created(name string) { q.fresh[name] = true }
+
+// Written records that name was written to, or its attributes changed,
+// after it appeared: it must be stable for StableTime before it is taken.
+func (q *Queue) Written(name string) { delete(q.fresh, name) }
 
 // Open creates the queue directories under root if needed.
 func Open(root string, o Options) (*Queue, error) {
@@ -129,7 +145,7 @@ func Open(root string, o Options) (*Queue, error) {
 			return nil, fmt.Errorf("cannot create queue directory: %w", err)
 		}
 	}
-	return &Queue{Root: root, opt: o, seen: map[string]look{}}, nil
+	return &Queue{Root: root, opt: o, seen: map[string]look{}, fresh: map[string]bool{}}, nil
 }
 
 // Dir returns the path of a queue directory.
@@ -189,6 +205,12 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 			continue
 		}
 		cur := look{size: st.Size, mtime: time.Unix(st.Mtim.Unix()), ino: st.Ino, at: now}
+		if q.fresh[name] && st.Size > 0 {
+			if writer, known := leaseProbe(filepath.Join(dir, name)); known && !writer {
+				ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
+				continue
+			}
+		}
 		prev, ok := q.seen[name]
 		if !ok || prev.size != cur.size || !prev.mtime.Equal(cur.mtime) || prev.ino != cur.ino {
 			q.seen[name] = cur
@@ -211,6 +233,11 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 			delete(q.seen, name)
 		}
 	}
+	for name := range q.fresh {
+		if !present[name] {
+			delete(q.fresh, name)
+		}
+	}
 	sort.Slice(ready, func(i, j int) bool {
 		if !ready[i].ModTime.Equal(ready[j].ModTime) {
 			return ready[i].ModTime.Before(ready[j].ModTime)
@@ -221,7 +248,10 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 }
 
 // Forget drops what Scan remembered about name (after a claim or reject).
-func (q *Queue) Forget(name string) { delete(q.seen, name) }
+func (q *Queue) Forget(name string) {
+	delete(q.seen, name)
+	delete(q.fresh, name)
+}
 
 // check returns the kind of a dropped file or why it is refused.
 func (q *Queue) check(name string, st *unix.Stat_t) (Kind, string) {
@@ -256,16 +286,27 @@ func (q *Queue) check(name string, st *unix.Stat_t) (Kind, string) {
 // filesystems without lease support answer "no" (the size/mtime rule still
 // holds).
 func openForWriting(path string) bool {
+	writer, _ := leaseProbe(path)
+	return writer
+}
+
+// leaseProbe tries a read lease on path: writer is true while some process
+// has it open for writing; known is false when the probe cannot tell (no
+// lease support, or the file cannot be opened).
+func leaseProbe(path string) (writer, known bool) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer unix.Close(fd)
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
-		return errors.Is(err, unix.EAGAIN)
+		if errors.Is(err, unix.EAGAIN) {
+			return true, true
+		}
+		return false, false
 	}
 	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
-	return false
+	return false, true
 }
 
 // Claim moves to_be_processed/name into processing/ (under a new name if

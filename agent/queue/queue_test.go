@@ -3,6 +3,7 @@ package queue
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,5 +250,47 @@ func TestPut(t *testing.T) {
 	names, _ := q.Processing()
 	if len(names) != 2 {
 		t.Errorf("processing holds %v (temp files left?)", names)
+	}
+}
+
+func TestMovedInIsTakenAtOnce(t *testing.T) {
+	q, _ := newQueue(t)
+	if !probeLeases(t, q.Dir(ToBeProcessed)) {
+		t.Skip("no lease support here: moved-in files wait like the others")
+	}
+	tmp := filepath.Join(q.Dir(ToBeProcessed), ".web01.json")
+	os.WriteFile(tmp, []byte(`{"version":"1.0"}`), 0o644)
+	os.Rename(tmp, filepath.Join(q.Dir(ToBeProcessed), "web01.json"))
+	q.Created("web01.json") // what the watcher reports for the rename
+	ready, _, waiting, _, _ := q.Scan()
+	if len(ready) != 1 || waiting != 0 {
+		t.Fatalf("a file renamed in whole must be taken at once: ready %v waiting %d", names(ready), waiting)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		written bool // the watcher saw a write after it appeared
+		content string
+		open    bool // a writer still holds it
+	}{
+		{"written.json", true, `{"version":"1.0"}`, false},
+		{"empty.json", false, "", false},
+		{"held.json", false, `{"version":"1.0"}`, true},
+	} {
+		p := drop(t, q, tc.name, tc.content)
+		q.Created(tc.name)
+		if tc.written {
+			q.Written(tc.name)
+		}
+		if tc.open {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+		}
+		if ready, _, _, _, _ := q.Scan(); slices.Contains(names(ready), tc.name) {
+			t.Errorf("%s: taken at once; written %v, %d bytes, open %v must wait", tc.name, tc.written, len(tc.content), tc.open)
+		}
 	}
 }
