@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -236,6 +237,35 @@ func TestWebDashboardFake(t *testing.T) {
 	c.waitJS(ctx, "the retry answer", `T.text("job-action-result").startsWith("Queued again as job")`, `T.text("job-action-result")`)
 	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
 
+	// Download as JSON: the file is the manifest the form shows.
+	dl := t.TempDir()
+	if err := c.call(ctx, "", "Browser.setDownloadBehavior", map[string]any{"behavior": "allow", "downloadPath": dl}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.mustEval(ctx, `T.click("download"); true`, nil)
+	var downloaded map[string]any
+	err := waitFile(ctx, filepath.Join(dl, "webtest01.json"), func(data []byte) error { return json.Unmarshal(data, &downloaded) })
+	if err != nil || downloaded["name"] != "webtest01" || downloaded["version"] != "1.0" {
+		t.Errorf("downloaded manifest: %v %v", err, downloaded)
+	}
+
+	// A batch: problems of the second VM show at its own fields.
+	c.mustEval(ctx, `T.check("f-batch", true); T.click("add-vm"); true`, nil)
+	c.waitJS(ctx, "the second VM's problems at its fields",
+		`T.text("e-vms-1-name").includes("required") && T.text("e-vms-1-pipeline-load-source-path").includes("required") &&
+		 T.$("f-vms-1-pipeline-load-source-path").getAttribute("aria-invalid") === "true" && T.text("e-vms-0-pipeline-load-source-path") === ""`,
+		`[T.text("validity"), T.text("general-errors")]`)
+	var batchDoc map[string]any
+	c.mustEval(ctx, `H2KBuilder.doc`, &batchDoc)
+	if vms, _ := batchDoc["vms"].([]any); batchDoc["batch"] != true || len(vms) != 2 || batchDoc["pipeline"] != nil ||
+		vms[0].(map[string]any)["name"] != "webtest01" {
+		t.Errorf("batch manifest: %v", batchDoc)
+	}
+	c.screenshot(ctx, out, "06-batch-problems.png")
+	c.mustEval(ctx, `T.check("f-batch", false); true`, nil)
+	c.waitJS(ctx, "the single-VM manifest to be valid again", `T.text("validity") === "Valid manifest" && T.$("f-name").value === "webtest01"`,
+		`[T.text("validity"), T.text("general-errors")]`)
+
 	// The agent going away shows, and the page falls back to polling.
 	fake.FailWith(dbusapi.ErrNoBus)
 	c.mustEval(ctx, `H2K.refreshAll(); true`, nil)
@@ -298,4 +328,21 @@ func TestWebDashboardBox(t *testing.T) {
 		}
 	}
 	checkPage(ctx, t, c, srv.URL, out)
+}
+
+// waitFile waits until path exists and check accepts its content.
+func waitFile(ctx context.Context, path string, check func([]byte) error) error {
+	for {
+		data, err := os.ReadFile(path)
+		if err == nil {
+			if err = check(data); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last: %v)", path, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -231,6 +231,7 @@
     top.append(grid, errorSlot("version"));
     const parts = [top];
     if (doc.batch) {
+      parts.push(group("Resource limits for every VM (a VM's own limits win)", "resources", "", RESOURCES));
       const vms = Array.isArray(doc.vms) ? doc.vms : [];
       vms.forEach((vm, i) => {
         const p = `vms.${i}`;
