@@ -156,8 +156,8 @@ func TestListJobsFilters(t *testing.T) {
 	start := time.Now().Add(-90 * time.Second)
 	e.fake.Set(jobs.Job{ID: "p1", Name: "pend", State: jobs.Pending, Progress: 0})
 	e.fake.Set(jobs.Job{ID: "r1", Name: "run", State: jobs.Running, Stage: "convert", Progress: 42, StartedAt: start})
-	e.fake.Set(jobs.Job{ID: "r2", Name: "run2", State: jobs.Running, Stage: "inspect", Progress: jobs.ProgressUnknown, StartedAt: start})
-	e.fake.Set(jobs.Job{ID: "c1", Name: "done", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(30 * time.Second), Outputs: []string{"/out/done.qcow2"}})
+	e.fake.Set(jobs.Job{ID: "r2", Name: "run2", Batch: "b1", State: jobs.Running, Stage: "inspect", Progress: jobs.ProgressUnknown, StartedAt: start})
+	e.fake.Set(jobs.Job{ID: "c1", Name: "done", Batch: "b1", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(30 * time.Second), Outputs: []string{"/out/done.qcow2"}})
 	e.fake.Set(jobs.Job{ID: "f1", Name: "bad", State: jobs.Failed, Error: "cannot convert: disk full", ErrorStage: "convert", StartedAt: start, FinishedAt: start.Add(5 * time.Second)})
 	e.fake.Set(jobs.Job{ID: "x1", Name: "gone", State: jobs.Cancelled})
 
@@ -174,6 +174,8 @@ func TestListJobsFilters(t *testing.T) {
 		{"?status=failed", []string{"f1"}},
 		{"?status=failed,cancelled", []string{"f1", "x1"}},
 		{"?status=finished", []string{"c1", "f1", "x1"}},
+		{"?batch=b1", []string{"r2", "c1"}},
+		{"?status=completed&batch=b1", []string{"c1"}},
 	}
 	for _, tt := range tests {
 		a := e.do(t, "GET", "/api/workflow/jobs"+tt.query, "", "")

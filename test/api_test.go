@@ -275,6 +275,9 @@ func TestAPIBridge(t *testing.T) {
 		if errorCode(t, m) != "invalid-manifest" || len(d) == 0 || !strings.Contains(fmt.Sprint(d), "pipeline.load.source_path") {
 			t.Errorf("invalid submit: %v", m)
 		}
+		if m := b.jsonCall(t, "POST", "/api/workflow/manifest/submit?name=..%2F..%2Fetc%2Fcron.d%2Fx.json", apiManifest("x", "/srv/vms/web01.img"), apiToken, 400); errorCode(t, m) != "invalid-args" {
+			t.Errorf("a queue name with ../: %v", m)
+		}
 		if m := b.jsonCall(t, "GET", "/api/workflow/jobs/no-such-job", "", "", 404); errorCode(t, m) != "no-such-job" {
 			t.Errorf("unknown job: %v", m)
 		}
