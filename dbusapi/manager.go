@@ -29,7 +29,7 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			paths := make([]dbus.ObjectPath, len(list))
 			for i, j := range list {
-				paths[i], _ = s.ensure(j)
+				paths[i] = s.ensurePath(j)
 			}
 			return paths, nil
 		},

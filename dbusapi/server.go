@@ -41,6 +41,7 @@ type Server struct {
 	last        atomic.Int64 // unix nanoseconds of the last method call
 
 	managerIface, jobIface introspect.Interface
+	jobXML                 string // every job object's introspection, built once
 
 	// mu orders object (un)exports with the signals that announce them,
 	// so that a client never sees a signal for an object it cannot call.
@@ -80,7 +81,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 	s := &Server{
 		conn: conn, b: b, authz: authz, log: defaultLogger(),
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
-		managerIface: mi, jobIface: ji,
+		managerIface: mi, jobIface: ji, jobXML: introspection([]introspect.Interface{ji}, nil),
 		objects: map[string]*jobObject{},
 	}
 	s.last.Store(time.Now().UnixNano())
@@ -251,6 +252,17 @@ func (s *Server) ensure(j jobs.Job) (dbus.ObjectPath, map[string]dbus.Variant) {
 	return s.upsert(j, true), jobProps(j)
 }
 
+// ensurePath is ensure without the copy of the properties.
+func (s *Server) ensurePath(j jobs.Job) dbus.ObjectPath {
+	s.mu.Lock()
+	o, ok := s.objects[j.ID]
+	s.mu.Unlock()
+	if ok {
+		return o.path
+	}
+	return s.upsert(j, true)
+}
+
 // remove unexports j's object after announcing its last property values,
 // so a watcher learns the final state even if it only follows properties.
 func (s *Server) remove(j jobs.Job) {
@@ -295,7 +307,7 @@ func (s *Server) managedIfaces(o *jobObject) map[string]map[string]dbus.Variant 
 }
 
 func (s *Server) exportJob(o *jobObject) error {
-	xml := introspection([]introspect.Interface{s.jobIface}, nil)
+	xml := s.jobXML
 	tables := map[string]map[string]any{
 		JobIface: s.jobMethods(o.id),
 		ifaceProperties: {
