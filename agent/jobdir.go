@@ -32,6 +32,13 @@ type JobSpec struct {
 	Backend   string `json:"backend"`    // default guest-access backend
 	Verbose   bool   `json:"verbose,omitempty"`
 	Priority  int    `json:"priority"`
+	// SourceUID is the user who dropped or submitted the job: the worker
+	// (root) reads only files that user could read (engine.Options.SourceUID).
+	// 0 for root's jobs, and in job.json of agents before this field.
+	SourceUID int64 `json:"source_uid,omitempty"`
+	// TrustedSource is the image the agent claimed into processing/ for a
+	// dropped image: the worker reads it without that check.
+	TrustedSource string `json:"trusted_source,omitempty"`
 }
 
 // ReadJobDir reads job.json and manifest.json from dir.

@@ -101,6 +101,12 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 	}
 	spec := JobSpec{ID: r.ID, Name: r.Name, Batch: r.Batch, Claim: r.Claim, OutputDir: r.OutputDir,
 		WorkDir: filepath.Join(r.JobDir, "work"), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority}
+	if r.DropperUID > 0 {
+		spec.SourceUID = r.DropperUID
+	}
+	if c := a.st.Claims[r.Claim]; c != nil && c.Kind == kindImage {
+		spec.TrustedSource = filepath.Join(a.q.Dir(queue.Processing), r.Claim)
+	}
 	if err := writeJobDir(r.JobDir, spec, r.VM); err != nil {
 		a.finish(r, jobs.Failed, "start", err.Error(), nil)
 		return false

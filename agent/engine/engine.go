@@ -27,6 +27,15 @@ type Options struct {
 	WorkDir   string // scratch space (overlays, FUSE mount points); removed by Run
 	Backend   string // default guest-access backend when the manifest names none
 	Progress  func(progress.Update)
+	// SourceUID, when above 0, is the unprivileged user a root caller (the
+	// worker) converts for: every file the job reads (the source, OVF
+	// disks, VMDK extents) must be reachable by a path without symbolic
+	// links and readable by that user, checked on the opened file, which
+	// qemu then gets (see userFiles). 0: the caller's own access applies.
+	SourceUID int64
+	// TrustedSource is a source path exempt from the SourceUID check: the
+	// image the agent claimed into its own processing/ directory.
+	TrustedSource string
 }
 
 // Output file names beside the disks.
@@ -77,6 +86,8 @@ type runner struct {
 	// ovaManifest says what the OVA's .mf check found, for LOAD's result.
 	ovaManifest string
 	hashes      chan []report.Artifact // disk and domain.xml artifacts, from CONVERT
+	// files holds the sources opened for Options.SourceUID; nil without one.
+	files *userFiles
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -94,7 +105,19 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 		Name:          vm.Name,
 		StartedAt:     now(),
 	}
-	err := r.run()
+	var err error
+	if o.SourceUID > 0 {
+		r.files, err = newUserFiles(o.SourceUID, o.TrustedSource)
+	}
+	if err != nil {
+		err = r.fail("load", err)
+	} else {
+		err = r.run()
+	}
+	if r.files != nil {
+		// Every process that read the sources has ended by now.
+		r.files.close()
+	}
 	r.rep.FinishedAt = now()
 	switch {
 	case err == nil:

@@ -22,17 +22,26 @@ import (
 // OVF/OVA/VMDK metadata, verify the sha256, open every disk with qemu-img
 // info, and settle the output paths (none may exist yet).
 func (r *runner) load(set func(any)) error {
+	// Errors name the files as the manifest does, not as opened for a user.
+	return r.files.explain(r.loadSources(set))
+}
+
+func (r *runner) loadSources(set func(any)) error {
 	if ps := r.vm.Validate(); len(ps) > 0 {
 		return fmt.Errorf("invalid manifest: %w", ps)
 	}
 	l := r.p.Load
-	src := l.SourcePath
+	display := l.SourcePath
+	src, err := r.openSource(display)
+	if err != nil {
+		return err
+	}
 	st, err := os.Stat(src)
 	if err != nil {
 		return fmt.Errorf("cannot open source: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("source %s is not a regular file", src)
+		return fmt.Errorf("source %s is not a regular file", display)
 	}
 	detected, err := imgfmt.Detect(src)
 	if err != nil {
@@ -40,7 +49,7 @@ func (r *runner) load(set func(any)) error {
 	}
 	r.rep.Source.Detected = detected
 	if want := manifest.QemuFormat(l.SourceType); detected != want {
-		return fmt.Errorf("source_type is %q but %s holds %s (detected from its bytes, not its name)", l.SourceType, src, describe(detected))
+		return fmt.Errorf("source_type is %q but %s holds %s (detected from its bytes, not its name)", l.SourceType, display, describe(detected))
 	}
 	if l.SHA256 != "" {
 		sum, err := r.sha256(src, st.Size())
@@ -49,7 +58,7 @@ func (r *runner) load(set func(any)) error {
 		}
 		want := strings.ToLower(strings.TrimPrefix(l.SHA256, "sha256:"))
 		if sum != want {
-			return fmt.Errorf("sha256 of %s is %s, but the manifest's load.sha256 says %s", src, sum, want)
+			return fmt.Errorf("sha256 of %s is %s, but the manifest's load.sha256 says %s", display, sum, want)
 		}
 		r.rep.Source.SHA256 = sum
 	}
@@ -58,10 +67,10 @@ func (r *runner) load(set func(any)) error {
 	case imgfmt.OVA:
 		err = r.loadOVA(src)
 	case imgfmt.OVF:
-		err = r.loadOVF(src)
+		err = r.loadOVF(src, display)
 	default:
 		var d *disk
-		d, err = fileDisk(src, detected, "disk1")
+		d, err = r.fileDisk(src, display, detected, "disk1")
 		r.disks = []*disk{d}
 	}
 	if err != nil {
@@ -85,6 +94,9 @@ func (r *runner) load(set func(any)) error {
 		}
 		if info.VirtualSize <= 0 {
 			return fmt.Errorf("disk %s (%s): qemu-img reports a virtual size of %d", d.id, d.display, info.VirtualSize)
+		}
+		if err := r.checkReferences(d, info); err != nil {
+			return err
 		}
 		if info.BackingFile != "" {
 			r.warn("disk %s (%s) has a backing file %s; the output includes its data", d.id, d.display, info.BackingFile)
@@ -132,9 +144,11 @@ func describe(format string) string {
 }
 
 // fileDisk describes a disk that is a file of its own, checking that a VMDK
-// descriptor's extents are files beside it.
-func fileDisk(p, format, id string) (*disk, error) {
-	d := &disk{id: id, display: p, path: p, format: format}
+// descriptor's extents are files beside it. p is the file to read (as
+// opened for a user, see openSource), display the path the manifest or the
+// OVF gave.
+func (r *runner) fileDisk(p, display, format, id string) (*disk, error) {
+	d := &disk{id: id, display: display, path: p, format: format}
 	if format != imgfmt.VMDK {
 		return d, nil
 	}
@@ -147,7 +161,13 @@ func fileDisk(p, format, id string) (*disk, error) {
 		// A sparse VMDK carries its descriptor inside and is its own only
 		// extent, whatever name the descriptor gives it (the file may have
 		// been renamed); qemu reads it as one file.
+		if err == nil && r.files != nil {
+			err = r.refuseDeferringSparse(p, display)
+		}
 		return d, err
+	}
+	if r.files != nil {
+		return r.userVMDK(d, desc)
 	}
 	extents, err := desc.ExtentPaths(filepath.Dir(p))
 	if err != nil {
@@ -167,17 +187,152 @@ func fileDisk(p, format, id string) (*disk, error) {
 		}
 		sizes[e] = st.Size()
 	}
-	// qemu reads zeros past the end of a short flat extent; refuse it instead.
+	if err := checkFlatExtents(p, desc, func(name string) int64 { return sizes[filepath.Join(filepath.Dir(p), name)] }); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// checkFlatExtents refuses a flat extent shorter than the descriptor says:
+// qemu would read zeros past its end.
+func checkFlatExtents(display string, desc *imgfmt.VMDKDescriptor, size func(name string) int64) error {
 	for _, x := range desc.Extents {
 		if x.Type != "FLAT" {
 			continue
 		}
-		e := filepath.Join(filepath.Dir(p), x.File)
-		if need := (x.Offset + x.Sectors) * 512; sizes[e] < need {
-			return nil, fmt.Errorf("vmdk %s: flat extent %s is truncated: %d bytes, the descriptor needs %d", p, x.File, sizes[e], need)
+		if need := (x.Offset + x.Sectors) * 512; size(x.File) < need {
+			return fmt.Errorf("vmdk %s: flat extent %s is truncated: %d bytes, the descriptor needs %d", display, x.File, size(x.File), need)
 		}
 	}
+	return nil
+}
+
+// userVMDK prepares a VMDK descriptor with extents for a job checked
+// against Options.SourceUID. qemu opens extents by name, relative to the
+// descriptor, as root; so it gets a private directory in the work
+// directory holding a copy of the descriptor (the very bytes checked here,
+// which the user can no longer change) and, under each extent's name, a
+// link to that extent as opened for the user.
+func (r *runner) userVMDK(d *disk, orig *imgfmt.VMDKDescriptor) (*disk, error) {
+	data, err := readSmall(d.path, 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("vmdk %s: cannot read descriptor: %w", d.display, err)
+	}
+	if r.workDir == "" {
+		if err := r.makeWorkDir(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp(r.workDir, "vmdk-"+d.id+"-")
+	if err != nil {
+		return nil, fmt.Errorf("cannot prepare vmdk %s: %w", d.display, err)
+	}
+	cp := filepath.Join(dir, "descriptor.vmdk")
+	if err := os.WriteFile(cp, data, 0o600); err != nil {
+		return nil, fmt.Errorf("cannot prepare vmdk %s: %w", d.display, err)
+	}
+	desc, err := imgfmt.ReadVMDKDescriptorFile(cp)
+	if err != nil {
+		return nil, fmt.Errorf("vmdk %s: %w", d.display, err)
+	}
+	if desc.CreateType != orig.CreateType || len(desc.Extents) != len(orig.Extents) {
+		return nil, fmt.Errorf("vmdk %s changed while it was read", d.display)
+	}
+	if _, err := desc.ExtentPaths(dir); err != nil {
+		return nil, fmt.Errorf("%s: %w", d.display, err)
+	}
+	sizes := map[string]int64{}
+	for _, x := range desc.Extents {
+		if x.File == "" || x.File == "descriptor.vmdk" {
+			return nil, fmt.Errorf("vmdk %s: extent %q cannot be read", d.display, x.File)
+		}
+		if _, seen := sizes[x.File]; seen {
+			continue
+		}
+		p := filepath.Join(filepath.Dir(d.display), x.File)
+		opened, err := r.files.open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("vmdk %s lists extent %s, which is missing (copy every file of the disk)", d.display, x.File)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("vmdk %s: extent: %w", d.display, err)
+		}
+		st, err := os.Stat(opened)
+		if err != nil {
+			return nil, fmt.Errorf("vmdk %s: extent: %w", d.display, err)
+		}
+		sizes[x.File] = st.Size()
+		if err := os.Symlink(opened, filepath.Join(dir, x.File)); err != nil {
+			return nil, fmt.Errorf("cannot prepare vmdk %s: %w", d.display, err)
+		}
+	}
+	if err := checkFlatExtents(d.display, desc, func(name string) int64 { return sizes[name] }); err != nil {
+		return nil, err
+	}
+	d.path, d.subformat = cp, desc.CreateType
 	return d, nil
+}
+
+// readSmall reads a whole file of at most limit bytes.
+func readSmall(p string, limit int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return data, nil
+}
+
+// refuseDeferringSparse refuses a sparse VMDK whose header gives no
+// capacity: qemu then takes the extents its embedded descriptor names, by
+// any path, instead of the file itself.
+func (r *runner) refuseDeferringSparse(p, display string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("cannot read vmdk: %w", err)
+	}
+	defer f.Close()
+	if imgfmt.DefersToEmbeddedDescriptor(f) {
+		return fmt.Errorf("vmdk %s: a sparse extent whose header defers to its embedded descriptor's extents is not accepted for a job of uid %d", display, r.o.SourceUID)
+	}
+	return nil
+}
+
+// openSource opens p for reading as the job's user would (Options.SourceUID)
+// and returns what to read it by; without a user, p itself.
+func (r *runner) openSource(p string) (string, error) {
+	if r.files == nil {
+		return p, nil
+	}
+	opened, err := r.files.open(p)
+	if err != nil {
+		return "", fmt.Errorf("cannot open source: %w", err)
+	}
+	return opened, nil
+}
+
+// checkReferences refuses, for a job of Options.SourceUID, an image that
+// makes qemu read another file by name: a backing file (qcow2, a VMDK's
+// parentFileNameHint) or a qcow2 external data file. Those are not opened
+// for the user, so root would read them for them.
+func (r *runner) checkReferences(d *disk, info *qemuimg.ImageInfo) error {
+	if r.files == nil {
+		return nil
+	}
+	if info.BackingFile != "" {
+		return fmt.Errorf("disk %s (%s) has a backing file %s; images with backing files are not accepted for a job of uid %d (convert them into a standalone image first)", d.id, d.display, info.BackingFile, r.o.SourceUID)
+	}
+	if df := info.DataFile(); df != "" {
+		return fmt.Errorf("disk %s (%s) keeps its data in an external file %s, which is not accepted for a job of uid %d", d.id, d.display, df, r.o.SourceUID)
+	}
+	return nil
 }
 
 // isSparseExtent reports whether p starts with the VMDK sparse magic "KDMV".
@@ -236,6 +391,9 @@ func (r *runner) loadOVA(src string) error {
 			if len(desc.Extents) != 1 || desc.Extents[0].Type != "SPARSE" {
 				return fmt.Errorf("ova %s: disk %s is a %s VMDK whose data lives in other files; only single-file VMDKs (streamOptimized, monolithicSparse) can be read inside an OVA", src, od.File, desc.CreateType)
 			}
+			if r.files != nil && imgfmt.DefersToEmbeddedDescriptor(sec) {
+				return fmt.Errorf("ova %s: disk %s: a sparse extent whose header defers to its embedded descriptor's extents is not accepted for a job of uid %d", src, od.File, r.o.SourceUID)
+			}
 			d.subformat = desc.CreateType
 		}
 		r.disks = append(r.disks, d)
@@ -287,7 +445,9 @@ func (r *runner) verifyManifest(src string, arc *imgfmt.Archive, f *os.File) err
 	return nil
 }
 
-func (r *runner) loadOVF(src string) error {
+// loadOVF reads the OVF at src (display: its path in the manifest) and
+// its disks, which lie relative to display.
+func (r *runner) loadOVF(src, display string) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("cannot read ovf: %w", err)
@@ -295,19 +455,31 @@ func (r *runner) loadOVF(src string) error {
 	desc, err := imgfmt.ParseOVF(f)
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("%s: %w", src, err)
+		return fmt.Errorf("%s: %w", display, err)
 	}
 	r.ovf = desc
 	if len(desc.Disks) == 0 {
-		return fmt.Errorf("ovf %s lists no disks", src)
+		return fmt.Errorf("ovf %s lists no disks", display)
 	}
-	dir := filepath.Dir(src)
+	src = display
+	dir := filepath.Dir(display)
 	for i, od := range desc.Disks {
-		p := filepath.Join(dir, filepath.FromSlash(od.File))
+		shown := filepath.Join(dir, filepath.FromSlash(od.File))
 		if od.Compression != "" && od.Compression != "identity" {
 			return fmt.Errorf("ovf %s: disk file %s is %s-compressed; decompress it first", src, od.File, od.Compression)
 		}
+		p := shown
+		if r.files != nil {
+			// Every directory of the href, not only its last component, is
+			// checked for the user and must not be a symbolic link.
+			if p, err = r.files.open(shown); err != nil {
+				return fmt.Errorf("ovf %s references %s: %w", src, od.File, err)
+			}
+		}
 		st, err := os.Lstat(p)
+		if r.files != nil && err == nil {
+			st, err = os.Stat(p)
+		}
 		if err != nil {
 			return fmt.Errorf("ovf %s references %s: %w", src, od.File, err)
 		}
@@ -321,7 +493,7 @@ func (r *runner) loadOVF(src string) error {
 		if format == imgfmt.OVA || format == imgfmt.OVF {
 			return fmt.Errorf("ovf %s references %s, which is not a disk image (%s)", src, od.File, format)
 		}
-		d, err := fileDisk(p, format, diskID(od.ID, i))
+		d, err := r.fileDisk(p, shown, format, diskID(od.ID, i))
 		if err != nil {
 			return err
 		}
@@ -400,7 +572,11 @@ func (r *runner) plannedDir() string {
 
 // sha256 hashes the file at p, reporting progress within LOAD's first half.
 func (r *runner) sha256(p string, size int64) (string, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	flags := os.O_RDONLY | syscall.O_NOFOLLOW
+	if r.files != nil {
+		flags = os.O_RDONLY // p is the /proc link to the file opened for the user
+	}
+	f, err := os.OpenFile(p, flags, 0)
 	if err != nil {
 		return "", fmt.Errorf("cannot verify sha256: %w", err)
 	}
@@ -416,7 +592,7 @@ func (r *runner) sha256(p string, size int64) (string, error) {
 		h.Write(buf[:n])
 		done += int64(n)
 		if size > 0 {
-			r.progress("load", int(done*50/size), done, size, "sha256 "+filepath.Base(p))
+			r.progress("load", int(done*50/size), done, size, "sha256 "+filepath.Base(r.p.Load.SourcePath))
 		}
 		if err == io.EOF {
 			break

@@ -46,6 +46,20 @@ type ImageInfo struct {
 	FormatSpecific json.RawMessage `json:"format-specific,omitempty"`
 }
 
+// DataFile is the external data file of a qcow2 image ("" when its data
+// is inside it): qemu reads it by name, like a backing file.
+func (i *ImageInfo) DataFile() string {
+	var fs struct {
+		Data struct {
+			DataFile string `json:"data-file"`
+		} `json:"data"`
+	}
+	if len(i.FormatSpecific) == 0 || json.Unmarshal(i.FormatSpecific, &fs) != nil {
+		return ""
+	}
+	return fs.Data.DataFile
+}
+
 // Info runs qemu-img info on path (a file or a "json:" spec) opened as format.
 func Info(ctx context.Context, path, format string) (*ImageInfo, error) {
 	out, err := run(ctx, "info", "--output=json", "-f", format, path)

@@ -75,6 +75,9 @@ func runWorker(ctx context.Context, dir string) error {
 		OutputDir: spec.OutputDir,
 		WorkDir:   spec.WorkDir,
 		Backend:   spec.Backend,
+		// The worker runs as root: it reads only what the job's user could.
+		SourceUID:     spec.SourceUID,
+		TrustedSource: spec.TrustedSource,
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {

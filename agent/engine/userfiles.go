@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// userFiles opens the files of a job that root (the worker) runs for an
+// unprivileged user, so that the job reads nothing that user could not read
+// themselves, however the files change while it runs:
+//
+//   - every path is walked from / one component at a time, each component
+//     opened with openat2(RESOLVE_NO_SYMLINKS) relative to the directory
+//     opened before it, so a symbolic link anywhere on the path is refused
+//     and a directory swapped after its check is never entered;
+//   - the checks are made on what was opened (fstat of the descriptor):
+//     every directory searchable by the user, the file a regular file they
+//     can read, by the permission bits and the POSIX access ACL if any;
+//   - the file is kept open until the job ends and other processes (qemu-img,
+//     qemu-storage-daemon) are given /proc/<worker pid>/fd/<n>, which opens
+//     that same file and nothing else.
+//
+// The user's groups are those of the passwd and group databases (as login
+// would set them), not of any running process.
+type userFiles struct {
+	uid     uint32
+	gids    map[uint32]bool
+	trusted string // a path opened without the user check (the agent's own claimed image)
+	files   []*os.File
+	names   map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
+}
+
+func newUserFiles(uid int64, trusted string) (*userFiles, error) {
+	if uid <= 0 || uid > 0xfffffffe {
+		return nil, fmt.Errorf("cannot check sources for uid %d", uid)
+	}
+	u := &userFiles{uid: uint32(uid), gids: map[uint32]bool{}, names: map[string]string{}}
+	if trusted != "" {
+		u.trusted = filepath.Clean(trusted)
+	}
+	if pw, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil {
+		if g, err := strconv.ParseUint(pw.Gid, 10, 32); err == nil {
+			u.gids[uint32(g)] = true
+		}
+		if gs, err := pw.GroupIds(); err == nil {
+			for _, s := range gs {
+				if g, err := strconv.ParseUint(s, 10, 32); err == nil {
+					u.gids[uint32(g)] = true
+				}
+			}
+		}
+	}
+	return u, nil
+}
+
+// open opens p for reading if the user could, and returns the path other
+// processes open it by. The file stays open until close.
+func (u *userFiles) open(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%s: a source path must be absolute", p)
+	}
+	p = filepath.Clean(p)
+	var f *os.File
+	var err error
+	if p == u.trusted {
+		f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if err == nil {
+			var st unix.Stat_t
+			if err = unix.Fstat(int(f.Fd()), &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+				err = errors.New("not a regular file")
+			}
+		}
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			return "", fmt.Errorf("cannot open %s: %w", p, err)
+		}
+	} else if f, err = u.walk(p); err != nil {
+		return "", err
+	}
+	u.files = append(u.files, f)
+	name := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
+	u.names[name] = p
+	return name, nil
+}
+
+// walk opens p component by component from /, checking each directory
+// and the file for the user.
+func (u *userFiles) walk(p string) (*os.File, error) {
+	dir, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open /: %w", err)
+	}
+	cur := "/"
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, name := range parts {
+		if err := u.permitted(dir, cur, 1); err != nil {
+			unix.Close(dir)
+			return nil, err
+		}
+		next := filepath.Join(cur, name)
+		how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+		fd, err := unix.Openat2(dir, name, how)
+		if errors.Is(err, unix.ENOSYS) {
+			// Kernels before 5.6: O_NOFOLLOW on a single component refuses
+			// a symbolic link just as well.
+			fd, err = unix.Openat(dir, name, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		}
+		unix.Close(dir)
+		if err != nil {
+			return nil, fmt.Errorf("cannot open %s: %w", next, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("cannot look at %s: %w", next, err)
+		}
+		typ := st.Mode & unix.S_IFMT
+		if typ == unix.S_IFLNK {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%s is a symbolic link; a job of uid %d reads only paths without symbolic links", next, u.uid)
+		}
+		if i < len(parts)-1 {
+			if typ != unix.S_IFDIR {
+				unix.Close(fd)
+				return nil, fmt.Errorf("cannot open %s: %s is not a directory", p, next)
+			}
+			dir, cur = fd, next
+			continue
+		}
+		if typ != unix.S_IFREG {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%s is not a regular file", next)
+		}
+		if err := u.permitted(fd, next, 4); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		// Upgrade the O_PATH descriptor to a readable one: this opens the
+		// inode just checked, never a path again.
+		f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|unix.O_NOCTTY, 0)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("cannot open %s: %w", next, err)
+		}
+		return f, nil
+	}
+	unix.Close(dir)
+	return nil, fmt.Errorf("%s is not a file", p)
+}
+
+// permitted checks that the user may do want (4 read, 1 search) on the
+// object fd refers to.
+func (u *userFiles) permitted(fd int, name string, want uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("cannot look at %s: %w", name, err)
+	}
+	acl, err := readACL(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return fmt.Errorf("cannot read the ACL of %s: %w", name, err)
+	}
+	if !allowed(u.uid, u.gids, st.Uid, st.Gid, st.Mode, acl, want) {
+		verb := "read"
+		if want == 1 {
+			verb = "enter"
+		}
+		return fmt.Errorf("uid %d cannot %s %s", u.uid, verb, name)
+	}
+	return nil
+}
+
+// close closes the opened files: call it when no process reads them any more.
+func (u *userFiles) close() {
+	for _, f := range u.files {
+		f.Close()
+	}
+	u.files = nil
+}
+
+// explain replaces the /proc/<pid>/fd/<n> names in an error by the paths
+// the user gave.
+func (u *userFiles) explain(err error) error {
+	if u == nil || err == nil {
+		return err
+	}
+	msg := err.Error()
+	for name, p := range u.names {
+		msg = strings.ReplaceAll(msg, name, p)
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// aclEntry is one entry of a POSIX ACL (the system.posix_acl_access xattr).
+type aclEntry struct {
+	tag  uint16
+	perm uint16
+	id   uint32
+}
+
+// ACL entry tags (linux/posix_acl.h).
+const (
+	aclUserObj  = 0x01
+	aclUser     = 0x02
+	aclGroupObj = 0x04
+	aclGroup    = 0x08
+	aclMask     = 0x10
+	aclOther    = 0x20
+)
+
+// readACL reads the access ACL of path; nil when it has none (the
+// permission bits say it all).
+func readACL(path string) ([]aclEntry, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(path, "system.posix_acl_access", buf)
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseACL(buf[:n])
+}
+
+func parseACL(b []byte) ([]aclEntry, error) {
+	if len(b) < 4 || binary.LittleEndian.Uint32(b) != 2 || (len(b)-4)%8 != 0 {
+		return nil, errors.New("malformed POSIX ACL")
+	}
+	var out []aclEntry
+	for b = b[4:]; len(b) > 0; b = b[8:] {
+		out = append(out, aclEntry{tag: binary.LittleEndian.Uint16(b), perm: binary.LittleEndian.Uint16(b[2:]), id: binary.LittleEndian.Uint32(b[4:])})
+	}
+	return out, nil
+}
+
+// allowed is the kernel's access check for an unprivileged user (no
+// capabilities): the permission bits, or the access ACL when there is one
+// (acl(5), "Access check algorithm").
+func allowed(uid uint32, gids map[uint32]bool, owner, group, mode uint32, acl []aclEntry, want uint32) bool {
+	has := func(perm uint32) bool { return perm&want == want }
+	if owner == uid {
+		return has((mode >> 6) & 7)
+	}
+	if len(acl) == 0 {
+		if gids[group] {
+			return has((mode >> 3) & 7)
+		}
+		return has(mode & 7)
+	}
+	mask := uint32(7)
+	for _, e := range acl {
+		if e.tag == aclMask {
+			mask = uint32(e.perm)
+		}
+	}
+	for _, e := range acl {
+		if e.tag == aclUser && e.id == uid {
+			return has(uint32(e.perm) & mask)
+		}
+	}
+	matched := false
+	for _, e := range acl {
+		if (e.tag == aclGroupObj && gids[group]) || (e.tag == aclGroup && gids[e.id]) {
+			matched = true
+			if has(uint32(e.perm) & mask) {
+				return true
+			}
+		}
+	}
+	if matched {
+		return false
+	}
+	for _, e := range acl {
+		if e.tag == aclOther {
+			return has(uint32(e.perm))
+		}
+	}
+	return false
+}
