@@ -56,6 +56,11 @@ func (a *Agent) recover(ctx context.Context) error {
 		}
 		a.settleClaim(c)
 	}
+	if removed, err := a.q.RemoveTemps(); err != nil {
+		a.log.Warnf(nil, "%v", err)
+	} else if len(removed) > 0 {
+		a.log.Infof(nil, "removed %d temporary files a cut-short write left in processing/", len(removed))
+	}
 	names, err := a.q.Processing()
 	if err != nil {
 		return err

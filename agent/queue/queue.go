@@ -350,6 +350,29 @@ func (q *Queue) Processing() ([]string, error) {
 	return names, nil
 }
 
+// RemoveTemps removes the dot-temp files a write into processing/ left
+// when the agent died in the middle of it (Put), and returns their names.
+// processing/ is the agent's alone, so call it at start, before any Put.
+// A leftover would otherwise keep processing/ non-empty, and the path
+// unit would start an idle agent again and again.
+func (q *Queue) RemoveTemps() ([]string, error) {
+	des, err := os.ReadDir(q.Dir(Processing))
+	if err != nil {
+		return nil, fmt.Errorf("cannot list processing: %w", err)
+	}
+	var removed []string
+	for _, de := range des {
+		n := de.Name()
+		if strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") && de.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(q.Dir(Processing), n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return removed, fmt.Errorf("cannot remove %s: %w", n, err)
+			}
+			removed = append(removed, n)
+		}
+	}
+	return removed, nil
+}
+
 // Put writes data as a new claimed file in processing/ (a dot-temp file
 // renamed into place, never overwriting) and returns its name.
 func (q *Queue) Put(name string, data []byte) (string, error) {

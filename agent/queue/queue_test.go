@@ -253,6 +253,31 @@ func TestPut(t *testing.T) {
 	}
 }
 
+func TestRemoveTemps(t *testing.T) {
+	q, _ := newQueue(t)
+	if _, err := q.Put("kept.json", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	dir := q.Dir(Processing)
+	for _, n := range []string{".cut.json.tmp-123", ".other"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := q.RemoveTemps()
+	if err != nil || len(removed) != 1 || removed[0] != ".cut.json.tmp-123" {
+		t.Fatalf("RemoveTemps = %v, %v", removed, err)
+	}
+	var left []string
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		left = append(left, de.Name())
+	}
+	if strings.Join(left, " ") != ".other kept.json" {
+		t.Errorf("processing/ holds %v, want the claim and the file that is not a temp", left)
+	}
+}
+
 func TestMovedInIsTakenAtOnce(t *testing.T) {
 	q, _ := newQueue(t)
 	if !probeLeases(t, q.Dir(ToBeProcessed)) {
