@@ -165,6 +165,7 @@ func BenchmarkAPI(bm *testing.B) {
 	n := envInt("BENCH_API_JOBS", 10000)
 	for i := 0; i < bm.N; i++ {
 		b := startBox(bm, "")
+		b.MustExec(bm, "systemctl", "start", "hyper2kvm-api.socket")
 		var seed seedResult
 		b.helper(&seed, "seed", strconv.Itoa(n))
 		var res apiResult
