@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +73,7 @@ func WithJournalCursor(f func(ctx context.Context, unit string) string) Option {
 	return func(a *Agent) { a.cursor = f }
 }
 
-// WithBootID replaces reading /proc/sys/kernel/random/boot_id.
+// WithBootID replaces reading the boot marker (see readBootID).
 func WithBootID(f func() string) Option { return func(a *Agent) { a.bootID = f } }
 
 // WithReady runs f once recovery and the first scan are done, before
@@ -411,9 +410,4 @@ func (a *Agent) newID() string {
 			}
 		}
 	}
-}
-
-func readBootID() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
 }

@@ -131,6 +131,15 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 			a.units.Ref(ctx, r.Unit)
 			return true
 		}
+		if st, ok := a.units.(systemState); ok && st.Stopping(ctx) {
+			// The machine is shutting down (a job it interrupted was just
+			// queued again): the job waits for the next boot.
+			a.log.Infof(jobFields(r), "job %s stays queued: the system is shutting down", r.ID)
+			r.State, r.StartedAt = jobs.Pending, time.Time{}
+			r.Attempt--
+			a.save()
+			return false
+		}
 		a.log.Errorf(jobFields(r), "%v", err)
 		a.finish(r, jobs.Failed, "start", err.Error(), nil)
 		return false
@@ -406,8 +415,43 @@ func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
 		r.UnitResult = "oom-kill"
 	}
 	state, stage, msg := outcome(r, rep)
-	a.finish(r, state, stage, msg, rep)
+	if state == jobs.Pending {
+		a.requeue(r, rep, "its unit was stopped by systemd, not cancelled")
+	} else {
+		a.finish(r, state, stage, msg, rep)
+	}
 	a.units.Release(ctx, r.Unit)
+}
+
+// interrupted reports whether systemd, not a user, stopped the job: the
+// worker got SIGTERM (its report says cancelled) but nobody cancelled the
+// job through the API (recorded in the store before the unit is stopped),
+// and the unit did not run out of time. That is a shutdown of the machine,
+// or `systemctl stop` of the job's unit or of hyper2kvm.slice.
+func interrupted(r *record, rep *report.Report) bool {
+	return !r.Cancel && rep != nil && rep.Status == "cancelled" && r.UnitResult != "timeout"
+}
+
+// requeue makes a job whose run was cut short (by systemd, or by a
+// reboot) pending again; the next run starts clean. Called with a.mu held.
+func (a *Agent) requeue(r *record, rep *report.Report, why string) {
+	// LOAD refuses to start over existing outputs: remove what the cut
+	// run left in the directory the agent gave it, and the report the
+	// engine wrote into the manifest's own convert.output_dir.
+	if r.OutputDir != "" {
+		if err := os.RemoveAll(r.OutputDir); err != nil {
+			a.log.Warnf(jobFields(r), "cannot remove partial output: %v", err)
+		}
+	}
+	if rep != nil && rep.JobID == r.ID && filepath.Base(rep.ReportPath) == ReportFile && (r.OutputDir == "" || !within(rep.ReportPath, r.OutputDir)) {
+		os.Remove(rep.ReportPath)
+	}
+	r.State, r.Stage, r.StatusText, r.Progress, r.UnitResult = jobs.Pending, "", "", jobs.ProgressUnknown, ""
+	r.BytesDone, r.BytesTotal = 0, 0
+	a.save()
+	a.log.Warnf(jobFields(r), "job %s: %s; queued again (attempt %d of %d)", r.ID, why, r.Attempt+1, maxAttempts)
+	a.emit(JobChanged, r, []string{"State", "Stage", "Progress"})
+	a.wake()
 }
 
 // oomKills is what the unit's ExecStopPost found in its memory cgroup: the
@@ -433,12 +477,20 @@ func outcome(r *record, rep *report.Report) (jobs.State, string, string) {
 		return jobs.Cancelled, stage, "cancelled"
 	case rep != nil && rep.Status == "completed" && (r.UnitResult == "" || r.UnitResult == "success"):
 		return jobs.Completed, "", ""
+	case r.UnitResult == "timeout":
+		return jobs.Failed, stage, "the job ran longer than its runtime limit (RuntimeMaxSec) and was stopped"
+	case interrupted(r, rep) && r.Attempt < maxAttempts:
+		return jobs.Pending, stage, "interrupted" // run again: see unitEnded
+	case interrupted(r, rep):
+		during := ""
+		if stage != "" {
+			during = " during " + stage
+		}
+		return jobs.Failed, stage, fmt.Sprintf("systemd stopped the job's unit (the machine shut down, or systemctl stop of the unit or of %s)%s, %d times; not run again", SliceName, during, r.Attempt)
 	case r.UnitResult == "oom-kill" && rep != nil && rep.Error != nil:
 		return jobs.Failed, stage, "the worker was killed for going over its memory limit (MemoryMax): " + rep.Error.Message
 	case rep != nil && rep.Error != nil:
 		return jobs.Failed, stage, rep.Error.Message
-	case rep != nil && rep.Status == "cancelled":
-		return jobs.Cancelled, stage, "cancelled"
 	}
 	switch r.UnitResult {
 	case "oom-kill":

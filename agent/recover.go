@@ -109,8 +109,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
 			r.State = jobs.Pending
 			r.Attempt--
 		case r.BootID != "" && r.BootID != a.bootID() && r.Attempt < maxAttempts && !r.Cancel:
-			a.log.Warnf(f, "job %s was interrupted by a reboot; running it again", r.ID)
-			r.State = jobs.Pending
+			a.requeue(r, nil, "the machine stopped while it ran (a new boot)")
 		default:
 			a.finish(r, jobs.Failed, r.Stage, "the worker ended without a report while the agent was not running (killed, or the machine stopped)", nil)
 		}

@@ -76,6 +76,12 @@ type Units interface {
 	Close()
 }
 
+// systemState is what Units of the real manager also tell: whether the
+// system is shutting down (starting a job unit then fails).
+type systemState interface {
+	Stopping(ctx context.Context) bool
+}
+
 const unitPathPrefix = "/org/freedesktop/systemd1/unit/"
 
 // jobUnitPathPrefix is the escaped object path prefix of every job unit.
@@ -271,6 +277,15 @@ func (u *systemdUnits) Ref(ctx context.Context, name string) error {
 
 func (u *systemdUnits) Release(ctx context.Context, name string) {
 	u.manager().CallWithContext(ctx, "org.freedesktop.systemd1.Manager.UnrefUnit", 0, name)
+}
+
+// Stopping reports whether the manager's SystemState is "stopping".
+func (u *systemdUnits) Stopping(ctx context.Context) bool {
+	var v dbus.Variant
+	err := u.manager().CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0,
+		"org.freedesktop.systemd1.Manager", "SystemState").Store(&v)
+	s, _ := v.Value().(string)
+	return err == nil && s == "stopping"
 }
 
 func (u *systemdUnits) Changes() <-chan UnitChange { return u.out }
