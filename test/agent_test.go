@@ -353,6 +353,11 @@ func TestAgentKilledMidJobReattaches(t *testing.T) {
 	}
 	invocation := b.show(unit, "InvocationID")
 	oldPID := b.show("hyper2kvmd.service", "MainPID")
+	// A stopped agent has MainPID 0, and `kill -9 0` would kill the
+	// process group of the command in the box instead.
+	if n, err := strconv.Atoi(oldPID); err != nil || n <= 1 {
+		t.Fatalf("the agent is not running (MainPID %q) while its job unit is active", oldPID)
+	}
 	b.MustExec(t, "kill", "-9", oldPID)
 
 	// systemd restarts the agent (Restart=on-failure); it re-attaches.
