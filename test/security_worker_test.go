@@ -1,8 +1,8 @@
-//go:build reliability_pending
-
 package test
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -13,15 +13,15 @@ import (
 
 // TestSecurityRootWorkerReadsForUser: a member of group hyper2kvm must not
 // get the root worker to convert a file they cannot read, by any path the
-// agent does not check when the manifest arrives. Two known holes (see
-// docs/RELIABILITY.md, "Known gaps"); the test stays behind the build tag
-// reliability_pending until they are closed:
+// agent does not check when the manifest arrives:
 //   - an OVF whose disk href goes through a symlinked directory: the agent
-//     checks only the .ovf file, the worker follows the link;
+//     checks only the .ovf file;
 //   - a source file swapped for a symlink after the agent's check and before
 //     the worker opens it.
 //
-// go test -tags reliability_pending -run TestSecurityRootWorkerReadsForUser ./test/
+// The worker checks every file it opens against the submitter's uid
+// (agent/engine userfiles.go): both jobs fail in LOAD saying why, and no
+// output holds root's secret.
 func TestSecurityRootWorkerReadsForUser(t *testing.T) {
 	t.Parallel()
 	b := relStart(t, box.Options{Groups: map[string][]string{"hyper2kvm": {"bob"}}}, true, "")
@@ -80,5 +80,20 @@ func TestSecurityRootWorkerReadsForUser(t *testing.T) {
 			t.Errorf("%s: bob's job %s ended %s, its output (readable by group hyper2kvm) holds root's secret: %v; "+
 				"the root worker read a file bob cannot read", name, id, st, leaked)
 		}
+		if msg := b.jobProperty(ctx, id, "Error"); st != "failed" || !strings.Contains(msg, "is a symbolic link") {
+			t.Errorf("%s: bob's job %s ended %s with error %q; want failed, naming the symbolic link it did not follow", name, id, st, msg)
+		} else {
+			t.Logf("%s: job %s failed: %s", name, id, msg)
+		}
 	}
+}
+
+// jobProperty is a string property of the job's D-Bus object, read as root.
+func (b *relBox) jobProperty(ctx context.Context, id, prop string) string {
+	out, _, _ := b.Exec(ctx, "busctl", "get-property", "--json=short", relDest, "/io/hyper2kvm/Agent1/job/"+relEscapePath(id), "io.hyper2kvm.Agent1.Job", prop)
+	var v struct {
+		Data string `json:"data"`
+	}
+	json.Unmarshal([]byte(out), &v)
+	return v.Data
 }
