@@ -149,6 +149,14 @@ func describe(format string) string {
 // OVF gave.
 func (r *runner) fileDisk(p, display, format, id string) (*disk, error) {
 	d := &disk{id: id, display: display, path: p, format: format}
+	if format == imgfmt.QCOW2 && r.files != nil {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", display, err)
+		}
+		defer f.Close()
+		return d, r.refuseQCOW2References(d, f)
+	}
 	if format != imgfmt.VMDK {
 		return d, nil
 	}
@@ -318,6 +326,22 @@ func (r *runner) openSource(p string) (string, error) {
 	return opened, nil
 }
 
+// refuseQCOW2References refuses, for a job of Options.SourceUID, a qcow2
+// image naming a backing or external data file, from its header: qemu-img
+// info would open the data file as root already.
+func (r *runner) refuseQCOW2References(d *disk, img io.ReaderAt) error {
+	backing, data, err := imgfmt.QCOW2References(img)
+	switch {
+	case err != nil:
+		return fmt.Errorf("disk %s (%s): %w", d.id, d.display, err)
+	case backing:
+		return fmt.Errorf("disk %s (%s) has a backing file; images with backing files are not accepted for a job of uid %d (convert them into a standalone image first)", d.id, d.display, r.o.SourceUID)
+	case data:
+		return fmt.Errorf("disk %s (%s) keeps its data in an external file, which is not accepted for a job of uid %d", d.id, d.display, r.o.SourceUID)
+	}
+	return nil
+}
+
 // checkReferences refuses, for a job of Options.SourceUID, an image that
 // makes qemu read another file by name: a backing file (qcow2, a VMDK's
 // parentFileNameHint) or a qcow2 external data file. Those are not opened
@@ -380,6 +404,11 @@ func (r *runner) loadOVA(src string) error {
 			return fmt.Errorf("ova %s: disk %s: %w", src, od.File, err)
 		}
 		d := &disk{id: diskID(od.ID, i), display: src + ":" + m.Name, path: imgfmt.QemuSpec(arc.Path, m), format: format}
+		if format == imgfmt.QCOW2 && r.files != nil {
+			if err := r.refuseQCOW2References(d, sec); err != nil {
+				return err
+			}
+		}
 		switch format {
 		case imgfmt.OVA, imgfmt.OVF:
 			return fmt.Errorf("ova %s: disk %s is not a disk image (%s)", src, od.File, format)

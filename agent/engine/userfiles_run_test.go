@@ -68,6 +68,8 @@ func TestRunForUser(t *testing.T) {
 	}
 	backed := filepath.Join(mine, "backed.qcow2")
 	run("qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", backed)
+	dataFile := filepath.Join(mine, "external.qcow2")
+	run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+secret, dataFile, "4M")
 	swapped := filepath.Join(mine, "swapped.raw")
 	if err := os.Symlink(raw, swapped); err != nil {
 		t.Fatal(err)
@@ -82,6 +84,7 @@ func TestRunForUser(t *testing.T) {
 		{"vmdk whose extent the user cannot read", "vmdk", secretFlat, "cannot read"},
 		{"source that is a symlink", "raw", swapped, "is a symbolic link"},
 		{"qcow2 with a backing file", "qcow2", backed, "has a backing file"},
+		{"qcow2 with an external data file", "qcow2", dataFile, "keeps its data in an external file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
