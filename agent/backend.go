@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
@@ -38,27 +38,91 @@ func (a *Agent) Status() Status {
 	return s
 }
 
-// Jobs lists the jobs f selects, oldest first.
+// Jobs lists every job f selects, oldest first.
 func (a *Agent) Jobs(f Filter) []jobs.Job {
+	list, _ := a.JobPage(f, Page{OldestFirst: true})
+	return list
+}
+
+// DefaultPageLimit is how many jobs a list gives when its caller names no
+// limit (ListJobs on the bus, GET /api/workflow/jobs, hyperctl jobs).
+const DefaultPageLimit = 100
+
+// Page selects part of a job list: the first Offset jobs are skipped,
+// then at most Limit are given (0: all the rest). Lists are newest first
+// (by creation time, then id) unless OldestFirst.
+type Page struct {
+	Offset      int
+	Limit       int
+	OldestFirst bool
+}
+
+// Slice applies p to list, which is oldest first, and returns the page
+// and len(list): paging for a backend that holds a plain list.
+func (p Page) Slice(list []jobs.Job) ([]jobs.Job, int) {
+	n := len(list)
+	from, to := p.bounds(n)
+	out := make([]jobs.Job, 0, to-from)
+	for i := from; i < to; i++ {
+		if p.OldestFirst {
+			out = append(out, list[i])
+		} else {
+			out = append(out, list[n-1-i])
+		}
+	}
+	return out, n
+}
+
+// bounds are the positions [from, to) of the page in a list of n, counted
+// in the page's order.
+func (p Page) bounds(n int) (from, to int) {
+	from = min(max(p.Offset, 0), n)
+	to = n
+	if p.Limit > 0 && p.Limit < n-from {
+		to = from + p.Limit
+	}
+	return from, to
+}
+
+// JobPage lists page p of the jobs f selects, and how many f selects. It
+// walks the store's creation-ordered index and copies only the page's
+// jobs: a list of 100 among 10,000 finished jobs costs one pass over
+// pointers, and none at all when nothing is filtered.
+func (a *Agent) JobPage(f Filter, p Page) ([]jobs.Job, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var out []jobs.Job
-	for _, r := range a.st.Jobs {
-		if len(f.States) > 0 && !slices.Contains(f.States, r.State) {
-			continue
+	order := a.st.ordered()
+	n := len(order)
+	at := func(i int) *record { // i-th in the page's order
+		if p.OldestFirst {
+			return order[i]
 		}
-		if f.Batch != "" && r.Batch != f.Batch {
-			continue
-		}
-		out = append(out, r.Job)
+		return order[n-1-i]
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
+	if len(f.States) == 0 && f.Batch == "" {
+		from, to := p.bounds(n)
+		out := make([]jobs.Job, 0, to-from)
+		for i := from; i < to; i++ {
+			out = append(out, at(i).Job)
 		}
-		return out[i].ID < out[j].ID
-	})
-	return out
+		return out, n
+	}
+	var out []jobs.Job
+	total := 0
+	for i := range n {
+		r := at(i)
+		if len(f.States) > 0 && !slices.Contains(f.States, r.State) || f.Batch != "" && r.Batch != f.Batch {
+			continue
+		}
+		if total >= p.Offset && (p.Limit <= 0 || len(out) < p.Limit) {
+			out = append(out, r.Job)
+		}
+		total++
+	}
+	if out == nil {
+		out = []jobs.Job{}
+	}
+	return out, total
 }
 
 // Job returns one job.
@@ -241,16 +305,26 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 	return recs[0].Job, nil
 }
 
+// maxBacklog is how many events a subscriber may fall behind before it
+// loses some (and is told in the log). A burst of drops announces a job
+// per file; the D-Bus server, the one subscriber, exports an object per
+// job and catches up a little later.
+const maxBacklog = 1 << 16
+
 // Subscribe delivers job changes until cancel is called. A subscriber that
-// falls more than 1024 events behind loses events (and is told in the log).
+// falls more than maxBacklog events behind loses events.
 func (a *Agent) Subscribe() (<-chan Event, func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ch := make(chan Event, 1024)
+	in := make(chan Event, 256)
+	out := make(chan Event, 64)
 	id := a.nextSub
 	a.nextSub++
-	a.subs[id] = ch
-	return ch, func() {
+	a.subs[id] = in
+	go relay(in, out, maxBacklog, func(n int) {
+		a.log.Warnf(nil, "event subscriber %d is %d events behind; dropping events", id, n)
+	})
+	return out, func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if c, ok := a.subs[id]; ok {
@@ -260,15 +334,61 @@ func (a *Agent) Subscribe() (<-chan Event, func()) {
 	}
 }
 
-// emit sends an event to every subscriber. Called with a.mu held.
+// relay moves events from in to out through a queue of up to limit, so
+// that emit (under a.mu) never waits for a subscriber. It closes out when
+// in is closed; behind is called once each time the queue overflows.
+func relay(in <-chan Event, out chan<- Event, limit int, behind func(int)) {
+	defer close(out)
+	var q []Event
+	full := false
+	for {
+		if len(q) == 0 {
+			ev, ok := <-in
+			if !ok {
+				return
+			}
+			q = append(q[:0], ev)
+			continue
+		}
+		select {
+		case ev, ok := <-in:
+			if !ok {
+				return
+			}
+			if len(q) >= limit {
+				if !full {
+					behind(len(q))
+				}
+				full = true
+				continue
+			}
+			q = append(q, ev)
+		case out <- q[0]:
+			q[0] = Event{}
+			q = q[1:]
+			full = false
+		}
+	}
+}
+
+// emit sends an event to every subscriber. Called with a.mu held. The
+// relay behind each channel always takes what it is sent, so a full
+// channel only means it has not run yet: wait for it a little.
 func (a *Agent) emit(kind EventKind, r *record, changed []string) {
 	ev := Event{Kind: kind, Job: r.Job, Changed: changed, At: a.now()}
 	for id, ch := range a.subs {
 		select {
 		case ch <- ev:
+			continue
 		default:
-			a.log.Warnf(nil, "event subscriber %d is too slow; dropping an event", id)
 		}
+		t := time.NewTimer(time.Second)
+		select {
+		case ch <- ev:
+		case <-t.C:
+			a.log.Warnf(nil, "event subscriber %d does not take events; dropping one", id)
+		}
+		t.Stop()
 	}
 }
 

@@ -25,8 +25,18 @@ const (
 	kindSubmitted = "submitted"
 )
 
+// claimBatch bounds how many claims of one scan share a save: a burst of
+// drops costs one fsynced append per batch, and its jobs are announced a
+// batch at a time.
+const claimBatch = 500
+
 // scan looks at to_be_processed/ once: refuses what can never be taken and
 // claims what is stable. Called with a.mu held.
+//
+// The jobs of up to claimBatch claimed files are saved together before
+// any of them is announced or can be started (schedule runs after scan).
+// A crash before that save leaves their files in processing/ with no job,
+// and recovery queues them again.
 func (a *Agent) scan(ctx context.Context) {
 	ready, rejected, waiting, busy, err := a.q.Scan()
 	if err != nil {
@@ -39,6 +49,14 @@ func (a *Agent) scan(ctx context.Context) {
 		a.refuse(r.Name, r.Reason)
 	}
 	pending, _ := a.counts()
+	var batch []queued
+	flush := func() {
+		if len(batch) > 0 {
+			a.save()
+			a.announce(batch)
+			batch = batch[:0]
+		}
+	}
 	for _, e := range ready {
 		if pending >= a.cfg.MaxQueued {
 			// Back-pressure: leave the rest where it is until jobs finish.
@@ -53,6 +71,7 @@ func (a *Agent) scan(ctx context.Context) {
 		var re *queue.RefusedError
 		switch {
 		case errors.As(err, &re):
+			flush()
 			a.failNewClaim(claimed, e.Name, kind, -1, "refused: "+re.Reason, nil)
 			continue
 		case err != nil:
@@ -60,9 +79,27 @@ func (a *Agent) scan(ctx context.Context) {
 			continue
 		}
 		a.log.Infof(Fields{FieldManifest: claimed}, "claimed %s", e.Name)
-		recs := a.ingest(ctx, claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
+		recs, msg, problems := a.prepare(claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
+		if msg != "" {
+			flush()
+			a.failNewClaim(claimed, e.Name, kind, -1, msg, problems)
+			continue
+		}
+		for _, r := range recs {
+			batch = append(batch, queued{r, e.Name})
+		}
 		pending += len(recs)
+		if len(batch) >= claimBatch {
+			flush()
+		}
 	}
+	flush()
+}
+
+// queued is a new job and the file name it came from, to announce.
+type queued struct {
+	r    *record
+	from string
 }
 
 // refuse moves a dropped file that will never be taken to failed/ with
@@ -76,7 +113,7 @@ func (a *Agent) refuse(name, reason string) {
 	}
 	if err != nil {
 		a.log.Errorf(Fields{FieldManifest: name}, "cannot refuse %q: %v", name, err)
-		delete(a.st.Jobs, r.ID)
+		a.st.remove(r.ID)
 		return
 	}
 	r.ReportPath = t.ReportPath()
@@ -93,7 +130,7 @@ func (a *Agent) newFailedRecord(claimName, original, msg string, validation []st
 		Claim:      claimName,
 		Validation: validation,
 	}
-	a.st.Jobs[r.ID] = r
+	a.st.add(r)
 	return r
 }
 
@@ -110,9 +147,28 @@ func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, 
 	a.settleClaim(c)
 }
 
-// ingest turns a claimed file into jobs (one per VM), or settles it as
-// failed when it is invalid. Called with a.mu held.
+// ingest turns a claimed file into jobs (one per VM), saved before they
+// are announced, or settles it as failed when it is invalid. Called with
+// a.mu held.
 func (a *Agent) ingest(ctx context.Context, claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) []*record {
+	recs, msg, problems := a.prepare(claimed, original, kind, fileTime, dropper, submittedBy)
+	if msg != "" {
+		a.failNewClaim(claimed, original, kind, submittedBy, msg, problems)
+		return nil
+	}
+	a.save()
+	batch := make([]queued, len(recs))
+	for i, r := range recs {
+		batch[i] = queued{r, original}
+	}
+	a.announce(batch)
+	return recs
+}
+
+// prepare reads a claimed file and adds its claim and jobs to the store,
+// unsaved. msg is set instead when the file is invalid (problems are the
+// manifest's validation errors); the store is then unchanged.
+func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) (recs []*record, msg string, problems []string) {
 	m, problems, err := a.load(claimed, kind)
 	if err == nil && len(problems) == 0 {
 		problems = a.checkManifest(m, kind, dropper)
@@ -124,15 +180,13 @@ func (a *Agent) ingest(ctx context.Context, claimed, original, kind string, file
 		} else {
 			msg += ": " + strings.Join(problems, "; ")
 		}
-		a.failNewClaim(claimed, original, kind, submittedBy, msg, problems)
-		return nil
+		return nil, msg, problems
 	}
 	c := &claim{Name: claimed, Original: original, Kind: kind, Batch: m.Batch, ClaimedAt: a.now(), SubmittedBy: submittedBy}
 	conc := a.cfg.MaxConcurrentJobs
 	if m.Batch && m.Concurrency > 0 {
 		conc = min(m.Concurrency, conc)
 	}
-	var recs []*record
 	batch := ""
 	for _, vm := range m.Split() {
 		raw, _ := json.Marshal(vm)
@@ -151,18 +205,21 @@ func (a *Agent) ingest(ctx context.Context, claimed, original, kind string, file
 			r.Batch = batch
 		}
 		r.Unit = jobs.UnitName(r.ID)
-		a.st.Jobs[r.ID] = r
+		a.st.add(r)
 		c.Jobs = append(c.Jobs, r.ID)
 		recs = append(recs, r)
 	}
 	a.st.Claims[claimed] = c
-	a.save()
-	for _, r := range recs {
-		a.log.Infof(jobFields(r), "job %s queued: %s from %s", r.ID, r.Name, original)
-		a.emit(JobNew, r, nil)
+	return recs, "", nil
+}
+
+// announce logs and signals saved new jobs and asks for a schedule.
+func (a *Agent) announce(batch []queued) {
+	for _, q := range batch {
+		a.log.Infof(jobFields(q.r), "job %s queued: %s from %s", q.r.ID, q.r.Name, q.from)
+		a.emit(JobNew, q.r, nil)
 	}
 	a.wake()
-	return recs
 }
 
 // load reads and parses a claimed file. problems are the manifest's
