@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
 
@@ -108,5 +109,46 @@ func TestRunForUser(t *testing.T) {
 				t.Errorf("output directory holds %v, want only the report", entries)
 			}
 		})
+	}
+}
+
+// TestRunForUserWithFix runs the whole pipeline (INSPECT and FIX with the
+// native backend on an overlay) for another uid on a VMDK with a flat
+// extent: qemu-img, the overlay and qemu-storage-daemon all read the
+// source through the worker's open files and the private descriptor copy.
+func TestRunForUserWithFix(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the native guest backend mounts the guest: needs root")
+	}
+	for _, tool := range []string{"qemu-img", "qemu-storage-daemon", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skip(tool + " not installed")
+		}
+	}
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(base), 0o755)
+	uuid := fixture.NewUUID(t)
+	raw := fixture.LinuxDisk(t, base, fixture.Options{SizeMB: 32, UUID: uuid})
+	vmdk := fixture.Convert(t, raw, "vmdk", "monolithicFlat")
+	on, off := true, false
+	m := vmManifest("fixed", "vmdk", vmdk)
+	m.Pipeline.Inspect = nil
+	m.Pipeline.Fix = &manifest.Fix{Enabled: &on, Backend: "native", Initramfs: &manifest.InitramfsFix{Enabled: &on, Regenerate: &off}}
+	out := filepath.Join(base, "out")
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out, WorkDir: filepath.Join(base, "work"), SourceUID: 4242421})
+	if err != nil {
+		t.Fatalf("Run: %v\nstages %+v", err, rep.Stages)
+	}
+	for _, s := range rep.Stages {
+		if s.Status != "ok" {
+			t.Errorf("stage %s: %s %s %s", s.Name, s.Status, s.Reason, s.Error)
+		}
+	}
+	t.Logf("%d changes by FIX, stages %d", len(rep.Changes), len(rep.Stages))
+	if fstab, _ := fixture.ReadFile(t, filepath.Join(out, "fixed.qcow2"), "qcow2", "/etc/fstab"); !strings.Contains(fstab, "UUID="+uuid) {
+		t.Errorf("output fstab not fixed:\n%s", fstab)
 	}
 }
