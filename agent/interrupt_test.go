@@ -133,3 +133,23 @@ func TestBootIDMarker(t *testing.T) {
 		t.Errorf("after the marker is gone: %q, want a new id", again)
 	}
 }
+
+func TestRemoveNoFollow(t *testing.T) {
+	dir := t.TempDir()
+	real, other := filepath.Join(dir, "out"), filepath.Join(dir, "other")
+	for _, d := range []string{real, other} {
+		os.Mkdir(d, 0o755)
+		os.WriteFile(filepath.Join(d, ReportFile), []byte("{}"), 0o644)
+	}
+	if err := os.Symlink(other, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	removeNoFollow(filepath.Join(real, ReportFile))
+	removeNoFollow(filepath.Join(dir, "link", ReportFile))
+	if _, err := os.Stat(filepath.Join(real, ReportFile)); err == nil {
+		t.Error("the report in a plain directory was not removed")
+	}
+	if _, err := os.Stat(filepath.Join(other, ReportFile)); err != nil {
+		t.Error("a report reached through a symbolic link was removed")
+	}
+}

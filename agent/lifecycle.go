@@ -17,6 +17,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
@@ -423,6 +424,19 @@ func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
 	a.units.Release(ctx, r.Unit)
 }
 
+// removeNoFollow removes the file p in a directory a user may control,
+// only if no symbolic link leads to it: root must not remove a file a
+// swapped link points at.
+func removeNoFollow(p string) {
+	dir, err := unix.Openat2(unix.AT_FDCWD, filepath.Dir(p), &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		return
+	}
+	defer unix.Close(dir)
+	unix.Unlinkat(dir, filepath.Base(p), 0)
+}
+
 // interrupted reports whether systemd, not a user, stopped the job: the
 // worker got SIGTERM (its report says cancelled) but nobody cancelled the
 // job through the API (recorded in the store before the unit is stopped),
@@ -444,7 +458,7 @@ func (a *Agent) requeue(r *record, rep *report.Report, why string) {
 		}
 	}
 	if rep != nil && rep.JobID == r.ID && filepath.Base(rep.ReportPath) == ReportFile && (r.OutputDir == "" || !within(rep.ReportPath, r.OutputDir)) {
-		os.Remove(rep.ReportPath)
+		removeNoFollow(rep.ReportPath)
 	}
 	r.State, r.Stage, r.StatusText, r.Progress, r.UnitResult = jobs.Pending, "", "", jobs.ProgressUnknown, ""
 	r.BytesDone, r.BytesTotal = 0, 0
