@@ -392,10 +392,8 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if all := client.ListJobPaths; all != nil {
-		if p, err := all(ctx, agent.Filter{}); err != nil || len(p) != n {
-			return nil, fmt.Errorf("agent lists %d jobs (%v), want %d (status %+v)", len(p), err, n, st)
-		}
+	if _, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: 1}); err != nil || total != n {
+		return nil, fmt.Errorf("agent counts %d jobs (%v), want %d (status %+v)", total, err, n, st)
 	}
 	obj := client.Conn().Object(dbusapi.BusName, dbusapi.ManagerPath)
 	measure := func(name string, times int, f func() (string, error)) error {
@@ -430,17 +428,34 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 			s, err := client.GetStatus(ctx)
 			return fmt.Sprintf("%d today", s.ProcessedToday+s.FailedToday), err
 		}},
-		{"D-Bus ListJobs (paths)", 200, func() (string, error) {
-			p, err := client.ListJobPaths(ctx, agent.Filter{})
+		{"D-Bus ListJobs (paths, default page)", 1000, func() (string, error) {
+			p, err := client.ListJobPaths(ctx, agent.Filter{}, agent.Page{Limit: agent.DefaultPageLimit})
 			return fmt.Sprintf("%d paths", len(p)), err
 		}},
-		{"D-Bus ListJobsWithProperties", 200, func() (string, error) {
-			l, err := client.ListJobs(ctx, agent.Filter{})
-			return fmt.Sprintf("%d jobs", len(l)), err
+		{"D-Bus ListJobsPaged (default page + total)", 1000, func() (string, error) {
+			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: agent.DefaultPageLimit})
+			return fmt.Sprintf("%d of %d jobs", len(l), total), err
+		}},
+		{"D-Bus ListJobsPaged offset 5000", 1000, func() (string, error) {
+			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Offset: 5000, Limit: agent.DefaultPageLimit})
+			return fmt.Sprintf("%d of %d jobs", len(l), total), err
+		}},
+		{"D-Bus ListJobsPaged state=failed", 1000, func() (string, error) {
+			l, total, err := client.ListJobsPage(ctx, agent.Filter{States: []jobs.State{jobs.Failed}}, agent.Page{Limit: agent.DefaultPageLimit})
+			return fmt.Sprintf("%d of %d jobs", len(l), total), err
 		}},
 		{"D-Bus ListJobs state=running", 1000, func() (string, error) {
-			p, err := client.ListJobPaths(ctx, agent.Filter{States: []jobs.State{jobs.Running}})
+			p, err := client.ListJobPaths(ctx, agent.Filter{States: []jobs.State{jobs.Running}}, agent.Page{Limit: agent.DefaultPageLimit})
 			return fmt.Sprintf("%d paths", len(p)), err
+		}},
+		// What every list cost before paging: all of them, explicitly.
+		{"D-Bus ListJobs limit=0 (all paths)", 100, func() (string, error) {
+			p, err := client.ListJobPaths(ctx, agent.Filter{}, agent.Page{})
+			return fmt.Sprintf("%d paths", len(p)), err
+		}},
+		{"D-Bus ListJobsWithProperties limit=0 (all)", 50, func() (string, error) {
+			l, err := client.ListJobs(ctx, agent.Filter{})
+			return fmt.Sprintf("%d jobs", len(l)), err
 		}},
 	}
 	for _, s := range steps {
@@ -470,7 +485,8 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 	for _, s := range []struct {
 		path  string
 		times int
-	}{{"/health", 1000}, {"/api/workflow/status", 1000}, {"/api/workflow/jobs", 100}, {"/api/workflow/jobs?status=running", 1000}} {
+	}{{"/health", 1000}, {"/api/workflow/status", 1000}, {"/api/workflow/jobs", 1000}, {"/api/workflow/jobs?offset=5000&limit=100", 1000},
+		{"/api/workflow/jobs?status=running", 1000}, {"/api/workflow/jobs?limit=0", 50}} {
 		name := "HTTP GET " + s.path
 		if s.path == "/health" {
 			name += " (baseline)"

@@ -123,6 +123,10 @@ func (f *fakeBackend) Jobs(flt agent.Filter) []jobs.Job {
 	return out
 }
 
+func (f *fakeBackend) JobPage(flt agent.Filter, p agent.Page) ([]jobs.Job, int) {
+	return p.Slice(f.Jobs(flt))
+}
+
 func (f *fakeBackend) Job(id string) (jobs.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

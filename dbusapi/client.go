@@ -134,31 +134,40 @@ func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) {
 	return statusFromDict(d)
 }
 
-// ListJobs returns the jobs matching f with all their properties, in the
-// agent's order.
+// ListJobs returns every job matching f with all its properties, oldest
+// first. With many jobs in the history prefer ListJobsPage.
 func (c *Client) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {
-	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobsWithProperties", false, filterDict(f))
+	list, _, err := c.ListJobsPage(ctx, f, agent.Page{OldestFirst: true})
+	return list, err
+}
+
+// ListJobsPage is Manager.ListJobsPaged: page p of the jobs matching f
+// with all their properties, and how many match. p.Limit 0 means all.
+func (c *Client) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobsPaged", false, filterDict(f, p))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var entries []jobEntry
-	if err := call.Store(&entries); err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+	var total uint32
+	if err := call.Store(&entries, &total); err != nil {
+		return nil, 0, fmt.Errorf("list jobs: %w", err)
 	}
 	out := make([]jobs.Job, 0, len(entries))
 	for _, e := range entries {
 		j, err := jobFromProps(e.Props)
 		if err != nil {
-			return nil, fmt.Errorf("list jobs: %s: %w", e.Path, err)
+			return nil, 0, fmt.Errorf("list jobs: %s: %w", e.Path, err)
 		}
 		out = append(out, j)
 	}
-	return out, nil
+	return out, int(total), nil
 }
 
-// ListJobPaths is Manager.ListJobs: the object paths only.
-func (c *Client) ListJobPaths(ctx context.Context, f agent.Filter) ([]dbus.ObjectPath, error) {
-	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobs", false, filterDict(f))
+// ListJobPaths is Manager.ListJobs: the object paths of page p of the
+// jobs matching f.
+func (c *Client) ListJobPaths(ctx context.Context, f agent.Filter, p agent.Page) ([]dbus.ObjectPath, error) {
+	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobs", false, filterDict(f, p))
 	if err != nil {
 		return nil, err
 	}

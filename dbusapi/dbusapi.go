@@ -25,7 +25,10 @@ const (
 // Errors are *apierr.Error where the caller can act on the kind.
 type Backend interface {
 	Status() agent.Status
+	// Jobs is every job f selects, oldest first (the server's snapshot).
 	Jobs(f agent.Filter) []jobs.Job
+	// JobPage is page p of the jobs f selects, and how many f selects.
+	JobPage(f agent.Filter, p agent.Page) ([]jobs.Job, int)
 	Job(id string) (jobs.Job, error)
 	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, uid int64) ([]jobs.Job, error)
 	Validate(manifest []byte) (valid bool, problems []string)

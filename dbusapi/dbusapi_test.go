@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -282,7 +283,7 @@ func TestListAndGetJobs(t *testing.T) {
 		if !slices.Equal(ids, tc.want) {
 			t.Errorf("ListJobs(%+v) = %v, want %v", tc.f, ids, tc.want)
 		}
-		paths, err := f.client.ListJobPaths(ctx, tc.f)
+		paths, err := f.client.ListJobPaths(ctx, tc.f, agent.Page{OldestFirst: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,6 +311,10 @@ func TestListAndGetJobs(t *testing.T) {
 		{"state": dbus.MakeVariant([]string{"failed"})},
 		{"states": dbus.MakeVariant([]string{"finished"})},
 		{"batch": dbus.MakeVariant(7)},
+		{"limit": dbus.MakeVariant(int32(-1))},
+		{"limit": dbus.MakeVariant("10")},
+		{"offset": dbus.MakeVariant(1.5)},
+		{"order": dbus.MakeVariant("random")},
 	} {
 		err := f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".ListJobs", 0, filter).Err
 		var de dbus.Error
@@ -319,6 +324,88 @@ func TestListAndGetJobs(t *testing.T) {
 	}
 	if len(f.authz.asks()) != 0 {
 		t.Errorf("reads asked polkit: %+v", f.authz.asks())
+	}
+}
+
+// TestListJobsPaging: ListJobs, ListJobsWithProperties and ListJobsPaged
+// page newest first, 100 jobs unless the filter says otherwise, and
+// ListJobsPaged counts every matching job.
+func TestListJobsPaging(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var all []jobs.Job
+	for i := range 250 {
+		st := jobs.Completed
+		if i%5 == 0 {
+			st = jobs.Failed
+		}
+		all = append(all, jobs.Job{ID: fmt.Sprintf("j%03d", i), Name: "vm", State: st, SubmittedBy: -1, CreatedAt: t0.Add(time.Duration(i) * time.Second)})
+	}
+	f := newFixture(t, all...)
+	ctx := testCtx(t)
+	obj := f.conn.Object(BusName, ManagerPath)
+	ids := func(list []jobs.Job) string {
+		if len(list) == 0 {
+			return ""
+		}
+		return list[0].ID + ".." + list[len(list)-1].ID + fmt.Sprintf(" (%d)", len(list))
+	}
+	tests := []struct {
+		name   string
+		filter map[string]dbus.Variant
+		want   string
+		total  uint32
+	}{
+		{"no filter: the newest 100", nil, "j249..j150 (100)", 250},
+		{"limit", map[string]dbus.Variant{"limit": dbus.MakeVariant(uint32(10))}, "j249..j240 (10)", 250},
+		{"limit as i", map[string]dbus.Variant{"limit": dbus.MakeVariant(int32(10))}, "j249..j240 (10)", 250},
+		{"offset", map[string]dbus.Variant{"limit": dbus.MakeVariant(uint32(10)), "offset": dbus.MakeVariant(uint32(245))}, "j004..j000 (5)", 250},
+		{"limit 0 is all", map[string]dbus.Variant{"limit": dbus.MakeVariant(uint32(0))}, "j249..j000 (250)", 250},
+		{"oldest first", map[string]dbus.Variant{"order": dbus.MakeVariant("oldest"), "limit": dbus.MakeVariant(uint32(3))}, "j000..j002 (3)", 250},
+		{"states, total counts the matches", map[string]dbus.Variant{"states": dbus.MakeVariant([]string{"failed"}), "limit": dbus.MakeVariant(uint32(2))}, "j245..j240 (2)", 50},
+		{"past the end", map[string]dbus.Variant{"offset": dbus.MakeVariant(uint32(1000))}, "", 250},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			filter := tc.filter
+			if filter == nil {
+				filter = map[string]dbus.Variant{}
+			}
+			var entries []jobEntry
+			var total uint32
+			if err := obj.Call(ManagerIface+".ListJobsPaged", 0, filter).Store(&entries, &total); err != nil {
+				t.Fatal(err)
+			}
+			var list []jobs.Job
+			for _, e := range entries {
+				j, err := jobFromProps(e.Props)
+				if err != nil {
+					t.Fatal(err)
+				}
+				list = append(list, j)
+			}
+			if got := ids(list); got != tc.want || total != tc.total {
+				t.Errorf("ListJobsPaged = %s, total %d; want %s, total %d", got, total, tc.want, tc.total)
+			}
+			var paths []dbus.ObjectPath
+			if err := obj.Call(ManagerIface+".ListJobs", 0, filter).Store(&paths); err != nil {
+				t.Fatal(err)
+			}
+			if len(paths) != len(list) || len(list) > 0 && paths[0] != JobPath(list[0].ID) {
+				t.Errorf("ListJobs gives %d paths (first %v), ListJobsPaged %d jobs", len(paths), paths, len(list))
+			}
+			if err := obj.Call(ManagerIface+".ListJobsWithProperties", 0, filter).Store(&entries); err != nil || len(entries) != len(list) {
+				t.Errorf("ListJobsWithProperties gives %d entries (%v), want %d", len(entries), err, len(list))
+			}
+		})
+	}
+	// The Go client: ListJobs is every job, oldest first; ListJobsPage pages.
+	every, err := f.client.ListJobs(ctx, agent.Filter{})
+	if err != nil || len(every) != 250 || every[0].ID != "j000" {
+		t.Errorf("client ListJobs: %d jobs, %v", len(every), err)
+	}
+	page, total, err := f.client.ListJobsPage(ctx, agent.Filter{States: []jobs.State{jobs.Completed}}, agent.Page{Offset: 1, Limit: 2})
+	if err != nil || total != 200 || ids(page) != "j248..j247 (2)" {
+		t.Errorf("client ListJobsPage = %s, %d, %v", ids(page), total, err)
 	}
 }
 

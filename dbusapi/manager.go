@@ -23,7 +23,7 @@ func (s *Server) managerMethods() map[string]any {
 		},
 		"ListJobs": func(filter map[string]dbus.Variant) ([]dbus.ObjectPath, *dbus.Error) {
 			s.touch()
-			list, err := s.listJobs(filter)
+			list, _, err := s.listJobs(filter)
 			if err != nil {
 				return nil, toDBusError(err)
 			}
@@ -35,15 +35,19 @@ func (s *Server) managerMethods() map[string]any {
 		},
 		"ListJobsWithProperties": func(filter map[string]dbus.Variant) ([]jobEntry, *dbus.Error) {
 			s.touch()
-			list, err := s.listJobs(filter)
+			list, _, err := s.listJobs(filter)
 			if err != nil {
 				return nil, toDBusError(err)
 			}
-			out := make([]jobEntry, len(list))
-			for i, j := range list {
-				out[i].Path, out[i].Props = s.ensure(j)
+			return s.entries(list), nil
+		},
+		"ListJobsPaged": func(filter map[string]dbus.Variant) ([]jobEntry, uint32, *dbus.Error) {
+			s.touch()
+			list, total, err := s.listJobs(filter)
+			if err != nil {
+				return nil, 0, toDBusError(err)
 			}
-			return out, nil
+			return s.entries(list), uint32(min(total, 1<<32-1)), nil
 		},
 		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
 			s.touch()
@@ -108,12 +112,22 @@ type jobEntry struct {
 	Props map[string]dbus.Variant
 }
 
-func (s *Server) listJobs(filter map[string]dbus.Variant) ([]jobs.Job, error) {
-	f, err := parseFilter(filter)
+// listJobs is the page the filter asks for and how many jobs match.
+func (s *Server) listJobs(filter map[string]dbus.Variant) ([]jobs.Job, int, error) {
+	f, p, err := parseFilter(filter)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return s.b.Jobs(f), nil
+	list, total := s.b.JobPage(f, p)
+	return list, total, nil
+}
+
+func (s *Server) entries(list []jobs.Job) []jobEntry {
+	out := make([]jobEntry, len(list))
+	for i, j := range list {
+		out[i].Path, out[i].Props = s.ensure(j)
+	}
+	return out
 }
 
 func (s *Server) submit(msg dbus.Message, sender dbus.Sender, manifest string, options map[string]dbus.Variant) ([]string, []dbus.ObjectPath, error) {

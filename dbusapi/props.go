@@ -199,8 +199,10 @@ func statusFromDict(d map[string]dbus.Variant) (agent.Status, error) {
 }
 
 // filterDict and parseFilter are the ListJobs filter a{sv}: states as,
-// batch s. Unknown keys are refused so that a typo does not list everything.
-func filterDict(f agent.Filter) map[string]dbus.Variant {
+// batch s, and the page: limit u (absent: agent.DefaultPageLimit, 0: all),
+// offset u, order s ("newest", the default, or "oldest"). Unknown keys are
+// refused so that a typo does not list everything.
+func filterDict(f agent.Filter, p agent.Page) map[string]dbus.Variant {
 	d := map[string]dbus.Variant{}
 	if len(f.States) > 0 {
 		states := make([]string, len(f.States))
@@ -212,34 +214,92 @@ func filterDict(f agent.Filter) map[string]dbus.Variant {
 	if f.Batch != "" {
 		d["batch"] = dbus.MakeVariant(f.Batch)
 	}
+	d["limit"] = dbus.MakeVariant(uint32(max(p.Limit, 0)))
+	if p.Offset > 0 {
+		d["offset"] = dbus.MakeVariant(uint32(p.Offset))
+	}
+	if p.OldestFirst {
+		d["order"] = dbus.MakeVariant("oldest")
+	}
 	return d
 }
 
-func parseFilter(d map[string]dbus.Variant) (agent.Filter, error) {
+// maxListOffset keeps offsets and limits inside int on every platform.
+const maxListOffset = 1 << 30
+
+func parseFilter(d map[string]dbus.Variant) (agent.Filter, agent.Page, error) {
 	var f agent.Filter
+	p := agent.Page{Limit: agent.DefaultPageLimit}
 	for k, v := range d {
 		switch k {
 		case "states":
 			var states []string
 			if err := v.Store(&states); err != nil || v.Signature().String() != "as" {
-				return f, apierr.New(apierr.InvalidArgs, "cannot use filter key states: want as, got %s", v.Signature())
+				return f, p, apierr.New(apierr.InvalidArgs, "cannot use filter key states: want as, got %s", v.Signature())
 			}
 			for _, s := range states {
 				st := jobs.State(s)
 				if !st.Valid() {
-					return f, apierr.New(apierr.InvalidArgs, "cannot use filter key states: unknown state %q", s)
+					return f, p, apierr.New(apierr.InvalidArgs, "cannot use filter key states: unknown state %q", s)
 				}
 				f.States = append(f.States, st)
 			}
 		case "batch":
 			if err := v.Store(&f.Batch); err != nil || v.Signature().String() != "s" {
-				return f, apierr.New(apierr.InvalidArgs, "cannot use filter key batch: want s, got %s", v.Signature())
+				return f, p, apierr.New(apierr.InvalidArgs, "cannot use filter key batch: want s, got %s", v.Signature())
 			}
+		case "limit", "offset":
+			n, ok := count(v)
+			if !ok {
+				return f, p, apierr.New(apierr.InvalidArgs, "cannot use filter key %s: want a count (u), got %s %v", k, v.Signature(), v.Value())
+			}
+			if k == "limit" {
+				p.Limit = n
+			} else {
+				p.Offset = n
+			}
+		case "order":
+			var o string
+			if err := v.Store(&o); err != nil || v.Signature().String() != "s" || (o != "newest" && o != "oldest") {
+				return f, p, apierr.New(apierr.InvalidArgs, "cannot use filter key order: want \"newest\" or \"oldest\" (s), got %s %v", v.Signature(), v.Value())
+			}
+			p.OldestFirst = o == "oldest"
 		default:
-			return f, apierr.New(apierr.InvalidArgs, "cannot use filter key %q: known keys are states, batch", k)
+			return f, p, apierr.New(apierr.InvalidArgs, "cannot use filter key %q: known keys are states, batch, limit, offset, order", k)
 		}
 	}
-	return f, nil
+	return f, p, nil
+}
+
+// count reads a non-negative integer of any D-Bus integer type (busctl
+// users write "u 10", others "i 10" or "t 10").
+func count(v dbus.Variant) (int, bool) {
+	var n int64
+	switch x := v.Value().(type) {
+	case uint32:
+		n = int64(x)
+	case int32:
+		n = int64(x)
+	case uint64:
+		if x > maxListOffset {
+			return 0, false
+		}
+		n = int64(x)
+	case int64:
+		n = x
+	case uint16:
+		n = int64(x)
+	case int16:
+		n = int64(x)
+	case byte:
+		n = int64(x)
+	default:
+		return 0, false
+	}
+	if n < 0 || n > maxListOffset {
+		return 0, false
+	}
+	return int(n), true
 }
 
 // submitDict and parseSubmitOptions are the Submit options a{sv}: name s.

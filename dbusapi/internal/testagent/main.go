@@ -83,6 +83,10 @@ func (b *backend) Jobs(f agent.Filter) []jobs.Job {
 	return out
 }
 
+func (b *backend) JobPage(f agent.Filter, p agent.Page) ([]jobs.Job, int) {
+	return p.Slice(b.Jobs(f))
+}
+
 func (b *backend) Job(id string) (jobs.Job, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
