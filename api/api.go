@@ -24,6 +24,8 @@ import (
 type Client interface {
 	GetStatus(ctx context.Context) (agent.Status, error)
 	ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
+	// ListJobsPage is page p of the jobs f selects, and how many it selects.
+	ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error)
 	GetJob(ctx context.Context, id string) (jobs.Job, error)
 	Validate(ctx context.Context, manifest []byte) (bool, []string, error)
 	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error)

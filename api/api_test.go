@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -151,6 +152,63 @@ func TestStatusHasTheOriginalFields(t *testing.T) {
 	}
 }
 
+// TestListJobsPaging: ?limit= and ?offset= page the list, newest first by
+// default, 100 jobs when no limit is given, limit=0 for all; total is
+// always the number of matching jobs.
+func TestListJobsPaging(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := range 250 {
+		st := jobs.Completed
+		if i%5 == 0 {
+			st = jobs.Failed
+		}
+		e.fake.Set(jobs.Job{ID: fmt.Sprintf("j%03d", i), Name: "vm", State: st})
+	}
+	tests := []struct {
+		query        string
+		first, last  string
+		n, total     int
+		limit, offst int
+	}{
+		{"", "j249", "j150", 100, 250, 100, 0},
+		{"?limit=10", "j249", "j240", 10, 250, 10, 0},
+		{"?limit=10&offset=10", "j239", "j230", 10, 250, 10, 10},
+		{"?limit=10&offset=245", "j004", "j000", 5, 250, 10, 245},
+		{"?offset=300", "", "", 0, 250, 100, 300},
+		{"?limit=0", "j249", "j000", 250, 250, 0, 0},
+		{"?limit=3&order=oldest", "j000", "j002", 3, 250, 3, 0},
+		{"?status=failed&limit=2&offset=1", "j240", "j235", 2, 50, 2, 1},
+	}
+	for _, tt := range tests {
+		a := e.do(t, "GET", "/api/workflow/jobs"+tt.query, "", "")
+		if a.status != 200 {
+			t.Fatalf("%s: status %d: %s", tt.query, a.status, a.body)
+		}
+		var list struct {
+			Jobs          []api.Job
+			Total         int
+			Limit, Offset int
+		}
+		if err := json.Unmarshal(a.body, &list); err != nil {
+			t.Fatal(err)
+		}
+		first, last := "", ""
+		if len(list.Jobs) > 0 {
+			first, last = list.Jobs[0].ID, list.Jobs[len(list.Jobs)-1].ID
+		}
+		if first != tt.first || last != tt.last || len(list.Jobs) != tt.n || list.Total != tt.total || list.Limit != tt.limit || list.Offset != tt.offst {
+			t.Errorf("%s: %s..%s (%d), total %d, limit %d, offset %d; want %s..%s (%d), total %d, limit %d, offset %d", tt.query,
+				first, last, len(list.Jobs), list.Total, list.Limit, list.Offset, tt.first, tt.last, tt.n, tt.total, tt.limit, tt.offst)
+		}
+	}
+	for _, q := range []string{"?limit=-1", "?limit=ten", "?offset=1.5", "?order=random"} {
+		a := e.do(t, "GET", "/api/workflow/jobs"+q, "", "")
+		if a.status != 400 || !strings.Contains(string(a.body), "InvalidArgs") && !strings.Contains(string(a.body), "cannot use") {
+			t.Errorf("%s: status %d: %s", q, a.status, a.body)
+		}
+	}
+}
+
 func TestListJobsFilters(t *testing.T) {
 	e := newEnv(t, nil)
 	start := time.Now().Add(-90 * time.Second)
@@ -165,17 +223,19 @@ func TestListJobsFilters(t *testing.T) {
 		query string
 		want  []string
 	}{
-		{"", []string{"p1", "r1", "r2", "c1", "f1", "x1"}},
+		// newest first
+		{"", []string{"x1", "f1", "c1", "r2", "r1", "p1"}},
 		{"?status=pending", []string{"p1"}},
-		{"?status=processing", []string{"r1", "r2"}},
-		{"?status=active", []string{"r1", "r2"}},
-		{"?status=running", []string{"r1", "r2"}},
+		{"?status=processing", []string{"r2", "r1"}},
+		{"?status=active", []string{"r2", "r1"}},
+		{"?status=running", []string{"r2", "r1"}},
 		{"?status=completed", []string{"c1"}},
 		{"?status=failed", []string{"f1"}},
-		{"?status=failed,cancelled", []string{"f1", "x1"}},
-		{"?status=finished", []string{"c1", "f1", "x1"}},
-		{"?batch=b1", []string{"r2", "c1"}},
+		{"?status=failed,cancelled", []string{"x1", "f1"}},
+		{"?status=finished", []string{"x1", "f1", "c1"}},
+		{"?batch=b1", []string{"c1", "r2"}},
 		{"?status=completed&batch=b1", []string{"c1"}},
+		{"?order=oldest", []string{"p1", "r1", "r2", "c1", "f1", "x1"}},
 	}
 	for _, tt := range tests {
 		a := e.do(t, "GET", "/api/workflow/jobs"+tt.query, "", "")
@@ -206,10 +266,10 @@ func TestListJobsFilters(t *testing.T) {
 	a := e.do(t, "GET", "/api/workflow/jobs/active", "", "")
 	var active struct{ Jobs []api.Job }
 	json.Unmarshal(a.body, &active)
-	if len(active.Jobs) != 2 || active.Jobs[0].ID != "r1" {
+	if len(active.Jobs) != 2 || active.Jobs[0].ID != "r2" {
 		t.Fatalf("active: %s", a.body)
 	}
-	r1, r2 := active.Jobs[0], active.Jobs[1]
+	r1, r2 := active.Jobs[1], active.Jobs[0]
 	if r1.Progress == nil || *r1.Progress != 42 || r1.Stage != "convert" || r1.Status != jobs.Running {
 		t.Errorf("r1 = %+v", r1)
 	}

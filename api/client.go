@@ -101,6 +101,15 @@ func (l *Lazy) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
 	return list, l.check(c, err)
 }
 
+func (l *Lazy) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	list, total, err := c.ListJobsPage(ctx, f, p)
+	return list, total, l.check(c, err)
+}
+
 func (l *Lazy) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 	c, err := l.get(ctx)
 	if err != nil {

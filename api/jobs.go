@@ -3,8 +3,10 @@ package api
 import (
 	"math"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,10 +86,46 @@ func jobJSON(j jobs.Job, now time.Time) Job {
 	return out
 }
 
-// jobList is the answer of the list endpoints.
+// jobList is the answer of the list endpoints: one page of jobs, and
+// total, how many jobs match (the original's field; with paging it is
+// not len(jobs)).
 type jobList struct {
-	Jobs  []Job `json:"jobs"`
-	Total int   `json:"total"`
+	Jobs   []Job `json:"jobs"`
+	Total  int   `json:"total"`
+	Limit  int   `json:"limit"` // 0: no limit
+	Offset int   `json:"offset"`
+}
+
+// maxOffset keeps ?limit= and ?offset= inside int everywhere.
+const maxOffset = 1 << 30
+
+// parsePage reads ?limit= (default agent.DefaultPageLimit, 0 for all),
+// ?offset= and ?order=newest|oldest.
+func parsePage(q url.Values) (agent.Page, error) {
+	p := agent.Page{Limit: agent.DefaultPageLimit}
+	for _, k := range []string{"limit", "offset"} {
+		v := strings.TrimSpace(q.Get(k))
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxOffset {
+			return p, apierr.New(apierr.InvalidArgs, "cannot use %s %q: want a whole number from 0 (limit 0: all jobs)", k, v)
+		}
+		if k == "limit" {
+			p.Limit = n
+		} else {
+			p.Offset = n
+		}
+	}
+	switch o := strings.ToLower(strings.TrimSpace(q.Get("order"))); o {
+	case "", "newest":
+	case "oldest":
+		p.OldestFirst = true
+	default:
+		return p, apierr.New(apierr.InvalidArgs, "cannot use order %q: use newest or oldest", o)
+	}
+	return p, nil
 }
 
 // statusFilter maps the ?status= words (the original's and ours) to states.
@@ -135,20 +173,25 @@ func containsState(l []jobs.State, s jobs.State) bool {
 }
 
 func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f agent.Filter) {
-	list, err := s.cfg.Client.ListJobs(r.Context(), f)
+	p, err := parsePage(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, apierr.InvalidArgs, err.Error(), nil)
+		return
+	}
+	list, total, err := s.cfg.Client.ListJobsPage(r.Context(), f, p)
 	if err != nil {
 		fail(w, r, "list jobs", err)
 		return
 	}
 	now := s.cfg.Now()
-	out := jobList{Jobs: make([]Job, 0, len(list)), Total: len(list)}
+	out := jobList{Jobs: make([]Job, 0, len(list)), Total: total, Limit: p.Limit, Offset: p.Offset}
 	for _, j := range list {
 		out.Jobs = append(out.Jobs, jobJSON(j, now))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// listJobs: GET /api/workflow/jobs?status=...&batch=...
+// listJobs: GET /api/workflow/jobs?status=...&batch=...&limit=&offset=&order=
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	states, err := parseStatus(r.URL.Query().Get("status"))
 	if err != nil {

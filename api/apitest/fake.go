@@ -137,6 +137,17 @@ func (f *Fake) ListJobs(ctx context.Context, flt agent.Filter) ([]jobs.Job, erro
 	return out, nil
 }
 
+// ListJobsPage pages ListJobs as the agent does (newest first unless
+// p.OldestFirst; jobs are taken to be created in the order they were added).
+func (f *Fake) ListJobsPage(ctx context.Context, flt agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+	list, err := f.ListJobs(ctx, flt)
+	if err != nil {
+		return nil, 0, err
+	}
+	page, total := p.Slice(list)
+	return page, total, nil
+}
+
 func hasState(l []jobs.State, s jobs.State) bool {
 	for _, x := range l {
 		if x == s {
