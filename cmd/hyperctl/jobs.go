@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hyper2kvm/hyper2kvm/agent"
@@ -10,19 +12,23 @@ import (
 )
 
 // jobList is the --output json shape of jobs: the REST bridge's shape.
+// Total is how many jobs match, also when fewer are shown.
 type jobList struct {
 	Jobs  []jobs.Job `json:"jobs"`
 	Total int        `json:"total"`
 }
 
-// jobsCmd is "hyperctl jobs [--state S]".
+// jobsCmd is "hyperctl jobs [--state S] [--limit N | --all] [--offset N]".
 func (a *app) jobsCmd() *cobra.Command {
 	var states []string
 	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List jobs",
-		Long: `List the agent's jobs, newest last. --state (repeatable or comma-separated)
-keeps only jobs in those states: pending, running, completed, failed, cancelled.`,
+		Long: fmt.Sprintf(`List the agent's newest jobs, newest last: %d unless --limit N says
+otherwise, every one with --all; --offset N skips the N newest first.
+When more jobs match than are shown, a line on stderr says how many.
+--state (repeatable or comma-separated) keeps only jobs in those states:
+pending, running, completed, failed, cancelled.`, agent.DefaultPageLimit),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := stateFilter(states)
@@ -33,9 +39,54 @@ keeps only jobs in those states: pending, running, completed, failed, cancelled.
 		},
 	}
 	cmd.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (pending,running,completed,failed,cancelled)")
+	cmd.Flags().Int("limit", agent.DefaultPageLimit, "show at most this many of the newest jobs")
+	cmd.Flags().Int("offset", 0, "skip this many of the newest jobs")
+	cmd.Flags().Bool("all", false, "show every job (same as --limit 0)")
 	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(
 		[]string{"pending", "running", "completed", "failed", "cancelled"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// pageFlags reads --limit, --offset and --all where cmd has them (the
+// original "workflow -op list" has not: it gets the default page).
+func pageFlags(cmd *cobra.Command) (agent.Page, error) {
+	p := agent.Page{Limit: agent.DefaultPageLimit}
+	fl := cmd.Flags()
+	if fl.Lookup("limit") != nil {
+		p.Limit, _ = fl.GetInt("limit")
+		p.Offset, _ = fl.GetInt("offset")
+		if all, _ := fl.GetBool("all"); all {
+			if fl.Changed("limit") && p.Limit != 0 {
+				return p, usageError("--all and --limit %d contradict each other", p.Limit)
+			}
+			p.Limit = 0
+		}
+	}
+	if p.Limit < 0 {
+		return p, usageError("--limit %d: must be 0 (all) or more", p.Limit)
+	}
+	if p.Offset < 0 {
+		return p, usageError("--offset %d: must be 0 or more", p.Offset)
+	}
+	return p, nil
+}
+
+// jobPager is the paged list of *dbusapi.Client; a client without it is
+// paged here from the whole list.
+type jobPager interface {
+	ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error)
+}
+
+func listPage(ctx context.Context, c agentClient, f agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+	if pc, ok := c.(jobPager); ok {
+		return pc.ListJobsPage(ctx, f, p)
+	}
+	all, err := c.ListJobs(ctx, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	page, total := p.Slice(all)
+	return page, total, nil
 }
 
 func stateFilter(states []string) (agent.Filter, error) {
@@ -54,21 +105,29 @@ func stateFilter(states []string) (agent.Filter, error) {
 }
 
 func (a *app) runJobs(cmd *cobra.Command, f agent.Filter) error {
+	p, err := pageFlags(cmd)
+	if err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	c, err := a.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	list, err := c.ListJobs(ctx, f)
+	list, total, err := listPage(ctx, c, f, p)
 	if err != nil {
 		return a.apiError(err, "")
 	}
+	slices.Reverse(list) // the page is newest first; show it newest last
 	if list == nil {
 		list = []jobs.Job{}
 	}
+	if shown := len(list); shown < total {
+		fmt.Fprintf(a.env.stderr, "%d of %d jobs shown (newest, skipping %d); --all or --limit N for more\n", shown, total, p.Offset)
+	}
 	if a.jsonOutput() {
-		return writeJSON(a.env.stdout, jobList{Jobs: list, Total: len(list)})
+		return writeJSON(a.env.stdout, jobList{Jobs: list, Total: total})
 	}
 	a.printJobs(list)
 	return nil
