@@ -105,16 +105,58 @@ const H2K = (() => {
     statusTimer = setTimeout(refreshStatus, 300);
   }
 
+  // Each tab shows one page of its jobs from the API, newest first (the
+  // queue oldest first, as it runs); "more" asks for PAGE more. With a
+  // month of history the list is 10,000 jobs: never load them all.
+  const PAGE = 50;
+  const TABS = {
+    active: { query: "status=running&order=newest", limit: PAGE, total: 0 },
+    pending: { query: "status=pending&order=oldest", limit: PAGE, total: 0 },
+    completed: { query: "status=completed&order=newest", limit: PAGE, total: 0 },
+    failed: { query: "status=failed,cancelled&order=newest", limit: PAGE, total: 0 },
+  };
+
+  async function fetchTab(name) {
+    const tab = TABS[name];
+    const r = await api("GET", `/api/workflow/jobs?${tab.query}&limit=${tab.limit}`);
+    if (r.status !== 200) { banner(errText(r)); return null; }
+    tab.total = r.body.total;
+    return r.body.jobs;
+  }
+
+  // refreshJobs reloads every tab's page; jobs no tab lists any more (and
+  // none open) are forgotten.
   async function refreshJobs() {
     try {
-      const r = await api("GET", "/api/workflow/jobs");
-      if (r.status !== 200) { banner(errText(r)); return; }
+      const pages = await Promise.all(Object.keys(TABS).map(fetchTab));
+      if (pages.includes(null)) return;
+      const keep = openJob && jobs.get(openJob);
       jobs.clear();
-      for (const j of r.body.jobs) jobs.set(j.id, j);
+      for (const page of pages) for (const j of page) jobs.set(j.id, j);
+      if (keep && !jobs.has(keep.id)) jobs.set(keep.id, keep);
       renderJobs();
     } catch (e) {
       banner("cannot reach the bridge: " + e.message);
     }
+  }
+
+  async function moreJobs(name) {
+    TABS[name].limit += PAGE;
+    try {
+      const page = await fetchTab(name);
+      if (!page) return;
+      for (const j of page) jobs.set(j.id, j);
+      renderJobs();
+    } catch (e) {
+      banner("cannot reach the bridge: " + e.message);
+    }
+  }
+
+  // Events change single jobs; the tabs' totals are re-read now and then.
+  let jobsTimer = null;
+  function soonJobs() {
+    if (jobsTimer) return;
+    jobsTimer = setTimeout(() => { jobsTimer = null; refreshJobs(); }, 2000);
   }
 
   function refreshAll() { refreshStatus(); refreshJobs(); }
@@ -161,16 +203,33 @@ const H2K = (() => {
     return li;
   }
 
+  let renderQueued = false;
+  // renderSoon coalesces the renders of a burst of events into one frame.
+  function renderSoon() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => { renderQueued = false; renderJobs(); });
+  }
+
   function renderJobs() {
     const lists = { active: [], pending: [], completed: [], failed: [] };
     for (const j of jobs.values()) lists[tabOf(j)].push(j);
     // newest first, except the queue, which runs oldest first
     const t = (j) => Date.parse(j.finished_at || j.started_at || j.created_at) || 0;
     for (const [name, l] of Object.entries(lists)) {
+      const tab = TABS[name];
       l.sort((a, b) => name === "pending" ? t(a) - t(b) : t(b) - t(a));
-      const ul = $("list-" + name);
-      ul.replaceChildren(...(l.length ? l.map(jobItem) : [el("li", { class: "empty", text: "No " + name + " jobs." })]));
-      $("n-" + name).textContent = l.length;
+      const shown = l.slice(0, Math.max(tab.limit, 0));
+      const total = Math.max(tab.total, l.length);
+      const items = shown.length ? shown.map(jobItem) : [el("li", { class: "empty", text: "No " + name + " jobs." })];
+      if (shown.length < total) {
+        items.push(el("li", { class: "more" },
+          el("span", { text: `${shown.length} of ${total} shown` }), " ",
+          el("button", { type: "button", class: "secondary", "data-more": name, onclick: () => moreJobs(name) },
+            `Show ${Math.min(PAGE, total - shown.length)} more`)));
+      }
+      $("list-" + name).replaceChildren(...items);
+      $("n-" + name).textContent = total;
     }
     if (openJob && jobs.has(openJob)) renderJobFields(jobs.get(openJob));
   }
@@ -202,8 +261,9 @@ const H2K = (() => {
     try { d = JSON.parse(ev.data); } catch { return; }
     if (d.type === "job-removed") jobs.delete(d.job.id);
     else jobs.set(d.job.id, d.job);
-    renderJobs();
+    renderSoon();
     soonStatus();
+    soonJobs();
   }
 
   function connect() {
@@ -331,5 +391,5 @@ const H2K = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", init);
-  return { api, errText, el, selectTab, showJob, jobs, refreshAll, askToken };
+  return { api, errText, el, selectTab, showJob, jobs, refreshAll, askToken, moreJobs, tabs: TABS };
 })();
