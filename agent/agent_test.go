@@ -119,6 +119,11 @@ func (f *fakeUnits) finish(t *testing.T, name, result string, rep *report.Report
 }
 
 func (f *fakeUnits) status(name, text string) {
+	f.mu.Lock()
+	if u := f.units[name]; u != nil {
+		u.info.StatusText = text // as systemd keeps it
+	}
+	f.mu.Unlock()
 	f.changes <- UnitChange{Info: UnitInfo{Name: name, StatusText: text}, Has: map[string]bool{"StatusText": true}}
 }
 

@@ -326,19 +326,8 @@ func (a *Agent) jobByUnit(unit string) *record {
 // carries (nil: all of them).
 func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map[string]bool) {
 	carries := func(k string) bool { return has == nil || has[k] }
-	if carries("StatusText") && info.StatusText != "" && info.StatusText != r.StatusText {
-		r.StatusText = info.StatusText
-		changed := []string{"StatusText"}
-		if u, ok := progress.Parse(info.StatusText); ok {
-			if u.Stage != r.Stage {
-				r.Stage = u.Stage
-				changed = append(changed, "Stage")
-				a.log.Infof(jobFields(r), "job %s: stage %s", r.ID, u.Stage)
-			}
-			r.Progress, r.BytesDone, r.BytesTotal = u.Percent, u.Done, u.Total
-			changed = append(changed, "Progress")
-		}
-		a.emit(JobChanged, r, changed)
+	if carries("StatusText") {
+		a.applyStatus(r, info.StatusText)
 	}
 	if carries("Result") && info.Result != "" {
 		r.UnitResult = info.Result
@@ -368,6 +357,9 @@ func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map
 			if full.Result == "" {
 				full.Result = info.Result
 			}
+			// The unit may have ended before the signals of its last
+			// STATUS= are handled: its last stage is the one it ended in.
+			a.applyStatus(r, full.StatusText)
 			info = full
 		}
 		if !info.Gone() && (!info.Finished() || !info.Ran()) {
@@ -376,6 +368,25 @@ func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map
 		}
 		a.unitEnded(ctx, r, info)
 	}
+}
+
+// applyStatus folds the unit's StatusText into the job's stage and progress.
+func (a *Agent) applyStatus(r *record, text string) {
+	if text == "" || text == r.StatusText {
+		return
+	}
+	r.StatusText = text
+	changed := []string{"StatusText"}
+	if u, ok := progress.Parse(text); ok {
+		if u.Stage != r.Stage {
+			r.Stage = u.Stage
+			changed = append(changed, "Stage")
+			a.log.Infof(jobFields(r), "job %s: stage %s", r.ID, u.Stage)
+		}
+		r.Progress, r.BytesDone, r.BytesTotal = u.Percent, u.Done, u.Total
+		changed = append(changed, "Progress")
+	}
+	a.emit(JobChanged, r, changed)
 }
 
 func (a *Agent) workerStarted(r *record) bool {
