@@ -198,7 +198,7 @@ func BenchmarkQueueScale(bm *testing.B) {
 		}
 	}
 	var cases []queueResult
-	rows := [][]string{{"files", "mv all (baseline)", "claimed all", "all queued", "per 1k files", "RSS", "peak RSS", "idle CPU (10 s)", "state.json"}}
+	rows := [][]string{{"files", "mv all (baseline)", "claimed all", "all queued", "per 1k files", "RSS", "peak RSS", "idle CPU (10 s)", "state.json", "changes.jsonl"}}
 	for i := 0; i < bm.N; i++ {
 		for _, n := range sizes {
 			b := startBox(bm, "worker_path: /srv/gate/worker\nmax_queued: 100000\n")
@@ -209,7 +209,7 @@ func BenchmarkQueueScale(bm *testing.B) {
 			rows = append(rows, []string{strconv.Itoa(n), fmt.Sprintf("%.2f s", res.MoveSeconds), fmt.Sprintf("%.2f s", res.ClaimSeconds),
 				fmt.Sprintf("%.2f s", res.QueuedSeconds), fmt.Sprintf("%.2f s", res.QueuedSeconds*1000/float64(n)),
 				fmt.Sprintf("%d MiB", res.RSSKiB>>10), fmt.Sprintf("%d MiB", res.PeakRSSKiB>>10),
-				fmt.Sprintf("%.1f ms", res.IdleCPUms), fmt.Sprintf("%d KiB", res.StateBytes>>10)})
+				fmt.Sprintf("%.1f ms", res.IdleCPUms), fmt.Sprintf("%d KiB", res.StateBytes>>10), fmt.Sprintf("%d KiB", res.ChangesBytes>>10)})
 			b.Stop()
 		}
 	}

@@ -570,6 +570,7 @@ type queueResult struct {
 	IdleSeconds   float64
 	IdleWakeups   int64 // context switches of the agent while idle
 	StateBytes    int64
+	ChangesBytes  int64 // changes.jsonl: the live store's log since state.json
 	Queued        int
 	Running       int
 }
@@ -633,6 +634,9 @@ func helpQueue(ctx context.Context, n int) (*queueResult, error) {
 	res.IdleWakeups = switches(pid) - w0
 	if fi, err := os.Stat("/var/lib/hyper2kvm/state.json"); err == nil {
 		res.StateBytes = fi.Size()
+	}
+	if fi, err := os.Stat("/var/lib/hyper2kvm/changes.jsonl"); err == nil {
+		res.ChangesBytes = fi.Size()
 	}
 	return res, nil
 }
