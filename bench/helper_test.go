@@ -436,6 +436,10 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: agent.DefaultPageLimit})
 			return fmt.Sprintf("%d of %d jobs", len(l), total), err
 		}},
+		{"D-Bus ListJobsPaged limit=10", 1000, func() (string, error) {
+			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: 10})
+			return fmt.Sprintf("%d of %d jobs", len(l), total), err
+		}},
 		{"D-Bus ListJobsPaged offset 5000", 1000, func() (string, error) {
 			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Offset: 5000, Limit: agent.DefaultPageLimit})
 			return fmt.Sprintf("%d of %d jobs", len(l), total), err
@@ -485,7 +489,7 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 	for _, s := range []struct {
 		path  string
 		times int
-	}{{"/health", 1000}, {"/api/workflow/status", 1000}, {"/api/workflow/jobs", 1000}, {"/api/workflow/jobs?offset=5000&limit=100", 1000},
+	}{{"/health", 1000}, {"/api/workflow/status", 1000}, {"/api/workflow/jobs", 1000}, {"/api/workflow/jobs?offset=5000&limit=100", 1000}, {"/api/workflow/jobs?limit=10", 1000},
 		{"/api/workflow/jobs?status=running", 1000}, {"/api/workflow/jobs?limit=0", 50}} {
 		name := "HTTP GET " + s.path
 		if s.path == "/health" {

@@ -75,6 +75,29 @@ func TestJobPropsRoundTrip(t *testing.T) {
 	}
 }
 
+// TestJobPropsWrongType: a property of another type than the XML says is
+// an error naming it, not a silently zero field; unknown ones are skipped.
+func TestJobPropsWrongType(t *testing.T) {
+	for _, tc := range []struct {
+		props map[string]dbus.Variant
+		bad   string
+	}{
+		{map[string]dbus.Variant{"Progress": dbus.MakeVariant("42")}, "Progress"},
+		{map[string]dbus.Variant{"CreatedAt": dbus.MakeVariant(int64(5))}, "CreatedAt"},
+		{map[string]dbus.Variant{"Outputs": dbus.MakeVariant("/a")}, "Outputs"},
+		{map[string]dbus.Variant{"SubmittedBy": dbus.MakeVariant(uint32(1))}, "SubmittedBy"},
+		{map[string]dbus.Variant{"NewInAFutureAgent": dbus.MakeVariant(1), "Id": dbus.MakeVariant("x")}, ""},
+	} {
+		j, err := jobFromProps(tc.props)
+		switch {
+		case tc.bad == "" && (err != nil || j.ID != "x"):
+			t.Errorf("%v: %+v, %v", tc.props, j, err)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)):
+			t.Errorf("%v: error %v, want one naming %s", tc.props, err, tc.bad)
+		}
+	}
+}
+
 func TestStatusRoundTrip(t *testing.T) {
 	s := (&fakeBackend{}).Status()
 	got, err := statusFromDict(statusDict(s))

@@ -240,10 +240,9 @@ func (s *Server) ensure(j jobs.Job) (dbus.ObjectPath, map[string]dbus.Variant) {
 	s.mu.Lock()
 	o, ok := s.objects[j.ID]
 	if ok {
-		props := make(map[string]dbus.Variant, len(o.props))
-		for k, v := range o.props {
-			props[k] = v
-		}
+		// A property map is never changed once stored (upsert and
+		// remove replace it), so it can be handed out as it is.
+		props := o.props
 		s.mu.Unlock()
 		return o.path, props
 	}
