@@ -163,7 +163,7 @@ func TestMethodsMatchXML(t *testing.T) {
 	for _, tc := range []struct {
 		iface introspect.Interface
 		table map[string]any
-	}{{mi, s.managerMethods()}, {ji, s.jobMethods("x")}} {
+	}{{mi, s.managerMethods()}, {ji, s.jobMethods()}} {
 		for _, m := range tc.iface.Methods {
 			fn, ok := tc.table[m.Name]
 			if !ok {
@@ -429,6 +429,37 @@ func TestListJobsPaging(t *testing.T) {
 	page, total, err := f.client.ListJobsPage(ctx, agent.Filter{States: []jobs.State{jobs.Completed}}, agent.Page{Offset: 1, Limit: 2})
 	if err != nil || total != 200 || ids(page) != "j248..j247 (2)" {
 		t.Errorf("client ListJobsPage = %s, %d, %v", ids(page), total, err)
+	}
+}
+
+// TestNoSuchJobObject: the one handler under JobPathBase answers only for
+// jobs that exist; any other path there is UnknownObject.
+func TestNoSuchJobObject(t *testing.T) {
+	f := newFixture(t, jobs.Job{ID: "j1", State: jobs.Pending, SubmittedBy: -1}, jobs.Job{ID: "a2", State: jobs.Failed, SubmittedBy: -1})
+	for _, c := range []struct {
+		path   dbus.ObjectPath
+		method string
+		args   []any
+	}{
+		{JobPath("nope"), ifaceProperties + ".GetAll", []any{JobIface}},
+		{JobPath("nope"), ifaceProperties + ".Get", []any{JobIface, "State"}},
+		{JobPath("nope"), JobIface + ".Cancel", nil},
+		{JobPath("nope"), ifaceIntrospect + ".Introspect", nil},
+		{JobPath("j1") + "/deeper", ifaceProperties + ".GetAll", []any{JobIface}},
+		{JobPathBase, ifaceProperties + ".GetAll", []any{JobIface}},
+	} {
+		err := f.conn.Object(BusName, c.path).Call(c.method, 0, c.args...).Err
+		var de dbus.Error
+		if !errors.As(err, &de) || de.Name != "org.freedesktop.DBus.Error.UnknownObject" {
+			t.Errorf("%s on %s: %v, want UnknownObject", c.method, c.path, err)
+		}
+	}
+	var st dbus.Variant
+	if err := f.conn.Object(BusName, JobPath("a2")).Call(ifaceProperties+".Get", 0, JobIface, "State").Store(&st); err != nil || st.Value() != "failed" {
+		t.Errorf("State of a2 = %v, %v", st, err)
+	}
+	if n := introspectOn(t, f.conn, JobPathBase); len(n.Children) != 2 || n.Children[0].Name != "a2" || n.Children[1].Name != "j1" {
+		t.Errorf("%s lists %+v", JobPathBase, n.Children)
 	}
 }
 

@@ -93,11 +93,16 @@ func (s *Server) managerMethods() map[string]any {
 	}
 }
 
-// jobMethods is the io.hyper2kvm.Agent1.Job method table of job id.
-func (s *Server) jobMethods(id string) map[string]any {
+// jobMethods is the io.hyper2kvm.Agent1.Job method table, served for
+// every job object (the job is the one at the call's path).
+func (s *Server) jobMethods() map[string]any {
 	return map[string]any{
 		"Cancel": func(msg dbus.Message, sender dbus.Sender) *dbus.Error {
 			s.touch()
+			id, derr := s.jobAt(msg)
+			if derr != nil {
+				return derr
+			}
 			if err := s.cancel(msg, sender, id); err != nil {
 				return toDBusError(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,18 +44,23 @@ type Server struct {
 	managerIface, jobIface introspect.Interface
 	jobXML                 string // every job object's introspection, built once
 
-	// mu orders object (un)exports with the signals that announce them,
-	// so that a client never sees a signal for an object it cannot call.
+	// mu orders the job objects' coming and going with the signals that
+	// announce them, so that a client never sees a signal for an object
+	// it cannot call.
 	mu      sync.Mutex
 	objects map[string]*jobObject // by job id
 	closed  bool
 }
 
-// jobObject is one exported job and the property values last announced.
+// jobObject is one job object: the job as last announced. Its methods
+// and properties are served by one handler for the whole subtree under
+// JobPathBase (see exportJobs), not by tables per object: with a month of
+// history that is 10,000 objects, and per-object tables were most of the
+// agent's memory.
 type jobObject struct {
-	id    string
-	path  dbus.ObjectPath
-	props map[string]dbus.Variant
+	id   string
+	path dbus.ObjectPath
+	job  jobs.Job
 }
 
 // jobObjectIfaces are the interfaces each job object carries, as listed in
@@ -95,6 +101,10 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		s.upsert(j, false)
 	}
 	go s.follow(events, snapshotAt)
+	if err := s.exportJobs(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.exportManager(); err != nil {
 		s.Close()
 		return nil, err
@@ -156,8 +166,8 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.closed = true
-		for _, o := range s.objects {
-			s.unexportJob(o)
+		for _, iface := range []string{JobIface, ifaceProperties, ifaceIntrospect} {
+			s.conn.Export(nil, JobPathBase, iface)
 		}
 		s.objects = map[string]*jobObject{}
 		for _, iface := range []string{ManagerIface, ifaceObjectManager, ifaceIntrospect} {
@@ -197,61 +207,58 @@ func (s *Server) apply(ev agent.Event) {
 	}
 }
 
-// upsert exports j's object or updates its properties, announcing the
+// upsert makes j's object or updates its properties, announcing the
 // change when announce is set (not for the snapshot taken at start).
 // It returns the object path.
 func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	props := jobProps(j)
 	if o, ok := s.objects[j.ID]; ok {
-		changed := changedProps(o.props, props)
-		o.props = props
-		if announce && len(changed) > 0 && !s.closed {
-			d := make(map[string]dbus.Variant, len(changed))
-			for _, k := range changed {
-				d[k] = props[k]
+		if announce && !s.closed {
+			props := jobProps(j)
+			if changed := changedProps(jobProps(o.job), props); len(changed) > 0 {
+				d := make(map[string]dbus.Variant, len(changed))
+				for _, k := range changed {
+					d[k] = props[k]
+				}
+				s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
 			}
-			s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
 		}
+		o.job = j
 		return o.path
 	}
-	o := &jobObject{id: j.ID, path: JobPath(j.ID), props: props}
+	o := &jobObject{id: j.ID, path: JobPath(j.ID), job: j}
 	if s.closed {
-		return o.path
-	}
-	if err := s.exportJob(o); err != nil {
-		s.log.Error("cannot export job object", "job", j.ID, "path", o.path, "err", err)
 		return o.path
 	}
 	s.objects[j.ID] = o
 	if announce {
-		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, s.managedIfaces(o))
+		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, managedIfaces(j))
 		s.emit(ManagerPath, ManagerIface+".JobNew", j.ID, o.path)
 	}
 	return o.path
 }
 
 // ensure returns the path and announced properties of j's object,
-// exporting it from j if the event stream has not brought it yet. It never
+// making it from j if the event stream has not brought it yet. It never
 // updates an existing object: properties change only in event order, so a
 // watcher never sees a value go back.
 func (s *Server) ensure(j jobs.Job) (dbus.ObjectPath, map[string]dbus.Variant) {
 	s.mu.Lock()
 	o, ok := s.objects[j.ID]
+	var known jobs.Job
 	if ok {
-		// A property map is never changed once stored (upsert and
-		// remove replace it), so it can be handed out as it is.
-		props := o.props
-		s.mu.Unlock()
-		return o.path, props
+		known = o.job
 	}
 	s.mu.Unlock()
-	// A concurrent event may export it in between; upsert handles both.
+	if ok {
+		return o.path, jobProps(known)
+	}
+	// A concurrent event may make it in between; upsert handles both.
 	return s.upsert(j, true), jobProps(j)
 }
 
-// ensurePath is ensure without the copy of the properties.
+// ensurePath is ensure without the properties.
 func (s *Server) ensurePath(j jobs.Job) dbus.ObjectPath {
 	s.mu.Lock()
 	o, ok := s.objects[j.ID]
@@ -262,7 +269,7 @@ func (s *Server) ensurePath(j jobs.Job) dbus.ObjectPath {
 	return s.upsert(j, true)
 }
 
-// remove unexports j's object after announcing its last property values,
+// remove drops j's object after announcing its last property values,
 // so a watcher learns the final state even if it only follows properties.
 func (s *Server) remove(j jobs.Job) {
 	s.mu.Lock()
@@ -272,16 +279,14 @@ func (s *Server) remove(j jobs.Job) {
 		return
 	}
 	props := jobProps(j)
-	if changed := changedProps(o.props, props); len(changed) > 0 {
+	if changed := changedProps(jobProps(o.job), props); len(changed) > 0 {
 		d := make(map[string]dbus.Variant, len(changed))
 		for _, k := range changed {
 			d[k] = props[k]
 		}
-		o.props = props
 		s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
 	}
 	delete(s.objects, j.ID)
-	s.unexportJob(o)
 	s.emit(ManagerPath, ifaceObjectManager+".InterfacesRemoved", o.path, jobObjectIfaces)
 	s.emit(ManagerPath, ManagerIface+".JobRemoved", j.ID, o.path, string(j.State))
 }
@@ -292,46 +297,95 @@ func (s *Server) emit(path dbus.ObjectPath, name string, args ...any) {
 	}
 }
 
-func (s *Server) managedIfaces(o *jobObject) map[string]map[string]dbus.Variant {
-	props := make(map[string]dbus.Variant, len(o.props))
-	for k, v := range o.props {
-		props[k] = v
-	}
+func managedIfaces(j jobs.Job) map[string]map[string]dbus.Variant {
 	return map[string]map[string]dbus.Variant{
-		JobIface:        props,
+		JobIface:        jobProps(j),
 		ifaceProperties: {},
 		ifaceIntrospect: {},
 		ifacePeer:       {},
 	}
 }
 
-func (s *Server) exportJob(o *jobObject) error {
-	xml := s.jobXML
+// exportJobs serves every job object: one handler per interface for the
+// subtree under JobPathBase, which finds the job by the call's path. A
+// path of no job is UnknownObject; JobPathBase itself introspects as the
+// list of job objects.
+func (s *Server) exportJobs() error {
 	tables := map[string]map[string]any{
-		JobIface: s.jobMethods(o.id),
+		JobIface: s.jobMethods(),
 		ifaceProperties: {
-			"Get":    func(iface, name string) (dbus.Variant, *dbus.Error) { return s.getProp(o.id, iface, name) },
-			"GetAll": func(iface string) (map[string]dbus.Variant, *dbus.Error) { return s.getAllProps(o.id, iface) },
-			"Set": func(iface, name string, _ dbus.Variant) *dbus.Error {
+			"Get": func(msg dbus.Message, iface, name string) (dbus.Variant, *dbus.Error) {
+				id, derr := s.jobAt(msg)
+				if derr != nil {
+					return dbus.Variant{}, derr
+				}
+				return s.getProp(id, iface, name)
+			},
+			"GetAll": func(msg dbus.Message, iface string) (map[string]dbus.Variant, *dbus.Error) {
+				id, derr := s.jobAt(msg)
+				if derr != nil {
+					return nil, derr
+				}
+				return s.propsOf(id, iface)
+			},
+			"Set": func(msg dbus.Message, iface, name string, _ dbus.Variant) *dbus.Error {
+				if _, derr := s.jobAt(msg); derr != nil {
+					return derr
+				}
 				return dbus.NewError("org.freedesktop.DBus.Error.PropertyReadOnly",
 					[]any{fmt.Sprintf("property %s of %s is read-only", name, iface)})
 			},
 		},
-		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) { return xml, nil }},
+		ifaceIntrospect: {
+			"Introspect": func(msg dbus.Message) (string, *dbus.Error) {
+				if path(msg) == JobPathBase {
+					return introspection(nil, s.jobNodes()), nil
+				}
+				if _, derr := s.jobAt(msg); derr != nil {
+					return "", derr
+				}
+				return s.jobXML, nil
+			},
+		},
 	}
 	for iface, t := range tables {
-		if err := s.conn.ExportMethodTable(t, o.path, iface); err != nil {
-			s.unexportJob(o)
-			return err
+		if err := s.conn.ExportSubtreeMethodTable(t, JobPathBase, iface); err != nil {
+			return fmt.Errorf("cannot export %s under %s: %w", iface, JobPathBase, err)
 		}
 	}
 	return nil
 }
 
-func (s *Server) unexportJob(o *jobObject) {
-	for _, iface := range []string{JobIface, ifaceProperties, ifaceIntrospect} {
-		s.conn.Export(nil, o.path, iface)
+func path(msg dbus.Message) dbus.ObjectPath {
+	p, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
+	return p
+}
+
+// jobAt is the id of the job whose object msg calls.
+func (s *Server) jobAt(msg dbus.Message) (string, *dbus.Error) {
+	p := path(msg)
+	id, err := JobID(p)
+	if err == nil {
+		s.mu.Lock()
+		_, ok := s.objects[id]
+		s.mu.Unlock()
+		if ok {
+			return id, nil
+		}
 	}
+	return "", dbus.NewError("org.freedesktop.DBus.Error.UnknownObject", []any{fmt.Sprintf("no job object at %s", p)})
+}
+
+// jobNodes are the job objects' names under JobPathBase, sorted.
+func (s *Server) jobNodes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.objects))
+	for _, o := range s.objects {
+		out = append(out, strings.TrimPrefix(string(o.path), JobPathBase+"/"))
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
@@ -347,10 +401,6 @@ func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
 	return v, nil
 }
 
-func (s *Server) getAllProps(id, iface string) (map[string]dbus.Variant, *dbus.Error) {
-	return s.propsOf(id, iface)
-}
-
 func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error) {
 	s.touch()
 	if iface != JobIface && iface != "" {
@@ -361,16 +411,16 @@ func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error
 			[]any{fmt.Sprintf("no interface %s on job %s", iface, id)})
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	o, ok := s.objects[id]
+	var j jobs.Job
+	if ok {
+		j = o.job
+	}
+	s.mu.Unlock()
 	if !ok {
 		return nil, toDBusError(apierr.New(apierr.NoSuchJob, "cannot find job %s", id))
 	}
-	out := make(map[string]dbus.Variant, len(o.props))
-	for k, v := range o.props {
-		out[k] = v
-	}
-	return out, nil
+	return jobProps(j), nil
 }
 
 // getManagedObjects is org.freedesktop.DBus.ObjectManager.GetManagedObjects.
@@ -380,7 +430,7 @@ func (s *Server) getManagedObjects() (map[dbus.ObjectPath]map[string]map[string]
 	defer s.mu.Unlock()
 	out := make(map[dbus.ObjectPath]map[string]map[string]dbus.Variant, len(s.objects))
 	for _, o := range s.objects {
-		out[o.path] = s.managedIfaces(o)
+		out[o.path] = managedIfaces(o.job)
 	}
 	return out, nil
 }
