@@ -20,29 +20,41 @@ func jobProps(j jobs.Job) map[string]dbus.Variant {
 	if outputs == nil {
 		outputs = []string{}
 	}
+	// MakeVariant finds each value's signature by reflection; a page of
+	// 100 jobs is 2,000 variants, so give the signatures.
+	str := func(v string) dbus.Variant { return dbus.MakeVariantWithSignature(v, sigS) }
 	return map[string]dbus.Variant{
-		"Id":          dbus.MakeVariant(j.ID),
-		"Name":        dbus.MakeVariant(j.Name),
-		"Batch":       dbus.MakeVariant(j.Batch),
-		"Manifest":    dbus.MakeVariant(j.Manifest),
-		"State":       dbus.MakeVariant(string(j.State)),
-		"Stage":       dbus.MakeVariant(j.Stage),
-		"Progress":    dbus.MakeVariant(int32(j.Progress)),
-		"StatusText":  dbus.MakeVariant(j.StatusText),
-		"Unit":        dbus.MakeVariant(j.Unit),
-		"SubmittedBy": dbus.MakeVariant(j.SubmittedBy),
-		"Priority":    dbus.MakeVariant(int32(j.Priority)),
-		"CreatedAt":   dbus.MakeVariant(usec(j.CreatedAt)),
-		"StartedAt":   dbus.MakeVariant(usec(j.StartedAt)),
-		"FinishedAt":  dbus.MakeVariant(usec(j.FinishedAt)),
-		"Error":       dbus.MakeVariant(j.Error),
-		"ErrorStage":  dbus.MakeVariant(j.ErrorStage),
-		"Outputs":     dbus.MakeVariant(slices.Clone(outputs)),
-		"ReportPath":  dbus.MakeVariant(j.ReportPath),
-		"BytesDone":   dbus.MakeVariant(uint64(max(j.BytesDone, 0))),
-		"BytesTotal":  dbus.MakeVariant(uint64(max(j.BytesTotal, 0))),
+		"Id":          str(j.ID),
+		"Name":        str(j.Name),
+		"Batch":       str(j.Batch),
+		"Manifest":    str(j.Manifest),
+		"State":       str(string(j.State)),
+		"Stage":       str(j.Stage),
+		"Progress":    dbus.MakeVariantWithSignature(int32(j.Progress), sigI),
+		"StatusText":  str(j.StatusText),
+		"Unit":        str(j.Unit),
+		"SubmittedBy": dbus.MakeVariantWithSignature(j.SubmittedBy, sigX),
+		"Priority":    dbus.MakeVariantWithSignature(int32(j.Priority), sigI),
+		"CreatedAt":   dbus.MakeVariantWithSignature(usec(j.CreatedAt), sigT),
+		"StartedAt":   dbus.MakeVariantWithSignature(usec(j.StartedAt), sigT),
+		"FinishedAt":  dbus.MakeVariantWithSignature(usec(j.FinishedAt), sigT),
+		"Error":       str(j.Error),
+		"ErrorStage":  str(j.ErrorStage),
+		"Outputs":     dbus.MakeVariantWithSignature(slices.Clone(outputs), sigAS),
+		"ReportPath":  str(j.ReportPath),
+		"BytesDone":   dbus.MakeVariantWithSignature(uint64(max(j.BytesDone, 0)), sigT),
+		"BytesTotal":  dbus.MakeVariantWithSignature(uint64(max(j.BytesTotal, 0)), sigT),
 	}
 }
+
+// The signatures of the job properties' types.
+var (
+	sigS  = dbus.SignatureOf("")
+	sigI  = dbus.SignatureOf(int32(0))
+	sigX  = dbus.SignatureOf(int64(0))
+	sigT  = dbus.SignatureOf(uint64(0))
+	sigAS = dbus.SignatureOf([]string{})
+)
 
 // changedProps lists the properties that differ between old and new, sorted.
 func sortStrings(s []string) { sort.Strings(s) }
