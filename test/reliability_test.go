@@ -45,7 +45,17 @@ while :; do
 	case "$a" in active|activating|deactivating) seen=1;; esac
 	if [ "$stage" = "$want" ]; then
 		systemctl kill -s STOP "$unit" 2>/dev/null || { echo "missed: unit gone"; exit 1; }
-		now=$(systemctl show -p StatusText --value "$unit")
+		# The worker may have ended between the look and the signal (the
+		# STOP then hit only ExecStopPost): frozen only when the unit is
+		# still active in that stage with its worker.
+		now= a= pid=
+		while IFS='=' read -r k v; do
+			case $k in StatusText) now=$v;; ActiveState) a=$v;; MainPID) pid=$v;; esac
+		done < <(systemctl show -p StatusText -p ActiveState -p MainPID "$unit")
+		if [ "$a" != active ] || [ "${pid:-0}" -le 1 ] || [ "${now%%[ :]*}" != "$want" ]; then
+			systemctl kill -s CONT "$unit" 2>/dev/null
+			echo "missed: $a pid=$pid $now"; exit 1
+		fi
 		echo "frozen: $now"
 		exit 0
 	fi
