@@ -378,9 +378,13 @@ func (s *state) save(path string) error {
 		hist = append(append(hist, line...), '\n')
 		moved = append(moved, id)
 	}
+	var histErr error
 	if len(hist) > 0 {
 		if err := appendSync(historyPath(path), hist); err != nil {
-			return fmt.Errorf("cannot save job history: %w", err)
+			// The jobs stay live (and are saved as such below); the
+			// next save tries the move again.
+			histErr = fmt.Errorf("cannot save job history: %w", err)
+			moved = nil
 		}
 		for _, id := range moved {
 			s.archived[id] = true
@@ -391,6 +395,14 @@ func (s *state) save(path string) error {
 		}
 		s.historyLines += len(moved)
 	}
+	if err := s.saveLive(path); err != nil {
+		return err
+	}
+	return histErr
+}
+
+// saveLive records what changed in the live part since the last save.
+func (s *state) saveLive(path string) error {
 
 	var jobsChanged []*record
 	for id, r := range s.live {
@@ -526,20 +538,27 @@ func syncDir(dir string) {
 	}
 }
 
+// appendSync appends data to path and fsyncs it. A failed append is cut
+// back, so that the next one does not continue a damaged line.
 func appendSync(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	fi, err := f.Stat()
+	if err == nil {
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Truncate(fi.Size())
+		}
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return f.Close()
+	return err
 }
 
 // sameRecord reports whether two records persist the same; only what
