@@ -272,6 +272,24 @@ func TestWebDashboardFake(t *testing.T) {
 	c.mustEval(ctx, `H2K.refreshAll(); true`, nil)
 	c.waitJS(ctx, "the banner to clear", `T.$("banner").hidden`, `T.text("banner")`)
 
+	// A long history is loaded a page at a time: the tab counts every
+	// job, shows 50, and "Show N more" brings the next ones.
+	for i := range 120 {
+		fake.Set(jobs.Job{ID: fmt.Sprintf("hist%03d", i), Name: fmt.Sprintf("old%03d", i), State: jobs.Completed,
+			StartedAt: now.Add(-time.Duration(200-i) * time.Minute), FinishedAt: now.Add(-time.Duration(199-i) * time.Minute)})
+	}
+	c.mustEval(ctx, `H2K.refreshAll(); H2K.selectTab("completed"); true`, nil)
+	shown := `document.querySelectorAll("#list-completed li.job").length`
+	total := `Number(T.text("n-completed"))`
+	c.waitJS(ctx, "the first page of completed jobs", shown+` === 50 && `+total+` >= 121 && T.text("list-completed").includes("50 of ")`,
+		`[`+shown+`, T.text("n-completed")]`)
+	c.screenshot(ctx, out, "07-completed-page.png")
+	c.mustEval(ctx, `document.querySelector('[data-more="completed"]').click(); true`, nil)
+	c.waitJS(ctx, "the second page", shown+` === 100`, `[`+shown+`, T.text("n-completed")]`)
+	c.mustEval(ctx, `document.querySelector('[data-more="completed"]').click(); true`, nil)
+	c.waitJS(ctx, "every completed job", shown+` === `+total+` && !document.querySelector('[data-more="completed"]')`,
+		`[`+shown+`, T.text("n-completed")]`)
+
 	checkPage(ctx, t, c, srv.URL, out)
 }
 
