@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
@@ -65,7 +66,8 @@ type disk struct {
 	info      *qemuimg.ImageInfo
 	src       string // what CONVERT reads: path, or the FIX overlay
 	srcFormat string
-	output    string // absolute output path, "" when skipped
+	output    string // absolute output path as the user gave it, "" when skipped
+	target    string // the path written: output, or below the opened output directory
 	outFormat string
 	converted bool
 }
@@ -76,7 +78,9 @@ type runner struct {
 	p       *manifest.Pipeline
 	o       Options
 	rep     *report.Report
-	outDir  string
+	outDir  string // where outputs are written (a /proc/<pid>/fd/<n> name for a job of SourceUID)
+	outShow string // outDir as the user named it
+	outFile *os.File // the output directory held open for a job of SourceUID
 	workDir string
 	disks   []*disk
 	ovf     *imgfmt.OVFDescriptor
@@ -133,8 +137,10 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 	if r.outDir == "" && r.p != nil {
 		// LOAD failed before settling the outputs: the report still goes
 		// where the user will look for it.
-		if dir := r.plannedDir(); dir != "" && os.MkdirAll(dir, 0o755) == nil {
-			r.outDir = dir
+		if dir := r.plannedDir(); dir != "" {
+			if real, err := r.openOutDir(dir); err == nil {
+				r.outDir, r.outShow = real, dir
+			}
 		}
 	}
 	if r.outDir != "" {
@@ -145,6 +151,9 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 				r.rep.Status = "failed"
 			}
 		}
+	}
+	if r.outFile != nil {
+		r.outFile.Close()
 	}
 	return r.rep, err
 }
@@ -211,6 +220,7 @@ func (r *runner) stage(name string, fn func(set func(any)) error) error {
 	case errors.As(err, &sf):
 		st.Status, st.Error, err = "failed", sf.err.Error(), nil
 	default:
+		err = r.files.explain(err)
 		if r.ctx.Err() != nil {
 			err = fmt.Errorf("cancelled during %s: %w", name, err)
 		}
@@ -253,7 +263,7 @@ func (r *runner) warn(format string, a ...any) {
 // existing file.
 func (r *runner) writeReport() error {
 	p := filepath.Join(r.outDir, ReportName)
-	r.rep.ReportPath = p
+	r.rep.ReportPath = filepath.Join(r.outShow, ReportName)
 	b, err := json.MarshalIndent(r.rep, "", "  ")
 	if err != nil {
 		r.rep.ReportPath = ""
@@ -261,19 +271,21 @@ func (r *runner) writeReport() error {
 	}
 	if err := writeNew(p, append(b, '\n')); err != nil {
 		r.rep.ReportPath = ""
-		return fmt.Errorf("cannot write report: %w", err)
+		return fmt.Errorf("cannot write report: %w", r.files.explain(err))
 	}
 	return nil
 }
 
 // writeNew writes data to a new file at p through p.part, never replacing
-// an existing file.
+// an existing file. Neither name is ever followed as a symbolic link
+// (O_EXCL|O_NOFOLLOW, renameat2 RENAME_NOREPLACE), so only the directory
+// part of p decides where the data goes.
 func writeNew(p string, data []byte) error {
 	if _, err := os.Lstat(p); err == nil {
 		return fmt.Errorf("%s exists; not overwriting", p)
 	}
 	tmp := p + ".part"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return err
 	}

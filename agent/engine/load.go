@@ -556,6 +556,7 @@ func (r *runner) planOutputs() error {
 			return fmt.Errorf("output name %q for disk %s must be a plain file name", name, d.id)
 		}
 		d.output, d.outFormat = filepath.Join(abs, name), c.OutputFormat
+		d.target = d.output
 		want = append(want, d.output)
 	}
 	if len(want) == 0 {
@@ -571,15 +572,47 @@ func (r *runner) planOutputs() error {
 			return fmt.Errorf("two outputs would both be %s", p)
 		}
 		seen[p] = true
-		if _, err := os.Lstat(p); err == nil {
+	}
+	dir, err := r.openOutDir(abs)
+	if err != nil {
+		return err
+	}
+	r.outDir, r.outShow = dir, abs
+	for _, d := range r.disks {
+		if d.output != "" {
+			d.target = filepath.Join(dir, filepath.Base(d.output))
+		}
+	}
+	for _, p := range want {
+		if _, err := os.Lstat(filepath.Join(dir, filepath.Base(p))); err == nil {
 			return fmt.Errorf("output %s exists; not overwriting (remove it or choose another output directory)", p)
 		}
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return fmt.Errorf("cannot create output directory: %w", err)
-	}
-	r.outDir = abs
 	return nil
+}
+
+// openOutDir creates the output directory abs and returns the path the
+// outputs are written below. For a job of Options.SourceUID writing into a
+// directory the manifest chose, that directory is opened as the user could
+// (userFiles.openDir) and kept open, and the path is its /proc/<pid>/fd/<n>
+// name: a directory or parent swapped for a symbolic link after the agent's
+// check never redirects root's writes.
+func (r *runner) openOutDir(abs string) (string, error) {
+	if r.files != nil && r.p.Convert != nil && r.p.Convert.OutputDir != "" {
+		if r.outFile != nil {
+			return r.outDir, nil
+		}
+		f, name, err := r.files.openDir(abs)
+		if err != nil {
+			return "", err
+		}
+		r.outFile = f
+		return name, nil
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", fmt.Errorf("cannot create output directory: %w", err)
+	}
+	return abs, nil
 }
 
 // plannedDir is the absolute output directory: the manifest's

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/boot"
@@ -145,7 +146,7 @@ func (r *runner) convert(set func(any)) error {
 		size := d.info.VirtualSize
 		res, err := qemuimg.Convert(r.ctx, qemuimg.ConvertOptions{
 			Source: d.src, SourceFormat: d.srcFormat,
-			Target: d.output, TargetFormat: d.outFormat,
+			Target: d.target, TargetFormat: d.outFormat,
 			Compress: c.Compress, Compression: c.Compression,
 			Progress: func(pct int) {
 				cur := done + size*int64(pct)/100
@@ -153,7 +154,7 @@ func (r *runner) convert(set func(any)) error {
 			},
 		})
 		if err != nil {
-			return fmt.Errorf("disk %s: %w", d.id, err)
+			return fmt.Errorf("disk %s: %w", d.id, r.files.explain(err))
 		}
 		d.converted = true
 		done += size
@@ -171,17 +172,18 @@ func (r *runner) convert(set func(any)) error {
 		var arts []report.Artifact
 		for _, d := range r.disks {
 			if d.converted {
-				arts = append(arts, r.artifactOf(d.output, "disk", d.outFormat))
+				arts = append(arts, r.artifactOf(d.target, d.output, "disk", d.outFormat))
 			}
 		}
-		r.hashes <- append(arts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), "domain-xml", "xml"))
+		r.hashes <- append(arts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), filepath.Join(r.outShow, DomainXMLName), "domain-xml", "xml"))
 	}()
 	return nil
 }
 
-func (r *runner) artifactOf(p, kind, format string) report.Artifact {
-	a := report.Artifact{Path: p, Kind: kind, Format: format}
-	f, err := os.Open(p)
+// artifactOf describes the output at p, reported as show.
+func (r *runner) artifactOf(p, show, kind, format string) report.Artifact {
+	a := report.Artifact{Path: show, Kind: kind, Format: format}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return a
 	}
@@ -240,9 +242,9 @@ func (r *runner) validate(set func(any)) error {
 		res := &validateResult{Disk: d.id, Output: d.output}
 		results = append(results, res)
 		r.progress("validate", 50*i/n, 0, 0, "check "+filepath.Base(d.output))
-		chk, err := qemuimg.Check(r.ctx, d.output, d.outFormat)
+		chk, err := qemuimg.Check(r.ctx, d.target, d.outFormat)
 		if err != nil {
-			return err
+			return r.files.explain(err)
 		}
 		res.Check = chk
 		if chk.Status == "failed" {
@@ -258,9 +260,9 @@ func (r *runner) validate(set func(any)) error {
 			res.Compare = "skipped: FIX changed this disk"
 		default:
 			r.progress("validate", 50*i/n+25/n, 0, 0, "compare "+filepath.Base(d.output))
-			same, detail, err := qemuimg.Compare(r.ctx, d.path, d.format, d.output, d.outFormat)
+			same, detail, err := qemuimg.Compare(r.ctx, d.path, d.format, d.target, d.outFormat)
 			if err != nil {
-				return err
+				return r.files.explain(err)
 			}
 			if !same {
 				return fmt.Errorf("output %s differs from its source %s: %s", d.output, d.display, detail)
@@ -277,17 +279,24 @@ func (r *runner) validate(set func(any)) error {
 		return errors.New("boot test: the first disk was skipped (convert.disks), nothing to boot")
 	}
 	r.progress("validate", 60, 0, 0, "boot test "+filepath.Base(d.output))
+	// The console log is created here, never through a symbolic link, and
+	// boot.Test reopens this very file by its descriptor's name.
+	console := filepath.Join(r.outDir, ConsoleName)
+	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
+	}
+	defer cf.Close()
 	br, err := boot.Test(r.ctx, boot.Options{
-		Image: d.output, Format: d.outFormat, Firmware: r.firmware(),
+		Image: d.target, Format: d.outFormat, Firmware: r.firmware(),
 		Timeout: time.Duration(v.BootTimeout) * time.Second, Marker: v.BootMarker,
-		Console: filepath.Join(r.outDir, ConsoleName),
+		Console: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), cf.Fd()),
 	})
+	err = r.files.explain(err)
 	if len(results) > 0 {
 		results[0].Boot = br
 	}
-	if _, serr := os.Stat(filepath.Join(r.outDir, ConsoleName)); serr == nil {
-		r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(filepath.Join(r.outDir, ConsoleName), "console-log", "text"))
-	}
+	r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(console, filepath.Join(r.outShow, ConsoleName), "console-log", "text"))
 	if err != nil {
 		return fmt.Errorf("boot test: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -32,6 +33,7 @@ import (
 // would set them), not of any running process.
 type userFiles struct {
 	uid     uint32
+	gid     int // the user's primary group, -1 when unknown
 	gids    map[uint32]bool
 	trusted string // a path opened without the user check (the agent's own claimed image)
 	files   []*os.File
@@ -42,13 +44,14 @@ func newUserFiles(uid int64, trusted string) (*userFiles, error) {
 	if uid <= 0 || uid > 0xfffffffe {
 		return nil, fmt.Errorf("cannot check sources for uid %d", uid)
 	}
-	u := &userFiles{uid: uint32(uid), gids: map[uint32]bool{}, names: map[string]string{}}
+	u := &userFiles{uid: uint32(uid), gid: -1, gids: map[uint32]bool{}, names: map[string]string{}}
 	if trusted != "" {
 		u.trusted = filepath.Clean(trusted)
 	}
 	if pw, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil {
 		if g, err := strconv.ParseUint(pw.Gid, 10, 32); err == nil {
 			u.gids[uint32(g)] = true
+			u.gid = int(g)
 		}
 		if gs, err := pw.GroupIds(); err == nil {
 			for _, s := range gs {
@@ -158,7 +161,91 @@ func (u *userFiles) walk(p string) (*os.File, error) {
 	return nil, fmt.Errorf("%s is not a file", p)
 }
 
-// permitted checks that the user may do want (4 read, 1 search) on the
+// openDir opens the output directory p for writing as the user could:
+// walked from / like a source, each component with RESOLVE_NO_SYMLINKS, a
+// missing component created where the user may create it (and given to
+// them), the directory itself checked writable and searchable on the opened
+// descriptor. The directory stays open until the job ends; every output is
+// created below the returned /proc/<pid>/fd/<n> name, which always leads to
+// this directory, whatever the user renames or replaces meanwhile.
+func (u *userFiles) openDir(p string) (*os.File, string, error) {
+	if !filepath.IsAbs(p) {
+		return nil, "", fmt.Errorf("%s: an output directory must be absolute", p)
+	}
+	p = filepath.Clean(p)
+	dir, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot open /: %w", err)
+	}
+	cur := "/"
+	for _, name := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		if name == "" {
+			continue
+		}
+		if err := u.permitted(dir, cur, 1); err != nil {
+			unix.Close(dir)
+			return nil, "", err
+		}
+		next := filepath.Join(cur, name)
+		fd, err := openNoSymlinks(dir, name)
+		if errors.Is(err, unix.ENOENT) {
+			if err = u.permitted(dir, cur, 3); err == nil {
+				if err = unix.Mkdirat(dir, name, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
+					if fd, err = openNoSymlinks(dir, name); err == nil {
+						// What the user would have had, creating it themselves.
+						unix.Fchownat(fd, "", int(u.uid), u.gid, unix.AT_EMPTY_PATH)
+					}
+				}
+			}
+		}
+		unix.Close(dir)
+		if errors.Is(err, unix.ELOOP) {
+			return nil, "", fmt.Errorf("%s is a symbolic link; a job of uid %d writes only below paths without symbolic links", next, u.uid)
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("cannot open output directory %s: %w", next, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return nil, "", fmt.Errorf("cannot look at %s: %w", next, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			unix.Close(fd)
+			return nil, "", fmt.Errorf("%s is a symbolic link; a job of uid %d writes only below paths without symbolic links", next, u.uid)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			unix.Close(fd)
+			return nil, "", fmt.Errorf("cannot open output directory %s: %s is not a directory", p, next)
+		}
+		dir, cur = fd, next
+	}
+	if err := u.permitted(dir, p, 3); err != nil {
+		unix.Close(dir)
+		return nil, "", err
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", dir), os.O_RDONLY|unix.O_DIRECTORY, 0)
+	unix.Close(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot open output directory %s: %w", p, err)
+	}
+	name := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
+	u.names[name] = p
+	return f, name, nil
+}
+
+// openNoSymlinks opens the single component name in dir as an O_PATH
+// descriptor, refusing a symbolic link.
+func openNoSymlinks(dir int, name string) (int, error) {
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(dir, name, how)
+	if errors.Is(err, unix.ENOSYS) {
+		fd, err = unix.Openat(dir, name, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	}
+	return fd, err
+}
+
+// permitted checks that the user may do want (4 read, 3 write and search, 1 search) on the
 // object fd refers to.
 func (u *userFiles) permitted(fd int, name string, want uint32) error {
 	var st unix.Stat_t
@@ -171,8 +258,11 @@ func (u *userFiles) permitted(fd int, name string, want uint32) error {
 	}
 	if !allowed(u.uid, u.gids, st.Uid, st.Gid, st.Mode, acl, want) {
 		verb := "read"
-		if want == 1 {
+		switch want {
+		case 1:
 			verb = "enter"
+		case 3:
+			verb = "write in"
 		}
 		return fmt.Errorf("uid %d cannot %s %s", u.uid, verb, name)
 	}
@@ -193,14 +283,28 @@ func (u *userFiles) explain(err error) error {
 	if u == nil || err == nil {
 		return err
 	}
-	msg := err.Error()
-	for name, p := range u.names {
-		msg = strings.ReplaceAll(msg, name, p)
-	}
+	msg := u.show(err.Error())
 	if msg == err.Error() {
 		return err
 	}
 	return errors.New(msg)
+}
+
+// show replaces the /proc/<pid>/fd/<n> names in s by the paths the user
+// gave, longest first so that fd/1 never rewrites part of fd/12.
+func (u *userFiles) show(s string) string {
+	if u == nil {
+		return s
+	}
+	names := make([]string, 0, len(u.names))
+	for name := range u.names {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
+	for _, name := range names {
+		s = strings.ReplaceAll(s, name, u.names[name])
+	}
+	return s
 }
 
 // aclEntry is one entry of a POSIX ACL (the system.posix_acl_access xattr).

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,7 +208,9 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	// Hold an exclusive flock on the .part for the whole run: a second
 	// conversion to the same target sees it and stops, and a .part nobody
 	// holds is a leftover of a killed run that is safe to reuse.
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+	// O_NOFOLLOW: a symbolic link planted under the .part name is refused,
+	// never written through.
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
 	}
@@ -215,7 +218,9 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return nil, fmt.Errorf("cannot convert to %s: %s is in use by another conversion", o.Target, part)
 	}
-	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("cannot convert to %s: %s is not a regular file", o.Target, part)
+	} else if st.Size() > 0 {
 		res.Warnings = append(res.Warnings, "reused the leftover partial output "+part+" of an interrupted run")
 	}
 	ok := false
@@ -237,7 +242,7 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 		if comp != "zstd" && comp != "zlib" {
 			return nil, fmt.Errorf("cannot convert to %s: unknown compression %q (zstd or zlib)", o.Target, comp)
 		}
-		if comp == "zstd" && !supportsZstd(ctx, filepath.Dir(o.Target)) {
+		if comp == "zstd" && !supportsZstd(ctx) {
 			comp = "zlib"
 			res.Warnings = append(res.Warnings, "this qemu-img cannot write zstd-compressed qcow2; compressed with zlib instead")
 		}
@@ -252,8 +257,10 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	if o.TargetFormat == "raw" && !o.Compress {
 		args = append(args, "-W")
 	}
-	args = append(args, o.Source, part)
-	res.Args = args
+	// qemu-img writes the file opened above, by its descriptor's name:
+	// whatever is renamed or planted under the .part name meanwhile.
+	res.Args = append(slices.Clone(args), o.Source, part)
+	args = append(args, o.Source, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()))
 
 	if err := runProgress(ctx, args, o.Progress); err != nil {
 		return nil, fmt.Errorf("cannot convert %s to %s: %w", Describe(o.Source), o.TargetFormat, err)
@@ -340,13 +347,12 @@ func syncDir(dir string) {
 
 // supportsZstd asks qemu-img to create a tiny zstd qcow2: qemu built
 // without libzstd refuses compression_type=zstd.
-func supportsZstd(ctx context.Context, dir string) bool {
-	tmp, err := os.MkdirTemp(dir, ".zstd-probe-")
+func supportsZstd(ctx context.Context) bool {
+	// The probe goes to the private temporary directory, never the output
+	// directory, which may belong to another user.
+	tmp, err := os.MkdirTemp("", "hyper2kvm-zstd-probe-")
 	if err != nil {
-		tmp, err = os.MkdirTemp("", "hyper2kvm-zstd-probe-")
-		if err != nil {
-			return false
-		}
+		return false
 	}
 	defer os.RemoveAll(tmp)
 	_, err = run(ctx, "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", filepath.Join(tmp, "p.qcow2"), "64K")
