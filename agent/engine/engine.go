@@ -78,8 +78,8 @@ type runner struct {
 	p       *manifest.Pipeline
 	o       Options
 	rep     *report.Report
-	outDir  string // where outputs are written (a /proc/<pid>/fd/<n> name for a job of SourceUID)
-	outShow string // outDir as the user named it
+	outDir  string   // where outputs are written (a /proc/<pid>/fd/<n> name for a job of SourceUID)
+	outShow string   // outDir as the user named it
 	outFile *os.File // the output directory held open for a job of SourceUID
 	workDir string
 	disks   []*disk
