@@ -226,23 +226,7 @@ func parseStatns(out []byte) []map[string]int64 {
 }
 
 func statEntry(name string, st map[string]int64) Entry {
-	mode := uint32(st["st_mode"])
-	m := fs.FileMode(mode & 0o777)
-	switch mode & syscall.S_IFMT {
-	case syscall.S_IFDIR:
-		m |= fs.ModeDir
-	case syscall.S_IFLNK:
-		m |= fs.ModeSymlink
-	case syscall.S_IFIFO:
-		m |= fs.ModeNamedPipe
-	case syscall.S_IFCHR:
-		m |= fs.ModeDevice | fs.ModeCharDevice
-	case syscall.S_IFBLK:
-		m |= fs.ModeDevice
-	case syscall.S_IFSOCK:
-		m |= fs.ModeSocket
-	}
-	return Entry{Name: name, Mode: m, Size: st["st_size"]}
+	return Entry{Name: name, Mode: fileMode(uint32(st["st_mode"])), Size: st["st_size"]}
 }
 
 func (g *gfs) ReadFile(ctx context.Context, p string) ([]byte, error) {

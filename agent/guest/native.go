@@ -296,8 +296,13 @@ func (n *native) ReadDir(ctx context.Context, p string) ([]Entry, error) {
 }
 
 func entry(name string, st *unix.Stat_t) Entry {
-	m := fs.FileMode(st.Mode & 0o777)
-	switch st.Mode & unix.S_IFMT {
+	return Entry{Name: name, Mode: fileMode(st.Mode), Size: st.Size}
+}
+
+// fileMode turns a stat(2) st_mode, from either backend, into an fs.FileMode.
+func fileMode(mode uint32) fs.FileMode {
+	m := fs.FileMode(mode & 0o777)
+	switch mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		m |= fs.ModeDir
 	case unix.S_IFLNK:
@@ -311,7 +316,7 @@ func entry(name string, st *unix.Stat_t) Entry {
 	case unix.S_IFSOCK:
 		m |= fs.ModeSocket
 	}
-	return Entry{Name: name, Mode: m, Size: st.Size}
+	return m
 }
 
 func (n *native) Lstat(ctx context.Context, p string) (Entry, error) {
