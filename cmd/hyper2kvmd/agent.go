@@ -21,7 +21,7 @@ func newAgentCmd() *cobra.Command {
 	var cfgPath string
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "run the agent: the drop-folder queue, job units and the D-Bus API (hyper2kvmd.service)",
+		Short: "Run the agent: the drop-folder queue, job units and the D-Bus API (hyper2kvmd.service)",
 		Long: `Run the agent, normally as hyper2kvmd.service. It watches the drop folder,
 runs each job as a transient unit hyper2kvm-job-<id>.service in hyper2kvm.slice,
 exports io.hyper2kvm.Agent1 on the system bus and exits when idle.`,

@@ -27,7 +27,7 @@ func newWorkerCmd() *cobra.Command {
 	var jobDir string
 	cmd := &cobra.Command{
 		Use:   "worker --job-dir DIR",
-		Short: "run one job (inside its transient unit hyper2kvm-job-<id>.service)",
+		Short: "Run one job (inside its transient unit hyper2kvm-job-<id>.service)",
 		Long: `Run the pipeline of one job from its directory (job.json, manifest.json),
 report progress to systemd with sd_notify STATUS= and write report.json.
 The agent starts it; it is not meant to be run by hand.`,
