@@ -18,7 +18,7 @@ if ((${#missing[@]})); then
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >/dev/null
-	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+	apt-get install -y -q "${missing[@]}" >/dev/null
 else
 	echo "install-deps: all Debian packages present"
 fi
