@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,14 +56,10 @@ type agentBox struct {
 
 func startAgentBox(t *testing.T, o box.Options) *agentBox {
 	t.Helper()
-	installed := fileExists(filepath.Join(box.RepoRoot(), "packaging", "install.sh"))
-	o.Install = installed
+	o.Install = true
 	o.Users = append(o.Users, "alice")
 	b := box.Start(t, o)
 	ab := &agentBox{Box: b, t: t}
-	if !installed {
-		ab.installByHand()
-	}
 	b.WriteFile(t, "/etc/hyper2kvm/agent.yaml", []byte(agentYAML), 0o644)
 	b.WriteFile(t, "/srv/gate/worker", []byte(gateWorker), 0o755)
 	b.MustExec(t, "mkdir", "-p", "/srv/src", queueDir+"/to_be_processed")
@@ -73,55 +67,6 @@ func startAgentBox(t *testing.T, o box.Options) *agentBox {
 	b.MustExec(t, "chmod", "0644", "/srv/src/disk.raw")
 	b.MustExec(t, "systemctl", "start", "hyper2kvmd.path")
 	return ab
-}
-
-var (
-	buildMu  sync.Mutex
-	builtBin string
-)
-
-// installByHand does what packaging/install.sh does for the agent, for as
-// long as that script is not in the tree.
-func (b *agentBox) installByHand() {
-	t := b.t
-	buildMu.Lock()
-	if builtBin == "" {
-		dir, err := os.MkdirTemp("/var/tmp", "hyper2kvm-agent-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := filepath.Join(dir, "hyper2kvmd")
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/hyper2kvmd")
-		cmd.Dir = box.RepoRoot()
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			buildMu.Unlock()
-			t.Fatalf("build: %v\n%s", err, msg)
-		}
-		builtBin = out
-	}
-	bin := builtBin
-	buildMu.Unlock()
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.WriteFile(t, "/usr/bin/hyper2kvmd", data, 0o755)
-	for src, dst := range map[string]string{
-		"units/hyper2kvmd.service":            "/usr/lib/systemd/system/hyper2kvmd.service",
-		"units/hyper2kvmd.path":               "/usr/lib/systemd/system/hyper2kvmd.path",
-		"units/hyper2kvm.slice":               "/usr/lib/systemd/system/hyper2kvm.slice",
-		"dbusapi/io.hyper2kvm.Agent1.conf":    "/usr/share/dbus-1/system.d/io.hyper2kvm.Agent1.conf",
-		"dbusapi/io.hyper2kvm.Agent1.service": "/usr/share/dbus-1/system-services/io.hyper2kvm.Agent1.service",
-		"polkit/io.hyper2kvm.agent.policy":    "/usr/share/polkit-1/actions/io.hyper2kvm.agent.policy",
-	} {
-		data, err := os.ReadFile(filepath.Join(box.RepoRoot(), src))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.WriteFile(t, dst, data, 0o644)
-	}
-	b.MustExec(t, "busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig")
-	b.MustExec(t, "systemctl", "daemon-reload")
 }
 
 func fileExists(p string) bool {
