@@ -148,10 +148,11 @@ func (c *Client) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page)
 	if err != nil {
 		return nil, 0, err
 	}
-	var entries []jobEntry
-	var total uint32
-	if err := call.Store(&entries, &total); err != nil {
-		return nil, 0, fmt.Errorf("list jobs: %w", err)
+	entries, total, ok := entriesOf(call.Body)
+	if !ok {
+		if err := call.Store(&entries, &total); err != nil {
+			return nil, 0, fmt.Errorf("list jobs: %w", err)
+		}
 	}
 	out := make([]jobs.Job, 0, len(entries))
 	for _, e := range entries {
@@ -349,45 +350,62 @@ type watcher struct {
 	known map[dbus.ObjectPath]jobs.Job
 }
 
-// resync reads all job objects and returns the events that turn the cache
-// into them.
+// resync reads the jobs that can still change (pending and running) and
+// returns the events that turn the cache into them. Finished jobs never
+// change again, so the cache does not need them: with months of history
+// GetManagedObjects would answer every job ever run (about 1 s for 10,000)
+// where this answers the few live ones. A cached job that is no longer
+// live has finished (or was removed) while we were not looking: it is read
+// once more by its path. (The cache keeps the jobs that finished while
+// watched: a job's last properties may follow its final state.)
 func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
-	call, err := w.c.call(ctx, "watch jobs", ManagerPath, ifaceObjectManager+".GetManagedObjects", false)
+	call, err := w.c.call(ctx, "watch jobs", ManagerPath, ManagerIface+".ListJobsPaged", false,
+		filterDict(agent.Filter{States: []jobs.State{jobs.Pending, jobs.Running}}, agent.Page{OldestFirst: true}))
 	if err != nil {
 		return nil, err
 	}
-	var objs map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-	if err := call.Store(&objs); err != nil {
-		return nil, fmt.Errorf("watch jobs: %w", err)
+	entries, _, ok := entriesOf(call.Body)
+	if !ok {
+		return nil, fmt.Errorf("watch jobs: unexpected reply %s", call.Body)
 	}
 	now := time.Now()
 	var evs []agent.Event
 	seen := map[dbus.ObjectPath]bool{}
-	for p, ifaces := range objs {
-		props, ok := ifaces[JobIface]
-		if !ok {
-			continue
-		}
-		j, err := jobFromProps(props)
+	for _, e := range entries {
+		j, err := jobFromProps(e.Props)
 		if err != nil {
 			continue
 		}
-		seen[p] = true
-		old, had := w.known[p]
-		w.known[p] = j
-		if !had {
-			evs = append(evs, agent.Event{Kind: agent.JobNew, Job: j, At: now})
-		} else if changed := changedProps(jobProps(old), jobProps(j)); len(changed) > 0 {
-			evs = append(evs, agent.Event{Kind: agent.JobChanged, Job: j, Changed: changed, At: now})
-		}
+		seen[e.Path] = true
+		evs = append(evs, w.update(e.Path, j, now)...)
 	}
 	for p, j := range w.known {
-		if !seen[p] {
-			delete(w.known, p)
-			evs = append(evs, agent.Event{Kind: agent.JobRemoved, Job: j, At: now})
+		if seen[p] || j.State.Ready() {
+			continue
 		}
+		now, err := w.c.jobAt(ctx, "watch jobs", p)
+		if err != nil {
+			delete(w.known, p)
+			evs = append(evs, agent.Event{Kind: agent.JobRemoved, Job: j, At: time.Now()})
+			continue
+		}
+		evs = append(evs, w.update(p, now, time.Now())...)
 	}
 	return evs, nil
+}
+
+// update puts j into the cache and returns the event that says so: new,
+// changed (with the names of the properties that differ) or none.
+func (w *watcher) update(p dbus.ObjectPath, j jobs.Job, at time.Time) []agent.Event {
+	old, had := w.known[p]
+	w.known[p] = j
+	if !had {
+		return []agent.Event{{Kind: agent.JobNew, Job: j, At: at}}
+	}
+	if changed := changedProps(jobProps(old), jobProps(j)); len(changed) > 0 {
+		return []agent.Event{{Kind: agent.JobChanged, Job: j, Changed: changed, At: at}}
+	}
+	return nil
 }
 
 // translate turns one bus signal into events, keeping the cache current.
@@ -452,4 +470,31 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []agent.Event
 		return []agent.Event{{Kind: agent.JobChanged, Job: j, Changed: names, At: now}}
 	}
 	return nil
+}
+
+// entriesOf reads a decoded (a(oa{sv})u) reply with type assertions:
+// dbus.Store walks it by reflection, which for a page of 100 jobs cost as
+// much as decoding the message. ok is false for any other shape.
+func entriesOf(body []any) (entries []jobEntry, total uint32, ok bool) {
+	if len(body) != 2 {
+		return nil, 0, false
+	}
+	list, ok1 := body[0].([][]any)
+	total, ok2 := body[1].(uint32)
+	if !ok1 || !ok2 {
+		return nil, 0, false
+	}
+	entries = make([]jobEntry, 0, len(list))
+	for _, e := range list {
+		if len(e) != 2 {
+			return nil, 0, false
+		}
+		p, ok1 := e[0].(dbus.ObjectPath)
+		props, ok2 := e[1].(map[string]dbus.Variant)
+		if !ok1 || !ok2 {
+			return nil, 0, false
+		}
+		entries = append(entries, jobEntry{p, props})
+	}
+	return entries, total, true
 }

@@ -1,7 +1,9 @@
 package dbusapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -786,5 +788,39 @@ func TestDoneWhenBusGoes(t *testing.T) {
 	case <-srv.Done():
 	case <-time.After(20 * time.Second):
 		t.Fatal("Done not closed after the connection went away")
+	}
+}
+
+// TestEntriesOf: a ListJobsPaged reply read back from the wire takes the
+// type-assertion path and gives back what was sent; other shapes do not.
+func TestEntriesOf(t *testing.T) {
+	sent := []jobEntry{
+		{"/io/hyper2kvm/Agent1/job/a", jobProps(jobs.Job{ID: "a", Name: "web", State: jobs.Completed, Outputs: []string{"/o/web.qcow2"}})},
+		{"/io/hyper2kvm/Agent1/job/b", jobProps(jobs.Job{ID: "b", State: jobs.Pending, SubmittedBy: -1})},
+	}
+	msg := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldReplySerial: dbus.MakeVariant(uint32(1)),
+		dbus.FieldSignature:   dbus.MakeVariant(dbus.SignatureOf(sent, uint32(0)))}, Body: []any{sent, uint32(7)}}
+	var buf bytes.Buffer
+	if err := msg.EncodeTo(&buf, binary.LittleEndian); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dbus.DecodeMessage(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, total, ok := entriesOf(got.Body)
+	if !ok || total != 7 || len(entries) != 2 {
+		t.Fatalf("entriesOf = %d entries, total %d, ok %v", len(entries), total, ok)
+	}
+	for i, e := range entries {
+		if e.Path != sent[i].Path || !reflect.DeepEqual(e.Props, sent[i].Props) {
+			t.Errorf("entry %d = %v, want %v", i, e, sent[i])
+		}
+	}
+	for _, body := range [][]any{nil, {uint32(1)}, {"x", uint32(1)}, {[][]any{{"notapath", 1}}, uint32(1)}} {
+		if _, _, ok := entriesOf(body); ok {
+			t.Errorf("entriesOf(%v) accepted it", body)
+		}
 	}
 }

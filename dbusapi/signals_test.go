@@ -245,7 +245,9 @@ func TestWatch(t *testing.T) {
 func TestWatchAcrossRestart(t *testing.T) {
 	keep := jobs.Job{ID: "keep", State: jobs.Running, Stage: "convert", Progress: 10, SubmittedBy: -1}
 	gone := jobs.Job{ID: "gone", State: jobs.Pending, SubmittedBy: -1}
-	f := newFixture(t, keep, gone)
+	done := jobs.Job{ID: "done", State: jobs.Running, Stage: "validate", SubmittedBy: -1}
+	history := jobs.Job{ID: "history", State: jobs.Completed, SubmittedBy: -1}
+	f := newFixture(t, keep, gone, done, history)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	events, err := f.client.Watch(ctx)
@@ -257,13 +259,17 @@ func TestWatchAcrossRestart(t *testing.T) {
 	}
 	keep.Progress = 90
 	fresh := jobs.Job{ID: "fresh", State: jobs.Pending, SubmittedBy: -1}
-	srv2, err := NewServer(connect(t, f.addr), &fakeBackend{jobs: []jobs.Job{keep, fresh}}, f.authz)
+	done.State = jobs.Completed
+	b2 := &fakeBackend{jobs: []jobs.Job{keep, fresh, done, history}}
+	srv2, err := NewServer(connect(t, f.addr), b2, f.authz)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv2.Close()
 
-	want := map[string]agent.EventKind{"keep": agent.JobChanged, "fresh": agent.JobNew, "gone": agent.JobRemoved}
+	// "done" finished while the agent was away: changed, not removed;
+	// "history" was finished all along and changes nothing.
+	want := map[string]agent.EventKind{"keep": agent.JobChanged, "fresh": agent.JobNew, "gone": agent.JobRemoved, "done": agent.JobChanged}
 	for len(want) > 0 {
 		select {
 		case ev := <-events:
@@ -274,10 +280,25 @@ func TestWatchAcrossRestart(t *testing.T) {
 			if ev.Job.ID == "keep" && (ev.Job.Progress != 90 || !slices.Equal(ev.Changed, []string{"Progress"})) {
 				t.Errorf("keep changed to %+v (%v), want progress 90", ev.Job, ev.Changed)
 			}
+			if ev.Job.ID == "done" && (ev.Job.State != jobs.Completed || !slices.Equal(ev.Changed, []string{"State"})) {
+				t.Errorf("done changed to %+v (%v), want completed", ev.Job, ev.Changed)
+			}
 			delete(want, ev.Job.ID)
 		case <-time.After(20 * time.Second):
 			t.Fatalf("events missing: %v", want)
 		}
+	}
+	// Nothing more: the finished history is not replayed. The next event
+	// is the next change.
+	fresh.Progress = 5
+	b2.put(fresh)
+	select {
+	case ev := <-events:
+		if ev.Job.ID != "fresh" || ev.Kind != agent.JobChanged {
+			t.Errorf("event %+v, want fresh changed", ev)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the change of fresh did not arrive")
 	}
 }
 
