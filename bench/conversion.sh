@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Conversion overhead (issue 9, first item): a 4 GiB VMDK holding about
-# 1 GiB of data converted to qcow2, with and without zstd compression,
-# through `hyper2kvmd convert` (FIX, INSPECT and VALIDATE off: the
-# conversion itself) against bare `qemu-img convert` with the same options,
-# in the same run, alternating the two so that machine noise hits both.
-# The full FIX-off pipeline (INSPECT + qemu-img check + compare) is shown
-# too, for information. Prints a table and writes bench/results/*.json.
+# 1 GiB of data converted to qcow2, with and without zstd compression, in
+# the same run, alternating which goes first so that machine noise and page
+# cache hit both sides alike:
+#   conversion: `hyper2kvmd convert` with FIX off and INSPECT and VALIDATE
+#     off (the conversion itself) against bare `qemu-img convert` with the
+#     same options, plus fsync (the engine makes its output durable);
+#   full pipeline: `hyper2kvmd convert` with FIX off and everything else at
+#     its default (INSPECT; VALIDATE: qemu-img check, compare, sha256 of
+#     the outputs) against the same steps run by hand one after another:
+#     qemu-img convert, sync, qemu-img check, qemu-img compare, openssl
+#     sha256 (which, like Go, uses the CPU's SHA extensions).
+# Prints a table and writes bench/results/*.json.
 #
 # BENCH_RUNS (default 3) runs of each; the median is reported.
 # The source VMDK is cached in $HYPER2KVM_CACHE/bench (default /var/tmp/hyper2kvm-cache).
@@ -42,52 +48,58 @@ trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 
-# bare FORMAT_ARGS...: bare qemu-img convert of the source, then fsync (the
-# engine makes its output durable before renaming it; so must the baseline).
+# bare CHECKS FORMAT_ARGS...: qemu-img convert of the source, then fsync;
+# with CHECKS=1 also what VALIDATE does, by hand: check, compare, sha256.
 bare() {
-	local out=$work/bare.qcow2
+	local checks=$1 out=$work/bare.qcow2 t0 t1
+	shift
 	rm -f "$out"
-	local t0 t1
 	t0=$(now)
 	qemu-img convert -f vmdk -O qcow2 "$@" "$src" "$out"
 	sync -d "$out" 2>/dev/null || sync
+	if [ "$checks" = 1 ]; then
+		qemu-img check -q -f qcow2 "$out"
+		qemu-img compare -q -f vmdk -F qcow2 "$src" "$out"
+		openssl dgst -sha256 "$out" >/dev/null
+	fi
 	t1=$(now)
-	calc "$t1 - $t0"
-}
-
-# hashtime: seconds to sha256 the last bare output, which hyper2kvmd does
-# for its report's artifacts (openssl, which uses the CPU's SHA extensions
-# like Go's crypto/sha256).
-hashtime() {
-	local t0 t1
-	t0=$(now)
-	openssl dgst -sha256 "$work/bare.qcow2" >/dev/null
-	t1=$(now)
-	rm -f "$work/bare.qcow2"
+	rm -f "$out"
 	sync
 	calc "$t1 - $t0"
 }
 
-# engine COMPRESS VALIDATE INSPECT: hyper2kvmd convert with FIX off.
+# engine COMPRESS FULL: hyper2kvmd convert with FIX off; FULL=0 turns
+# INSPECT and VALIDATE off too, FULL=1 leaves them at their defaults.
 engine() {
-	local compress=$1 validate=$2 inspect=$3 dir
+	local compress=$1 full=$2 dir stages t0 t1
 	dir=$(mktemp -d "$work/eng-XXXX")
+	stages='"inspect": {"enabled": false}, "validate": {"enabled": false},'
+	[ "$full" = 1 ] && stages=
 	cat >"$dir/m.json" <<X
 {"version": "1.0", "name": "bench", "pipeline": {
-  "load": {"source_type": "vmdk", "source_path": "$src"},
-  "inspect": {"enabled": $inspect},
+  "load": {"source_type": "vmdk", "source_path": "$src"}, $stages
   "fix": {"enabled": false},
-  "convert": {"output_format": "qcow2", "compress": $compress},
-  "validate": {"enabled": $validate}}}
+  "convert": {"output_format": "qcow2", "compress": $compress}}}
 X
-	local t0 t1
 	t0=$(now)
 	"$bin" convert -f "$dir/m.json" -o "$dir/out" >"$dir/log" 2>&1 || { cat "$dir/log" >&2; echo "bench: hyper2kvmd convert failed" >&2; exit 1; }
 	t1=$(now)
-	# The report's own CONVERT stage time: qemu-img plus the engine's .part,
-	# sync and rename, without the sha256 of the artifacts.
-	conv=$(python3 -c 'import json,sys; print(round([s["duration_seconds"] for s in json.load(open(sys.argv[1]))["stages"] if s["name"] == "convert"][0], 3))' "$dir/out/bench/report.json")
-	echo "$conv" >>"$work/convert-stage.$compress.$validate"
+	if [ "$full" = 1 ]; then
+		# The full pipeline must really have checked, compared and hashed.
+		python3 - "$dir/out/bench/report.json" <<'PY' || { echo "bench: the full pipeline skipped a check" >&2; exit 1; }
+import json, sys
+r = json.load(open(sys.argv[1]))
+st = {s["name"]: s["status"] for s in r["stages"]}
+v = [s for s in r["stages"] if s["name"] == "validate"][0]["result"][0]
+ok = st["validate"] == "ok" and v["compare"] == "identical" and all(len(a.get("sha256", "")) == 64 for a in r["artifacts"])
+sys.exit(0 if ok else 1)
+PY
+	else
+		# The report's own CONVERT stage time: qemu-img plus the engine's
+		# .part, sync and rename.
+		python3 -c 'import json,sys; print(round([s["duration_seconds"] for s in json.load(open(sys.argv[1]))["stages"] if s["name"] == "convert"][0], 3))' \
+			"$dir/out/bench/report.json" >>"$work/convert-stage.$compress"
+	fi
 	rm -rf "$dir"
 	sync
 	calc "$t1 - $t0"
@@ -98,33 +110,31 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 declare -A T
 cases=(plain zstd)
 for c in "${cases[@]}"; do
-	b=() e=() f=() h=()
+	b=() e=() f=() m=()
+	comp=false opts=()
+	[ "$c" = zstd ] && comp=true opts=(-c -o compression_type=zstd)
 	for r in $(seq 1 "$runs"); do
-		comp=false opts=()
-		[ "$c" = zstd ] && comp=true opts=(-c -o compression_type=zstd)
-		# Alternate which goes first, so neither always inherits the
-		# other's page cache and writeback.
 		if [ $((r % 2)) -eq 1 ]; then
-			b+=("$(bare "${opts[@]}")")
-			h+=("$(hashtime)")
-			e+=("$(engine $comp false false)")
+			b+=("$(bare 0 "${opts[@]}")")
+			e+=("$(engine $comp 0)")
+			m+=("$(bare 1 "${opts[@]}")")
+			f+=("$(engine $comp 1)")
 		else
-			e+=("$(engine $comp false false)")
-			b+=("$(bare "${opts[@]}")")
-			h+=("$(hashtime)")
+			e+=("$(engine $comp 0)")
+			b+=("$(bare 0 "${opts[@]}")")
+			f+=("$(engine $comp 1)")
+			m+=("$(bare 1 "${opts[@]}")")
 		fi
-		f+=("$(engine $comp true true)")
-		echo "bench: $c run $r: qemu-img ${b[-1]}s, hyper2kvmd ${e[-1]}s, full pipeline ${f[-1]}s" >&2
+		echo "bench: $c run $r: qemu-img ${b[-1]}s, hyper2kvmd ${e[-1]}s; by hand with checks ${m[-1]}s, full pipeline ${f[-1]}s" >&2
 	done
 	T[$c,bare]=$(median "${b[@]}")
 	T[$c,engine]=$(median "${e[@]}")
+	T[$c,manual]=$(median "${m[@]}")
 	T[$c,full]=$(median "${f[@]}")
-	T[$c,hash]=$(median "${h[@]}")
-	comp=false
-	[ "$c" = zstd ] && comp=true
-	T[$c,stage]=$(median $(cat "$work/convert-stage.$comp.false"))
+	T[$c,stage]=$(median $(cat "$work/convert-stage.$comp"))
 	T[$c,bare_all]="${b[*]}"
 	T[$c,engine_all]="${e[*]}"
+	T[$c,manual_all]="${m[*]}"
 	T[$c,full_all]="${f[*]}"
 done
 
@@ -134,34 +144,34 @@ accel=tcg
 [ -w /dev/kvm ] && accel="kvm device present (not probed here)"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 json=bench/results/conversion-$stamp.json
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 printf '\nConversion overhead: 4 GiB VMDK, 1 GiB data -> qcow2 (median of %s runs, seconds)\n' "$runs"
-printf '%-6s %9s %11s %6s %14s %6s %14s %6s %14s\n' case qemu-img hyper2kvmd ratio "convert stage" ratio "qemu-img+sha" ratio "full pipeline"
+printf '%-6s | %9s %11s %6s %14s | %14s %14s %6s\n' case qemu-img hyper2kvmd ratio "convert stage" "by hand+checks" "full pipeline" ratio
 for c in "${cases[@]}"; do
-	ratio=$(calc "${T[$c,engine]} / ${T[$c,bare]}")
-	sratio=$(calc "${T[$c,stage]} / ${T[$c,bare]}")
-	withhash=$(calc "${T[$c,bare]} + ${T[$c,hash]}")
-	ratio2=$(calc "${T[$c,engine]} / $withhash")
-	printf '%-6s %9.2f %11.2f %6s %14.2f %6s %14.2f %6s %14.2f\n' "$c" "${T[$c,bare]}" "${T[$c,engine]}" "$ratio" "${T[$c,stage]}" "$sratio" "$withhash" "$ratio2" "${T[$c,full]}"
+	printf '%-6s | %9.2f %11.2f %6s %14.2f | %14.2f %14.2f %6s\n' "$c" "${T[$c,bare]}" "${T[$c,engine]}" "$(calc "${T[$c,engine]} / ${T[$c,bare]}")" \
+		"${T[$c,stage]}" "${T[$c,manual]}" "${T[$c,full]}" "$(calc "${T[$c,full]} / ${T[$c,manual]}")"
 done
 cat <<'X'
-hyper2kvmd: the whole `hyper2kvmd convert` with FIX, INSPECT and VALIDATE off;
-convert stage: its CONVERT stage as the report times it (qemu-img, .part, sync, rename);
-qemu-img+sha: the baseline plus a sha256 of its output, which hyper2kvmd computes for the report;
-full pipeline: FIX off but INSPECT and VALIDATE (check, compare) on.
+qemu-img: bare qemu-img convert + fsync; hyper2kvmd: the whole `hyper2kvmd convert`, FIX, INSPECT
+and VALIDATE off; convert stage: its CONVERT stage as the report times it.
+by hand+checks: qemu-img convert, sync, qemu-img check, qemu-img compare, openssl sha256, in turn;
+full pipeline: `hyper2kvmd convert` with FIX off, the rest at its defaults (INSPECT, VALIDATE with
+check, compare and the outputs' sha256). Goal: both ratios at most 1.05.
 X
-printf 'machine: %s cores, %s, %s\n' "$cores" "$qemu" "$accel"
+printf 'machine: %s cores, %s, %s, load %s\n' "$cores" "$qemu" "$accel" "$load"
 
 {
 	printf '{\n  "benchmark": "conversion-overhead",\n  "time": "%s",\n' "$(date -Iseconds)"
-	printf '  "machine": {"cores": %s, "qemu": "%s", "accelerator": "%s", "kernel": "%s"},\n' "$cores" "$qemu" "$accel" "$(uname -r)"
+	printf '  "machine": {"cores": %s, "qemu": "%s", "accelerator": "%s", "kernel": "%s", "load": "%s"},\n' "$cores" "$qemu" "$accel" "$(uname -r)" "$load"
 	printf '  "source": {"format": "vmdk", "subformat": "monolithicSparse", "virtual_bytes": 4294967296, "data_bytes": 1073741824},\n'
 	printf '  "runs": %s,\n  "cases": [\n' "$runs"
 	sep=""
 	for c in "${cases[@]}"; do
-		ratio=$(calc "${T[$c,engine]} / ${T[$c,bare]}")
-		printf '%s    {"case": "%s", "qemu_img_seconds": %s, "hyper2kvmd_seconds": %s, "ratio": %s, "convert_stage_seconds": %s, "sha256_seconds": %s, "full_pipeline_seconds": %s,\n' "$sep" "$c" "${T[$c,bare]}" "${T[$c,engine]}" "$ratio" "${T[$c,stage]}" "${T[$c,hash]}" "${T[$c,full]}"
-		printf '     "qemu_img_all": [%s], "hyper2kvmd_all": [%s], "full_pipeline_all": [%s]}' "$(echo ${T[$c,bare_all]} | tr ' ' ,)" "$(echo ${T[$c,engine_all]} | tr ' ' ,)" "$(echo ${T[$c,full_all]} | tr ' ' ,)"
+		printf '%s    {"case": "%s", "qemu_img_seconds": %s, "hyper2kvmd_seconds": %s, "ratio": %s, "convert_stage_seconds": %s,\n' "$sep" "$c" "${T[$c,bare]}" "${T[$c,engine]}" "$(calc "${T[$c,engine]} / ${T[$c,bare]}")" "${T[$c,stage]}"
+		printf '     "by_hand_with_checks_seconds": %s, "full_pipeline_seconds": %s, "full_ratio": %s,\n' "${T[$c,manual]}" "${T[$c,full]}" "$(calc "${T[$c,full]} / ${T[$c,manual]}")"
+		printf '     "qemu_img_all": [%s], "hyper2kvmd_all": [%s], "by_hand_with_checks_all": [%s], "full_pipeline_all": [%s]}' \
+			"$(echo ${T[$c,bare_all]} | tr ' ' ,)" "$(echo ${T[$c,engine_all]} | tr ' ' ,)" "$(echo ${T[$c,manual_all]} | tr ' ' ,)" "$(echo ${T[$c,full_all]} | tr ' ' ,)"
 		sep=$',\n'
 	done
 	printf '\n  ]\n}\n'

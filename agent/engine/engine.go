@@ -89,7 +89,8 @@ type runner struct {
 	lastPct int
 	// ovaManifest says what the OVA's .mf check found, for LOAD's result.
 	ovaManifest string
-	hashes      chan []report.Artifact // disk and domain.xml artifacts, from CONVERT
+	converted   bool                   // CONVERT wrote every output and the domain XML
+	hashes      chan []report.Artifact // the artifacts with their sha256, from VALIDATE
 	// files holds the sources opened for Options.SourceUID; nil without one.
 	files *userFiles
 }
@@ -181,8 +182,11 @@ func (r *runner) run() error {
 		return err
 	}
 	err := r.stage("validate", r.validate)
-	if r.hashes != nil {
+	switch {
+	case r.hashes != nil:
 		r.rep.Artifacts = append(<-r.hashes, r.rep.Artifacts...)
+	case r.converted:
+		r.rep.Artifacts = append(r.artifacts(false), r.rep.Artifacts...)
 	}
 	return err
 }

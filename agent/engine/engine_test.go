@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"os"
@@ -175,5 +177,55 @@ func TestDomainXMLWindowsAvoidsVirtio(t *testing.T) {
 	}
 	if !strings.Contains(s, "<memory unit=\"MiB\">2048</memory>") || !strings.Contains(s, "<vcpu>2</vcpu>") {
 		t.Errorf("defaults missing:\n%s", s)
+	}
+}
+
+// TestRunChecksum: the outputs' sha256 is VALIDATE's; with it turned off,
+// or VALIDATE off, the artifacts still name every output with its size.
+func TestRunChecksum(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	raw := fixture.LinuxDisk(t, dir, fixture.Options{SizeMB: 16})
+	for _, tc := range []struct {
+		name     string
+		validate *manifest.Validate
+		hashed   bool
+	}{
+		{"default", nil, true},
+		{"checksum-off", &manifest.Validate{Checksum: no()}, false},
+		{"validate-off", &manifest.Validate{Enabled: no()}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := vmManifest("vm", "raw", raw)
+			m.Pipeline.Validate = tc.validate
+			out := filepath.Join(dir, tc.name)
+			rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out})
+			if err != nil {
+				t.Fatalf("%v\n%+v", err, rep)
+			}
+			if len(rep.Artifacts) != 2 {
+				t.Fatalf("artifacts %+v, want the disk and domain.xml", rep.Artifacts)
+			}
+			for _, a := range rep.Artifacts {
+				st, err := os.Stat(a.Path)
+				if err != nil || st.Size() != a.Size {
+					t.Errorf("artifact %s: size %d, file %v %v", a.Path, a.Size, st, err)
+				}
+				want := ""
+				if tc.hashed {
+					b, err := os.ReadFile(a.Path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					sum := sha256.Sum256(b)
+					want = hex.EncodeToString(sum[:])
+				}
+				if a.SHA256 != want {
+					t.Errorf("artifact %s: sha256 %q, want %q", a.Path, a.SHA256, want)
+				}
+			}
+		})
 	}
 }

@@ -174,6 +174,7 @@ func (p *Pipeline) setDefaults(name string) {
 	}
 	// Comparing with the source only makes sense when nothing changed it.
 	setBool(&v.Compare, !Bool(f.Enabled))
+	setBool(&v.Checksum, true)
 }
 
 // FormatExt is the file name extension (without the dot) written for an

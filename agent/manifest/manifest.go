@@ -158,4 +158,5 @@ type Validate struct {
 	BootTimeout int    `json:"boot_timeout,omitempty"` // seconds, default 300
 	BootMarker  string `json:"boot_marker,omitempty"`  // default "login:"
 	Compare     *bool  `json:"compare,omitempty"`      // default true when FIX is off
+	Checksum    *bool  `json:"checksum,omitempty"`     // sha256 of every output; default true
 }
