@@ -541,6 +541,7 @@ func outcome(r *record, rep *report.Report) (jobs.State, string, string) {
 func (a *Agent) finish(r *record, state jobs.State, stage, msg string, rep *report.Report) {
 	r.State, r.FinishedAt = state, a.now()
 	r.Error, r.ErrorStage = msg, stage
+	keepReport(r, state, rep)
 	if rep != nil {
 		r.ReportStatus = rep.Status
 		r.Outputs = nil

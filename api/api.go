@@ -23,6 +23,8 @@ import (
 // (see package apitest).
 type Client interface {
 	GetStatus(ctx context.Context) (agent.Status, error)
+	// GetMetrics is the agent's totals over its jobs, for GET /metrics.
+	GetMetrics(ctx context.Context) (agent.Metrics, error)
 	ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
 	// ListJobsPage is page p of the jobs f selects, and how many it selects.
 	ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error)

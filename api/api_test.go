@@ -20,7 +20,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
-	"github.com/hyper2kvm/hyper2kvm/agent/report"
+	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/api"
 	"github.com/hyper2kvm/hyper2kvm/api/apitest"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
@@ -728,24 +728,16 @@ func TestDashboardIsServed(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	dir := t.TempDir()
-	// The agent's settlement file: one entry per job, with its report.
-	rep := report.Report{ReportVersion: report.Version, JobID: "c1", Stages: []report.Stage{
-		{Name: "load", Status: "ok", Seconds: 1.5},
-		{Name: "convert", Status: "ok", Seconds: 10},
-		{Name: "fix", Status: "skipped"},
-	}, Artifacts: []report.Artifact{
-		{Path: "/out/c1.qcow2", Kind: "disk", Size: 1000},
-		{Path: "/out/domain.xml", Kind: "domain-xml", Size: 5000},
-	}}
-	b, _ := json.Marshal(map[string]any{"job_id": "c1", "status": "completed", "jobs": []any{map[string]any{"job_id": "c1", "report": rep}}})
-	rp := filepath.Join(dir, "web01.json.report.json")
-	os.WriteFile(rp, b, 0o644)
-
 	e := newEnv(t, nil)
 	start := time.Now().Add(-time.Minute)
-	e.fake.Set(jobs.Job{ID: "c1", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(20 * time.Second), ReportPath: rp})
-	e.fake.Set(jobs.Job{ID: "c2", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(10 * time.Second), BytesDone: 24, ReportPath: "/nonexistent/x.report.json"})
+	// What the agent recorded from c1's report when it ended; c2 ended
+	// before agents recorded that, so only its progress bytes count.
+	e.fake.Set(jobs.Job{ID: "c1", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(20 * time.Second), ConvertedBytes: 1000,
+		StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 1.5}, {Stage: "convert", Seconds: 10}}})
+	e.fake.Set(jobs.Job{ID: "c2", State: jobs.Completed, StartedAt: start, FinishedAt: start.Add(10 * time.Second), BytesDone: 24})
+	e.fake.Set(jobs.Job{ID: "f1", State: jobs.Failed, StartedAt: start, FinishedAt: start.Add(2 * time.Second), BytesDone: 7,
+		StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 0.5}, {Stage: "a-plugin-stage", Seconds: 4}}})
+	e.fake.Set(jobs.Job{ID: "x1", State: jobs.Cancelled})
 	e.fake.Set(jobs.Job{ID: "r1", State: jobs.Running, BytesDone: 500})
 	e.fake.Set(jobs.Job{ID: "p1", State: jobs.Pending})
 	a := e.do(t, "GET", "/metrics", "", "")
@@ -757,22 +749,38 @@ func TestMetrics(t *testing.T) {
 		`hyper2kvm_jobs{state="pending"} 1`,
 		`hyper2kvm_jobs{state="running"} 1`,
 		`hyper2kvm_jobs{state="completed"} 2`,
-		`hyper2kvm_jobs{state="failed"} 0`,
+		`hyper2kvm_jobs{state="failed"} 1`,
+		`hyper2kvm_jobs{state="cancelled"} 1`,
 		"hyper2kvm_queue_depth 1\n",
 		"hyper2kvm_active_jobs 1\n",
 		"hyper2kvm_converted_bytes_total 1024\n",
 		`hyper2kvm_job_duration_seconds_sum{state="completed"} 30`,
 		`hyper2kvm_job_duration_seconds_count{state="completed"} 2`,
-		`hyper2kvm_stage_duration_seconds_sum{stage="load"} 1.500`,
+		`hyper2kvm_job_duration_seconds_sum{state="failed"} 2` + "\n",
+		`hyper2kvm_job_duration_seconds_count{state="cancelled"} 0`,
+		`hyper2kvm_stage_duration_seconds_sum{stage="load"} 2` + "\n",
+		`hyper2kvm_stage_duration_seconds_count{stage="load"} 2`,
 		`hyper2kvm_stage_duration_seconds_sum{stage="convert"} 10`,
 		`hyper2kvm_stage_duration_seconds_count{stage="convert"} 1`,
 		`hyper2kvm_stage_duration_seconds_count{stage="fix"} 0`,
-		"hyper2kvm_reports_read 1\n",
+		`hyper2kvm_stage_duration_seconds_sum{stage="a-plugin-stage"} 4`,
+		"hyper2kvm_jobs_with_stage_times 2\n",
 		"# TYPE hyper2kvm_jobs gauge",
+		"# TYPE hyper2kvm_stage_duration_seconds summary",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q:\n%s", want, text)
 		}
+	}
+	// The pipeline's stages come first, in order, then others sorted.
+	var stages []string
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, `hyper2kvm_stage_duration_seconds_sum{stage="`); ok {
+			stages = append(stages, rest[:strings.IndexByte(rest, '"')])
+		}
+	}
+	if want := append(append([]string(nil), progress.Stages...), "a-plugin-stage"); !slices.Equal(stages, want) {
+		t.Errorf("stages %v, want %v", stages, want)
 	}
 	// every sample line is NAME[{labels}] VALUE
 	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {

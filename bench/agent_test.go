@@ -157,8 +157,9 @@ func BenchmarkDispatch(bm *testing.B) {
 		}}, Table("Dispatch latency (box, one job at a time)", rows))
 }
 
-// BenchmarkAPI: GetStatus and ListJobs over D-Bus, /api/workflow/status
-// and /api/workflow/jobs over HTTP, with BENCH_API_JOBS finished jobs in
+// BenchmarkAPI: GetStatus, GetMetrics and ListJobs over D-Bus,
+// /api/workflow/status, /api/workflow/jobs and /metrics over HTTP, with
+// BENCH_API_JOBS finished jobs (with stage times recorded) in
 // the agent's history (default 10000), against a D-Bus Peer.Ping of the
 // agent and GET /health of the bridge.
 func BenchmarkAPI(bm *testing.B) {

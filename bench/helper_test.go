@@ -343,13 +343,16 @@ func helpSeed(ctx context.Context, n int) (*seedResult, error) {
 			Progress: 100, StatusText: "validate 100%: done", Unit: jobs.UnitName(id), SubmittedBy: -1,
 			CreatedAt: created, StartedAt: created.Add(time.Second), FinishedAt: created.Add(15 * time.Second),
 			Outputs:    []string{"/var/lib/hyper2kvm/output/" + day + "/" + id + "/" + name + ".qcow2", "/var/lib/hyper2kvm/output/" + day + "/" + id + "/domain.xml"},
-			ReportPath: queueDir + "/processed/" + day + "/" + name + ".json.report.json", BytesDone: 1 << 30, BytesTotal: 1 << 30},
+			ReportPath: queueDir + "/processed/" + day + "/" + name + ".json.report.json", BytesDone: 1 << 30, BytesTotal: 1 << 30,
+			ConvertedBytes: 1 << 30, StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 0.2}, {Stage: "inspect", Seconds: 1.5},
+				{Stage: "fix", Seconds: 3}, {Stage: "convert", Seconds: 9}, {Stage: "validate", Seconds: 0.5}}},
 			Claim: name + ".json", VM: tinyManifest(name), JobDir: "/var/lib/hyper2kvm/jobs/" + id,
 			OutputDir: "/var/lib/hyper2kvm/output/" + day + "/" + id, FileTime: created, DropperUID: 0, Attempt: 1,
 			UnitResult: "success", Cursor: "s=0123456789abcdef0123456789abcdef;i=1a2b;b=0123456789abcdef0123456789abcdef;m=12345678;t=5f0e1d2c3b4a5;x=1234567890abcdef",
 			Invocation: "0123456789abcdef0123456789abcdef"}
 		if i%10 == 9 {
 			r.State, r.Error, r.ErrorStage, r.Outputs, r.UnitResult = jobs.Failed, "qemu-img convert: Could not open source: Permission denied", "convert", nil, "exit-code"
+			r.ConvertedBytes, r.StageTimes = 0, r.StageTimes[:4]
 			r.ReportPath = queueDir + "/failed/" + day + "/" + name + ".json.error.json"
 		}
 		recs[id] = r
@@ -452,6 +455,10 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 			p, err := client.ListJobPaths(ctx, agent.Filter{States: []jobs.State{jobs.Running}}, agent.Page{Limit: agent.DefaultPageLimit})
 			return fmt.Sprintf("%d paths", len(p)), err
 		}},
+		{"D-Bus GetMetrics", 1000, func() (string, error) {
+			m, err := client.GetMetrics(ctx)
+			return fmt.Sprintf("%d jobs with stage times", m.JobsWithStageTimes), err
+		}},
 		// What every list cost before paging: all of them, explicitly.
 		{"D-Bus ListJobs limit=0 (all paths)", 100, func() (string, error) {
 			p, err := client.ListJobPaths(ctx, agent.Filter{}, agent.Page{})
@@ -490,7 +497,7 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 		path  string
 		times int
 	}{{"/health", 1000}, {"/api/workflow/status", 1000}, {"/api/workflow/jobs", 1000}, {"/api/workflow/jobs?offset=5000&limit=100", 1000}, {"/api/workflow/jobs?limit=10", 1000},
-		{"/api/workflow/jobs?status=running", 1000}, {"/api/workflow/jobs?limit=0", 50}} {
+		{"/api/workflow/jobs?status=running", 1000}, {"/api/workflow/jobs?limit=0", 50}, {"/metrics", 1000}} {
 		name := "HTTP GET " + s.path
 		if s.path == "/health" {
 			name += " (baseline)"

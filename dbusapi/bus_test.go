@@ -107,6 +107,8 @@ func (f *fakeBackend) Status() agent.Status {
 		ProcessedToday: 7, FailedToday: 2, MaxWorkers: 4, UptimeSeconds: 12.5, Version: "1.2.3"}
 }
 
+func (f *fakeBackend) Metrics() agent.Metrics { return agent.MetricsOf(f.Jobs(agent.Filter{})) }
+
 func (f *fakeBackend) Jobs(flt agent.Filter) []jobs.Job {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -134,6 +134,73 @@ func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) {
 	return statusFromDict(d)
 }
 
+// GetMetrics is Manager.GetMetrics: totals over every job the agent keeps,
+// computed by the agent without reading any report file. Keys this client
+// does not know are ignored; ones the agent does not send stay empty.
+func (c *Client) GetMetrics(ctx context.Context) (agent.Metrics, error) {
+	call, err := c.call(ctx, "get metrics", ManagerPath, ManagerIface+".GetMetrics", false)
+	if err != nil {
+		return agent.Metrics{}, err
+	}
+	var d map[string]dbus.Variant
+	if err := call.Store(&d); err != nil {
+		return agent.Metrics{}, fmt.Errorf("get metrics: %w", err)
+	}
+	return metricsFromDict(d)
+}
+
+func metricsFromDict(d map[string]dbus.Variant) (agent.Metrics, error) {
+	m := agent.NewMetrics()
+	summaries := func(v dbus.Variant, put func(k string, s agent.Summary)) error {
+		var in map[string]summaryEntry
+		if err := v.Store(&in); err != nil {
+			return err
+		}
+		for k, e := range in {
+			put(k, agent.Summary{Count: int(e.Count), Seconds: e.Seconds})
+		}
+		return nil
+	}
+	fields := map[string]func(dbus.Variant) error{
+		"jobs": func(v dbus.Variant) error {
+			var in map[string]uint32
+			if err := v.Store(&in); err != nil {
+				return err
+			}
+			for k, n := range in {
+				m.Jobs[jobs.State(k)] = int(n)
+			}
+			return nil
+		},
+		"job_seconds": func(v dbus.Variant) error {
+			return summaries(v, func(k string, s agent.Summary) { m.JobSeconds[jobs.State(k)] = s })
+		},
+		"stage_seconds": func(v dbus.Variant) error {
+			return summaries(v, func(k string, s agent.Summary) { m.StageSeconds[k] = s })
+		},
+		"jobs_with_stage_times": func(v dbus.Variant) error {
+			var n uint32
+			err := v.Store(&n)
+			m.JobsWithStageTimes = int(n)
+			return err
+		},
+		"converted_bytes": func(v dbus.Variant) error {
+			var n uint64
+			err := v.Store(&n)
+			m.ConvertedBytes = int64(min(n, 1<<63-1))
+			return err
+		},
+	}
+	for k, v := range d {
+		if f, ok := fields[k]; ok {
+			if err := f(v); err != nil {
+				return m, fmt.Errorf("get metrics: cannot read %s (%s): %w", k, v.Signature(), err)
+			}
+		}
+	}
+	return m, nil
+}
+
 // ListJobs returns every job matching f with all its properties, oldest
 // first. With many jobs in the history prefer ListJobsPage.
 func (c *Client) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {

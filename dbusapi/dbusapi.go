@@ -25,6 +25,8 @@ const (
 // Errors are *apierr.Error where the caller can act on the kind.
 type Backend interface {
 	Status() agent.Status
+	// Metrics is GetMetrics: totals over every job the backend keeps.
+	Metrics() agent.Metrics
 	// Jobs is every job f selects, oldest first (the server's snapshot).
 	Jobs(f agent.Filter) []jobs.Job
 	// JobPage is page p of the jobs f selects, and how many f selects.

@@ -275,6 +275,103 @@ func TestGetStatus(t *testing.T) {
 	}
 }
 
+// metricsJobs are finished and live jobs with what GetMetrics sums.
+func metricsJobs() []jobs.Job {
+	t0 := time.UnixMicro(1700000000000000)
+	return []jobs.Job{
+		{ID: "c1", State: jobs.Completed, SubmittedBy: -1, StartedAt: t0, FinishedAt: t0.Add(20 * time.Second), ConvertedBytes: 1000,
+			StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 1.5}, {Stage: "convert", Seconds: 10}}},
+		{ID: "c2", State: jobs.Completed, SubmittedBy: -1, StartedAt: t0, FinishedAt: t0.Add(10 * time.Second), BytesDone: 24},
+		{ID: "f1", State: jobs.Failed, SubmittedBy: -1, StartedAt: t0, FinishedAt: t0.Add(time.Second),
+			StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 0.25}, {Stage: "extra-stage", Seconds: 3}}},
+		{ID: "r1", State: jobs.Running, SubmittedBy: -1, StartedAt: t0, BytesDone: 500},
+		{ID: "p1", State: jobs.Pending, SubmittedBy: -1},
+	}
+}
+
+func TestMetricsRoundTrip(t *testing.T) {
+	huge := agent.MetricsOf(nil)
+	huge.ConvertedBytes = 1 << 62
+	huge.Jobs[jobs.Completed] = 1 << 20
+	for name, m := range map[string]agent.Metrics{
+		"no jobs":   agent.MetricsOf(nil),
+		"some jobs": agent.MetricsOf(metricsJobs()),
+		"large":     huge,
+	} {
+		got, err := metricsFromDict(metricsDict(m))
+		if err != nil || !reflect.DeepEqual(got, m) {
+			t.Errorf("%s: metrics round trip: %+v, %v; want %+v", name, got, err, m)
+		}
+	}
+}
+
+// TestMetricsWrongType: a key of another type than docs/DBUS.md says is an
+// error naming it; unknown keys are skipped, missing ones stay zero.
+func TestMetricsWrongType(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		d    map[string]dbus.Variant
+		bad  string
+	}{
+		{"jobs as u", map[string]dbus.Variant{"jobs": dbus.MakeVariant(uint32(3))}, "jobs"},
+		{"stage_seconds without sums", map[string]dbus.Variant{"stage_seconds": dbus.MakeVariant(map[string]uint32{"load": 1})}, "stage_seconds"},
+		{"converted_bytes as s", map[string]dbus.Variant{"converted_bytes": dbus.MakeVariant("12")}, "converted_bytes"},
+		{"unknown key", map[string]dbus.Variant{"future": dbus.MakeVariant(int32(1)), "converted_bytes": dbus.MakeVariant(uint64(7))}, ""},
+	} {
+		m, err := metricsFromDict(tc.d)
+		switch {
+		case tc.bad == "" && (err != nil || m.ConvertedBytes != 7 || m.Jobs[jobs.Pending] != 0):
+			t.Errorf("%s: %+v, %v", tc.name, m, err)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)):
+			t.Errorf("%s: error %v, want one naming %s", tc.name, err, tc.bad)
+		}
+	}
+}
+
+// TestGetMetrics: the totals cross the bus intact, with the documented
+// keys and types, and nobody is asked for authorization.
+func TestGetMetrics(t *testing.T) {
+	f := newFixture(t, metricsJobs()...)
+	got, err := f.client.GetMetrics(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := agent.Metrics{
+		Jobs: map[jobs.State]int{jobs.Pending: 1, jobs.Running: 1, jobs.Completed: 2, jobs.Failed: 1, jobs.Cancelled: 0},
+		JobSeconds: map[jobs.State]agent.Summary{jobs.Completed: {Count: 2, Seconds: 30}, jobs.Failed: {Count: 1, Seconds: 1},
+			jobs.Cancelled: {}},
+		StageSeconds: map[string]agent.Summary{"load": {Count: 2, Seconds: 1.75}, "convert": {Count: 1, Seconds: 10},
+			"extra-stage": {Count: 1, Seconds: 3}},
+		ConvertedBytes:     1024,
+		JobsWithStageTimes: 2,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("GetMetrics = %+v\nwant %+v", got, want)
+	}
+	// The body as decoded, not Store: that rebuilds the variants and
+	// loses the struct signatures they came with.
+	call := f.conn.Object(BusName, ManagerPath).Call(ManagerIface+".GetMetrics", 0)
+	if call.Err != nil {
+		t.Fatal(call.Err)
+	}
+	d, ok := call.Body[0].(map[string]dbus.Variant)
+	if !ok || len(call.Body) != 1 {
+		t.Fatalf("GetMetrics body = %#v, want one a{sv}", call.Body)
+	}
+	sigs := map[string]string{}
+	for k, v := range d {
+		sigs[k] = v.Signature().String()
+	}
+	wantSigs := map[string]string{"jobs": "a{su}", "job_seconds": "a{s(ud)}", "stage_seconds": "a{s(ud)}",
+		"jobs_with_stage_times": "u", "converted_bytes": "t"}
+	if !reflect.DeepEqual(sigs, wantSigs) {
+		t.Errorf("GetMetrics keys = %v, want %v", sigs, wantSigs)
+	}
+	if len(f.authz.asks()) != 0 {
+		t.Errorf("GetMetrics asked polkit: %+v", f.authz.asks())
+	}
+}
+
 func TestListAndGetJobs(t *testing.T) {
 	a := fullJob()
 	b := jobs.Job{ID: "b", Name: "b", State: jobs.Failed, Batch: "b2", SubmittedBy: -1, Error: "cannot read disk"}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
@@ -20,6 +21,10 @@ func (s *Server) managerMethods() map[string]any {
 		"GetStatus": func() (map[string]dbus.Variant, *dbus.Error) {
 			s.touch()
 			return statusDict(s.b.Status()), nil
+		},
+		"GetMetrics": func() (map[string]dbus.Variant, *dbus.Error) {
+			s.touch()
+			return metricsDict(s.b.Metrics()), nil
 		},
 		"ListJobs": func(filter map[string]dbus.Variant) ([]dbus.ObjectPath, *dbus.Error) {
 			s.touch()
@@ -233,4 +238,38 @@ func (s *Server) callerUID(sender dbus.Sender) (int64, error) {
 		return 0, apierr.New(apierr.AccessDenied, "cannot identify the caller %s: %v", sender, err)
 	}
 	return int64(uid), nil
+}
+
+// summaryEntry is one (ud) of GetMetrics' job_seconds and stage_seconds:
+// a count and a sum of seconds.
+type summaryEntry struct {
+	Count   uint32
+	Seconds float64
+}
+
+// metricsDict is GetMetrics' a{sv}; docs/DBUS.md lists the keys.
+func metricsDict(m agent.Metrics) map[string]dbus.Variant {
+	count := func(n int) uint32 { return uint32(min(max(n, 0), 1<<32-1)) }
+	byState := make(map[string]uint32, len(m.Jobs))
+	for st, n := range m.Jobs {
+		byState[string(st)] = count(n)
+	}
+	summaries := func(in map[string]agent.Summary) map[string]summaryEntry {
+		out := make(map[string]summaryEntry, len(in))
+		for k, v := range in {
+			out[k] = summaryEntry{count(v.Count), v.Seconds}
+		}
+		return out
+	}
+	jobSeconds := make(map[string]agent.Summary, len(m.JobSeconds))
+	for st, v := range m.JobSeconds {
+		jobSeconds[string(st)] = v
+	}
+	return map[string]dbus.Variant{
+		"jobs":                  dbus.MakeVariant(byState),
+		"job_seconds":           dbus.MakeVariant(summaries(jobSeconds)),
+		"stage_seconds":         dbus.MakeVariant(summaries(m.StageSeconds)),
+		"jobs_with_stage_times": dbus.MakeVariant(count(m.JobsWithStageTimes)),
+		"converted_bytes":       dbus.MakeVariant(uint64(max(m.ConvertedBytes, 0))),
+	}
 }

@@ -54,6 +54,19 @@ type Job struct {
 	ReportPath  string    `json:"report_path,omitempty"` // processed/<date>/NAME.report.json or failed/.../NAME.error.json
 	BytesDone   int64     `json:"bytes_done,omitempty"`
 	BytesTotal  int64     `json:"bytes_total,omitempty"`
+
+	// What the worker's report said, kept when the job ended so that the
+	// agent's metrics read no report file: the size of the converted disks
+	// (completed jobs) and the time of each stage that ran. Jobs that ended
+	// before these were recorded have neither. Not a D-Bus property.
+	ConvertedBytes int64       `json:"converted_bytes,omitempty"`
+	StageTimes     []StageTime `json:"stage_times,omitempty"`
+}
+
+// StageTime is how long one pipeline stage of a job ran.
+type StageTime struct {
+	Stage   string  `json:"stage"`
+	Seconds float64 `json:"seconds"`
 }
 
 // UnitName is the transient unit that runs job id.

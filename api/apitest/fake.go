@@ -116,6 +116,21 @@ func (f *Fake) GetStatus(ctx context.Context) (agent.Status, error) {
 	return st, nil
 }
 
+// GetMetrics counts the jobs as the agent does.
+func (f *Fake) GetMetrics(ctx context.Context) (agent.Metrics, error) {
+	if err := f.failing(); err != nil {
+		return agent.Metrics{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := agent.NewMetrics()
+	for _, id := range f.order {
+		j := f.jobs[id]
+		m.Add(&j)
+	}
+	return m, nil
+}
+
 // ListJobs returns the jobs matching f, oldest first.
 func (f *Fake) ListJobs(ctx context.Context, flt agent.Filter) ([]jobs.Job, error) {
 	if err := f.failing(); err != nil {

@@ -71,6 +71,8 @@ func (b *backend) Status() agent.Status {
 	return s
 }
 
+func (b *backend) Metrics() agent.Metrics { return agent.MetricsOf(b.Jobs(agent.Filter{})) }
+
 func (b *backend) Jobs(f agent.Filter) []jobs.Job {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+)
+
+func TestMetricsOf(t *testing.T) {
+	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	empty := NewMetrics()
+	with := func(f func(m *Metrics)) Metrics {
+		m := NewMetrics()
+		f(&m)
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		list []jobs.Job
+		want Metrics
+	}{
+		{"no jobs: every state present, zero", nil, empty},
+		{"live jobs count by state only", []jobs.Job{
+			{State: jobs.Pending}, {State: jobs.Pending},
+			{State: jobs.Running, StartedAt: t0, BytesDone: 500, StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 1}}},
+		}, with(func(m *Metrics) { m.Jobs[jobs.Pending], m.Jobs[jobs.Running] = 2, 1 })},
+		{"completed: run time, recorded bytes and stages", []jobs.Job{
+			{State: jobs.Completed, StartedAt: t0, FinishedAt: t0.Add(20 * time.Second), ConvertedBytes: 1000, BytesDone: 3,
+				StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 1.5}, {Stage: "convert", Seconds: 10}}},
+		}, with(func(m *Metrics) {
+			m.Jobs[jobs.Completed] = 1
+			m.JobSeconds[jobs.Completed] = Summary{1, 20}
+			m.ConvertedBytes = 1000
+			m.StageSeconds = map[string]Summary{"load": {1, 1.5}, "convert": {1, 10}}
+			m.JobsWithStageTimes = 1
+		})},
+		{"completed before stage times were kept: progress bytes, no stages", []jobs.Job{
+			{State: jobs.Completed, StartedAt: t0, FinishedAt: t0.Add(10 * time.Second), BytesDone: 24},
+		}, with(func(m *Metrics) {
+			m.Jobs[jobs.Completed] = 1
+			m.JobSeconds[jobs.Completed] = Summary{1, 10}
+			m.ConvertedBytes = 24
+		})},
+		{"failed and cancelled: stages count, bytes do not", []jobs.Job{
+			{State: jobs.Failed, StartedAt: t0, FinishedAt: t0.Add(2 * time.Second), BytesDone: 7,
+				StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 0.5}, {Stage: "inspect", Seconds: 1}}},
+			{State: jobs.Cancelled, StartedAt: t0, FinishedAt: t0.Add(time.Second), StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 0.25}}},
+		}, with(func(m *Metrics) {
+			m.Jobs[jobs.Failed], m.Jobs[jobs.Cancelled] = 1, 1
+			m.JobSeconds[jobs.Failed] = Summary{1, 2}
+			m.JobSeconds[jobs.Cancelled] = Summary{1, 1}
+			m.StageSeconds = map[string]Summary{"load": {2, 0.75}, "inspect": {1, 1}}
+			m.JobsWithStageTimes = 2
+		})},
+		{"never started, or a clock that went back: no run time", []jobs.Job{
+			{State: jobs.Cancelled, FinishedAt: t0},
+			{State: jobs.Failed, StartedAt: t0, FinishedAt: t0.Add(-time.Second)},
+		}, with(func(m *Metrics) { m.Jobs[jobs.Cancelled], m.Jobs[jobs.Failed] = 1, 1 })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := MetricsOf(tc.list); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("MetricsOf = %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestKeepReport(t *testing.T) {
+	rep := &report.Report{Stages: []report.Stage{
+		{Name: "load", Status: "ok", Seconds: 1.5},
+		{Name: "inspect", Status: "skipped"},
+		{Name: "convert", Status: "failed", Seconds: 4},
+		{Name: "", Status: "ok", Seconds: 9},
+		{Name: "validate", Status: "ok", Seconds: -1},
+	}, Artifacts: []report.Artifact{
+		{Path: "/o/a.qcow2", Kind: "disk", Size: 1000},
+		{Path: "/o/b.qcow2", Kind: "disk", Size: 24},
+		{Path: "/o/domain.xml", Kind: "domain-xml", Size: 5000},
+	}}
+	ran := []jobs.StageTime{{Stage: "load", Seconds: 1.5}, {Stage: "convert", Seconds: 4}, {Stage: "validate", Seconds: 0}}
+	for _, tc := range []struct {
+		name      string
+		state     jobs.State
+		rep       *report.Report
+		bytesDone int64
+		stages    []jobs.StageTime
+		converted int64
+	}{
+		{"completed: disks only", jobs.Completed, rep, 7, ran, 1024},
+		{"completed, no disk in the report: progress bytes", jobs.Completed, &report.Report{}, 7, nil, 7},
+		{"completed without a report", jobs.Completed, nil, 7, nil, 7},
+		{"failed: stages, no bytes", jobs.Failed, rep, 7, ran, 0},
+		{"cancelled before it started", jobs.Cancelled, nil, 0, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Values from an earlier run of the record must not survive.
+			r := &record{Job: jobs.Job{BytesDone: tc.bytesDone, ConvertedBytes: 99, StageTimes: []jobs.StageTime{{Stage: "old", Seconds: 1}}}}
+			keepReport(r, tc.state, tc.rep)
+			if !reflect.DeepEqual(r.StageTimes, tc.stages) || r.ConvertedBytes != tc.converted {
+				t.Errorf("kept stages %v bytes %d; want %v, %d", r.StageTimes, r.ConvertedBytes, tc.stages, tc.converted)
+			}
+		})
+	}
+}
+
+// TestMetricsKeptAcrossRestart: what a finished job's report said is in the
+// job store, so an agent started again (as it is after every idle exit)
+// answers the same totals, with the reports and settlement files gone.
+func TestMetricsKeptAcrossRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	e.drop("web01.json", e.manifest("web01", ""))
+	unit := e.nextStart()
+	ok := completed("web01")
+	ok.Stages = []report.Stage{{Name: "load", Status: "ok", Seconds: 2}, {Name: "fix", Status: "skipped"}, {Name: "convert", Status: "ok", Seconds: 30}}
+	ok.Artifacts[0].Size = 5 << 20
+	e.units.finish(t, unit, "success", ok)
+	e.waitSettled(queue.Processed, "web01.json")
+
+	e.drop("db01.json", e.manifest("db01", ""))
+	unit = e.nextStart()
+	bad := failedReport("convert", "cannot read disk")
+	bad.Stages = []report.Stage{{Name: "load", Status: "ok", Seconds: 1}, {Name: "convert", Status: "failed", Seconds: 4}}
+	e.units.finish(t, unit, "exit-code", bad)
+	e.waitSettled(queue.Failed, "db01.json")
+
+	want := NewMetrics()
+	want.Jobs[jobs.Completed], want.Jobs[jobs.Failed] = 1, 1
+	want.ConvertedBytes = 5 << 20
+	want.StageSeconds = map[string]Summary{"load": {2, 3}, "convert": {2, 34}}
+	want.JobsWithStageTimes = 2
+	got := e.a.Metrics()
+	// Run times come from the agent's clock; only their count is fixed.
+	for _, s := range []jobs.State{jobs.Completed, jobs.Failed} {
+		if got.JobSeconds[s].Count != 1 || got.JobSeconds[s].Seconds <= 0 {
+			t.Errorf("run time of %s jobs: %+v", s, got.JobSeconds[s])
+		}
+	}
+	want.JobSeconds = got.JobSeconds
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Metrics = %+v\nwant %+v", got, want)
+	}
+
+	e.stop()
+	for _, d := range []string{queue.Processed, queue.Failed} {
+		os.RemoveAll(filepath.Join(e.cfg.ManifestWorkflowDir, d))
+	}
+	os.RemoveAll(filepath.Join(e.cfg.StateDir, "jobs"))
+	e.start()
+	if again := e.a.Metrics(); !reflect.DeepEqual(again, got) {
+		t.Errorf("after a restart Metrics = %+v\nwant %+v", again, got)
+	}
+}
