@@ -48,6 +48,8 @@ type Agent struct {
 	nextSub  int
 	kick     chan struct{}
 	status   string
+	scanCost time.Duration // how long the last scan took to read the folder
+	pend     *pendingQueue
 }
 
 // Option changes how New builds the agent (mostly seams for tests).
@@ -96,6 +98,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		cursor:  journalCursor,
 		subs:    map[int]chan Event{},
 		kick:    make(chan struct{}, 1),
+		pend:    newPendingQueue(),
 		notify: func(s string) {
 			daemon.SdNotify(false, s)
 		},
@@ -215,15 +218,28 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.IdleTimeout == 0 {
 		idle.Stop()
 	}
-	// A burst of fsnotify events gives one scan at once and at most one
-	// more per scanGap (a scan reads the whole folder); rescan also fires
-	// while dropped files are settling (the stable-file rule needs a
-	// second look). It never moves a due scan later.
+	// When to scan. A name appearing in the folder (a create, or a rename
+	// into it) may be a file to take at once: it is scanned for now,
+	// unless the last scan was so recent that scanning again would spend
+	// more than a fifth of the time reading the folder (a scan reads all
+	// of it: the pause is scanPace times what the last read of the folder
+	// took, at most scanGap). Other events (writes, files leaving, dot-
+	// files) cannot make a file ready before stable_time: they arm a
+	// rescan at most scanGap after the last scan, which keeps the counts
+	// of dropped files current. rescan also fires while dropped files are
+	// settling (the stable-file rule needs a second look). Arming never
+	// moves a due scan later.
+	//
+	// A fixed gap after every scan instead made a drop wait for the rescan
+	// that the agent's own claim (the file leaving the folder) had armed:
+	// about scanGap for each of a series of single drops.
 	const scanGap = 100 * time.Millisecond
+	const scanPace = 4
 	rescan := time.NewTimer(time.Hour)
 	rescan.Stop()
 	var due time.Time // when the armed rescan fires; zero: not armed
 	var lastScan time.Time
+	var pause time.Duration // least time from lastScan to a scan for a new name
 	armRescan := func(d time.Duration) {
 		at := time.Now().Add(d)
 		if !due.IsZero() && !at.Before(due) {
@@ -233,18 +249,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		rescan.Reset(d)
 	}
 	doScan := func() {
-		due, lastScan = time.Time{}, time.Now()
+		due = time.Time{}
 		rescan.Stop()
 		a.mu.Lock()
 		a.scan(ctx)
+		pause = min(scanPace*a.scanCost, scanGap)
 		a.schedule(ctx)
 		a.mu.Unlock()
-		if a.waitingFiles() > 0 {
-			armRescan(a.cfg.StableTime.D())
+		lastScan = time.Now()
+		if d, ok := a.nextLook(); ok {
+			armRescan(d)
 		}
 	}
-	if a.waitingFiles() > 0 {
-		armRescan(a.cfg.StableTime.D())
+	if d, ok := a.nextLook(); ok {
+		armRescan(d)
 	}
 	changes := a.units.Changes()
 	for {
@@ -256,24 +274,28 @@ func (a *Agent) Run(ctx context.Context) error {
 			if !ok {
 				return errors.New("queue watcher stopped")
 			}
-			a.noteEvent(ev)
+			appeared := a.noteEvent(ev)
 			// Take in what else the watcher has queued (a write right
 			// after a create must be seen before the scan decides).
 			for more := true; more; {
 				select {
 				case ev, ok := <-w.Events:
 					if ok {
-						a.noteEvent(ev)
+						appeared = a.noteEvent(ev) || appeared
 					}
 					more = ok
 				default:
 					more = false
 				}
 			}
-			if gap := time.Since(lastScan); gap >= scanGap && due.IsZero() {
+			since := time.Since(lastScan)
+			switch {
+			case appeared && since >= pause:
 				doScan()
-			} else {
-				armRescan(max(scanGap-gap, 0))
+			case appeared:
+				armRescan(pause - since)
+			default:
+				armRescan(max(scanGap-since, 0))
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -312,8 +334,9 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // noteEvent tells the queue what the watcher saw: a name that appeared
-// and was not written since may be taken without waiting (see queue).
-func (a *Agent) noteEvent(ev fsnotify.Event) {
+// and was not written since may be taken without waiting (see queue). It
+// reports whether a name that may be taken appeared.
+func (a *Agent) noteEvent(ev fsnotify.Event) bool {
 	name := filepath.Base(ev.Name)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -322,13 +345,26 @@ func (a *Agent) noteEvent(ev fsnotify.Event) {
 		a.q.Written(name)
 	case ev.Has(fsnotify.Create):
 		a.q.Created(name)
+		return !queue.Ignored(name)
 	}
+	return false
 }
 
-func (a *Agent) waitingFiles() int {
+// nextLook is how long until the first dropped file still settling may
+// be found stable (a second look by the stable-file rule); ok is false
+// when no file is settling. Scans for other files in between must not
+// put that look off, or a steady stream of drops would starve it.
+func (a *Agent) nextLook() (d time.Duration, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.waiting
+	if a.waiting == 0 {
+		return 0, false
+	}
+	at := a.q.NextLook()
+	if at.IsZero() {
+		return a.cfg.StableTime.D(), true
+	}
+	return max(at.Sub(a.now()), 0), true
 }
 
 // idleFor is how long the agent has had nothing to do: no job pending or
@@ -377,8 +413,11 @@ func (a *Agent) updateStatus() {
 	}
 }
 
+// counts looks at the live jobs only: a pending or running job is never
+// in the history, which may hold many thousands.
 func (a *Agent) counts() (pending, running int) {
-	for _, r := range a.st.Jobs {
+	a.st.sync()
+	for _, r := range a.st.live {
 		switch r.State {
 		case jobs.Pending:
 			pending++

@@ -38,7 +38,9 @@ const claimBatch = 500
 // A crash before that save leaves their files in processing/ with no job,
 // and recovery queues them again.
 func (a *Agent) scan(ctx context.Context) {
+	t0 := time.Now()
 	ready, rejected, waiting, busy, err := a.q.Scan()
+	a.scanCost = time.Since(t0)
 	if err != nil {
 		a.log.Errorf(nil, "%v", err)
 		return
@@ -206,6 +208,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 		}
 		r.Unit = jobs.UnitName(r.ID)
 		a.st.add(r)
+		a.pend.add(r)
 		c.Jobs = append(c.Jobs, r.ID)
 		recs = append(recs, r)
 	}

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -31,56 +30,39 @@ import (
 const SliceName = "hyper2kvm.slice"
 
 // schedule starts pending jobs, highest priority first and, among equal
-// priorities, oldest file first, while fewer than max_concurrent_jobs run
-// and each batch stays within its concurrency. Called with a.mu held.
+// priorities, oldest file first (pendingBefore), while fewer than
+// max_concurrent_jobs run and each batch stays within its concurrency.
+// Called with a.mu held.
 func (a *Agent) schedule(ctx context.Context) {
 	if !a.running {
 		return
 	}
-	_, running := a.counts()
-	perBatch := map[string]int{}
-	var pending []*record
-	for _, r := range a.st.Jobs {
-		switch r.State {
-		case jobs.Running:
-			if r.Batch != "" {
-				perBatch[r.Batch]++
-			}
-		case jobs.Pending:
-			pending = append(pending, r)
-		}
+	q := a.pend
+	if !q.built {
+		q.rebuild(a.st.Jobs)
 	}
-	sortPending(pending)
-	for _, r := range pending {
-		if running >= a.cfg.MaxConcurrentJobs {
-			return
+	running, perBatch := q.refresh(a.st.Jobs)
+	var again []*record
+	for running < a.cfg.MaxConcurrentJobs {
+		r := q.next(a.st.Jobs, perBatch)
+		if r == nil {
+			break
 		}
-		if r.Batch != "" && r.Concurrency > 0 && perBatch[r.Batch] >= r.Concurrency {
+		if !a.start(ctx, r) {
+			if r.State == jobs.Pending {
+				again = append(again, r) // not now (shutdown); not in this pass
+			}
 			continue
 		}
-		if a.start(ctx, r) {
-			running++
-			if r.Batch != "" {
-				perBatch[r.Batch]++
-			}
+		q.running[r.ID] = r
+		running++
+		if r.Batch != "" {
+			perBatch[r.Batch]++
 		}
 	}
-}
-
-func sortPending(rs []*record) {
-	sort.Slice(rs, func(i, j int) bool {
-		a, b := rs[i], rs[j]
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
-		}
-		if !a.FileTime.Equal(b.FileTime) {
-			return a.FileTime.Before(b.FileTime)
-		}
-		if !a.CreatedAt.Equal(b.CreatedAt) {
-			return a.CreatedAt.Before(b.CreatedAt)
-		}
-		return a.ID < b.ID
-	})
+	for _, r := range again {
+		q.add(r)
+	}
 }
 
 // start writes the job directory and starts the job's transient unit. The
@@ -162,11 +144,14 @@ func writeJobDir(dir string, spec JobSpec, vm []byte) error {
 	for _, f := range []string{StartedFile, ReportFile, OOMFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
+	// Not synced to disk: the store holds the job (saved before the unit
+	// starts) and every start writes these again; after a crash of the
+	// machine no worker runs that could read them.
 	data, _ := json.MarshalIndent(spec, "", " ")
-	if err := queue.WriteFileAtomic(filepath.Join(dir, JobFile), data, 0o600); err != nil {
+	if err := queue.ReplaceFile(filepath.Join(dir, JobFile), data, 0o600); err != nil {
 		return fmt.Errorf("cannot write job: %w", err)
 	}
-	if err := queue.WriteFileAtomic(filepath.Join(dir, ManifestFile), vm, 0o600); err != nil {
+	if err := queue.ReplaceFile(filepath.Join(dir, ManifestFile), vm, 0o600); err != nil {
 		return fmt.Errorf("cannot write job manifest: %w", err)
 	}
 	return nil

@@ -108,6 +108,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
 			a.log.Infof(f, "job %s never started; queuing it again", r.ID)
 			r.State = jobs.Pending
 			r.Attempt--
+			a.pend.add(r)
 		case r.BootID != "" && r.BootID != a.bootID() && r.Attempt < maxAttempts && !r.Cancel:
 			a.requeue(r, nil, "the machine stopped while it ran (a new boot)")
 		default:

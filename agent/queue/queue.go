@@ -122,7 +122,15 @@ type Queue struct {
 	// fresh names appeared (inotify IN_CREATE or IN_MOVED_TO) and were not
 	// written to since: candidates for being taken without waiting.
 	fresh map[string]bool
+	// nextLook is when the first waiting file of the last scan may be
+	// found stable.
+	nextLook time.Time
 }
+
+// NextLook is when the earliest of the files the last Scan counted as
+// waiting can be found stable: the time to scan again (by Options.Now's
+// clock). Zero when none waits.
+func (q *Queue) NextLook() time.Time { return q.nextLook }
 
 // Created records that name appeared in to_be_processed/ (a create or a
 // rename into it, as the watcher reports them).
@@ -183,6 +191,13 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 		return nil, nil, 0, 0, fmt.Errorf("cannot scan queue: %w", err)
 	}
 	now := q.opt.Now()
+	q.nextLook = time.Time{}
+	wait := func(since time.Time) {
+		waiting++
+		if at := since.Add(q.opt.StableTime); q.nextLook.IsZero() || at.Before(q.nextLook) {
+			q.nextLook = at
+		}
+	}
 	present := map[string]bool{}
 	for _, de := range des {
 		name := de.Name()
@@ -214,16 +229,16 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 		prev, ok := q.seen[name]
 		if !ok || prev.size != cur.size || !prev.mtime.Equal(cur.mtime) || prev.ino != cur.ino {
 			q.seen[name] = cur
-			waiting++
+			wait(now)
 			continue
 		}
 		if now.Sub(prev.at) < q.opt.StableTime {
-			waiting++
+			wait(prev.at)
 			continue
 		}
 		if openForWriting(filepath.Join(dir, name)) {
 			q.seen[name] = cur // start over once the writer is gone
-			waiting++
+			wait(now)
 			continue
 		}
 		ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
@@ -376,7 +391,7 @@ func (q *Queue) RemoveTemps() ([]string, error) {
 // Put writes data as a new claimed file in processing/ (a dot-temp file
 // renamed into place, never overwriting) and returns its name.
 func (q *Queue) Put(name string, data []byte) (string, error) {
-	tmp, err := writeTemp(q.Dir(Processing), name, data, 0o640)
+	tmp, err := writeTemp(q.Dir(Processing), name, data, 0o640, true)
 	if err != nil {
 		return "", fmt.Errorf("cannot write %s: %w", name, err)
 	}
@@ -522,7 +537,7 @@ func RenameNoReplace(oldpath, newpath string) error {
 // WriteFileAtomic writes data to path through a dot-temp file in the same
 // directory, so readers see the old content or the new, never a part.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm)
+	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm, true)
 	if err != nil {
 		return err
 	}
@@ -534,7 +549,22 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-func writeTemp(dir, name string, data []byte, perm os.FileMode) (string, error) {
+// ReplaceFile writes data to path as WriteFileAtomic does (readers see
+// the old content or the new, never a part) but does not wait for the
+// disk: for files that are made again from durable state after a crash.
+func ReplaceFile(path string, data []byte, perm os.FileMode) error {
+	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm, false)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func writeTemp(dir, name string, data []byte, perm os.FileMode, sync bool) (string, error) {
 	f, err := os.CreateTemp(dir, "."+SafeName(name)+".tmp-*")
 	if err != nil {
 		return "", err
@@ -543,7 +573,7 @@ func writeTemp(dir, name string, data []byte, perm os.FileMode) (string, error) 
 	if err == nil {
 		err = f.Chmod(perm)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

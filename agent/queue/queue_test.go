@@ -319,3 +319,33 @@ func TestMovedInIsTakenAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestNextLookIsTheFirstSettlingFile: scans for other files in between do
+// not put off the second look at a file that is settling.
+func TestNextLookIsTheFirstSettlingFile(t *testing.T) {
+	q, c := newQueue(t)
+	if q.Scan(); !q.NextLook().IsZero() {
+		t.Fatalf("NextLook %v with nothing waiting", q.NextLook())
+	}
+	start := c.t
+	drop(t, q, "a.json", "{}")
+	q.Scan()
+	if want := start.Add(time.Second); !q.NextLook().Equal(want) {
+		t.Fatalf("NextLook %v, want %v (first seen + StableTime)", q.NextLook(), want)
+	}
+	c.advance(600 * time.Millisecond)
+	drop(t, q, "b.json", "{}")
+	if ready, _, waiting, _, _ := q.Scan(); len(ready) != 0 || waiting != 2 {
+		t.Fatalf("ready %v waiting %d, want 2 waiting", names(ready), waiting)
+	}
+	if want := start.Add(time.Second); !q.NextLook().Equal(want) {
+		t.Fatalf("after a scan for b.json NextLook is %v, want a.json's %v", q.NextLook(), want)
+	}
+	c.advance(400 * time.Millisecond)
+	if ready, _, _, _, _ := q.Scan(); !slices.Equal(names(ready), []string{"a.json"}) {
+		t.Fatalf("ready %v at a.json's NextLook, want [a.json]", names(ready))
+	}
+	if want := start.Add(1600 * time.Millisecond); !q.NextLook().Equal(want) {
+		t.Fatalf("NextLook %v, want b.json's %v", q.NextLook(), want)
+	}
+}
