@@ -54,12 +54,15 @@ func runWorker(ctx context.Context, dir string) error {
 	spec, m, err := agent.ReadJobDir(dir)
 	log := agent.NewLogger(os.Stderr, spec.Verbose)
 	fields := agent.Fields{agent.FieldJobID: spec.ID, agent.FieldManifest: spec.Claim}
+	daemon.SdNotify(false, "READY=1\nSTATUS="+progress.Format(progress.Update{Stage: "load", Percent: -1, Text: "starting"}))
 	// "started" tells a restarted agent that this job did run, so it is
-	// not queued again as if it never had.
+	// not queued again as if it never had: it is on disk before the
+	// engine touches anything. Nothing waits for it before READY=1 (the
+	// agent reads it only when it recovers), so its two fsyncs do not
+	// hold up the unit becoming active.
 	if werr := queue.WriteFileAtomic(filepath.Join(dir, agent.StartedFile), []byte(started.Format(time.RFC3339Nano)+"\n"), 0o600); werr != nil {
 		return &exitErr{1, fmt.Errorf("cannot mark job started: %w", werr)}
 	}
-	daemon.SdNotify(false, "READY=1\nSTATUS="+progress.Format(progress.Update{Stage: "load", Percent: -1, Text: "starting"}))
 	if err != nil {
 		rep := failedReport(spec, started, "load", err)
 		writeReport(dir, rep)
