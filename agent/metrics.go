@@ -34,67 +34,116 @@ type Summary struct {
 
 // NewMetrics is an empty Metrics with an entry for every state.
 func NewMetrics() Metrics {
-	m := Metrics{Jobs: map[jobs.State]int{}, JobSeconds: map[jobs.State]Summary{}, StageSeconds: map[string]Summary{}}
-	for _, s := range []jobs.State{jobs.Pending, jobs.Running, jobs.Completed, jobs.Failed, jobs.Cancelled} {
-		m.Jobs[s] = 0
-		if s.Ready() {
-			m.JobSeconds[s] = Summary{}
-		}
-	}
-	return m
+	var c MetricsCounter
+	return c.Metrics()
 }
 
-// Add counts one job into m.
-func (m *Metrics) Add(j *jobs.Job) {
-	m.Jobs[j.State]++
+// states indexes MetricsCounter's arrays; final states last.
+var states = [...]jobs.State{jobs.Pending, jobs.Running, jobs.Completed, jobs.Failed, jobs.Cancelled}
+
+// MetricsCounter sums jobs into a Metrics. It counts in arrays, not maps:
+// GetMetrics walks every job the agent keeps, and a map update per job and
+// stage made that walk ten times the cost of GetStatus's.
+type MetricsCounter struct {
+	jobs       [len(states)]int
+	seconds    [len(states)]Summary
+	stages     []string // in the order first seen; a handful
+	stageSums  []Summary
+	converted  int64
+	withStages int
+}
+
+// Add counts one job.
+func (c *MetricsCounter) Add(j *jobs.Job) {
+	i := stateIndex(j.State)
+	if i < 0 {
+		return // not a state of this agent's
+	}
+	c.jobs[i]++
 	if !j.State.Ready() {
 		return
 	}
 	if !j.StartedAt.IsZero() && j.FinishedAt.After(j.StartedAt) {
-		s := m.JobSeconds[j.State]
-		s.Count++
+		c.seconds[i].Count++
 		// Wall clock (Round(0) drops the monotonic reading), as the store
 		// keeps it: the same sum before and after a restart.
-		s.Seconds += j.FinishedAt.Round(0).Sub(j.StartedAt.Round(0)).Seconds()
-		m.JobSeconds[j.State] = s
+		c.seconds[i].Seconds += j.FinishedAt.Round(0).Sub(j.StartedAt.Round(0)).Seconds()
 	}
 	if j.State == jobs.Completed {
 		if j.ConvertedBytes > 0 {
-			m.ConvertedBytes += j.ConvertedBytes
+			c.converted += j.ConvertedBytes
 		} else {
-			m.ConvertedBytes += j.BytesDone
+			c.converted += j.BytesDone
 		}
 	}
 	if len(j.StageTimes) > 0 {
-		m.JobsWithStageTimes++
+		c.withStages++
 	}
 	for _, st := range j.StageTimes {
-		s := m.StageSeconds[st.Stage]
-		s.Count++
-		s.Seconds += st.Seconds
-		m.StageSeconds[st.Stage] = s
+		k := 0
+		for k < len(c.stages) && c.stages[k] != st.Stage {
+			k++
+		}
+		if k == len(c.stages) {
+			c.stages = append(c.stages, st.Stage)
+			c.stageSums = append(c.stageSums, Summary{})
+		}
+		c.stageSums[k].Count++
+		c.stageSums[k].Seconds += st.Seconds
 	}
+}
+
+func stateIndex(s jobs.State) int {
+	switch s {
+	case jobs.Pending:
+		return 0
+	case jobs.Running:
+		return 1
+	case jobs.Completed:
+		return 2
+	case jobs.Failed:
+		return 3
+	case jobs.Cancelled:
+		return 4
+	}
+	return -1
+}
+
+// Metrics is what was counted, with an entry for every state.
+func (c *MetricsCounter) Metrics() Metrics {
+	m := Metrics{Jobs: make(map[jobs.State]int, len(states)), JobSeconds: make(map[jobs.State]Summary, 3),
+		StageSeconds: make(map[string]Summary, len(c.stages)), ConvertedBytes: c.converted, JobsWithStageTimes: c.withStages}
+	for i, s := range states {
+		m.Jobs[s] = c.jobs[i]
+		if s.Ready() {
+			m.JobSeconds[s] = c.seconds[i]
+		}
+	}
+	for k, name := range c.stages {
+		m.StageSeconds[name] = c.stageSums[k]
+	}
+	return m
 }
 
 // MetricsOf counts list (for backends that hold a plain list).
 func MetricsOf(list []jobs.Job) Metrics {
-	m := NewMetrics()
+	var c MetricsCounter
 	for i := range list {
-		m.Add(&list[i])
+		c.Add(&list[i])
 	}
-	return m
+	return c.Metrics()
 }
 
 // Metrics answers GetMetrics from the jobs in memory: one walk over the
-// store's records (well under a millisecond for 10,000 jobs), no file read.
+// store's records, no file read.
 func (a *Agent) Metrics() Metrics {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := NewMetrics()
+	var c MetricsCounter
 	for _, r := range a.st.Jobs {
-		m.Add(&r.Job)
+		c.Add(&r.Job)
 	}
-	return m
+	return c.Metrics()
 }
 
 // keepReport records on a finishing job what the metrics need from its

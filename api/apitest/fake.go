@@ -123,12 +123,12 @@ func (f *Fake) GetMetrics(ctx context.Context) (agent.Metrics, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m := agent.NewMetrics()
+	var c agent.MetricsCounter
 	for _, id := range f.order {
 		j := f.jobs[id]
-		m.Add(&j)
+		c.Add(&j)
 	}
-	return m, nil
+	return c.Metrics(), nil
 }
 
 // ListJobs returns the jobs matching f, oldest first.
