@@ -464,9 +464,19 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 			p, err := client.ListJobPaths(ctx, agent.Filter{}, agent.Page{})
 			return fmt.Sprintf("%d paths", len(p)), err
 		}},
-		{"D-Bus ListJobsWithProperties limit=0 (all)", 50, func() (string, error) {
+		{"D-Bus ListJobsPaged limit=0 (all)", 50, func() (string, error) {
 			l, err := client.ListJobs(ctx, agent.Filter{})
 			return fmt.Sprintf("%d jobs", len(l)), err
+		}},
+		// The same page as dictionaries of variants, a(oa{sv}): what
+		// ListJobsPaged answered before it answered structs.
+		{"D-Bus ListJobsWithProperties (default page, a(oa{sv}))", 1000, func() (string, error) {
+			var entries []struct {
+				Path  dbus.ObjectPath
+				Props map[string]dbus.Variant
+			}
+			err := obj.CallWithContext(ctx, dbusapi.ManagerIface+".ListJobsWithProperties", 0, map[string]dbus.Variant{}).Store(&entries)
+			return fmt.Sprintf("%d jobs", len(entries)), err
 		}},
 	}
 	for _, s := range steps {

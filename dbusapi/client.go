@@ -215,19 +215,13 @@ func (c *Client) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page)
 	if err != nil {
 		return nil, 0, err
 	}
-	entries, total, ok := entriesOf(call.Body)
-	if !ok {
-		if err := call.Store(&entries, &total); err != nil {
-			return nil, 0, fmt.Errorf("list jobs: %w", err)
-		}
+	rows, total, err := readRows(call)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list jobs: %w", err)
 	}
-	out := make([]jobs.Job, 0, len(entries))
-	for _, e := range entries {
-		j, err := jobFromProps(e.Props)
-		if err != nil {
-			return nil, 0, fmt.Errorf("list jobs: %s: %w", e.Path, err)
-		}
-		out = append(out, j)
+	out := make([]jobs.Job, len(rows))
+	for i, r := range rows {
+		out[i] = r.job()
 	}
 	return out, int(total), nil
 }
@@ -431,20 +425,16 @@ func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	entries, _, ok := entriesOf(call.Body)
-	if !ok {
-		return nil, fmt.Errorf("watch jobs: unexpected reply %s", call.Body)
+	rows, _, err := readRows(call)
+	if err != nil {
+		return nil, fmt.Errorf("watch jobs: %w", err)
 	}
 	now := time.Now()
 	var evs []agent.Event
 	seen := map[dbus.ObjectPath]bool{}
-	for _, e := range entries {
-		j, err := jobFromProps(e.Props)
-		if err != nil {
-			continue
-		}
-		seen[e.Path] = true
-		evs = append(evs, w.update(e.Path, j, now)...)
+	for _, r := range rows {
+		seen[r.Path] = true
+		evs = append(evs, w.update(r.Path, r.job(), now)...)
 	}
 	for p, j := range w.known {
 		if seen[p] || j.State.Ready() {
@@ -539,29 +529,15 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []agent.Event
 	return nil
 }
 
-// entriesOf reads a decoded (a(oa{sv})u) reply with type assertions:
-// dbus.Store walks it by reflection, which for a page of 100 jobs cost as
-// much as decoding the message. ok is false for any other shape.
-func entriesOf(body []any) (entries []jobEntry, total uint32, ok bool) {
-	if len(body) != 2 {
-		return nil, 0, false
+// readRows reads a ListJobsPaged reply.
+func readRows(call *dbus.Call) ([]jobRow, uint32, error) {
+	if rows, total, ok := rowsOf(call.Body); ok {
+		return rows, total, nil
 	}
-	list, ok1 := body[0].([][]any)
-	total, ok2 := body[1].(uint32)
-	if !ok1 || !ok2 {
-		return nil, 0, false
+	var rows []jobRow
+	var total uint32
+	if err := call.Store(&rows, &total); err != nil {
+		return nil, 0, err
 	}
-	entries = make([]jobEntry, 0, len(list))
-	for _, e := range list {
-		if len(e) != 2 {
-			return nil, 0, false
-		}
-		p, ok1 := e[0].(dbus.ObjectPath)
-		props, ok2 := e[1].(map[string]dbus.Variant)
-		if !ok1 || !ok2 {
-			return nil, 0, false
-		}
-		entries = append(entries, jobEntry{p, props})
-	}
-	return entries, total, true
+	return rows, total, nil
 }

@@ -492,17 +492,14 @@ func TestListJobsPaging(t *testing.T) {
 			if filter == nil {
 				filter = map[string]dbus.Variant{}
 			}
-			var entries []jobEntry
+			var rows []jobRow
 			var total uint32
-			if err := obj.Call(ManagerIface+".ListJobsPaged", 0, filter).Store(&entries, &total); err != nil {
+			if err := obj.Call(ManagerIface+".ListJobsPaged", 0, filter).Store(&rows, &total); err != nil {
 				t.Fatal(err)
 			}
 			var list []jobs.Job
-			for _, e := range entries {
-				j, err := jobFromProps(e.Props)
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, r := range rows {
+				j := r.job()
 				list = append(list, j)
 			}
 			if got := ids(list); got != tc.want || total != tc.total {
@@ -515,6 +512,7 @@ func TestListJobsPaging(t *testing.T) {
 			if len(paths) != len(list) || len(list) > 0 && paths[0] != JobPath(list[0].ID) {
 				t.Errorf("ListJobs gives %d paths (first %v), ListJobsPaged %d jobs", len(paths), paths, len(list))
 			}
+			var entries []jobEntry
 			if err := obj.Call(ManagerIface+".ListJobsWithProperties", 0, filter).Store(&entries); err != nil || len(entries) != len(list) {
 				t.Errorf("ListJobsWithProperties gives %d entries (%v), want %d", len(entries), err, len(list))
 			}
@@ -888,13 +886,13 @@ func TestDoneWhenBusGoes(t *testing.T) {
 	}
 }
 
-// TestEntriesOf: a ListJobsPaged reply read back from the wire takes the
-// type-assertion path and gives back what was sent; other shapes do not.
-func TestEntriesOf(t *testing.T) {
-	sent := []jobEntry{
-		{"/io/hyper2kvm/Agent1/job/a", jobProps(jobs.Job{ID: "a", Name: "web", State: jobs.Completed, Outputs: []string{"/o/web.qcow2"}})},
-		{"/io/hyper2kvm/Agent1/job/b", jobProps(jobs.Job{ID: "b", State: jobs.Pending, SubmittedBy: -1})},
-	}
+// TestRowsOf: a ListJobsPaged reply read back from the wire takes the
+// type-assertion path and gives back the jobs that were sent; other shapes
+// do not.
+func TestRowsOf(t *testing.T) {
+	full := fullJob()
+	bare := jobs.Job{ID: "b", State: jobs.Pending, SubmittedBy: -1}
+	sent := []jobRow{rowOf("/io/hyper2kvm/Agent1/job/a", full), rowOf("/io/hyper2kvm/Agent1/job/b", bare)}
 	msg := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{
 		dbus.FieldReplySerial: dbus.MakeVariant(uint32(1)),
 		dbus.FieldSignature:   dbus.MakeVariant(dbus.SignatureOf(sent, uint32(0)))}, Body: []any{sent, uint32(7)}}
@@ -906,18 +904,44 @@ func TestEntriesOf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, total, ok := entriesOf(got.Body)
-	if !ok || total != 7 || len(entries) != 2 {
-		t.Fatalf("entriesOf = %d entries, total %d, ok %v", len(entries), total, ok)
+	rows, total, ok := rowsOf(got.Body)
+	if !ok || total != 7 || len(rows) != 2 {
+		t.Fatalf("rowsOf = %d rows, total %d, ok %v", len(rows), total, ok)
 	}
-	for i, e := range entries {
-		if e.Path != sent[i].Path || !reflect.DeepEqual(e.Props, sent[i].Props) {
-			t.Errorf("entry %d = %v, want %v", i, e, sent[i])
+	for i, want := range []jobs.Job{full, bare} {
+		if rows[i].Path != sent[i].Path {
+			t.Errorf("row %d path %s, want %s", i, rows[i].Path, sent[i].Path)
+		}
+		// The row carries what the properties carry: the same job back.
+		if j := rows[i].job(); !reflect.DeepEqual(jobProps(j), jobProps(want)) {
+			t.Errorf("row %d reads back as %+v, want %+v", i, j, want)
 		}
 	}
 	for _, body := range [][]any{nil, {uint32(1)}, {"x", uint32(1)}, {[][]any{{"notapath", 1}}, uint32(1)}} {
-		if _, _, ok := entriesOf(body); ok {
-			t.Errorf("entriesOf(%v) accepted it", body)
+		if _, _, ok := rowsOf(body); ok {
+			t.Errorf("rowsOf(%v) accepted it", body)
+		}
+	}
+}
+
+// TestRowMatchesProperties: a ListJobsPaged row is the path, then every
+// Job property of the XML in its order, with its type.
+func TestRowMatchesProperties(t *testing.T) {
+	_, ji, err := Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := reflect.TypeOf(jobRow{})
+	if rt.NumField() != len(ji.Properties)+1 || rt.Field(0).Name != "Path" {
+		t.Fatalf("jobRow has %d fields, want the path and %d properties", rt.NumField(), len(ji.Properties))
+	}
+	for i, p := range ji.Properties {
+		f := rt.Field(i + 1)
+		if !strings.EqualFold(f.Name, p.Name) {
+			t.Errorf("row field %d is %s, the XML's property %d is %s", i+1, f.Name, i, p.Name)
+		}
+		if sig := dbus.SignatureOfType(f.Type).String(); sig != p.Type {
+			t.Errorf("row field %s is %s, property %s is %s", f.Name, sig, p.Name, p.Type)
 		}
 	}
 }

@@ -46,13 +46,13 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return s.entries(list), nil
 		},
-		"ListJobsPaged": func(filter map[string]dbus.Variant) ([]jobEntry, uint32, *dbus.Error) {
+		"ListJobsPaged": func(filter map[string]dbus.Variant) ([]jobRow, uint32, *dbus.Error) {
 			s.touch()
 			list, total, err := s.listJobs(filter)
 			if err != nil {
 				return nil, 0, toDBusError(err)
 			}
-			return s.entries(list), uint32(min(total, 1<<32-1)), nil
+			return s.rows(list), uint32(min(total, 1<<32-1)), nil
 		},
 		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
 			s.touch()
@@ -130,6 +130,17 @@ func (s *Server) listJobs(filter map[string]dbus.Variant) ([]jobs.Job, int, erro
 	}
 	list, total := s.b.JobPage(f, p)
 	return list, total, nil
+}
+
+// rows is list as ListJobsPaged answers it, exporting any job not yet on
+// the bus.
+func (s *Server) rows(list []jobs.Job) []jobRow {
+	out := make([]jobRow, len(list))
+	for i, j := range list {
+		p, known := s.ensureJob(j)
+		out[i] = rowOf(p, known)
+	}
+	return out
 }
 
 func (s *Server) entries(list []jobs.Job) []jobEntry {

@@ -244,6 +244,12 @@ func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
 // updates an existing object: properties change only in event order, so a
 // watcher never sees a value go back.
 func (s *Server) ensure(j jobs.Job) (dbus.ObjectPath, map[string]dbus.Variant) {
+	p, known := s.ensureJob(j)
+	return p, jobProps(known)
+}
+
+// ensureJob is ensure giving the job as its object shows it.
+func (s *Server) ensureJob(j jobs.Job) (dbus.ObjectPath, jobs.Job) {
 	s.mu.Lock()
 	o, ok := s.objects[j.ID]
 	var known jobs.Job
@@ -252,10 +258,10 @@ func (s *Server) ensure(j jobs.Job) (dbus.ObjectPath, map[string]dbus.Variant) {
 	}
 	s.mu.Unlock()
 	if ok {
-		return o.path, jobProps(known)
+		return o.path, known
 	}
 	// A concurrent event may make it in between; upsert handles both.
-	return s.upsert(j, true), jobProps(j)
+	return s.upsert(j, true), j
 }
 
 // ensurePath is ensure without the properties.
