@@ -37,32 +37,7 @@ func (a *Agent) schedule(ctx context.Context) {
 	if !a.running {
 		return
 	}
-	q := a.pend
-	if !q.built {
-		q.rebuild(a.st.Jobs)
-	}
-	running, perBatch := q.refresh(a.st.Jobs)
-	var again []*record
-	for running < a.cfg.MaxConcurrentJobs {
-		r := q.next(a.st.Jobs, perBatch)
-		if r == nil {
-			break
-		}
-		if !a.start(ctx, r) {
-			if r.State == jobs.Pending {
-				again = append(again, r) // not now (shutdown); not in this pass
-			}
-			continue
-		}
-		q.running[r.ID] = r
-		running++
-		if r.Batch != "" {
-			perBatch[r.Batch]++
-		}
-	}
-	for _, r := range again {
-		q.add(r)
-	}
+	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool { return a.start(ctx, r) })
 }
 
 // start writes the job directory and starts the job's transient unit. The

@@ -190,3 +190,34 @@ func (h *laneHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return l
 }
+
+// dispatch starts the next jobs of the queue with start while fewer than
+// max of all run and each batch stays within its concurrency. A job start
+// refuses and leaves pending (a shutdown) waits for the next call.
+func (q *pendingQueue) dispatch(all map[string]*record, max int, start func(*record) bool) {
+	if !q.built {
+		q.rebuild(all)
+	}
+	running, perBatch := q.refresh(all)
+	var again []*record
+	for running < max {
+		r := q.next(all, perBatch)
+		if r == nil {
+			break
+		}
+		if !start(r) {
+			if r.State == jobs.Pending {
+				again = append(again, r) // not now (shutdown); not in this pass
+			}
+			continue
+		}
+		q.running[r.ID] = r
+		running++
+		if r.Batch != "" {
+			perBatch[r.Batch]++
+		}
+	}
+	for _, r := range again {
+		q.add(r)
+	}
+}

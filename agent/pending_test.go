@@ -88,35 +88,6 @@ func oldSchedule(all map[string]*record, max int, start func(*record) bool) {
 	}
 }
 
-// newSchedule is schedule's loop over the queue, without the agent.
-func newSchedule(q *pendingQueue, all map[string]*record, max int, start func(*record) bool) {
-	if !q.built {
-		q.rebuild(all)
-	}
-	running, perBatch := q.refresh(all)
-	var again []*record
-	for running < max {
-		r := q.next(all, perBatch)
-		if r == nil {
-			break
-		}
-		if !start(r) {
-			if r.State == jobs.Pending {
-				again = append(again, r)
-			}
-			continue
-		}
-		q.running[r.ID] = r
-		running++
-		if r.Batch != "" {
-			perBatch[r.Batch]++
-		}
-	}
-	for _, r := range again {
-		q.add(r)
-	}
-}
-
 // TestPendingQueueStartsWhatTheSortDid runs the old and the new scheduler
 // side by side over random histories (new jobs, batches with their
 // concurrency, jobs ending, put back to pending, cancelled, failing to
@@ -201,7 +172,7 @@ func TestPendingQueueStartsWhatTheSortDid(t *testing.T) {
 			}
 			var want, got []string
 			oldSchedule(oldAll, max, starter(&want))
-			newSchedule(q, newAll, max, starter(&got))
+			q.dispatch(newAll, max, starter(&got))
 			// A job whose start failed but stays pending is tried again by
 			// the old scheduler in the same pass at most once as well.
 			if !slices.Equal(want, got) {
@@ -298,7 +269,7 @@ func BenchmarkSchedule10kPending(b *testing.B) {
 	})
 	b.Run("queue", func(b *testing.B) {
 		for range b.N {
-			newSchedule(q, all, 3, never)
+			q.dispatch(all, 3, never)
 		}
 	})
 }
