@@ -132,7 +132,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.prune(a.now())
+	st.prune(a.now(), a.cfg.KeepFinished.D())
 	if err := st.compact(a.statePath()); err != nil {
 		return nil, err
 	}

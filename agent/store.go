@@ -22,10 +22,6 @@ import (
 // the store rather than lose what the log holds. Version 1 is still read.
 const stateVersion = 2
 
-// keepFinished is how long finished jobs stay in the store (and so in
-// ListJobs) after they settled.
-const keepFinished = 30 * 24 * time.Hour
-
 // record is the agent's persisted view of one job: the public jobs.Job plus
 // what the agent needs to finish it after a restart. A field added here
 // must be added to sameRecord too (TestSameRecordSeesEveryField).
@@ -625,12 +621,16 @@ func (s *state) compact(path string) error {
 	return nil
 }
 
-// prune forgets finished jobs older than keepFinished whose claim settled.
-func (s *state) prune(now time.Time) {
+// prune forgets finished jobs that finished more than keep before now and
+// whose claim settled; keep 0 forgets none.
+func (s *state) prune(now time.Time, keep time.Duration) {
+	if keep <= 0 {
+		return
+	}
 	s.sync()
 	pruned := false
 	for id, r := range s.Jobs {
-		if r.State.Ready() && !r.FinishedAt.IsZero() && now.Sub(r.FinishedAt) > keepFinished {
+		if r.State.Ready() && !r.FinishedAt.IsZero() && now.Sub(r.FinishedAt) > keep {
 			if _, open := s.Claims[r.Claim]; !open {
 				delete(s.Jobs, id)
 				delete(s.live, id)

@@ -560,3 +560,55 @@ func TestBurstOfDropsIsSavedInBatches(t *testing.T) {
 		t.Errorf("the start did not fold the changes log into state.json (%d bytes)", fi.Size())
 	}
 }
+
+// TestStorePrune: keep_finished forgets settled jobs that finished longer
+// ago, and only those; a reload after compacting does not bring them back.
+func TestStorePrune(t *testing.T) {
+	now := time.Now()
+	build := func() (*state, string) {
+		s, path := storeWith(t) // done0001 settled, done0002 with an open claim, runs0003 running
+		for _, r := range s.Jobs {
+			r.FinishedAt = now.Add(-40 * 24 * time.Hour)
+		}
+		s.add(&record{Job: jobs.Job{ID: "new00004", State: jobs.Completed, CreatedAt: now, FinishedAt: now.Add(-time.Hour)}, Claim: "c.json"})
+		if err := s.save(path); err != nil {
+			t.Fatal(err)
+		}
+		return s, path
+	}
+	for _, tc := range []struct {
+		keep time.Duration
+		want []string
+	}{
+		{30 * 24 * time.Hour, []string{"done0002", "new00004", "runs0003"}},
+		{time.Minute, []string{"done0002", "runs0003"}},
+		{0, []string{"done0001", "done0002", "new00004", "runs0003"}},
+	} {
+		t.Run(tc.keep.String(), func(t *testing.T) {
+			s, path := build()
+			s.prune(now, tc.keep)
+			if err := s.compact(path); err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range []*state{s, mustLoad(t, path)} {
+				var ids []string
+				for _, r := range st.ordered() {
+					ids = append(ids, r.ID)
+				}
+				slices.Sort(ids)
+				if !slices.Equal(ids, tc.want) {
+					t.Errorf("kept %v, want %v", ids, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func mustLoad(t *testing.T, path string) *state {
+	t.Helper()
+	s, err := loadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

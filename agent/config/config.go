@@ -34,6 +34,10 @@ type Config struct {
 	// StableTime is how long a dropped file's size, mtime and inode must stay
 	// the same before the agent takes it.
 	StableTime Duration `yaml:"stable_time"`
+	// KeepFinished is how long finished jobs stay in the job store (and so
+	// in ListJobs, the REST API and the metrics) after their file settled;
+	// older ones are forgotten when the agent starts. 0 keeps them all.
+	KeepFinished Duration `yaml:"keep_finished"`
 	// MaxManifestSize refuses larger manifest files (bytes).
 	MaxManifestSize int64 `yaml:"max_manifest_size"`
 	// MaxQueued refuses Submit calls while this many jobs are pending.
@@ -93,6 +97,7 @@ func Default() Config {
 		MaxConcurrentJobs:   3,
 		IdleTimeout:         Duration(5 * time.Minute),
 		StableTime:          Duration(500 * time.Millisecond),
+		KeepFinished:        Duration(30 * 24 * time.Hour),
 		MaxManifestSize:     1 << 20,
 		MaxQueued:           1000,
 		Job: Job{
@@ -182,6 +187,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StableTime < 0 {
 		bad("stable_time", "must not be negative")
+	}
+	if c.KeepFinished < 0 {
+		bad("keep_finished", "must not be negative (0 keeps every finished job)")
 	}
 	if c.MaxManifestSize < 1024 {
 		bad("max_manifest_size", "must be at least 1024 bytes")

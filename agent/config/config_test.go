@@ -48,6 +48,22 @@ func TestParse(t *testing.T) {
 		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},
 		{name: "bad backend", yaml: "job:\n  backend: vmware\n", wantErr: "job.backend"},
 		{name: "bad duration", yaml: "idle_timeout: soon\n", wantErr: "duration"},
+		{name: "keep_finished default", yaml: "", check: func(t *testing.T, c Config) {
+			if c.KeepFinished.D() != 30*24*time.Hour {
+				t.Errorf("keep_finished %v, want 720h", c.KeepFinished.D())
+			}
+		}},
+		{name: "keep_finished", yaml: "keep_finished: 168h\n", check: func(t *testing.T, c Config) {
+			if c.KeepFinished.D() != 7*24*time.Hour {
+				t.Errorf("keep_finished %v, want 168h", c.KeepFinished.D())
+			}
+		}},
+		{name: "keep_finished 0 keeps all", yaml: "keep_finished: 0\n", check: func(t *testing.T, c Config) {
+			if c.KeepFinished != 0 {
+				t.Errorf("keep_finished %v, want 0", c.KeepFinished.D())
+			}
+		}},
+		{name: "negative keep_finished", yaml: "keep_finished: -1h\n", wantErr: "keep_finished"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},
 	}
 	for _, tt := range tests {
