@@ -51,14 +51,7 @@ func (a *Agent) scan(ctx context.Context) {
 		a.refuse(r.Name, r.Reason)
 	}
 	pending, _ := a.counts()
-	var batch []queued
-	flush := func() {
-		if len(batch) > 0 {
-			a.save()
-			a.announce(batch)
-			batch = batch[:0]
-		}
-	}
+	run := claimRun{a: a}
 	for _, e := range ready {
 		if pending >= a.cfg.MaxQueued {
 			// Back-pressure: leave the rest where it is until jobs finish.
@@ -73,7 +66,7 @@ func (a *Agent) scan(ctx context.Context) {
 		var re *queue.RefusedError
 		switch {
 		case errors.As(err, &re):
-			flush()
+			run.flush()
 			a.failNewClaim(claimed, e.Name, kind, -1, "refused: "+re.Reason, nil)
 			continue
 		case err != nil:
@@ -81,21 +74,43 @@ func (a *Agent) scan(ctx context.Context) {
 			continue
 		}
 		a.log.Infof(Fields{FieldManifest: claimed}, "claimed %s", e.Name)
-		recs, msg, problems := a.prepare(claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
-		if msg != "" {
-			flush()
-			a.failNewClaim(claimed, e.Name, kind, -1, msg, problems)
-			continue
-		}
-		for _, r := range recs {
-			batch = append(batch, queued{r, e.Name})
-		}
-		pending += len(recs)
-		if len(batch) >= claimBatch {
-			flush()
-		}
+		pending += run.add(claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
 	}
-	flush()
+	run.flush()
+}
+
+// claimRun turns claimed files into jobs so that the jobs of up to
+// claimBatch of them share one save, made before any of them is announced
+// or can start; an invalid file settles as failed at once.
+type claimRun struct {
+	a     *Agent
+	batch []queued
+}
+
+// add prepares the jobs of one claimed file and returns how many it made.
+func (c *claimRun) add(claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) int {
+	recs, msg, problems := c.a.prepare(claimed, original, kind, fileTime, dropper, submittedBy)
+	if msg != "" {
+		c.flush()
+		c.a.failNewClaim(claimed, original, kind, submittedBy, msg, problems)
+		return 0
+	}
+	for _, r := range recs {
+		c.batch = append(c.batch, queued{r, original})
+	}
+	if len(c.batch) >= claimBatch {
+		c.flush()
+	}
+	return len(recs)
+}
+
+// flush saves the jobs gathered so far, then announces them.
+func (c *claimRun) flush() {
+	if len(c.batch) > 0 {
+		c.a.save()
+		c.a.announce(c.batch)
+		c.batch = c.batch[:0]
+	}
 }
 
 // queued is a new job and the file name it came from, to announce.

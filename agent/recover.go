@@ -65,6 +65,9 @@ func (a *Agent) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Files claimed by a burst the agent died in the middle of: their jobs
+	// are saved in batches, as the burst would have.
+	run := claimRun{a: a}
 	for _, name := range names {
 		if _, known := a.st.Claims[name]; known {
 			continue
@@ -79,8 +82,9 @@ func (a *Agent) recover(ctx context.Context) error {
 		}
 		uid := fileOwner(fi)
 		a.log.Infof(Fields{FieldManifest: name}, "%s was claimed but has no job; queuing it again", name)
-		a.ingest(ctx, name, name, kind, fi.ModTime(), uid, -1)
+		run.add(name, name, kind, fi.ModTime(), uid, -1)
 	}
+	run.flush()
 	a.save()
 	return nil
 }

@@ -112,6 +112,7 @@ type state struct {
 	logLines      int   // lines in changes.jsonl after its header
 	logSize       int64 // its size, to cut a failed append back
 	snapshotNext  bool  // the next save writes a snapshot (log damaged, stale or folded at start)
+	writes        int   // saves that wrote the live part (an append or a snapshot): what batching saves
 }
 
 // File names beside state.json.
@@ -422,6 +423,7 @@ func (s *state) saveLive(path string) error {
 	if n == 0 && s.snapshotted && !s.snapshotNext {
 		return nil
 	}
+	s.writes++
 	if !s.snapshotted || s.snapshotNext || s.logLines+n > 2*(len(s.live)+len(s.Claims))+1024 {
 		return s.snapshot(path)
 	}

@@ -612,3 +612,38 @@ func mustLoad(t *testing.T, path string) *state {
 	}
 	return s
 }
+
+// TestOrphanedClaimsAreSavedInBatches: files left in processing/ with no
+// job (the agent died between claiming a burst and saving it) become jobs
+// at the next start, each announced once and saved a batch at a time, as
+// the burst would have been, not one fsynced write per file.
+func TestOrphanedClaimsAreSavedInBatches(t *testing.T) {
+	const n = 1200
+	e := newEnv(t, func(c *config.Config) { c.MaxQueued = 100000 })
+	e.start()
+	e.stop()
+	proc := filepath.Join(e.cfg.ManifestWorkflowDir, queue.Processing)
+	for i := range n {
+		name := fmt.Sprintf("orphan-%04d.json", i)
+		if err := os.WriteFile(filepath.Join(proc, name), []byte(e.manifest(fmt.Sprintf("orphan-%04d", i), "")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start()
+	e.stop()
+	e.a.mu.Lock()
+	defer e.a.mu.Unlock()
+	names := map[string]int{}
+	for _, r := range e.a.st.ordered() {
+		names[r.Name]++
+	}
+	for i := range n {
+		if c := names[fmt.Sprintf("orphan-%04d", i)]; c != 1 {
+			t.Fatalf("orphan-%04d has %d jobs, want 1", i, c)
+		}
+	}
+	// Two batches of 500, the rest, and a few saves of the start itself.
+	if w := e.a.st.writes; w > n/claimBatch+6 {
+		t.Errorf("the start wrote the store %d times for %d orphaned files", w, n)
+	}
+}
