@@ -127,7 +127,10 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 	switch {
 	case err == nil:
 		r.rep.Status = "completed"
-	case ctx.Err() != nil:
+	case ctx.Err() != nil, errors.Is(err, qemuimg.ErrTerminated):
+		// Stopped from outside (qemu-img got the unit's SIGTERM before
+		// the worker did) is an interruption like a cancel: the agent
+		// runs the job again unless it cancelled it itself.
 		r.rep.Status = "cancelled"
 	default:
 		r.rep.Status = "failed"
@@ -225,7 +228,7 @@ func (r *runner) stage(name string, fn func(set func(any)) error) error {
 		st.Status, st.Error, err = "failed", sf.err.Error(), nil
 	default:
 		err = r.files.explain(err)
-		if r.ctx.Err() != nil {
+		if r.ctx.Err() != nil || errors.Is(err, qemuimg.ErrTerminated) {
 			err = fmt.Errorf("cancelled during %s: %w", name, err)
 		}
 		st.Status, st.Error = "failed", err.Error()

@@ -229,3 +229,37 @@ func TestRunChecksum(t *testing.T) {
 		})
 	}
 }
+
+// TestRunStoppedFromOutside: when systemd stops the job's unit it sends
+// SIGTERM to every process in it, and qemu-img may die of it before the
+// worker sees its own. That run is reported cancelled (an interruption the
+// agent runs again), not failed. qemu-img here is a wrapper whose convert
+// dies of SIGTERM; everything else is the real qemu-img.
+func TestRunStoppedFromOutside(t *testing.T) {
+	real, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	raw := fixture.LinuxDisk(t, dir, fixture.Options{SizeMB: 16})
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	wrapper := "#!/bin/sh\n[ \"$1\" = convert ] && kill -TERM $$\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "qemu-img"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	out := filepath.Join(dir, "out")
+	rep, err := engine.Run(context.Background(), vmManifest("vm", "raw", raw), engine.Options{OutputDir: out})
+	if err == nil {
+		t.Fatal("the run succeeded though qemu-img convert was stopped")
+	}
+	if rep.Status != "cancelled" || rep.Error == nil || rep.Error.Stage != "convert" || !strings.Contains(rep.Error.Message, "stopped from outside") {
+		t.Errorf("status %s, error %+v; want cancelled in convert, stopped from outside", rep.Status, rep.Error)
+	}
+	for _, name := range []string{"vm.qcow2", "vm.qcow2.part"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err == nil {
+			t.Errorf("%s was left in the output directory", name)
+		}
+	}
+}

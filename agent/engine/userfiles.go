@@ -287,8 +287,18 @@ func (u *userFiles) explain(err error) error {
 	if msg == err.Error() {
 		return err
 	}
-	return errors.New(msg)
+	return shown{msg, err}
 }
+
+// shown is an error with the user's paths in its text; errors.Is and As
+// still see the error it shows.
+type shown struct {
+	msg string
+	err error
+}
+
+func (e shown) Error() string { return e.msg }
+func (e shown) Unwrap() error { return e.err }
 
 // show replaces the /proc/<pid>/fd/<n> names in s by the paths the user
 // gave, longest first so that fd/1 never rewrites part of fd/12.

@@ -422,6 +422,31 @@ func command(ctx context.Context, args []string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// ErrTerminated is the cause of a qemu-img that a signal from outside
+// ended: systemd stopping the job's unit or the machine sends SIGTERM to
+// every process of the unit at once, and qemu-img may die of it before
+// the worker has seen its own. Such a run was interrupted, not failed.
+var ErrTerminated = errors.New("stopped from outside")
+
+// terminated is ErrTerminated, with the signal, when err says qemu-img
+// died of SIGTERM, SIGINT or SIGHUP (cancellation through ctx is told
+// apart before); otherwise nil.
+func terminated(err error) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return nil
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return nil
+	}
+	switch sig := ws.Signal(); sig {
+	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP:
+		return fmt.Errorf("%w: qemu-img got %s (the job's unit or the machine is stopping)", ErrTerminated, sig)
+	}
+	return nil
+}
+
 func run(ctx context.Context, args ...string) ([]byte, error) {
 	out, stderr, code, err := runCode(ctx, args...)
 	if err != nil {
@@ -450,6 +475,9 @@ func runCode(ctx context.Context, args ...string) (stdout, stderr []byte, code i
 	if errors.As(err, &ee) && ee.Exited() {
 		return o.Bytes(), e.Bytes(), ee.ExitCode(), nil
 	}
+	if t := terminated(err); t != nil {
+		return nil, nil, 0, fmt.Errorf("qemu-img %s: %w", args[0], t)
+	}
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("qemu-img %s: %w", args[0], err)
 	}
@@ -459,6 +487,9 @@ func runCode(ctx context.Context, args ...string) (stdout, stderr []byte, code i
 func exitError(ctx context.Context, err error, stderr []byte) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("cancelled: %w", context.Cause(ctx))
+	}
+	if t := terminated(err); t != nil {
+		return t
 	}
 	if msg := firstLine(stderr); msg != "" {
 		return errors.New(msg)
