@@ -33,6 +33,21 @@ type fakeUnits struct {
 	maxActive int
 	changes   chan UnitChange
 	started   chan string
+	stopping  bool // what Stopping says: the machine is shutting down
+}
+
+// Stopping is systemState: the fake machine is shutting down when the
+// test says so.
+func (f *fakeUnits) Stopping(ctx context.Context) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stopping
+}
+
+func (f *fakeUnits) setStopping(v bool) {
+	f.mu.Lock()
+	f.stopping = v
+	f.mu.Unlock()
 }
 
 type fakeUnit struct {
@@ -48,6 +63,10 @@ func newFakeUnits() *fakeUnits {
 func (f *fakeUnits) Start(ctx context.Context, name string, props []sd.Property) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stopping {
+		// As systemd answers while the machine shuts down.
+		return dbus.Error{Name: "org.freedesktop.systemd1.TransactionIsDestructive", Body: []any{"transaction is destructive"}}
+	}
 	if u, ok := f.units[name]; ok && !u.info.Finished() {
 		return dbus.Error{Name: "org.freedesktop.systemd1.UnitExists", Body: []any{"unit exists"}}
 	}

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
@@ -151,5 +153,61 @@ func TestRemoveNoFollow(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(other, ReportFile)); err != nil {
 		t.Error("a report reached through a symbolic link was removed")
+	}
+}
+
+// A run that fails while the machine shuts down was cut short by it: a
+// helper of the engine may die of the shutdown's SIGTERM before the worker
+// sees its own, and the report then says failed (or there is none). It is
+// run again, not failed; the same failure at another time is a failure.
+func TestFailedDuringShutdownIsRunAgain(t *testing.T) {
+	failed := &report.Report{ReportVersion: report.Version, Name: "x", Status: "failed",
+		Error: &report.Failure{Stage: "fix", Message: "cannot read /etc/fstab: transport endpoint is not connected"}}
+	e := newEnv(t, nil)
+	e.start()
+
+	e.drop("web01.json", e.manifest("web01", ""))
+	unit := e.nextStart()
+	e.units.setStopping(true)
+	e.units.finish(t, unit, "exit-code", failed)
+	// While the machine goes down nothing starts; the job waits, pending.
+	id := e.jobID("web01")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		j, err := e.a.Job(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == jobs.Pending {
+			break
+		}
+		if j.State.Ready() || time.Now().After(deadline) {
+			t.Fatalf("job is %s (%s), want pending again", j.State, j.Error)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok := e.settled(queue.Failed, "web01.json"); ok {
+		t.Fatal("settled as failed although the machine was stopping")
+	}
+	// The next boot (here: the machine did not go down after all, and
+	// another file arrives) runs it again.
+	e.units.setStopping(false)
+	e.drop("db01.json", e.manifest("db01", ""))
+	starts := map[string]bool{e.nextStart(): true, e.nextStart(): true}
+	if !starts[unit] {
+		t.Fatalf("started %v, want %s again", starts, unit)
+	}
+	for u := range starts {
+		e.units.finish(t, u, "success", &report.Report{ReportVersion: report.Version, Name: "x", Status: "completed"})
+	}
+	if s := e.waitSettled(queue.Processed, "web01.json"); s.Status != "completed" {
+		t.Errorf("second run: %+v", s)
+	}
+
+	// Not shutting down: the same failure fails the job.
+	e.drop("app01.json", e.manifest("app01", ""))
+	e.units.finish(t, e.nextStart(), "exit-code", failed)
+	if s := e.waitSettled(queue.Failed, "app01.json"); s.Status != "failed" || !strings.Contains(s.Error, "transport endpoint") {
+		t.Errorf("failure outside a shutdown: %+v", s)
 	}
 }

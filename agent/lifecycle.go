@@ -386,7 +386,12 @@ func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
 		// counter says why.
 		r.UnitResult = "oom-kill"
 	}
-	state, stage, msg := outcome(r, rep)
+	// Ask systemd only when the run did not end as it should have.
+	stopping := false
+	if st, ok := a.units.(systemState); ok && !r.Cancel && (rep == nil || rep.Status == "failed") {
+		stopping = st.Stopping(ctx)
+	}
+	state, stage, msg := outcome(r, rep, stopping)
 	if state == jobs.Pending {
 		a.requeue(r, rep, "its unit was stopped by systemd, not cancelled")
 	} else {
@@ -413,8 +418,21 @@ func removeNoFollow(p string) {
 // job through the API (recorded in the store before the unit is stopped),
 // and the unit did not run out of time. That is a shutdown of the machine,
 // or `systemctl stop` of the job's unit or of hyper2kvm.slice.
-func interrupted(r *record, rep *report.Report) bool {
-	return !r.Cancel && rep != nil && rep.Status == "cancelled" && r.UnitResult != "timeout"
+//
+// stopping says the machine is shutting down. systemd then sends SIGTERM
+// to every process of the unit at once, and a helper of the engine (a
+// qemu-storage-daemon, the libguestfs appliance) may die of it before the
+// worker has seen its own: the report says failed, or there is none. A
+// run that did not complete while the machine goes down was cut short by
+// it, whatever the report says (a memory-limit kill aside).
+func interrupted(r *record, rep *report.Report, stopping bool) bool {
+	if r.Cancel || r.UnitResult == "timeout" {
+		return false
+	}
+	if rep != nil && rep.Status == "cancelled" {
+		return true
+	}
+	return stopping && r.UnitResult != "oom-kill" && (rep == nil || rep.Status != "completed")
 }
 
 // requeue makes a job whose run was cut short (by systemd, or by a
@@ -452,7 +470,7 @@ func oomKills(dir string) int {
 
 // outcome decides how a job ended. The worker's report says what the
 // pipeline did; the unit's result says why a worker without a report died.
-func outcome(r *record, rep *report.Report) (jobs.State, string, string) {
+func outcome(r *record, rep *report.Report, stopping bool) (jobs.State, string, string) {
 	stage := r.Stage
 	if rep != nil && rep.Error != nil {
 		stage = rep.Error.Stage
@@ -464,9 +482,9 @@ func outcome(r *record, rep *report.Report) (jobs.State, string, string) {
 		return jobs.Completed, "", ""
 	case r.UnitResult == "timeout":
 		return jobs.Failed, stage, "the job ran longer than its runtime limit (RuntimeMaxSec) and was stopped"
-	case interrupted(r, rep) && r.Attempt < maxAttempts:
+	case interrupted(r, rep, stopping) && r.Attempt < maxAttempts:
 		return jobs.Pending, stage, "interrupted" // run again: see unitEnded
-	case interrupted(r, rep):
+	case interrupted(r, rep, stopping):
 		during := ""
 		if stage != "" {
 			during = " during " + stage
