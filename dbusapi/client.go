@@ -440,13 +440,13 @@ func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
 		if seen[p] || j.State.Ready() {
 			continue
 		}
-		now, err := w.c.jobAt(ctx, "watch jobs", p)
+		cur, err := w.c.jobAt(ctx, "watch jobs", p)
 		if err != nil {
 			delete(w.known, p)
 			evs = append(evs, agent.Event{Kind: agent.JobRemoved, Job: j, At: time.Now()})
 			continue
 		}
-		evs = append(evs, w.update(p, now, time.Now())...)
+		evs = append(evs, w.update(p, cur, time.Now())...)
 	}
 	return evs, nil
 }

@@ -537,29 +537,29 @@ func RenameNoReplace(oldpath, newpath string) error {
 // WriteFileAtomic writes data to path through a dot-temp file in the same
 // directory, so readers see the old content or the new, never a part.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm, true)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	syncDir(filepath.Dir(path))
-	return nil
+	return replace(path, data, perm, true)
 }
 
 // ReplaceFile writes data to path as WriteFileAtomic does (readers see
 // the old content or the new, never a part) but does not wait for the
 // disk: for files that are made again from durable state after a crash.
 func ReplaceFile(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm, false)
+	return replace(path, data, perm, false)
+}
+
+// replace renames a temp file with data over path; durable syncs the file
+// and the directory.
+func replace(path string, data []byte, perm os.FileMode, durable bool) error {
+	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data, perm, durable)
 	if err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	if durable {
+		syncDir(filepath.Dir(path))
 	}
 	return nil
 }
