@@ -56,6 +56,7 @@ func main() {
 		try("read "+p, err)
 		if err == nil {
 			shadow = strings.ReplaceAll(string(b), "\n", " | ")
+			fmt.Fprintf(&log, "%s holds: %s\n", p, shadow)
 		}
 	}
 	try("unshare user+mount", syscall.Unshare(syscall.CLONE_NEWUSER|syscall.CLONE_NEWNS))
@@ -151,8 +152,11 @@ func TestSandboxGuestEscape(t *testing.T) {
 	if !strings.HasPrefix(log, "uid 0 euid 0") {
 		t.Errorf("the guest program did not run as the guest's root: %q", log)
 	}
-	for _, attempt := range []string{"chroot /escape-jail", "chroot .", "remount /etc rw", "read /proc/1/root/etc/shadow",
-		"unshare user+mount", "mknod block 8:0", "mount proc"} {
+	if strings.Contains(log, canary) || !strings.Contains(log, "/proc/1/root/etc/shadow holds: root:"+guestShadow) {
+		t.Errorf("the sandbox's PID 1 root is not the guest's: %s", lineOf(log, "/proc/1/root/etc/shadow holds"))
+	}
+	for _, attempt := range []string{"chroot /escape-jail", "chroot .", "remount /etc rw",
+		"unshare user+mount", "mknod block 8:0", "mount proc", "sethostname"} {
 		if !strings.Contains(log, attempt+": operation not permitted") && !strings.Contains(log, attempt+": permission denied") &&
 			!strings.Contains(log, attempt+": no such file or directory") {
 			t.Errorf("%s was not refused: %s", attempt, lineOf(log, attempt))
