@@ -122,6 +122,13 @@ func run(ctx context.Context, s Spec) (int, error) {
 	if err := Check(); err != nil {
 		return 0, err
 	}
+	// bwrap mounts /proc, /dev and /run on these paths of the guest; a
+	// symlink there would aim a mount elsewhere in bwrap's namespace.
+	for _, d := range []string{"proc", "dev", "run"} {
+		if st, err := os.Lstat(filepath.Join(s.Root, d)); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			return 0, fmt.Errorf("cannot run in guest: /%s is a symlink", d)
+		}
+	}
 	// bwrap resolves the tree's path as the mapped uid, so every directory
 	// above it must be searchable by anyone: /tmp, then a fresh directory
 	// only root may list. The mounts in it exist only in this process's
