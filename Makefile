@@ -12,7 +12,7 @@ E2E_TIMEOUT ?= 75m
 SHELL     := /bin/bash
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build deps test test-unit test-e2e fuzz bench demo install deb clean
+.PHONY: all build deps deps-demo test test-unit test-e2e fuzz bench demo install deb clean
 
 all: build
 
@@ -20,8 +20,14 @@ build:
 	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/hyper2kvmd ./cmd/hyper2kvmd
 	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/hyperctl ./cmd/hyperctl
 
+# Debian packages by tier (packaging/deps.txt): the demo needs only what the
+# product runs with plus the sample's tools; the tests need everything.
 deps:
-	./packaging/install-deps.sh
+	./packaging/install-deps.sh run demo test
+	$(GO) mod download
+
+deps-demo:
+	./packaging/install-deps.sh run demo
 	$(GO) mod download
 
 # Everything CI runs: unit tests, a short fuzz run, then the end-to-end tests.
@@ -43,7 +49,7 @@ test-e2e: build
 bench: deps build
 	./test/bench.sh
 
-demo: deps build
+demo: deps-demo build
 	./test/demo.sh
 
 install: build
