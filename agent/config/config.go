@@ -156,7 +156,7 @@ func (c *Config) parse(data []byte) error {
 		c.DefaultPipeline = nil
 	}
 	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("cannot parse config: %w", err)
+		return explain(err)
 	}
 	return c.Validate()
 }

@@ -110,3 +110,20 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestUnknownKeySuggests(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"max_concurent_jobs: 2\n", `line 1: unknown key "max_concurent_jobs" (did you mean "max_concurrent_jobs"?)`},
+		{"verbose: true\nidle_timeot: 5m\n", `line 2: unknown key "idle_timeot" (did you mean "idle_timeout"?)`},
+		{"job:\n  memory_mx: 4G\n", `line 2: unknown key "memory_mx" (did you mean "memory_max"?)`},
+		{"colour: blue\n", `line 1: unknown key "colour"`},
+	} {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: got %v, want %s", c.yaml, err, c.want)
+		}
+	}
+	if _, err := Parse([]byte("colour: blue\n")); err != nil && strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("a key far from every known one gets a suggestion: %v", err)
+	}
+}
