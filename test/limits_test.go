@@ -99,6 +99,22 @@ func TestLimitsMemoryExhaustion(t *testing.T) {
 		}
 	}
 
+	// hyperctl validate of the alias bombs: refused at once, with a
+	// short message (it went to 2 GB and "out of memory").
+	b.MustExec(t, "useradd", "-m", "alice")
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"bomb-4m.yaml", limitsAliasYAML(3_950_000), "bomb-4m.yaml: manifest is larger than the limit of 1048576 bytes (1 MiB)"},
+		{"bomb-1m.yaml", limitsAliasYAML(1_000_000), "line 4: YAML anchors and aliases are not allowed in a manifest"},
+	} {
+		b.WriteFile(t, "/tmp/"+tc.name, []byte(tc.yaml), 0o644)
+		out, stderr, err := b.ExecAs(ctx, "alice", "hyperctl", "validate", "/tmp/"+tc.name)
+		if err == nil || !strings.Contains(stderr, tc.want) || len(out)+len(stderr) > 1024 {
+			t.Errorf("hyperctl validate %s: %v, %d bytes out, stderr %.500q; want exit 2 and %q", tc.name, err, len(out), stderr, tc.want)
+		}
+	}
+
 	sock := b.Path(apiSocket)
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
