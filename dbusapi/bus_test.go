@@ -98,6 +98,10 @@ type fakeBackend struct {
 	submitUID []int64
 	cancelled []string
 	problems  []string
+	// parsed counts the manifests Validate and Submit reached the backend
+	// with; inParse is called during each (a test blocks it).
+	parsed  int
+	inParse func()
 }
 
 func (f *fakeBackend) Status() agent.Status {
@@ -155,6 +159,13 @@ func (f *fakeBackend) Submit(ctx context.Context, manifest []byte, o agent.Submi
 }
 
 func (f *fakeBackend) Validate(manifest []byte) (bool, []string) {
+	f.mu.Lock()
+	f.parsed++
+	hook := f.inParse
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if strings.Contains(string(manifest), "bad") {
 		return false, []string{"vms[0].source.path: required", "version: must be \"1.0\""}
 	}

@@ -64,6 +64,7 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "negative keep_finished", yaml: "keep_finished: -1h\n", wantErr: "keep_finished"},
+		{name: "manifest size over the parser's cap", yaml: "max_manifest_size: 4194304\n", wantErr: "max_manifest_size: must be at most 1048576 bytes"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},
 	}
 	for _, tt := range tests {
