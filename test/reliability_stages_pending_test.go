@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// relFUSEDeadlock: SIGKILL to every process of a job unit while FIX has the
+// TestReliabilityKillAllInFIX (a known gap): SIGKILL to every process of a job unit while FIX has the
 // guest's root mounted read-write (systemctl kill -s KILL of the unit, the
 // SIGKILL systemd sends when a stop outlasts TimeoutStopSec, the death of
 // every process of a crashed box) hangs the job for good. The native
