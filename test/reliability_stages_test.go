@@ -220,7 +220,9 @@ func (b *relFaultBox) bootAgain(ctx context.Context, t *testing.T) {
 // every unit: the worker gets SIGTERM, then SIGCONT) and hard (the box's
 // PID 1 killed, as a power loss: the next boot finds the job's state as the
 // crash left it), while four jobs are held, one in each of LOAD, INSPECT,
-// FIX and CONVERT. Each job is run again after the boot (attempt 2 of 2),
+// FIX and CONVERT (for the hard one, FIX is held with its overlay made and
+// nothing mounted yet: see the comment below). Each job is run again after
+// the boot (attempt 2 of 2),
 // completes and settles once in processed/ with a whole output; the source
 // is unchanged and nothing of the interrupted run is left.
 func TestReliabilityRebootInStages(t *testing.T) {
