@@ -58,7 +58,7 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 		backend = vm.Pipeline.Fix.Backend
 	}
 	spec := JobSpec{ID: r.ID, Name: r.Name, Batch: r.Batch, Claim: r.Claim, OutputDir: r.OutputDir,
-		WorkDir: filepath.Join(r.JobDir, "work"), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority}
+		WorkDir: workDirOf(r.JobDir), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority}
 	if r.DropperUID > 0 {
 		spec.SourceUID = r.DropperUID
 	}
@@ -449,6 +449,7 @@ func (a *Agent) requeue(r *record, rep *report.Report, why string) {
 	if rep != nil && rep.JobID == r.ID && filepath.Base(rep.ReportPath) == ReportFile && (r.OutputDir == "" || !within(rep.ReportPath, r.OutputDir)) {
 		removeNoFollow(rep.ReportPath)
 	}
+	a.removeScratch(r)
 	r.State, r.Stage, r.StatusText, r.Progress, r.UnitResult = jobs.Pending, "", "", jobs.ProgressUnknown, ""
 	r.BytesDone, r.BytesTotal = 0, 0
 	a.save()
@@ -527,6 +528,7 @@ func (a *Agent) finish(r *record, state jobs.State, stage, msg string, rep *repo
 			r.Outputs = append(r.Outputs, art.Path)
 		}
 	}
+	a.removeScratch(r)
 	if state == jobs.Completed {
 		r.Progress = 100
 	} else if r.OutputDir != "" {

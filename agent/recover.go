@@ -189,3 +189,22 @@ func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
 }
+
+// workDirOf is the scratch directory the worker of the job in jobDir gets
+// (engine.Options.WorkDir): FIX's overlay of the source, and more.
+func workDirOf(jobDir string) string { return filepath.Join(jobDir, "work") }
+
+// removeScratch removes what the job's worker left in its work directory.
+// The engine removes it when Run returns, but a worker killed (kill -9, an
+// OOM kill) or cut short with the machine (a crash, a power loss) leaves
+// FIX's overlay there, and the job directory is kept. Called when a job
+// leaves the running state (settled or queued again), when no worker of
+// it runs.
+func (a *Agent) removeScratch(r *record) {
+	if r.JobDir == "" {
+		return
+	}
+	if err := os.RemoveAll(workDirOf(r.JobDir)); err != nil {
+		a.log.Warnf(jobFields(r), "cannot remove the job's scratch directory: %v", err)
+	}
+}

@@ -340,34 +340,83 @@ func TestAgentKilledMidJobReattaches(t *testing.T) {
 
 // TestAgentMemoryLimitKillsJob runs a job whose worker grows without bound
 // under MemoryMax=64M: the kernel kills it, and the agent reports the job
-// as killed for going over its memory limit. On this cgroup v1 box systemd
-// itself only sees a SIGKILL (Result=signal); the unit's ExecStopPost reads
-// the OOM counter of the unit's memory cgroup, so the report says
-// oom-kill either way (systemd says so itself on cgroup v2).
+// as killed for going over its memory limit. It runs in both cgroup modes
+// of the box (docs/TESTING.md, "cgroup v1 and v2"):
+//
+//   - host: the box's cgroups as nspawn gives them on this host (on a
+//     hybrid host the v1 controllers, made writable with WritableCgroups).
+//     On v1 systemd itself only sees a SIGKILL (Result=signal); the unit's
+//     ExecStopPost reads the OOM counter of the unit's memory cgroup, so the
+//     report says oom-kill either way;
+//   - unified: the box's systemd on the unified hierarchy (cgroup v2 only),
+//     where systemd reports Result=oom-kill itself and the probe reads
+//     memory.events. The kill is tested only where the host's v2 hierarchy
+//     has the memory controller; elsewhere (a host that binds memory to v1)
+//     the limit is set on the unit but not enforced, and the test checks
+//     that a job under it runs to completion, then skips saying why.
 func TestAgentMemoryLimitKillsJob(t *testing.T) {
 	t.Parallel()
-	b := startAgentBox(t, box.Options{WritableCgroups: true})
-	b.MustExec(t, "touch", "/srv/gate/hog", "/srv/gate/open")
-	b.drop("hog.json", manifestFor("hog", "/srv/src/disk.raw", "raw", `"resources":{"memory_max":"64M"},`))
-	rep := b.settled("failed", "hog.json")
-	j := rep["jobs"].([]any)[0].(map[string]any)
-	unit := fmt.Sprint(j["unit"])
-	if res := j["unit_result"]; res != "oom-kill" {
-		t.Errorf("unit result %v, want oom-kill", res)
+	for _, mode := range []string{"host", "unified"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			b := startAgentBox(t, box.Options{WritableCgroups: true, UnifiedCgroups: mode == "unified"})
+			got, memory := b.CgroupMode(b.ctx())
+			t.Logf("cgroups in the box: %s, memory controller: %v", got, memory)
+			if mode == "unified" && got != "unified" {
+				t.Fatalf("the box asked for the unified hierarchy boots with %s cgroups", got)
+			}
+			if !memory {
+				agentLimitNotEnforced(t, b, got)
+			}
+			b.MustExec(t, "touch", "/srv/gate/hog", "/srv/gate/open")
+			b.drop("hog.json", manifestFor("hog", "/srv/src/disk.raw", "raw", `"resources":{"memory_max":"64M"},`))
+			rep := b.settled("failed", "hog.json")
+			j := rep["jobs"].([]any)[0].(map[string]any)
+			unit := fmt.Sprint(j["unit"])
+			if res := j["unit_result"]; res != "oom-kill" {
+				t.Errorf("unit result %v, want oom-kill", res)
+			}
+			msg, _ := rep["error"].(string)
+			if !strings.Contains(msg, "over its memory limit") {
+				t.Errorf("error %q does not say the job went over its memory limit", msg)
+			}
+			// The worker really was killed (not an exit of its own): systemd saw a
+			// SIGKILL (v1) or an OOM kill (v2) of the unit's main process.
+			if log := b.Journal(b.ctx(), "-u", unit); !strings.Contains(log, "status=9/KILL") && !strings.Contains(log, "OOM killer") {
+				t.Errorf("journal of %s does not show the kill:\n%s", unit, log)
+			}
+			t.Logf("memory-limit job: result %v, error %q", j["unit_result"], msg)
+			if t.Failed() {
+				t.Logf("job log:\n%s\nagent log:\n%s", b.Journal(b.ctx(), "-u", unit), b.Journal(b.ctx(), "-u", "hyper2kvmd.service"))
+			}
+		})
 	}
-	msg, _ := rep["error"].(string)
-	if !strings.Contains(msg, "over its memory limit") {
-		t.Errorf("error %q does not say the job went over its memory limit", msg)
+}
+
+// agentLimitNotEnforced is what the memory-limit test can check where the
+// box has no memory controller: the job unit carries MemoryMax= and the
+// job runs to completion under it. Then it skips the kill.
+func agentLimitNotEnforced(t *testing.T, b *agentBox, mode string) {
+	b.drop("capped.json", manifestFor("capped", "/srv/src/disk.raw", "raw", `"resources":{"memory_max":"64M"},`))
+	var unit string
+	if err := b.WaitFor(b.ctx(), "the capped job's unit", func() (bool, error) {
+		units := b.jobUnits()
+		if len(units) > 0 {
+			unit = units[0]
+		}
+		return unit != "", nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	// The worker really was killed (not an exit of its own): systemd saw a
-	// SIGKILL (v1) or an OOM kill (v2) of the unit's main process.
-	if log := b.Journal(b.ctx(), "-u", unit); !strings.Contains(log, "status=9/KILL") && !strings.Contains(log, "OOM killer") {
-		t.Errorf("journal of %s does not show the kill:\n%s", unit, log)
+	if got := b.show(unit, "MemoryMax"); got != "67108864" {
+		t.Errorf("%s has MemoryMax=%s, want 67108864 (64M)", unit, got)
 	}
-	t.Logf("memory-limit job: result %v, error %q", j["unit_result"], msg)
-	if t.Failed() {
-		t.Logf("job log:\n%s\nagent log:\n%s", b.Journal(b.ctx(), "-u", unit), b.Journal(b.ctx(), "-u", "hyper2kvmd.service"))
-	}
+	b.openGate()
+	b.settled("processed", "capped.json")
+	host, _ := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
+	t.Skipf("the box runs on %s cgroups without the memory controller (the host's cgroup v2 hierarchy has only %q): "+
+		"MemoryMax= is set on the unit but not enforced, so the OOM kill is not tested in this mode on this host; "+
+		"it is where the v2 hierarchy delegates the memory controller to the box", mode, strings.TrimSpace(string(host)))
 }
 
 func TestAgentBadInputEndsInFailed(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +66,15 @@ type Options struct {
 	// WritableCgroups remounts the cgroup v1 controllers read-write in the box
 	// and re-executes systemd, so MemoryMax= and friends are enforced.
 	WritableCgroups bool
+	// UnifiedCgroups boots the box's systemd on the unified cgroup
+	// hierarchy (cgroup v2 only), whatever the host uses, by giving nspawn
+	// SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1. HYPER2KVM_BOX_CGROUP=unified in
+	// the test's environment does so for every box. Without either, nspawn
+	// follows the host (on a hybrid host: the v1 controllers plus a
+	// controller-less v2 hierarchy). Limits are enforced on the unified
+	// hierarchy only when the host's v2 hierarchy has the controllers
+	// (CgroupMode says whether it has memory).
+	UnifiedCgroups bool
 	// Units are started (systemctl start) once the box is up.
 	Units []string
 	// Files are written into the box root before boot: path -> content.
@@ -317,6 +327,9 @@ func (b *Box) boot(ctx context.Context, t testing.TB) error {
 		"sh", "-c", script, "sh", "systemd-nspawn"}, b.nspawnArgs()...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if b.Unified() {
+		cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
+	}
 	logf, err := os.OpenFile(filepath.Join(b.holderRootPath(), b.dir, "nspawn.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("open nspawn log: %w", err)
@@ -358,6 +371,33 @@ func (b *Box) boot(ctx context.Context, t testing.TB) error {
 	}
 	t.Logf("box %s: up, PID 1 is %d (host), root %s", b.name, pid1, b.Path("/"))
 	return nil
+}
+
+// Unified reports whether the box is booted on the unified cgroup
+// hierarchy by request (Options.UnifiedCgroups or HYPER2KVM_BOX_CGROUP).
+func (b *Box) Unified() bool {
+	return b.opts.UnifiedCgroups || os.Getenv("HYPER2KVM_BOX_CGROUP") == "unified"
+}
+
+// CgroupMode says how cgroups look inside the running box: "unified"
+// (cgroup2 on /sys/fs/cgroup), "hybrid" (v1 controllers plus cgroup2 on
+// /sys/fs/cgroup/unified) or "legacy" (v1 only); and whether the memory
+// controller is there to enforce MemoryMax= (on v1 it still needs
+// WritableCgroups, since nspawn mounts the controllers read-only).
+func (b *Box) CgroupMode(ctx context.Context) (mode string, memory bool) {
+	fs, _, _ := b.Exec(ctx, "stat", "-f", "-c", "%T", "/sys/fs/cgroup")
+	switch {
+	case strings.TrimSpace(fs) == "cgroup2fs":
+		ctl, _, _ := b.Exec(ctx, "cat", "/sys/fs/cgroup/cgroup.controllers")
+		return "unified", slices.Contains(strings.Fields(ctl), "memory")
+	default:
+		mode = "legacy"
+		if _, _, err := b.Exec(ctx, "test", "-d", "/sys/fs/cgroup/unified"); err == nil {
+			mode = "hybrid"
+		}
+		_, _, err := b.Exec(ctx, "test", "-d", "/sys/fs/cgroup/memory")
+		return mode, err == nil
+	}
 }
 
 // waitRunning waits until the box's systemd has finished booting. Right
