@@ -242,7 +242,7 @@ func (c *Config) Validate() error {
 	}
 	if n, err := ParseSize(c.Limits.MaxVirtualSize); err != nil {
 		bad("limits.max_virtual_size", "%v", err)
-	} else if n == 0 {
+	} else if n == 0 && strings.TrimSpace(c.Limits.MaxVirtualSize) != "" {
 		bad("limits.max_virtual_size", "must be a size like 16T, not %q", c.Limits.MaxVirtualSize)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {

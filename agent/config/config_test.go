@@ -74,6 +74,11 @@ func TestParse(t *testing.T) {
 				t.Errorf("max virtual size %d, want 2 TiB", c.MaxVirtualSizeBytes())
 			}
 		}},
+		{name: "empty limits section keeps the default", yaml: "limits:\n", check: func(t *testing.T, c Config) {
+			if c.MaxVirtualSizeBytes() != 16<<40 {
+				t.Errorf("max virtual size %d, want 16 TiB", c.MaxVirtualSizeBytes())
+			}
+		}},
 		{name: "bad max_virtual_size", yaml: "limits:\n  max_virtual_size: huge\n", wantErr: "limits.max_virtual_size"},
 		{name: "unlimited max_virtual_size refused", yaml: "limits:\n  max_virtual_size: infinity\n", wantErr: "limits.max_virtual_size"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},
