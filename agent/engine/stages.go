@@ -148,6 +148,7 @@ func (r *runner) convert(set func(any)) error {
 			Source: d.src, SourceFormat: d.srcFormat,
 			Target: d.target, TargetFormat: d.outFormat,
 			Compress: c.Compress, Compression: c.Compression,
+			Prepare: r.owner.setFile,
 			Progress: func(pct int) {
 				cur := done + size*int64(pct)/100
 				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))
@@ -309,6 +310,9 @@ func (r *runner) validate(set func(any)) error {
 		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
 	}
 	defer cf.Close()
+	if err := r.owner.setFile(cf); err != nil {
+		return fmt.Errorf("boot test: %w", r.files.explain(err))
+	}
 	br, err := boot.Test(r.ctx, boot.Options{
 		Image: d.target, Format: d.outFormat, Firmware: r.firmware(),
 		Timeout: time.Duration(v.BootTimeout) * time.Second, Marker: v.BootMarker,
