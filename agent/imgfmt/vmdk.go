@@ -311,7 +311,16 @@ func ReadSparseVMDK(r io.ReaderAt, size int64) (*SparseVMDK, error) {
 		return s, nil
 	}
 	s.DescriptorOffset = int64(h.DescriptorOffset) * 512
-	buf := make([]byte, min(size-s.DescriptorOffset, maxDescriptor-1))
+	// As qemu's vmdk_read_desc: up to 1 MiB - 1 from the start of the
+	// file, whatever the header's descriptor size says.
+	want := min(size, maxDescriptor-1) - s.DescriptorOffset
+	if want <= 0 {
+		if s.Defers {
+			return nil, fmt.Errorf("vmdk embedded descriptor at sector %d lies beyond the first MiB", h.DescriptorOffset)
+		}
+		return s, nil
+	}
+	buf := make([]byte, want)
 	n, err := r.ReadAt(buf, s.DescriptorOffset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("cannot read vmdk embedded descriptor: %w", err)

@@ -1,0 +1,59 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestResolveRef(t *testing.T) {
+	allow := map[string]bool{"/host/allowed.raw": true}
+	for _, tc := range []struct {
+		name, relDir, want string
+		ok                 bool
+	}{
+		{"base.raw", "/vm", "/vm/base.raw", true},
+		{"sub/base.raw", "/vm", "/vm/sub/base.raw", true},
+		{"/vm/base.raw", "/vm", "/vm/base.raw", true},
+		{"/vm/sub/../base.raw", "/vm", "/vm/base.raw", false}, // no ".." even when it stays inside
+		{"../host/secret", "/vm", "/host/secret", false},
+		{"/host/secret", "/vm", "/host/secret", false},
+		{"/vmx/secret", "/vm", "/vmx/secret", false}, // a sibling sharing the prefix
+		{"/vm", "/vm", "/vm", false},
+		{"/host/allowed.raw", "/vm", "/host/allowed.raw", true},
+		{"../host/allowed.raw", "/vm", "/host/allowed.raw", true}, // listed: allowed however named
+		{"base.raw", "/vm/sub", "/vm/sub/base.raw", true},          // relative to the referring image
+		{"json:{\"driver\":\"file\"}", "/vm", "/vm/json:{\"driver\":\"file\"}", false},
+		{"nbd://host/x", "/vm", "/vm/nbd:/host/x", false},
+	} {
+		got, ok := resolveRef(tc.name, tc.relDir, "/vm", allow)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("resolveRef(%q, %q) = %q, %v; want %q, %v", tc.name, tc.relDir, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestSpaceError(t *testing.T) {
+	for _, tc := range []struct {
+		free, need int64
+		want       string
+	}{
+		{10 << 30, 1 << 30, ""},
+		{1 << 30, 1 << 30, ""},
+		{1 << 30, 3 << 30, "output filesystem /srv has 1.0 GiB free, the conversion needs about 3.0 GiB"},
+		{0, 512 << 20, "output filesystem /srv has 0.0 GiB free, the conversion needs about 0.5 GiB"},
+	} {
+		err := spaceError("/srv", tc.free, tc.need)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
+			t.Errorf("spaceError(%d, %d) = %v, want %q", tc.free, tc.need, err, tc.want)
+		}
+	}
+}
+
+func TestHumanSize(t *testing.T) {
+	for n, want := range map[int64]string{512: "512 B", 16 << 40: "16 TiB", 64 << 40: "64 TiB", 3 << 29: "1.5 GiB"} {
+		if got := humanSize(n); got != want {
+			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
