@@ -21,7 +21,7 @@ func TestResolveRef(t *testing.T) {
 		{"/vm", "/vm", "/vm", false},
 		{"/host/allowed.raw", "/vm", "/host/allowed.raw", true},
 		{"../host/allowed.raw", "/vm", "/host/allowed.raw", true}, // listed: allowed however named
-		{"base.raw", "/vm/sub", "/vm/sub/base.raw", true},          // relative to the referring image
+		{"base.raw", "/vm/sub", "/vm/sub/base.raw", true},         // relative to the referring image
 		{"json:{\"driver\":\"file\"}", "/vm", "/vm/json:{\"driver\":\"file\"}", false},
 		{"nbd://host/x", "/vm", "/vm/nbd:/host/x", false},
 	} {
@@ -56,4 +56,3 @@ func TestHumanSize(t *testing.T) {
 		}
 	}
 }
-

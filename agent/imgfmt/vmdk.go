@@ -254,18 +254,6 @@ func ReadVMDKDescriptorFile(path string) (*VMDKDescriptor, error) {
 	return d, nil
 }
 
-// DefersToEmbeddedDescriptor reports whether r starts with a sparse extent
-// header ("KDMV") of capacity 0 that points to an embedded descriptor:
-// qemu then reads the extents that descriptor names, by any path, instead
-// of the file itself.
-func DefersToEmbeddedDescriptor(r io.ReaderAt) bool {
-	var h sparseHeader
-	if err := binary.Read(io.NewSectionReader(r, 0, 512), binary.LittleEndian, &h); err != nil {
-		return false
-	}
-	return h.Magic == 0x564d444b && h.Capacity == 0 && h.DescriptorOffset != 0
-}
-
 // vmdkSparseMagic is "KDMV" read as a little-endian uint32.
 const vmdkSparseMagic = 0x564d444b
 
