@@ -64,6 +64,9 @@ func TestReferencesStayBesideSource(t *testing.T) {
 	if st != "failed" || !strings.Contains(msg, "/home/alice/up/vm.raw is a symbolic link") {
 		t.Errorf("swap: root's job ended %s with %q; want failed, naming the link it did not follow", st, msg)
 	}
+	if stage := b.jobProperty(ctx, swapID, "ErrorStage"); stage != "load" {
+		t.Errorf("swap: root's job failed in stage %q, want load", stage)
+	}
 	if b.outputsContain(ctx, swapID, marker) {
 		t.Errorf("swap: the output of root's job holds root's secret, read through alice's link")
 	}
@@ -108,14 +111,13 @@ func TestReferencesStayBesideSource(t *testing.T) {
 			}
 			st, msg := b.waitJob(ctx, id)
 			leaked := b.outputsContain(ctx, id, marker)
-			dir := strings.TrimSpace(b.MustExec(t, "sh", "-c", "ls -d /var/lib/hyper2kvm/output/*/"+id))
 			if !allowed {
 				if st != "failed" || !strings.Contains(msg, image) || !strings.Contains(msg, a.kind) || !strings.Contains(msg, a.file) || !strings.Contains(msg, "allow_references") {
 					t.Errorf("%s: root's job ended %s with %q; want failed in LOAD naming %s, its %s %s and allow_references", name, st, msg, image, a.kind, a.file)
 				} else {
 					t.Logf("%s: root's job failed: %s", name, msg)
 				}
-				if stage := b.reportStage(t, dir+"/report.json"); stage != "load" {
+				if stage := b.jobProperty(ctx, id, "ErrorStage"); stage != "load" {
 					t.Errorf("%s: root's job failed in stage %q, want load", name, stage)
 				}
 				if leaked {
@@ -125,7 +127,7 @@ func TestReferencesStayBesideSource(t *testing.T) {
 				if st != "completed" || !leaked {
 					t.Errorf("%s: root's job with allow_references ended %s (%q), canary converted: %v; want completed with the allowed file's data", name, st, msg, leaked)
 				}
-				b.checkModes(t, name, dir)
+				b.checkModes(t, name, strings.TrimSpace(b.MustExec(t, "sh", "-c", "ls -d /var/lib/hyper2kvm/output/*/"+id)))
 			}
 
 			// As hyper2kvmd convert, in the foreground.
@@ -164,8 +166,7 @@ func TestReferencesStayBesideSource(t *testing.T) {
 	} else {
 		t.Logf("huge: %s", msg)
 	}
-	dir := strings.TrimSpace(b.MustExec(t, "sh", "-c", "ls -d /var/lib/hyper2kvm/output/*/"+id))
-	if stage := b.reportStage(t, dir+"/report.json"); stage != "load" {
+	if stage := b.jobProperty(ctx, id, "ErrorStage"); stage != "load" {
 		t.Errorf("huge: failed in stage %q, want load", stage)
 	}
 	b.WriteFile(t, "/srv/rel/in/huge.json", []byte(refsManifest("huge", "/srv/vm/huge.vhdx", "vhdx", "")), 0o644)

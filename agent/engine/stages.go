@@ -103,6 +103,11 @@ func (r *runner) makeWorkDir() error {
 	if base == "" {
 		base = r.outDir
 	}
+	if base == "" {
+		// LOAD, before the outputs are settled (a VMDK descriptor to
+		// rewrite): the caller's temporary directory, private to it.
+		base = os.TempDir()
+	}
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return fmt.Errorf("cannot create work directory: %w", err)
 	}
