@@ -30,13 +30,18 @@ type outputOwner struct {
 }
 
 func ownerFor(u *userFiles, sourceUID int64) outputOwner {
-	o := outputOwner{uid: -1, gid: -1, file: 0o640, dir: 0o750}
 	gid := -1
 	if g, err := user.LookupGroup(GroupName); err == nil {
 		if n, err := strconv.Atoi(g.Gid); err == nil {
 			gid = n
 		}
 	}
+	return ownerOf(u, sourceUID, gid)
+}
+
+// ownerOf is ownerFor with the gid of GroupName (-1: no such group).
+func ownerOf(u *userFiles, sourceUID int64, gid int) outputOwner {
+	o := outputOwner{uid: -1, gid: -1, file: 0o640, dir: 0o750}
 	if sourceUID > 0 && (gid < 0 || u == nil || !u.gids[uint32(gid)]) {
 		o.uid, o.file, o.dir = int(sourceUID), 0o600, 0o700
 		if u != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -53,6 +54,31 @@ func TestHumanSize(t *testing.T) {
 	for n, want := range map[int64]string{512: "512 B", 16 << 40: "16 TiB", 64 << 40: "64 TiB", 3 << 29: "1.5 GiB"} {
 		if got := humanSize(n); got != want {
 			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestOwnerOf(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the owners of root's outputs are root's")
+	}
+	member := &userFiles{check: true, uid: 1001, gid: 1001, gids: map[uint32]bool{1001: true, 995: true}}
+	outsider := &userFiles{check: true, uid: 1002, gid: 1002, gids: map[uint32]bool{1002: true}}
+	for _, tc := range []struct {
+		name string
+		u    *userFiles
+		uid  int64
+		gid  int
+		want outputOwner
+	}{
+		{"root's job", &userFiles{}, 0, 995, outputOwner{uid: 0, gid: 995, file: 0o640, dir: 0o750}},
+		{"root's job without the group", &userFiles{}, 0, -1, outputOwner{uid: 0, gid: -1, file: 0o640, dir: 0o750}},
+		{"a member's job", member, 1001, 995, outputOwner{uid: 0, gid: 995, file: 0o640, dir: 0o750}},
+		{"an outsider's job", outsider, 1002, 995, outputOwner{uid: 1002, gid: 1002, file: 0o600, dir: 0o700}},
+		{"a user's job without the group", member, 1001, -1, outputOwner{uid: 1001, gid: 1001, file: 0o600, dir: 0o700}},
+	} {
+		if got := ownerOf(tc.u, tc.uid, tc.gid); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 }
