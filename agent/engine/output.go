@@ -133,7 +133,13 @@ func spaceError(fsName string, free, need int64) error {
 	if need <= free {
 		return nil
 	}
-	gib := func(n int64) string { return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) }
+	gib := func(n int64) string {
+		prec := 1
+		if n < 10<<30 {
+			prec = 2 // 8 MiB is 0.01 GiB, not 0.0
+		}
+		return strconv.FormatFloat(float64(n)/(1<<30), 'f', prec, 64)
+	}
 	return fmt.Errorf("output filesystem %s has %s GiB free, the conversion needs about %s GiB; free some space or choose another output directory", fsName, gib(free), gib(need))
 }
 

@@ -40,8 +40,9 @@ func TestSpaceError(t *testing.T) {
 	}{
 		{10 << 30, 1 << 30, ""},
 		{1 << 30, 1 << 30, ""},
-		{1 << 30, 3 << 30, "output filesystem /srv has 1.0 GiB free, the conversion needs about 3.0 GiB"},
-		{0, 512 << 20, "output filesystem /srv has 0.0 GiB free, the conversion needs about 0.5 GiB"},
+		{1 << 30, 3 << 30, "output filesystem /srv has 1.00 GiB free, the conversion needs about 3.00 GiB"},
+		{8 << 20, 32 << 20, "output filesystem /srv has 0.01 GiB free, the conversion needs about 0.03 GiB"},
+		{20 << 30, 30 << 30, "output filesystem /srv has 20.0 GiB free, the conversion needs about 30.0 GiB"},
 	} {
 		err := spaceError("/srv", tc.free, tc.need)
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
