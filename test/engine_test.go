@@ -341,7 +341,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 			p := fresh("vmdk", "monolithicFlat")
 			os.WriteFile(p, []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../../../etc/shadow\" 0\n"), 0o644)
 			return p
-		}, "", []string{"../../../etc/shadow", "must be a file name beside the descriptor"}},
+		}, "", []string{"../../../etc/shadow", "is not in the source's directory"}},
 		{"ovf href outside its directory", "ovf", func() string {
 			d := t.TempDir()
 			p := fixture.OVF(t, d, fixture.VM{}, raw)
@@ -360,7 +360,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 			f.WriteAt([]byte{0xff, 0xff}, 20)                                     // cluster_bits
 			f.Close()
 			return p
-		}, "", []string{"cannot read image info"}},
+		}, "", []string{"is damaged: cannot read its qcow2 header"}},
 		{"raw corrupted (sha256)", "raw", func() string {
 			p := fresh("raw", "")
 			f, _ := os.OpenFile(p, os.O_RDWR, 0)
@@ -392,7 +392,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 			p := fixture.OVF(t, d, fixture.VM{}, raw)
 			os.Remove(filepath.Join(d, "fixture-vm-disk1.vmdk"))
 			return p
-		}, "", []string{"fixture-vm-disk1.vmdk", "no such file"}},
+		}, "", []string{"fixture-vm-disk1.vmdk", "is missing"}},
 		{"empty file", "vmdk", func() string {
 			p := filepath.Join(t.TempDir(), "empty.vmdk")
 			os.WriteFile(p, nil, 0o644)

@@ -143,7 +143,7 @@ func (r *runner) imageNode(d *disk, display, format string, rd io.ReaderAt, size
 func (r *runner) qcow2Node(d *disk, display string, rd io.ReaderAt, size int64, file node, relDir string, depth int) (node, error) {
 	h, err := imgfmt.ReadQCOW2Header(rd, size)
 	if err != nil {
-		return nil, fmt.Errorf("disk %s (%s): %w", d.id, display, err)
+		return nil, fmt.Errorf("disk %s (%s) is damaged: cannot read its qcow2 header: %w", d.id, display, err)
 	}
 	n := node{"driver": imgfmt.QCOW2, "file": file, "backing": nil}
 	if h.HasDataFile {
