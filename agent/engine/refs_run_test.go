@@ -13,6 +13,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
 
@@ -172,5 +173,50 @@ func writeOVA(t *testing.T, ova, name, file string) {
 	tw.Close()
 	if err := os.WriteFile(ova, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunSourceChangedMeanwhile: whoever may write a source could rewrite
+// its header while qemu reads it (flip a qcow2's external data file bit)
+// and make qemu open a file nobody checked; so a source written to during
+// CONVERT discards the output, which nobody but root could read meanwhile.
+func TestRunSourceChangedMeanwhile(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	base := t.TempDir()
+	src := filepath.Join(base, "vm.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", src, "4M").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	out := filepath.Join(base, "out")
+	touched := false
+	var partMode os.FileMode
+	m := vmManifest("changed", "qcow2", src)
+	m.Pipeline.Validate = &manifest.Validate{Enabled: no()}
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out, Progress: func(u progress.Update) {
+		if u.Stage != "convert" || touched {
+			return
+		}
+		if st, err := os.Stat(filepath.Join(out, "changed.qcow2.part")); err == nil {
+			partMode = st.Mode().Perm()
+		}
+		touched = true
+		f, err := os.OpenFile(src, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.WriteAt([]byte("QFI\xfb"), 0) // the same bytes: only the write matters
+		f.Close()
+	}})
+	if err == nil || rep.Error == nil || rep.Error.Stage != "convert" || !strings.Contains(err.Error(), src+" changed while the job read it") {
+		t.Fatalf("error %v (report %+v), want CONVERT failing because %s changed", err, rep.Error, src)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 1 || entries[0].Name() != engine.ReportName {
+		t.Errorf("output directory holds %v, want only the report", entries)
+	}
+	if partMode != 0 && partMode != 0o600 {
+		t.Errorf("the partial output was mode %v while qemu-img wrote it, want 0600", partMode)
 	}
 }

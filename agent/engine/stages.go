@@ -153,7 +153,15 @@ func (r *runner) convert(set func(any)) error {
 			Source: d.src, SourceFormat: d.srcFormat,
 			Target: d.target, TargetFormat: d.outFormat,
 			Compress: c.Compress, Compression: c.Compression,
-			Prepare: r.owner.setFile,
+			// Private to root while qemu-img writes; its owner and mode
+			// only once the sources proved unchanged.
+			Prepare: func(f *os.File) error { return f.Chmod(0o600) },
+			Finish: func(f *os.File) error {
+				if err := r.files.unchanged(); err != nil {
+					return err
+				}
+				return r.owner.setFile(f)
+			},
 			Progress: func(pct int) {
 				cur := done + size*int64(pct)/100
 				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))

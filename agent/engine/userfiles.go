@@ -43,6 +43,7 @@ type userFiles struct {
 	gids    map[uint32]bool
 	trusted string // a path opened without the user check (the agent's own claimed image)
 	files   []*os.File
+	stats   []unix.Stat_t     // of files, when opened
 	names   map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
 }
 
@@ -105,7 +106,12 @@ func (u *userFiles) openFile(p string) (*os.File, string, error) {
 	} else if f, err = u.walk(p); err != nil {
 		return nil, "", err
 	}
-	u.files = append(u.files, f)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("cannot look at %s: %w", p, err)
+	}
+	u.files, u.stats = append(u.files, f), append(u.stats, st)
 	name := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
 	u.names[name] = p
 	return f, name, nil
@@ -295,12 +301,39 @@ func (u *userFiles) permitted(fd int, name string, want uint32) error {
 	return nil
 }
 
+// unchanged checks that no opened file was written, truncated or had its
+// mode changed since it was opened (its ctime moves with each). The files
+// are read by their descriptors, so a rename or a link never matters, but
+// whoever may write a file could rewrite an image's header while qemu reads
+// it (set a qcow2's external data file bit, give a sparse VMDK capacity 0)
+// and make qemu open a file by a name nobody checked.
+func (u *userFiles) unchanged() error {
+	for i, f := range u.files {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return fmt.Errorf("cannot look at %s again: %w", u.show(f.Name()), err)
+		}
+		if was := u.stats[i]; st.Ctim != was.Ctim || st.Mtim != was.Mtim || st.Size != was.Size {
+			return fmt.Errorf("%s changed while the job read it; nothing it produced is kept (convert files nobody writes meanwhile)", u.pathOf(f))
+		}
+	}
+	return nil
+}
+
+// pathOf is the path f was opened as.
+func (u *userFiles) pathOf(f *os.File) string {
+	if p, ok := u.names[fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())]; ok {
+		return p
+	}
+	return f.Name()
+}
+
 // close closes the opened files: call it when no process reads them any more.
 func (u *userFiles) close() {
 	for _, f := range u.files {
 		f.Close()
 	}
-	u.files = nil
+	u.files, u.stats = nil, nil
 }
 
 // explain replaces the /proc/<pid>/fd/<n> names in an error by the paths

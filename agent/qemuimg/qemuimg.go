@@ -231,6 +231,9 @@ type ConvertOptions struct {
 	// Prepare, when set, gets the partial output before qemu-img writes to
 	// it: to give it its owner and mode, whatever the umask.
 	Prepare func(*os.File) error
+	// Finish, when set, gets the complete, synced output before it is
+	// renamed into place; an error discards it.
+	Finish func(*os.File) error
 }
 
 // ConvertResult says what Convert did beyond the file it wrote.
@@ -338,6 +341,11 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("cannot convert to %s: cancelled: %w", o.Target, context.Cause(ctx))
+	}
+	if o.Finish != nil {
+		if err := o.Finish(f); err != nil {
+			return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
+		}
 	}
 	if err := RenameNoReplace(part, o.Target); err != nil {
 		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
