@@ -341,7 +341,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 			p := fresh("vmdk", "monolithicFlat")
 			os.WriteFile(p, []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../../../etc/shadow\" 0\n"), 0o644)
 			return p
-		}, "", []string{"../../../etc/shadow", "must be a file name beside the descriptor"}},
+		}, "", []string{"../../../etc/shadow", "is not in the source's directory"}},
 		{"ovf href outside its directory", "ovf", func() string {
 			d := t.TempDir()
 			p := fixture.OVF(t, d, fixture.VM{}, raw)
@@ -360,7 +360,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 			f.WriteAt([]byte{0xff, 0xff}, 20)                                     // cluster_bits
 			f.Close()
 			return p
-		}, "", []string{"cannot read image info"}},
+		}, "", []string{"is damaged: cannot read its qcow2 header"}},
 		{"raw corrupted (sha256)", "raw", func() string {
 			p := fresh("raw", "")
 			f, _ := os.OpenFile(p, os.O_RDWR, 0)
@@ -392,7 +392,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 			p := fixture.OVF(t, d, fixture.VM{}, raw)
 			os.Remove(filepath.Join(d, "fixture-vm-disk1.vmdk"))
 			return p
-		}, "", []string{"fixture-vm-disk1.vmdk", "no such file"}},
+		}, "", []string{"fixture-vm-disk1.vmdk", "is missing"}},
 		{"empty file", "vmdk", func() string {
 			p := filepath.Join(t.TempDir(), "empty.vmdk")
 			os.WriteFile(p, nil, 0o644)
@@ -601,8 +601,11 @@ func TestEngineOutputDiskFull(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	out := filepath.Join(mnt, "full")
 	rep, err := engine.Run(context.Background(), engManifest("full", "raw", raw), engine.Options{OutputDir: out})
-	if err == nil || !strings.Contains(err.Error(), "No space left on device") || rep.Error == nil || rep.Error.Stage != "convert" {
-		t.Fatalf("err %v, report error %+v", err, rep.Error)
+	// LOAD measures what the source allocates against statfs before
+	// anything is written.
+	want := "output filesystem " + mnt + " has 0.01 GiB free, the conversion needs about 0.03 GiB"
+	if err == nil || !strings.Contains(err.Error(), want) || rep.Error == nil || rep.Error.Stage != "load" {
+		t.Fatalf("err %v, report error %+v; want LOAD failing with %q", err, rep.Error, want)
 	}
 	if got := strings.Join(engList(t, out), " "); got != "report.json" {
 		t.Errorf("output directory holds %s, want only report.json", got)

@@ -500,7 +500,7 @@ func relDamaged(ctx context.Context, t *testing.T, b *relBox) {
 		{"vhd-fixed-truncated", "vhd", func() string { p := fresh("vpc", "fixed"); half(p); return p }, "holds a raw image"},
 		{"vhdx-truncated", "vhdx", func() string { p := fresh("vhdx", ""); half(p); return p }, "truncated"},
 		{"qcow2-truncated", "qcow2", func() string { p := fresh("qcow2", ""); half(p); return p }, "truncated"},
-		{"qcow2-header-garbled", "qcow2", func() string { p := fresh("qcow2", ""); garble(p, 8); return p }, "could not open"},
+		{"qcow2-header-garbled", "qcow2", func() string { p := fresh("qcow2", ""); garble(p, 8); return p }, "cannot read its qcow2 header"},
 		{"ova-truncated", "ova", func() string { p := fixture.OVA(t, t.TempDir(), raw); half(p); return p }, "truncated"},
 		{"ovf-disk-missing", "ovf", func() string {
 			p := fixture.OVF(t, t.TempDir(), fixture.VM{}, raw)

@@ -45,6 +45,7 @@ type Config struct {
 	// WorkerPath is the binary the job units run ("" = the agent's own).
 	WorkerPath string `yaml:"worker_path"`
 	Job        Job    `yaml:"job"`
+	Limits     Limits `yaml:"limits"`
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
 	// without load) given to a disk image dropped directly into the queue.
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
@@ -60,6 +61,27 @@ type Job struct {
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
 	Backend       string `yaml:"backend"` // native | guestfs
 	Priority      int    `yaml:"priority"`
+}
+
+// Limits bound what one job's source may ask of the machine.
+type Limits struct {
+	// MaxVirtualSize refuses, in LOAD, a source disk whose virtual size is
+	// larger (systemd-style size, "16T"): a small file can claim petabytes
+	// and hold a job slot for hours.
+	MaxVirtualSize string `yaml:"max_virtual_size"`
+}
+
+// DefaultMaxVirtualSize is limits.max_virtual_size when agent.yaml does not set it.
+const DefaultMaxVirtualSize = "16T"
+
+// MaxVirtualSizeBytes is limits.max_virtual_size in bytes (the default when
+// unset or invalid; Validate reports an invalid one).
+func (c *Config) MaxVirtualSizeBytes() int64 {
+	n, err := ParseSize(c.Limits.MaxVirtualSize)
+	if err != nil || n == 0 {
+		n, _ = ParseSize(DefaultMaxVirtualSize)
+	}
+	return int64(n)
 }
 
 // Duration is a time.Duration written as "90s", "5m" or a number of seconds.
@@ -108,6 +130,7 @@ func Default() Config {
 			RuntimeMaxSec: 6 * 3600,
 			Backend:       "native",
 		},
+		Limits: Limits{MaxVirtualSize: DefaultMaxVirtualSize},
 		DefaultPipeline: map[string]any{
 			"inspect":  map[string]any{"enabled": true, "detect_os": true},
 			"fix":      map[string]any{"enabled": true},
@@ -221,6 +244,11 @@ func (c *Config) Validate() error {
 	case "native", "guestfs":
 	default:
 		bad("job.backend", "must be native or guestfs, not %q", c.Job.Backend)
+	}
+	if n, err := ParseSize(c.Limits.MaxVirtualSize); err != nil {
+		bad("limits.max_virtual_size", "%v", err)
+	} else if n == 0 && strings.TrimSpace(c.Limits.MaxVirtualSize) != "" {
+		bad("limits.max_virtual_size", "must be a size like 16T, not %q", c.Limits.MaxVirtualSize)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")

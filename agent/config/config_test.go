@@ -65,6 +65,23 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "negative keep_finished", yaml: "keep_finished: -1h\n", wantErr: "keep_finished"},
 		{name: "manifest size over the parser's cap", yaml: "max_manifest_size: 4194304\n", wantErr: "max_manifest_size: must be at most 1048576 bytes"},
+		{name: "max_virtual_size default", yaml: "", check: func(t *testing.T, c Config) {
+			if c.MaxVirtualSizeBytes() != 16<<40 {
+				t.Errorf("max virtual size %d, want 16 TiB", c.MaxVirtualSizeBytes())
+			}
+		}},
+		{name: "max_virtual_size", yaml: "limits:\n  max_virtual_size: 2T\n", check: func(t *testing.T, c Config) {
+			if c.MaxVirtualSizeBytes() != 2<<40 {
+				t.Errorf("max virtual size %d, want 2 TiB", c.MaxVirtualSizeBytes())
+			}
+		}},
+		{name: "empty limits section keeps the default", yaml: "limits:\n", check: func(t *testing.T, c Config) {
+			if c.MaxVirtualSizeBytes() != 16<<40 {
+				t.Errorf("max virtual size %d, want 16 TiB", c.MaxVirtualSizeBytes())
+			}
+		}},
+		{name: "bad max_virtual_size", yaml: "limits:\n  max_virtual_size: huge\n", wantErr: "limits.max_virtual_size"},
+		{name: "unlimited max_virtual_size refused", yaml: "limits:\n  max_virtual_size: infinity\n", wantErr: "limits.max_virtual_size"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},
 	}
 	for _, tt := range tests {

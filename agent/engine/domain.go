@@ -205,7 +205,7 @@ func (r *runner) writeDomain() error {
 	if err != nil {
 		return err
 	}
-	if err := writeNew(filepath.Join(r.outDir, DomainXMLName), b); err != nil {
+	if err := writeNew(filepath.Join(r.outDir, DomainXMLName), b, r.owner.setFile); err != nil {
 		return fmt.Errorf("cannot write domain XML: %w", err)
 	}
 	return nil

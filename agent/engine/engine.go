@@ -37,7 +37,14 @@ type Options struct {
 	// TrustedSource is a source path exempt from the SourceUID check: the
 	// image the agent claimed into its own processing/ directory.
 	TrustedSource string
+	// MaxVirtualSize refuses, in LOAD, a disk whose virtual size is larger
+	// (agent.yaml limits.max_virtual_size); 0 means DefaultMaxVirtualSize.
+	MaxVirtualSize int64
 }
+
+// DefaultMaxVirtualSize is the virtual size limit when Options gives none:
+// 16 TiB, agent.yaml's default.
+const DefaultMaxVirtualSize = 16 << 40
 
 // Output file names beside the disks.
 const (
@@ -70,6 +77,7 @@ type disk struct {
 	target    string // the path written: output, or below the opened output directory
 	outFormat string
 	converted bool
+	refs      bool // the image refers to other files (pinned in path)
 }
 
 type runner struct {
@@ -91,8 +99,13 @@ type runner struct {
 	ovaManifest string
 	converted   bool                   // CONVERT wrote every output and the domain XML
 	hashes      chan []report.Artifact // the artifacts with their sha256, from VALIDATE
-	// files holds the sources opened for Options.SourceUID; nil without one.
+	// files holds every file the job reads, opened once (for
+	// Options.SourceUID, or for the caller when it is 0).
 	files *userFiles
+	// refs are the files the sources refer to, as resolved and checked.
+	refs []string
+	// owner is who the outputs belong to.
+	owner outputOwner
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -111,12 +124,11 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 		StartedAt:     now(),
 	}
 	var err error
-	if o.SourceUID > 0 {
-		r.files, err = newUserFiles(o.SourceUID, o.TrustedSource)
-	}
+	r.files, err = newUserFiles(o.SourceUID, o.TrustedSource)
 	if err != nil {
 		err = r.fail("load", err)
 	} else {
+		r.owner = ownerFor(r.files, o.SourceUID)
 		err = r.run()
 	}
 	if r.files != nil {
@@ -276,7 +288,7 @@ func (r *runner) writeReport() error {
 		r.rep.ReportPath = ""
 		return fmt.Errorf("cannot encode report: %w", err)
 	}
-	if err := writeNew(p, append(b, '\n')); err != nil {
+	if err := writeNew(p, append(b, '\n'), r.owner.setFile); err != nil {
 		r.rep.ReportPath = ""
 		return fmt.Errorf("cannot write report: %w", r.files.explain(err))
 	}
@@ -287,7 +299,9 @@ func (r *runner) writeReport() error {
 // an existing file. Neither name is ever followed as a symbolic link
 // (O_EXCL|O_NOFOLLOW, renameat2 RENAME_NOREPLACE), so only the directory
 // part of p decides where the data goes.
-func writeNew(p string, data []byte) error {
+//
+// prep gives the new file its owner and mode before any data is written.
+func writeNew(p string, data []byte, prep func(*os.File) error) error {
 	if _, err := os.Lstat(p); err == nil {
 		return fmt.Errorf("%s exists; not overwriting", p)
 	}
@@ -296,7 +310,10 @@ func writeNew(p string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	err = prep(f)
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

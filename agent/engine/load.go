@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
@@ -95,11 +97,14 @@ func (r *runner) loadSources(set func(any)) error {
 		if info.VirtualSize <= 0 {
 			return fmt.Errorf("disk %s (%s): qemu-img reports a virtual size of %d", d.id, d.display, info.VirtualSize)
 		}
-		if err := r.checkReferences(d, info); err != nil {
-			return err
+		if (info.BackingFile != "" || info.DataFile() != "") && !d.refs {
+			// The header parse found nothing, qemu did: never convert what
+			// was not checked.
+			return fmt.Errorf("disk %s (%s): qemu-img reports a backing or data file (%q, %q) the header check did not find; not converting it", d.id, d.display, info.BackingFile, info.DataFile())
 		}
-		if info.BackingFile != "" {
-			r.warn("disk %s (%s) has a backing file %s; the output includes its data", d.id, d.display, info.BackingFile)
+		if max := r.maxVirtualSize(); info.VirtualSize > max {
+			return fmt.Errorf("disk %s (%s) claims a virtual size of %s (%d bytes), more than limits.max_virtual_size %s in agent.yaml; nothing was converted (raise the limit if the disk is genuine)",
+				d.id, d.display, humanSize(info.VirtualSize), info.VirtualSize, humanSize(max))
 		}
 		// A truncated or damaged image can still open and even convert
 		// (qemu reads zeros past the end), so its metadata is checked first.
@@ -119,9 +124,15 @@ func (r *runner) loadSources(set func(any)) error {
 	if err := r.planOutputs(); err != nil {
 		return err
 	}
+	if err := r.checkSpace(); err != nil {
+		return err
+	}
 	res := map[string]any{"detected_format": detected, "disks": len(r.disks)}
 	if r.ovaManifest != "" {
 		res["ova_manifest"] = r.ovaManifest
+	}
+	if len(r.refs) > 0 {
+		res["references"] = r.refs
 	}
 	set(res)
 	return nil
@@ -143,61 +154,29 @@ func describe(format string) string {
 	return fmt.Sprintf("a %s image (source_type %q)", format, format)
 }
 
-// fileDisk describes a disk that is a file of its own, checking that a VMDK
-// descriptor's extents are files beside it. p is the file to read (as
-// opened for a user, see openSource), display the path the manifest or the
-// OVF gave.
+// fileDisk describes a disk that is a file of its own: p is the file to
+// read (opened by openSource or openRef), display the path the manifest or
+// the OVF gave. Every file the image refers to is checked and pinned
+// (refs.go).
 func (r *runner) fileDisk(p, display, format, id string) (*disk, error) {
 	d := &disk{id: id, display: display, path: p, format: format}
-	if format == imgfmt.QCOW2 && r.files != nil {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read %s: %w", display, err)
-		}
-		defer f.Close()
-		return d, r.refuseQCOW2References(d, f)
-	}
-	if format != imgfmt.VMDK {
+	if format != imgfmt.QCOW2 && format != imgfmt.VMDK {
 		return d, nil
 	}
-	desc, err := imgfmt.ReadVMDKDescriptorFile(p)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", display, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", display, err)
+	}
+	n, sub, err := r.imageNode(d, display, format, f, st.Size(), fileNode(p), filepath.Dir(display), 0)
 	if err != nil {
 		return nil, err
 	}
-	d.subformat = desc.CreateType
-	if embedded, err := isSparseExtent(p); err != nil || embedded {
-		// A sparse VMDK carries its descriptor inside and is its own only
-		// extent, whatever name the descriptor gives it (the file may have
-		// been renamed); qemu reads it as one file.
-		if err == nil && r.files != nil {
-			err = r.refuseDeferringSparse(p, display)
-		}
-		return d, err
-	}
-	if r.files != nil {
-		return r.userVMDK(d, desc)
-	}
-	extents, err := desc.ExtentPaths(filepath.Dir(p))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	sizes := map[string]int64{}
-	for _, e := range extents {
-		st, err := os.Lstat(e)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("vmdk %s lists extent %s, which is missing (copy every file of the disk)", p, filepath.Base(e))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("vmdk %s: extent: %w", p, err)
-		}
-		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("vmdk %s: extent %s is not a regular file", p, filepath.Base(e))
-		}
-		sizes[e] = st.Size()
-	}
-	if err := checkFlatExtents(p, desc, func(name string) int64 { return sizes[filepath.Join(filepath.Dir(p), name)] }); err != nil {
-		return nil, err
-	}
+	d.path, d.subformat = spec(n), sub
 	return d, nil
 }
 
@@ -215,162 +194,17 @@ func checkFlatExtents(display string, desc *imgfmt.VMDKDescriptor, size func(nam
 	return nil
 }
 
-// userVMDK prepares a VMDK descriptor with extents for a job checked
-// against Options.SourceUID. qemu opens extents by name, relative to the
-// descriptor, as root; so it gets a private directory in the work
-// directory holding a copy of the descriptor (the very bytes checked here,
-// which the user can no longer change) and, under each extent's name, a
-// link to that extent as opened for the user.
-func (r *runner) userVMDK(d *disk, orig *imgfmt.VMDKDescriptor) (*disk, error) {
-	data, err := readSmall(d.path, 1<<20)
-	if err != nil {
-		return nil, fmt.Errorf("vmdk %s: cannot read descriptor: %w", d.display, err)
-	}
-	if r.workDir == "" {
-		if err := r.makeWorkDir(); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := os.MkdirTemp(r.workDir, "vmdk-"+d.id+"-")
-	if err != nil {
-		return nil, fmt.Errorf("cannot prepare vmdk %s: %w", d.display, err)
-	}
-	cp := filepath.Join(dir, "descriptor.vmdk")
-	if err := os.WriteFile(cp, data, 0o600); err != nil {
-		return nil, fmt.Errorf("cannot prepare vmdk %s: %w", d.display, err)
-	}
-	desc, err := imgfmt.ReadVMDKDescriptorFile(cp)
-	if err != nil {
-		return nil, fmt.Errorf("vmdk %s: %w", d.display, err)
-	}
-	if desc.CreateType != orig.CreateType || len(desc.Extents) != len(orig.Extents) {
-		return nil, fmt.Errorf("vmdk %s changed while it was read", d.display)
-	}
-	if _, err := desc.ExtentPaths(dir); err != nil {
-		return nil, fmt.Errorf("%s: %w", d.display, err)
-	}
-	sizes := map[string]int64{}
-	for _, x := range desc.Extents {
-		if x.File == "" || x.File == "descriptor.vmdk" {
-			return nil, fmt.Errorf("vmdk %s: extent %q cannot be read", d.display, x.File)
-		}
-		if _, seen := sizes[x.File]; seen {
-			continue
-		}
-		p := filepath.Join(filepath.Dir(d.display), x.File)
-		opened, err := r.files.open(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("vmdk %s lists extent %s, which is missing (copy every file of the disk)", d.display, x.File)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("vmdk %s: extent: %w", d.display, err)
-		}
-		st, err := os.Stat(opened)
-		if err != nil {
-			return nil, fmt.Errorf("vmdk %s: extent: %w", d.display, err)
-		}
-		sizes[x.File] = st.Size()
-		if err := os.Symlink(opened, filepath.Join(dir, x.File)); err != nil {
-			return nil, fmt.Errorf("cannot prepare vmdk %s: %w", d.display, err)
-		}
-	}
-	if err := checkFlatExtents(d.display, desc, func(name string) int64 { return sizes[name] }); err != nil {
-		return nil, err
-	}
-	d.path, d.subformat = cp, desc.CreateType
-	return d, nil
-}
-
-// readSmall reads a whole file of at most limit bytes.
-func readSmall(p string, limit int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("larger than %d bytes", limit)
-	}
-	return data, nil
-}
-
-// refuseDeferringSparse refuses a sparse VMDK whose header gives no
-// capacity: qemu then takes the extents its embedded descriptor names, by
-// any path, instead of the file itself.
-func (r *runner) refuseDeferringSparse(p, display string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("cannot read vmdk: %w", err)
-	}
-	defer f.Close()
-	if imgfmt.DefersToEmbeddedDescriptor(f) {
-		return fmt.Errorf("vmdk %s: a sparse extent whose header defers to its embedded descriptor's extents is not accepted for a job of uid %d", display, r.o.SourceUID)
-	}
-	return nil
-}
-
-// openSource opens p for reading as the job's user would (Options.SourceUID)
-// and returns what to read it by; without a user, p itself.
+// openSource opens the source p once, without following a symbolic link
+// on any component of its path, and checks it is a regular file the job's
+// user may read (Options.SourceUID; the caller's own access for uid 0). It
+// returns the /proc/<pid>/fd/<n> name everything reads it by: a file
+// swapped in after this never reaches qemu.
 func (r *runner) openSource(p string) (string, error) {
-	if r.files == nil {
-		return p, nil
-	}
 	opened, err := r.files.open(p)
 	if err != nil {
 		return "", fmt.Errorf("cannot open source: %w", err)
 	}
 	return opened, nil
-}
-
-// refuseQCOW2References refuses, for a job of Options.SourceUID, a qcow2
-// image naming a backing or external data file, from its header: qemu-img
-// info would open the data file as root already.
-func (r *runner) refuseQCOW2References(d *disk, img io.ReaderAt) error {
-	backing, data, err := imgfmt.QCOW2References(img)
-	switch {
-	case err != nil:
-		return fmt.Errorf("disk %s (%s): %w", d.id, d.display, err)
-	case backing:
-		return fmt.Errorf("disk %s (%s) has a backing file; images with backing files are not accepted for a job of uid %d (convert them into a standalone image first)", d.id, d.display, r.o.SourceUID)
-	case data:
-		return fmt.Errorf("disk %s (%s) keeps its data in an external file, which is not accepted for a job of uid %d", d.id, d.display, r.o.SourceUID)
-	}
-	return nil
-}
-
-// checkReferences refuses, for a job of Options.SourceUID, an image that
-// makes qemu read another file by name: a backing file (qcow2, a VMDK's
-// parentFileNameHint) or a qcow2 external data file. Those are not opened
-// for the user, so root would read them for them.
-func (r *runner) checkReferences(d *disk, info *qemuimg.ImageInfo) error {
-	if r.files == nil {
-		return nil
-	}
-	if info.BackingFile != "" {
-		return fmt.Errorf("disk %s (%s) has a backing file %s; images with backing files are not accepted for a job of uid %d (convert them into a standalone image first)", d.id, d.display, info.BackingFile, r.o.SourceUID)
-	}
-	if df := info.DataFile(); df != "" {
-		return fmt.Errorf("disk %s (%s) keeps its data in an external file %s, which is not accepted for a job of uid %d", d.id, d.display, df, r.o.SourceUID)
-	}
-	return nil
-}
-
-// isSparseExtent reports whether p starts with the VMDK sparse magic "KDMV".
-func isSparseExtent(p string) (bool, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return false, fmt.Errorf("cannot read vmdk: %w", err)
-	}
-	defer f.Close()
-	var magic [4]byte
-	if _, err := io.ReadFull(f, magic[:]); err != nil {
-		return false, nil
-	}
-	return string(magic[:]) == "KDMV", nil
 }
 
 func (r *runner) loadOVA(src string) error {
@@ -403,12 +237,8 @@ func (r *runner) loadOVA(src string) error {
 		if err != nil {
 			return fmt.Errorf("ova %s: disk %s: %w", src, od.File, err)
 		}
-		d := &disk{id: diskID(od.ID, i), display: src + ":" + m.Name, path: imgfmt.QemuSpec(arc.Path, m), format: format}
-		if format == imgfmt.QCOW2 && r.files != nil {
-			if err := r.refuseQCOW2References(d, sec); err != nil {
-				return err
-			}
-		}
+		display := r.p.Load.SourcePath + ":" + m.Name
+		d := &disk{id: diskID(od.ID, i), display: display, path: imgfmt.QemuSpec(arc.Path, m), format: format}
 		switch format {
 		case imgfmt.OVA, imgfmt.OVF:
 			return fmt.Errorf("ova %s: disk %s is not a disk image (%s)", src, od.File, format)
@@ -417,13 +247,23 @@ func (r *runner) loadOVA(src string) error {
 			if err != nil {
 				return fmt.Errorf("ova %s: disk %s: %w", src, od.File, err)
 			}
-			if len(desc.Extents) != 1 || desc.Extents[0].Type != "SPARSE" {
+			if sp, err := imgfmt.ReadSparseVMDK(sec, m.Size); (err != nil || !sp.Defers) && (len(desc.Extents) != 1 || desc.Extents[0].Type != "SPARSE") {
 				return fmt.Errorf("ova %s: disk %s is a %s VMDK whose data lives in other files; only single-file VMDKs (streamOptimized, monolithicSparse) can be read inside an OVA", src, od.File, desc.CreateType)
 			}
-			if r.files != nil && imgfmt.DefersToEmbeddedDescriptor(sec) {
-				return fmt.Errorf("ova %s: disk %s: a sparse extent whose header defers to its embedded descriptor's extents is not accepted for a job of uid %d", src, od.File, r.o.SourceUID)
-			}
 			d.subformat = desc.CreateType
+		}
+		if format == imgfmt.QCOW2 || format == imgfmt.VMDK {
+			// A name inside a member is resolved, as qemu does, against
+			// the archive's directory.
+			member := node{"driver": "raw", "offset": m.Offset, "size": m.Size, "file": fileNode(arc.Path)}
+			n, sub, err := r.imageNode(d, display, format, sec, m.Size, member, filepath.Dir(r.p.Load.SourcePath), 0)
+			if err != nil {
+				return err
+			}
+			d.path = spec(n)
+			if sub != "" {
+				d.subformat = sub
+			}
 		}
 		r.disks = append(r.disks, d)
 	}
@@ -497,23 +337,13 @@ func (r *runner) loadOVF(src, display string) error {
 		if od.Compression != "" && od.Compression != "identity" {
 			return fmt.Errorf("ovf %s: disk file %s is %s-compressed; decompress it first", src, od.File, od.Compression)
 		}
-		p := shown
-		if r.files != nil {
-			// Every directory of the href, not only its last component, is
-			// checked for the user and must not be a symbolic link.
-			if p, err = r.files.open(shown); err != nil {
-				return fmt.Errorf("ovf %s references %s: %w", src, od.File, err)
-			}
-		}
-		st, err := os.Lstat(p)
-		if r.files != nil && err == nil {
-			st, err = os.Stat(p)
-		}
+		// Every directory of the href, not only its last component, is
+		// checked and must not be a symbolic link; the file must lie beside
+		// the OVF (checkHref refused absolute names and "..").
+		id := diskID(od.ID, i)
+		_, p, _, err := r.openRef(&disk{id: id}, display, refOVFDisk, filepath.FromSlash(od.File), dir)
 		if err != nil {
 			return fmt.Errorf("ovf %s references %s: %w", src, od.File, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("ovf %s references %s, which is not a regular file", src, od.File)
 		}
 		format, err := imgfmt.Detect(p)
 		if err != nil {
@@ -522,7 +352,7 @@ func (r *runner) loadOVF(src, display string) error {
 		if format == imgfmt.OVA || format == imgfmt.OVF {
 			return fmt.Errorf("ovf %s references %s, which is not a disk image (%s)", src, od.File, format)
 		}
-		d, err := r.fileDisk(p, shown, format, diskID(od.ID, i))
+		d, err := r.fileDisk(p, shown, format, id)
 		if err != nil {
 			return err
 		}
@@ -609,8 +439,22 @@ func (r *runner) openOutDir(abs string) (string, error) {
 		r.outFile = f
 		return name, nil
 	}
+	_, statErr := os.Lstat(abs)
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return "", fmt.Errorf("cannot create output directory: %w", err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// The job's own directory: nobody but who may read its outputs
+		// looks into it.
+		f, err := os.OpenFile(abs, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return "", fmt.Errorf("cannot open output directory: %w", err)
+		}
+		err = r.owner.setDir(f)
+		f.Close()
+		if err != nil {
+			return "", err
+		}
 	}
 	return abs, nil
 }

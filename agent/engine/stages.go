@@ -103,6 +103,11 @@ func (r *runner) makeWorkDir() error {
 	if base == "" {
 		base = r.outDir
 	}
+	if base == "" {
+		// LOAD, before the outputs are settled (a VMDK descriptor to
+		// rewrite): the caller's temporary directory, private to it.
+		base = os.TempDir()
+	}
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return fmt.Errorf("cannot create work directory: %w", err)
 	}
@@ -148,6 +153,15 @@ func (r *runner) convert(set func(any)) error {
 			Source: d.src, SourceFormat: d.srcFormat,
 			Target: d.target, TargetFormat: d.outFormat,
 			Compress: c.Compress, Compression: c.Compression,
+			// Private to root while qemu-img writes; its owner and mode
+			// only once the sources proved unchanged.
+			Prepare: func(f *os.File) error { return f.Chmod(0o600) },
+			Finish: func(f *os.File) error {
+				if err := r.files.unchanged(); err != nil {
+					return err
+				}
+				return r.owner.setFile(f)
+			},
 			Progress: func(pct int) {
 				cur := done + size*int64(pct)/100
 				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))
@@ -309,6 +323,9 @@ func (r *runner) validate(set func(any)) error {
 		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
 	}
 	defer cf.Close()
+	if err := r.owner.setFile(cf); err != nil {
+		return fmt.Errorf("boot test: %w", r.files.explain(err))
+	}
 	br, err := boot.Test(r.ctx, boot.Options{
 		Image: d.target, Format: d.outFormat, Firmware: r.firmware(),
 		Timeout: time.Duration(v.BootTimeout) * time.Second, Marker: v.BootMarker,

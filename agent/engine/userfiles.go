@@ -31,22 +31,32 @@ import (
 //
 // The user's groups are those of the passwd and group databases (as login
 // would set them), not of any running process.
+//
+// For root's jobs and `hyper2kvmd convert` (uid 0) the same walk is made
+// without the permission checks: the caller's own access applies, but a
+// symbolic link is still refused and the file still opened once and read
+// by its descriptor.
 type userFiles struct {
+	check   bool // check access for uid (false: uid 0, the caller's own access)
 	uid     uint32
 	gid     int // the user's primary group, -1 when unknown
 	gids    map[uint32]bool
 	trusted string // a path opened without the user check (the agent's own claimed image)
 	files   []*os.File
+	stats   []unix.Stat_t     // of files, when opened
 	names   map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
 }
 
 func newUserFiles(uid int64, trusted string) (*userFiles, error) {
-	if uid <= 0 || uid > 0xfffffffe {
+	if uid < 0 || uid > 0xfffffffe {
 		return nil, fmt.Errorf("cannot check sources for uid %d", uid)
 	}
-	u := &userFiles{uid: uint32(uid), gid: -1, gids: map[uint32]bool{}, names: map[string]string{}}
+	u := &userFiles{check: uid > 0, uid: uint32(uid), gid: -1, gids: map[uint32]bool{}, names: map[string]string{}}
 	if trusted != "" {
 		u.trusted = filepath.Clean(trusted)
+	}
+	if uid == 0 {
+		return u, nil
 	}
 	if pw, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil {
 		if g, err := strconv.ParseUint(pw.Gid, 10, 32); err == nil {
@@ -67,8 +77,14 @@ func newUserFiles(uid int64, trusted string) (*userFiles, error) {
 // open opens p for reading if the user could, and returns the path other
 // processes open it by. The file stays open until close.
 func (u *userFiles) open(p string) (string, error) {
+	_, name, err := u.openFile(p)
+	return name, err
+}
+
+// openFile is open returning the opened file too.
+func (u *userFiles) openFile(p string) (*os.File, string, error) {
 	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("%s: a source path must be absolute", p)
+		return nil, "", fmt.Errorf("%s: a source path must be absolute", p)
 	}
 	p = filepath.Clean(p)
 	var f *os.File
@@ -85,15 +101,28 @@ func (u *userFiles) open(p string) (string, error) {
 			if f != nil {
 				f.Close()
 			}
-			return "", fmt.Errorf("cannot open %s: %w", p, err)
+			return nil, "", fmt.Errorf("cannot open %s: %w", p, err)
 		}
 	} else if f, err = u.walk(p); err != nil {
-		return "", err
+		return nil, "", err
 	}
-	u.files = append(u.files, f)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("cannot look at %s: %w", p, err)
+	}
+	u.files, u.stats = append(u.files, f), append(u.stats, st)
 	name := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
 	u.names[name] = p
-	return name, nil
+	return f, name, nil
+}
+
+// who names the job's user in messages.
+func (u *userFiles) who() string {
+	if !u.check {
+		return "a job"
+	}
+	return fmt.Sprintf("a job of uid %d", u.uid)
 }
 
 // walk opens p component by component from /, checking each directory
@@ -130,7 +159,7 @@ func (u *userFiles) walk(p string) (*os.File, error) {
 		typ := st.Mode & unix.S_IFMT
 		if typ == unix.S_IFLNK {
 			unix.Close(fd)
-			return nil, fmt.Errorf("%s is a symbolic link; a job of uid %d reads only paths without symbolic links", next, u.uid)
+			return nil, fmt.Errorf("%s is a symbolic link; %s reads only paths without symbolic links", next, u.who())
 		}
 		if i < len(parts)-1 {
 			if typ != unix.S_IFDIR {
@@ -248,6 +277,9 @@ func openNoSymlinks(dir int, name string) (int, error) {
 // permitted checks that the user may do want (4 read, 3 write and search, 1 search) on the
 // object fd refers to.
 func (u *userFiles) permitted(fd int, name string, want uint32) error {
+	if !u.check {
+		return nil // the kernel checks the caller's own access on open
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("cannot look at %s: %w", name, err)
@@ -269,12 +301,39 @@ func (u *userFiles) permitted(fd int, name string, want uint32) error {
 	return nil
 }
 
+// unchanged checks that no opened file was written, truncated or had its
+// mode changed since it was opened (its ctime moves with each). The files
+// are read by their descriptors, so a rename or a link never matters, but
+// whoever may write a file could rewrite an image's header while qemu reads
+// it (set a qcow2's external data file bit, give a sparse VMDK capacity 0)
+// and make qemu open a file by a name nobody checked.
+func (u *userFiles) unchanged() error {
+	for i, f := range u.files {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return fmt.Errorf("cannot look at %s again: %w", u.show(f.Name()), err)
+		}
+		if was := u.stats[i]; st.Ctim != was.Ctim || st.Mtim != was.Mtim || st.Size != was.Size {
+			return fmt.Errorf("%s changed while the job read it; nothing it produced is kept (convert files nobody writes meanwhile)", u.pathOf(f))
+		}
+	}
+	return nil
+}
+
+// pathOf is the path f was opened as.
+func (u *userFiles) pathOf(f *os.File) string {
+	if p, ok := u.names[fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())]; ok {
+		return p
+	}
+	return f.Name()
+}
+
 // close closes the opened files: call it when no process reads them any more.
 func (u *userFiles) close() {
 	for _, f := range u.files {
 		f.Close()
 	}
-	u.files = nil
+	u.files, u.stats = nil, nil
 }
 
 // explain replaces the /proc/<pid>/fd/<n> names in an error by the paths

@@ -84,8 +84,8 @@ func TestRunForUser(t *testing.T) {
 		{"ovf through a symlinked directory", "ovf", ovf, "sub is a symbolic link"},
 		{"vmdk whose extent the user cannot read", "vmdk", secretFlat, "cannot read"},
 		{"source that is a symlink", "raw", swapped, "is a symbolic link"},
-		{"qcow2 with a backing file", "qcow2", backed, "has a backing file"},
-		{"qcow2 with an external data file", "qcow2", dataFile, "keeps its data in an external file"},
+		{"qcow2 with a backing file beside it", "qcow2", backed, ""},
+		{"qcow2 with an external data file elsewhere", "qcow2", dataFile, "external data file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

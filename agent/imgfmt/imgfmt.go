@@ -5,7 +5,6 @@ package imgfmt
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -128,22 +127,4 @@ func isOVF(head []byte) bool {
 			return se.Name.Local == "Envelope"
 		}
 	}
-}
-
-// QCOW2References reports whether the qcow2 image in r names other files
-// that qemu opens by name when it opens the image: a backing file, or an
-// external data file (incompatible feature bit 2 of a version 3 header).
-func QCOW2References(r io.ReaderAt) (backing, dataFile bool, err error) {
-	var h [80]byte
-	if _, err := r.ReadAt(h[:], 0); err != nil {
-		return false, false, fmt.Errorf("cannot read qcow2 header: %w", err)
-	}
-	if string(h[:4]) != "QFI\xfb" {
-		return false, false, errors.New("not a qcow2 image")
-	}
-	backing = binary.BigEndian.Uint64(h[8:]) != 0
-	if binary.BigEndian.Uint32(h[4:]) >= 3 {
-		dataFile = binary.BigEndian.Uint64(h[72:])&(1<<2) != 0
-	}
-	return backing, dataFile, nil
 }

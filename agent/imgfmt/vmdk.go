@@ -2,6 +2,7 @@ package imgfmt
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -111,11 +112,16 @@ func ParseVMDKDescriptor(r io.Reader) (*VMDKDescriptor, error) {
 	return d, nil
 }
 
+// isExtentLine reports whether line starts with an access mode token,
+// separated by any white space as qemu's sscanf reads it.
 func isExtentLine(line string) bool {
-	for _, a := range []string{"RW ", "RDONLY ", "NOACCESS "} {
-		if strings.HasPrefix(line, a) {
-			return true
-		}
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return false
+	}
+	switch f[0] {
+	case "RW", "RDONLY", "NOACCESS":
+		return true
 	}
 	return false
 }
@@ -248,14 +254,130 @@ func ReadVMDKDescriptorFile(path string) (*VMDKDescriptor, error) {
 	return d, nil
 }
 
-// DefersToEmbeddedDescriptor reports whether r starts with a sparse extent
-// header ("KDMV") of capacity 0 that points to an embedded descriptor:
-// qemu then reads the extents that descriptor names, by any path, instead
-// of the file itself.
-func DefersToEmbeddedDescriptor(r io.ReaderAt) bool {
+// vmdkSparseMagic is "KDMV" read as a little-endian uint32.
+const vmdkSparseMagic = 0x564d444b
+
+// qemuDescSize is how much descriptor text qemu's vmdk driver reads when
+// it looks for a parent (DESC_SIZE in block/vmdk.c).
+const qemuDescSize = 20 * 512
+
+// SparseVMDK is what the header of a hosted sparse extent ("KDMV") tells
+// about the files qemu opens beside it.
+type SparseVMDK struct {
+	Capacity uint64 // sectors
+	// Defers is a header of capacity 0 pointing to an embedded descriptor:
+	// qemu then opens the extents that descriptor names instead of reading
+	// this file.
+	Defers bool
+	// Descriptor is the embedded descriptor text as qemu reads it: from the
+	// descriptor offset up to the first NUL, at most 1 MiB (for a deferring
+	// header qemu ignores the descriptor size field); nil without one.
+	Descriptor []byte
+	// DescriptorOffset is the byte offset of the embedded descriptor.
+	DescriptorOffset int64
+}
+
+// ReadSparseVMDK reads the sparse extent header at the start of r (size
+// bytes) and its embedded descriptor. It fails for anything that does not
+// start with the "KDMV" magic.
+func ReadSparseVMDK(r io.ReaderAt, size int64) (*SparseVMDK, error) {
 	var h sparseHeader
-	if err := binary.Read(io.NewSectionReader(r, 0, 512), binary.LittleEndian, &h); err != nil {
-		return false
+	if err := binary.Read(io.NewSectionReader(r, 0, max(size, 0)), binary.LittleEndian, &h); err != nil {
+		return nil, fmt.Errorf("cannot read vmdk sparse header: %w", err)
 	}
-	return h.Magic == 0x564d444b && h.Capacity == 0 && h.DescriptorOffset != 0
+	if h.Magic != vmdkSparseMagic {
+		return nil, errors.New("not a vmdk sparse extent")
+	}
+	s := &SparseVMDK{Capacity: h.Capacity, Defers: h.Capacity == 0 && h.DescriptorOffset != 0}
+	if h.DescriptorOffset == 0 {
+		return s, nil
+	}
+	if h.DescriptorOffset > 1<<40 || int64(h.DescriptorOffset)*512 >= size {
+		if s.Defers {
+			return nil, fmt.Errorf("vmdk embedded descriptor at sector %d lies outside the %d-byte file", h.DescriptorOffset, size)
+		}
+		return s, nil
+	}
+	s.DescriptorOffset = int64(h.DescriptorOffset) * 512
+	// As qemu's vmdk_read_desc: up to 1 MiB - 1 from the start of the
+	// file, whatever the header's descriptor size says.
+	want := min(size, maxDescriptor-1) - s.DescriptorOffset
+	if want <= 0 {
+		if s.Defers {
+			return nil, fmt.Errorf("vmdk embedded descriptor at sector %d lies beyond the first MiB", h.DescriptorOffset)
+		}
+		return s, nil
+	}
+	buf := make([]byte, want)
+	n, err := r.ReadAt(buf, s.DescriptorOffset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("cannot read vmdk embedded descriptor: %w", err)
+	}
+	buf = buf[:n]
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		buf = buf[:i]
+	}
+	s.Descriptor = buf
+	return s, nil
+}
+
+// VMDKParentHint returns the parent (backing) file name qemu's vmdk driver
+// takes from descriptor text: the first "parentFileNameHint" anywhere in
+// its first 10 KiB, even in a comment, followed by two characters (`="`)
+// and the name up to the next double quote. ok is false when there is
+// none.
+func VMDKParentHint(desc []byte) (name string, ok bool) {
+	if len(desc) > qemuDescSize {
+		desc = desc[:qemuDescSize]
+	}
+	if i := bytes.IndexByte(desc, 0); i >= 0 {
+		desc = desc[:i]
+	}
+	const key = "parentFileNameHint"
+	i := bytes.Index(desc, []byte(key))
+	if i < 0 {
+		return "", false
+	}
+	rest := desc[min(i+len(key)+2, len(desc)):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		// qemu refuses such a descriptor; nothing is opened.
+		return "", false
+	}
+	return string(rest[:j]), true
+}
+
+// RewriteVMDKExtents returns descriptor text with the file name of every
+// extent line replaced by rename(i, name) (i counts extent lines with a
+// file), every other byte unchanged. qemu then opens the renamed files.
+func RewriteVMDKExtents(desc []byte, rename func(i int, name string) string) ([]byte, error) {
+	var out bytes.Buffer
+	i := 0
+	for _, line := range bytes.SplitAfter(desc, []byte("\n")) {
+		// The lines ParseVMDKDescriptor takes for extents: anything but
+		// blanks, comments and key=value lines.
+		trimmed := strings.TrimSpace(strings.TrimRight(string(line), "\x00"))
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") || (strings.Contains(trimmed, "=") && !isExtentLine(trimmed)) {
+			out.Write(line)
+			continue
+		}
+		e, err := parseExtent(trimmed)
+		if err != nil {
+			return nil, err
+		}
+		if e.File == "" {
+			out.Write(line)
+			continue
+		}
+		// The name is the first quoted string after the type, as parseExtent
+		// and qemu read it.
+		start := bytes.Index(line, []byte(trimmed)) + strings.Index(trimmed, e.Type) + len(e.Type)
+		q1 := bytes.IndexByte(line[start:], '"') + start
+		q2 := bytes.IndexByte(line[q1+1:], '"') + q1 + 1
+		out.Write(line[:q1+1])
+		out.WriteString(rename(i, e.File))
+		out.Write(line[q2:])
+		i++
+	}
+	return out.Bytes(), nil
 }

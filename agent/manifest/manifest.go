@@ -90,6 +90,12 @@ type Load struct {
 	SourceType string `json:"source_type"` // vmdk ova ovf vhd vhdx raw qcow2 (ami: refused)
 	SourcePath string `json:"source_path"` // absolute, normalised
 	SHA256     string `json:"sha256,omitempty"`
+	// AllowReferences names files outside the source's directory that the
+	// source may refer to (a qcow2 backing or data file, a VMDK extent or
+	// parent, an OVF disk): absolute, normalised paths. Every other file an
+	// image refers to must lie beside the source. The files are still opened
+	// without following symbolic links and read only if the submitter could.
+	AllowReferences []string `json:"allow_references,omitempty"`
 }
 
 // Inspect controls the INSPECT stage.

@@ -278,6 +278,19 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 		}
 		v.add(lp+".sha256", msg)
 	}
+	seenRef := map[string]bool{}
+	for i, ref := range p.Load.AllowReferences {
+		rp := fmt.Sprintf("%s.allow_references[%d]", lp, i)
+		if ref == "" {
+			v.add(rp, "must not be empty")
+			continue
+		}
+		v.absPath(rp, ref)
+		if seenRef[ref] {
+			v.add(rp, fmt.Sprintf("%q is listed twice", truncate(ref, 200)))
+		}
+		seenRef[ref] = true
+	}
 
 	fixOn := true
 	if f := p.Fix; f != nil {

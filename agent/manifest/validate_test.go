@@ -311,6 +311,11 @@ func TestSHA256(t *testing.T) {
 		{"short", singleDoc, []edit{{"pipeline.load.sha256", good[:63]}}, []string{"pipeline.load.sha256: must be 64 hexadecimal digits"}},
 		{"not hex", singleDoc, []edit{{"pipeline.load.sha256", strings.Repeat("g", 64)}}, []string{"pipeline.load.sha256: must be 64 hexadecimal digits"}},
 		{"prefix", singleDoc, []edit{{"pipeline.load.sha256", "sha256:" + good}}, []string{`pipeline.load.sha256: must be 64 hexadecimal digits (as printed by sha256sum), without the "sha256:" prefix`}},
+		{"allow_references", singleDoc, []edit{{"pipeline.load.allow_references", []any{"/srv/base/parent.qcow2"}}}, nil},
+		{"allow_references relative", singleDoc, []edit{{"pipeline.load.allow_references", []any{"parent.qcow2"}}}, []string{"pipeline.load.allow_references[0]: \"parent.qcow2\" is not an absolute path"}},
+		{"allow_references dotdot", singleDoc, []edit{{"pipeline.load.allow_references", []any{"/srv/../etc/shadow"}}}, []string{"pipeline.load.allow_references[0]: \"/srv/../etc/shadow\" is not a normalised path"}},
+		{"allow_references twice", singleDoc, []edit{{"pipeline.load.allow_references", []any{"/a", "/a"}}}, []string{"pipeline.load.allow_references[1]: \"/a\" is listed twice"}},
+		{"allow_references empty", singleDoc, []edit{{"pipeline.load.allow_references", []any{""}}}, []string{"pipeline.load.allow_references[0]: must not be empty"}},
 	})
 }
 

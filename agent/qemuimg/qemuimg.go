@@ -63,7 +63,7 @@ func (i *ImageInfo) DataFile() string {
 
 // Info runs qemu-img info on path (a file or a "json:" spec) opened as format.
 func Info(ctx context.Context, path, format string) (*ImageInfo, error) {
-	out, err := run(ctx, "info", "--output=json", "-f", format, path)
+	out, err := run(ctx, "info", "--output=json", "-f", format, withoutBacking(path))
 	if err != nil {
 		return nil, fmt.Errorf("cannot read image info of %s as %s: %w", Describe(path), format, err)
 	}
@@ -72,6 +72,49 @@ func Info(ctx context.Context, path, format string) (*ImageInfo, error) {
 		return nil, fmt.Errorf("cannot read image info of %s: qemu-img printed %q: %w", Describe(path), truncate(string(out)), err)
 	}
 	return &info, nil
+}
+
+// Measure returns the bytes a qcow2 conversion of path (a file or a
+// "json:" spec) opened as format needs: qemu-img measure's required size,
+// which counts only what the source allocates (zeros and holes take
+// nothing), plus metadata.
+func Measure(ctx context.Context, path, format string) (int64, error) {
+	out, err := run(ctx, "measure", "--output=json", "-f", format, "-O", "qcow2", path)
+	if err != nil {
+		return 0, fmt.Errorf("cannot measure %s: %w", Describe(path), err)
+	}
+	var m struct {
+		Required int64 `json:"required"`
+	}
+	if err := json.Unmarshal(out, &m); err != nil {
+		return 0, fmt.Errorf("cannot measure %s: qemu-img printed %q: %w", Describe(path), truncate(string(out)), err)
+	}
+	return m.Required, nil
+}
+
+// withoutBacking is a "json:" spec with its backing node replaced by null:
+// qemu-img info never opens a backing file, and refuses the options of one
+// given to it. Anything else is returned unchanged.
+func withoutBacking(path string) string {
+	spec, ok := strings.CutPrefix(path, "json:")
+	if !ok {
+		return path
+	}
+	dec := json.NewDecoder(strings.NewReader(spec))
+	dec.UseNumber()
+	var n map[string]any
+	if dec.Decode(&n) != nil {
+		return path
+	}
+	if b, ok := n["backing"]; !ok || b == nil {
+		return path
+	}
+	n["backing"] = nil
+	out, err := json.Marshal(n)
+	if err != nil {
+		return path
+	}
+	return "json:" + string(out)
 }
 
 // CheckResult is the outcome of qemu-img check.
@@ -185,6 +228,12 @@ type ConvertOptions struct {
 	// Progress gets 0-100 as qemu-img reports it (monotonic, at most one call
 	// per whole percent).
 	Progress func(percent int)
+	// Prepare, when set, gets the partial output before qemu-img writes to
+	// it: to give it its owner and mode, whatever the umask.
+	Prepare func(*os.File) error
+	// Finish, when set, gets the complete, synced output before it is
+	// renamed into place; an error discards it.
+	Finish func(*os.File) error
 }
 
 // ConvertResult says what Convert did beyond the file it wrote.
@@ -222,6 +271,12 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 		return nil, fmt.Errorf("cannot convert to %s: %s is not a regular file", o.Target, part)
 	} else if st.Size() > 0 {
 		res.Warnings = append(res.Warnings, "reused the leftover partial output "+part+" of an interrupted run")
+	}
+	if o.Prepare != nil {
+		if err := o.Prepare(f); err != nil {
+			os.Remove(part)
+			return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
+		}
 	}
 	ok := false
 	defer func() {
@@ -286,6 +341,11 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("cannot convert to %s: cancelled: %w", o.Target, context.Cause(ctx))
+	}
+	if o.Finish != nil {
+		if err := o.Finish(f); err != nil {
+			return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
+		}
 	}
 	if err := RenameNoReplace(part, o.Target); err != nil {
 		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
@@ -523,23 +583,35 @@ func truncate(s string) string {
 }
 
 // Describe names an image for messages: a file's path, or for a json: spec
-// of a range inside an archive, "ARCHIVE[offset N, size M]".
+// the file its chain of "file" nodes reads ("ARCHIVE[offset N, size M]" for
+// a range inside an archive).
 func Describe(path string) string {
 	spec, ok := strings.CutPrefix(path, "json:")
 	if !ok {
 		return path
 	}
-	var s struct {
-		File struct {
-			Offset int64 `json:"offset"`
-			Size   int64 `json:"size"`
-			File   struct {
-				Filename string `json:"filename"`
-			} `json:"file"`
-		} `json:"file"`
-	}
-	if json.Unmarshal([]byte(spec), &s) != nil || s.File.File.Filename == "" {
+	dec := json.NewDecoder(strings.NewReader(spec))
+	dec.UseNumber()
+	var n map[string]any
+	if dec.Decode(&n) != nil {
 		return path
 	}
-	return fmt.Sprintf("%s[offset %d, size %d]", s.File.File.Filename, s.File.Offset, s.File.Size)
+	var off, size any
+	for depth := 0; depth < 8; depth++ {
+		if name, ok := n["filename"].(string); ok {
+			if off != nil {
+				return fmt.Sprintf("%s[offset %v, size %v]", name, off, size)
+			}
+			return name
+		}
+		if o, ok := n["offset"]; ok {
+			off, size = o, n["size"]
+		}
+		child, ok := n["file"].(map[string]any)
+		if !ok {
+			return path
+		}
+		n = child
+	}
+	return path
 }

@@ -79,6 +79,8 @@ func runConvert(ctx context.Context, stdout, stderr io.Writer, file, outDir, bac
 			OutputDir: filepath.Join(outDir, vm.Name),
 			Backend:   backend,
 			Progress:  bar.update,
+			// The same limit as the agent's jobs.
+			MaxVirtualSize: maxVirtualSize(),
 		})
 		bar.done()
 		printSummary(stdout, rep)

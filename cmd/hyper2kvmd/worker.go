@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -79,8 +80,9 @@ func runWorker(ctx context.Context, dir string) error {
 		WorkDir:   spec.WorkDir,
 		Backend:   spec.Backend,
 		// The worker runs as root: it reads only what the job's user could.
-		SourceUID:     spec.SourceUID,
-		TrustedSource: spec.TrustedSource,
+		SourceUID:      spec.SourceUID,
+		TrustedSource:  spec.TrustedSource,
+		MaxVirtualSize: maxVirtualSize(),
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {
@@ -158,4 +160,14 @@ func (s *statusSender) send(u progress.Update) {
 	}
 	s.last, s.stage, s.at = line, u.Stage, time.Now()
 	daemon.SdNotify(false, "STATUS="+strings.ReplaceAll(line, "\n", " "))
+}
+
+// maxVirtualSize is limits.max_virtual_size from the agent's configuration
+// file; 0 (the engine's default, 16 TiB) when it cannot be read.
+func maxVirtualSize() int64 {
+	cfg, err := config.Load(config.DefaultPath)
+	if err != nil {
+		return 0
+	}
+	return cfg.MaxVirtualSizeBytes()
 }
