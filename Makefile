@@ -31,6 +31,7 @@ test: deps build test-unit fuzz test-e2e
 test-unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/test$$' -e '/test/')
+	$(GO) test -count=1 -run '^(TestLayout|TestClientsDoNotLinkTheDaemon)$$' ./test/
 
 # A short run of every fuzz target, seeds from testdata/fuzz.
 fuzz:

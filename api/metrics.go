@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 )
@@ -71,10 +71,10 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 }
 
 // GetMetrics is Client.GetMetrics through the lazy connection.
-func (l *Lazy) GetMetrics(ctx context.Context) (agent.Metrics, error) {
+func (l *Lazy) GetMetrics(ctx context.Context) (apitype.Metrics, error) {
 	c, err := l.get(ctx)
 	if err != nil {
-		return agent.Metrics{}, err
+		return apitype.Metrics{}, err
 	}
 	m, err := c.GetMetrics(ctx)
 	return m, l.check(c, err)
@@ -82,7 +82,7 @@ func (l *Lazy) GetMetrics(ctx context.Context) (agent.Metrics, error) {
 
 // stageOrder lists the pipeline's stages first (always, so the series
 // exist from the first scrape), then any other stage names sorted.
-func stageOrder(sums map[string]agent.Summary) []string {
+func stageOrder(sums map[string]apitype.Summary) []string {
 	out := append([]string(nil), progress.Stages...)
 	var extra []string
 	for k := range sums {

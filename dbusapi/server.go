@@ -14,8 +14,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -97,7 +97,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 	events, unsubscribe := b.Subscribe()
 	s.unsubscribe = unsubscribe
 	snapshotAt := time.Now()
-	for _, j := range b.Jobs(agent.Filter{}) {
+	for _, j := range b.Jobs(apitype.Filter{}) {
 		s.upsert(j, false)
 	}
 	go s.follow(events, snapshotAt)
@@ -180,7 +180,7 @@ func (s *Server) Close() error {
 // follow turns backend events into object exports and signals, in order.
 // Events stamped before the snapshot are already in it and are skipped, so
 // that replaying them cannot make a property go back.
-func (s *Server) follow(events <-chan agent.Event, snapshotAt time.Time) {
+func (s *Server) follow(events <-chan apitype.Event, snapshotAt time.Time) {
 	defer close(s.loopDone)
 	for {
 		select {
@@ -198,9 +198,9 @@ func (s *Server) follow(events <-chan agent.Event, snapshotAt time.Time) {
 	}
 }
 
-func (s *Server) apply(ev agent.Event) {
+func (s *Server) apply(ev apitype.Event) {
 	switch ev.Kind {
-	case agent.JobRemoved:
+	case apitype.JobRemoved:
 		s.remove(ev.Job)
 	default:
 		s.upsert(ev.Job, true)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
@@ -45,7 +45,7 @@ func TestSignals(t *testing.T) {
 	sigs := subscribe(t, f.conn)
 	f.authz.set(map[string]bool{polkit.ActionSubmit: true}, nil)
 
-	got, err := f.client.Submit(ctx, []byte(`{}`), agent.SubmitOptions{}, false)
+	got, err := f.client.Submit(ctx, []byte(`{}`), apitype.SubmitOptions{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.authz.set(map[string]bool{polkit.ActionSubmit: true}, nil)
-	got, err := f.client.Submit(ctx, []byte(`{}`), agent.SubmitOptions{Name: "w"}, false)
+	got, err := f.client.Submit(ctx, []byte(`{}`), apitype.SubmitOptions{Name: "w"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestWatch(t *testing.T) {
 	f.b.put(old)
 	f.b.drop(j.ID)
 
-	recv := func() agent.Event {
+	recv := func() apitype.Event {
 		t.Helper()
 		select {
 		case ev, ok := <-events:
@@ -193,10 +193,10 @@ func TestWatch(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("no event arrived")
 		}
-		return agent.Event{}
+		return apitype.Event{}
 	}
 	ev := recv()
-	if ev.Kind != agent.JobNew || ev.Job.ID != j.ID || ev.Job.Name != "w" {
+	if ev.Kind != apitype.JobNew || ev.Job.ID != j.ID || ev.Job.Name != "w" {
 		t.Fatalf("first event %+v, want JobNew of %s", ev, j.ID)
 	}
 	var seenStages []string
@@ -206,7 +206,7 @@ func TestWatch(t *testing.T) {
 		if ev.Job.ID != j.ID {
 			t.Fatalf("event for %s before %s ended", ev.Job.ID, j.ID)
 		}
-		if ev.Kind != agent.JobChanged {
+		if ev.Kind != apitype.JobChanged {
 			t.Fatalf("event %+v, want JobChanged", ev)
 		}
 		if ev.Job.State == jobs.Completed {
@@ -228,11 +228,11 @@ func TestWatch(t *testing.T) {
 		t.Errorf("stages seen %v, want %v", seenStages, stages)
 	}
 	ev = recv()
-	if ev.Kind != agent.JobChanged || ev.Job.ID != "old" || ev.Job.Progress != 77 || ev.Job.Stage != "fix" {
+	if ev.Kind != apitype.JobChanged || ev.Job.ID != "old" || ev.Job.Progress != 77 || ev.Job.Stage != "fix" {
 		t.Errorf("event %+v, want a JobChanged of the pre-existing job with its whole record", ev)
 	}
 	ev = recv()
-	if ev.Kind != agent.JobRemoved || ev.Job.ID != j.ID || ev.Job.State != jobs.Completed {
+	if ev.Kind != apitype.JobRemoved || ev.Job.ID != j.ID || ev.Job.State != jobs.Completed {
 		t.Errorf("event %+v, want JobRemoved of %s, completed", ev, j.ID)
 	}
 	cancel()
@@ -269,7 +269,7 @@ func TestWatchAcrossRestart(t *testing.T) {
 
 	// "done" finished while the agent was away: changed, not removed;
 	// "history" was finished all along and changes nothing.
-	want := map[string]agent.EventKind{"keep": agent.JobChanged, "fresh": agent.JobNew, "gone": agent.JobRemoved, "done": agent.JobChanged}
+	want := map[string]apitype.EventKind{"keep": apitype.JobChanged, "fresh": apitype.JobNew, "gone": apitype.JobRemoved, "done": apitype.JobChanged}
 	for len(want) > 0 {
 		select {
 		case ev := <-events:
@@ -294,7 +294,7 @@ func TestWatchAcrossRestart(t *testing.T) {
 	b2.put(fresh)
 	select {
 	case ev := <-events:
-		if ev.Job.ID != "fresh" || ev.Kind != agent.JobChanged {
+		if ev.Job.ID != "fresh" || ev.Kind != apitype.JobChanged {
 			t.Errorf("event %+v, want fresh changed", ev)
 		}
 	case <-time.After(20 * time.Second):
