@@ -442,7 +442,7 @@ func TestPriorityOrderAndConcurrencyBound(t *testing.T) {
 	e.start()
 	var order []string
 	name := func(u string) string {
-		j, _ := e.a.Job(strings.TrimSuffix(strings.TrimPrefix(u, "hyper2kvm-job-"), ".service"))
+		j, _ := e.a.Job(unitJobID(u))
 		return j.Name
 	}
 	running := []string{e.nextStart(), e.nextStart()}
@@ -599,7 +599,7 @@ func TestRestartRequeuesNeverStartedAndOrphans(t *testing.T) {
 	got := map[string]bool{}
 	for range 2 {
 		u := e.nextStart()
-		j, _ := e.a.Job(strings.TrimSuffix(strings.TrimPrefix(u, "hyper2kvm-job-"), ".service"))
+		j, _ := e.a.Job(unitJobID(u))
 		got[j.Name] = true
 		e.units.finish(t, u, "success", completed(j.Name))
 	}
@@ -728,4 +728,10 @@ func TestStatePersistence(t *testing.T) {
 	if _, err := loadState(p); err == nil {
 		t.Error("a store of another version was accepted")
 	}
+}
+
+// unitJobID is the id of the job unit u runs.
+func unitJobID(u string) string {
+	id, _ := jobs.IDFromUnit(u)
+	return id
 }

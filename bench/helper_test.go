@@ -116,7 +116,7 @@ func newWatcher(ctx context.Context) (*watcher, error) {
 					continue
 				}
 				ch, _ := s.Body[1].(map[string]dbus.Variant)
-				ev := unitEvent{unit: unescape(strings.TrimPrefix(string(s.Path), "/org/freedesktop/systemd1/unit/")), at: at}
+				ev := unitEvent{unit: agent.UnitFromPath(string(s.Path)), at: at}
 				if v, ok := ch["ActiveState"]; ok {
 					ev.active, _ = v.Value().(string)
 				}
@@ -131,21 +131,6 @@ func newWatcher(ctx context.Context) (*watcher, error) {
 		}
 	}()
 	return w, nil
-}
-
-func unescape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '_' && i+2 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // waitUnit waits for unit (or, with unit "", the first job unit not in

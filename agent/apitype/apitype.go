@@ -93,4 +93,3 @@ func (p Page) Bounds(n int) (from, to int) {
 	}
 	return from, to
 }
-

@@ -130,4 +130,3 @@ func MetricsOf(list []jobs.Job) Metrics {
 	}
 	return c.Metrics()
 }
-

@@ -126,14 +126,14 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 	r.rep.FinishedAt = now()
 	switch {
 	case err == nil:
-		r.rep.Status = "completed"
+		r.rep.Status = report.Completed
 	case ctx.Err() != nil, errors.Is(err, qemuimg.ErrTerminated):
 		// Stopped from outside (qemu-img got the unit's SIGTERM before
 		// the worker did) is an interruption like a cancel: the agent
 		// runs the job again unless it cancelled it itself.
-		r.rep.Status = "cancelled"
+		r.rep.Status = report.Cancelled
 	default:
-		r.rep.Status = "failed"
+		r.rep.Status = report.Failed
 	}
 	if r.workDir != "" {
 		os.RemoveAll(r.workDir)
@@ -152,7 +152,7 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 			r.rep.Warnings = append(r.rep.Warnings, werr.Error())
 			if err == nil {
 				err = werr
-				r.rep.Status = "failed"
+				r.rep.Status = report.Failed
 			}
 		}
 	}
