@@ -6,7 +6,6 @@ GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 BIN       := bin
-UNITDIR   ?= $(PREFIX)/lib/systemd/system
 E2E_TIMEOUT ?= 75m
 
 SHELL     := /bin/bash

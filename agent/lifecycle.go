@@ -499,8 +499,6 @@ func outcome(r *record, rep *report.Report, stopping bool) (jobs.State, string, 
 	switch r.UnitResult {
 	case "oom-kill":
 		return jobs.Failed, stage, "the worker was killed for going over its memory limit (MemoryMax)"
-	case "timeout":
-		return jobs.Failed, stage, "the job ran longer than its runtime limit (RuntimeMaxSec) and was stopped"
 	case "signal", "core-dump":
 		return jobs.Failed, stage, "the worker was killed by a signal before writing its report"
 	case "exit-code":

@@ -220,21 +220,6 @@ func (f *fakeBackend) put(j jobs.Job) {
 	}
 }
 
-// drop forgets j and tells subscribers.
-func (f *fakeBackend) drop(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i, j := range f.jobs {
-		if j.ID == id {
-			f.jobs = slices.Delete(f.jobs, i, i+1)
-			for _, ch := range f.subs {
-				ch <- apitype.Event{Kind: apitype.JobRemoved, Job: j, At: time.Now()}
-			}
-			return
-		}
-	}
-}
-
 // fakeAuthz answers from a table of allowed actions and records the asks.
 type fakeAuthz struct {
 	mu      sync.Mutex

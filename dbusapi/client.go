@@ -333,10 +333,11 @@ func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.J
 // Watch subscribes to job signals (before returning, so nothing is missed)
 // and delivers events until ctx ends, then closes the channel. Each event
 // carries the whole job as last announced: JobNew from InterfacesAdded,
-// JobChanged from PropertiesChanged (Changed names the properties),
-// JobRemoved from InterfacesRemoved. When the agent (re)starts, for
-// instance by D-Bus activation after an idle exit, Watch compares its
-// objects with what it knew and reports the differences the same way.
+// JobChanged from PropertiesChanged (Changed names the properties). When
+// the agent (re)starts, for instance by D-Bus activation after an idle
+// exit, Watch compares its objects with what it knew and reports the
+// differences the same way, and JobRemoved for a live job the new agent no
+// longer has.
 // Events keep the bus order; a slow reader delays them but loses none.
 func (c *Client) Watch(ctx context.Context) (<-chan apitype.Event, error) {
 	if c == nil || c.conn == nil {
@@ -492,18 +493,6 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []apitype.Eve
 		}
 		w.known[p] = j
 		return []apitype.Event{{Kind: apitype.JobNew, Job: j, At: now}}
-	case ifaceObjectManager + ".InterfacesRemoved":
-		var p dbus.ObjectPath
-		var ifaces []string
-		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p, &ifaces) != nil {
-			return nil
-		}
-		j, ok := w.known[p]
-		if !ok {
-			return nil
-		}
-		delete(w.known, p)
-		return []apitype.Event{{Kind: apitype.JobRemoved, Job: j, At: now}}
 	case ifaceProperties + ".PropertiesChanged":
 		var iface string
 		var changed map[string]dbus.Variant

@@ -198,13 +198,11 @@ func (s *Server) follow(events <-chan apitype.Event, snapshotAt time.Time) {
 	}
 }
 
+// apply exports what ev says about a job. The agent never forgets a job
+// while it runs (keep_finished prunes at start, before the server exists),
+// so every event makes or updates an object.
 func (s *Server) apply(ev apitype.Event) {
-	switch ev.Kind {
-	case apitype.JobRemoved:
-		s.remove(ev.Job)
-	default:
-		s.upsert(ev.Job, true)
-	}
+	s.upsert(ev.Job, true)
 }
 
 // upsert makes j's object or updates its properties, announcing the
@@ -277,26 +275,6 @@ func (s *Server) ensurePath(j jobs.Job) dbus.ObjectPath {
 
 // remove drops j's object after announcing its last property values,
 // so a watcher learns the final state even if it only follows properties.
-func (s *Server) remove(j jobs.Job) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o, ok := s.objects[j.ID]
-	if !ok || s.closed {
-		return
-	}
-	props := jobProps(j)
-	if changed := changedProps(jobProps(o.job), props); len(changed) > 0 {
-		d := make(map[string]dbus.Variant, len(changed))
-		for _, k := range changed {
-			d[k] = props[k]
-		}
-		s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
-	}
-	delete(s.objects, j.ID)
-	s.emit(ManagerPath, ifaceObjectManager+".InterfacesRemoved", o.path, jobObjectIfaces)
-	s.emit(ManagerPath, ManagerIface+".JobRemoved", j.ID, o.path, string(j.State))
-}
-
 func (s *Server) emit(path dbus.ObjectPath, name string, args ...any) {
 	if err := s.conn.Emit(path, name, args...); err != nil {
 		s.log.Warn("cannot emit signal", "signal", name, "path", path, "err", err)

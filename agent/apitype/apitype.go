@@ -42,6 +42,9 @@ type EventKind int
 const (
 	JobNew EventKind = iota
 	JobChanged
+	// JobRemoved comes only from dbusapi's Watch: a pending or running job
+	// it followed is gone from an agent that started again (its store was
+	// lost). The agent itself never forgets a job while it runs.
 	JobRemoved
 )
 

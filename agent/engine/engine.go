@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/noreplace"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -304,7 +306,10 @@ func writeNew(p string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = qemuimg.RenameNoReplace(tmp, p)
+		err = noreplace.Rename(tmp, p)
+		if errors.Is(err, fs.ErrExist) {
+			err = fmt.Errorf("%s exists; not overwriting", p)
+		}
 	}
 	if err != nil {
 		os.Remove(tmp)
