@@ -7,11 +7,13 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 BIN       := bin
 E2E_TIMEOUT ?= 75m
+# staticcheck for `make lint`, pinned: 2026.2.2 knows Go 1.26.
+STATICCHECK_VERSION := v0.8.2
 
 SHELL     := /bin/bash
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build deps test test-unit test-e2e fuzz bench demo install deb clean
+.PHONY: all build deps lint test test-unit test-e2e fuzz bench demo install deb clean
 
 all: build
 
@@ -23,8 +25,14 @@ deps:
 	./packaging/install-deps.sh
 	$(GO) mod download
 
-# Everything CI runs: unit tests, a short fuzz run, then the end-to-end tests.
-test: deps build test-unit fuzz test-e2e
+# Everything CI runs: lint, unit tests, a short fuzz run, then the end-to-end tests.
+test: deps build lint test-unit fuzz test-e2e
+
+# go vet and staticcheck (installed into bin/tools at the pinned version).
+lint:
+	$(GO) vet ./...
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/tools/staticcheck ./...
 
 # Fast tests, no root needed.
 test-unit:

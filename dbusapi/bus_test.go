@@ -97,7 +97,6 @@ type fakeBackend struct {
 	nextID    int
 	submitUID []int64
 	cancelled []string
-	problems  []string
 }
 
 func (f *fakeBackend) Status() apitype.Status {
@@ -222,11 +221,10 @@ func (f *fakeBackend) put(j jobs.Job) {
 
 // fakeAuthz answers from a table of allowed actions and records the asks.
 type fakeAuthz struct {
-	mu      sync.Mutex
-	allow   map[string]bool
-	err     error
-	asked   []authAsk
-	blockCh chan struct{} // when set, Authorize waits on it
+	mu    sync.Mutex
+	allow map[string]bool
+	err   error
+	asked []authAsk
 }
 
 type authAsk struct {

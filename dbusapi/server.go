@@ -440,15 +440,3 @@ func (s *Server) exportManager() error {
 	}
 	return nil
 }
-
-// exportedPaths lists the job object paths, sorted (for tests).
-func (s *Server) exportedPaths() []dbus.ObjectPath {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []dbus.ObjectPath
-	for _, o := range s.objects {
-		out = append(out, o.path)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
-}

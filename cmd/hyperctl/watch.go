@@ -97,16 +97,15 @@ type tracked struct {
 // watcher renders job changes. It follows either the given ids (and then
 // ends when they are all finished) or every job.
 type watcher struct {
-	a      *app
-	out    io.Writer
-	ids    []string
-	tty    bool
-	json   bool
-	jobs   map[string]*tracked
-	order  []string
-	drawn  int // lines of the live area drawn last, to repaint over them
-	width  int
-	result int
+	a     *app
+	out   io.Writer
+	ids   []string
+	tty   bool
+	json  bool
+	jobs  map[string]*tracked
+	order []string
+	drawn int // lines of the live area drawn last, to repaint over them
+	width int
 }
 
 func (a *app) newWatcher(ids []string) *watcher {
