@@ -13,7 +13,7 @@ STATICCHECK_VERSION := v0.8.2
 SHELL     := /bin/bash
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build deps lint test test-unit test-e2e fuzz bench demo install deb clean
+.PHONY: all build deps deps-demo lint test test-unit test-e2e fuzz bench demo install deb clean
 
 all: build
 
@@ -21,8 +21,14 @@ build:
 	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/hyper2kvmd ./cmd/hyper2kvmd
 	$(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/hyperctl ./cmd/hyperctl
 
+# Debian packages by tier (packaging/deps.txt): the demo needs only what the
+# product runs with plus the sample's tools; the tests need everything.
 deps:
-	./packaging/install-deps.sh
+	./packaging/install-deps.sh run demo test
+	$(GO) mod download
+
+deps-demo:
+	./packaging/install-deps.sh run demo
 	$(GO) mod download
 
 # Everything CI runs: lint, unit tests, a short fuzz run, then the end-to-end tests.
@@ -51,7 +57,7 @@ test-e2e: build
 bench: deps build
 	./test/bench.sh
 
-demo: deps build
+demo: deps-demo build
 	./test/demo.sh
 
 install: build

@@ -57,6 +57,10 @@ type Config struct {
 	Version string
 	// MaxBody bounds request bodies; 0 means DefaultMaxBody.
 	MaxBody int64
+	// MaxInFlight bounds the bytes of request bodies held at once (a
+	// chunked body counts as MaxBody); past it requests are answered 503.
+	// 0 means DefaultMaxInFlight; it is raised to MaxBody if lower.
+	MaxInFlight int64
 	// Journal reads job logs; nil uses journalctl.
 	Journal Journal
 	// WorkflowDir is the agent's manifest-workflow directory, used to
@@ -77,6 +81,8 @@ type Server struct {
 	cfg    Config
 	router *mux.Router
 	idle   *Idle
+	bodies *bodyBudget
+	parses chan struct{}
 }
 
 // New builds the handler from cfg.
@@ -84,6 +90,10 @@ func New(cfg Config) *Server {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	cfg.MaxInFlight = max(cfg.MaxInFlight, cfg.MaxBody)
 	if cfg.Journal == nil {
 		cfg.Journal = Journalctl{}
 	}
@@ -96,7 +106,7 @@ func New(cfg Config) *Server {
 	if cfg.WorkflowDir == "" {
 		cfg.WorkflowDir = "/var/lib/hyper2kvm/manifest-workflow"
 	}
-	s := &Server{cfg: cfg, idle: NewIdle(cfg.Now)}
+	s := &Server{cfg: cfg, idle: NewIdle(cfg.Now), bodies: &bodyBudget{limit: cfg.MaxInFlight}, parses: make(chan struct{}, maxParses)}
 	s.router = s.routes()
 	return s
 }
@@ -108,6 +118,11 @@ func (s *Server) Idle() *Idle { return s.idle }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	done := s.idle.Begin()
 	defer done()
+	// No handler may read more than MaxBody of any body, whether it
+	// means to read one or not.
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	}
 	securityHeaders(w.Header())
 	s.router.ServeHTTP(w, r)
 }

@@ -22,6 +22,7 @@ const (
 	CodeBodyTooLarge     apierr.Kind = "body-too-large"     // 413
 	CodeAgentUnreachable apierr.Kind = "agent-unreachable"  // 503: no bus, or the agent does not answer
 	CodeUnavailable      apierr.Kind = "unavailable"        // 503: a part the bridge was built without
+	CodeBusy             apierr.Kind = "busy"               // 503: too many request bodies in flight; Retry-After says when to retry
 )
 
 // errorBody is the JSON of every error answer.

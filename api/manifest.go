@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -14,29 +13,51 @@ import (
 )
 
 // readBody reads the request body up to the configured limit, answering 413
-// when it is larger and 400 when it is empty or neither JSON nor YAML.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// when it is larger, 503 when the bridge already holds MaxInFlight bytes of
+// bodies, and 400 when it is empty or neither JSON nor YAML. On success the
+// caller calls release once it no longer holds the body.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
 	if r.ContentLength > s.cfg.MaxBody {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
 			fmt.Sprintf("cannot accept a body of %d bytes: the limit is %d", r.ContentLength, s.cfg.MaxBody), nil)
-		return nil, false
+		return nil, nil, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	give, reserved := s.reserveBody(w, r)
+	if !reserved {
+		return nil, nil, false
+	}
+	defer func() {
+		if !ok {
+			give()
+		}
+	}()
+	// Sized from Content-Length when there is one, so that reading does
+	// not grow the buffer by doubling.
+	buf := bytes.NewBuffer(make([]byte, 0, max(0, min(r.ContentLength, s.cfg.MaxBody))+bytes.MinRead))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
 				fmt.Sprintf("cannot accept the body: the limit is %d bytes", s.cfg.MaxBody), nil)
-			return nil, false
+			return nil, nil, false
 		}
 		writeError(w, http.StatusBadRequest, CodeBadRequest, "cannot read the request body: "+err.Error(), nil)
-		return nil, false
+		return nil, nil, false
 	}
-	if err := checkSyntax(body); err != nil {
+	body = buf.Bytes()
+	turn, err := s.parseTurn(r.Context())
+	if err != nil {
+		s.writeBusy(w, r, "cannot check the body: the request ended while waiting for its turn")
+		return nil, nil, false
+	}
+	err = checkSyntax(body)
+	turn()
+	if err != nil {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error(), nil)
-		return nil, false
+		return nil, nil, false
 	}
-	return body, true
+	return body, give, true
 }
 
 // checkSyntax tells broken JSON/YAML (400) apart from a well-formed document
@@ -88,10 +109,11 @@ type validateAnswer struct {
 // validateManifest: POST /api/workflow/manifest/validate. Always 200 for a
 // well-formed body, valid or not; 400 only for broken JSON/YAML.
 func (s *Server) validateManifest(w http.ResponseWriter, r *http.Request) {
-	body, ok := s.readBody(w, r)
+	body, release, ok := s.readBody(w, r)
 	if !ok {
 		return
 	}
+	defer release()
 	valid, errs, err := s.cfg.Client.Validate(r.Context(), body)
 	if err != nil {
 		fail(w, r, "validate the manifest", err)
@@ -117,10 +139,11 @@ type submitAnswer struct {
 // the manifest (JSON or YAML). 202 with the new job ids; 422 with the field
 // paths when the agent finds the manifest invalid.
 func (s *Server) submitManifest(w http.ResponseWriter, r *http.Request) {
-	body, ok := s.readBody(w, r)
+	body, release, ok := s.readBody(w, r)
 	if !ok {
 		return
 	}
+	defer release()
 	list, err := s.cfg.Client.Submit(r.Context(), body, apitype.SubmitOptions{Name: r.URL.Query().Get("name")}, false)
 	if err != nil {
 		var ae *apierr.Error

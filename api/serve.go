@@ -106,8 +106,11 @@ func Serve(ctx context.Context, ls []net.Listener, s *Server, idleTimeout time.D
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ConnContext:       ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+		// Headers are small; the default (1 MiB) would let each of a few
+		// hundred connections hold a megabyte.
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    60 * time.Second,
+		ErrorLog:       slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {

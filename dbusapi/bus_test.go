@@ -97,6 +97,10 @@ type fakeBackend struct {
 	nextID    int
 	submitUID []int64
 	cancelled []string
+	// parsed counts the manifests Validate and Submit reached the backend
+	// with; inParse is called during each (a test blocks it).
+	parsed  int
+	inParse func()
 }
 
 func (f *fakeBackend) Status() apitype.Status {
@@ -154,6 +158,13 @@ func (f *fakeBackend) Submit(ctx context.Context, manifest []byte, o apitype.Sub
 }
 
 func (f *fakeBackend) Validate(manifest []byte) (bool, []string) {
+	f.mu.Lock()
+	f.parsed++
+	hook := f.inParse
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if strings.Contains(string(manifest), "bad") {
 		return false, []string{"vms[0].source.path: required", "version: must be \"1.0\""}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
 
@@ -73,7 +74,14 @@ func (s *Server) managerMethods() map[string]any {
 		},
 		"Validate": func(manifest string) (bool, []string, *dbus.Error) {
 			s.touch()
+			if err := checkManifestSize("validate", manifest); err != nil {
+				return false, []string{err.Message}, nil
+			}
+			if err := s.acquireParse(); err != nil {
+				return false, nil, toDBusError(err)
+			}
 			ok, problems := s.b.Validate([]byte(manifest))
+			s.releaseParse()
 			if problems == nil {
 				problems = []string{}
 			}
@@ -151,7 +159,36 @@ func (s *Server) entries(list []jobs.Job) []jobEntry {
 	return out
 }
 
+// maxParses is how many manifests Validate and Submit parse at once; more
+// calls wait their turn.
+const maxParses = 2
+
+// checkManifestSize refuses a manifest argument over manifest.MaxSize
+// before anything parses it.
+func checkManifestSize(verb, m string) *apierr.Error {
+	if len(m) <= manifest.MaxSize {
+		return nil
+	}
+	return apierr.New(apierr.InvalidManifest, "cannot %s: the manifest is %d bytes, larger than the limit of %d bytes (1 MiB); split a large batch into several manifests",
+		verb, len(m), manifest.MaxSize)
+}
+
+// acquireParse waits for one of the maxParses turns.
+func (s *Server) acquireParse() error {
+	select {
+	case s.parses <- struct{}{}:
+		return nil
+	case <-s.ctx.Done():
+		return apierr.New(apierr.Internal, "cannot parse the manifest: the agent is stopping")
+	}
+}
+
+func (s *Server) releaseParse() { <-s.parses }
+
 func (s *Server) submit(msg dbus.Message, sender dbus.Sender, manifest string, options map[string]dbus.Variant) ([]string, []dbus.ObjectPath, error) {
+	if err := checkManifestSize("submit", manifest); err != nil {
+		return nil, nil, err
+	}
 	opts, err := parseSubmitOptions(options)
 	if err != nil {
 		return nil, nil, err
@@ -163,7 +200,11 @@ func (s *Server) submit(msg dbus.Message, sender dbus.Sender, manifest string, o
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := s.acquireParse(); err != nil {
+		return nil, nil, err
+	}
 	list, err := s.b.Submit(s.ctx, []byte(manifest), opts, uid)
+	s.releaseParse()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -41,6 +41,11 @@ type Server struct {
 	closeOnce   sync.Once
 	last        atomic.Int64 // unix nanoseconds of the last method call
 
+	// parses bounds the manifests parsed at once by Validate and Submit:
+	// parsing costs up to about 100 times the manifest in memory, and any
+	// local user may call Validate.
+	parses chan struct{}
+
 	managerIface, jobIface introspect.Interface
 	jobXML                 string // every job object's introspection, built once
 
@@ -89,6 +94,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
 		managerIface: mi, jobIface: ji, jobXML: introspection([]introspect.Interface{ji}, nil),
 		objects: map[string]*jobObject{},
+		parses:  make(chan struct{}, maxParses),
 	}
 	s.last.Store(time.Now().UnixNano())
 

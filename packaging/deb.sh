@@ -43,7 +43,7 @@ install -D -m 0644 "$src/packaging/debian/lintian-overrides" "$root/usr/share/li
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/hyper2kvmd" "$root/usr/bin/hyperctl" 2>/dev/null || true
 
 # Shared libraries the (cgo) binaries link: libc6 at least as new as built against.
-depends="qemu-utils, qemu-system-common, systemd (>= 247), dbus, polkitd | policykit-1, fuse3, e2fsprogs"
+depends="qemu-utils, qemu-system-common, systemd (>= 247), dbus, polkitd | policykit-1, fuse3, e2fsprogs, bubblewrap"
 if command -v dpkg-shlibdeps >/dev/null; then
 	shl=$(mktemp -d)
 	mkdir -p "$shl/debian"

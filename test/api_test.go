@@ -206,6 +206,19 @@ func TestAPIBridge(t *testing.T) {
 		}
 	})
 
+	t.Run("stopping the service leaves the socket listening", func(t *testing.T) {
+		// As systemd's own socket-activated services: the next request
+		// starts the bridge again.
+		b.jsonCall(t, "GET", "/health", "", "", 200)
+		b.MustExec(t, "systemctl", "stop", "hyper2kvm-api.service")
+		if st := strings.TrimSpace(b.MustExec(t, "systemctl", "show", "-p", "ActiveState", "--value", "hyper2kvm-api.socket")); st != "active" {
+			t.Fatalf("hyper2kvm-api.socket is %s after stopping the service", st)
+		}
+		if code, err := b.curlIn(t, "alice", "http://127.0.0.1:8080/health"); code != "200" {
+			t.Errorf("after stopping the service, /health answers %s %v", code, err)
+		}
+	})
+
 	t.Run("status", func(t *testing.T) {
 		m := b.jsonCall(t, "GET", "/api/workflow/status", "", "", 200)
 		for _, k := range []string{"mode", "running", "queue_depth", "active_jobs", "processed_today", "failed_today", "max_workers", "uptime_seconds", "version"} {

@@ -156,7 +156,7 @@ func (c *Config) parse(data []byte) error {
 		c.DefaultPipeline = nil
 	}
 	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("cannot parse config: %w", err)
+		return explain(err)
 	}
 	return c.Validate()
 }
@@ -193,6 +193,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxManifestSize < 1024 {
 		bad("max_manifest_size", "must be at least 1024 bytes")
+	}
+	// The parser refuses anything larger (manifest.MaxSize) whatever this
+	// says: a larger setting would only move where the refusal comes from.
+	if c.MaxManifestSize > 1<<20 {
+		bad("max_manifest_size", "must be at most 1048576 bytes (1 MiB), the largest manifest the parser reads")
 	}
 	if c.MaxQueued < 1 {
 		bad("max_queued", "must be at least 1")

@@ -64,6 +64,7 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "negative keep_finished", yaml: "keep_finished: -1h\n", wantErr: "keep_finished"},
+		{name: "manifest size over the parser's cap", yaml: "max_manifest_size: 4194304\n", wantErr: "max_manifest_size: must be at most 1048576 bytes"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},
 	}
 	for _, tt := range tests {
@@ -108,5 +109,22 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
 		}
+	}
+}
+
+func TestUnknownKeySuggests(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"max_concurent_jobs: 2\n", `line 1: unknown key "max_concurent_jobs" (did you mean "max_concurrent_jobs"?)`},
+		{"verbose: true\nidle_timeot: 5m\n", `line 2: unknown key "idle_timeot" (did you mean "idle_timeout"?)`},
+		{"job:\n  memory_mx: 4G\n", `line 2: unknown key "memory_mx" (did you mean "memory_max"?)`},
+		{"colour: blue\n", `line 1: unknown key "colour"`},
+	} {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: got %v, want %s", c.yaml, err, c.want)
+		}
+	}
+	if _, err := Parse([]byte("colour: blue\n")); err != nil && strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("a key far from every known one gets a suggestion: %v", err)
 	}
 }

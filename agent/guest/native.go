@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/sandbox"
 )
 
 // native is the native backend. Its mount namespace is owned by the
@@ -380,34 +382,12 @@ func (n *native) Symlink(ctx context.Context, target, newname string) error {
 	return nil
 }
 
-// runScript runs "$@" chrooted in the guest root ($1) inside fresh mount,
-// PID, network, IPC and UTS namespaces nested in the session's: a new /proc,
-// a read-only /sys, a /dev tmpfs holding only the harmless nodes, and /run as
-// tmpfs. They vanish with the command. The guest's /proc, /sys, /dev must be
-// real directories: a symlink there could aim the mount anywhere.
-const runScript = `set -e
-R=$1; shift
-for d in proc sys dev run; do
-	if [ -L "$R/$d" ]; then echo "cannot run in guest: /$d is a symlink" >&2; exit 125; fi
-	[ -d "$R/$d" ] || mkdir -m 0755 "$R/$d"
-done
-mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
-mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
-mount -t tmpfs -o nosuid,mode=0755,size=8m dev "$R/dev"
-mount -t tmpfs -o nosuid,nodev,mode=0755,size=64m run "$R/run"
-mknod -m 666 "$R/dev/null" c 1 3
-mknod -m 666 "$R/dev/zero" c 1 5
-mknod -m 666 "$R/dev/full" c 1 7
-mknod -m 666 "$R/dev/random" c 1 8
-mknod -m 666 "$R/dev/urandom" c 1 9
-mkdir -m 1777 "$R/dev/shm"
-ln -s /proc/self/fd "$R/dev/fd"
-ln -s /proc/self/fd/0 "$R/dev/stdin"
-ln -s /proc/self/fd/1 "$R/dev/stdout"
-ln -s /proc/self/fd/2 "$R/dev/stderr"
-exec setpriv --bounding-set -sys_module,-sys_rawio,-sys_boot,-sys_time,-mknod,-sys_ptrace,-net_admin,-mac_admin,-syslog,-bpf,-perfmon -- chroot "$R" "$@"
-`
-
+// Run runs a guest program in the sandbox (agent/sandbox): a user
+// namespace that maps the guest's root to an unprivileged host uid, an
+// idmapped view of the guest tree that bwrap pivot_roots into, no network,
+// its own PID namespace, a seccomp filter and no capabilities outside the
+// guest's files. The sandbox process is this binary again, started inside
+// the session's mount namespace, where the guest tree is mounted.
 func (n *native) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if n.rootFD < 0 {
 		return nil, errors.New("cannot run in guest: no filesystem mounted")
@@ -415,11 +395,17 @@ func (n *native) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("cannot run in guest: empty command")
 	}
-	args := append([]string{"--mount=/proc/" + strconv.Itoa(n.qsd.Process.Pid) + "/ns/mnt", "--",
-		"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts", "--",
-		"sh", "-c", runScript, "sh", filepath.Join(n.dir, "root")}, argv...)
+	if err := sandbox.Check(); err != nil {
+		return nil, fmt.Errorf("cannot run %s in guest: %w", argv[0], err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("cannot run in guest: cannot find this program to start the sandbox: %w", err)
+	}
+	spec := sandbox.Spec{Root: filepath.Join(n.dir, "root"), Scratch: "/tmp", Argv: argv}
+	args := append([]string{"--mount=/proc/" + strconv.Itoa(n.qsd.Process.Pid) + "/ns/mnt", "--", self}, spec.Args()...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "HOME=/root", "TERM=dumb", "DEBIAN_FRONTEND=noninteractive"}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", sandbox.Env + "=1"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second

@@ -14,17 +14,31 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// MaxSize is the largest manifest Parse reads. A batch of a thousand VMs
-// fits in a few hundred KiB; anything far larger is a mistake or an attack.
-const MaxSize = 4 << 20
+// MaxSize is the largest manifest anything reads (1 MiB): a batch of
+// 10,000 VMs with a short pipeline each fits. Parsing costs up to about 100
+// times the input in memory, so this bound is what keeps one call to a
+// root daemon from costing gigabytes; readers stop at it (see Read).
+const MaxSize = 1 << 20
+
+// MaxString is the longest text value (a path is at most PATH_MAX, 4096
+// bytes, on Linux); anything longer is refused without being quoted.
+const MaxString = 4096
+
+// MaxProblems is how many problems Parse reports; past it, one last
+// problem says how many more there were. A few thousand lines of
+// problems help no one and a hostile manifest could make millions.
+const MaxProblems = 100
 
 // maxDepth bounds nesting; the model is five levels deep, so a deeper
 // document is never a manifest and must not cost unbounded recursion.
 const maxDepth = 64
 
-// maxNodes bounds the values a YAML document may expand to through
-// aliases ("billion laughs").
-const maxNodes = 100000
+// maxValues bounds the values of a document (a 10,000-VM batch has about
+// 60,000), and with them the work of checking it.
+const maxValues = 200000
+
+// maxQuote is how much of a value or key a message quotes.
+const maxQuote = 40
 
 // SyntaxError reports input that is neither JSON nor YAML, or that is not
 // an object at its top level. hyperctl exits 2 on it, as opposed to 1 for
@@ -44,7 +58,9 @@ func (e *SyntaxError) Error() string {
 	if e.Line > 0 {
 		fmt.Fprintf(&b, ": line %d", e.Line)
 	}
-	b.WriteString(": " + e.Msg)
+	// The parsers' messages are short, but never let one quote the input
+	// at length.
+	b.WriteString(": " + truncate(e.Msg, 512))
 	return b.String()
 }
 
@@ -88,7 +104,7 @@ type number struct {
 // and nil.
 func decode(data []byte) (any, error) {
 	if len(data) > MaxSize {
-		return nil, &SyntaxError{Msg: fmt.Sprintf("manifest is larger than %d bytes", MaxSize)}
+		return nil, &SyntaxError{Msg: tooLargeMsg}
 	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	if !utf8.Valid(data) {
@@ -142,7 +158,7 @@ func lineAt(data []byte, off int64) int {
 func decodeJSON(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	d := jsonDecoder{dec: dec, data: data}
+	d := jsonDecoder{dec: dec, data: data, budget: maxValues}
 	v, err := d.value(0)
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
@@ -159,8 +175,9 @@ func decodeJSON(data []byte) (any, error) {
 }
 
 type jsonDecoder struct {
-	dec  *json.Decoder
-	data []byte
+	dec    *json.Decoder
+	data   []byte
+	budget int
 }
 
 func (d *jsonDecoder) syntaxError(err error) *SyntaxError {
@@ -184,6 +201,11 @@ func (d *jsonDecoder) syntaxError(err error) *SyntaxError {
 func (d *jsonDecoder) value(depth int) (any, error) {
 	if depth > maxDepth {
 		return nil, &SyntaxError{Format: "JSON", Line: lineAt(d.data, d.dec.InputOffset()), Msg: "nested too deeply"}
+	}
+	d.budget--
+	if d.budget < 0 {
+		return nil, &SyntaxError{Format: "JSON", Line: lineAt(d.data, d.dec.InputOffset()),
+			Msg: fmt.Sprintf("the manifest has more than %d values; split it into several manifests", maxValues)}
 	}
 	tok, err := d.dec.Token()
 	if err != nil {
@@ -260,7 +282,7 @@ func decodeYAML(data []byte) (any, error) {
 		}
 		return nil, &SyntaxError{Format: "YAML", Line: extra.Line, Msg: "more than one YAML document; a manifest is one document (for several VMs use a batch manifest)"}
 	}
-	y := yamlConverter{budget: maxNodes}
+	y := yamlConverter{budget: maxValues}
 	return y.value(&doc, 0)
 }
 
@@ -291,13 +313,22 @@ func (y *yamlConverter) fail(n *yaml.Node, msg string) error {
 	return &SyntaxError{Format: "YAML", Line: n.Line, Msg: msg}
 }
 
+// aliasMsg refuses anchors and aliases outright: expanding them is how a
+// small document becomes a huge one, and a manifest needs neither (a
+// batch gives each VM its own pipeline; the batch's resources and priority
+// are already shared).
+const aliasMsg = "YAML anchors and aliases are not allowed in a manifest; write each value out in full"
+
 func (y *yamlConverter) value(n *yaml.Node, depth int) (any, error) {
 	y.budget--
 	if y.budget < 0 {
-		return nil, y.fail(n, fmt.Sprintf("document expands to more than %d values (through aliases)", maxNodes))
+		return nil, y.fail(n, fmt.Sprintf("the manifest has more than %d values; split it into several manifests", maxValues))
 	}
 	if depth > maxDepth {
 		return nil, y.fail(n, "nested too deeply")
+	}
+	if n.Anchor != "" || n.Kind == yaml.AliasNode {
+		return nil, y.fail(n, aliasMsg)
 	}
 	switch n.Kind {
 	case yaml.DocumentNode:
@@ -305,11 +336,6 @@ func (y *yamlConverter) value(n *yaml.Node, depth int) (any, error) {
 			return nil, nil
 		}
 		return y.value(n.Content[0], depth+1)
-	case yaml.AliasNode:
-		if n.Alias == nil {
-			return nil, y.fail(n, "alias to an unknown anchor")
-		}
-		return y.value(n.Alias, depth+1)
 	case yaml.ScalarNode:
 		return y.scalar(n), nil
 	case yaml.SequenceNode:
@@ -354,46 +380,24 @@ func (y *yamlConverter) scalar(n *yaml.Node) any {
 func (y *yamlConverter) mapping(n *yaml.Node, depth int) (any, error) {
 	o := newObject()
 	lines := map[string]int{}
-	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		for k.Kind == yaml.AliasNode && k.Alias != nil {
-			k = k.Alias
+		if k.Anchor != "" || k.Kind == yaml.AliasNode {
+			return nil, y.fail(k, aliasMsg)
 		}
 		if k.Kind != yaml.ScalarNode {
 			return nil, y.fail(k, "a mapping key must be a plain name")
 		}
 		if k.ShortTag() == "!!merge" {
-			merges = append(merges, v)
-			continue
+			// Without aliases a merge key could only repeat what is
+			// written beside it.
+			return nil, y.fail(k, "YAML merge keys (<<) are not allowed in a manifest; write each value out in full")
 		}
 		val, err := y.value(v, depth+1)
 		if err != nil {
 			return nil, err
 		}
 		o.add(k.Value, val, k.Line, lines)
-	}
-	// Merge keys (<<: *base) fill in what the mapping does not set itself.
-	for _, m := range merges {
-		mv, err := y.value(m, depth+1)
-		if err != nil {
-			return nil, err
-		}
-		srcs := []any{mv}
-		if list, ok := mv.([]any); ok {
-			srcs = list
-		}
-		for _, src := range srcs {
-			so, ok := src.(*object)
-			if !ok {
-				return nil, y.fail(m, "a merge key (<<) must refer to a mapping or a list of mappings")
-			}
-			for _, key := range so.keys {
-				if _, exists := o.vals[key]; !exists {
-					o.add(key, so.vals[key], m.Line, lines)
-				}
-			}
-		}
 	}
 	return o, nil
 }
@@ -408,11 +412,11 @@ func kindOf(v any) string {
 	case []any:
 		return "a list"
 	case string:
-		return fmt.Sprintf("the text %q", truncate(t, 40))
+		return fmt.Sprintf("the text %q", truncate(t, maxQuote))
 	case bool:
 		return fmt.Sprintf("%v", t)
 	case number:
-		return "the number " + truncate(t.lit, 40)
+		return "the number " + truncate(t.lit, maxQuote)
 	}
 	return fmt.Sprintf("%T", v)
 }

@@ -35,17 +35,35 @@ func Parse(data []byte) (*Manifest, error) {
 		// The walker only lets through values of the model's types.
 		return nil, fmt.Errorf("cannot decode manifest: %w", err)
 	}
-	ps := w.problems
-	for _, p := range m.Validate() {
-		if !w.covered(p.Path) {
-			ps = append(ps, p)
+	ps, more := w.problems, w.more
+	if more == 0 {
+		// Past the cap the typed checks would only add to the count.
+		vps, vmore := m.validate()
+		for _, p := range vps {
+			if !w.covered(p.Path) {
+				ps = append(ps, p)
+			}
 		}
+		more += vmore
 	}
 	if len(ps) > 0 {
-		return nil, ps
+		return nil, capProblems(ps, more)
 	}
 	m.SetDefaults()
 	return &m, nil
+}
+
+// capProblems keeps the first MaxProblems of ps and says how many more
+// there were (more of them were only counted).
+func capProblems(ps Problems, more int) Problems {
+	if len(ps) > MaxProblems {
+		more += len(ps) - MaxProblems
+		ps = ps[:MaxProblems]
+	}
+	if more > 0 {
+		ps = append(ps, Problem{Message: fmt.Sprintf("... and %d more problems", more)})
+	}
+	return ps
 }
 
 // walker checks a decoded tree against the Go model's shape (field names
@@ -54,12 +72,22 @@ func Parse(data []byte) (*Manifest, error) {
 type walker struct {
 	problems Problems
 	reported []string // paths already reported: typed checks under them would repeat the news
+	more     int      // problems past MaxProblems, counted only
+	fields   map[reflect.Type]fieldSet
 }
 
 func (w *walker) add(path, msg string) {
+	if w.full() {
+		w.more++
+		return
+	}
 	w.problems = append(w.problems, Problem{Path: path, Message: msg})
 	w.reported = append(w.reported, path)
 }
+
+// full tells when further problems are only counted, so that their
+// messages (a suggestion searches the whole model) are not even made.
+func (w *walker) full() bool { return len(w.problems) >= MaxProblems }
 
 func (w *walker) covered(path string) bool {
 	for _, r := range w.reported {
@@ -115,14 +143,22 @@ func (w *walker) value(v any, t reflect.Type, path string) any {
 		}
 		return out
 	case reflect.String:
+		var text string
 		switch s := v.(type) {
 		case string:
-			return s
+			text = s
 		case number:
 			// YAML users write `version: 1.0`; keep the text as written.
-			return s.lit
+			text = s.lit
+		default:
+			w.add(path, "must be text, not "+kindOf(v))
+			return nil
 		}
-		w.add(path, "must be text, not "+kindOf(v))
+		if len(text) > MaxString {
+			w.add(path, fmt.Sprintf("is %d bytes long, more than the %d allowed (it starts %q)", len(text), MaxString, truncate(text, maxQuote)))
+			return nil
+		}
+		return text
 	case reflect.Int:
 		if n, ok := v.(number); ok && n.isInt {
 			return n.i
@@ -146,22 +182,35 @@ func (w *walker) value(v any, t reflect.Type, path string) any {
 }
 
 func (w *walker) object(o *object, t reflect.Type, path string) map[string]any {
-	fields := jsonFields(t)
+	fields, ok := w.fields[t]
+	if !ok {
+		// Once per type: a batch has thousands of objects of a few types.
+		fields = jsonFields(t)
+		if w.fields == nil {
+			w.fields = map[reflect.Type]fieldSet{}
+		}
+		w.fields[t] = fields
+	}
 	out := map[string]any{}
 	for _, d := range o.dups {
 		msg := "is given more than once"
 		if d.first > 0 && d.next > 0 {
 			msg = fmt.Sprintf("is given more than once (lines %d and %d)", d.first, d.next)
 		}
-		w.add(joinPath(path, d.key), msg)
+		w.add(joinPath(path, truncate(d.key, maxQuote)), msg)
 	}
 	for _, key := range o.keys {
-		kp := joinPath(path, key)
 		f, ok := fields.byName[key]
 		if !ok {
-			w.add(kp, unknownField(key, t, fields.names))
+			if w.full() {
+				w.more++
+				continue
+			}
+			// An unknown key can be as long as the input: quote a prefix.
+			w.add(joinPath(path, truncate(key, maxQuote)), unknownField(key, t, fields.names))
 			continue
 		}
+		kp := joinPath(path, key)
 		if c := w.value(o.vals[key], f.Type, kp); c != nil {
 			out[key] = c
 		}
@@ -207,6 +256,11 @@ func jsonName(f reflect.StructField) string {
 // unknownField says what was probably meant: a near spelling of a field of
 // this section, or the section where a field of that name belongs.
 func unknownField(key string, t reflect.Type, allowed []string) string {
+	if len(key) > 64 {
+		// No field name is this long: nothing to suggest, and comparing
+		// would cost as much as the key is long.
+		return "unknown field; allowed here: " + strings.Join(allowed, ", ")
+	}
 	if s := suggest(key, allowed); s != "" {
 		return fmt.Sprintf("unknown field; did you mean %q?", s)
 	}

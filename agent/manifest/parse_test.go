@@ -65,21 +65,6 @@ func TestYAMLFeatures(t *testing.T) {
 		want     []string // nil: valid
 	}{
 		{"flow style starting with a brace", `{version: "1.0", name: a, pipeline: {load: {source_type: raw, source_path: /a}}}`, nil},
-		{"anchors and merge keys", `
-version: "1.0"
-batch: true
-vms:
-  - name: a
-    pipeline: &p
-      load: {source_type: raw, source_path: /a}
-      convert: &conv {output_format: raw}
-  - name: b
-    pipeline:
-      <<: *p
-      convert:
-        <<: *conv
-        output_path: b.img
-`, nil},
 		{"number where text is expected keeps its spelling", "version: 1.0\nname: 0042\npipeline: {load: {source_type: raw, source_path: /a}}\n", nil},
 		{"hex int", "version: '1.0'\nname: a\npriority: 0x10\npipeline: {load: {source_type: raw, source_path: /a}}\n", nil},
 		{"duplicate key", "version: '1.0'\nname: a\nname: b\npipeline: {load: {source_type: raw, source_path: /a}}\n",
@@ -97,17 +82,6 @@ vms:
 		})
 	}
 	m, err := manifest.Parse([]byte(cases[1].in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := m.VMs[1].Pipeline
-	if b.Load.SourcePath != "/a" || b.Convert.OutputFormat != "raw" || b.Convert.OutputPath != "b.img" {
-		t.Fatalf("merge keys not applied: %+v %+v", b.Load, b.Convert)
-	}
-	if m.VMs[0].Pipeline.Convert.OutputPath != "a.raw" {
-		t.Fatalf("anchor's own mapping changed: %+v", m.VMs[0].Pipeline.Convert)
-	}
-	m, err = manifest.Parse([]byte(cases[2].in))
 	if err != nil || m.Version != "1.0" || m.Name != "0042" {
 		t.Fatalf("got %+v, %v", m, err)
 	}
@@ -146,7 +120,12 @@ func TestSyntaxErrors(t *testing.T) {
 		{"complex key", "? [a, b]\n: c\n", "YAML", 1, "a mapping key must be a plain name"},
 		{"unknown anchor", "a: *nope\n", "YAML", 1, "unknown anchor"},
 		{"deep JSON", strings.Repeat("[", 100) + strings.Repeat("]", 100), "JSON", 1, "nested too deeply"},
-		{"too large", "{" + strings.Repeat(" ", manifest.MaxSize) + "}", "", 0, "larger than"},
+		{"too large", "{" + strings.Repeat(" ", manifest.MaxSize) + "}", "", 0, "larger than the limit of 1048576 bytes"},
+		{"anchor", "version: '1.0'\nname: a\npipeline: &p {load: {source_type: raw, source_path: /a}}\n", "YAML", 3,
+			"line 3: YAML anchors and aliases are not allowed in a manifest"},
+		{"anchor on a key", "version: '1.0'\n&k name: a\n", "YAML", 2, "YAML anchors and aliases are not allowed"},
+		{"merge key", "version: '1.0'\nname: a\npipeline:\n  <<: {load: {source_type: raw, source_path: /a}}\n", "YAML", 4,
+			"YAML merge keys (<<) are not allowed in a manifest"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,24 +138,6 @@ func TestSyntaxErrors(t *testing.T) {
 				t.Fatalf("got format %q line %d %q; want %q %d containing %q", se.Format, se.Line, se.Error(), tc.format, tc.line, tc.msg)
 			}
 		})
-	}
-}
-
-// A "billion laughs" document must be refused without expanding it.
-func TestYAMLAliasBomb(t *testing.T) {
-	in := `a: &a ["x","x","x","x","x","x","x","x","x","x"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]
-`
-	_, err := manifest.Parse([]byte(in))
-	var se *manifest.SyntaxError
-	if !errors.As(err, &se) || !strings.Contains(se.Msg, "expands to more than") {
-		t.Fatalf("got %v", err)
 	}
 }
 

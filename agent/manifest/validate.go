@@ -79,16 +79,26 @@ const nameRule = "must be 1 to 64 letters, digits, '.', '_' or '-', starting wit
 // It is a method because the package-level name Validate is the VALIDATE
 // stage's type.
 func (m *Manifest) Validate() Problems {
+	ps, more := m.validate()
+	if len(ps) == 0 {
+		return nil
+	}
+	return capProblems(ps, more)
+}
+
+// validate is Validate with at most MaxProblems problems, and how many
+// more it found.
+func (m *Manifest) validate() (Problems, int) {
 	v := validator{}
 	if m == nil {
 		v.add("", "manifest is empty")
-		return v.ps
+		return v.ps, 0
 	}
 	switch {
 	case m.Version == "":
 		v.add("version", fmt.Sprintf("is required (%q)", Version))
 	case m.Version != Version:
-		v.add("version", fmt.Sprintf("unsupported version %q; the only manifest version is %q", m.Version, Version))
+		v.add("version", fmt.Sprintf("unsupported version %q; the only manifest version is %q", truncate(m.Version, maxQuote), Version))
 	}
 	v.priority("priority", m.Priority)
 	v.resources("resources", m.Resources)
@@ -113,14 +123,19 @@ func (m *Manifest) Validate() Problems {
 			v.pipeline("pipeline", m.Pipeline, m.Name)
 		}
 	}
-	return v.ps
+	return v.ps, v.more
 }
 
 type validator struct {
-	ps Problems
+	ps   Problems
+	more int // past MaxProblems, counted only
 }
 
 func (v *validator) add(path, msg string) {
+	if len(v.ps) >= MaxProblems {
+		v.more++
+		return
+	}
 	v.ps = append(v.ps, Problem{Path: path, Message: msg})
 }
 
@@ -140,7 +155,7 @@ func (v *validator) batch(m *Manifest) {
 		v.name(p+".name", vm.Name, true)
 		if vm.Name != "" {
 			if j, dup := firstUse[vm.Name]; dup {
-				v.add(p+".name", fmt.Sprintf("%q is already the name of vms[%d]; names in a batch must be unique", vm.Name, j))
+				v.add(p+".name", fmt.Sprintf("%q is already the name of vms[%d]; names in a batch must be unique", truncate(vm.Name, 80), j))
 			} else {
 				firstUse[vm.Name] = i
 			}
@@ -157,7 +172,7 @@ func (v *validator) batch(m *Manifest) {
 		if c := vm.Pipeline.Convert; c != nil && c.OutputDir != "" && vm.Name != "" {
 			o := out{c.OutputDir, defaultOutputPath(vm.Name, c)}
 			if j, dup := outputs[o]; dup {
-				v.add(p+".pipeline.convert.output_path", fmt.Sprintf("%s is also the output of vms[%d]", filepath.Join(o.dir, o.file), j))
+				v.add(p+".pipeline.convert.output_path", fmt.Sprintf("%s is also the output of vms[%d]", truncate(filepath.Join(o.dir, o.file), 200), j))
 			} else {
 				outputs[o] = i
 			}
@@ -226,7 +241,7 @@ func (v *validator) absPath(path, p string) {
 	case !filepath.IsAbs(p):
 		v.add(path, fmt.Sprintf("%q is not an absolute path; give the full path starting with /", truncate(p, 200)))
 	case filepath.Clean(p) != p:
-		v.add(path, fmt.Sprintf("%q is not a normalised path; write %q", truncate(p, 200), filepath.Clean(p)))
+		v.add(path, fmt.Sprintf("%q is not a normalised path; write %q", truncate(p, 200), truncate(filepath.Clean(p), 200)))
 	}
 }
 
@@ -291,7 +306,7 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 			v.enum(cp+".output_format", format, OutputFormats())
 		}
 		if c.Compress && format != "qcow2" && slices.Contains(OutputFormats(), format) {
-			v.add(cp+".compress", fmt.Sprintf("only qcow2 output can be compressed, and output_format is %q", format))
+			v.add(cp+".compress", fmt.Sprintf("only qcow2 output can be compressed, and output_format is %q", truncate(format, maxQuote)))
 		}
 		if c.Compression != "" {
 			v.enum(cp+".compression", c.Compression, Compressions())
@@ -321,7 +336,7 @@ func (v *validator) disks(cp string, c *Convert, sourceType, name string) {
 		return
 	}
 	if sourceType != "ova" && sourceType != "ovf" && slices.Contains(SourceTypes(), sourceType) {
-		v.add(cp+".disks", fmt.Sprintf("is only allowed for ova and ovf sources (which can hold several disks), and source_type is %q", sourceType))
+		v.add(cp+".disks", fmt.Sprintf("is only allowed for ova and ovf sources (which can hold several disks), and source_type is %q", truncate(sourceType, maxQuote)))
 		return
 	}
 	ids := map[string]int{}
@@ -338,7 +353,7 @@ func (v *validator) disks(cp string, c *Convert, sourceType, name string) {
 			v.add(dp+".id", fmt.Sprintf("%q is not a valid disk id: letters, digits, '.', '_' or '-'", truncate(d.ID, 80)))
 		default:
 			if j, dup := ids[d.ID]; dup {
-				v.add(dp+".id", fmt.Sprintf("%q is already listed in disks[%d]", d.ID, j))
+				v.add(dp+".id", fmt.Sprintf("%q is already listed in disks[%d]", truncate(d.ID, 80), j))
 			}
 			ids[d.ID] = i
 		}
@@ -351,7 +366,7 @@ func (v *validator) disks(cp string, c *Convert, sourceType, name string) {
 		}
 		v.fileName(dp+".output_path", d.OutputPath)
 		if other, dup := files[d.OutputPath]; dup {
-			v.add(dp+".output_path", fmt.Sprintf("%q is already the output of %s", d.OutputPath, other))
+			v.add(dp+".output_path", fmt.Sprintf("%q is already the output of %s", truncate(d.OutputPath, 200), other))
 		} else {
 			files[d.OutputPath] = dp
 		}

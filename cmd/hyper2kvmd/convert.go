@@ -56,9 +56,9 @@ error or an invalid manifest.`,
 }
 
 func runConvert(ctx context.Context, stdout, stderr io.Writer, file, outDir, backend string) error {
-	data, err := os.ReadFile(file)
+	data, err := manifest.ReadFile(file)
 	if err != nil {
-		return &exitErr{2, fmt.Errorf("convert: cannot read manifest: %w", err)}
+		return &exitErr{2, fmt.Errorf("convert: %w", err)}
 	}
 	m, err := manifest.Parse(data)
 	if err != nil {

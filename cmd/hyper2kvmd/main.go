@@ -9,12 +9,19 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/sandbox"
 )
 
 // version is set by the Makefile with -ldflags.
 var version = "dev"
 
 func main() {
+	// The native guest backend starts this binary again to run a guest's
+	// program in its sandbox (agent/sandbox).
+	if sandbox.IsChild() {
+		os.Exit(sandbox.Main(os.Args[1:]))
+	}
 	root := &cobra.Command{
 		Use:           "hyper2kvmd",
 		Short:         "hyper2kvm agent: converts VMware and Hyper-V VMs to KVM",
@@ -22,7 +29,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newWorkerCmd(), newBridgeCmd(), newConvertCmd())
+	root.AddCommand(newAgentCmd(), newWorkerCmd(), newBridgeCmd(), newConvertCmd(), newCheckConfigCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "hyper2kvmd:", err)
 		os.Exit(exitCode(err))

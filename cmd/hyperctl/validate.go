@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/spf13/cobra"
@@ -122,15 +120,17 @@ func (a *app) readManifestFile(path string) ([]byte, error) {
 	if path == "" {
 		return nil, usageError("no manifest given: use FILE or --file FILE")
 	}
+	// Both stop reading at manifest.MaxSize: a huge file is refused, not
+	// read whole.
 	var data []byte
 	var err error
 	if path == "-" {
-		data, err = io.ReadAll(a.env.stdin)
+		data, err = manifest.Read(a.env.stdin, "from standard input")
 	} else {
-		data, err = os.ReadFile(path)
+		data, err = manifest.ReadFile(path)
 	}
 	if err != nil {
-		return nil, usageError("cannot read manifest: %w", err)
+		return nil, usageError("%w", err)
 	}
 	return data, nil
 }

@@ -141,6 +141,9 @@ func TestValidateUnreadableIsExit2(t *testing.T) {
 		{"binary", writeFile(t, dir, "junk.bin", "\x00\x01\xff\xfeQFI\xfb"), "not a JSON or YAML manifest"},
 		{"empty", writeFile(t, dir, "empty.yaml", ""), "not a JSON or YAML manifest"},
 		{"scalar", writeFile(t, dir, "scalar.yaml", "just a string\n"), "not a JSON or YAML manifest"},
+		{"200 MiB", sparseFile(t, dir, "huge.yaml", 200<<20), "huge.yaml: manifest is larger than the limit of 1048576 bytes (1 MiB)"},
+		{"anchors", writeFile(t, dir, "anchors.yaml", "version: '1.0'\nname: a\npipeline: &p {load: {source_type: raw, source_path: /a}}\nx: *p\n"),
+			"line 3: YAML anchors and aliases are not allowed in a manifest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,6 +158,21 @@ func TestValidateUnreadableIsExit2(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sparseFile makes a file of size bytes that takes no space.
+func sparseFile(t *testing.T, dir, name string, size int64) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestValidateNoFileIsUsage(t *testing.T) {
