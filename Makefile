@@ -6,13 +6,14 @@ GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 BIN       := bin
-UNITDIR   ?= $(PREFIX)/lib/systemd/system
 E2E_TIMEOUT ?= 75m
+# staticcheck for `make lint`, pinned: 2026.2.2 knows Go 1.26.
+STATICCHECK_VERSION := v0.8.2
 
 SHELL     := /bin/bash
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build deps deps-demo test test-unit test-e2e fuzz bench demo install deb clean
+.PHONY: all build deps deps-demo lint test test-unit test-e2e fuzz bench demo install deb clean
 
 all: build
 
@@ -30,13 +31,20 @@ deps-demo:
 	./packaging/install-deps.sh run demo
 	$(GO) mod download
 
-# Everything CI runs: unit tests, a short fuzz run, then the end-to-end tests.
-test: deps build test-unit fuzz test-e2e
+# Everything CI runs: lint, unit tests, a short fuzz run, then the end-to-end tests.
+test: deps build lint test-unit fuzz test-e2e
+
+# go vet and staticcheck (installed into bin/tools at the pinned version).
+lint:
+	$(GO) vet ./...
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/tools/staticcheck ./...
 
 # Fast tests, no root needed.
 test-unit:
 	$(GO) vet ./...
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/test$$' -e '/test/')
+	$(GO) test -count=1 -run '^(TestLayout|TestClientsDoNotLinkTheDaemon)$$' ./test/
 
 # A short run of every fuzz target, seeds from testdata/fuzz.
 fuzz:

@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -44,7 +45,7 @@ type Agent struct {
 	running  bool
 	activity func() time.Time
 	lastAct  time.Time
-	subs     map[int]chan Event
+	subs     map[int]chan apitype.Event
 	nextSub  int
 	kick     chan struct{}
 	status   string
@@ -96,7 +97,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		now:     time.Now,
 		bootID:  readBootID,
 		cursor:  journalCursor,
-		subs:    map[int]chan Event{},
+		subs:    map[int]chan apitype.Event{},
 		kick:    make(chan struct{}, 1),
 		pend:    newPendingQueue(),
 		notify: func(s string) {

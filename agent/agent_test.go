@@ -17,6 +17,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -381,7 +382,7 @@ func TestDroppedManifestRunsAsUnitAndSettles(t *testing.T) {
 	}
 	e.units.status(unit, "convert 42% 42/100: web01.qcow2")
 	e.waitFor("progress", func() bool {
-		j := e.a.Jobs(Filter{})[0]
+		j := e.a.Jobs(apitype.Filter{})[0]
 		return j.Stage == "convert" && j.Progress == 42
 	})
 	e.units.finish(t, unit, "success", completed("web01"))
@@ -392,7 +393,7 @@ func TestDroppedManifestRunsAsUnitAndSettles(t *testing.T) {
 	if names, _ := os.ReadDir(filepath.Join(e.cfg.ManifestWorkflowDir, queue.Processing)); len(names) != 0 {
 		t.Errorf("processing/ not empty: %v", names)
 	}
-	j := e.a.Jobs(Filter{})[0]
+	j := e.a.Jobs(apitype.Filter{})[0]
 	if j.State != jobs.Completed || len(j.Outputs) != 1 || !strings.HasSuffix(j.ReportPath, "web01.json.report.json") {
 		t.Errorf("job = %+v", j)
 	}
@@ -441,7 +442,7 @@ func TestPriorityOrderAndConcurrencyBound(t *testing.T) {
 	e.start()
 	var order []string
 	name := func(u string) string {
-		j, _ := e.a.Job(strings.TrimSuffix(strings.TrimPrefix(u, "hyper2kvm-job-"), ".service"))
+		j, _ := e.a.Job(unitJobID(u))
 		return j.Name
 	}
 	running := []string{e.nextStart(), e.nextStart()}
@@ -470,7 +471,7 @@ func TestPriorityOrderAndConcurrencyBound(t *testing.T) {
 }
 
 func (e *env) jobID(name string) string {
-	for _, j := range e.a.Jobs(Filter{}) {
+	for _, j := range e.a.Jobs(apitype.Filter{}) {
 		if j.Name == name {
 			return j.ID
 		}
@@ -550,12 +551,12 @@ func TestRestartReattachesAndSettlesOnce(t *testing.T) {
 		t.Fatalf("restarted agent started %s again", u)
 	case <-time.After(100 * time.Millisecond):
 	}
-	if j := e.a.Jobs(Filter{})[0]; j.State != jobs.Running {
+	if j := e.a.Jobs(apitype.Filter{})[0]; j.State != jobs.Running {
 		t.Fatalf("after restart job is %s, want running", j.State)
 	}
 	e.units.finish(t, unit, "success", completed("web01"))
 	e.waitSettled(queue.Processed, "web01.json")
-	if n := len(e.a.Jobs(Filter{})); n != 1 || len(e.units.starts) != 1 {
+	if n := len(e.a.Jobs(apitype.Filter{})); n != 1 || len(e.units.starts) != 1 {
 		t.Errorf("%d jobs, %d unit starts; want one of each", n, len(e.units.starts))
 	}
 }
@@ -598,7 +599,7 @@ func TestRestartRequeuesNeverStartedAndOrphans(t *testing.T) {
 	got := map[string]bool{}
 	for range 2 {
 		u := e.nextStart()
-		j, _ := e.a.Job(strings.TrimSuffix(strings.TrimPrefix(u, "hyper2kvm-job-"), ".service"))
+		j, _ := e.a.Job(unitJobID(u))
 		got[j.Name] = true
 		e.units.finish(t, u, "success", completed(j.Name))
 	}
@@ -670,22 +671,22 @@ func TestSubmitAndValidate(t *testing.T) {
 	if ok || len(problems) == 0 {
 		t.Errorf("Validate of a bad manifest = %v %v", ok, problems)
 	}
-	_, err := e.a.Submit(context.Background(), []byte(`{"version":"1.0","name":"x"}`), SubmitOptions{}, 0)
+	_, err := e.a.Submit(context.Background(), []byte(`{"version":"1.0","name":"x"}`), apitype.SubmitOptions{}, 0)
 	var ae *apierr.Error
 	if !apierr.Is(err, apierr.InvalidManifest) || !errorsAs(err, &ae) || len(ae.Details) == 0 {
 		t.Errorf("Submit of an invalid manifest: %v", err)
 	}
-	js, err := e.a.Submit(context.Background(), []byte(e.manifest("web01", "")), SubmitOptions{}, 1000)
+	js, err := e.a.Submit(context.Background(), []byte(e.manifest("web01", "")), apitype.SubmitOptions{}, 1000)
 	if os.Geteuid() == 0 && (err != nil || len(js) != 1 || js[0].SubmittedBy != 1000) {
 		t.Fatalf("Submit = %+v, %v", js, err)
 	}
 	// A source the submitter cannot read is refused, though root could.
 	os.Chmod(e.image, 0o600)
-	_, err = e.a.Submit(context.Background(), []byte(e.manifest("web02", "")), SubmitOptions{}, 1000)
+	_, err = e.a.Submit(context.Background(), []byte(e.manifest("web02", "")), apitype.SubmitOptions{}, 1000)
 	if !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(strings.Join(ae2(err).Details, "\n"), "cannot read") {
 		t.Errorf("Submit of another user's file: %v", err)
 	}
-	if _, err := e.a.Submit(context.Background(), []byte(e.manifest("web03", "")), SubmitOptions{Name: "../x.json"}, 0); !apierr.Is(err, apierr.InvalidArgs) {
+	if _, err := e.a.Submit(context.Background(), []byte(e.manifest("web03", "")), apitype.SubmitOptions{Name: "../x.json"}, 0); !apierr.Is(err, apierr.InvalidArgs) {
 		t.Errorf("Submit with name ../x.json: %v", err)
 	}
 }
@@ -727,4 +728,10 @@ func TestStatePersistence(t *testing.T) {
 	if _, err := loadState(p); err == nil {
 		t.Error("a store of another version was accepted")
 	}
+}
+
+// unitJobID is the id of the job unit u runs.
+func unitJobID(u string) string {
+	id, _ := jobs.IDFromUnit(u)
+	return id
 }

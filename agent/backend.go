@@ -11,17 +11,18 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 )
 
 // Status answers GetStatus: counts from the job store and the queue.
-func (a *Agent) Status() Status {
+func (a *Agent) Status() apitype.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	pending, running := a.counts()
-	s := Status{Mode: "manifest", Running: a.running, QueueDepth: pending + a.waiting, ActiveJobs: running,
+	s := apitype.Status{Mode: "manifest", Running: a.running, QueueDepth: pending + a.waiting, ActiveJobs: running,
 		MaxWorkers: a.cfg.MaxConcurrentJobs, UptimeSeconds: a.now().Sub(a.started).Seconds(), Version: a.version}
 	y, m, d := a.now().Date()
 	for _, r := range a.st.Jobs {
@@ -39,56 +40,16 @@ func (a *Agent) Status() Status {
 }
 
 // Jobs lists every job f selects, oldest first.
-func (a *Agent) Jobs(f Filter) []jobs.Job {
-	list, _ := a.JobPage(f, Page{OldestFirst: true})
+func (a *Agent) Jobs(f apitype.Filter) []jobs.Job {
+	list, _ := a.JobPage(f, apitype.Page{OldestFirst: true})
 	return list
-}
-
-// DefaultPageLimit is how many jobs a list gives when its caller names no
-// limit (ListJobs on the bus, GET /api/workflow/jobs, hyperctl jobs).
-const DefaultPageLimit = 100
-
-// Page selects part of a job list: the first Offset jobs are skipped,
-// then at most Limit are given (0: all the rest). Lists are newest first
-// (by creation time, then id) unless OldestFirst.
-type Page struct {
-	Offset      int
-	Limit       int
-	OldestFirst bool
-}
-
-// Slice applies p to list, which is oldest first, and returns the page
-// and len(list): paging for a backend that holds a plain list.
-func (p Page) Slice(list []jobs.Job) ([]jobs.Job, int) {
-	n := len(list)
-	from, to := p.bounds(n)
-	out := make([]jobs.Job, 0, to-from)
-	for i := from; i < to; i++ {
-		if p.OldestFirst {
-			out = append(out, list[i])
-		} else {
-			out = append(out, list[n-1-i])
-		}
-	}
-	return out, n
-}
-
-// bounds are the positions [from, to) of the page in a list of n, counted
-// in the page's order.
-func (p Page) bounds(n int) (from, to int) {
-	from = min(max(p.Offset, 0), n)
-	to = n
-	if p.Limit > 0 && p.Limit < n-from {
-		to = from + p.Limit
-	}
-	return from, to
 }
 
 // JobPage lists page p of the jobs f selects, and how many f selects. It
 // walks the store's creation-ordered index and copies only the page's
 // jobs: a list of 100 among 10,000 finished jobs costs one pass over
 // pointers, and none at all when nothing is filtered.
-func (a *Agent) JobPage(f Filter, p Page) ([]jobs.Job, int) {
+func (a *Agent) JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	order := a.st.ordered()
@@ -100,7 +61,7 @@ func (a *Agent) JobPage(f Filter, p Page) ([]jobs.Job, int) {
 		return order[n-1-i]
 	}
 	if len(f.States) == 0 && f.Batch == "" {
-		from, to := p.bounds(n)
+		from, to := p.Bounds(n)
 		out := make([]jobs.Job, 0, to-from)
 		for i := from; i < to; i++ {
 			out = append(out, at(i).Job)
@@ -160,7 +121,7 @@ func parseForSubmit(data []byte) (*manifest.Manifest, []string) {
 // Submit queues a manifest for uid. It is claimed directly: written
 // atomically into processing/ (owned by uid, so a restart still knows
 // whose it is) and turned into jobs before Submit returns.
-func (a *Agent) Submit(ctx context.Context, data []byte, o SubmitOptions, uid int64) ([]jobs.Job, error) {
+func (a *Agent) Submit(ctx context.Context, data []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error) {
 	if int64(len(data)) > a.cfg.MaxManifestSize {
 		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: manifest is larger than %d bytes", a.cfg.MaxManifestSize)
 	}
@@ -313,11 +274,11 @@ const maxBacklog = 1 << 16
 
 // Subscribe delivers job changes until cancel is called. A subscriber that
 // falls more than maxBacklog events behind loses events.
-func (a *Agent) Subscribe() (<-chan Event, func()) {
+func (a *Agent) Subscribe() (<-chan apitype.Event, func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	in := make(chan Event, 256)
-	out := make(chan Event, 64)
+	in := make(chan apitype.Event, 256)
+	out := make(chan apitype.Event, 64)
 	id := a.nextSub
 	a.nextSub++
 	a.subs[id] = in
@@ -337,9 +298,9 @@ func (a *Agent) Subscribe() (<-chan Event, func()) {
 // relay moves events from in to out through a queue of up to limit, so
 // that emit (under a.mu) never waits for a subscriber. It closes out when
 // in is closed; behind is called once each time the queue overflows.
-func relay(in <-chan Event, out chan<- Event, limit int, behind func(int)) {
+func relay(in <-chan apitype.Event, out chan<- apitype.Event, limit int, behind func(int)) {
 	defer close(out)
-	var q []Event
+	var q []apitype.Event
 	full := false
 	for {
 		if len(q) == 0 {
@@ -364,7 +325,7 @@ func relay(in <-chan Event, out chan<- Event, limit int, behind func(int)) {
 			}
 			q = append(q, ev)
 		case out <- q[0]:
-			q[0] = Event{}
+			q[0] = apitype.Event{}
 			q = q[1:]
 			full = false
 		}
@@ -374,8 +335,8 @@ func relay(in <-chan Event, out chan<- Event, limit int, behind func(int)) {
 // emit sends an event to every subscriber. Called with a.mu held. The
 // relay behind each channel always takes what it is sent, so a full
 // channel only means it has not run yet: wait for it a little.
-func (a *Agent) emit(kind EventKind, r *record, changed []string) {
-	ev := Event{Kind: kind, Job: r.Job, Changed: changed, At: a.now()}
+func (a *Agent) emit(kind apitype.EventKind, r *record, changed []string) {
+	ev := apitype.Event{Kind: kind, Job: r.Job, Changed: changed, At: a.now()}
 	for id, ch := range a.subs {
 		select {
 		case ch <- ev:
@@ -398,3 +359,8 @@ func fileOwner(fi os.FileInfo) int64 {
 	}
 	return -1
 }
+
+// JobChanged is apitype.JobChanged under its old name, kept only while
+// lifecycle.go is being split (it would otherwise conflict with that work);
+// remove it once the split lands and lifecycle's files name apitype.
+const JobChanged = apitype.JobChanged

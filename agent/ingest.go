@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -136,7 +137,7 @@ func (a *Agent) refuse(name, reason string) {
 	r.ReportPath = t.ReportPath()
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: name, FieldJobID: r.ID}, "refused %q: %s", name, reason)
-	a.emit(JobNew, r, nil)
+	a.emit(apitype.JobNew, r, nil)
 }
 
 func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
@@ -160,7 +161,7 @@ func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, 
 	a.st.Claims[claimed] = c
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: claimed, FieldJobID: r.ID}, "%s: %s", original, msg)
-	a.emit(JobNew, r, nil)
+	a.emit(apitype.JobNew, r, nil)
 	a.settleClaim(c)
 }
 
@@ -235,7 +236,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 func (a *Agent) announce(batch []queued) {
 	for _, q := range batch {
 		a.log.Infof(jobFields(q.r), "job %s queued: %s from %s", q.r.ID, q.r.Name, q.from)
-		a.emit(JobNew, q.r, nil)
+		a.emit(apitype.JobNew, q.r, nil)
 	}
 	a.wake()
 }

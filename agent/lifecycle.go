@@ -271,10 +271,11 @@ func (a *Agent) onUnitChange(ctx context.Context, ch UnitChange) {
 }
 
 func (a *Agent) jobByUnit(unit string) *record {
-	if !strings.HasPrefix(unit, "hyper2kvm-job-") || !strings.HasSuffix(unit, ".service") {
+	id, ok := jobs.IDFromUnit(unit)
+	if !ok {
 		return nil
 	}
-	r := a.st.Jobs[strings.TrimSuffix(strings.TrimPrefix(unit, "hyper2kvm-job-"), ".service")]
+	r := a.st.Jobs[id]
 	if r == nil || r.Unit != unit {
 		return nil
 	}
@@ -499,8 +500,6 @@ func outcome(r *record, rep *report.Report, stopping bool) (jobs.State, string, 
 	switch r.UnitResult {
 	case "oom-kill":
 		return jobs.Failed, stage, "the worker was killed for going over its memory limit (MemoryMax)"
-	case "timeout":
-		return jobs.Failed, stage, "the job ran longer than its runtime limit (RuntimeMaxSec) and was stopped"
 	case "signal", "core-dump":
 		return jobs.Failed, stage, "the worker was killed by a signal before writing its report"
 	case "exit-code":
@@ -522,7 +521,7 @@ func (a *Agent) finish(r *record, state jobs.State, stage, msg string, rep *repo
 	r.Error, r.ErrorStage = msg, stage
 	keepReport(r, state, rep)
 	if rep != nil {
-		r.ReportStatus = rep.Status
+		r.ReportStatus = string(rep.Status)
 		r.Outputs = nil
 		for _, art := range rep.Artifacts {
 			r.Outputs = append(r.Outputs, art.Path)

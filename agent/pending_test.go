@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -222,7 +221,7 @@ func TestManyPendingJobsStartInOrder(t *testing.T) {
 	})
 	e.start()
 	name := func(u string) string {
-		j, _ := e.a.Job(strings.TrimSuffix(strings.TrimPrefix(u, "hyper2kvm-job-"), ".service"))
+		j, _ := e.a.Job(unitJobID(u))
 		return j.Name
 	}
 	var got []string

@@ -125,7 +125,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
 // was lost or is older than the unit), from the job's directory, so that
 // its manifest is not claimed and run a second time.
 func (a *Agent) adopt(ctx context.Context, u UnitInfo) {
-	id := u.Name[len("hyper2kvm-job-") : len(u.Name)-len(".service")]
+	id, _ := jobs.IDFromUnit(u.Name) // List gives job units only
 	dir := filepath.Join(a.jobsDir(), id)
 	data, err := os.ReadFile(filepath.Join(dir, JobFile))
 	var spec JobSpec

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -403,23 +404,23 @@ func TestJobPage(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		f     Filter
-		p     Page
+		f     apitype.Filter
+		p     apitype.Page
 		want  string
 		total int
 	}{
-		{"everything, newest first", Filter{}, Page{}, "j9 j8 j7 j6 j5 j4 j3 j2 j1 j0", 10},
-		{"first page", Filter{}, Page{Limit: 3}, "j9 j8 j7", 10},
-		{"second page", Filter{}, Page{Offset: 3, Limit: 3}, "j6 j5 j4", 10},
-		{"last page is short", Filter{}, Page{Offset: 9, Limit: 3}, "j0", 10},
-		{"past the end", Filter{}, Page{Offset: 10, Limit: 3}, "", 10},
-		{"oldest first", Filter{}, Page{Limit: 2, OldestFirst: true}, "j0 j1", 10},
-		{"oldest first, offset", Filter{}, Page{Offset: 8, OldestFirst: true}, "j8 j9", 10},
-		{"state filter counts the matches", Filter{States: []jobs.State{jobs.Failed}}, Page{Limit: 2}, "j9 j6", 4},
-		{"state filter, second page", Filter{States: []jobs.State{jobs.Failed}}, Page{Offset: 2, Limit: 2}, "j3 j0", 4},
-		{"batch filter", Filter{Batch: "b1"}, Page{}, "j9 j8", 2},
-		{"no match", Filter{States: []jobs.State{jobs.Running}}, Page{Limit: 5}, "", 0},
-		{"negative offset is 0", Filter{}, Page{Offset: -4, Limit: 1}, "j9", 10},
+		{"everything, newest first", apitype.Filter{}, apitype.Page{}, "j9 j8 j7 j6 j5 j4 j3 j2 j1 j0", 10},
+		{"first page", apitype.Filter{}, apitype.Page{Limit: 3}, "j9 j8 j7", 10},
+		{"second page", apitype.Filter{}, apitype.Page{Offset: 3, Limit: 3}, "j6 j5 j4", 10},
+		{"last page is short", apitype.Filter{}, apitype.Page{Offset: 9, Limit: 3}, "j0", 10},
+		{"past the end", apitype.Filter{}, apitype.Page{Offset: 10, Limit: 3}, "", 10},
+		{"oldest first", apitype.Filter{}, apitype.Page{Limit: 2, OldestFirst: true}, "j0 j1", 10},
+		{"oldest first, offset", apitype.Filter{}, apitype.Page{Offset: 8, OldestFirst: true}, "j8 j9", 10},
+		{"state filter counts the matches", apitype.Filter{States: []jobs.State{jobs.Failed}}, apitype.Page{Limit: 2}, "j9 j6", 4},
+		{"state filter, second page", apitype.Filter{States: []jobs.State{jobs.Failed}}, apitype.Page{Offset: 2, Limit: 2}, "j3 j0", 4},
+		{"batch filter", apitype.Filter{Batch: "b1"}, apitype.Page{}, "j9 j8", 2},
+		{"no match", apitype.Filter{States: []jobs.State{jobs.Running}}, apitype.Page{Limit: 5}, "", 0},
+		{"negative offset is 0", apitype.Filter{}, apitype.Page{Offset: -4, Limit: 1}, "j9", 10},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -433,7 +434,7 @@ func TestJobPage(t *testing.T) {
 			}
 			// A backend with a plain list pages the same.
 			if tc.f.States == nil && tc.f.Batch == "" {
-				all := a.Jobs(Filter{})
+				all := a.Jobs(apitype.Filter{})
 				sl, n := tc.p.Slice(all)
 				var ids []string
 				for _, j := range sl {
@@ -453,12 +454,12 @@ func TestJobPage(t *testing.T) {
 func TestRelayLosesNothingInABurst(t *testing.T) {
 	// Past the limit, events are dropped and that is reported once; what
 	// was queued comes out complete and in order.
-	in := make(chan Event, 4)
-	out := make(chan Event)
+	in := make(chan apitype.Event, 4)
+	out := make(chan apitype.Event)
 	behind := 0
 	go relay(in, out, 3000, func(int) { behind++ })
 	for i := range 5000 {
-		in <- Event{Job: jobs.Job{ID: fmt.Sprint(i)}}
+		in <- apitype.Event{Job: jobs.Job{ID: fmt.Sprint(i)}}
 	}
 	for i := range 3000 {
 		if ev := <-out; ev.Job.ID != fmt.Sprint(i) {
@@ -473,7 +474,7 @@ func TestRelayLosesNothingInABurst(t *testing.T) {
 	}
 
 	// Below the limit a slow reader gets everything.
-	in, out = make(chan Event, 4), make(chan Event)
+	in, out = make(chan apitype.Event, 4), make(chan apitype.Event)
 	go relay(in, out, 1<<16, func(int) { t.Error("overflow below the limit") })
 	const burst = 20000
 	done := make(chan int)
@@ -493,7 +494,7 @@ func TestRelayLosesNothingInABurst(t *testing.T) {
 		}
 	}()
 	for i := range burst {
-		in <- Event{Job: jobs.Job{ID: fmt.Sprint(i)}}
+		in <- apitype.Event{Job: jobs.Job{ID: fmt.Sprint(i)}}
 	}
 	if got := <-done; got != burst {
 		t.Errorf("delivered %d of %d", got, burst)
@@ -530,7 +531,7 @@ func TestBurstOfDropsIsSavedInBatches(t *testing.T) {
 	for len(seen) < n {
 		select {
 		case ev := <-events:
-			if ev.Kind == JobNew {
+			if ev.Kind == apitype.JobNew {
 				if seen[ev.Job.ID] {
 					t.Fatalf("JobNew twice for %s", ev.Job.ID)
 				}
@@ -540,7 +541,7 @@ func TestBurstOfDropsIsSavedInBatches(t *testing.T) {
 			t.Fatalf("%d of %d jobs announced", len(seen), n)
 		}
 	}
-	if _, total := e.a.JobPage(Filter{}, Page{Limit: 1}); total != n {
+	if _, total := e.a.JobPage(apitype.Filter{}, apitype.Page{Limit: 1}); total != n {
 		t.Errorf("store has %d jobs, want %d", total, n)
 	}
 	fi, err := os.Stat(filepath.Join(e.cfg.StateDir, "state.json"))
@@ -553,7 +554,7 @@ func TestBurstOfDropsIsSavedInBatches(t *testing.T) {
 	}
 	e.stop()
 	e.start()
-	if _, total := e.a.JobPage(Filter{}, Page{Limit: 1}); total != n {
+	if _, total := e.a.JobPage(apitype.Filter{}, apitype.Page{Limit: 1}); total != n {
 		t.Errorf("after a restart the store has %d jobs, want %d", total, n)
 	}
 	if fi, err := os.Stat(filepath.Join(e.cfg.StateDir, "state.json")); err != nil || fi.Size() < n*100 {

@@ -170,7 +170,7 @@ func parseSignal(s *dbus.Signal) (UnitChange, bool) {
 	for k, v := range changed {
 		props[k] = v.Value()
 	}
-	ch := UnitChange{Info: infoFrom(unescapePath(strings.TrimPrefix(string(s.Path), unitPathPrefix)), props), Has: map[string]bool{}}
+	ch := UnitChange{Info: infoFrom(UnitFromPath(string(s.Path)), props), Has: map[string]bool{}}
 	for k := range props {
 		ch.Has[k] = true
 	}
@@ -199,8 +199,10 @@ func infoFrom(name string, p map[string]any) UnitInfo {
 	return i
 }
 
-// unescapePath reverses sd.PathBusEscape.
-func unescapePath(s string) string {
+// UnitFromPath is the name of the unit whose systemd object path is p
+// (/org/freedesktop/systemd1/unit/ + sd.PathBusEscape(name)).
+func UnitFromPath(p string) string {
+	s := strings.TrimPrefix(p, unitPathPrefix)
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '_' && i+2 < len(s) {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/web"
 )
@@ -22,18 +22,18 @@ import (
 // Client is the part of dbusapi.Client the bridge uses; tests swap in a fake
 // (see package apitest).
 type Client interface {
-	GetStatus(ctx context.Context) (agent.Status, error)
+	GetStatus(ctx context.Context) (apitype.Status, error)
 	// GetMetrics is the agent's totals over its jobs, for GET /metrics.
-	GetMetrics(ctx context.Context) (agent.Metrics, error)
-	ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
+	GetMetrics(ctx context.Context) (apitype.Metrics, error)
+	ListJobs(ctx context.Context, f apitype.Filter) ([]jobs.Job, error)
 	// ListJobsPage is page p of the jobs f selects, and how many it selects.
-	ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error)
+	ListJobsPage(ctx context.Context, f apitype.Filter, p apitype.Page) ([]jobs.Job, int, error)
 	GetJob(ctx context.Context, id string) (jobs.Job, error)
 	Validate(ctx context.Context, manifest []byte) (bool, []string, error)
-	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error)
+	Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error)
 	Cancel(ctx context.Context, id string, interactive bool) error
 	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
-	Watch(ctx context.Context) (<-chan agent.Event, error)
+	Watch(ctx context.Context) (<-chan apitype.Event, error)
 }
 
 // Journal reads a unit's journal. format is "short" (text) or "json"

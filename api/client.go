@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
@@ -83,16 +83,16 @@ func (l *Lazy) Close() error {
 	return nil
 }
 
-func (l *Lazy) GetStatus(ctx context.Context) (agent.Status, error) {
+func (l *Lazy) GetStatus(ctx context.Context) (apitype.Status, error) {
 	c, err := l.get(ctx)
 	if err != nil {
-		return agent.Status{}, err
+		return apitype.Status{}, err
 	}
 	st, err := c.GetStatus(ctx)
 	return st, l.check(c, err)
 }
 
-func (l *Lazy) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {
+func (l *Lazy) ListJobs(ctx context.Context, f apitype.Filter) ([]jobs.Job, error) {
 	c, err := l.get(ctx)
 	if err != nil {
 		return nil, err
@@ -101,7 +101,7 @@ func (l *Lazy) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
 	return list, l.check(c, err)
 }
 
-func (l *Lazy) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+func (l *Lazy) ListJobsPage(ctx context.Context, f apitype.Filter, p apitype.Page) ([]jobs.Job, int, error) {
 	c, err := l.get(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -128,7 +128,7 @@ func (l *Lazy) Validate(ctx context.Context, manifest []byte) (bool, []string, e
 	return ok, problems, l.check(c, err)
 }
 
-func (l *Lazy) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error) {
+func (l *Lazy) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error) {
 	c, err := l.get(ctx)
 	if err != nil {
 		return nil, err
@@ -154,7 +154,7 @@ func (l *Lazy) Retry(ctx context.Context, id string, interactive bool) (jobs.Job
 	return j, l.check(c, err)
 }
 
-func (l *Lazy) Watch(ctx context.Context) (<-chan agent.Event, error) {
+func (l *Lazy) Watch(ctx context.Context) (<-chan apitype.Event, error) {
 	c, err := l.get(ctx)
 	if err != nil {
 		return nil, err

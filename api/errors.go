@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/godbus/dbus/v5"
-
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
@@ -56,46 +54,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// busUnreachable lists the bus errors that mean "the agent is not there",
-// as opposed to the agent answering with an error.
-var busUnreachable = map[string]bool{
-	"org.freedesktop.DBus.Error.ServiceUnknown":        true,
-	"org.freedesktop.DBus.Error.NameHasNoOwner":        true,
-	"org.freedesktop.DBus.Error.NoReply":               true,
-	"org.freedesktop.DBus.Error.Timeout":               true,
-	"org.freedesktop.DBus.Error.TimedOut":              true,
-	"org.freedesktop.DBus.Error.Disconnected":          true,
-	"org.freedesktop.DBus.Error.NoServer":              true,
-	"org.freedesktop.DBus.Error.Spawn.ChildExited":     true,
-	"org.freedesktop.DBus.Error.Spawn.Failed":          true,
-	"org.freedesktop.systemd1.UnitMasked":              true,
-	"org.freedesktop.DBus.Error.Spawn.ServiceNotFound": true,
-}
-
-// classify maps an error from the client to status, code and details.
+// classify maps an error from the client to status, code and details. What
+// counts as "the agent is not there" is dbusapi's one list.
 func classify(err error) (int, apierr.Kind, []string) {
-	if errors.Is(err, dbusapi.ErrNoBus) || errors.Is(err, dbusapi.ErrNoAgent) {
+	if dbusapi.IsUnreachable(err) {
 		return http.StatusServiceUnavailable, CodeAgentUnreachable, nil
 	}
 	var ae *apierr.Error
 	if errors.As(err, &ae) {
 		return apierr.Lookup(ae.Kind).HTTP, apierr.Lookup(ae.Kind).Kind, ae.Details
 	}
-	name := ""
-	var de dbus.Error
-	var dep *dbus.Error
 	switch {
-	case errors.As(err, &dep):
-		name = dep.Name
-	case errors.As(err, &de):
-		name = de.Name
-	}
-	switch {
-	case busUnreachable[name]:
-		return http.StatusServiceUnavailable, CodeAgentUnreachable, nil
-	case name == "org.freedesktop.DBus.Error.AccessDenied":
+	case dbusapi.IsAccessDenied(err):
 		return http.StatusForbidden, apierr.AccessDenied, nil
 	case errors.Is(err, context.DeadlineExceeded):
+		// The bridge's own deadline for the call ran out.
 		return http.StatusServiceUnavailable, CodeAgentUnreachable, nil
 	}
 	return http.StatusInternalServerError, apierr.Internal, nil

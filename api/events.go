@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 )
 
 // heartbeat is how often an idle event stream gets a comment line, so
@@ -15,10 +15,10 @@ import (
 const heartbeat = 15 * time.Second
 
 // eventNames are the SSE event names of the agent's event kinds.
-var eventNames = map[agent.EventKind]string{
-	agent.JobNew:     "job-new",
-	agent.JobChanged: "job-changed",
-	agent.JobRemoved: "job-removed",
+var eventNames = map[apitype.EventKind]string{
+	apitype.JobNew:     "job-new",
+	apitype.JobChanged: "job-changed",
+	apitype.JobRemoved: "job-removed",
 }
 
 // Event is the data of one SSE event.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -99,10 +99,10 @@ type jobList struct {
 // maxOffset keeps ?limit= and ?offset= inside int everywhere.
 const maxOffset = 1 << 30
 
-// parsePage reads ?limit= (default agent.DefaultPageLimit, 0 for all),
+// parsePage reads ?limit= (default apitype.DefaultPageLimit, 0 for all),
 // ?offset= and ?order=newest|oldest.
-func parsePage(q url.Values) (agent.Page, error) {
-	p := agent.Page{Limit: agent.DefaultPageLimit}
+func parsePage(q url.Values) (apitype.Page, error) {
+	p := apitype.Page{Limit: apitype.DefaultPageLimit}
 	for _, k := range []string{"limit", "offset"} {
 		v := strings.TrimSpace(q.Get(k))
 		if v == "" {
@@ -172,7 +172,7 @@ func containsState(l []jobs.State, s jobs.State) bool {
 	return false
 }
 
-func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f agent.Filter) {
+func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Filter) {
 	p, err := parsePage(r.URL.Query())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, apierr.InvalidArgs, err.Error(), nil)
@@ -198,12 +198,12 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, apierr.InvalidArgs, err.Error(), nil)
 		return
 	}
-	s.writeJobs(w, r, agent.Filter{States: states, Batch: r.URL.Query().Get("batch")})
+	s.writeJobs(w, r, apitype.Filter{States: states, Batch: r.URL.Query().Get("batch")})
 }
 
 // listActiveJobs: GET /api/workflow/jobs/active, the running jobs.
 func (s *Server) listActiveJobs(w http.ResponseWriter, r *http.Request) {
-	s.writeJobs(w, r, agent.Filter{States: []jobs.State{jobs.Running}})
+	s.writeJobs(w, r, apitype.Filter{States: []jobs.State{jobs.Running}})
 }
 
 // validID keeps job ids to the characters the agent uses, so an id can go

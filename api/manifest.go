@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
 
@@ -144,7 +144,7 @@ func (s *Server) submitManifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	list, err := s.cfg.Client.Submit(r.Context(), body, agent.SubmitOptions{Name: r.URL.Query().Get("name")}, false)
+	list, err := s.cfg.Client.Submit(r.Context(), body, apitype.SubmitOptions{Name: r.URL.Query().Get("name")}, false)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) && ae.Kind == apierr.InvalidManifest {

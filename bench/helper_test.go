@@ -20,6 +20,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
@@ -115,7 +116,7 @@ func newWatcher(ctx context.Context) (*watcher, error) {
 					continue
 				}
 				ch, _ := s.Body[1].(map[string]dbus.Variant)
-				ev := unitEvent{unit: unescape(strings.TrimPrefix(string(s.Path), "/org/freedesktop/systemd1/unit/")), at: at}
+				ev := unitEvent{unit: agent.UnitFromPath(string(s.Path)), at: at}
 				if v, ok := ch["ActiveState"]; ok {
 					ev.active, _ = v.Value().(string)
 				}
@@ -130,21 +131,6 @@ func newWatcher(ctx context.Context) (*watcher, error) {
 		}
 	}()
 	return w, nil
-}
-
-func unescape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '_' && i+2 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // waitUnit waits for unit (or, with unit "", the first job unit not in
@@ -242,7 +228,7 @@ func helpDispatch(ctx context.Context, n int, which string) (*dispatchResult, er
 	act = nil
 	for i := range n {
 		t0 := time.Now()
-		list, err := client.Submit(ctx, tinyManifest(fmt.Sprintf("sub-%04d", i)), agent.SubmitOptions{Name: fmt.Sprintf("sub-%04d.json", i)}, false)
+		list, err := client.Submit(ctx, tinyManifest(fmt.Sprintf("sub-%04d", i)), apitype.SubmitOptions{Name: fmt.Sprintf("sub-%04d.json", i)}, false)
 		if err != nil {
 			return nil, err
 		}
@@ -395,7 +381,7 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: 1}); err != nil || total != n {
+	if _, total, err := client.ListJobsPage(ctx, apitype.Filter{}, apitype.Page{Limit: 1}); err != nil || total != n {
 		return nil, fmt.Errorf("agent counts %d jobs (%v), want %d (status %+v)", total, err, n, st)
 	}
 	obj := client.Conn().Object(dbusapi.BusName, dbusapi.ManagerPath)
@@ -432,27 +418,27 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 			return fmt.Sprintf("%d today", s.ProcessedToday+s.FailedToday), err
 		}},
 		{"D-Bus ListJobs (paths, default page)", 1000, func() (string, error) {
-			p, err := client.ListJobPaths(ctx, agent.Filter{}, agent.Page{Limit: agent.DefaultPageLimit})
+			p, err := client.ListJobPaths(ctx, apitype.Filter{}, apitype.Page{Limit: apitype.DefaultPageLimit})
 			return fmt.Sprintf("%d paths", len(p)), err
 		}},
 		{"D-Bus ListJobsPaged (default page + total)", 1000, func() (string, error) {
-			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: agent.DefaultPageLimit})
+			l, total, err := client.ListJobsPage(ctx, apitype.Filter{}, apitype.Page{Limit: apitype.DefaultPageLimit})
 			return fmt.Sprintf("%d of %d jobs", len(l), total), err
 		}},
 		{"D-Bus ListJobsPaged limit=10", 1000, func() (string, error) {
-			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Limit: 10})
+			l, total, err := client.ListJobsPage(ctx, apitype.Filter{}, apitype.Page{Limit: 10})
 			return fmt.Sprintf("%d of %d jobs", len(l), total), err
 		}},
 		{"D-Bus ListJobsPaged offset 5000", 1000, func() (string, error) {
-			l, total, err := client.ListJobsPage(ctx, agent.Filter{}, agent.Page{Offset: 5000, Limit: agent.DefaultPageLimit})
+			l, total, err := client.ListJobsPage(ctx, apitype.Filter{}, apitype.Page{Offset: 5000, Limit: apitype.DefaultPageLimit})
 			return fmt.Sprintf("%d of %d jobs", len(l), total), err
 		}},
 		{"D-Bus ListJobsPaged state=failed", 1000, func() (string, error) {
-			l, total, err := client.ListJobsPage(ctx, agent.Filter{States: []jobs.State{jobs.Failed}}, agent.Page{Limit: agent.DefaultPageLimit})
+			l, total, err := client.ListJobsPage(ctx, apitype.Filter{States: []jobs.State{jobs.Failed}}, apitype.Page{Limit: apitype.DefaultPageLimit})
 			return fmt.Sprintf("%d of %d jobs", len(l), total), err
 		}},
 		{"D-Bus ListJobs state=running", 1000, func() (string, error) {
-			p, err := client.ListJobPaths(ctx, agent.Filter{States: []jobs.State{jobs.Running}}, agent.Page{Limit: agent.DefaultPageLimit})
+			p, err := client.ListJobPaths(ctx, apitype.Filter{States: []jobs.State{jobs.Running}}, apitype.Page{Limit: apitype.DefaultPageLimit})
 			return fmt.Sprintf("%d paths", len(p)), err
 		}},
 		{"D-Bus GetMetrics", 1000, func() (string, error) {
@@ -461,11 +447,11 @@ func helpAPI(ctx context.Context, n int) (*apiResult, error) {
 		}},
 		// What every list cost before paging: all of them, explicitly.
 		{"D-Bus ListJobs limit=0 (all paths)", 100, func() (string, error) {
-			p, err := client.ListJobPaths(ctx, agent.Filter{}, agent.Page{})
+			p, err := client.ListJobPaths(ctx, apitype.Filter{}, apitype.Page{})
 			return fmt.Sprintf("%d paths", len(p)), err
 		}},
 		{"D-Bus ListJobsPaged limit=0 (all)", 50, func() (string, error) {
-			l, err := client.ListJobs(ctx, agent.Filter{})
+			l, err := client.ListJobs(ctx, apitype.Filter{})
 			return fmt.Sprintf("%d jobs", len(l)), err
 		}},
 		// The same page as dictionaries of variants, a(oa{sv}): what

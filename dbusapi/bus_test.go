@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -93,27 +93,26 @@ func connect(t *testing.T, addr string) *dbus.Conn {
 type fakeBackend struct {
 	mu        sync.Mutex
 	jobs      []jobs.Job
-	subs      []chan agent.Event
+	subs      []chan apitype.Event
 	nextID    int
 	submitUID []int64
 	cancelled []string
-	problems  []string
 	// parsed counts the manifests Validate and Submit reached the backend
 	// with; inParse is called during each (a test blocks it).
 	parsed  int
 	inParse func()
 }
 
-func (f *fakeBackend) Status() agent.Status {
+func (f *fakeBackend) Status() apitype.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return agent.Status{Mode: "manifest", Running: true, QueueDepth: 3, ActiveJobs: 1,
+	return apitype.Status{Mode: "manifest", Running: true, QueueDepth: 3, ActiveJobs: 1,
 		ProcessedToday: 7, FailedToday: 2, MaxWorkers: 4, UptimeSeconds: 12.5, Version: "1.2.3"}
 }
 
-func (f *fakeBackend) Metrics() agent.Metrics { return agent.MetricsOf(f.Jobs(agent.Filter{})) }
+func (f *fakeBackend) Metrics() apitype.Metrics { return apitype.MetricsOf(f.Jobs(apitype.Filter{})) }
 
-func (f *fakeBackend) Jobs(flt agent.Filter) []jobs.Job {
+func (f *fakeBackend) Jobs(flt apitype.Filter) []jobs.Job {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []jobs.Job
@@ -129,7 +128,7 @@ func (f *fakeBackend) Jobs(flt agent.Filter) []jobs.Job {
 	return out
 }
 
-func (f *fakeBackend) JobPage(flt agent.Filter, p agent.Page) ([]jobs.Job, int) {
+func (f *fakeBackend) JobPage(flt apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
 	return p.Slice(f.Jobs(flt))
 }
 
@@ -144,7 +143,7 @@ func (f *fakeBackend) Job(id string) (jobs.Job, error) {
 	return jobs.Job{}, apierr.New(apierr.NoSuchJob, "cannot find job %s", id)
 }
 
-func (f *fakeBackend) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, uid int64) ([]jobs.Job, error) {
+func (f *fakeBackend) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error) {
 	if ok, problems := f.Validate(manifest); !ok {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept manifest", Details: problems}
 	}
@@ -200,15 +199,15 @@ func (f *fakeBackend) Retry(ctx context.Context, id string, uid int64) (jobs.Job
 	return j, nil
 }
 
-func (f *fakeBackend) Subscribe() (<-chan agent.Event, func()) {
+func (f *fakeBackend) Subscribe() (<-chan apitype.Event, func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ch := make(chan agent.Event, 1000)
+	ch := make(chan apitype.Event, 1000)
 	f.subs = append(f.subs, ch)
 	return ch, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		f.subs = slices.DeleteFunc(f.subs, func(c chan agent.Event) bool { return c == ch })
+		f.subs = slices.DeleteFunc(f.subs, func(c chan apitype.Event) bool { return c == ch })
 	}
 }
 
@@ -216,43 +215,27 @@ func (f *fakeBackend) Subscribe() (<-chan agent.Event, func()) {
 func (f *fakeBackend) put(j jobs.Job) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	kind := agent.JobNew
+	kind := apitype.JobNew
 	for i := range f.jobs {
 		if f.jobs[i].ID == j.ID {
 			f.jobs[i] = j
-			kind = agent.JobChanged
+			kind = apitype.JobChanged
 		}
 	}
-	if kind == agent.JobNew {
+	if kind == apitype.JobNew {
 		f.jobs = append(f.jobs, j)
 	}
 	for _, ch := range f.subs {
-		ch <- agent.Event{Kind: kind, Job: j, At: time.Now()}
-	}
-}
-
-// drop forgets j and tells subscribers.
-func (f *fakeBackend) drop(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i, j := range f.jobs {
-		if j.ID == id {
-			f.jobs = slices.Delete(f.jobs, i, i+1)
-			for _, ch := range f.subs {
-				ch <- agent.Event{Kind: agent.JobRemoved, Job: j, At: time.Now()}
-			}
-			return
-		}
+		ch <- apitype.Event{Kind: kind, Job: j, At: time.Now()}
 	}
 }
 
 // fakeAuthz answers from a table of allowed actions and records the asks.
 type fakeAuthz struct {
-	mu      sync.Mutex
-	allow   map[string]bool
-	err     error
-	asked   []authAsk
-	blockCh chan struct{} // when set, Authorize waits on it
+	mu    sync.Mutex
+	allow map[string]bool
+	err   error
+	asked []authAsk
 }
 
 type authAsk struct {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -122,14 +122,14 @@ func (c *Client) send(ctx context.Context, path dbus.ObjectPath, method string, 
 }
 
 // GetStatus is Manager.GetStatus.
-func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) {
+func (c *Client) GetStatus(ctx context.Context) (apitype.Status, error) {
 	call, err := c.call(ctx, "get status", ManagerPath, ManagerIface+".GetStatus", false)
 	if err != nil {
-		return agent.Status{}, err
+		return apitype.Status{}, err
 	}
 	var d map[string]dbus.Variant
 	if err := call.Store(&d); err != nil {
-		return agent.Status{}, fmt.Errorf("get status: %w", err)
+		return apitype.Status{}, fmt.Errorf("get status: %w", err)
 	}
 	return statusFromDict(d)
 }
@@ -137,27 +137,27 @@ func (c *Client) GetStatus(ctx context.Context) (agent.Status, error) {
 // GetMetrics is Manager.GetMetrics: totals over every job the agent keeps,
 // computed by the agent without reading any report file. Keys this client
 // does not know are ignored; ones the agent does not send stay empty.
-func (c *Client) GetMetrics(ctx context.Context) (agent.Metrics, error) {
+func (c *Client) GetMetrics(ctx context.Context) (apitype.Metrics, error) {
 	call, err := c.call(ctx, "get metrics", ManagerPath, ManagerIface+".GetMetrics", false)
 	if err != nil {
-		return agent.Metrics{}, err
+		return apitype.Metrics{}, err
 	}
 	var d map[string]dbus.Variant
 	if err := call.Store(&d); err != nil {
-		return agent.Metrics{}, fmt.Errorf("get metrics: %w", err)
+		return apitype.Metrics{}, fmt.Errorf("get metrics: %w", err)
 	}
 	return metricsFromDict(d)
 }
 
-func metricsFromDict(d map[string]dbus.Variant) (agent.Metrics, error) {
-	m := agent.NewMetrics()
-	summaries := func(v dbus.Variant, put func(k string, s agent.Summary)) error {
+func metricsFromDict(d map[string]dbus.Variant) (apitype.Metrics, error) {
+	m := apitype.NewMetrics()
+	summaries := func(v dbus.Variant, put func(k string, s apitype.Summary)) error {
 		var in map[string]summaryEntry
 		if err := v.Store(&in); err != nil {
 			return err
 		}
 		for k, e := range in {
-			put(k, agent.Summary{Count: int(e.Count), Seconds: e.Seconds})
+			put(k, apitype.Summary{Count: int(e.Count), Seconds: e.Seconds})
 		}
 		return nil
 	}
@@ -173,10 +173,10 @@ func metricsFromDict(d map[string]dbus.Variant) (agent.Metrics, error) {
 			return nil
 		},
 		"job_seconds": func(v dbus.Variant) error {
-			return summaries(v, func(k string, s agent.Summary) { m.JobSeconds[jobs.State(k)] = s })
+			return summaries(v, func(k string, s apitype.Summary) { m.JobSeconds[jobs.State(k)] = s })
 		},
 		"stage_seconds": func(v dbus.Variant) error {
-			return summaries(v, func(k string, s agent.Summary) { m.StageSeconds[k] = s })
+			return summaries(v, func(k string, s apitype.Summary) { m.StageSeconds[k] = s })
 		},
 		"jobs_with_stage_times": func(v dbus.Variant) error {
 			var n uint32
@@ -203,14 +203,14 @@ func metricsFromDict(d map[string]dbus.Variant) (agent.Metrics, error) {
 
 // ListJobs returns every job matching f with all its properties, oldest
 // first. With many jobs in the history prefer ListJobsPage.
-func (c *Client) ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error) {
-	list, _, err := c.ListJobsPage(ctx, f, agent.Page{OldestFirst: true})
+func (c *Client) ListJobs(ctx context.Context, f apitype.Filter) ([]jobs.Job, error) {
+	list, _, err := c.ListJobsPage(ctx, f, apitype.Page{OldestFirst: true})
 	return list, err
 }
 
 // ListJobsPage is Manager.ListJobsPaged: page p of the jobs matching f
 // with all their properties, and how many match. p.Limit 0 means all.
-func (c *Client) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+func (c *Client) ListJobsPage(ctx context.Context, f apitype.Filter, p apitype.Page) ([]jobs.Job, int, error) {
 	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobsPaged", false, filterDict(f, p))
 	if err != nil {
 		return nil, 0, err
@@ -228,7 +228,7 @@ func (c *Client) ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page)
 
 // ListJobPaths is Manager.ListJobs: the object paths of page p of the
 // jobs matching f.
-func (c *Client) ListJobPaths(ctx context.Context, f agent.Filter, p agent.Page) ([]dbus.ObjectPath, error) {
+func (c *Client) ListJobPaths(ctx context.Context, f apitype.Filter, p apitype.Page) ([]dbus.ObjectPath, error) {
 	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobs", false, filterDict(f, p))
 	if err != nil {
 		return nil, err
@@ -288,7 +288,7 @@ func (c *Client) Validate(ctx context.Context, manifest []byte) (bool, []string,
 
 // Submit sends a manifest; interactive allows polkit to ask for a password.
 // It returns the new jobs (one per VM of a batch) as they were created.
-func (c *Client) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error) {
+func (c *Client) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error) {
 	call, err := c.call(ctx, "submit manifest", ManagerPath, ManagerIface+".Submit", interactive, string(manifest), submitDict(o))
 	if err != nil {
 		return nil, err
@@ -333,12 +333,13 @@ func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.J
 // Watch subscribes to job signals (before returning, so nothing is missed)
 // and delivers events until ctx ends, then closes the channel. Each event
 // carries the whole job as last announced: JobNew from InterfacesAdded,
-// JobChanged from PropertiesChanged (Changed names the properties),
-// JobRemoved from InterfacesRemoved. When the agent (re)starts, for
-// instance by D-Bus activation after an idle exit, Watch compares its
-// objects with what it knew and reports the differences the same way.
+// JobChanged from PropertiesChanged (Changed names the properties). When
+// the agent (re)starts, for instance by D-Bus activation after an idle
+// exit, Watch compares its objects with what it knew and reports the
+// differences the same way, and JobRemoved for a live job the new agent no
+// longer has.
 // Events keep the bus order; a slow reader delays them but loses none.
-func (c *Client) Watch(ctx context.Context) (<-chan agent.Event, error) {
+func (c *Client) Watch(ctx context.Context) (<-chan apitype.Event, error) {
 	if c == nil || c.conn == nil {
 		return nil, fmt.Errorf("watch jobs: %w: client not connected", ErrNoBus)
 	}
@@ -375,17 +376,17 @@ func (c *Client) Watch(ctx context.Context) (<-chan agent.Event, error) {
 		return nil, err
 	}
 
-	out := make(chan agent.Event)
+	out := make(chan apitype.Event)
 	go func() {
 		defer close(out)
 		defer cleanup()
 		// pending decouples reading the bus from a slow reader: godbus
 		// hands signals that do not fit the channel to goroutines, which
 		// would reorder them.
-		var pending []agent.Event
+		var pending []apitype.Event
 		for {
-			var send chan<- agent.Event
-			var next agent.Event
+			var send chan<- apitype.Event
+			var next apitype.Event
 			if len(pending) > 0 {
 				send, next = out, pending[0]
 			}
@@ -419,9 +420,9 @@ type watcher struct {
 // live has finished (or was removed) while we were not looking: it is read
 // once more by its path. (The cache keeps the jobs that finished while
 // watched: a job's last properties may follow its final state.)
-func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
+func (w *watcher) resync(ctx context.Context) ([]apitype.Event, error) {
 	call, err := w.c.call(ctx, "watch jobs", ManagerPath, ManagerIface+".ListJobsPaged", false,
-		filterDict(agent.Filter{States: []jobs.State{jobs.Pending, jobs.Running}}, agent.Page{OldestFirst: true}))
+		filterDict(apitype.Filter{States: []jobs.State{jobs.Pending, jobs.Running}}, apitype.Page{OldestFirst: true}))
 	if err != nil {
 		return nil, err
 	}
@@ -430,7 +431,7 @@ func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
 		return nil, fmt.Errorf("watch jobs: %w", err)
 	}
 	now := time.Now()
-	var evs []agent.Event
+	var evs []apitype.Event
 	seen := map[dbus.ObjectPath]bool{}
 	for _, r := range rows {
 		seen[r.Path] = true
@@ -443,7 +444,7 @@ func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
 		cur, err := w.c.jobAt(ctx, "watch jobs", p)
 		if err != nil {
 			delete(w.known, p)
-			evs = append(evs, agent.Event{Kind: agent.JobRemoved, Job: j, At: time.Now()})
+			evs = append(evs, apitype.Event{Kind: apitype.JobRemoved, Job: j, At: time.Now()})
 			continue
 		}
 		evs = append(evs, w.update(p, cur, time.Now())...)
@@ -453,20 +454,20 @@ func (w *watcher) resync(ctx context.Context) ([]agent.Event, error) {
 
 // update puts j into the cache and returns the event that says so: new,
 // changed (with the names of the properties that differ) or none.
-func (w *watcher) update(p dbus.ObjectPath, j jobs.Job, at time.Time) []agent.Event {
+func (w *watcher) update(p dbus.ObjectPath, j jobs.Job, at time.Time) []apitype.Event {
 	old, had := w.known[p]
 	w.known[p] = j
 	if !had {
-		return []agent.Event{{Kind: agent.JobNew, Job: j, At: at}}
+		return []apitype.Event{{Kind: apitype.JobNew, Job: j, At: at}}
 	}
 	if changed := changedProps(jobProps(old), jobProps(j)); len(changed) > 0 {
-		return []agent.Event{{Kind: agent.JobChanged, Job: j, Changed: changed, At: at}}
+		return []apitype.Event{{Kind: apitype.JobChanged, Job: j, Changed: changed, At: at}}
 	}
 	return nil
 }
 
 // translate turns one bus signal into events, keeping the cache current.
-func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []agent.Event {
+func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []apitype.Event {
 	now := time.Now()
 	switch sig.Name {
 	case "org.freedesktop.DBus.NameOwnerChanged":
@@ -491,19 +492,7 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []agent.Event
 			return nil
 		}
 		w.known[p] = j
-		return []agent.Event{{Kind: agent.JobNew, Job: j, At: now}}
-	case ifaceObjectManager + ".InterfacesRemoved":
-		var p dbus.ObjectPath
-		var ifaces []string
-		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p, &ifaces) != nil {
-			return nil
-		}
-		j, ok := w.known[p]
-		if !ok {
-			return nil
-		}
-		delete(w.known, p)
-		return []agent.Event{{Kind: agent.JobRemoved, Job: j, At: now}}
+		return []apitype.Event{{Kind: apitype.JobNew, Job: j, At: now}}
 	case ifaceProperties + ".PropertiesChanged":
 		var iface string
 		var changed map[string]dbus.Variant
@@ -524,7 +513,7 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []agent.Event
 			names = append(names, k)
 		}
 		sortStrings(names)
-		return []agent.Event{{Kind: agent.JobChanged, Job: j, Changed: names, At: now}}
+		return []apitype.Event{{Kind: apitype.JobChanged, Job: j, Changed: names, At: now}}
 	}
 	return nil
 }

@@ -7,7 +7,7 @@ package dbusapi
 import (
 	"context"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -24,18 +24,18 @@ const (
 // the caller's, already authorized by polkit when the method needs it.
 // Errors are *apierr.Error where the caller can act on the kind.
 type Backend interface {
-	Status() agent.Status
+	Status() apitype.Status
 	// Metrics is GetMetrics: totals over every job the backend keeps.
-	Metrics() agent.Metrics
+	Metrics() apitype.Metrics
 	// Jobs is every job f selects, oldest first (the server's snapshot).
-	Jobs(f agent.Filter) []jobs.Job
+	Jobs(f apitype.Filter) []jobs.Job
 	// JobPage is page p of the jobs f selects, and how many f selects.
-	JobPage(f agent.Filter, p agent.Page) ([]jobs.Job, int)
+	JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int)
 	Job(id string) (jobs.Job, error)
-	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, uid int64) ([]jobs.Job, error)
+	Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error)
 	Validate(manifest []byte) (valid bool, problems []string)
 	Cancel(ctx context.Context, id string) error
 	Retry(ctx context.Context, id string, uid int64) (jobs.Job, error)
 	// Subscribe delivers every job change until cancel is called.
-	Subscribe() (events <-chan agent.Event, cancel func())
+	Subscribe() (events <-chan apitype.Event, cancel func())
 }

@@ -18,8 +18,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
@@ -290,12 +290,12 @@ func metricsJobs() []jobs.Job {
 }
 
 func TestMetricsRoundTrip(t *testing.T) {
-	huge := agent.MetricsOf(nil)
+	huge := apitype.MetricsOf(nil)
 	huge.ConvertedBytes = 1 << 62
 	huge.Jobs[jobs.Completed] = 1 << 20
-	for name, m := range map[string]agent.Metrics{
-		"no jobs":   agent.MetricsOf(nil),
-		"some jobs": agent.MetricsOf(metricsJobs()),
+	for name, m := range map[string]apitype.Metrics{
+		"no jobs":   apitype.MetricsOf(nil),
+		"some jobs": apitype.MetricsOf(metricsJobs()),
 		"large":     huge,
 	} {
 		got, err := metricsFromDict(metricsDict(m))
@@ -336,11 +336,11 @@ func TestGetMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := agent.Metrics{
+	want := apitype.Metrics{
 		Jobs: map[jobs.State]int{jobs.Pending: 1, jobs.Running: 1, jobs.Completed: 2, jobs.Failed: 1, jobs.Cancelled: 0},
-		JobSeconds: map[jobs.State]agent.Summary{jobs.Completed: {Count: 2, Seconds: 30}, jobs.Failed: {Count: 1, Seconds: 1},
+		JobSeconds: map[jobs.State]apitype.Summary{jobs.Completed: {Count: 2, Seconds: 30}, jobs.Failed: {Count: 1, Seconds: 1},
 			jobs.Cancelled: {}},
-		StageSeconds: map[string]agent.Summary{"load": {Count: 2, Seconds: 1.75}, "convert": {Count: 1, Seconds: 10},
+		StageSeconds: map[string]apitype.Summary{"load": {Count: 2, Seconds: 1.75}, "convert": {Count: 1, Seconds: 10},
 			"extra-stage": {Count: 1, Seconds: 3}},
 		ConvertedBytes:     1024,
 		JobsWithStageTimes: 2,
@@ -378,7 +378,7 @@ func TestListAndGetJobs(t *testing.T) {
 	f := newFixture(t, a, b)
 	ctx := testCtx(t)
 
-	all, err := f.client.ListJobs(ctx, agent.Filter{})
+	all, err := f.client.ListJobs(ctx, apitype.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,13 +386,13 @@ func TestListAndGetJobs(t *testing.T) {
 		t.Errorf("ListJobs = %+v, want %+v", all, []jobs.Job{a, b})
 	}
 	for _, tc := range []struct {
-		f    agent.Filter
+		f    apitype.Filter
 		want []string
 	}{
-		{agent.Filter{States: []jobs.State{jobs.Failed}}, []string{"b"}},
-		{agent.Filter{States: []jobs.State{jobs.Running, jobs.Failed}}, []string{a.ID, "b"}},
-		{agent.Filter{Batch: "b1"}, []string{a.ID}},
-		{agent.Filter{States: []jobs.State{jobs.Completed}}, nil},
+		{apitype.Filter{States: []jobs.State{jobs.Failed}}, []string{"b"}},
+		{apitype.Filter{States: []jobs.State{jobs.Running, jobs.Failed}}, []string{a.ID, "b"}},
+		{apitype.Filter{Batch: "b1"}, []string{a.ID}},
+		{apitype.Filter{States: []jobs.State{jobs.Completed}}, nil},
 	} {
 		got, err := f.client.ListJobs(ctx, tc.f)
 		if err != nil {
@@ -405,7 +405,7 @@ func TestListAndGetJobs(t *testing.T) {
 		if !slices.Equal(ids, tc.want) {
 			t.Errorf("ListJobs(%+v) = %v, want %v", tc.f, ids, tc.want)
 		}
-		paths, err := f.client.ListJobPaths(ctx, tc.f, agent.Page{OldestFirst: true})
+		paths, err := f.client.ListJobPaths(ctx, tc.f, apitype.Page{OldestFirst: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -519,11 +519,11 @@ func TestListJobsPaging(t *testing.T) {
 		})
 	}
 	// The Go client: ListJobs is every job, oldest first; ListJobsPage pages.
-	every, err := f.client.ListJobs(ctx, agent.Filter{})
+	every, err := f.client.ListJobs(ctx, apitype.Filter{})
 	if err != nil || len(every) != 250 || every[0].ID != "j000" {
 		t.Errorf("client ListJobs: %d jobs, %v", len(every), err)
 	}
-	page, total, err := f.client.ListJobsPage(ctx, agent.Filter{States: []jobs.State{jobs.Completed}}, agent.Page{Offset: 1, Limit: 2})
+	page, total, err := f.client.ListJobsPage(ctx, apitype.Filter{States: []jobs.State{jobs.Completed}}, apitype.Page{Offset: 1, Limit: 2})
 	if err != nil || total != 200 || ids(page) != "j248..j247 (2)" {
 		t.Errorf("client ListJobsPage = %s, %d, %v", ids(page), total, err)
 	}
@@ -628,8 +628,8 @@ func TestSubmitAuthorization(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.authz.set(map[string]bool{polkit.ActionSubmit: tc.allow}, tc.authErr)
-			before := len(f.b.Jobs(agent.Filter{}))
-			got, err := f.client.Submit(ctx, []byte(`{}`), agent.SubmitOptions{Name: "vm.json"}, tc.interactive)
+			before := len(f.b.Jobs(apitype.Filter{}))
+			got, err := f.client.Submit(ctx, []byte(`{}`), apitype.SubmitOptions{Name: "vm.json"}, tc.interactive)
 			asks := f.authz.asks()
 			if want := []authAsk{{me, polkit.ActionSubmit, tc.interactive}}; !slices.Equal(asks, want) {
 				t.Errorf("polkit asked %+v, want %+v", asks, want)
@@ -639,7 +639,7 @@ func TestSubmitAuthorization(t *testing.T) {
 				if !errors.As(err, &ae) || ae.Kind != apierr.AccessDenied || !strings.Contains(ae.Message, tc.wantMsg) {
 					t.Fatalf("Submit error = %#v, want AccessDenied containing %q", err, tc.wantMsg)
 				}
-				if n := len(f.b.Jobs(agent.Filter{})); n != before {
+				if n := len(f.b.Jobs(apitype.Filter{})); n != before {
 					t.Errorf("a refused Submit created %d jobs", n-before)
 				}
 				return
@@ -655,7 +655,7 @@ func TestSubmitAuthorization(t *testing.T) {
 
 	t.Run("invalid manifest", func(t *testing.T) {
 		f.authz.set(map[string]bool{polkit.ActionSubmit: true}, nil)
-		_, err := f.client.Submit(ctx, []byte(`bad`), agent.SubmitOptions{}, false)
+		_, err := f.client.Submit(ctx, []byte(`bad`), apitype.SubmitOptions{}, false)
 		var ae *apierr.Error
 		want := &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept manifest",
 			Details: []string{"vms[0].source.path: required", "version: must be \"1.0\""}}

@@ -59,22 +59,84 @@ func fromDBusError(what string, err error) error {
 		}
 		return e
 	}
+	if sentinel := unreachableKind(de.Name); sentinel != nil {
+		return fmt.Errorf("%s: %w: %s", what, sentinel, msg)
+	}
 	switch de.Name {
 	case "org.freedesktop.DBus.Error.AccessDenied",
 		"org.freedesktop.DBus.Error.InteractiveAuthorizationRequired":
 		return &apierr.Error{Kind: apierr.AccessDenied, Message: fmt.Sprintf("cannot %s: %s", what, msg)}
-	case "org.freedesktop.DBus.Error.ServiceUnknown",
-		"org.freedesktop.DBus.Error.NameHasNoOwner",
-		"org.freedesktop.DBus.Error.TimedOut",
-		"org.freedesktop.DBus.Error.NoReply":
-		return fmt.Errorf("%s: %w: %s", what, ErrNoAgent, msg)
-	case "org.freedesktop.DBus.Error.Disconnected":
-		return fmt.Errorf("%s: %w: %s", what, ErrNoBus, msg)
 	case "org.freedesktop.DBus.Error.InvalidArgs":
 		return &apierr.Error{Kind: apierr.InvalidArgs, Message: fmt.Sprintf("cannot %s: %s", what, msg)}
 	}
-	if strings.HasPrefix(de.Name, "org.freedesktop.DBus.Error.Spawn.") {
-		return fmt.Errorf("%s: %w: %s", what, ErrNoAgent, msg)
-	}
 	return fmt.Errorf("%s: %s: %s", what, de.Name, msg)
+}
+
+// unreachableKind says what a bus error name means when it is not the
+// agent answering: ErrNoBus when the connection to the bus is gone,
+// ErrNoAgent when nobody answers for BusName (not installed, activation
+// failed or refused by systemd, or it died or hung mid-call), nil when the
+// name is not one of those. This is the one list: the client, the REST
+// bridge and hyperctl all decide "unreachable" through it.
+func unreachableKind(name string) error {
+	switch name {
+	case "org.freedesktop.DBus.Error.Disconnected",
+		"org.freedesktop.DBus.Error.NoServer":
+		return ErrNoBus
+	case "org.freedesktop.DBus.Error.ServiceUnknown",
+		"org.freedesktop.DBus.Error.NameHasNoOwner",
+		"org.freedesktop.DBus.Error.NoReply",
+		"org.freedesktop.DBus.Error.Timeout",
+		"org.freedesktop.DBus.Error.TimedOut":
+		return ErrNoAgent
+	}
+	// Activation: the bus could not spawn the service, or systemd would
+	// not start its unit (masked, no such unit).
+	if strings.HasPrefix(name, "org.freedesktop.DBus.Error.Spawn.") || strings.HasPrefix(name, "org.freedesktop.systemd1.") {
+		return ErrNoAgent
+	}
+	return nil
+}
+
+// busErrorName is the name of the D-Bus error inside err, "" when there is
+// none. The client maps the errors of its calls, but a caller may hold one
+// from elsewhere (its own connection, a wrapped raw error).
+func busErrorName(err error) string {
+	var v dbus.Error
+	if errors.As(err, &v) {
+		return v.Name
+	}
+	var p *dbus.Error
+	if errors.As(err, &p) && p != nil {
+		return p.Name
+	}
+	return ""
+}
+
+// IsNoBus reports whether err means the system bus itself cannot be
+// reached (dbus not running, connection lost).
+func IsNoBus(err error) bool {
+	return errors.Is(err, ErrNoBus) || unreachableKind(busErrorName(err)) == ErrNoBus
+}
+
+// IsUnreachable reports whether err means the agent could not be reached at
+// all, as opposed to the agent answering with an error: no bus, or nobody
+// answers for BusName and activation could not start it. Front ends show it
+// as "cannot reach the agent" (hyperctl exits 3, REST answers 503
+// agent-unreachable).
+func IsUnreachable(err error) bool {
+	return errors.Is(err, ErrNoBus) || errors.Is(err, ErrNoAgent) || unreachableKind(busErrorName(err)) != nil
+}
+
+// IsAccessDenied reports whether err is a refusal: the agent's AccessDenied
+// (polkit said no) or the bus policy's.
+func IsAccessDenied(err error) bool {
+	if apierr.Is(err, apierr.AccessDenied) {
+		return true
+	}
+	switch busErrorName(err) {
+	case "org.freedesktop.DBus.Error.AccessDenied", "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired":
+		return true
+	}
+	return false
 }

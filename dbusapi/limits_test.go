@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
@@ -39,7 +39,7 @@ func TestManifestArgumentCap(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			_, serr := f.client.Submit(ctx, body, agent.SubmitOptions{Name: "big.yaml"}, false)
+			_, serr := f.client.Submit(ctx, body, apitype.SubmitOptions{Name: "big.yaml"}, false)
 			f.b.mu.Lock()
 			parsed := f.b.parsed
 			f.b.mu.Unlock()

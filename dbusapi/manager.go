@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
@@ -300,20 +300,20 @@ type summaryEntry struct {
 }
 
 // metricsDict is GetMetrics' a{sv}; docs/DBUS.md lists the keys.
-func metricsDict(m agent.Metrics) map[string]dbus.Variant {
+func metricsDict(m apitype.Metrics) map[string]dbus.Variant {
 	count := func(n int) uint32 { return uint32(min(max(n, 0), 1<<32-1)) }
 	byState := make(map[string]uint32, len(m.Jobs))
 	for st, n := range m.Jobs {
 		byState[string(st)] = count(n)
 	}
-	summaries := func(in map[string]agent.Summary) map[string]summaryEntry {
+	summaries := func(in map[string]apitype.Summary) map[string]summaryEntry {
 		out := make(map[string]summaryEntry, len(in))
 		for k, v := range in {
 			out[k] = summaryEntry{count(v.Count), v.Seconds}
 		}
 		return out
 	}
-	jobSeconds := make(map[string]agent.Summary, len(m.JobSeconds))
+	jobSeconds := make(map[string]apitype.Summary, len(m.JobSeconds))
 	for st, v := range m.JobSeconds {
 		jobSeconds[string(st)] = v
 	}

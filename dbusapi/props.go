@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -165,7 +165,7 @@ func usec(t time.Time) uint64 {
 	return uint64(t.UnixMicro())
 }
 
-func statusDict(s agent.Status) map[string]dbus.Variant {
+func statusDict(s apitype.Status) map[string]dbus.Variant {
 	return map[string]dbus.Variant{
 		"mode":            dbus.MakeVariant(s.Mode),
 		"running":         dbus.MakeVariant(s.Running),
@@ -179,8 +179,8 @@ func statusDict(s agent.Status) map[string]dbus.Variant {
 	}
 }
 
-func statusFromDict(d map[string]dbus.Variant) (agent.Status, error) {
-	var s agent.Status
+func statusFromDict(d map[string]dbus.Variant) (apitype.Status, error) {
+	var s apitype.Status
 	count := func(dst *int) func(dbus.Variant) error {
 		return func(v dbus.Variant) error {
 			var n uint32
@@ -211,10 +211,10 @@ func statusFromDict(d map[string]dbus.Variant) (agent.Status, error) {
 }
 
 // filterDict and parseFilter are the ListJobs filter a{sv}: states as,
-// batch s, and the page: limit u (absent: agent.DefaultPageLimit, 0: all),
+// batch s, and the page: limit u (absent: apitype.DefaultPageLimit, 0: all),
 // offset u, order s ("newest", the default, or "oldest"). Unknown keys are
 // refused so that a typo does not list everything.
-func filterDict(f agent.Filter, p agent.Page) map[string]dbus.Variant {
+func filterDict(f apitype.Filter, p apitype.Page) map[string]dbus.Variant {
 	d := map[string]dbus.Variant{}
 	if len(f.States) > 0 {
 		states := make([]string, len(f.States))
@@ -239,9 +239,9 @@ func filterDict(f agent.Filter, p agent.Page) map[string]dbus.Variant {
 // maxListOffset keeps offsets and limits inside int on every platform.
 const maxListOffset = 1 << 30
 
-func parseFilter(d map[string]dbus.Variant) (agent.Filter, agent.Page, error) {
-	var f agent.Filter
-	p := agent.Page{Limit: agent.DefaultPageLimit}
+func parseFilter(d map[string]dbus.Variant) (apitype.Filter, apitype.Page, error) {
+	var f apitype.Filter
+	p := apitype.Page{Limit: apitype.DefaultPageLimit}
 	for k, v := range d {
 		switch k {
 		case "states":
@@ -315,7 +315,7 @@ func count(v dbus.Variant) (int, bool) {
 }
 
 // submitDict and parseSubmitOptions are the Submit options a{sv}: name s.
-func submitDict(o agent.SubmitOptions) map[string]dbus.Variant {
+func submitDict(o apitype.SubmitOptions) map[string]dbus.Variant {
 	d := map[string]dbus.Variant{}
 	if o.Name != "" {
 		d["name"] = dbus.MakeVariant(o.Name)
@@ -323,8 +323,8 @@ func submitDict(o agent.SubmitOptions) map[string]dbus.Variant {
 	return d
 }
 
-func parseSubmitOptions(d map[string]dbus.Variant) (agent.SubmitOptions, error) {
-	var o agent.SubmitOptions
+func parseSubmitOptions(d map[string]dbus.Variant) (apitype.SubmitOptions, error) {
+	var o apitype.SubmitOptions
 	for k, v := range d {
 		switch k {
 		case "name":

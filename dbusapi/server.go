@@ -14,8 +14,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -103,7 +103,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 	events, unsubscribe := b.Subscribe()
 	s.unsubscribe = unsubscribe
 	snapshotAt := time.Now()
-	for _, j := range b.Jobs(agent.Filter{}) {
+	for _, j := range b.Jobs(apitype.Filter{}) {
 		s.upsert(j, false)
 	}
 	go s.follow(events, snapshotAt)
@@ -186,7 +186,7 @@ func (s *Server) Close() error {
 // follow turns backend events into object exports and signals, in order.
 // Events stamped before the snapshot are already in it and are skipped, so
 // that replaying them cannot make a property go back.
-func (s *Server) follow(events <-chan agent.Event, snapshotAt time.Time) {
+func (s *Server) follow(events <-chan apitype.Event, snapshotAt time.Time) {
 	defer close(s.loopDone)
 	for {
 		select {
@@ -204,13 +204,11 @@ func (s *Server) follow(events <-chan agent.Event, snapshotAt time.Time) {
 	}
 }
 
-func (s *Server) apply(ev agent.Event) {
-	switch ev.Kind {
-	case agent.JobRemoved:
-		s.remove(ev.Job)
-	default:
-		s.upsert(ev.Job, true)
-	}
+// apply exports what ev says about a job. The agent never forgets a job
+// while it runs (keep_finished prunes at start, before the server exists),
+// so every event makes or updates an object.
+func (s *Server) apply(ev apitype.Event) {
+	s.upsert(ev.Job, true)
 }
 
 // upsert makes j's object or updates its properties, announcing the
@@ -283,26 +281,6 @@ func (s *Server) ensurePath(j jobs.Job) dbus.ObjectPath {
 
 // remove drops j's object after announcing its last property values,
 // so a watcher learns the final state even if it only follows properties.
-func (s *Server) remove(j jobs.Job) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o, ok := s.objects[j.ID]
-	if !ok || s.closed {
-		return
-	}
-	props := jobProps(j)
-	if changed := changedProps(jobProps(o.job), props); len(changed) > 0 {
-		d := make(map[string]dbus.Variant, len(changed))
-		for _, k := range changed {
-			d[k] = props[k]
-		}
-		s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
-	}
-	delete(s.objects, j.ID)
-	s.emit(ManagerPath, ifaceObjectManager+".InterfacesRemoved", o.path, jobObjectIfaces)
-	s.emit(ManagerPath, ManagerIface+".JobRemoved", j.ID, o.path, string(j.State))
-}
-
 func (s *Server) emit(path dbus.ObjectPath, name string, args ...any) {
 	if err := s.conn.Emit(path, name, args...); err != nil {
 		s.log.Warn("cannot emit signal", "signal", name, "path", path, "err", err)
@@ -467,16 +445,4 @@ func (s *Server) exportManager() error {
 		}
 	}
 	return nil
-}
-
-// exportedPaths lists the job object paths, sorted (for tests).
-func (s *Server) exportedPaths() []dbus.ObjectPath {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []dbus.ObjectPath
-	for _, o := range s.objects {
-		out = append(out, o.path)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/test/box"
 )
 
@@ -198,7 +199,7 @@ func TestAgentDropManifestRunsJobUnit(t *testing.T) {
 			t.Errorf("%s: %s=%s, want %s", unit, prop, got, want)
 		}
 	}
-	id := strings.TrimSuffix(strings.TrimPrefix(unit, "hyper2kvm-job-"), ".service")
+	id, _ := jobs.IDFromUnit(unit)
 	b.openGate()
 	rep := b.settled("processed", "web01.json")
 	if rep["status"] != "completed" || rep["job_id"] != id || rep["unit"] != unit {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
@@ -387,7 +387,7 @@ func TestDBusWatchProgress(t *testing.T) {
 		t.Fatalf("Watch: %v\nagent log:\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "40"))
 	}
 	manifest := strings.Replace(dbusManifest("watched"), `"validate":{"enabled":false}`, `"validate":{"enabled":true}`, 1)
-	submitted, err := c.Submit(ctx, []byte(manifest), agent.SubmitOptions{}, false)
+	submitted, err := c.Submit(ctx, []byte(manifest), apitype.SubmitOptions{}, false)
 	if err != nil || len(submitted) != 1 {
 		t.Fatalf("Submit: %v %+v", err, submitted)
 	}

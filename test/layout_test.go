@@ -61,3 +61,40 @@ func within(pkg, b string) bool {
 	}
 	return pkg == b || strings.HasPrefix(pkg, b+"/")
 }
+
+// daemonOnly are the packages only hyper2kvmd needs: the agent itself, its
+// queue, config, the engine and guest access, and fsnotify. A client
+// linking one of them links the daemon.
+var daemonOnly = []string{
+	module + "agent",
+	module + "agent/queue",
+	module + "agent/config",
+	module + "agent/engine",
+	module + "agent/guest",
+	"github.com/fsnotify/fsnotify",
+}
+
+// TestClientsDoNotLinkTheDaemon keeps hyperctl and the REST bridge to what
+// they share with the daemon (wire types, manifest model, job ids, error
+// kinds), and those shared packages leaves: `go list -deps` of each names
+// none of daemonOnly.
+func TestClientsDoNotLinkTheDaemon(t *testing.T) {
+	for _, pkg := range []string{
+		// the clients
+		"cmd/hyperctl", "api", "dbusapi",
+		// what they share with the daemon
+		"agent/apitype", "agent/jobs", "agent/apierr", "agent/manifest", "agent/progress", "agent/report",
+	} {
+		out, err := exec.Command("go", "list", "-deps", module+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, bad := range daemonOnly {
+				if dep == bad || strings.HasPrefix(dep, bad+"/") && bad != module+"agent" {
+					t.Errorf("%s depends on %s, which only the daemon needs; see docs/ARCHITECTURE.md", pkg, dep)
+				}
+			}
+		}
+	}
+}

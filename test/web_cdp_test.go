@@ -29,10 +29,9 @@ type chromium struct {
 	session string
 	done    chan struct{}
 
-	evMu      sync.Mutex
-	requests  []string // every URL the page asked for
-	problems  []string // exceptions, console errors, CSP reports
-	listeners []func(cdpMessage)
+	evMu     sync.Mutex
+	requests []string // every URL the page asked for
+	problems []string // exceptions, console errors, CSP reports
 }
 
 type cdpMessage struct {

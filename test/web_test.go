@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/api"
 	"github.com/hyper2kvm/hyper2kvm/api/apitest"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
@@ -197,7 +198,7 @@ func TestWebDashboardFake(t *testing.T) {
 		Error: "cannot convert legacy01.vmdk: qemu-img: Could not open: Invalid footer", StartedAt: now.Add(-time.Hour), FinishedAt: now.Add(-50 * time.Minute)})
 	srv := httptest.NewUnstartedServer(api.New(api.Config{
 		Client: fake, Token: "web-test-token", Version: "test", Journal: fixedJournal{},
-		Schema: []byte(`{"title":"manifest"}`),
+		Schema: manifest.Schema(),
 	}))
 	srv.Config.ConnContext = api.ConnContext
 	srv.Start()

@@ -1,9 +1,17 @@
 package engine
 
+// The domain XML is built from libvirt.org/go/libvirtxml, the libvirt
+// project's own Go types for its schema, not from structs of our own: the
+// element and attribute names, the nesting (a disk's <source file=>, a
+// chardev's type= taken from its source) and the escaping are libvirt's,
+// and what a user adds later (a bridge, a TPM, a video device) is a field
+// to set rather than a schema to re-read.
+
 import (
-	"encoding/xml"
 	"fmt"
 	"path/filepath"
+
+	"libvirt.org/go/libvirtxml"
 )
 
 // DomainSpec is what the libvirt domain of a converted VM is made from.
@@ -23,104 +31,6 @@ type DomainDisk struct {
 	Format string // qcow2 | raw | vdi
 }
 
-type xmlDomain struct {
-	XMLName  xml.Name `xml:"domain"`
-	Type     string   `xml:"type,attr"`
-	Name     string   `xml:"name"`
-	Memory   xmlUnit  `xml:"memory"`
-	VCPU     int      `xml:"vcpu"`
-	OS       xmlOS    `xml:"os"`
-	Features struct {
-		ACPI struct{} `xml:"acpi"`
-		APIC struct{} `xml:"apic"`
-	} `xml:"features"`
-	CPU struct {
-		Mode string `xml:"mode,attr"`
-	} `xml:"cpu"`
-	Clock struct {
-		Offset string `xml:"offset,attr"`
-	} `xml:"clock"`
-	OnPoweroff string     `xml:"on_poweroff"`
-	OnReboot   string     `xml:"on_reboot"`
-	OnCrash    string     `xml:"on_crash"`
-	Devices    xmlDevices `xml:"devices"`
-}
-
-type xmlUnit struct {
-	Unit  string `xml:"unit,attr"`
-	Value int64  `xml:",chardata"`
-}
-
-type xmlOS struct {
-	Firmware string `xml:"firmware,attr,omitempty"`
-	Type     struct {
-		Arch    string `xml:"arch,attr"`
-		Machine string `xml:"machine,attr"`
-		Value   string `xml:",chardata"`
-	} `xml:"type"`
-	Boot struct {
-		Dev string `xml:"dev,attr"`
-	} `xml:"boot"`
-}
-
-type xmlDevices struct {
-	Disks      []xmlDisk  `xml:"disk"`
-	Interfaces []xmlIface `xml:"interface"`
-	Serial     xmlChar    `xml:"serial"`
-	Console    xmlConsole `xml:"console"`
-	Channel    struct {
-		Type   string `xml:"type,attr"`
-		Target struct {
-			Type string `xml:"type,attr"`
-			Name string `xml:"name,attr"`
-		} `xml:"target"`
-	} `xml:"channel"`
-	RNG struct {
-		Model   string `xml:"model,attr"`
-		Backend struct {
-			Model string `xml:"model,attr"`
-			Value string `xml:",chardata"`
-		} `xml:"backend"`
-	} `xml:"rng"`
-}
-
-type xmlDisk struct {
-	Type   string `xml:"type,attr"`
-	Device string `xml:"device,attr"`
-	Driver struct {
-		Name string `xml:"name,attr"`
-		Type string `xml:"type,attr"`
-	} `xml:"driver"`
-	Source struct {
-		File string `xml:"file,attr"`
-	} `xml:"source"`
-	Target struct {
-		Dev string `xml:"dev,attr"`
-		Bus string `xml:"bus,attr"`
-	} `xml:"target"`
-}
-
-type xmlIface struct {
-	Type   string `xml:"type,attr"`
-	Source struct {
-		Network string `xml:"network,attr"`
-	} `xml:"source"`
-	Model struct {
-		Type string `xml:"type,attr"`
-	} `xml:"model"`
-}
-
-type xmlChar struct {
-	Type string `xml:"type,attr"`
-}
-
-type xmlConsole struct {
-	Type   string `xml:"type,attr"`
-	Target struct {
-		Type string `xml:"type,attr"`
-	} `xml:"target"`
-}
-
 // DomainXML renders a libvirt domain for spec: virtio disks and network
 // (SATA and e1000e for a Windows guest without virtio drivers), a serial
 // console, q35, BIOS or UEFI firmware (libvirt's firmware autoselection).
@@ -135,55 +45,76 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 	if len(spec.Disks) > 26 {
 		return nil, fmt.Errorf("cannot write domain XML for %s: %d disks, at most 26", spec.Name, len(spec.Disks))
 	}
-	d := xmlDomain{Type: "kvm", Name: spec.Name, OnPoweroff: "destroy", OnReboot: "restart", OnCrash: "destroy"}
-	d.Memory = xmlUnit{Unit: "MiB", Value: spec.MemoryMB}
-	if d.Memory.Value <= 0 {
-		d.Memory.Value = 2048
+	memory, cpus := uint(2048), uint(2)
+	if spec.MemoryMB > 0 {
+		memory = uint(spec.MemoryMB)
 	}
-	d.VCPU = max(spec.CPUs, 1)
-	if spec.CPUs <= 0 {
-		d.VCPU = 2
+	if spec.CPUs > 0 {
+		cpus = uint(spec.CPUs)
+	}
+	clock := "utc"
+	bus, prefix, nic := "virtio", "vd", "virtio"
+	if spec.Windows {
+		// Windows keeps its clock in local time.
+		clock = "localtime"
+		bus, prefix, nic = "sata", "sd", "e1000e"
+	}
+	d := libvirtxml.Domain{
+		Type:   "kvm",
+		Name:   spec.Name,
+		Memory: &libvirtxml.DomainMemory{Value: memory, Unit: "MiB"},
+		VCPU:   &libvirtxml.DomainVCPU{Value: cpus},
+		OS: &libvirtxml.DomainOS{
+			Type:        &libvirtxml.DomainOSType{Arch: "x86_64", Machine: "q35", Type: "hvm"},
+			BootDevices: []libvirtxml.DomainBootDevice{{Dev: "hd"}},
+		},
+		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}, APIC: &libvirtxml.DomainFeatureAPIC{}},
+		CPU:        &libvirtxml.DomainCPU{Mode: "host-model"},
+		Clock:      &libvirtxml.DomainClock{Offset: clock},
+		OnPoweroff: "destroy",
+		OnReboot:   "restart",
+		OnCrash:    "destroy",
+		Devices:    &libvirtxml.DomainDeviceList{},
 	}
 	if spec.Firmware == "efi" {
 		d.OS.Firmware = "efi"
 	}
-	d.OS.Type.Arch, d.OS.Type.Machine, d.OS.Type.Value = "x86_64", "q35", "hvm"
-	d.OS.Boot.Dev = "hd"
-	d.CPU.Mode = "host-model"
-	d.Clock.Offset = "utc"
-	if spec.Windows {
-		d.Clock.Offset = "localtime"
-	}
-	bus, prefix, nic := "virtio", "vd", "virtio"
-	if spec.Windows {
-		bus, prefix, nic = "sata", "sd", "e1000e"
-	}
+	dev := d.Devices
 	for i, disk := range spec.Disks {
 		if !filepath.IsAbs(disk.Path) {
 			return nil, fmt.Errorf("cannot write domain XML: disk path %q is not absolute", disk.Path)
 		}
-		var x xmlDisk
-		x.Type, x.Device = "file", "disk"
-		x.Driver.Name, x.Driver.Type = "qemu", disk.Format
-		x.Source.File = disk.Path
-		x.Target.Dev, x.Target.Bus = prefix+string(rune('a'+i)), bus
-		d.Devices.Disks = append(d.Devices.Disks, x)
+		dev.Disks = append(dev.Disks, libvirtxml.DomainDisk{
+			Device: "disk",
+			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
+			Target: &libvirtxml.DomainDiskTarget{Dev: prefix + string(rune('a'+i)), Bus: bus},
+		})
 	}
 	for range max(spec.NICs, 1) {
-		var x xmlIface
-		x.Type, x.Source.Network, x.Model.Type = "network", "default", nic
-		d.Devices.Interfaces = append(d.Devices.Interfaces, x)
+		dev.Interfaces = append(dev.Interfaces, libvirtxml.DomainInterface{
+			Source: &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: "default"}},
+			Model:  &libvirtxml.DomainInterfaceModel{Type: nic},
+		})
 	}
-	d.Devices.Serial.Type = "pty"
-	d.Devices.Console.Type, d.Devices.Console.Target.Type = "pty", "serial"
-	d.Devices.Channel.Type = "unix"
-	d.Devices.Channel.Target.Type, d.Devices.Channel.Target.Name = "virtio", "org.qemu.guest_agent.0"
-	d.Devices.RNG.Model, d.Devices.RNG.Backend.Model, d.Devices.RNG.Backend.Value = "virtio", "random", "/dev/urandom"
-	b, err := xml.MarshalIndent(d, "", "  ")
+	pty := func() *libvirtxml.DomainChardevSource {
+		return &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
+	}
+	dev.Serials = []libvirtxml.DomainSerial{{Source: pty()}}
+	dev.Consoles = []libvirtxml.DomainConsole{{Source: pty(), Target: &libvirtxml.DomainConsoleTarget{Type: "serial"}}}
+	dev.Channels = []libvirtxml.DomainChannel{{
+		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: "org.qemu.guest_agent.0"}},
+	}}
+	dev.RNGs = []libvirtxml.DomainRNG{{
+		Model:   "virtio",
+		Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
+	}}
+	out, err := d.Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("cannot write domain XML: %w", err)
+		return nil, fmt.Errorf("cannot write domain XML for %s: %w", spec.Name, err)
 	}
-	return append(b, '\n'), nil
+	return []byte(out + "\n"), nil
 }
 
 // writeDomain writes domain.xml for the converted disks.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/noreplace"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -138,14 +140,14 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 	r.rep.FinishedAt = now()
 	switch {
 	case err == nil:
-		r.rep.Status = "completed"
+		r.rep.Status = report.Completed
 	case ctx.Err() != nil, errors.Is(err, qemuimg.ErrTerminated):
 		// Stopped from outside (qemu-img got the unit's SIGTERM before
 		// the worker did) is an interruption like a cancel: the agent
 		// runs the job again unless it cancelled it itself.
-		r.rep.Status = "cancelled"
+		r.rep.Status = report.Cancelled
 	default:
-		r.rep.Status = "failed"
+		r.rep.Status = report.Failed
 	}
 	if r.workDir != "" {
 		os.RemoveAll(r.workDir)
@@ -164,7 +166,7 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 			r.rep.Warnings = append(r.rep.Warnings, werr.Error())
 			if err == nil {
 				err = werr
-				r.rep.Status = "failed"
+				r.rep.Status = report.Failed
 			}
 		}
 	}
@@ -321,7 +323,10 @@ func writeNew(p string, data []byte, prep func(*os.File) error) error {
 		err = cerr
 	}
 	if err == nil {
-		err = qemuimg.RenameNoReplace(tmp, p)
+		err = noreplace.Rename(tmp, p)
+		if errors.Is(err, fs.ErrExist) {
+			err = fmt.Errorf("%s exists; not overwriting", p)
+		}
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -64,7 +64,8 @@ func ReadOVA(p string) (*Archive, error) {
 		if h.Typeflag == tar.TypeDir {
 			continue
 		}
-		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+		// tar.Reader already turns the legacy TypeRegA into TypeReg (or TypeDir).
+		if h.Typeflag != tar.TypeReg {
 			return nil, fmt.Errorf("ova %s: member %q is not a regular file (type %q)", abs, h.Name, h.Typeflag)
 		}
 		for k := range h.PAXRecords {

@@ -3,7 +3,10 @@
 // the REST bridge and hyperctl all read the same record.
 package jobs
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // State is where a job is in its life.
 type State string
@@ -69,5 +72,25 @@ type StageTime struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// The name of a job's unit is unitPrefix + id + unitSuffix.
+const (
+	unitPrefix = "hyper2kvm-job-"
+	unitSuffix = ".service"
+)
+
 // UnitName is the transient unit that runs job id.
-func UnitName(id string) string { return "hyper2kvm-job-" + id + ".service" }
+func UnitName(id string) string { return unitPrefix + id + unitSuffix }
+
+// IDFromUnit is the job id in the name of its unit, the inverse of
+// UnitName; ok is false when unit is not a job unit.
+func IDFromUnit(unit string) (id string, ok bool) {
+	id, ok = strings.CutPrefix(unit, unitPrefix)
+	if !ok {
+		return "", false
+	}
+	id, ok = strings.CutSuffix(id, unitSuffix)
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
+}

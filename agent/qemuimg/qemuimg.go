@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/noreplace"
 )
 
 // Exit statuses of qemu-img check (qemu-img(1)).
@@ -347,7 +350,10 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 			return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
 		}
 	}
-	if err := RenameNoReplace(part, o.Target); err != nil {
+	if err := noreplace.Rename(part, o.Target); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("cannot convert to %s: it exists; not overwriting", o.Target)
+		}
 		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
 	}
 	ok = true
@@ -374,28 +380,6 @@ func hashFile(ctx context.Context, f *os.File, size int64) string {
 			return ""
 		}
 	}
-}
-
-// RenameNoReplace renames from to to, failing if to exists. It uses
-// renameat2(RENAME_NOREPLACE) and, on file systems without it, link+unlink,
-// which is just as safe against replacing.
-func RenameNoReplace(from, to string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST):
-		return fmt.Errorf("%s exists; not overwriting", to)
-	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.ENOTSUP):
-		if err := os.Link(from, to); err != nil {
-			if errors.Is(err, os.ErrExist) {
-				return fmt.Errorf("%s exists; not overwriting", to)
-			}
-			return fmt.Errorf("cannot rename %s: %w", from, err)
-		}
-		return os.Remove(from)
-	}
-	return fmt.Errorf("cannot rename %s to %s: %w", from, to, err)
 }
 
 func syncDir(dir string) {

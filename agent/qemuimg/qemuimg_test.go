@@ -148,19 +148,6 @@ func TestConvertNeverOverwrites(t *testing.T) {
 	}
 }
 
-func TestRenameNoReplace(t *testing.T) {
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	os.WriteFile(a, []byte("a"), 0o644)
-	os.WriteFile(b, []byte("b"), 0o644)
-	if err := qemuimg.RenameNoReplace(a, b); err == nil {
-		t.Fatal("replaced an existing file")
-	}
-	if err := qemuimg.RenameNoReplace(a, filepath.Join(dir, "c")); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestConvertPartInUse(t *testing.T) {
 	needQemuImg(t)
 	dir := t.TempDir()

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/noreplace"
 )
 
 // Directory names under the queue root.
@@ -439,7 +441,7 @@ func (q *Queue) Finish(srcDir, name string, t Target, report []byte) error {
 	if err := WriteFileAtomic(t.ReportPath(), report, 0o644); err != nil {
 		return fmt.Errorf("cannot write report of %s: %w", name, err)
 	}
-	err := RenameNoReplace(filepath.Join(srcDir, name), t.Path())
+	err := noreplace.Rename(filepath.Join(srcDir, name), t.Path())
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Lstat(t.Path()); serr == nil {
 			return nil
@@ -499,39 +501,13 @@ func exists(p string) bool {
 func (q *Queue) moveUnique(src, dir, name string) (string, error) {
 	for range 1000 {
 		cand := uniqueName(dir, name)
-		err := RenameNoReplace(src, filepath.Join(dir, cand))
+		err := noreplace.Rename(src, filepath.Join(dir, cand))
 		if errors.Is(err, fs.ErrExist) {
 			continue // taken between the check and the rename
 		}
 		return cand, err
 	}
 	return "", fmt.Errorf("no free name for %s in %s", name, dir)
-}
-
-// RenameNoReplace is rename(2) that fails with fs.ErrExist instead of
-// replacing newpath.
-func RenameNoReplace(oldpath, newpath string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// The filesystem cannot do RENAME_NOREPLACE: link(2) never replaces.
-		if err = os.Link(oldpath, newpath); err == nil {
-			return os.Remove(oldpath)
-		}
-		var le *os.LinkError
-		if errors.As(err, &le) {
-			err = le.Err
-		}
-	}
-	if errors.Is(err, unix.EEXIST) {
-		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrExist}
-	}
-	if errors.Is(err, unix.ENOENT) {
-		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrNotExist}
-	}
-	if err != nil {
-		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
-	}
-	return nil
 }
 
 // WriteFileAtomic writes data to path through a dot-temp file in the same

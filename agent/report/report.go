@@ -12,12 +12,23 @@ import (
 // Version of the report format; bump on incompatible change.
 const Version = "1"
 
+// Status is how a job's pipeline ended.
+type Status string
+
+const (
+	Completed Status = "completed"
+	Failed    Status = "failed"
+	// Cancelled: stopped from outside (an API cancel, or the unit's
+	// SIGTERM); the agent decides whether that was an interruption.
+	Cancelled Status = "cancelled"
+)
+
 // Report is the result of one job's pipeline.
 type Report struct {
 	ReportVersion string     `json:"report_version"`
 	JobID         string     `json:"job_id"`
 	Name          string     `json:"name"`
-	Status        string     `json:"status"` // completed | failed | cancelled
+	Status        Status     `json:"status"`
 	StartedAt     time.Time  `json:"started_at"`
 	FinishedAt    time.Time  `json:"finished_at"`
 	Source        Source     `json:"source"`

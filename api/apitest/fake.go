@@ -15,8 +15,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 )
@@ -32,7 +32,7 @@ type Fake struct {
 	jobs    map[string]jobs.Job
 	order   []string
 	next    int
-	subs    map[int]chan agent.Event
+	subs    map[int]chan apitype.Event
 	nextSub int
 	started time.Time
 	// Submitted holds every manifest body Submit accepted.
@@ -41,7 +41,7 @@ type Fake struct {
 
 // New returns an empty fake agent.
 func New() *Fake {
-	return &Fake{jobs: map[string]jobs.Job{}, subs: map[int]chan agent.Event{}, started: time.Now()}
+	return &Fake{jobs: map[string]jobs.Job{}, subs: map[int]chan apitype.Event{}, started: time.Now()}
 }
 
 // FailWith makes every call return err (nil restores normal answers), e.g.
@@ -67,16 +67,16 @@ func (f *Fake) Set(j jobs.Job) {
 }
 
 func (f *Fake) setLocked(j jobs.Job) {
-	kind := agent.JobChanged
+	kind := apitype.JobChanged
 	if _, ok := f.jobs[j.ID]; !ok {
-		kind = agent.JobNew
+		kind = apitype.JobNew
 		f.order = append(f.order, j.ID)
 	}
 	if j.Unit == "" {
 		j.Unit = jobs.UnitName(j.ID)
 	}
 	f.jobs[j.ID] = j
-	ev := agent.Event{Kind: kind, Job: j, At: time.Now()}
+	ev := apitype.Event{Kind: kind, Job: j, At: time.Now()}
 	for _, ch := range f.subs {
 		select {
 		case ch <- ev:
@@ -92,13 +92,13 @@ func (f *Fake) failing() error {
 }
 
 // GetStatus counts the jobs.
-func (f *Fake) GetStatus(ctx context.Context) (agent.Status, error) {
+func (f *Fake) GetStatus(ctx context.Context) (apitype.Status, error) {
 	if err := f.failing(); err != nil {
-		return agent.Status{}, err
+		return apitype.Status{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := agent.Status{Mode: "manifest", Running: true, MaxWorkers: 3, Version: "fake",
+	st := apitype.Status{Mode: "manifest", Running: true, MaxWorkers: 3, Version: "fake",
 		UptimeSeconds: time.Since(f.started).Seconds()}
 	today := time.Now().Format(time.DateOnly)
 	for _, j := range f.jobs {
@@ -117,13 +117,13 @@ func (f *Fake) GetStatus(ctx context.Context) (agent.Status, error) {
 }
 
 // GetMetrics counts the jobs as the agent does.
-func (f *Fake) GetMetrics(ctx context.Context) (agent.Metrics, error) {
+func (f *Fake) GetMetrics(ctx context.Context) (apitype.Metrics, error) {
 	if err := f.failing(); err != nil {
-		return agent.Metrics{}, err
+		return apitype.Metrics{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var c agent.MetricsCounter
+	var c apitype.MetricsCounter
 	for _, id := range f.order {
 		j := f.jobs[id]
 		c.Add(&j)
@@ -132,7 +132,7 @@ func (f *Fake) GetMetrics(ctx context.Context) (agent.Metrics, error) {
 }
 
 // ListJobs returns the jobs matching f, oldest first.
-func (f *Fake) ListJobs(ctx context.Context, flt agent.Filter) ([]jobs.Job, error) {
+func (f *Fake) ListJobs(ctx context.Context, flt apitype.Filter) ([]jobs.Job, error) {
 	if err := f.failing(); err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func (f *Fake) ListJobs(ctx context.Context, flt agent.Filter) ([]jobs.Job, erro
 
 // ListJobsPage pages ListJobs as the agent does (newest first unless
 // p.OldestFirst; jobs are taken to be created in the order they were added).
-func (f *Fake) ListJobsPage(ctx context.Context, flt agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+func (f *Fake) ListJobsPage(ctx context.Context, flt apitype.Filter, p apitype.Page) ([]jobs.Job, int, error) {
 	list, err := f.ListJobs(ctx, flt)
 	if err != nil {
 		return nil, 0, err
@@ -275,7 +275,7 @@ func (f *Fake) Validate(ctx context.Context, manifest []byte) (bool, []string, e
 
 // Submit queues one job per VM; with Step > 0 the jobs then run through the
 // stages and complete (or fail when the source path contains "fail").
-func (f *Fake) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error) {
+func (f *Fake) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error) {
 	if err := f.failing(); err != nil {
 		return nil, err
 	}
@@ -394,13 +394,13 @@ func (f *Fake) Retry(ctx context.Context, id string, interactive bool) (jobs.Job
 }
 
 // Watch delivers job changes until ctx ends.
-func (f *Fake) Watch(ctx context.Context) (<-chan agent.Event, error) {
+func (f *Fake) Watch(ctx context.Context) (<-chan apitype.Event, error) {
 	if err := f.failing(); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ch := make(chan agent.Event, 256)
+	ch := make(chan apitype.Event, 256)
 	f.nextSub++
 	id := f.nextSub
 	f.subs[id] = ch

@@ -101,11 +101,11 @@ func runWorker(ctx context.Context, dir string) error {
 		rep = failedReport(spec, started, last, err)
 	}
 	if ctx.Err() != nil {
-		rep.Status = "cancelled"
+		rep.Status = report.Cancelled
 	}
-	if err != nil && rep.Error == nil && rep.Status != "cancelled" {
+	if err != nil && rep.Error == nil && rep.Status != report.Cancelled {
 		rep.Error = &report.Failure{Stage: last, Message: err.Error()}
-		rep.Status = "failed"
+		rep.Status = report.Failed
 	}
 	if werr := writeReport(dir, rep); werr != nil {
 		log.Errorf(fields, "cannot write report: %v", werr)
@@ -125,7 +125,7 @@ func failedReport(spec agent.JobSpec, started time.Time, stage string, err error
 	if err != nil {
 		msg = err.Error()
 	}
-	return &report.Report{ReportVersion: report.Version, JobID: spec.ID, Name: spec.Name, Status: "failed",
+	return &report.Report{ReportVersion: report.Version, JobID: spec.ID, Name: spec.Name, Status: report.Failed,
 		StartedAt: started, FinishedAt: time.Now(), Error: &report.Failure{Stage: stage, Message: msg}}
 }
 

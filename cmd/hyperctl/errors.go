@@ -6,63 +6,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/godbus/dbus/v5"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
-
-// busUnreachableNames are D-Bus errors meaning nobody answers for the agent's
-// name: not installed, activation failed, or it died mid-call.
-var busUnreachableNames = []string{
-	"org.freedesktop.DBus.Error.ServiceUnknown",
-	"org.freedesktop.DBus.Error.NameHasNoOwner",
-	"org.freedesktop.DBus.Error.NoReply",
-	"org.freedesktop.DBus.Error.Disconnected",
-	"org.freedesktop.DBus.Error.NoServer",
-	"org.freedesktop.DBus.Error.Spawn.",
-	"org.freedesktop.systemd1.", // activation through systemd failed (masked, no such unit)
-}
-
-// dbusErrorName returns the D-Bus error name inside err, if any.
-func dbusErrorName(err error) string {
-	var v dbus.Error
-	if errors.As(err, &v) {
-		return v.Name
-	}
-	var p *dbus.Error
-	if errors.As(err, &p) && p != nil {
-		return p.Name
-	}
-	// Some paths flatten the error to text; the name is still in it.
-	msg := err.Error()
-	for _, n := range busUnreachableNames {
-		if i := strings.Index(msg, n); i >= 0 {
-			end := i + len(n)
-			for end < len(msg) && msg[end] != ':' && msg[end] != ' ' {
-				end++
-			}
-			return msg[i:end]
-		}
-	}
-	return ""
-}
-
-func unreachable(err error) bool {
-	if errors.Is(err, dbusapi.ErrNoBus) {
-		return true
-	}
-	name := dbusErrorName(err)
-	if name == "" {
-		return false
-	}
-	for _, n := range busUnreachableNames {
-		if name == n || (strings.HasSuffix(n, ".") && strings.HasPrefix(name, n)) {
-			return true
-		}
-	}
-	return false
-}
 
 // apiError turns an error from the agent into an exitError with the right
 // code and a message a sysadmin can act on. action is the polkit action the
@@ -78,10 +25,10 @@ func (a *app) apiError(err error, action string) error {
 	if errors.Is(err, context.Canceled) {
 		return &exitError{code: exitInterrupted, err: errors.New("interrupted")}
 	}
-	if errors.Is(err, dbusapi.ErrNoBus) {
+	if dbusapi.IsNoBus(err) {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf("%w (is dbus running?)", err)}
 	}
-	if errors.Is(err, dbusapi.ErrNoAgent) || unreachable(err) {
+	if dbusapi.IsUnreachable(err) {
 		return &exitError{code: exitUnreachable, err: fmt.Errorf(
 			"cannot reach the hyper2kvm agent (%s): %w (is hyper2kvm installed? see: systemctl status hyper2kvmd.service)",
 			dbusapi.BusName, err)}

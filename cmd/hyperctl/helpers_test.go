@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
@@ -76,22 +76,22 @@ func writeFile(t *testing.T, dir, name, content string) string {
 // use the real one.
 type fakeClient struct {
 	mu          sync.Mutex
-	status      agent.Status
+	status      apitype.Status
 	jobs        []jobs.Job
 	err         error // returned by every call when set
 	submitted   [][]byte
-	filters     []agent.Filter
+	filters     []apitype.Filter
 	cancelled   []string
 	interactive []bool
-	events      chan agent.Event
+	events      chan apitype.Event
 	closed      bool
 }
 
-func (f *fakeClient) GetStatus(ctx context.Context) (agent.Status, error) {
+func (f *fakeClient) GetStatus(ctx context.Context) (apitype.Status, error) {
 	return f.status, f.err
 }
 
-func (f *fakeClient) ListJobs(ctx context.Context, fl agent.Filter) ([]jobs.Job, error) {
+func (f *fakeClient) ListJobs(ctx context.Context, fl apitype.Filter) ([]jobs.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.filters = append(f.filters, fl)
@@ -128,7 +128,7 @@ func (f *fakeClient) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 	return jobs.Job{}, noSuchJob(id)
 }
 
-func (f *fakeClient) Submit(ctx context.Context, m []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error) {
+func (f *fakeClient) Submit(ctx context.Context, m []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -156,12 +156,12 @@ func (f *fakeClient) Retry(ctx context.Context, id string, interactive bool) (jo
 	return jobs.Job{ID: id + "-r", Name: "web01", State: jobs.Pending}, nil
 }
 
-func (f *fakeClient) Watch(ctx context.Context) (<-chan agent.Event, error) {
+func (f *fakeClient) Watch(ctx context.Context) (<-chan apitype.Event, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
 	if f.events == nil {
-		f.events = make(chan agent.Event)
+		f.events = make(chan apitype.Event)
 	}
 	return f.events, nil
 }

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/spf13/cobra"
 )
@@ -28,7 +28,7 @@ func (a *app) jobsCmd() *cobra.Command {
 otherwise, every one with --all; --offset N skips the N newest first.
 When more jobs match than are shown, a line on stderr says how many.
 --state (repeatable or comma-separated) keeps only jobs in those states:
-pending, running, completed, failed, cancelled.`, agent.DefaultPageLimit),
+pending, running, completed, failed, cancelled.`, apitype.DefaultPageLimit),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := stateFilter(states)
@@ -39,7 +39,7 @@ pending, running, completed, failed, cancelled.`, agent.DefaultPageLimit),
 		},
 	}
 	cmd.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (pending,running,completed,failed,cancelled)")
-	cmd.Flags().Int("limit", agent.DefaultPageLimit, "show at most this many of the newest jobs")
+	cmd.Flags().Int("limit", apitype.DefaultPageLimit, "show at most this many of the newest jobs")
 	cmd.Flags().Int("offset", 0, "skip this many of the newest jobs")
 	cmd.Flags().Bool("all", false, "show every job (same as --limit 0)")
 	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(
@@ -49,8 +49,8 @@ pending, running, completed, failed, cancelled.`, agent.DefaultPageLimit),
 
 // pageFlags reads --limit, --offset and --all where cmd has them (the
 // original "workflow -op list" has not: it gets the default page).
-func pageFlags(cmd *cobra.Command) (agent.Page, error) {
-	p := agent.Page{Limit: agent.DefaultPageLimit}
+func pageFlags(cmd *cobra.Command) (apitype.Page, error) {
+	p := apitype.Page{Limit: apitype.DefaultPageLimit}
 	fl := cmd.Flags()
 	if fl.Lookup("limit") != nil {
 		p.Limit, _ = fl.GetInt("limit")
@@ -74,10 +74,10 @@ func pageFlags(cmd *cobra.Command) (agent.Page, error) {
 // jobPager is the paged list of *dbusapi.Client; a client without it is
 // paged here from the whole list.
 type jobPager interface {
-	ListJobsPage(ctx context.Context, f agent.Filter, p agent.Page) ([]jobs.Job, int, error)
+	ListJobsPage(ctx context.Context, f apitype.Filter, p apitype.Page) ([]jobs.Job, int, error)
 }
 
-func listPage(ctx context.Context, c agentClient, f agent.Filter, p agent.Page) ([]jobs.Job, int, error) {
+func listPage(ctx context.Context, c agentClient, f apitype.Filter, p apitype.Page) ([]jobs.Job, int, error) {
 	if pc, ok := c.(jobPager); ok {
 		return pc.ListJobsPage(ctx, f, p)
 	}
@@ -89,8 +89,8 @@ func listPage(ctx context.Context, c agentClient, f agent.Filter, p agent.Page) 
 	return page, total, nil
 }
 
-func stateFilter(states []string) (agent.Filter, error) {
-	var f agent.Filter
+func stateFilter(states []string) (apitype.Filter, error) {
+	var f apitype.Filter
 	for _, s := range states {
 		st := jobs.State(strings.TrimSpace(strings.ToLower(s)))
 		if st == "processing" || st == "active" { // the original REST API's names
@@ -104,7 +104,7 @@ func stateFilter(states []string) (agent.Filter, error) {
 	return f, nil
 }
 
-func (a *app) runJobs(cmd *cobra.Command, f agent.Filter) error {
+func (a *app) runJobs(cmd *cobra.Command, f apitype.Filter) error {
 	p, err := pageFlags(cmd)
 	if err != nil {
 		return err

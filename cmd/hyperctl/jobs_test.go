@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -16,10 +16,10 @@ import (
 // *dbusapi.Client has it; it records the pages asked for.
 type pagingClient struct {
 	*fakeClient
-	pages []agent.Page
+	pages []apitype.Page
 }
 
-func (p *pagingClient) ListJobsPage(ctx context.Context, f agent.Filter, pg agent.Page) ([]jobs.Job, int, error) {
+func (p *pagingClient) ListJobsPage(ctx context.Context, f apitype.Filter, pg apitype.Page) ([]jobs.Job, int, error) {
 	p.pages = append(p.pages, pg)
 	all, err := p.ListJobs(ctx, f)
 	if err != nil {
@@ -49,18 +49,18 @@ func TestJobsPaging(t *testing.T) {
 		first, last string // of the JSON list: newest last
 		n, total    int
 		hint        bool // "N of M jobs shown" on stderr
-		page        agent.Page
+		page        apitype.Page
 	}{
-		{[]string{"jobs"}, 0, "j050", "j149", 100, 150, true, agent.Page{Limit: 100}},
-		{[]string{"jobs", "--limit", "5"}, 0, "j145", "j149", 5, 150, true, agent.Page{Limit: 5}},
-		{[]string{"jobs", "--limit", "5", "--offset", "5"}, 0, "j140", "j144", 5, 150, true, agent.Page{Limit: 5, Offset: 5}},
-		{[]string{"jobs", "--all"}, 0, "j000", "j149", 150, 150, false, agent.Page{}},
-		{[]string{"jobs", "--limit", "0"}, 0, "j000", "j149", 150, 150, false, agent.Page{}},
-		{[]string{"jobs", "--state", "failed", "--limit", "2"}, 0, "j144", "j148", 2, 38, true, agent.Page{Limit: 2}},
-		{[]string{"workflow", "-op", "list"}, 0, "j050", "j149", 100, 150, true, agent.Page{Limit: 100}},
-		{[]string{"jobs", "--all", "--limit", "5"}, exitUsage, "", "", 0, 0, false, agent.Page{}},
-		{[]string{"jobs", "--limit", "-1"}, exitUsage, "", "", 0, 0, false, agent.Page{}},
-		{[]string{"jobs", "--offset", "-3"}, exitUsage, "", "", 0, 0, false, agent.Page{}},
+		{[]string{"jobs"}, 0, "j050", "j149", 100, 150, true, apitype.Page{Limit: 100}},
+		{[]string{"jobs", "--limit", "5"}, 0, "j145", "j149", 5, 150, true, apitype.Page{Limit: 5}},
+		{[]string{"jobs", "--limit", "5", "--offset", "5"}, 0, "j140", "j144", 5, 150, true, apitype.Page{Limit: 5, Offset: 5}},
+		{[]string{"jobs", "--all"}, 0, "j000", "j149", 150, 150, false, apitype.Page{}},
+		{[]string{"jobs", "--limit", "0"}, 0, "j000", "j149", 150, 150, false, apitype.Page{}},
+		{[]string{"jobs", "--state", "failed", "--limit", "2"}, 0, "j144", "j148", 2, 38, true, apitype.Page{Limit: 2}},
+		{[]string{"workflow", "-op", "list"}, 0, "j050", "j149", 100, 150, true, apitype.Page{Limit: 100}},
+		{[]string{"jobs", "--all", "--limit", "5"}, exitUsage, "", "", 0, 0, false, apitype.Page{}},
+		{[]string{"jobs", "--limit", "-1"}, exitUsage, "", "", 0, 0, false, apitype.Page{}},
+		{[]string{"jobs", "--offset", "-3"}, exitUsage, "", "", 0, 0, false, apitype.Page{}},
 	}
 	for _, tc := range tests {
 		for _, paged := range []bool{true, false} {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/spf13/cobra"
@@ -29,13 +29,13 @@ const (
 // agentClient is the part of *dbusapi.Client hyperctl uses; unit tests
 // replace it with a fake, the e2e tests run the real one against a real agent.
 type agentClient interface {
-	GetStatus(ctx context.Context) (agent.Status, error)
-	ListJobs(ctx context.Context, f agent.Filter) ([]jobs.Job, error)
+	GetStatus(ctx context.Context) (apitype.Status, error)
+	ListJobs(ctx context.Context, f apitype.Filter) ([]jobs.Job, error)
 	GetJob(ctx context.Context, id string) (jobs.Job, error)
-	Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, interactive bool) ([]jobs.Job, error)
+	Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error)
 	Cancel(ctx context.Context, id string, interactive bool) error
 	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
-	Watch(ctx context.Context) (<-chan agent.Event, error)
+	Watch(ctx context.Context) (<-chan apitype.Event, error)
 	Close() error
 }
 

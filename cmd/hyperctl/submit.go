@@ -6,7 +6,7 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/spf13/cobra"
 )
@@ -67,7 +67,7 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 	defer c.Close()
 
 	// Subscribe before submitting so no change of the new jobs is missed.
-	var events <-chan agent.Event
+	var events <-chan apitype.Event
 	if o.wait {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -75,7 +75,7 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 			return a.apiError(err, "")
 		}
 	}
-	var opts agent.SubmitOptions
+	var opts apitype.SubmitOptions
 	if o.file != "-" {
 		opts.Name = filepath.Base(o.file)
 	}

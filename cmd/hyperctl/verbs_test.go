@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
@@ -48,7 +48,7 @@ func jsonKeys(t *testing.T, s string) []string {
 }
 
 func TestStatus(t *testing.T) {
-	f := &fakeClient{status: agent.Status{Mode: "manifest", Running: true, QueueDepth: 2, ActiveJobs: 1, MaxWorkers: 3, ProcessedToday: 5, FailedToday: 1, UptimeSeconds: 3725, Version: "1.2"}}
+	f := &fakeClient{status: apitype.Status{Mode: "manifest", Running: true, QueueDepth: 2, ActiveJobs: 1, MaxWorkers: 3, ProcessedToday: 5, FailedToday: 1, UptimeSeconds: 3725, Version: "1.2"}}
 	r := runCLI(t, f, "status")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
@@ -245,13 +245,13 @@ func TestInteractiveAuthOnlyAtATerminal(t *testing.T) {
 }
 
 // progression is a job going through its stages to the given end state.
-func progression(id string, end jobs.State) []agent.Event {
+func progression(id string, end jobs.State) []apitype.Event {
 	at := t0
-	var evs []agent.Event
+	var evs []apitype.Event
 	add := func(j jobs.Job, changed ...string) {
 		at = at.Add(10 * time.Second)
 		j.ID, j.Name = id, "web01"
-		evs = append(evs, agent.Event{Kind: agent.JobChanged, Job: j, Changed: changed, At: at})
+		evs = append(evs, apitype.Event{Kind: apitype.JobChanged, Job: j, Changed: changed, At: at})
 	}
 	add(jobs.Job{State: jobs.Running, Stage: "load", Progress: jobs.ProgressUnknown}, "State", "Stage")
 	add(jobs.Job{State: jobs.Running, Stage: "inspect", Progress: jobs.ProgressUnknown}, "Stage")
@@ -267,10 +267,10 @@ func progression(id string, end jobs.State) []agent.Event {
 	return evs
 }
 
-func fakeWithEvents(initial jobs.Job, evs []agent.Event) *fakeClient {
-	f := &fakeClient{jobs: []jobs.Job{initial}, events: make(chan agent.Event, len(evs)+1)}
+func fakeWithEvents(initial jobs.Job, evs []apitype.Event) *fakeClient {
+	f := &fakeClient{jobs: []jobs.Job{initial}, events: make(chan apitype.Event, len(evs)+1)}
 	// An event of another job is not shown.
-	f.events <- agent.Event{Kind: agent.JobChanged, Job: jobs.Job{ID: "other", Name: "other", State: jobs.Running, Stage: "fix"}}
+	f.events <- apitype.Event{Kind: apitype.JobChanged, Job: jobs.Job{ID: "other", Name: "other", State: jobs.Running, Stage: "fix"}}
 	for _, ev := range evs {
 		f.events <- ev
 	}
@@ -421,7 +421,7 @@ func TestRateAndETA(t *testing.T) {
 }
 
 func TestWatchInterrupted(t *testing.T) {
-	f := &fakeClient{jobs: sampleJobs(), events: make(chan agent.Event)}
+	f := &fakeClient{jobs: sampleJobs(), events: make(chan apitype.Event)}
 	e, _, _ := testEnv(nil, f)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -437,7 +437,7 @@ func TestWatchInterrupted(t *testing.T) {
 }
 
 func TestWatchLostAgent(t *testing.T) {
-	f := &fakeClient{jobs: sampleJobs(), events: make(chan agent.Event)}
+	f := &fakeClient{jobs: sampleJobs(), events: make(chan apitype.Event)}
 	close(f.events)
 	if r := runCLI(t, f, "watch", "b2"); r.code != 3 {
 		t.Errorf("exit %d: %s", r.code, r.stderr)
@@ -480,7 +480,7 @@ func TestLogs(t *testing.T) {
 }
 
 func TestWorkflowOps(t *testing.T) {
-	f := &fakeClient{jobs: sampleJobs(), status: agent.Status{Running: true, Mode: "manifest"}}
+	f := &fakeClient{jobs: sampleJobs(), status: apitype.Status{Running: true, Mode: "manifest"}}
 	for _, args := range [][]string{{"workflow", "-op", "status"}, {"workflow", "--op", "status"}, {"workflow", "-op=status"}, {"workflow", "status"}} {
 		if r := runCLI(t, f, args...); r.code != 0 || !strings.Contains(r.stdout, "running") {
 			t.Errorf("%v: exit %d %s", args, r.code, r.stdout)
@@ -495,7 +495,7 @@ func TestWorkflowOps(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "queued") || strings.Contains(r.stdout, "web01") {
 		t.Errorf("queue: %s", r.stdout)
 	}
-	f.events = make(chan agent.Event)
+	f.events = make(chan apitype.Event)
 	close(f.events)
 	if r := runCLI(t, f, "workflow", "-op", "watch"); r.code != 3 || !strings.Contains(r.stdout, "database-server-01") {
 		t.Errorf("watch: exit %d %s", r.code, r.stdout)

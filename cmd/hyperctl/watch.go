@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -52,7 +52,7 @@ func (a *app) runWatch(ctx context.Context, ids []string) error {
 			initial = append(initial, j)
 		}
 	} else {
-		initial, err = c.ListJobs(ctx, agent.Filter{States: []jobs.State{jobs.Pending, jobs.Running}})
+		initial, err = c.ListJobs(ctx, apitype.Filter{States: []jobs.State{jobs.Pending, jobs.Running}})
 		if err != nil {
 			return a.apiError(err, "")
 		}
@@ -68,11 +68,11 @@ type eventJSON struct {
 	Job     jobs.Job  `json:"job"`
 }
 
-func eventName(k agent.EventKind) string {
+func eventName(k apitype.EventKind) string {
 	switch k {
-	case agent.JobNew:
+	case apitype.JobNew:
 		return "new"
-	case agent.JobRemoved:
+	case apitype.JobRemoved:
 		return "removed"
 	}
 	return "changed"
@@ -97,16 +97,15 @@ type tracked struct {
 // watcher renders job changes. It follows either the given ids (and then
 // ends when they are all finished) or every job.
 type watcher struct {
-	a      *app
-	out    io.Writer
-	ids    []string
-	tty    bool
-	json   bool
-	jobs   map[string]*tracked
-	order  []string
-	drawn  int // lines of the live area drawn last, to repaint over them
-	width  int
-	result int
+	a     *app
+	out   io.Writer
+	ids   []string
+	tty   bool
+	json  bool
+	jobs  map[string]*tracked
+	order []string
+	drawn int // lines of the live area drawn last, to repaint over them
+	width int
 }
 
 func (a *app) newWatcher(ids []string) *watcher {
@@ -156,10 +155,10 @@ func (w *watcher) exitCode() int {
 	return exitOK
 }
 
-func (w *watcher) run(ctx context.Context, initial []jobs.Job, events <-chan agent.Event) error {
+func (w *watcher) run(ctx context.Context, initial []jobs.Job, events <-chan apitype.Event) error {
 	now := w.a.env.now()
 	for _, j := range initial {
-		w.update(agent.Event{Kind: agent.JobNew, Job: j, At: now})
+		w.update(apitype.Event{Kind: apitype.JobNew, Job: j, At: now})
 	}
 	w.render()
 	if w.done() {
@@ -212,10 +211,10 @@ func (w *watcher) finish() error {
 
 // update folds an event into the tracked state and, outside a terminal,
 // prints the lines it deserves.
-func (w *watcher) update(ev agent.Event) {
+func (w *watcher) update(ev apitype.Event) {
 	j := ev.Job
 	t, seen := w.jobs[j.ID]
-	if ev.Kind == agent.JobRemoved {
+	if ev.Kind == apitype.JobRemoved {
 		if seen && !w.json && !w.tty {
 			fmt.Fprintf(w.out, "%s %s removed\n", ev.At.Local().Format("15:04:05"), j.ID)
 		}

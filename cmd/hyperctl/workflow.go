@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/hyper2kvm/hyper2kvm/agent"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/spf13/cobra"
 )
@@ -29,9 +29,9 @@ func (a *app) workflowCmd() *cobra.Command {
 			case "status":
 				return a.runStatus(cmd)
 			case "list":
-				return a.runJobs(cmd, agent.Filter{})
+				return a.runJobs(cmd, apitype.Filter{})
 			case "queue":
-				return a.runJobs(cmd, agent.Filter{States: []jobs.State{jobs.Pending}})
+				return a.runJobs(cmd, apitype.Filter{States: []jobs.State{jobs.Pending}})
 			case "watch":
 				return a.runWatch(cmd.Context(), nil)
 			case "":

@@ -7,50 +7,90 @@
 // single paths into it (removing values equal to their default, so the
 // JSON stays short and fields the form does not know survive), and the
 // JSON editor replaces it and redraws the form.
+//
+// The allowed values of every choice and every default come from the
+// manifest's JSON Schema (GET /api/workflow/schema: its "enum"s and
+// "default"s), never from copies here: a test in api/ fails when this file
+// repeats one, and one in agent/manifest when the schema's defaults differ
+// from what the agent fills in.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const el = (...a) => H2K.el(...a);
 
-  const SOURCE_TYPES = ["vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2"];
+  // The manifest's JSON Schema, loaded by init before the first render.
+  let schema = {};
+
+  // node resolves a schema node's "$ref", keeping the node's own keywords
+  // (a "default" beside a "$ref").
+  function node(n) {
+    while (n && n.$ref) {
+      const { $ref, ...own } = n;
+      n = { ...((schema.$defs || {})[$ref.replace(/^#\/\$defs\//, "")] || {}), ...own };
+    }
+    return n || {};
+  }
+
+  // spec is what the schema says of the pipeline field at path p: its
+  // allowed values and its default (its own, else its value in the default
+  // of an enclosing object, like fix.grub's {"enabled": true}).
+  function spec(p) {
+    let n = node({ $ref: "#/$defs/pipeline" });
+    let def;
+    for (const k of p.split(".")) {
+      def = def !== null && typeof def === "object" ? def[k] : undefined;
+      n = node((n.properties || {})[k]);
+      if (n.default !== undefined) def = n.default;
+    }
+    return { options: n.enum || [], def };
+  }
+
+  const sourceTypes = () => spec("load.source_type").options;
+  const newPipeline = () => ({ load: { source_type: sourceTypes()[0] || "", source_path: "" } });
+  const version = () => ((schema.properties || {}).version || {}).const || "";
+
   // One entry per field of agent/manifest's Pipeline, path relative to it.
+  // A select lists the schema's enum; "unset" adds a first choice that
+  // leaves the field out (the agent decides), named by it. A field's
+  // default is the schema's unless "unset" makes the empty choice the form's.
   const PIPELINE = [
     ["load", "Load", [
-      { p: "load.source_type", label: "Source type", type: "select", options: SOURCE_TYPES, def: "vmdk", keep: true },
+      { p: "load.source_type", label: "Source type", type: "select", keep: true },
       { p: "load.source_path", label: "Source path", type: "text", keep: true, placeholder: "/data/vms/web01/web01.vmdk", hint: "Absolute path of the disk image, OVA or OVF on the agent's host." },
       { p: "load.sha256", label: "SHA-256 of the source (optional)", type: "text", hint: "64 hex digits; checked before converting." },
     ]],
     ["inspect", "Inspect", [
-      { p: "inspect.enabled", label: "Inspect the guest", type: "check", def: true },
-      { p: "inspect.detect_os", label: "Detect the operating system", type: "check", def: true },
+      { p: "inspect.enabled", label: "Inspect the guest", type: "check" },
+      { p: "inspect.detect_os", label: "Detect the operating system", type: "check" },
     ]],
     ["fix", "Fix", [
-      { p: "fix.enabled", label: "Fix the guest for KVM", type: "check", def: true },
-      { p: "fix.backend", label: "Guest access backend", type: "select", options: ["", "native", "guestfs"], names: { "": "agent default" }, def: "" },
-      { p: "fix.fstab.enabled", label: "Stabilise fstab and crypttab", type: "check", def: true },
-      { p: "fix.fstab.mode", label: "fstab mode", type: "select", options: ["stabilize-all", "bypath-only", "noop"], def: "stabilize-all" },
-      { p: "fix.grub.enabled", label: "Fix the boot loader", type: "check", def: true },
-      { p: "fix.initramfs.enabled", label: "Fix the initramfs", type: "check", def: true },
-      { p: "fix.initramfs.regenerate", label: "Regenerate the initramfs with virtio drivers", type: "check", def: true },
-      { p: "fix.network.enabled", label: "Adapt the network configuration", type: "check", def: true },
-      { p: "fix.network.fix_level", label: "Network fix level", type: "select", options: ["none", "basic", "moderate", "full", "aggressive"], def: "basic" },
-      { p: "fix.vmware_tools.enabled", label: "Remove VMware tools", type: "check", def: false },
+      { p: "fix.enabled", label: "Fix the guest for KVM", type: "check" },
+      { p: "fix.backend", label: "Guest access backend", type: "select", unset: () => "agent default" },
+      { p: "fix.fstab.enabled", label: "Stabilise fstab and crypttab", type: "check" },
+      { p: "fix.fstab.mode", label: "fstab mode", type: "select" },
+      { p: "fix.grub.enabled", label: "Fix the boot loader", type: "check" },
+      { p: "fix.initramfs.enabled", label: "Fix the initramfs", type: "check" },
+      { p: "fix.initramfs.regenerate", label: "Regenerate the initramfs with virtio drivers", type: "check" },
+      { p: "fix.network.enabled", label: "Adapt the network configuration", type: "check" },
+      { p: "fix.network.fix_level", label: "Network fix level", type: "select" },
+      { p: "fix.vmware_tools.enabled", label: "Remove VMware tools", type: "check" },
     ]],
     ["convert", "Convert", [
-      { p: "convert.output_format", label: "Output format", type: "select", options: ["qcow2", "raw", "vdi"], def: "qcow2" },
-      { p: "convert.compress", label: "Compress (qcow2)", type: "check", def: false },
-      { p: "convert.compression", label: "Compression", type: "select", options: ["", "zstd", "zlib"], names: { "": "default (zstd)" }, def: "" },
+      { p: "convert.output_format", label: "Output format", type: "select" },
+      { p: "convert.compress", label: "Compress (qcow2)", type: "check" },
+      { p: "convert.compression", label: "Compression", type: "select", unset: (def) => `default (${def})` },
       { p: "convert.output_path", label: "Output file name", type: "text", placeholder: "NAME.qcow2", hint: "A plain file name; default NAME.FORMAT." },
       { p: "convert.output_dir", label: "Output directory", type: "text", placeholder: "<output_dir>/<date>/<job id>", hint: "Absolute; default from the agent's configuration." },
       { p: "convert.disks", label: "Disks of a multi-disk OVA/OVF", type: "disks" },
     ]],
     ["validate", "Validate", [
-      { p: "validate.enabled", label: "Validate the output", type: "check", def: true },
-      { p: "validate.boot_test", label: "Boot test under QEMU", type: "check", def: false },
-      { p: "validate.boot_timeout", label: "Boot timeout (seconds)", type: "number", def: 300, min: 1 },
-      { p: "validate.boot_marker", label: "Boot marker", type: "text", def: "login:" },
-      { p: "validate.compare", label: "Compare with the source", type: "select", options: ["", "true", "false"], names: { "": "default (when FIX is off)", "true": "yes", "false": "no" }, def: "", bool: true },
+      { p: "validate.enabled", label: "Validate the output", type: "check" },
+      { p: "validate.boot_test", label: "Boot test under QEMU", type: "check" },
+      { p: "validate.boot_timeout", label: "Boot timeout (seconds)", type: "number", min: 1 },
+      { p: "validate.boot_marker", label: "Boot marker", type: "text" },
+      // A boolean whose default depends on fix.enabled: no schema default.
+      { p: "validate.compare", label: "Compare with the source", type: "select", choices: ["", "true", "false"], names: { "": "default (when FIX is off)", "true": "yes", "false": "no" }, bool: true },
     ]],
   ];
   const RESOURCES = [
@@ -61,8 +101,8 @@
     { p: "resources.runtime_max_sec", label: "RuntimeMaxSec", type: "number", min: 1 },
   ];
 
-  const fresh = () => ({ version: "1.0", name: "", pipeline: { load: { source_type: "vmdk", source_path: "" } } });
-  let doc = fresh();
+  const fresh = () => ({ version: version(), name: "", pipeline: newPipeline() });
+  let doc = {};
   let jsonMode = false;
   let validateTimer = null;
   let validateSeq = 0;
@@ -133,7 +173,7 @@
     if (f.type === "select") {
       input = el("select", common);
       const opts = [...f.options];
-      const val = cur === undefined ? f.def : String(cur);
+      const val = cur === undefined ? (f.def === undefined ? "" : String(f.def)) : String(cur);
       if (!opts.includes(val)) opts.push(val); // a value from the JSON editor the form does not offer
       for (const o of opts) input.append(el("option", { value: o, text: (f.names && f.names[o]) || o || "(none)" }));
       input.value = val;
@@ -195,6 +235,16 @@
     return box;
   }
 
+  // fromSchema completes a pipeline field with the schema's choices and
+  // default.
+  function fromSchema(f) {
+    const s = spec(f.p);
+    if (f.type !== "select" || f.choices) return { ...f, options: f.choices, def: f.choices ? "" : s.def };
+    if (!f.unset) return { ...f, options: s.options, def: s.def };
+    const name = f.unset(s.def);
+    return { ...f, options: ["", ...s.options], names: { "": name }, def: "" };
+  }
+
   // group is one fieldset; path is the section's own path (for problems
   // about the section as a whole), base the prefix of its fields' paths.
   function group(legend, path, base, fields) {
@@ -203,7 +253,7 @@
     fs.append(grid);
     for (const f of fields) {
       if (f.type === "disks") fs.append(disksEditor(f, base + f.p));
-      else grid.append(field(f, base + f.p));
+      else grid.append(field(f.p.startsWith("resources.") ? f : fromSchema(f), base + f.p));
     }
     fs.append(errorSlot(path));
     return fs;
@@ -220,7 +270,7 @@
     const root = $("form-fields");
     const top = el("fieldset", { "data-path": "", id: "f-top" }, el("legend", { text: "Manifest" }));
     const grid = el("div", { class: "grid" },
-      el("div", { class: "field" }, el("span", { text: "Version" }), el("strong", { text: String(doc.version ?? "1.0") })),
+      el("div", { class: "field" }, el("span", { text: "Version" }), el("strong", { text: String(doc.version ?? version()) })),
       field({ label: doc.batch ? "Batch name (optional)" : "VM name", type: "text", hint: "Letters, digits, . _ -; default: the source file's name." }, "name"),
       field({ label: "Priority", type: "number", hint: "Higher runs first; default 0." }, "priority"));
     const batch = el("input", { type: "checkbox", id: "f-batch", "data-path": "batch" });
@@ -249,7 +299,7 @@
         parts.push(fs);
       });
       parts.push(el("div", { class: "actions" }, el("button", { type: "button", class: "secondary", id: "add-vm", onclick: () => {
-        vms.push({ name: "", pipeline: { load: { source_type: "vmdk", source_path: "" } } });
+        vms.push({ name: "", pipeline: newPipeline() });
         doc.vms = vms;
         structureChanged();
       } }, "Add VM"), errorSlot("vms")));
@@ -262,7 +312,7 @@
   function toggleBatch(on) {
     if (on && !doc.batch) {
       doc.batch = true;
-      const vm = { name: doc.name || "", pipeline: doc.pipeline || { load: { source_type: "vmdk", source_path: "" } } };
+      const vm = { name: doc.name || "", pipeline: doc.pipeline || newPipeline() };
       if (doc.priority !== undefined) vm.priority = doc.priority;
       doc.vms = [vm];
       delete doc.pipeline;
@@ -274,7 +324,7 @@
       delete doc.vms;
       delete doc.concurrency;
       doc.name = vm.name || doc.name || "";
-      doc.pipeline = vm.pipeline || { load: { source_type: "vmdk", source_path: "" } };
+      doc.pipeline = vm.pipeline || newPipeline();
     }
     structureChanged();
   }
@@ -437,7 +487,15 @@
     }
   }
 
-  function init() {
+  async function init() {
+    try {
+      const r = await H2K.api("GET", "/api/workflow/schema");
+      if (r.status === 200 && r.body && typeof r.body === "object") schema = r.body;
+      else setValidity("cannot load the manifest schema: " + H2K.errText(r), false);
+    } catch (e) {
+      setValidity("cannot load the manifest schema: " + e.message, false);
+    }
+    doc = fresh();
     render();
     changed();
     $("mode-form").addEventListener("click", () => setMode(false));

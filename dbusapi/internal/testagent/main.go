@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
@@ -55,13 +55,13 @@ type backend struct {
 	started time.Time
 	jobs    []jobs.Job
 	n       int
-	subs    []chan agent.Event
+	subs    []chan apitype.Event
 }
 
-func (b *backend) Status() agent.Status {
+func (b *backend) Status() apitype.Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := agent.Status{Mode: "manifest", Running: true, MaxWorkers: 1, Version: "testagent",
+	s := apitype.Status{Mode: "manifest", Running: true, MaxWorkers: 1, Version: "testagent",
 		UptimeSeconds: time.Since(b.started).Seconds()}
 	for _, j := range b.jobs {
 		if j.State == jobs.Pending {
@@ -71,9 +71,9 @@ func (b *backend) Status() agent.Status {
 	return s
 }
 
-func (b *backend) Metrics() agent.Metrics { return agent.MetricsOf(b.Jobs(agent.Filter{})) }
+func (b *backend) Metrics() apitype.Metrics { return apitype.MetricsOf(b.Jobs(apitype.Filter{})) }
 
-func (b *backend) Jobs(f agent.Filter) []jobs.Job {
+func (b *backend) Jobs(f apitype.Filter) []jobs.Job {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []jobs.Job
@@ -85,7 +85,7 @@ func (b *backend) Jobs(f agent.Filter) []jobs.Job {
 	return out
 }
 
-func (b *backend) JobPage(f agent.Filter, p agent.Page) ([]jobs.Job, int) {
+func (b *backend) JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
 	return p.Slice(b.Jobs(f))
 }
 
@@ -115,7 +115,7 @@ func (b *backend) Validate(manifest []byte) (bool, []string) {
 	return true, nil
 }
 
-func (b *backend) Submit(ctx context.Context, manifest []byte, o agent.SubmitOptions, uid int64) ([]jobs.Job, error) {
+func (b *backend) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error) {
 	if ok, problems := b.Validate(manifest); !ok {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
 	}
@@ -129,7 +129,7 @@ func (b *backend) Submit(ctx context.Context, manifest []byte, o agent.SubmitOpt
 	j := jobs.Job{ID: fmt.Sprintf("t%d", b.n), Name: m.Name, Manifest: m.Name + ".json", State: jobs.Pending,
 		Progress: jobs.ProgressUnknown, SubmittedBy: uid, CreatedAt: time.Now()}
 	b.jobs = append(b.jobs, j)
-	b.emit(agent.JobNew, j, nil)
+	b.emit(apitype.JobNew, j, nil)
 	return []jobs.Job{j}, nil
 }
 
@@ -144,7 +144,7 @@ func (b *backend) Cancel(ctx context.Context, id string) error {
 		return apierr.New(apierr.InvalidState, "cannot cancel job %s: it is already %s", id, b.jobs[i].State)
 	}
 	b.jobs[i].State, b.jobs[i].FinishedAt = jobs.Cancelled, time.Now()
-	b.emit(agent.JobChanged, b.jobs[i], []string{"State", "FinishedAt"})
+	b.emit(apitype.JobChanged, b.jobs[i], []string{"State", "FinishedAt"})
 	return nil
 }
 
@@ -156,17 +156,17 @@ func (b *backend) Retry(ctx context.Context, id string, uid int64) (jobs.Job, er
 	if old.State != jobs.Failed && old.State != jobs.Cancelled {
 		return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: it is %s", id, old.State)
 	}
-	js, err := b.Submit(ctx, []byte(fmt.Sprintf(`{"name":%q}`, old.Name)), agent.SubmitOptions{}, uid)
+	js, err := b.Submit(ctx, []byte(fmt.Sprintf(`{"name":%q}`, old.Name)), apitype.SubmitOptions{}, uid)
 	if err != nil {
 		return jobs.Job{}, err
 	}
 	return js[0], nil
 }
 
-func (b *backend) Subscribe() (<-chan agent.Event, func()) {
+func (b *backend) Subscribe() (<-chan apitype.Event, func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	ch := make(chan agent.Event, 1024)
+	ch := make(chan apitype.Event, 1024)
 	b.subs = append(b.subs, ch)
 	return ch, func() {
 		b.mu.Lock()
@@ -179,10 +179,10 @@ func (b *backend) Subscribe() (<-chan agent.Event, func()) {
 }
 
 // emit is called with b.mu held.
-func (b *backend) emit(k agent.EventKind, j jobs.Job, changed []string) {
+func (b *backend) emit(k apitype.EventKind, j jobs.Job, changed []string) {
 	for _, ch := range b.subs {
 		select {
-		case ch <- agent.Event{Kind: k, Job: j, Changed: changed, At: time.Now()}:
+		case ch <- apitype.Event{Kind: k, Job: j, Changed: changed, At: time.Now()}:
 		default:
 		}
 	}

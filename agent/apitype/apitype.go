@@ -1,0 +1,98 @@
+// Package apitype holds the wire types the daemon, its D-Bus interface, the
+// REST bridge and hyperctl share: the manager's status and metrics, the job
+// filter and page of a list, submit options and job events. It is a leaf
+// package (it imports only agent/jobs) so that a client links none of the
+// daemon: hyperctl and the bridge import it and dbusapi, never agent. The
+// split follows tailscale's ipn beside ipnlocal and snapd's client/.
+package apitype
+
+import (
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+)
+
+// Status is the manager's GetStatus answer.
+type Status struct {
+	Mode           string  `json:"mode"` // "manifest"
+	Running        bool    `json:"running"`
+	QueueDepth     int     `json:"queue_depth"`
+	ActiveJobs     int     `json:"active_jobs"`
+	ProcessedToday int     `json:"processed_today"`
+	FailedToday    int     `json:"failed_today"`
+	MaxWorkers     int     `json:"max_workers"`
+	UptimeSeconds  float64 `json:"uptime_seconds"`
+	Version        string  `json:"version"`
+}
+
+// Filter selects jobs for ListJobs. Empty fields match everything.
+type Filter struct {
+	States []jobs.State
+	Batch  string
+}
+
+// SubmitOptions go with Submit (a{sv} on the bus).
+type SubmitOptions struct {
+	Name string // file name to keep in the queue, default derived from the manifest's name
+}
+
+// EventKind says what happened to a job.
+type EventKind int
+
+const (
+	JobNew EventKind = iota
+	JobChanged
+	// JobRemoved comes only from dbusapi's Watch: a pending or running job
+	// it followed is gone from an agent that started again (its store was
+	// lost). The agent itself never forgets a job while it runs.
+	JobRemoved
+)
+
+// Event is one job change. Changed names the properties (D-Bus names,
+// e.g. "State", "Progress") that differ from the previous event.
+type Event struct {
+	Kind    EventKind
+	Job     jobs.Job
+	Changed []string
+	At      time.Time
+}
+
+// DefaultPageLimit is how many jobs a list gives when its caller names no
+// limit (ListJobs on the bus, GET /api/workflow/jobs, hyperctl jobs).
+const DefaultPageLimit = 100
+
+// Page selects part of a job list: the first Offset jobs are skipped,
+// then at most Limit are given (0: all the rest). Lists are newest first
+// (by creation time, then id) unless OldestFirst.
+type Page struct {
+	Offset      int
+	Limit       int
+	OldestFirst bool
+}
+
+// Slice applies p to list, which is oldest first, and returns the page
+// and len(list): paging for a backend that holds a plain list.
+func (p Page) Slice(list []jobs.Job) ([]jobs.Job, int) {
+	n := len(list)
+	from, to := p.Bounds(n)
+	out := make([]jobs.Job, 0, to-from)
+	for i := from; i < to; i++ {
+		if p.OldestFirst {
+			out = append(out, list[i])
+		} else {
+			out = append(out, list[n-1-i])
+		}
+	}
+	return out, n
+}
+
+// Bounds are the positions [from, to) of the page in a list of n, counted
+// in the page's order.
+func (p Page) Bounds(n int) (from, to int) {
+	from = min(max(p.Offset, 0), n)
+	to = n
+	if p.Limit > 0 && p.Limit < n-from {
+		to = from + p.Limit
+	}
+	return from, to
+}
