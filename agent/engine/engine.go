@@ -308,7 +308,7 @@ func writeNew(p string, data []byte, prep func(*os.File) error) error {
 		return fmt.Errorf("%s exists; not overwriting", p)
 	}
 	tmp := p + ".part"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}

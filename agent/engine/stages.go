@@ -153,9 +153,9 @@ func (r *runner) convert(set func(any)) error {
 			Source: d.src, SourceFormat: d.srcFormat,
 			Target: d.target, TargetFormat: d.outFormat,
 			Compress: c.Compress, Compression: c.Compression,
-			// Private to root while qemu-img writes; its owner and mode
-			// only once the sources proved unchanged.
-			Prepare: func(f *os.File) error { return f.Chmod(0o600) },
+			// The partial output is root's, 0600, from its creation while
+			// qemu-img writes; its owner and mode only once the sources
+			// proved unchanged.
 			Finish: func(f *os.File) error {
 				if err := r.files.unchanged(); err != nil {
 					return err
@@ -318,7 +318,7 @@ func (r *runner) validate(set func(any)) error {
 	// The console log is created here, never through a symbolic link, and
 	// boot.Test reopens this very file by its descriptor's name.
 	console := filepath.Join(r.outDir, ConsoleName)
-	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
 	}
