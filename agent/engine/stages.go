@@ -141,6 +141,14 @@ func (r *runner) convert(set func(any)) error {
 			total += d.info.VirtualSize
 		}
 	}
+	// What INSPECT and FIX read must be what LOAD checked: the files
+	// unchanged, their headers the same bytes.
+	if err := r.files.unchanged(); err != nil {
+		return err
+	}
+	if err := r.files.headersSame(); err != nil {
+		return err
+	}
 	var results []convertResult
 	defer func() { set(results) }()
 	for _, d := range r.disks {
