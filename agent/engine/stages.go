@@ -102,6 +102,12 @@ func (r *runner) makeWorkDir() error {
 	base := r.o.WorkDir
 	if base == "" {
 		base = r.outDir
+		// Not in an output directory someone else owns: they could rename
+		// the work directory away and put theirs under its name, and
+		// FIX's overlay, the guest's bytes, would then be created there.
+		if st, err := os.Stat(base); err == nil && !ownedByCaller(st) {
+			base = ""
+		}
 	}
 	if base == "" {
 		// LOAD, before the outputs are settled (a VMDK descriptor to
@@ -117,6 +123,12 @@ func (r *runner) makeWorkDir() error {
 	}
 	r.workDir = w
 	return nil
+}
+
+// ownedByCaller says whether the directory st describes is this process's own.
+func ownedByCaller(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && int(sys.Uid) == os.Geteuid()
 }
 
 type convertResult struct {
