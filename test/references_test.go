@@ -326,7 +326,7 @@ func TestReferencesSourceWrittenWhileHeld(t *testing.T) {
 	b.MustExec(t, "chmod", "0600", secret)
 	b.MustExec(t, "chmod", "0644", "/var/tmp/evil.qcow2")
 	for _, u := range []string{"carol", "bob"} {
-		b.MustExec(t, "install", "-d", "-o", u, "-m", "0755", "/home/"+u+"/up", "/home/"+u+"/out")
+		b.MustExec(t, "install", "-d", "-o", u, "-m", "0755", "/home/"+u+"/up")
 		b.MustExec(t, "/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "/home/"+u+"/up/vm.qcow2", "4M")
 		b.MustExec(t, "chown", u+":", "/home/"+u+"/up/vm.qcow2")
 	}
@@ -378,12 +378,14 @@ func TestReferencesSourceWrittenWhileHeld(t *testing.T) {
 
 	// bob plants his job's partial output, keeping a second name for it,
 	// then rewrites his image's header while the job waits in CONVERT.
-	part := "/home/bob/out/lease-bob.qcow2.part"
-	if _, stderr, err := b.ExecAs(ctx, "bob", "sh", "-c", "umask 0; : >"+part+" && ln "+part+" /home/bob/keep"); err != nil {
+	// (Outside /home, which job units see read-only.)
+	b.MustExec(t, "install", "-d", "-o", "bob", "-m", "0755", "/srv/bob", "/srv/bob/out")
+	part := "/srv/bob/out/lease-bob.qcow2.part"
+	if _, stderr, err := b.ExecAs(ctx, "bob", "sh", "-c", "umask 0; : >"+part+" && ln "+part+" /srv/bob/keep"); err != nil {
 		t.Fatalf("bob cannot plant the partial output: %v %s", err, stderr)
 	}
 	hold("lease-bob", "convert")
-	bobM := strings.Replace(refsManifest("lease-bob", "/home/bob/up/vm.qcow2", "qcow2", ""), `"output_format":"qcow2"`, `"output_format":"qcow2","output_dir":"/home/bob/out"`, 1)
+	bobM := strings.Replace(refsManifest("lease-bob", "/home/bob/up/vm.qcow2", "qcow2", ""), `"output_format":"qcow2"`, `"output_format":"qcow2","output_dir":"/srv/bob/out"`, 1)
 	bobID, out, err := b.submit(ctx, "bob", bobM)
 	if err != nil {
 		t.Fatalf("bob's submit: %v %s", err, out)
@@ -401,10 +403,10 @@ func TestReferencesSourceWrittenWhileHeld(t *testing.T) {
 	b.MustExec(t, "touch", "/srv/relgate/go/lease-bob")
 	want("bob", bobID, "/home/bob/up/vm.qcow2", "convert")
 	// (His image itself now names secret: never converted here.)
-	if b.dirContains(ctx, "/home/bob/out", marker) || b.dirContains(ctx, "/home/bob/keep", marker) {
+	if b.dirContains(ctx, "/srv/bob", marker) {
 		t.Errorf("bob: his output directory or the file he kept holds the canary of %s", secret)
 	}
-	if got := strings.TrimSpace(b.MustExec(t, "stat", "-c", "%s %U", "/home/bob/keep")); got != "0 bob" {
+	if got := strings.TrimSpace(b.MustExec(t, "stat", "-c", "%s %U", "/srv/bob/keep")); got != "0 bob" {
 		t.Errorf("bob: the partial output he planted is now %q (size, owner), want untouched: 0 bob", got)
 	}
 	if _, err := os.Stat(b.Path(part)); err == nil {
