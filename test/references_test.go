@@ -402,7 +402,6 @@ func TestReferencesSourceWrittenWhileHeld(t *testing.T) {
 	}
 	b.MustExec(t, "touch", "/srv/relgate/go/lease-bob")
 	want("bob", bobID, "/home/bob/up/vm.qcow2", "convert")
-	// (His image itself now names secret: never converted here.)
 	if b.dirContains(ctx, "/srv/bob", marker) {
 		t.Errorf("bob: his output directory or the file he kept holds the canary of %s", secret)
 	}

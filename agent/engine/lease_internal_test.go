@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -74,5 +76,42 @@ func TestHeadersSame(t *testing.T) {
 	os.WriteFile(p, []byte("QFI\xfb-HEADER-and-the-rest-of-the-file"), 0o600)
 	if err := u.headersSame(); err == nil || !strings.Contains(err.Error(), "/vm/disk.qcow2 changed while the job read it") || !isSourceChange(err) {
 		t.Errorf("header changed: error %v", err)
+	}
+}
+
+// A job whose file was written while it read it keeps nothing of what it
+// read: its outputs are removed and its report holds no finding.
+func TestDiscard(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "vm.qcow2")
+	os.WriteFile(out, []byte("converted"), 0o600)
+	os.WriteFile(filepath.Join(dir, DomainXMLName), []byte("<domain/>"), 0o600)
+	r := &runner{outDir: dir, converted: true, disks: []*disk{{target: out, converted: true}}, rep: &report.Report{
+		Guest:    &report.Guest{Kernels: []string{"read-from-a-host-file"}},
+		Changes:  []report.Change{{}},
+		Warnings: []string{"INSPECT said something"},
+		Stages: []report.Stage{
+			{Name: "load", Status: "ok", Result: "kept"},
+			{Name: "inspect", Status: "ok", Result: "findings"},
+			{Name: "convert", Status: "failed", Error: "cancelled during convert", Result: "partial"},
+		},
+		Error: &report.Failure{Stage: "convert", Message: "cancelled during convert"},
+	}}
+	err := sourceWritten{"/home/alice/vm.qcow2"}
+	r.discard(err)
+	for _, p := range []string{out, filepath.Join(dir, DomainXMLName)} {
+		if _, serr := os.Stat(p); serr == nil {
+			t.Errorf("%s kept", p)
+		}
+	}
+	rep := r.rep
+	if rep.Guest != nil || rep.Changes != nil || rep.Warnings != nil {
+		t.Errorf("report keeps findings: %+v %v %v", rep.Guest, rep.Changes, rep.Warnings)
+	}
+	if rep.Stages[0].Result != "kept" || rep.Stages[1].Result != nil || rep.Stages[2].Result != nil {
+		t.Errorf("stage results: %+v", rep.Stages)
+	}
+	if rep.Error.Stage != "convert" || rep.Error.Message != err.Error() || rep.Stages[2].Error != err.Error() {
+		t.Errorf("error %+v, stage error %q; want %q", rep.Error, rep.Stages[2].Error, err)
 	}
 }
