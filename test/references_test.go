@@ -277,3 +277,138 @@ func (b *relBox) checkModes(t *testing.T, what, dir string) {
 		t.Errorf("%s: %s holds %d entries, want the directory, a disk, domain.xml and report.json:\n%s", what, dir, n, out)
 	}
 }
+
+// leaseHoldQemuImg is the real qemu-img, except that for a job the test
+// holds (relStageLib: /srv/relgate/hold/NAME says "load" or "convert") it
+// waits, at LOAD's first qemu-img info or before CONVERT's qemu-img convert
+// starts, until /srv/relgate/go/NAME exists. The worker keeps running
+// meanwhile: it is the worker that must notice a writer.
+const leaseHoldQemuImg = `#!/bin/bash
+real=/usr/bin/qemu-img
+` + relStageLib + `
+point=
+if [ "$1" = info ]; then point=load; elif [ "$1 $2" = "convert -p" ]; then point=convert; fi
+if [ -n "$point" ] && relhold "$point"; then
+	relheld "$point"
+	while [ ! -e "/srv/relgate/go/$relname" ]; do sleep 0.1; done
+fi
+exec "$real" "$@"
+`
+
+// TestReferencesSourceWrittenWhileHeld: a user who may write a source
+// writes it while the job reads it, the job held by a qemu-img wrapper:
+//
+//   - carol (outside group hyper2kvm) opens her image for writing while
+//     root's job of it waits in LOAD;
+//   - bob (in group hyper2kvm) rewrites his own job's image, while it waits
+//     to start CONVERT, with a qcow2 header keeping its data in a root-only
+//     file holding a canary; he had planted the partial output in his
+//     output directory, with a second name to keep it.
+//
+// Each job fails in its stage naming the image ("... was opened for
+// writing while the job read it; the job was stopped and its outputs
+// removed"); no output or report holds the canary; the partial output was
+// root's 0600 file while held, one bob cannot read, and the file he
+// planted was never written to.
+func TestReferencesSourceWrittenWhileHeld(t *testing.T) {
+	t.Parallel()
+	b := relStart(t, box.Options{Users: []string{"carol"}, Groups: map[string][]string{"hyper2kvm": {"bob"}}}, false, "")
+	ctx := relCtx(t, 10*time.Minute)
+	b.WriteFile(t, "/usr/local/bin/qemu-img", []byte(leaseHoldQemuImg), 0o755)
+	b.MustExec(t, "mkdir", "-p", "/srv/relgate/hold", "/srv/relgate/held", "/srv/relgate/go", "/srv/rel/in")
+	marker := "HYPER2KVM-LEASE-CANARY-" + strings.ReplaceAll(fixture.NewUUID(t), "-", "")
+	secret := "/root/lease-secret.raw"
+	// The header bob writes: a qcow2 of the same size keeping its data in
+	// secret (made by qemu-img create, which writes the data file: the
+	// canary goes in afterwards).
+	b.MustExec(t, "/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+secret+",data_file_raw=on", "/var/tmp/evil.qcow2", "4M")
+	b.MustExec(t, "sh", "-c", fmt.Sprintf("printf %%s %s | dd of=%s conv=notrunc status=none", marker, secret))
+	b.MustExec(t, "chmod", "0600", secret)
+	b.MustExec(t, "chmod", "0644", "/var/tmp/evil.qcow2")
+	for _, u := range []string{"carol", "bob"} {
+		b.MustExec(t, "install", "-d", "-o", u, "-m", "0755", "/home/"+u+"/up")
+		b.MustExec(t, "/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "/home/"+u+"/up/vm.qcow2", "4M")
+		b.MustExec(t, "chown", u+":", "/home/"+u+"/up/vm.qcow2")
+	}
+	hold := func(name, point string) {
+		b.WriteFile(t, "/srv/relgate/hold/"+name, []byte(point), 0o644)
+	}
+	waitHeld := func(name, id string) {
+		t.Helper()
+		if err := b.WaitFor(ctx, name+" held", func() (bool, error) {
+			if st := b.jobState(ctx, id); st == "completed" || st == "failed" || st == "cancelled" {
+				return false, fmt.Errorf("job %s ended %s before it was held: %s", id, st, b.jobProperty(ctx, id, "Error"))
+			}
+			_, err := os.Stat(b.Path("/srv/relgate/held/" + name))
+			return err == nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(name, id, src, stage string) {
+		t.Helper()
+		st, msg := b.waitJob(ctx, id)
+		sentence := src + " was opened for writing while the job read it; the job was stopped and its outputs removed"
+		if st != "failed" || !strings.Contains(msg, sentence) {
+			t.Errorf("%s: the job ended %s with %q; want failed with %q", name, st, msg, sentence)
+		} else {
+			t.Logf("%s: %s", name, msg)
+		}
+		if got := b.jobProperty(ctx, id, "ErrorStage"); got != stage {
+			t.Errorf("%s: failed in stage %q, want %s", name, got, stage)
+		}
+		if b.outputsContain(ctx, id, marker) {
+			t.Errorf("%s: an output or the report holds the canary", name)
+		}
+	}
+
+	// carol opens her image for writing while root's job of it is in LOAD.
+	hold("lease-carol", "load")
+	carolID, out, err := b.submit(ctx, "", refsManifest("lease-carol", "/home/carol/up/vm.qcow2", "qcow2", ""))
+	if err != nil {
+		t.Fatalf("root's submit of carol's image: %v %s", err, out)
+	}
+	waitHeld("lease-carol", carolID)
+	// The open waits until the worker lets go of its lease.
+	if _, stderr, err := b.ExecAs(ctx, "carol", "sh", "-c", "exec 3>>/home/carol/up/vm.qcow2"); err != nil {
+		t.Fatalf("carol cannot open her image for writing: %v %s", err, stderr)
+	}
+	b.MustExec(t, "touch", "/srv/relgate/go/lease-carol")
+	want("carol", carolID, "/home/carol/up/vm.qcow2", "load")
+
+	// bob plants his job's partial output, keeping a second name for it,
+	// then rewrites his image's header while the job waits in CONVERT.
+	// (Outside /home, which job units see read-only.)
+	b.MustExec(t, "install", "-d", "-o", "bob", "-m", "0755", "/srv/bob", "/srv/bob/out")
+	part := "/srv/bob/out/lease-bob.qcow2.part"
+	if _, stderr, err := b.ExecAs(ctx, "bob", "sh", "-c", "umask 0; : >"+part+" && ln "+part+" /srv/bob/keep"); err != nil {
+		t.Fatalf("bob cannot plant the partial output: %v %s", err, stderr)
+	}
+	hold("lease-bob", "convert")
+	bobM := strings.Replace(refsManifest("lease-bob", "/home/bob/up/vm.qcow2", "qcow2", ""), `"output_format":"qcow2"`, `"output_format":"qcow2","output_dir":"/srv/bob/out"`, 1)
+	bobID, out, err := b.submit(ctx, "bob", bobM)
+	if err != nil {
+		t.Fatalf("bob's submit: %v %s", err, out)
+	}
+	waitHeld("lease-bob", bobID)
+	if got := strings.TrimSpace(b.MustExec(t, "stat", "-c", "%a %U %h", part)); got != "600 root 1" {
+		t.Errorf("bob: the partial output is %q while qemu-img is about to write it, want a new file: 600 root 1 (mode, owner, links)", got)
+	}
+	if _, _, err := b.ExecAs(ctx, "bob", "head", "-c", "1", part); err == nil {
+		t.Errorf("bob can read the partial output of his job while it is written")
+	}
+	if _, stderr, err := b.ExecAs(ctx, "bob", "dd", "if=/var/tmp/evil.qcow2", "of=/home/bob/up/vm.qcow2", "conv=notrunc", "status=none"); err != nil {
+		t.Fatalf("bob cannot rewrite his image: %v %s", err, stderr)
+	}
+	b.MustExec(t, "touch", "/srv/relgate/go/lease-bob")
+	want("bob", bobID, "/home/bob/up/vm.qcow2", "convert")
+	if b.dirContains(ctx, "/srv/bob", marker) {
+		t.Errorf("bob: his output directory or the file he kept holds the canary of %s", secret)
+	}
+	if got := strings.TrimSpace(b.MustExec(t, "stat", "-c", "%s %U", "/srv/bob/keep")); got != "0 bob" {
+		t.Errorf("bob: the partial output he planted is now %q (size, owner), want untouched: 0 bob", got)
+	}
+	if _, err := os.Stat(b.Path(part)); err == nil {
+		t.Errorf("bob: %s is left behind", part)
+	}
+}

@@ -118,7 +118,11 @@ type runner struct {
 // them: nothing is ever overwritten. The source is only ever opened for
 // reading; FIX works on a qcow2 overlay in the work directory.
 func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report, error) {
-	r := &runner{ctx: ctx, vm: vm, o: o, lastPct: -1}
+	// The job's own context: cancelled too when a file it reads is
+	// opened for writing (lease.go), ctx staying the caller's.
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	r := &runner{ctx: jobCtx, vm: vm, o: o, lastPct: -1}
 	r.rep = &report.Report{
 		ReportVersion: report.Version,
 		JobID:         o.JobID,
@@ -131,7 +135,19 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 		err = r.fail("load", err)
 	} else {
 		r.owner = ownerFor(r.files, o.SourceUID)
+		stop := r.files.watchLeases(jobCtx, cancel)
 		err = r.run()
+		stop()
+		if cause := context.Cause(jobCtx); err != nil && isSourceChange(cause) {
+			err = cause
+		}
+	}
+	if isSourceChange(err) {
+		r.discard(err)
+	} else if r.files != nil {
+		for _, p := range r.files.unleased() {
+			r.warn("%s could not be held against writers while the job read it (its file system takes no lease); a change would only be found after the conversion", p)
+		}
 	}
 	if r.files != nil {
 		// Every process that read the sources has ended by now.
@@ -174,6 +190,37 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 		r.outFile.Close()
 	}
 	return r.rep, err
+}
+
+// discard removes what a job whose files changed under it produced: every
+// output it wrote, and from the report whatever was read of the files
+// (INSPECT's findings, FIX's changes, the stages' results), which may hold
+// another file's bytes.
+func (r *runner) discard(err error) {
+	for _, d := range r.disks {
+		if d.converted {
+			os.Remove(d.target)
+			d.converted = false
+		}
+	}
+	if r.converted {
+		os.Remove(filepath.Join(r.outDir, DomainXMLName))
+		r.converted = false
+	}
+	r.rep.Guest, r.rep.Changes, r.rep.Artifacts, r.rep.Warnings = nil, nil, nil, nil
+	for i := range r.rep.Stages {
+		if r.rep.Stages[i].Name != "load" {
+			r.rep.Stages[i].Result = nil
+		}
+		if r.rep.Stages[i].Error != "" {
+			r.rep.Stages[i].Error = err.Error()
+		}
+	}
+	stage := "load"
+	if r.rep.Error != nil {
+		stage = r.rep.Error.Stage
+	}
+	r.rep.Error = &report.Failure{Stage: stage, Message: err.Error()}
 }
 
 func now() time.Time { return time.Now().Round(time.Millisecond) }
@@ -242,7 +289,9 @@ func (r *runner) stage(name string, fn func(set func(any)) error) error {
 		st.Status, st.Error, err = "failed", sf.err.Error(), nil
 	default:
 		err = r.files.explain(err)
-		if r.ctx.Err() != nil || errors.Is(err, qemuimg.ErrTerminated) {
+		if cause := context.Cause(r.ctx); isSourceChange(cause) {
+			err = cause
+		} else if r.ctx.Err() != nil || errors.Is(err, qemuimg.ErrTerminated) {
 			err = fmt.Errorf("cancelled during %s: %w", name, err)
 		}
 		st.Status, st.Error = "failed", err.Error()
@@ -308,7 +357,7 @@ func writeNew(p string, data []byte, prep func(*os.File) error) error {
 		return fmt.Errorf("%s exists; not overwriting", p)
 	}
 	tmp := p + ".part"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}

@@ -167,7 +167,8 @@ func (r *runner) fileDisk(p, display, format, id string) (*disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", display, err)
 	}
-	defer f.Close()
+	// Open until the job ends: its header is read again before CONVERT.
+	r.files.hold(f)
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", display, err)
@@ -220,7 +221,9 @@ func (r *runner) loadOVA(src string) error {
 	if err != nil {
 		return fmt.Errorf("cannot read ova: %w", err)
 	}
-	defer f.Close()
+	// Open until the job ends: the disks' headers are read again before
+	// CONVERT.
+	r.files.hold(f)
 	if err := r.verifyManifest(src, arc, f); err != nil {
 		return err
 	}

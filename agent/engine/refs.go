@@ -126,6 +126,7 @@ func (r *runner) imageNode(d *disk, display, format string, rd io.ReaderAt, size
 	if depth > maxChain {
 		return nil, "", fmt.Errorf("disk %s (%s): the backing chain is longer than %d images", d.id, display, maxChain)
 	}
+	rd = r.files.record(rd, display)
 	switch format {
 	case imgfmt.QCOW2:
 		n, err := r.qcow2Node(d, display, rd, size, file, relDir, depth)
@@ -184,7 +185,7 @@ func (r *runner) backingNode(d *disk, display, kind, name, format, relDir string
 		return nil, fmt.Errorf("disk %s (%s): its %s %s: %w", d.id, display, kind, resolved, err)
 	}
 	if format == "" {
-		if format, err = imgfmt.DetectReader(f, st.Size()); err != nil {
+		if format, err = imgfmt.DetectReader(r.files.record(f, resolved), st.Size()); err != nil {
 			return nil, fmt.Errorf("disk %s (%s): its %s %s: %w", d.id, display, kind, resolved, err)
 		}
 	}
@@ -303,7 +304,7 @@ func (r *runner) vmdkDescriptor(d *disk, display string, text []byte, relDir str
 		sizes[name] = st.Size()
 		// A sparse extent that defers to its own embedded descriptor would
 		// make qemu open further names, unchecked.
-		if sp, err := imgfmt.ReadSparseVMDK(f, st.Size()); err == nil && sp.Defers {
+		if sp, err := imgfmt.ReadSparseVMDK(r.files.record(f, resolved), st.Size()); err == nil && sp.Defers {
 			return "", nil, fmt.Errorf("vmdk %s: extent %s is itself a sparse extent deferring to the extents of its embedded descriptor, which is not accepted", display, resolved)
 		}
 		if err := os.Symlink(opened, filepath.Join(dir, fmt.Sprintf("extent-%d", i))); err != nil {

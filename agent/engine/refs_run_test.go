@@ -210,7 +210,7 @@ func TestRunSourceChangedMeanwhile(t *testing.T) {
 		f.WriteAt([]byte("QFI\xfb"), 0) // the same bytes: only the write matters
 		f.Close()
 	}})
-	if err == nil || rep.Error == nil || rep.Error.Stage != "convert" || !strings.Contains(err.Error(), src+" changed while the job read it") {
+	if err == nil || rep.Error == nil || rep.Error.Stage != "convert" || !strings.Contains(err.Error(), src+" was opened for writing while the job read it; the job was stopped and its outputs removed") {
 		t.Fatalf("error %v (report %+v), want CONVERT failing because %s changed", err, rep.Error, src)
 	}
 	if entries, _ := os.ReadDir(out); len(entries) != 1 || entries[0].Name() != engine.ReportName {

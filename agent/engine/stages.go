@@ -102,6 +102,12 @@ func (r *runner) makeWorkDir() error {
 	base := r.o.WorkDir
 	if base == "" {
 		base = r.outDir
+		// Not in an output directory someone else owns: they could rename
+		// the work directory away and put theirs under its name, and
+		// FIX's overlay, the guest's bytes, would then be created there.
+		if st, err := os.Stat(base); err == nil && !ownedByCaller(st) {
+			base = ""
+		}
 	}
 	if base == "" {
 		// LOAD, before the outputs are settled (a VMDK descriptor to
@@ -117,6 +123,12 @@ func (r *runner) makeWorkDir() error {
 	}
 	r.workDir = w
 	return nil
+}
+
+// ownedByCaller says whether the directory st describes is this process's own.
+func ownedByCaller(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && int(sys.Uid) == os.Geteuid()
 }
 
 type convertResult struct {
@@ -141,6 +153,14 @@ func (r *runner) convert(set func(any)) error {
 			total += d.info.VirtualSize
 		}
 	}
+	// What INSPECT and FIX read must be what LOAD checked: the files
+	// unchanged, their headers the same bytes.
+	if err := r.files.unchanged(); err != nil {
+		return err
+	}
+	if err := r.files.headersSame(); err != nil {
+		return err
+	}
 	var results []convertResult
 	defer func() { set(results) }()
 	for _, d := range r.disks {
@@ -153,9 +173,9 @@ func (r *runner) convert(set func(any)) error {
 			Source: d.src, SourceFormat: d.srcFormat,
 			Target: d.target, TargetFormat: d.outFormat,
 			Compress: c.Compress, Compression: c.Compression,
-			// Private to root while qemu-img writes; its owner and mode
-			// only once the sources proved unchanged.
-			Prepare: func(f *os.File) error { return f.Chmod(0o600) },
+			// The partial output is root's, 0600, from its creation while
+			// qemu-img writes; its owner and mode only once the sources
+			// proved unchanged.
 			Finish: func(f *os.File) error {
 				if err := r.files.unchanged(); err != nil {
 					return err
@@ -318,7 +338,7 @@ func (r *runner) validate(set func(any)) error {
 	// The console log is created here, never through a symbolic link, and
 	// boot.Test reopens this very file by its descriptor's name.
 	console := filepath.Join(r.outDir, ConsoleName)
-	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
 	}

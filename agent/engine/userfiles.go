@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +47,16 @@ type userFiles struct {
 	files   []*os.File
 	stats   []unix.Stat_t     // of files, when opened
 	names   map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
+	// mu guards files, stats and leases against the lease watcher.
+	mu sync.Mutex
+	// leases says, for each of files, whether it holds a read lease (see
+	// lease.go); noLease names the files where none could be taken.
+	leases  []bool
+	noLease []string
+	// spans are the bytes the header parsers read, to read again before
+	// CONVERT (see headers.go).
+	spans []span
+	keep  []io.Closer
 }
 
 func newUserFiles(uid int64, trusted string) (*userFiles, error) {
@@ -88,6 +100,7 @@ func (u *userFiles) openFile(p string) (*os.File, string, error) {
 	}
 	p = filepath.Clean(p)
 	var f *os.File
+	var parent unix.Stat_t // of the directory holding the file, from the walk
 	var err error
 	if p == u.trusted {
 		f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
@@ -103,7 +116,7 @@ func (u *userFiles) openFile(p string) (*os.File, string, error) {
 			}
 			return nil, "", fmt.Errorf("cannot open %s: %w", p, err)
 		}
-	} else if f, err = u.walk(p); err != nil {
+	} else if f, parent, err = u.walk(p); err != nil {
 		return nil, "", err
 	}
 	var st unix.Stat_t
@@ -111,7 +124,20 @@ func (u *userFiles) openFile(p string) (*os.File, string, error) {
 		f.Close()
 		return nil, "", fmt.Errorf("cannot look at %s: %w", p, err)
 	}
-	u.files, u.stats = append(u.files, f), append(u.stats, st)
+	leased, err := u.lease(f, p)
+	if err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	if p != u.trusted {
+		if err := u.checkLinks(p, st, parent); err != nil {
+			f.Close()
+			return nil, "", err
+		}
+	}
+	u.mu.Lock()
+	u.files, u.stats, u.leases = append(u.files, f), append(u.stats, st), append(u.leases, leased)
+	u.mu.Unlock()
 	name := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
 	u.names[name] = p
 	return f, name, nil
@@ -127,7 +153,15 @@ func (u *userFiles) who() string {
 
 // walk opens p component by component from /, checking each directory
 // and the file for the user.
-func (u *userFiles) walk(p string) (*os.File, error) {
+func (u *userFiles) walk(p string) (*os.File, unix.Stat_t, error) {
+	var parent unix.Stat_t
+	f, err := u.walkParent(p, &parent)
+	return f, parent, err
+}
+
+// walkParent is walk, setting *parent to the stat of the directory the
+// file was opened in.
+func (u *userFiles) walkParent(p string, parent *unix.Stat_t) (*os.File, error) {
 	dir, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open /: %w", err)
@@ -140,6 +174,12 @@ func (u *userFiles) walk(p string) (*os.File, error) {
 			return nil, err
 		}
 		next := filepath.Join(cur, name)
+		if i == len(parts)-1 {
+			if err := unix.Fstat(dir, parent); err != nil {
+				unix.Close(dir)
+				return nil, fmt.Errorf("cannot look at %s: %w", cur, err)
+			}
+		}
 		how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
 		fd, err := unix.Openat2(dir, name, how)
 		if errors.Is(err, unix.ENOSYS) {
@@ -308,13 +348,15 @@ func (u *userFiles) permitted(fd int, name string, want uint32) error {
 // it (set a qcow2's external data file bit, give a sparse VMDK capacity 0)
 // and make qemu open a file by a name nobody checked.
 func (u *userFiles) unchanged() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	for i, f := range u.files {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			return fmt.Errorf("cannot look at %s again: %w", u.show(f.Name()), err)
 		}
 		if was := u.stats[i]; st.Ctim != was.Ctim || st.Mtim != was.Mtim || st.Size != was.Size {
-			return fmt.Errorf("%s changed while the job read it; nothing it produced is kept (convert files nobody writes meanwhile)", u.pathOf(f))
+			return sourceChanged{fmt.Sprintf("%s changed while the job read it; nothing it produced is kept (convert files nobody writes meanwhile)", u.pathOf(f))}
 		}
 	}
 	return nil
@@ -330,10 +372,18 @@ func (u *userFiles) pathOf(f *os.File) string {
 
 // close closes the opened files: call it when no process reads them any more.
 func (u *userFiles) close() {
-	for _, f := range u.files {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.keep {
+		c.Close()
+	}
+	for i, f := range u.files {
+		if u.leases[i] {
+			unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_UNLCK)
+		}
 		f.Close()
 	}
-	u.files, u.stats = nil, nil
+	u.files, u.stats, u.leases, u.keep, u.spans = nil, nil, nil, nil, nil
 }
 
 // explain replaces the /proc/<pid>/fd/<n> names in an error by the paths
@@ -461,4 +511,27 @@ func allowed(uid uint32, gids map[uint32]bool, owner, group, mode uint32, acl []
 		}
 	}
 	return false
+}
+
+// checkLinks refuses a file with more than one name (hard link) unless it
+// is the submitter's own: where fs.protected_hardlinks is 0 anyone may
+// give any file on the file system a name in their own directory, and
+// root's job would then read it as theirs. Root's own file qualifies only
+// in a directory nobody else may write (owned by root, not writable by
+// group or others). parent is the directory the file was opened in.
+func (u *userFiles) checkLinks(p string, st, parent unix.Stat_t) error {
+	if st.Nlink <= 1 {
+		return nil
+	}
+	submitter := u.uid
+	if !u.check {
+		submitter = uint32(os.Geteuid())
+	}
+	if st.Uid != submitter {
+		return fmt.Errorf("%s has %d hard links and belongs to uid %d, not to the submitter (uid %d); a job reads a file with several names only when it is the submitter's own (copy the file, or remove its other names)", p, st.Nlink, st.Uid, submitter)
+	}
+	if submitter == 0 && (parent.Uid != 0 || parent.Mode&0o022 != 0) {
+		return fmt.Errorf("%s has %d hard links and lies in %s, a directory others may write; root's job reads a file with several names only from a directory only root writes (copy the file, or remove its other names)", p, st.Nlink, filepath.Dir(p))
+	}
+	return nil
 }

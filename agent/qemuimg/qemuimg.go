@@ -232,7 +232,9 @@ type ConvertOptions struct {
 	// per whole percent).
 	Progress func(percent int)
 	// Prepare, when set, gets the partial output before qemu-img writes to
-	// it: to give it its owner and mode, whatever the umask.
+	// it. The partial output is always a new file of mode 0600 owned by
+	// the caller; give it another owner or mode in Finish, once its bytes
+	// are known to be fit for whoever that lets read them.
 	Prepare func(*os.File) error
 	// Finish, when set, gets the complete, synced output before it is
 	// renamed into place; an error discards it.
@@ -257,23 +259,13 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 		return nil, fmt.Errorf("cannot convert to %s: it exists; not overwriting", o.Target)
 	}
 	part := o.Target + ".part"
-	// Hold an exclusive flock on the .part for the whole run: a second
-	// conversion to the same target sees it and stops, and a .part nobody
-	// holds is a leftover of a killed run that is safe to reuse.
-	// O_NOFOLLOW: a symbolic link planted under the .part name is refused,
-	// never written through.
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+	f, warn, err := createPart(part)
 	if err != nil {
 		return nil, fmt.Errorf("cannot convert to %s: %w", o.Target, err)
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return nil, fmt.Errorf("cannot convert to %s: %s is in use by another conversion", o.Target, part)
-	}
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("cannot convert to %s: %s is not a regular file", o.Target, part)
-	} else if st.Size() > 0 {
-		res.Warnings = append(res.Warnings, "reused the leftover partial output "+part+" of an interrupted run")
+	if warn != "" {
+		res.Warnings = append(res.Warnings, warn)
 	}
 	if o.Prepare != nil {
 		if err := o.Prepare(f); err != nil {
@@ -359,6 +351,59 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	ok = true
 	syncDir(filepath.Dir(o.Target))
 	return res, nil
+}
+
+// createPart creates the partial output part as a new file, mode 0600
+// owned by the caller from its first instant (O_CREAT|O_EXCL|O_NOFOLLOW), and
+// holds an exclusive flock on it for the whole run: a second conversion to
+// the same target sees it and stops. Nothing already under that name is
+// ever written to or reused, since whoever made it may hold it open (a file
+// the output directory's owner planted would let them read the bytes root
+// writes there): an unlocked regular file is the leftover of a killed run,
+// and only its name is removed before the new file is made.
+func createPart(part string) (*os.File, string, error) {
+	const flags = os.O_RDWR | os.O_CREATE | os.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	f, err := os.OpenFile(part, flags, 0o600)
+	warn := ""
+	if errors.Is(err, fs.ErrExist) {
+		old, oerr := os.OpenFile(part, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if oerr != nil {
+			return nil, "", fmt.Errorf("%s exists and cannot be examined: %w", part, oerr)
+		}
+		st, serr := old.Stat()
+		if serr != nil || !st.Mode().IsRegular() {
+			old.Close()
+			return nil, "", fmt.Errorf("%s is not a regular file; remove it", part)
+		}
+		if unix.Flock(int(old.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			old.Close()
+			return nil, "", fmt.Errorf("%s is in use by another conversion", part)
+		}
+		rerr := os.Remove(part)
+		old.Close()
+		if rerr != nil {
+			return nil, "", fmt.Errorf("cannot remove the leftover partial output %s: %w", part, rerr)
+		}
+		warn = "removed the leftover partial output " + part + " of an interrupted run"
+		f, err = os.OpenFile(part, flags, 0o600)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return nil, "", fmt.Errorf("%s is in use by another conversion", part)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("%s is in use by another conversion", part)
+	}
+	// The umask may have taken bits away, never added any; make it exact.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		os.Remove(part)
+		return nil, "", fmt.Errorf("cannot set the mode of %s: %w", part, err)
+	}
+	return f, warn, nil
 }
 
 // hashFile returns the hex sha256 of the first size bytes of f, or "" when

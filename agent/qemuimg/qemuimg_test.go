@@ -169,14 +169,57 @@ func TestConvertPartInUse(t *testing.T) {
 		t.Errorf("the other conversion's partial output was removed: %v", err)
 	}
 	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	// Unlocked, it is a leftover of a killed run: reused, with a warning.
+	// Unlocked, it is a leftover of a killed run. Whoever made it may hold
+	// it open (here: f, mode 0644): it is never written to, only its name
+	// removed, and the new partial output is a file of its own, 0600 from
+	// the start.
 	f.WriteString("leftover")
-	res, err := qemuimg.Convert(context.Background(), qemuimg.ConvertOptions{Source: src, SourceFormat: "raw", Target: out, TargetFormat: "qcow2"})
+	f.Chmod(0o644)
+	var partMode os.FileMode
+	var sameFile bool
+	res, err := qemuimg.Convert(context.Background(), qemuimg.ConvertOptions{Source: src, SourceFormat: "raw", Target: out, TargetFormat: "qcow2",
+		Prepare: func(p *os.File) error {
+			st, _ := p.Stat()
+			old, _ := f.Stat()
+			partMode, sameFile = st.Mode().Perm(), os.SameFile(st, old)
+			return nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "leftover") {
 		t.Errorf("warnings %v", res.Warnings)
+	}
+	if sameFile || partMode != 0o600 {
+		t.Errorf("partial output: the planted file reused %v, mode %v; want a new file of mode 0600", sameFile, partMode)
+	}
+	b := make([]byte, 16)
+	if n, _ := f.ReadAt(b, 0); string(b[:n]) != "leftover" {
+		t.Errorf("the planted file was written to: %q", b[:n])
+	}
+}
+
+// The partial output is 0600 from its creation, whatever the umask: a user
+// who opens it before the caller sets its final owner and mode gets nothing.
+func TestConvertPartPrivateFromCreation(t *testing.T) {
+	needQemuImg(t)
+	dir := t.TempDir()
+	src := source(t, dir)
+	out := filepath.Join(dir, "out.qcow2")
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	var mode os.FileMode
+	_, err := qemuimg.Convert(context.Background(), qemuimg.ConvertOptions{Source: src, SourceFormat: "raw", Target: out, TargetFormat: "qcow2",
+		Progress: func(int) {
+			if st, err := os.Lstat(out + ".part"); err == nil && mode == 0 {
+				mode = st.Mode().Perm()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode != 0o600 {
+		t.Errorf("partial output mode while qemu-img wrote it: %v, want 0600", mode)
 	}
 }
 
