@@ -74,7 +74,9 @@ func (a *Agent) scan(ctx context.Context) {
 			continue
 		}
 		a.log.Infof(Fields{FieldManifest: claimed}, "claimed %s", e.Name)
-		pending += run.add(claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
+		// The file's owner dropped it: the job is theirs to cancel, and
+		// runs with their rights only.
+		pending += run.add(claimed, e.Name, kind, e.ModTime, int64(e.UID), int64(e.UID))
 	}
 	run.flush()
 }
@@ -319,6 +321,7 @@ var forbidden = []string{"/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/usr
 func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []string {
 	var problems []string
 	problems = append(problems, manifest.CheckFiles(m).Strings()...)
+	problems = append(problems, checkCaps(m, uid, a.cfg.Limits.UserMax, physicalMemory())...)
 	var acc *access
 	if uid > 0 {
 		var err error

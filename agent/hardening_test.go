@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/config"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: checks files as another uid")
+	}
+}
+
+// An administrator retrying a user's job runs it as that user, not as
+// themselves: the user's checks apply again, at Retry and in the worker.
+func TestRetryKeepsTheSubmitter(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, nil)
+	e.start()
+	js, err := e.a.Submit(context.Background(), []byte(e.manifest("web01", "")), SubmitOptions{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.units.finish(t, e.nextStart(), "exit-code", failedReport("load", "backing file refused"))
+	e.waitSettled(queue.Failed, "web01.json")
+
+	// The source is no longer the user's to read: root's retry is refused
+	// for the user.
+	os.Chmod(e.image, 0o600)
+	_, err = e.a.Retry(context.Background(), js[0].ID, 0)
+	if !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(strings.Join(ae2(err).Details, "\n"), "cannot read") {
+		t.Fatalf("root's Retry of uid 1000's job with a source uid 1000 cannot read: %v; want InvalidManifest saying so", err)
+	}
+
+	os.Chmod(e.image, 0o644)
+	j, err := e.a.Retry(context.Background(), js[0].ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.SubmittedBy != 1000 {
+		t.Errorf("retried job SubmittedBy = %d, want 1000", j.SubmittedBy)
+	}
+	unit := e.nextStart()
+	r := e.a.st.Jobs[j.ID]
+	if r == nil {
+		t.Fatal("retried job not in the store")
+	}
+	data, err := os.ReadFile(filepath.Join(r.JobDir, JobFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec JobSpec
+	json.Unmarshal(data, &spec)
+	if spec.SourceUID != 1000 {
+		t.Errorf("job.json source_uid = %d, want 1000 (the worker must read as the submitter)", spec.SourceUID)
+	}
+	e.units.finish(t, unit, "success", completed("web01"))
+	e.waitSettled(queue.Processed, "web01.retry.json")
+}
+
+// A dropped file is its owner's: the job says so (and so its owner may
+// cancel it).
+func TestDroppedJobIsItsOwners(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, nil)
+	e.start()
+	tmp := filepath.Join(e.cfg.ManifestWorkflowDir, queue.ToBeProcessed, ".bob.json.tmp")
+	os.WriteFile(tmp, []byte(e.manifest("bob1", "")), 0o644)
+	os.Chown(tmp, 1000, 1000)
+	os.Rename(tmp, filepath.Join(e.cfg.ManifestWorkflowDir, queue.ToBeProcessed, "bob.json"))
+	e.nextStart()
+	id := e.jobID("bob1")
+	j, _ := e.a.Job(id)
+	if j.SubmittedBy != 1000 {
+		t.Errorf("dropped job SubmittedBy = %d, want the file's owner 1000", j.SubmittedBy)
+	}
+}
+
+func TestUserCaps(t *testing.T) {
+	caps := config.Default().Limits.UserMax
+	tests := []struct {
+		name, res string
+		uid       int64
+		want      string // "" accepted
+	}{
+		{"infinite memory", `"memory_max":"infinity"`, 1000, "resources.memory_max: \"infinity\" is more than"},
+		{"memory over", `"memory_max":"9G"`, 1000, "limits.user_max.memory_max: 8G"},
+		{"memory within", `"memory_max":"8G"`, 1000, ""},
+		{"all of RAM", `"memory_max":"100%"`, 1000, "resources.memory_max"},
+		{"tasks over", `"tasks_max":100000`, 1000, "resources.tasks_max: 100000 is more than a user other than root may ask for (limits.user_max.tasks_max: 1024"},
+		{"cpu over", `"cpu_quota":"800%"`, 1000, "resources.cpu_quota"},
+		{"runtime over", `"runtime_max_sec":604800`, 1000, "resources.runtime_max_sec"},
+		{"root uncapped", `"memory_max":"infinity","tasks_max":100000`, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, problems := parseForSubmit([]byte(`{"version":"1.0","name":"x","resources":{` + tt.res + `},"pipeline":{"load":{"source_type":"raw","source_path":"/srv/x.raw"}}}`))
+			if len(problems) > 0 {
+				t.Fatal(problems)
+			}
+			got := strings.Join(checkCaps(m, tt.uid, caps, 64<<30), "\n")
+			if tt.want == "" && got != "" || tt.want != "" && !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// A batch names the VM.
+	m, _ := parseForSubmit([]byte(`{"version":"1.0","batch":true,"name":"b","vms":[{"name":"a","pipeline":{"load":{"source_type":"raw","source_path":"/srv/a.raw"}}},` +
+		`{"name":"c","resources":{"tasks_max":5000},"pipeline":{"load":{"source_type":"raw","source_path":"/srv/c.raw"}}}]}`))
+	if got := strings.Join(checkCaps(m, 1000, caps, 64<<30), "\n"); !strings.Contains(got, "vms[1].resources.tasks_max") {
+		t.Errorf("batch: %q", got)
+	}
+}
+
+// Submit refuses a capped value for a user and accepts it from root.
+func TestSubmitOverUserCap(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t, nil)
+	e.start()
+	m := []byte(e.manifest("big", `"resources":{"memory_max":"infinity"},`))
+	_, err := e.a.Submit(context.Background(), m, SubmitOptions{}, 1000)
+	if !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(strings.Join(ae2(err).Details, "\n"), "limits.user_max.memory_max") {
+		t.Errorf("uid 1000 Submit with memory_max infinity: %v", err)
+	}
+	if _, err := e.a.Submit(context.Background(), m, SubmitOptions{}, 0); err != nil {
+		t.Errorf("root's Submit: %v", err)
+	}
+}
