@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -135,3 +137,70 @@ func TestSubmitOverUserCap(t *testing.T) {
 		t.Errorf("root's Submit: %v", err)
 	}
 }
+
+// A job that does not complete leaves nothing in its manifest's own
+// output_dir: not its partial disk, not its disks or domain.xml, not the
+// engine's report.json. What was there before it, what it does not
+// write, and a .part another conversion holds stay.
+func TestFailedJobCleansItsOutputDir(t *testing.T) {
+	e := newEnv(t, nil)
+	out := filepath.Join(t.TempDir(), "out")
+	os.MkdirAll(out, 0o755)
+	put := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(out, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("boot-console.log", "someone else's") // there before the job: kept
+	put("notes.txt", "unrelated")
+	e.start()
+	e.drop("web01.json", strings.Replace(e.manifest("web01", ""), `"fix":{"enabled":false}`, `"fix":{"enabled":false},"convert":{"output_dir":"`+out+`"}`, 1))
+	unit := e.nextStart()
+	id := e.jobID("web01")
+	put("web01.qcow2.part", "half")
+	put("web01-disk2.qcow2", "whole second disk")
+	put("domain.xml", "<domain/>")
+	put("report.json", `{"job_id":"`+id+`","status":"failed"}`)
+	put("web01-disk3.qcow2.part", "held")
+	held, err := os.Open(filepath.Join(out, "web01-disk3.qcow2.part"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unixFlock(held); err != nil {
+		t.Fatal(err)
+	}
+	e.units.finish(t, unit, "signal", nil)
+	s := e.waitSettled(queue.Failed, "web01.json")
+	if s.Jobs[0].Status != "failed" {
+		t.Fatalf("settlement %+v", s)
+	}
+	left, _ := os.ReadDir(out)
+	var names []string
+	for _, d := range left {
+		names = append(names, d.Name())
+	}
+	if got, want := strings.Join(names, " "), "boot-console.log notes.txt web01-disk3.qcow2.part"; got != want {
+		t.Errorf("left in output_dir: %s; want %s", got, want)
+	}
+}
+
+func TestOutputNames(t *testing.T) {
+	o := outputsOf([]byte(`{"version":"1.0","name":"web01","pipeline":{"load":{"source_type":"ova","source_path":"/srv/a.ova"},"convert":{"output_dir":"/srv/out/","output_path":"w.qcow2","disks":[{"id":"d9","output_path":"logs.qcow2"}]}}}`))
+	if o.dir != "/srv/out" {
+		t.Errorf("dir %q", o.dir)
+	}
+	for name, want := range map[string]bool{"w.qcow2": true, "w-disk2.qcow2": true, "w-disk12.qcow2": true, "logs.qcow2": true,
+		"domain.xml": true, "report.json": true, "boot-console.log": true,
+		"w-disk1.qcow2": false, "w-disk02.qcow2": false, "w-diskx.qcow2": false, "w.raw": false, "other.qcow2": false} {
+		if o.matches(name) != want {
+			t.Errorf("matches(%q) = %v, want %v", name, !want, want)
+		}
+	}
+	if o := outputsOf([]byte(`{"version":"1.0","name":"web01","pipeline":{"load":{"source_type":"raw","source_path":"/srv/a.raw"}}}`)); o.dir != "" {
+		t.Errorf("a job in the agent's own output directory: dir %q", o.dir)
+	}
+}
+
+func unixFlock(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }

@@ -75,6 +75,7 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 		return false
 	}
 	r.State, r.StartedAt, r.Stage, r.Progress = jobs.Running, now, "", jobs.ProgressUnknown
+	r.KeptOutputs = keptOutputs(r.VM)
 	r.Unit = jobs.UnitName(r.ID)
 	r.BootID = a.bootID()
 	r.Attempt++
@@ -449,6 +450,7 @@ func (a *Agent) requeue(r *record, rep *report.Report, why string) {
 	if rep != nil && rep.JobID == r.ID && filepath.Base(rep.ReportPath) == ReportFile && (r.OutputDir == "" || !within(rep.ReportPath, r.OutputDir)) {
 		removeNoFollow(rep.ReportPath)
 	}
+	a.cleanOutputs(r, rep)
 	r.State, r.Stage, r.StatusText, r.Progress, r.UnitResult = jobs.Pending, "", "", jobs.ProgressUnknown, ""
 	r.BytesDone, r.BytesTotal = 0, 0
 	a.save()
@@ -535,6 +537,8 @@ func (a *Agent) finish(r *record, state jobs.State, stage, msg string, rep *repo
 		if err := os.RemoveAll(r.OutputDir); err != nil {
 			a.log.Warnf(jobFields(r), "cannot remove partial output: %v", err)
 		}
+		// Nor of what it wrote into its manifest's own output_dir.
+		a.cleanOutputs(r, rep)
 		r.Outputs = nil
 	}
 	if r.Unit != "" && !r.StartedAt.IsZero() {
@@ -668,6 +672,11 @@ func (a *Agent) settlement(c *claim, recs []*record, status string) []byte {
 		}
 		if r.JobDir != "" {
 			jr.Report, _ = readReport(r.JobDir)
+			if jr.Report != nil && r.State != jobs.Completed {
+				// Removed with the rest of what the job wrote (cleanOutputs):
+				// this settlement is the failure report.
+				jr.Report.ReportPath = ""
+			}
 		}
 		s.Jobs = append(s.Jobs, jr)
 		if s.JobID == "" {
