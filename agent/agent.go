@@ -50,6 +50,11 @@ type Agent struct {
 	status   string
 	scanCost time.Duration // how long the last scan took to read the folder
 	pend     *pendingQueue
+	// settleLater: a claimed file could not be settled (the state
+	// filesystem full); saveFailed: the last save failed. Both are tried
+	// again every settleEvery.
+	settleLater bool
+	saveFailed  bool
 }
 
 // Option changes how New builds the agent (mostly seams for tests).
@@ -265,8 +270,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		armRescan(d)
 	}
 	changes := a.units.Changes()
+	retry := time.NewTicker(settleEvery)
+	defer retry.Stop()
 	for {
 		select {
+		case <-retry.C:
+			a.mu.Lock()
+			if a.settleLater || a.saveFailed {
+				a.retrySettles()
+				a.schedule(ctx)
+			}
+			a.mu.Unlock()
 		case <-ctx.Done():
 			a.log.Infof(nil, "agent stopping; running jobs continue in their units")
 			return nil
@@ -431,9 +445,14 @@ func (a *Agent) counts() (pending, running int) {
 // save persists the store; a failure is logged, and the agent goes on
 // with what it has in memory (the next save retries).
 func (a *Agent) save() {
-	if err := a.st.save(a.statePath()); err != nil {
-		a.log.Errorf(nil, "%v", err)
+	err := a.st.save(a.statePath())
+	if err != nil && !a.saveFailed {
+		a.log.Errorf(nil, "%v; trying again every %s", a.stateFSError(err), settleEvery)
 	}
+	if err == nil && a.saveFailed {
+		a.log.Infof(nil, "job store saved again")
+	}
+	a.saveFailed = err != nil
 }
 
 // newID returns a job id: 8 hex digits, unique in the store, safe in unit

@@ -3,10 +3,15 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -204,3 +209,40 @@ func TestOutputNames(t *testing.T) {
 }
 
 func unixFlock(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }
+
+// A settle the state filesystem refused is tried again while the agent
+// runs, not only at its next start.
+func TestSettleRetriedWithoutRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	day := filepath.Join(e.cfg.ManifestWorkflowDir, queue.Failed, time.Now().Format(queue.DateLayout))
+	os.MkdirAll(filepath.Dir(day), 0o755)
+	// failed/<today> cannot be made: the settle fails as on a full disk.
+	if err := os.WriteFile(day, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.drop("bad.json", `{"version":"1.0","name":"bad"}`)
+	e.waitFor("the claim", func() bool { return exists(filepath.Join(e.cfg.ManifestWorkflowDir, queue.Processing, "bad.json")) })
+	e.waitFor("a failed settle", func() bool {
+		e.a.mu.Lock()
+		defer e.a.mu.Unlock()
+		return e.a.settleLater
+	})
+	os.Remove(day)
+	e.waitSettled(queue.Failed, "bad.json")
+	if exists(filepath.Join(e.cfg.ManifestWorkflowDir, queue.Processing, "bad.json")) {
+		t.Error("still in processing/")
+	}
+}
+
+func TestStateFSError(t *testing.T) {
+	a := &Agent{cfg: config.Default()}
+	err := a.stateFSError(fmt.Errorf("cannot write report of x.json: %w", &fs.PathError{Op: "write", Path: "/var/lib/hyper2kvm/x", Err: syscall.ENOSPC}))
+	if err == nil || !strings.Contains(err.Error(), "no space left on the state filesystem (/var/lib/hyper2kvm)") || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("ENOSPC: %v", err)
+	}
+	other := errors.New("permission denied")
+	if got := a.stateFSError(other); got != other {
+		t.Errorf("other error rewritten: %v", got)
+	}
+}

@@ -393,6 +393,12 @@ func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
 		stopping = st.Stopping(ctx)
 	}
 	state, stage, msg := outcome(r, rep, stopping)
+	if state == jobs.Failed && rep == nil && !r.Cancel {
+		if full := a.stateFull(); full != "" {
+			// The worker's report could not be written: say why.
+			msg = full + "; " + msg
+		}
+	}
 	if state == jobs.Pending {
 		a.requeue(r, rep, "its unit was stopped by systemd, not cancelled")
 	} else {
@@ -591,18 +597,19 @@ func (a *Agent) settleClaim(c *claim) {
 	if c.Target == nil {
 		t, err := a.q.Reserve(c.Name, status == "completed", a.now())
 		if err != nil {
-			a.log.Errorf(Fields{FieldManifest: c.Name}, "%v", err)
+			a.settleFailed(c, err)
 			return
 		}
 		c.Target = &t
 		a.save()
 	}
 	if err := a.q.Finish(a.q.Dir(queue.Processing), c.Name, *c.Target, a.settlement(c, recs, status)); err != nil {
-		a.log.Errorf(Fields{FieldManifest: c.Name}, "%v", err)
 		if !errors.Is(err, fs.ErrNotExist) {
-			return // retried at the next start
+			a.settleFailed(c, err)
+			return
 		}
 		// Someone removed the file; the report still says what happened.
+		a.log.Errorf(Fields{FieldManifest: c.Name}, "%v", err)
 	}
 	for _, r := range recs {
 		r.ReportPath = c.Target.ReportPath()

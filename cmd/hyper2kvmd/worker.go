@@ -61,7 +61,7 @@ func runWorker(ctx context.Context, dir string) error {
 	// agent reads it only when it recovers), so its two fsyncs do not
 	// hold up the unit becoming active.
 	if werr := queue.WriteFileAtomic(filepath.Join(dir, agent.StartedFile), []byte(started.Format(time.RFC3339Nano)+"\n"), 0o600); werr != nil {
-		return &exitErr{1, fmt.Errorf("cannot mark job started: %w", werr)}
+		return &exitErr{1, fmt.Errorf("cannot mark job started: %w", stateFSError(dir, werr))}
 	}
 	if err != nil {
 		rep := failedReport(spec, started, "load", err)
@@ -105,7 +105,10 @@ func runWorker(ctx context.Context, dir string) error {
 		rep.Error = &report.Failure{Stage: last, Message: err.Error()}
 		rep.Status = "failed"
 	}
-	if werr := writeReport(dir, rep); werr != nil {
+	if werr := writeReportWaiting(ctx, dir, rep, func(err error) {
+		log.Errorf(fields, "cannot write report: %v; trying again every %s until there is space", err, reportRetry)
+		daemon.SdNotify(false, "STATUS="+progress.Format(progress.Update{Stage: last, Percent: -1, Text: "waiting for space on the state filesystem to write the report"}))
+	}); werr != nil {
 		log.Errorf(fields, "cannot write report: %v", werr)
 		return &exitErr{1, werr}
 	}
@@ -138,6 +141,52 @@ func writeReport(dir string, rep *report.Report) error {
 		return err
 	}
 	return queue.WriteFileAtomic(filepath.Join(dir, agent.ReportFile), data, 0o644)
+}
+
+// reportRetry is how often the worker tries again to write its report
+// while the state filesystem is full.
+const reportRetry = 2 * time.Second
+
+// writeReportWaiting writes the report, waiting for space while the state
+// filesystem is full: a job whose disks are converted must not be called
+// failed because its report could not be written at that moment (nor
+// leave disks behind a failure). waiting is told once. It gives up when
+// ctx ends (the job is cancelled, or its unit stopped) and then tries
+// once more, so that the report says cancelled if it can.
+func writeReportWaiting(ctx context.Context, dir string, rep *report.Report, waiting func(error)) error {
+	told := false
+	for {
+		err := writeReport(dir, rep)
+		if err == nil || !noSpace(err) {
+			return err
+		}
+		err = stateFSError(dir, err)
+		if ctx.Err() != nil {
+			return err
+		}
+		if !told {
+			waiting(err)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			rep.Status = "cancelled"
+		case <-time.After(reportRetry):
+		}
+	}
+}
+
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// stateFSError names the state filesystem (the job directory is
+// <state_dir>/jobs/<id>) in an error saying it is full.
+func stateFSError(jobDir string, err error) error {
+	if !noSpace(err) {
+		return err
+	}
+	return fmt.Errorf("no space left on the state filesystem (%s): %w", filepath.Dir(filepath.Dir(filepath.Clean(jobDir))), err)
 }
 
 // statusSender forwards progress to systemd as STATUS=, only when the line
