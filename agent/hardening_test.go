@@ -246,3 +246,50 @@ func TestStateFSError(t *testing.T) {
 		t.Errorf("other error rewritten: %v", got)
 	}
 }
+
+// CleanOutputs (the job unit's ExecStopPost) works from the job directory
+// alone, and leaves a completed job's outputs.
+func TestCleanOutputsFromJobDir(t *testing.T) {
+	root := t.TempDir()
+	out, jobDir := filepath.Join(root, "out"), filepath.Join(root, "job")
+	os.MkdirAll(out, 0o755)
+	vm := []byte(`{"version":"1.0","name":"web01","pipeline":{"load":{"source_type":"raw","source_path":"/srv/a.raw"},"convert":{"output_dir":"` + out + `"}}}`)
+	os.WriteFile(filepath.Join(out, "web01.qcow2"), []byte("before"), 0o644)
+	spec := JobSpec{ID: "j1", StartedAt: time.Now(), KeptOutputs: keptOutputs(vm)}
+	if err := writeJobDir(jobDir, spec, vm); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"web01-disk2.qcow2", "web01-disk3.qcow2.part", "domain.xml"} {
+		os.WriteFile(filepath.Join(out, n), []byte("new"), 0o644)
+	}
+	write := func(status string) {
+		data, _ := json.Marshal(map[string]any{"job_id": "j1", "status": status})
+		os.WriteFile(filepath.Join(jobDir, ReportFile), data, 0o644)
+	}
+	list := func() string {
+		ents, _ := os.ReadDir(out)
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, " ")
+	}
+	write("completed")
+	if removed, err := CleanOutputs(jobDir); err != nil || len(removed) != 0 {
+		t.Errorf("completed job: removed %v, %v", removed, err)
+	}
+	// Another job wrote into the directory meanwhile: only what the report
+	// names is removed (here nothing).
+	write("failed")
+	os.WriteFile(filepath.Join(jobDir, SharedFile), nil, 0o600)
+	if removed, _ := CleanOutputs(jobDir); len(removed) != 0 {
+		t.Errorf("shared directory: removed %v", removed)
+	}
+	os.Remove(filepath.Join(jobDir, SharedFile))
+	if removed, err := CleanOutputs(jobDir); err != nil || len(removed) != 3 {
+		t.Errorf("failed job: removed %v, %v", removed, err)
+	}
+	if got := list(); got != "web01.qcow2" {
+		t.Errorf("left %q; want the file that was there before", got)
+	}
+}

@@ -57,8 +57,10 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 	if vm.Pipeline != nil && vm.Pipeline.Fix != nil && vm.Pipeline.Fix.Backend != "" {
 		backend = vm.Pipeline.Fix.Backend
 	}
+	kept := keptOutputs(r.VM)
 	spec := JobSpec{ID: r.ID, Name: r.Name, Batch: r.Batch, Claim: r.Claim, OutputDir: r.OutputDir,
-		WorkDir: filepath.Join(r.JobDir, "work"), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority}
+		WorkDir: filepath.Join(r.JobDir, "work"), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority,
+		StartedAt: now, KeptOutputs: kept}
 	if r.DropperUID > 0 {
 		spec.SourceUID = r.DropperUID
 	}
@@ -75,7 +77,8 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 		return false
 	}
 	r.State, r.StartedAt, r.Stage, r.Progress = jobs.Running, now, "", jobs.ProgressUnknown
-	r.KeptOutputs = keptOutputs(r.VM)
+	r.KeptOutputs = kept
+	a.markShared(r)
 	r.Unit = jobs.UnitName(r.ID)
 	r.BootID = a.bootID()
 	r.Attempt++
@@ -117,7 +120,7 @@ func writeJobDir(dir string, spec JobSpec, vm []byte) error {
 		return fmt.Errorf("cannot create job directory: %w", err)
 	}
 	// A job directory left from an attempt before a reboot: start clean.
-	for _, f := range []string{StartedFile, ReportFile, OOMFile} {
+	for _, f := range []string{StartedFile, ReportFile, OOMFile, SharedFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
 	// Not synced to disk: the store holds the job (saved before the unit
@@ -170,13 +173,20 @@ func (a *Agent) unitProperties(r *record, res *manifest.Resources) ([]sd.Propert
 		}
 	}
 	p := func(name string, v any) sd.Property { return sd.Property{Name: name, Value: dbus.MakeVariant(v)} }
+	stopPost := []execCommand{{Path: "/bin/sh", Args: []string{"/bin/sh", "-c", systemdEscape(oomProbe)}, IgnoreFailure: true}}
+	if outputsOf(r.VM).dir != "" {
+		// Only the unit's sandbox may write where the job wrote: it
+		// removes what a job that did not complete left there, however
+		// the worker ended (CleanOutputs).
+		stopPost = append(stopPost, execCommand{Path: a.worker, Args: []string{a.worker, "worker", "--job-dir", r.JobDir, "--clean-outputs"}, IgnoreFailure: true})
+	}
 	props := []sd.Property{
 		sd.PropDescription(fmt.Sprintf("hyper2kvm job %s: convert %s", r.ID, r.Name)),
 		// Not sd.PropExecStart: its flag is systemd's "ignore failure"
 		// under another name, and true made every death of the worker
 		// count as success (then, for Type=notify, result "protocol").
 		p("ExecStart", []execCommand{{Path: a.worker, Args: []string{a.worker, "worker", "--job-dir", r.JobDir}}}),
-		p("ExecStopPost", []execCommand{{Path: "/bin/sh", Args: []string{"/bin/sh", "-c", systemdEscape(oomProbe)}, IgnoreFailure: true}}),
+		p("ExecStopPost", stopPost),
 		sd.PropType("notify"),
 		sd.PropSlice(SliceName),
 		p("CollectMode", "inactive-or-failed"),

@@ -3,7 +3,9 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -108,42 +110,79 @@ func listNoFollow(dir string) ([]string, error) {
 	return f.Readdirnames(-1)
 }
 
-// cleanOutputs removes what a job that did not complete wrote into its
-// manifest's own convert.output_dir (the agent's own per-job directory is
-// removed whole by its callers): partial disks (NAME.part), and disks,
-// domain.xml, boot-console.log and the engine's report.json, so that a
-// failed job leaves nothing that looks like a result and a job after it
-// into the same directory does not fail on its leftovers. The failure
-// report stays in failed/ beside the manifest. Called with a.mu held.
+// SharedFile in a job's directory says that another job wrote into the
+// same convert.output_dir while this one ran: the agent touches it when
+// it starts the second. Files there are then told apart by the report
+// only.
+const SharedFile = "shared-output"
+
+// CleanOutputs removes what the job in jobDir wrote into its manifest's
+// own convert.output_dir when it did not complete (the agent's own
+// per-job directory is removed whole by the agent): partial disks
+// (NAME.part), and disks, domain.xml, boot-console.log and the engine's
+// report.json, so that a failed job leaves nothing that looks like a
+// result and a job after it into the same directory does not fail on its
+// leftovers. The failure report stays in failed/ beside the manifest. It
+// returns the names removed.
 //
-// A file is the job's when the worker's report names it; otherwise, when
-// no other job used that directory while this one ran, when it has a name
-// the job writes, is a regular file changed since the job started and
-// was not there before (keptOutputs), and, for NAME.part, no conversion
-// holds its lock. A report.json must also name this job.
-func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
-	o := outputsOf(r.VM)
-	if o.dir == "" || r.StartedAt.IsZero() {
-		return
-	}
-	names, err := listNoFollow(o.dir)
+// The job unit runs it as its ExecStopPost (hyper2kvmd worker
+// --clean-outputs), after the worker is gone however it ended (a kill -9
+// included): only the unit's sandbox may write where the job wrote; the
+// agent's own (ProtectSystem=strict) may not.
+//
+// A file is the job's when the worker's report names it; otherwise, unless
+// another job used that directory meanwhile (SharedFile), when it has a
+// name the job writes, is a regular file changed since the job started
+// and was not there before (JobSpec.KeptOutputs), and, for NAME.part, no
+// conversion holds its lock. A report.json must also name this job.
+// Symbolic links are never followed.
+func CleanOutputs(jobDir string) ([]string, error) {
+	data, err := os.ReadFile(filepath.Join(jobDir, JobFile))
 	if err != nil {
-		return
+		return nil, fmt.Errorf("cannot read job: %w", err)
 	}
-	ours := reportedOutputs(rep, r.ID, o.dir)
-	shared := a.sharesOutputDir(r, o.dir)
-	kept := map[string]bool{}
-	for _, n := range r.KeptOutputs {
-		kept[n] = true
+	var spec JobSpec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("cannot parse %s: %w", JobFile, err)
+	}
+	vm, err := os.ReadFile(filepath.Join(jobDir, ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read job manifest: %w", err)
+	}
+	rep, _ := readReport(jobDir)
+	if rep != nil && rep.Status == "completed" {
+		return nil, nil
+	}
+	_, serr := os.Lstat(filepath.Join(jobDir, SharedFile))
+	return cleanOutputDir(outputsOf(vm), spec.ID, spec.StartedAt, spec.KeptOutputs, rep, serr == nil)
+}
+
+func cleanOutputDir(o outputNames, id string, started time.Time, keptNames []string, rep *report.Report, shared bool) ([]string, error) {
+	if o.dir == "" || started.IsZero() {
+		return nil, nil
 	}
 	dfd, err := unix.Openat2(unix.AT_FDCWD, o.dir, &unix.OpenHow{
-		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
-	if err != nil {
-		return
+		Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	defer unix.Close(dfd)
-	since := r.StartedAt.Add(-time.Second) // mtimes may be coarser than the clock
+	if err != nil {
+		return nil, fmt.Errorf("cannot open output directory %s: %w", o.dir, err)
+	}
+	dir := os.NewFile(uintptr(dfd), o.dir)
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list output directory %s: %w", o.dir, err)
+	}
+	ours := reportedOutputs(rep, id, o.dir)
+	kept := map[string]bool{}
+	for _, n := range keptNames {
+		kept[n] = true
+	}
+	since := started.Add(-time.Second) // mtimes may be coarser than the clock
 	var removed []string
+	var errs []error
 	for _, n := range names {
 		base := strings.TrimSuffix(n, partSuffix)
 		part := base != n
@@ -160,7 +199,7 @@ func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
 			case part:
 				mine = unlocked(dfd, n)
 			case base == outReportName:
-				mine = reportOf(dfd, n) == r.ID
+				mine = reportOf(dfd, n) == id
 			default:
 				mine = true
 			}
@@ -168,12 +207,53 @@ func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
 		if !mine {
 			continue
 		}
-		if err := unix.Unlinkat(dfd, n, 0); err == nil {
-			removed = append(removed, n)
+		if err := unix.Unlinkat(dfd, n, 0); err != nil {
+			errs = append(errs, fmt.Errorf("cannot remove %s: %w", filepath.Join(o.dir, n), err))
+			continue
 		}
+		removed = append(removed, n)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// cleanOutputs is CleanOutputs from the agent, for a job that did not
+// complete, in case the unit's ExecStopPost could not (the machine
+// stopped). The agent's sandbox usually cannot write there; a failure is
+// only logged at debug level. Called with a.mu held.
+func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
+	o := outputsOf(r.VM)
+	if o.dir == "" || r.StartedAt.IsZero() {
+		return
+	}
+	_, serr := os.Lstat(filepath.Join(r.JobDir, SharedFile))
+	removed, err := cleanOutputDir(o, r.ID, r.StartedAt, r.KeptOutputs, rep, serr == nil || a.sharesOutputDir(r, o.dir))
+	if err != nil {
+		a.log.Debugf(jobFields(r), "%v", err)
 	}
 	if len(removed) > 0 {
 		a.log.Infof(jobFields(r), "job %s %s: removed what it wrote into %s: %s", r.ID, r.State, o.dir, strings.Join(removed, ", "))
+	}
+}
+
+// markShared touches SharedFile in the job directory of every running job
+// writing into the same output_dir as r, and in r's when there is one.
+// Called with a.mu held, before r's unit starts.
+func (a *Agent) markShared(r *record) {
+	o := outputsOf(r.VM)
+	if o.dir == "" {
+		return
+	}
+	mark := func(dir string) {
+		if f, err := os.OpenFile(filepath.Join(dir, SharedFile), os.O_CREATE|os.O_WRONLY|unix.O_NOFOLLOW, 0o600); err == nil {
+			f.Close()
+		}
+	}
+	for _, other := range a.st.live {
+		if other == r || other.State != jobs.Running || other.JobDir == "" || outputsOf(other.VM).dir != o.dir {
+			continue
+		}
+		mark(other.JobDir)
+		mark(r.JobDir)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 
 func newWorkerCmd() *cobra.Command {
 	var jobDir string
+	var clean bool
 	cmd := &cobra.Command{
 		Use:   "worker --job-dir DIR",
 		Short: "Run one job (inside its transient unit hyper2kvm-job-<id>.service)",
@@ -36,11 +37,35 @@ The agent starts it; it is not meant to be run by hand.`,
 			if jobDir == "" {
 				return errors.New("--job-dir is required")
 			}
+			if clean {
+				return cleanOutputs(jobDir)
+			}
 			return runWorker(cmd.Context(), jobDir)
 		},
 	}
 	cmd.Flags().StringVar(&jobDir, "job-dir", "", "the job's directory, /var/lib/hyper2kvm/jobs/<id>")
+	cmd.Flags().BoolVar(&clean, "clean-outputs", false, "remove what the job wrote into its manifest's output_dir unless it completed (the job unit's ExecStopPost)")
 	return cmd
+}
+
+// cleanOutputs is the job unit's ExecStopPost for a manifest with its own
+// output_dir: after the worker, however it ended.
+func cleanOutputs(dir string) error {
+	removed, err := agent.CleanOutputs(dir)
+	var spec agent.JobSpec
+	if data, rerr := os.ReadFile(filepath.Join(dir, agent.JobFile)); rerr == nil {
+		json.Unmarshal(data, &spec)
+	}
+	log := agent.NewLogger(os.Stderr, false)
+	fields := agent.Fields{agent.FieldJobID: spec.ID, agent.FieldManifest: spec.Claim}
+	if len(removed) > 0 {
+		log.Infof(fields, "job %s did not complete: removed from its output directory %s", spec.ID, strings.Join(removed, ", "))
+	}
+	if err != nil {
+		log.Errorf(fields, "%v", err)
+		return &exitErr{1, err}
+	}
+	return nil
 }
 
 // statusEvery is the least time between two STATUS= updates of the same
