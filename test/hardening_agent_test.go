@@ -245,7 +245,9 @@ func TestHardeningStateFilesystemFull(t *testing.T) {
 	}
 	fill()
 	b.MustExec(t, "kill", "-CONT", agentPID)
-	if err := b.WaitFor(ctx, "the agent to say the state filesystem is full", func() (bool, error) {
+	jctx, jcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer jcancel()
+	if err := b.WaitFor(jctx, "the agent to say the state filesystem is full", func() (bool, error) {
 		return strings.Contains(b.Journal(ctx, "-u", "hyper2kvmd.service", "-o", "cat"), "no space left on the state filesystem (/var/lib/hyper2kvm)"), nil
 	}); err != nil {
 		t.Errorf("%v:\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "20"))
@@ -254,10 +256,12 @@ func TestHardeningStateFilesystemFull(t *testing.T) {
 		t.Fatalf("settled in %s/ on a full state filesystem", where)
 	}
 	free()
+	freed := time.Now()
 	// Within seconds: well before the agent's idle exit or any restart.
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	dir, rep := b.waitSettled(sctx, "full.json")
+	t.Logf("settled %.1f s after space returned", time.Since(freed).Seconds())
 	if dir != "processed" || rep["status"] != "completed" {
 		t.Errorf("settled in %s/ as %v; want processed/, completed", dir, rep["status"])
 	}
@@ -287,7 +291,9 @@ func TestHardeningStateFilesystemFull(t *testing.T) {
 		t.Errorf("job %s while its report cannot be written; want running (waiting for space)", st)
 	}
 	free()
+	freed = time.Now()
 	dir, rep = b.waitSettled(ctx, "late.json")
+	t.Logf("the waiting worker's job settled %.1f s after space returned", time.Since(freed).Seconds())
 	if dir != "processed" || rep["status"] != "completed" {
 		t.Errorf("late.json settled in %s/ as %v (%v); want processed/, completed", dir, rep["status"], rep["error"])
 	}
