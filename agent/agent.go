@@ -29,6 +29,7 @@ type Agent struct {
 	log     *Logger
 	notify  func(string)
 	worker  string
+	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
 	now     func() time.Time
 	bootID  func() string
@@ -115,12 +116,15 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		a.log = NewLogger(os.Stderr, cfg.Verbose)
 	}
 	a.worker = cfg.WorkerPath
+	a.self, _ = os.Executable()
 	if a.worker == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("cannot find the worker binary: %w", err)
+		if a.self == "" {
+			return nil, errors.New("cannot find the worker binary")
 		}
-		a.worker = exe
+		a.worker = a.self
+	}
+	if a.self == "" {
+		a.self = a.worker
 	}
 	q, err := queue.Open(cfg.ManifestWorkflowDir, queue.Options{
 		StableTime: cfg.StableTime.D(), MaxManifestSize: cfg.MaxManifestSize, Now: a.now})

@@ -178,7 +178,9 @@ func (a *Agent) unitProperties(r *record, res *manifest.Resources) ([]sd.Propert
 		// Only the unit's sandbox may write where the job wrote: it
 		// removes what a job that did not complete left there, however
 		// the worker ended (CleanOutputs).
-		stopPost = append(stopPost, execCommand{Path: a.worker, Args: []string{a.worker, "worker", "--job-dir", r.JobDir, "--clean-outputs"}, IgnoreFailure: true})
+		// The agent's own binary, not worker_path (which may be a
+		// wrapper that waits for something).
+		stopPost = append(stopPost, execCommand{Path: a.self, Args: []string{a.self, "worker", "--job-dir", r.JobDir, "--clean-outputs"}, IgnoreFailure: true})
 	}
 	props := []sd.Property{
 		sd.PropDescription(fmt.Sprintf("hyper2kvm job %s: convert %s", r.ID, r.Name)),
