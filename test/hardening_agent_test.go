@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,18 @@ func (b *relBox) waitState(ctx context.Context, id string, states ...string) str
 	return st
 }
 
+// catchConvert waits, inside the box, until part has data, then stops
+// qemu-img there (SIGSTOP): the job is held in the middle of CONVERT until
+// qemu-img gets SIGCONT (systemd sends one with any stop signal). A loop
+// in the box sees the file within 10 ms; the conversion takes seconds.
+func (b *relBox) catchConvert(ctx context.Context, part string) {
+	b.t.Helper()
+	script := `for i in $(seq 30000); do [ -s "$1" ] && pkill -STOP -x qemu-img && exit 0; sleep 0.01; done; exit 1`
+	if _, stderr, err := b.Exec(ctx, "sh", "-c", script, "sh", part); err != nil {
+		b.t.Fatalf("did not catch qemu-img writing %s: %v %s (the directory holds: %s)", part, err, stderr, b.ls(filepath.Dir(part)))
+	}
+}
+
 func (b *relBox) ls(dir string) string {
 	out, _, _ := b.Exec(context.Background(), "ls", "-A", dir)
 	return strings.Join(strings.Fields(out), " ")
@@ -133,17 +146,10 @@ func TestHardeningKilledWorkerLeavesNoPart(t *testing.T) {
 	ctx := relCtx(t, 8*time.Minute)
 	b.MustExec(t, "sh", "-c", "head -c 384M /dev/urandom > /srv/src/big.raw && chmod 0644 /srv/src/big.raw")
 	b.MustExec(t, "mkdir", "-p", "/srv/out")
-	// A tenth of a CPU: CONVERT takes long enough to be killed in the act.
+	// 384 MiB of random data: CONVERT takes long enough to be caught in the act.
 	b.drop("", "f2b.json", hardManifest("f2b", "/srv/src/big.raw", "raw", `"resources":{"cpu_quota":"10%"},`, `"output_dir":"/srv/out"`))
 	id := b.waitJobOf(ctx, "f2b.json")
-	if err := b.WaitFor(ctx, "f2b.qcow2.part with data", func() (bool, error) {
-		out, _, _ := b.Exec(ctx, "stat", "-c", "%s", "/srv/out/f2b.qcow2.part")
-		var n int64
-		fmt.Sscan(strings.TrimSpace(out), &n)
-		return n > 0, nil
-	}); err != nil {
-		t.Fatalf("%v: %s", err, b.ls("/srv/out"))
-	}
+	b.catchConvert(ctx, "/srv/out/f2b.qcow2.part")
 	b.MustExec(t, "systemctl", "kill", "-s", "KILL", "hyper2kvmd.service")
 	pid := b.show(relUnitOf(id), "MainPID")
 	b.MustExec(t, "kill", "-9", pid)
@@ -276,12 +282,9 @@ func TestHardeningStateFilesystemFull(t *testing.T) {
 	id = b.waitJobOf(ctx, "late.json")
 	b.waitState(ctx, id, "running")
 	b.MustExec(t, "touch", "/srv/relgate/open")
-	if err := b.WaitFor(ctx, "CONVERT", func() (bool, error) {
-		return b.ls("/srv/out5") != "", nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	b.catchConvert(ctx, "/srv/out5/late.qcow2.part")
 	fill()
+	b.MustExec(t, "pkill", "-CONT", "-x", "qemu-img")
 	if err := b.WaitFor(ctx, "the worker waiting for space", func() (bool, error) {
 		return strings.Contains(b.Journal(ctx, "-o", "cat", "HYPER2KVM_JOB_ID="+id), "no space left on the state filesystem (/var/lib/hyper2kvm)"), nil
 	}); err != nil {
