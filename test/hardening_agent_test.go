@@ -72,16 +72,27 @@ func (b *relBox) waitState(ctx context.Context, id string, states ...string) str
 	return st
 }
 
-// catchConvert waits, inside the box, until part has data, then stops
-// qemu-img there (SIGSTOP): the job is held in the middle of CONVERT until
-// qemu-img gets SIGCONT (systemd sends one with any stop signal). A loop
-// in the box sees the file within 10 ms; the conversion takes seconds.
-func (b *relBox) catchConvert(ctx context.Context, part string) {
+// armCatch starts a loop in the box that waits until part has data and
+// then stops qemu-img there (SIGSTOP): the job is held in the middle of
+// CONVERT until qemu-img gets SIGCONT (systemd sends one with any stop
+// signal). Arm it while the job waits at the gate, then open the gate and
+// waitCaught: the loop runs before the conversion starts, whatever the
+// speed of either.
+func (b *relBox) armCatch(part string) {
 	b.t.Helper()
-	script := `for i in $(seq 30000); do [ -s "$1" ] && pkill -STOP -x qemu-img && exit 0; sleep 0.01; done; exit 1`
-	if _, stderr, err := b.Exec(ctx, "sh", "-c", script, "sh", part); err != nil {
-		b.t.Fatalf("did not catch qemu-img writing %s: %v %s (the directory holds: %s)", part, err, stderr, b.ls(filepath.Dir(part)))
+	loop := `while [ ! -s "$1" ]; do sleep 0.01; done; pkill -STOP -x qemu-img; touch /srv/rel/caught`
+	b.MustExec(b.t, "sh", "-c", `setsid sh -c '`+loop+`' sh "$1" </dev/null >/dev/null 2>&1 &`, "sh", part)
+}
+
+func (b *relBox) waitCaught(ctx context.Context, part string) {
+	b.t.Helper()
+	if err := b.WaitFor(ctx, "qemu-img caught writing "+part, func() (bool, error) {
+		_, _, err := b.Exec(ctx, "test", "-e", "/srv/rel/caught")
+		return err == nil, nil
+	}); err != nil {
+		b.t.Fatalf("%v (the directory holds: %s)", err, b.ls(filepath.Dir(part)))
 	}
+	b.MustExec(b.t, "rm", "-f", "/srv/rel/caught")
 }
 
 func (b *relBox) ls(dir string) string {
@@ -144,12 +155,15 @@ func TestHardeningRetryRunsAsSubmitter(t *testing.T) {
 func TestHardeningKilledWorkerLeavesNoPart(t *testing.T) {
 	b := hardStart(t, false)
 	ctx := relCtx(t, 8*time.Minute)
-	b.MustExec(t, "sh", "-c", "head -c 384M /dev/urandom > /srv/src/big.raw && chmod 0644 /srv/src/big.raw")
+	b.MustExec(t, "sh", "-c", "head -c 128M /dev/urandom > /srv/src/big.raw && chmod 0644 /srv/src/big.raw")
 	b.MustExec(t, "mkdir", "-p", "/srv/out")
-	// 384 MiB of random data: CONVERT takes long enough to be caught in the act.
-	b.drop("", "f2b.json", hardManifest("f2b", "/srv/src/big.raw", "raw", `"resources":{"cpu_quota":"10%"},`, `"output_dir":"/srv/out"`))
+	b.MustExec(t, "rm", "-f", "/srv/relgate/open")
+	b.drop("", "f2b.json", hardManifest("f2b", "/srv/src/big.raw", "raw", "", `"output_dir":"/srv/out"`))
 	id := b.waitJobOf(ctx, "f2b.json")
-	b.catchConvert(ctx, "/srv/out/f2b.qcow2.part")
+	b.waitState(ctx, id, "running")
+	b.armCatch("/srv/out/f2b.qcow2.part")
+	b.MustExec(t, "touch", "/srv/relgate/open")
+	b.waitCaught(ctx, "/srv/out/f2b.qcow2.part")
 	b.MustExec(t, "systemctl", "kill", "-s", "KILL", "hyper2kvmd.service")
 	pid := b.show(relUnitOf(id), "MainPID")
 	b.MustExec(t, "kill", "-9", pid)
@@ -276,13 +290,14 @@ func TestHardeningStateFilesystemFull(t *testing.T) {
 	}
 
 	// 2. The worker's report meets a full state filesystem: it waits.
-	b.MustExec(t, "sh", "-c", "head -c 256M /dev/urandom > /srv/src/big.raw && chmod 0644 /srv/src/big.raw")
+	b.MustExec(t, "sh", "-c", "head -c 128M /dev/urandom > /srv/src/big.raw && chmod 0644 /srv/src/big.raw")
 	b.MustExec(t, "rm", "-f", "/srv/relgate/open")
-	b.drop("", "late.json", hardManifest("late", "/srv/src/big.raw", "raw", `"resources":{"cpu_quota":"10%"},`, `"output_dir":"/srv/out5"`))
+	b.drop("", "late.json", hardManifest("late", "/srv/src/big.raw", "raw", "", `"output_dir":"/srv/out5"`))
 	id = b.waitJobOf(ctx, "late.json")
 	b.waitState(ctx, id, "running")
+	b.armCatch("/srv/out5/late.qcow2.part")
 	b.MustExec(t, "touch", "/srv/relgate/open")
-	b.catchConvert(ctx, "/srv/out5/late.qcow2.part")
+	b.waitCaught(ctx, "/srv/out5/late.qcow2.part")
 	fill()
 	b.MustExec(t, "pkill", "-CONT", "-x", "qemu-img")
 	if err := b.WaitFor(ctx, "the worker waiting for space", func() (bool, error) {
