@@ -30,6 +30,7 @@ type Agent struct {
 	log     *Logger
 	notify  func(string)
 	worker  string
+	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
 	now     func() time.Time
 	bootID  func() string
@@ -51,6 +52,11 @@ type Agent struct {
 	status   string
 	scanCost time.Duration // how long the last scan took to read the folder
 	pend     *pendingQueue
+	// settleLater: a claimed file could not be settled (the state
+	// filesystem full); saveFailed: the last save failed. Both are tried
+	// again every settleEvery.
+	settleLater bool
+	saveFailed  bool
 }
 
 // Option changes how New builds the agent (mostly seams for tests).
@@ -111,12 +117,15 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		a.log = NewLogger(os.Stderr, cfg.Verbose)
 	}
 	a.worker = cfg.WorkerPath
+	a.self, _ = os.Executable()
 	if a.worker == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("cannot find the worker binary: %w", err)
+		if a.self == "" {
+			return nil, errors.New("cannot find the worker binary")
 		}
-		a.worker = exe
+		a.worker = a.self
+	}
+	if a.self == "" {
+		a.self = a.worker
 	}
 	q, err := queue.Open(cfg.ManifestWorkflowDir, queue.Options{
 		StableTime: cfg.StableTime.D(), MaxManifestSize: cfg.MaxManifestSize, Now: a.now})
@@ -266,8 +275,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		armRescan(d)
 	}
 	changes := a.units.Changes()
+	retry := time.NewTicker(settleEvery)
+	defer retry.Stop()
 	for {
 		select {
+		case <-retry.C:
+			a.mu.Lock()
+			if a.settleLater || a.saveFailed {
+				a.retrySettles()
+				a.schedule(ctx)
+			}
+			a.mu.Unlock()
 		case <-ctx.Done():
 			a.log.Infof(nil, "agent stopping; running jobs continue in their units")
 			return nil
@@ -432,9 +450,14 @@ func (a *Agent) counts() (pending, running int) {
 // save persists the store; a failure is logged, and the agent goes on
 // with what it has in memory (the next save retries).
 func (a *Agent) save() {
-	if err := a.st.save(a.statePath()); err != nil {
-		a.log.Errorf(nil, "%v", err)
+	err := a.st.save(a.statePath())
+	if err != nil && !a.saveFailed {
+		a.log.Errorf(nil, "%v; trying again every %s", a.stateFSError(err), settleEvery)
 	}
+	if err == nil && a.saveFailed {
+		a.log.Infof(nil, "job store saved again")
+	}
+	a.saveFailed = err != nil
 }
 
 // newID returns a job id: 8 hex digits, unique in the store, safe in unit

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -218,9 +219,15 @@ func (a *Agent) Cancel(ctx context.Context, id string) error {
 	return apierr.New(apierr.InvalidState, "cannot cancel job %s: it is already %s", id, r.State)
 }
 
-// Retry queues a failed or cancelled job again as a new job for uid: its
-// VM's manifest (or, for a dropped image, the image itself, moved back from
+// Retry queues a failed or cancelled job again as a new job: its VM's
+// manifest (or, for a dropped image, the image itself, moved back from
 // failed/) is claimed anew. The settled files stay where they are.
+//
+// The new job keeps the original job's submitter and dropper, whoever
+// retries it (uid, an administrator allowed to manage the agent): it
+// passes that user's checks again, here and in the worker, which reads
+// only what that user could. Retrying with the caller's rights would let
+// an administrator's click run a user's refused job as root.
 func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -235,6 +242,7 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 	if len(r.VM) == 0 {
 		return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: its manifest was invalid; correct it and submit it again", id)
 	}
+	dropper, submitter := r.DropperUID, r.SubmittedBy
 	var recs []*record
 	if k, ok := queue.KindOf(r.Manifest); ok && k == queue.Image && r.ReportPath != "" {
 		settled := filepath.Join(filepath.Dir(r.ReportPath), r.Manifest)
@@ -242,26 +250,30 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 		if err != nil {
 			return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: %v", id, err)
 		}
-		recs = a.ingest(ctx, claimed, r.Manifest, kindImage, a.now(), uid, uid)
+		recs = a.ingest(ctx, claimed, r.Manifest, kindImage, a.now(), dropper, submitter)
 	} else {
 		vm, problems := parseForSubmit(r.VM)
 		if len(problems) > 0 {
 			return jobs.Job{}, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot retry: invalid manifest", Details: problems}
 		}
-		if problems := a.checkManifest(vm, kindSubmitted, uid); len(problems) > 0 {
-			return jobs.Job{}, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot retry: invalid manifest", Details: problems}
+		if problems := a.checkManifest(vm, kindSubmitted, dropper); len(problems) > 0 {
+			return jobs.Job{}, &apierr.Error{Kind: apierr.InvalidManifest, Message: fmt.Sprintf("cannot retry job %s: invalid manifest for its submitter (uid %d)", id, dropper), Details: problems}
 		}
 		claimed, err := a.q.Put(nameFromFile(r.Name)+".retry.json", r.VM)
 		if err != nil {
 			return jobs.Job{}, apierr.New(apierr.Internal, "%v", err)
 		}
-		if uid >= 0 {
-			os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(uid), -1)
+		if dropper >= 0 {
+			// A restart queues the file again for its owner (recover).
+			os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(dropper), -1)
 		}
-		recs = a.ingest(ctx, claimed, r.Manifest, kindSubmitted, a.now(), uid, uid)
+		recs = a.ingest(ctx, claimed, r.Manifest, kindSubmitted, a.now(), dropper, submitter)
 	}
 	if len(recs) == 0 {
 		return jobs.Job{}, apierr.New(apierr.InvalidManifest, "cannot retry job %s: the manifest was refused; see failed/", id)
+	}
+	if uid != submitter {
+		a.log.Infof(jobFields(recs[0]), "job %s retried by uid %d as job %s of uid %d", id, uid, recs[0].ID, dropper)
 	}
 	return recs[0].Job, nil
 }

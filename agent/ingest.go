@@ -75,7 +75,9 @@ func (a *Agent) scan(ctx context.Context) {
 			continue
 		}
 		a.log.Infof(Fields{FieldManifest: claimed}, "claimed %s", e.Name)
-		pending += run.add(claimed, e.Name, kind, e.ModTime, int64(e.UID), -1)
+		// The file's owner dropped it: the job is theirs to cancel, and
+		// runs with their rights only.
+		pending += run.add(claimed, e.Name, kind, e.ModTime, int64(e.UID), int64(e.UID))
 	}
 	run.flush()
 }
@@ -320,6 +322,7 @@ var forbidden = []string{"/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/usr
 func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []string {
 	var problems []string
 	problems = append(problems, manifest.CheckFiles(m).Strings()...)
+	problems = append(problems, checkCaps(m, uid, a.cfg.Limits.UserMax, physicalMemory())...)
 	var acc *access
 	if uid > 0 {
 		var err error
@@ -379,8 +382,22 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		}
 	}
 	if m.Batch {
+		dirs := map[string]int{} // resolved output_dir -> first VM writing there
 		for i := range m.VMs {
-			check(fmt.Sprintf("vms[%d].pipeline", i), m.VMs[i].Pipeline)
+			p := m.VMs[i].Pipeline
+			check(fmt.Sprintf("vms[%d].pipeline", i), p)
+			if p == nil || p.Convert == nil || p.Convert.OutputDir == "" {
+				continue
+			}
+			// Validation compares the paths as written; two spellings of
+			// one directory (a symbolic link) collide just the same.
+			dir := resolve(p.Convert.OutputDir)
+			if j, dup := dirs[dir]; dup && filepath.Clean(m.VMs[j].Pipeline.Convert.OutputDir) != filepath.Clean(p.Convert.OutputDir) {
+				problems = append(problems, fmt.Sprintf("vms[%d].pipeline.convert.output_dir: %s is the same directory as the output_dir of vms[%d] (%s): %s and %s would both write domain.xml and report.json there; give each VM its own output_dir",
+					i, p.Convert.OutputDir, j, m.VMs[j].Name, m.VMs[j].Name, m.VMs[i].Name))
+			} else if !dup {
+				dirs[dir] = i
+			}
 		}
 	} else {
 		check("pipeline", m.Pipeline)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
@@ -39,6 +40,11 @@ type JobSpec struct {
 	// TrustedSource is the image the agent claimed into processing/ for a
 	// dropped image: the worker reads it without that check.
 	TrustedSource string `json:"trusted_source,omitempty"`
+	// StartedAt is when the agent started the job, and KeptOutputs the
+	// files already in the manifest's own output_dir under names the job
+	// may write: what CleanOutputs needs to tell the job's files apart.
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	KeptOutputs []string  `json:"kept_outputs,omitempty"`
 }
 
 // ReadJobDir reads job.json and manifest.json from dir.

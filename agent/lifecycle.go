@@ -57,8 +57,10 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 	if vm.Pipeline != nil && vm.Pipeline.Fix != nil && vm.Pipeline.Fix.Backend != "" {
 		backend = vm.Pipeline.Fix.Backend
 	}
+	kept := keptOutputs(r.VM)
 	spec := JobSpec{ID: r.ID, Name: r.Name, Batch: r.Batch, Claim: r.Claim, OutputDir: r.OutputDir,
-		WorkDir: workDirOf(r.JobDir), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority}
+		WorkDir: workDirOf(r.JobDir), Backend: backend, Verbose: a.cfg.Verbose, Priority: r.Priority,
+		StartedAt: now, KeptOutputs: kept}
 	if r.DropperUID > 0 {
 		spec.SourceUID = r.DropperUID
 	}
@@ -75,6 +77,8 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 		return false
 	}
 	r.State, r.StartedAt, r.Stage, r.Progress = jobs.Running, now, "", jobs.ProgressUnknown
+	r.KeptOutputs = kept
+	a.markShared(r)
 	r.Unit = jobs.UnitName(r.ID)
 	r.BootID = a.bootID()
 	r.Attempt++
@@ -116,7 +120,7 @@ func writeJobDir(dir string, spec JobSpec, vm []byte) error {
 		return fmt.Errorf("cannot create job directory: %w", err)
 	}
 	// A job directory left from an attempt before a reboot: start clean.
-	for _, f := range []string{StartedFile, ReportFile, OOMFile} {
+	for _, f := range []string{StartedFile, ReportFile, OOMFile, SharedFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
 	// Not synced to disk: the store holds the job (saved before the unit
@@ -169,13 +173,22 @@ func (a *Agent) unitProperties(r *record, res *manifest.Resources) ([]sd.Propert
 		}
 	}
 	p := func(name string, v any) sd.Property { return sd.Property{Name: name, Value: dbus.MakeVariant(v)} }
+	stopPost := []execCommand{{Path: "/bin/sh", Args: []string{"/bin/sh", "-c", systemdEscape(oomProbe)}, IgnoreFailure: true}}
+	if outputsOf(r.VM).dir != "" {
+		// Only the unit's sandbox may write where the job wrote: it
+		// removes what a job that did not complete left there, however
+		// the worker ended (CleanOutputs).
+		// The agent's own binary, not worker_path (which may be a
+		// wrapper that waits for something).
+		stopPost = append(stopPost, execCommand{Path: a.self, Args: []string{a.self, "worker", "--job-dir", r.JobDir, "--clean-outputs"}, IgnoreFailure: true})
+	}
 	props := []sd.Property{
 		sd.PropDescription(fmt.Sprintf("hyper2kvm job %s: convert %s", r.ID, r.Name)),
 		// Not sd.PropExecStart: its flag is systemd's "ignore failure"
 		// under another name, and true made every death of the worker
 		// count as success (then, for Type=notify, result "protocol").
 		p("ExecStart", []execCommand{{Path: a.worker, Args: []string{a.worker, "worker", "--job-dir", r.JobDir}}}),
-		p("ExecStopPost", []execCommand{{Path: "/bin/sh", Args: []string{"/bin/sh", "-c", systemdEscape(oomProbe)}, IgnoreFailure: true}}),
+		p("ExecStopPost", stopPost),
 		sd.PropType("notify"),
 		sd.PropSlice(SliceName),
 		p("CollectMode", "inactive-or-failed"),
@@ -393,6 +406,12 @@ func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
 		stopping = st.Stopping(ctx)
 	}
 	state, stage, msg := outcome(r, rep, stopping)
+	if state == jobs.Failed && rep == nil && !r.Cancel {
+		if full := a.stateFull(); full != "" {
+			// The worker's report could not be written: say why.
+			msg = full + "; " + msg
+		}
+	}
 	if state == jobs.Pending {
 		a.requeue(r, rep, "its unit was stopped by systemd, not cancelled")
 	} else {
@@ -451,6 +470,7 @@ func (a *Agent) requeue(r *record, rep *report.Report, why string) {
 		removeNoFollow(rep.ReportPath)
 	}
 	a.removeScratch(r)
+	a.cleanOutputs(r, rep)
 	r.State, r.Stage, r.StatusText, r.Progress, r.UnitResult = jobs.Pending, "", "", jobs.ProgressUnknown, ""
 	r.BytesDone, r.BytesTotal = 0, 0
 	a.save()
@@ -536,6 +556,8 @@ func (a *Agent) finish(r *record, state jobs.State, stage, msg string, rep *repo
 		if err := os.RemoveAll(r.OutputDir); err != nil {
 			a.log.Warnf(jobFields(r), "cannot remove partial output: %v", err)
 		}
+		// Nor of what it wrote into its manifest's own output_dir.
+		a.cleanOutputs(r, rep)
 		r.Outputs = nil
 	}
 	if r.Unit != "" && !r.StartedAt.IsZero() {
@@ -588,18 +610,19 @@ func (a *Agent) settleClaim(c *claim) {
 	if c.Target == nil {
 		t, err := a.q.Reserve(c.Name, status == "completed", a.now())
 		if err != nil {
-			a.log.Errorf(Fields{FieldManifest: c.Name}, "%v", err)
+			a.settleFailed(c, err)
 			return
 		}
 		c.Target = &t
 		a.save()
 	}
 	if err := a.q.Finish(a.q.Dir(queue.Processing), c.Name, *c.Target, a.settlement(c, recs, status)); err != nil {
-		a.log.Errorf(Fields{FieldManifest: c.Name}, "%v", err)
 		if !errors.Is(err, fs.ErrNotExist) {
-			return // retried at the next start
+			a.settleFailed(c, err)
+			return
 		}
 		// Someone removed the file; the report still says what happened.
+		a.log.Errorf(Fields{FieldManifest: c.Name}, "%v", err)
 	}
 	for _, r := range recs {
 		r.ReportPath = c.Target.ReportPath()
@@ -669,6 +692,11 @@ func (a *Agent) settlement(c *claim, recs []*record, status string) []byte {
 		}
 		if r.JobDir != "" {
 			jr.Report, _ = readReport(r.JobDir)
+			if jr.Report != nil && r.State != jobs.Completed {
+				// Removed with the rest of what the job wrote (cleanOutputs):
+				// this settlement is the failure report.
+				jr.Report.ReportPath = ""
+			}
 		}
 		s.Jobs = append(s.Jobs, jr)
 		if s.JobID == "" {

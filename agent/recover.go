@@ -82,7 +82,7 @@ func (a *Agent) recover(ctx context.Context) error {
 		}
 		uid := fileOwner(fi)
 		a.log.Infof(Fields{FieldManifest: name}, "%s was claimed but has no job; queuing it again", name)
-		run.add(name, name, kind, fi.ModTime(), uid, -1)
+		run.add(name, name, kind, fi.ModTime(), uid, uid)
 	}
 	run.flush()
 	a.save()

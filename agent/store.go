@@ -42,6 +42,9 @@ type record struct {
 	Invocation   string          `json:"invocation_id,omitempty"`
 	Validation   []string        `json:"validation_errors,omitempty"`
 	ReportStatus string          `json:"report_status,omitempty"`
+	// KeptOutputs are the files already in the manifest's own output_dir
+	// under names the job may write when it started: never its to remove.
+	KeptOutputs []string `json:"kept_outputs,omitempty"`
 
 	// Not persisted: what the agent learnt from the unit's signals.
 	sawActive bool
@@ -574,7 +577,7 @@ func sameRecord(a, b *record) bool {
 		a.Concurrency == b.Concurrency && a.FileTime.Equal(b.FileTime) && a.DropperUID == b.DropperUID &&
 		a.Cancel == b.Cancel && a.Attempt == b.Attempt && a.BootID == b.BootID && a.UnitResult == b.UnitResult &&
 		a.Cursor == b.Cursor && a.Invocation == b.Invocation && slices.Equal(a.Validation, b.Validation) &&
-		a.ReportStatus == b.ReportStatus
+		a.ReportStatus == b.ReportStatus && slices.Equal(a.KeptOutputs, b.KeptOutputs)
 }
 
 // sameRaw compares JSON values; a missing one reads back as null.

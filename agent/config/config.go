@@ -45,7 +45,8 @@ type Config struct {
 	// WorkerPath is the binary the job units run ("" = the agent's own).
 	WorkerPath string `yaml:"worker_path"`
 	Job        Job    `yaml:"job"`
-	Limits     Limits `yaml:"limits"`
+	// Limits bound what one job may ask of the machine.
+	Limits Limits `yaml:"limits"`
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
 	// without load) given to a disk image dropped directly into the queue.
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
@@ -63,12 +64,16 @@ type Job struct {
 	Priority      int    `yaml:"priority"`
 }
 
-// Limits bound what one job's source may ask of the machine.
+// Limits bound what one job may ask of the machine.
 type Limits struct {
 	// MaxVirtualSize refuses, in LOAD, a source disk whose virtual size is
 	// larger (systemd-style size, "16T"): a small file can claim petabytes
 	// and hold a job slot for hours.
 	MaxVirtualSize string `yaml:"max_virtual_size"`
+	// UserMax caps the resources section of a manifest submitted or
+	// dropped by anyone but root: a member of group hyper2kvm may queue
+	// jobs, not take the machine. Root's manifests are not capped.
+	UserMax UserMax `yaml:"user_max"`
 }
 
 // DefaultMaxVirtualSize is limits.max_virtual_size when agent.yaml does not set it.
@@ -82,6 +87,15 @@ func (c *Config) MaxVirtualSizeBytes() int64 {
 		n, _ = ParseSize(DefaultMaxVirtualSize)
 	}
 	return int64(n)
+}
+
+// UserMax is the most a non-root submitter's job may ask for; a zero or
+// empty field leaves that resource uncapped.
+type UserMax struct {
+	MemoryMax     string `yaml:"memory_max"` // systemd size: "8G"; "" or "infinity": no cap
+	CPUQuota      string `yaml:"cpu_quota"`  // percent of one CPU: "400%"
+	TasksMax      int    `yaml:"tasks_max"`
+	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
 }
 
 // Duration is a time.Duration written as "90s", "5m" or a number of seconds.
@@ -130,7 +144,12 @@ func Default() Config {
 			RuntimeMaxSec: 6 * 3600,
 			Backend:       "native",
 		},
-		Limits: Limits{MaxVirtualSize: DefaultMaxVirtualSize},
+		Limits: Limits{MaxVirtualSize: DefaultMaxVirtualSize, UserMax: UserMax{
+			MemoryMax:     "8G",
+			CPUQuota:      "400%",
+			TasksMax:      1024,
+			RuntimeMaxSec: 24 * 3600,
+		}},
 		DefaultPipeline: map[string]any{
 			"inspect":  map[string]any{"enabled": true, "detect_os": true},
 			"fix":      map[string]any{"enabled": true},
@@ -239,6 +258,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Job.RuntimeMaxSec < 0 {
 		bad("job.runtime_max_sec", "must not be negative")
+	}
+	if _, err := ParseSize(c.Limits.UserMax.MemoryMax); err != nil {
+		bad("limits.user_max.memory_max", "%v", err)
+	}
+	if _, err := ParsePercent(c.Limits.UserMax.CPUQuota); err != nil {
+		bad("limits.user_max.cpu_quota", "%v", err)
+	}
+	if c.Limits.UserMax.TasksMax < 0 {
+		bad("limits.user_max.tasks_max", "must not be negative (0: no cap)")
+	}
+	if c.Limits.UserMax.RuntimeMaxSec < 0 {
+		bad("limits.user_max.runtime_max_sec", "must not be negative (0: no cap)")
 	}
 	switch c.Job.Backend {
 	case "native", "guestfs":

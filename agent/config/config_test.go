@@ -45,6 +45,21 @@ func TestParse(t *testing.T) {
 		{name: "relative dir", yaml: "output_dir: out\n", wantErr: "output_dir"},
 		{name: "zero jobs", yaml: "max_concurrent_jobs: 0\n", wantErr: "max_concurrent_jobs"},
 		{name: "bad memory", yaml: "job:\n  memory_max: lots\n", wantErr: "job.memory_max"},
+		{name: "user caps default", yaml: "", check: func(t *testing.T, c Config) {
+			want := UserMax{MemoryMax: "8G", CPUQuota: "400%", TasksMax: 1024, RuntimeMaxSec: 86400}
+			if c.Limits.UserMax != want {
+				t.Errorf("got %+v", c.Limits.UserMax)
+			}
+		}},
+		{name: "user caps set", yaml: "limits:\n  user_max:\n    memory_max: 2G\n    tasks_max: 0\n", check: func(t *testing.T, c Config) {
+			want := UserMax{MemoryMax: "2G", CPUQuota: "400%", TasksMax: 0, RuntimeMaxSec: 86400}
+			if c.Limits.UserMax != want {
+				t.Errorf("got %+v", c.Limits.UserMax)
+			}
+		}},
+		{name: "bad user memory cap", yaml: "limits:\n  user_max:\n    memory_max: lots\n", wantErr: "limits.user_max.memory_max"},
+		{name: "bad user cpu cap", yaml: "limits:\n  user_max:\n    cpu_quota: \"4\"\n", wantErr: "limits.user_max.cpu_quota"},
+		{name: "negative user tasks cap", yaml: "limits:\n  user_max:\n    tasks_max: -1\n", wantErr: "limits.user_max.tasks_max"},
 		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},
 		{name: "bad backend", yaml: "job:\n  backend: vmware\n", wantErr: "job.backend"},
 		{name: "bad duration", yaml: "idle_timeout: soon\n", wantErr: "duration"},

@@ -126,14 +126,26 @@ type fixer struct {
 // edit rewrites a guest file through fn and records the change; a missing
 // file is no change.
 func (f *fixer) edit(ctx context.Context, fix, p string, fn func(string) string) error {
+	// A device or FIFO where a config file belongs is hostile or broken;
+	// leave it and say so. Look before opening: on a filesystem mounted
+	// nodev, opening a device node fails "permission denied" before the
+	// backend can see what it is.
+	e, err := f.s.Lstat(ctx, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil && !e.Mode.IsRegular() && e.Mode&fs.ModeSymlink == 0 {
+		f.leaveAlone(fix, p, e.Mode)
+		return nil
+	}
 	b, err := f.s.ReadFile(ctx, p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if errors.Is(err, guest.ErrNotRegular) {
-		// A device or FIFO where a config file belongs is hostile or
-		// broken; leave it and say so.
-		f.changes = append(f.changes, report.Change{Fix: fix, File: p, Note: "left unchanged: not a regular file"})
+	if errors.Is(err, guest.ErrNotRegular) || errors.Is(err, fs.ErrPermission) && e.Mode&fs.ModeSymlink != 0 {
+		// Through a symbolic link: what it leads to is not a regular
+		// file (a device refused "permission denied" on nodev).
+		f.leaveAlone(fix, p, e.Mode)
 		return nil
 	}
 	if err != nil {
@@ -149,6 +161,26 @@ func (f *fixer) edit(ctx context.Context, fix, p string, fn func(string) string)
 	}
 	f.changes = append(f.changes, report.Change{Fix: fix, File: p, Before: before, After: after})
 	return nil
+}
+
+// leaveAlone records that p, which is not a regular file, was not edited.
+func (f *fixer) leaveAlone(fix, p string, mode fs.FileMode) {
+	what := "not a regular file"
+	switch {
+	case mode&fs.ModeCharDevice != 0:
+		what = "a character device, not a regular file"
+	case mode&fs.ModeDevice != 0:
+		what = "a block device, not a regular file"
+	case mode&fs.ModeNamedPipe != 0:
+		what = "a FIFO, not a regular file"
+	case mode&fs.ModeSocket != 0:
+		what = "a socket, not a regular file"
+	case mode.IsDir():
+		what = "a directory, not a regular file"
+	case mode&fs.ModeSymlink != 0:
+		what = "a symbolic link to something that is not a regular file"
+	}
+	f.changes = append(f.changes, report.Change{Fix: fix, File: p, Note: "warning: left unchanged: " + what})
 }
 
 func (f *fixer) remove(ctx context.Context, fix, p, note string) error {

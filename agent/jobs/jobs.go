@@ -46,7 +46,7 @@ type Job struct {
 	Progress    int       `json:"progress"` // 0-100, ProgressUnknown when unknown
 	StatusText  string    `json:"status_text"`
 	Unit        string    `json:"unit"`         // hyper2kvm-job-<id>.service
-	SubmittedBy int64     `json:"submitted_by"` // uid, -1 when dropped into the folder
+	SubmittedBy int64     `json:"submitted_by"` // uid of the caller, or of the dropped file's owner; -1 when unknown
 	Priority    int       `json:"priority"`
 	CreatedAt   time.Time `json:"created_at"`
 	StartedAt   time.Time `json:"started_at,omitzero"`

@@ -148,8 +148,7 @@ func (v *validator) batch(m *Manifest) {
 		v.add("vms", "is required: a batch manifest lists at least one VM")
 	}
 	firstUse := map[string]int{}
-	type out struct{ dir, file string }
-	outputs := map[out]int{}
+	outputs := map[string]int{} // output_dir -> first VM writing there
 	for i, vm := range m.VMs {
 		p := fmt.Sprintf("vms[%d]", i)
 		v.name(p+".name", vm.Name, true)
@@ -167,14 +166,16 @@ func (v *validator) batch(m *Manifest) {
 			continue
 		}
 		v.pipeline(p+".pipeline", vm.Pipeline, vm.Name)
-		// Two VMs writing the same file in a shared output_dir would
-		// collide; the default output_dir is per job and cannot.
-		if c := vm.Pipeline.Convert; c != nil && c.OutputDir != "" && vm.Name != "" {
-			o := out{c.OutputDir, defaultOutputPath(vm.Name, c)}
-			if j, dup := outputs[o]; dup {
-				v.add(p+".pipeline.convert.output_path", fmt.Sprintf("%s is also the output of vms[%d]", truncate(filepath.Join(o.dir, o.file), 200), j))
+		// Two VMs in one output_dir both write domain.xml and report.json
+		// there (and perhaps the same disk name): the second fails on the
+		// first's files. The default output_dir is per job and cannot.
+		if c := vm.Pipeline.Convert; c != nil && c.OutputDir != "" && filepath.IsAbs(c.OutputDir) {
+			dir := filepath.Clean(c.OutputDir)
+			if j, dup := outputs[dir]; dup {
+				v.add(p+".pipeline.convert.output_dir", fmt.Sprintf("%s is also the output_dir of vms[%d] (%s): %s and %s would both write domain.xml and report.json there; give each VM its own output_dir, or leave it empty for a directory per job",
+					truncate(dir, 200), j, truncate(m.VMs[j].Name, 80), truncate(m.VMs[j].Name, 80), truncate(vm.Name, 80)))
 			} else {
-				outputs[o] = i
+				outputs[dir] = i
 			}
 		}
 	}

@@ -375,10 +375,14 @@ func TestShape(t *testing.T) {
 		{"same output file", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "disk.qcow2"}},
 			{"vms.2.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "disk.qcow2"}}},
-			[]string{"vms[2].pipeline.convert.output_path: /srv/kvm/disk.qcow2 is also the output of vms[0]"}},
+			[]string{"vms[2].pipeline.convert.output_dir: /srv/kvm is also the output_dir of vms[0] (web01): web01 and app01 would both write domain.xml and report.json there"}},
 		{"same dir distinct names", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm"}},
-			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm"}}}, nil},
+			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm"}}},
+			[]string{"vms[1].pipeline.convert.output_dir: /srv/kvm is also the output_dir of vms[0] (web01): web01 and db01 would both write"}},
+		{"distinct dirs", batchDoc, []edit{
+			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm/a"}},
+			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm/b"}}}, nil},
 	})
 }
 

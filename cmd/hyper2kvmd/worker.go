@@ -26,6 +26,7 @@ import (
 
 func newWorkerCmd() *cobra.Command {
 	var jobDir string
+	var clean bool
 	cmd := &cobra.Command{
 		Use:   "worker --job-dir DIR",
 		Short: "Run one job (inside its transient unit hyper2kvm-job-<id>.service)",
@@ -37,11 +38,35 @@ The agent starts it; it is not meant to be run by hand.`,
 			if jobDir == "" {
 				return errors.New("--job-dir is required")
 			}
+			if clean {
+				return cleanOutputs(jobDir)
+			}
 			return runWorker(cmd.Context(), jobDir)
 		},
 	}
 	cmd.Flags().StringVar(&jobDir, "job-dir", "", "the job's directory, /var/lib/hyper2kvm/jobs/<id>")
+	cmd.Flags().BoolVar(&clean, "clean-outputs", false, "remove what the job wrote into its manifest's output_dir unless it completed (the job unit's ExecStopPost)")
 	return cmd
+}
+
+// cleanOutputs is the job unit's ExecStopPost for a manifest with its own
+// output_dir: after the worker, however it ended.
+func cleanOutputs(dir string) error {
+	removed, err := agent.CleanOutputs(dir)
+	var spec agent.JobSpec
+	if data, rerr := os.ReadFile(filepath.Join(dir, agent.JobFile)); rerr == nil {
+		json.Unmarshal(data, &spec)
+	}
+	log := agent.NewLogger(os.Stderr, false)
+	fields := agent.Fields{agent.FieldJobID: spec.ID, agent.FieldManifest: spec.Claim}
+	if len(removed) > 0 {
+		log.Infof(fields, "job %s did not complete: removed from its output directory %s", spec.ID, strings.Join(removed, ", "))
+	}
+	if err != nil {
+		log.Errorf(fields, "%v", err)
+		return &exitErr{1, err}
+	}
+	return nil
 }
 
 // statusEvery is the least time between two STATUS= updates of the same
@@ -62,7 +87,7 @@ func runWorker(ctx context.Context, dir string) error {
 	// agent reads it only when it recovers), so its two fsyncs do not
 	// hold up the unit becoming active.
 	if werr := queue.WriteFileAtomic(filepath.Join(dir, agent.StartedFile), []byte(started.Format(time.RFC3339Nano)+"\n"), 0o600); werr != nil {
-		return &exitErr{1, fmt.Errorf("cannot mark job started: %w", werr)}
+		return &exitErr{1, fmt.Errorf("cannot mark job started: %w", stateFSError(dir, werr))}
 	}
 	if err != nil {
 		rep := failedReport(spec, started, "load", err)
@@ -107,7 +132,10 @@ func runWorker(ctx context.Context, dir string) error {
 		rep.Error = &report.Failure{Stage: last, Message: err.Error()}
 		rep.Status = report.Failed
 	}
-	if werr := writeReport(dir, rep); werr != nil {
+	if werr := writeReportWaiting(ctx, dir, rep, func(err error) {
+		log.Errorf(fields, "cannot write report: %v; trying again every %s until there is space", err, reportRetry)
+		daemon.SdNotify(false, "STATUS="+progress.Format(progress.Update{Stage: last, Percent: -1, Text: "waiting for space on the state filesystem to write the report"}))
+	}); werr != nil {
 		log.Errorf(fields, "cannot write report: %v", werr)
 		return &exitErr{1, werr}
 	}
@@ -140,6 +168,52 @@ func writeReport(dir string, rep *report.Report) error {
 		return err
 	}
 	return queue.WriteFileAtomic(filepath.Join(dir, agent.ReportFile), data, 0o644)
+}
+
+// reportRetry is how often the worker tries again to write its report
+// while the state filesystem is full.
+const reportRetry = 2 * time.Second
+
+// writeReportWaiting writes the report, waiting for space while the state
+// filesystem is full: a job whose disks are converted must not be called
+// failed because its report could not be written at that moment (nor
+// leave disks behind a failure). waiting is told once. It gives up when
+// ctx ends (the job is cancelled, or its unit stopped) and then tries
+// once more, so that the report says cancelled if it can.
+func writeReportWaiting(ctx context.Context, dir string, rep *report.Report, waiting func(error)) error {
+	told := false
+	for {
+		err := writeReport(dir, rep)
+		if err == nil || !noSpace(err) {
+			return err
+		}
+		err = stateFSError(dir, err)
+		if ctx.Err() != nil {
+			return err
+		}
+		if !told {
+			waiting(err)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			rep.Status = "cancelled"
+		case <-time.After(reportRetry):
+		}
+	}
+}
+
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// stateFSError names the state filesystem (the job directory is
+// <state_dir>/jobs/<id>) in an error saying it is full.
+func stateFSError(jobDir string, err error) error {
+	if !noSpace(err) {
+		return err
+	}
+	return fmt.Errorf("no space left on the state filesystem (%s): %w", filepath.Dir(filepath.Dir(filepath.Clean(jobDir))), err)
 }
 
 // statusSender forwards progress to systemd as STATUS=, only when the line
