@@ -21,11 +21,15 @@ io.hyper2kvm.agent.cancel, anybody's job io.hyper2kvm.agent.cancel-any.`,
 				return err
 			}
 			defer c.Close()
-			if err := c.Cancel(ctx, args[0], a.interactive()); err != nil {
+			id, err := a.resolve(ctx, c, args[0], onlyOfName)
+			if err != nil {
+				return a.apiError(err, "")
+			}
+			if err := c.Cancel(ctx, id, a.interactive()); err != nil {
 				return a.apiError(err, actionCancel)
 			}
 			if !a.jsonOutput() {
-				fmt.Fprintf(a.env.stdout, "Cancelled job %s.\n", args[0])
+				fmt.Fprintf(a.env.stdout, "Cancelled job %s.\n", id)
 			}
 			return nil
 		},

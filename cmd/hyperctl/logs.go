@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -27,7 +28,20 @@ Reading the system journal needs root or the systemd-journal/adm group.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
 			if !jobIDPattern.MatchString(id) {
-				return usageError("%q is not a job id", id)
+				// A job's name or unit name: the agent knows which id.
+				c, err := a.connect(cmd.Context())
+				if err != nil {
+					return err
+				}
+				id, err = a.resolve(cmd.Context(), c, id, newestOfName)
+				c.Close()
+				var ae *apierr.Error
+				if errors.As(err, &ae) && ae.Kind == apierr.NoSuchJob || err == nil && !jobIDPattern.MatchString(id) {
+					return usageError("%q is not a job id or the name of a job", args[0])
+				}
+				if err != nil {
+					return a.apiError(err, "")
+				}
 			}
 			jargs := journalArgs(id, follow, lines)
 			err := a.env.journal(cmd.Context(), jargs, a.env.stdout, a.env.stderr)

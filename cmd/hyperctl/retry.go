@@ -21,14 +21,18 @@ Needs the polkit action io.hyper2kvm.agent.manage.`,
 				return err
 			}
 			defer c.Close()
-			j, err := c.Retry(ctx, args[0], a.interactive())
+			id, err := a.resolve(ctx, c, args[0], onlyOfName)
+			if err != nil {
+				return a.apiError(err, "")
+			}
+			j, err := c.Retry(ctx, id, a.interactive())
 			if err != nil {
 				return a.apiError(err, actionManage)
 			}
 			if a.jsonOutput() {
 				return writeJSON(a.env.stdout, j)
 			}
-			fmt.Fprintf(a.env.stdout, "Job %s queued again as %s.\n", args[0], j.ID)
+			fmt.Fprintf(a.env.stdout, "Job %s queued again as %s.\n", id, j.ID)
 			return nil
 		},
 	}

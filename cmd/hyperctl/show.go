@@ -11,7 +11,7 @@ import (
 // showCmd is "hyperctl show ID".
 func (a *app) showCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "show ID",
+		Use:   "show ID|NAME",
 		Short: "Show one job in detail",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -21,7 +21,11 @@ func (a *app) showCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			j, err := c.GetJob(ctx, args[0])
+			id, err := a.resolve(ctx, c, args[0], newestOfName)
+			if err != nil {
+				return a.apiError(err, "")
+			}
+			j, err := c.GetJob(ctx, id)
 			if err != nil {
 				return a.apiError(err, "")
 			}

@@ -44,7 +44,12 @@ func (a *app) runWatch(ctx context.Context, ids []string) error {
 	}
 	var initial []jobs.Job
 	if len(ids) > 0 {
-		for _, id := range ids {
+		for i, arg := range ids {
+			id, err := a.resolve(ctx, c, arg, newestOfName)
+			if err != nil {
+				return a.apiError(err, "")
+			}
+			ids[i] = id
 			j, err := c.GetJob(ctx, id)
 			if err != nil {
 				return a.apiError(err, "")
