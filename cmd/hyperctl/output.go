@@ -161,14 +161,23 @@ func formatBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
+// formatMiBs is a transfer rate in MiB/s, as storage people quote it.
+func formatMiBs(bytesPerSec float64) string {
+	return fmt.Sprintf("%.1f MiB/s", bytesPerSec/(1<<20))
+}
+
 func formatProgress(j jobs.Job) string {
 	if j.State != jobs.Running {
 		return "-"
 	}
-	if j.Progress < 0 {
-		return "?"
+	s := "?"
+	if j.Progress >= 0 {
+		s = fmt.Sprintf("%d%%", j.Progress)
 	}
-	return fmt.Sprintf("%d%%", j.Progress)
+	if j.BytesTotal > 0 {
+		s += fmt.Sprintf(" (%s of %s)", formatBytes(j.BytesDone), formatBytes(j.BytesTotal))
+	}
+	return s
 }
 
 func orDash(s string) string {

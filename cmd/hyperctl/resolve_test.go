@@ -39,3 +39,21 @@ func TestVerbsTakeJobNames(t *testing.T) {
 		})
 	}
 }
+
+func TestProgressIsReadable(t *testing.T) {
+	for _, c := range []struct {
+		j    jobs.Job
+		want string
+	}{
+		{jobs.Job{State: jobs.Running, Progress: 42, BytesDone: 1503238553, BytesTotal: 2 << 30}, "42% (1.4 GiB of 2.0 GiB)"},
+		{jobs.Job{State: jobs.Running, Progress: -1}, "?"},
+		{jobs.Job{State: jobs.Completed, Progress: 100}, "-"},
+	} {
+		if got := formatProgress(c.j); got != c.want {
+			t.Errorf("formatProgress(%+v) = %q, want %q", c.j, got, c.want)
+		}
+	}
+	if got := formatMiBs(150 << 20); got != "150.0 MiB/s" {
+		t.Errorf("formatMiBs = %q", got)
+	}
+}

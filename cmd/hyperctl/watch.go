@@ -324,12 +324,18 @@ func (w *watcher) changeLine(t *tracked) string {
 	case jobs.Pending:
 		return name + " pending"
 	}
-	pct := "?"
+	if j.Stage == "" {
+		return name + " running: starting"
+	}
+	s := name + " running: " + j.Stage
 	if j.Progress >= 0 {
 		// Steps of 10% keep a log readable; the terminal bar shows every percent.
-		pct = fmt.Sprintf("%d%%", j.Progress/10*10)
+		s += fmt.Sprintf(" %d%%", j.Progress/10*10)
 	}
-	return fmt.Sprintf("%s running: %s %s", name, orDash(j.Stage), pct)
+	if j.BytesTotal > 0 {
+		s += fmt.Sprintf(" (%s of %s)", formatBytes(j.BytesDone), formatBytes(j.BytesTotal))
+	}
+	return s
 }
 
 // bar is the live line of a running or pending job on a terminal.
@@ -355,11 +361,15 @@ func (w *watcher) bar(t *tracked) string {
 		stage = "pending"
 	}
 	parts := []string{truncate(j.Name, 20), b, pct, fmt.Sprintf("%-8s", orDash(stage))}
+	if j.BytesTotal > 0 {
+		parts = append(parts, formatBytes(j.BytesDone)+" of "+formatBytes(j.BytesTotal))
+	}
 	if t.hasETA && t.rate > 0 {
+		// A rate in bytes means something to a reader; one in percent
+		// per second does not (it read 1018.9%/s on a fast stage), so
+		// without bytes only the ETA is shown.
 		if t.rateBytes {
-			parts = append(parts, formatBytes(int64(t.rate))+"/s")
-		} else {
-			parts = append(parts, fmt.Sprintf("%.1f%%/s", t.rate))
+			parts = append(parts, formatMiBs(t.rate))
 		}
 		parts = append(parts, "ETA "+formatDuration(t.eta))
 	}
