@@ -57,3 +57,12 @@ func TestProgressIsReadable(t *testing.T) {
 		t.Errorf("formatMiBs = %q", got)
 	}
 }
+
+func TestUserName(t *testing.T) {
+	if got := userName(0); got != "root (uid 0)" {
+		t.Errorf("userName(0) = %q", got)
+	}
+	if got := userName(2147483000); got != "uid 2147483000" {
+		t.Errorf("an unknown uid: %q", got)
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os/user"
+	"strconv"
 	"strings"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
@@ -52,7 +54,7 @@ func (a *app) printJob(j jobs.Job) {
 	}
 	submitter := "drop folder"
 	if j.SubmittedBy >= 0 {
-		submitter = fmt.Sprintf("uid %d", j.SubmittedBy)
+		submitter = userName(j.SubmittedBy)
 	}
 	kv = append(kv,
 		[2]string{"Manifest", orDash(j.Manifest)},
@@ -80,4 +82,13 @@ func (a *app) printJob(j jobs.Job) {
 		kv = append(kv, [2]string{"Report", j.ReportPath})
 	}
 	keyValues(a.env.stdout, kv)
+}
+
+// userName is a uid as a person reads it: the login name and the uid, or
+// the uid alone when this machine has no such user.
+func userName(uid int64) string {
+	if u, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil {
+		return fmt.Sprintf("%s (uid %d)", u.Username, uid)
+	}
+	return fmt.Sprintf("uid %d", uid)
 }
