@@ -28,6 +28,7 @@ type Job struct {
 	StartedAt      *time.Time `json:"started_at"`
 	ElapsedSeconds float64    `json:"elapsed_seconds"`
 	Status         jobs.State `json:"status"`
+	State          jobs.State `json:"state"` // the same as status, as hyperctl -o json named it; for one release
 	Error          string     `json:"error,omitempty"`
 	ErrorStage     string     `json:"error_stage,omitempty"`
 	FinishedAt     *time.Time `json:"finished_at,omitempty"`
@@ -47,7 +48,7 @@ type Job struct {
 // jobJSON converts the agent's record at time now.
 func jobJSON(j jobs.Job, now time.Time) Job {
 	out := Job{
-		ID: j.ID, Name: j.Name, Stage: j.Stage, Status: j.State,
+		ID: j.ID, Name: j.Name, Stage: j.Stage, Status: j.State, State: j.State,
 		Error: j.Error, ErrorStage: j.ErrorStage, Outputs: j.Outputs, ReportPath: j.ReportPath,
 		Unit: j.Unit, Batch: j.Batch, Manifest: j.Manifest, StatusText: j.StatusText,
 		SubmittedBy: j.SubmittedBy, Priority: j.Priority, CreatedAt: j.CreatedAt,

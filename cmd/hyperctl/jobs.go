@@ -14,7 +14,7 @@ import (
 // jobList is the --output json shape of jobs: the REST bridge's shape.
 // Total is how many jobs match, also when fewer are shown.
 type jobList struct {
-	Jobs  []jobs.Job `json:"jobs"`
+	Jobs  []jobJSON `json:"jobs"`
 	Total int        `json:"total"`
 }
 
@@ -127,7 +127,7 @@ func (a *app) runJobs(cmd *cobra.Command, f apitype.Filter) error {
 		fmt.Fprintf(a.env.stderr, "%d of %d jobs shown (newest, skipping %d); --all or --limit N for more\n", shown, total, p.Offset)
 	}
 	if a.jsonOutput() {
-		return writeJSON(a.env.stdout, jobList{Jobs: list, Total: total})
+		return writeJSON(a.env.stdout, jobList{Jobs: viewsOf(list), Total: total})
 	}
 	a.printJobs(list)
 	return nil

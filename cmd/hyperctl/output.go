@@ -65,6 +65,24 @@ func stateColour(s jobs.State) string {
 	return ""
 }
 
+// jobJSON is a job as -o json prints it: the agent's record with its state
+// under "status" too, the REST API's name for it since the original
+// product, so every view has the same field ("state" stays for a release).
+type jobJSON struct {
+	jobs.Job
+	Status jobs.State `json:"status"`
+}
+
+func viewOf(j jobs.Job) jobJSON { return jobJSON{Job: j, Status: j.State} }
+
+func viewsOf(js []jobs.Job) []jobJSON {
+	out := make([]jobJSON, 0, len(js))
+	for _, j := range js {
+		out = append(out, viewOf(j))
+	}
+	return out
+}
+
 // writeJSON prints v as indented JSON followed by a newline.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

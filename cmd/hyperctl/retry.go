@@ -30,7 +30,7 @@ Needs the polkit action io.hyper2kvm.agent.manage.`,
 				return a.apiError(err, actionManage)
 			}
 			if a.jsonOutput() {
-				return writeJSON(a.env.stdout, j)
+				return writeJSON(a.env.stdout, viewOf(j))
 			}
 			fmt.Fprintf(a.env.stdout, "Job %s queued again as %s.\n", id, j.ID)
 			return nil

@@ -32,7 +32,7 @@ func (a *app) showCmd() *cobra.Command {
 				return a.apiError(err, "")
 			}
 			if a.jsonOutput() {
-				return writeJSON(a.env.stdout, j)
+				return writeJSON(a.env.stdout, viewOf(j))
 			}
 			a.printJob(j)
 			return nil

@@ -47,7 +47,7 @@ func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 
 // submitResult is the --output json shape of submit.
 type submitResult struct {
-	Jobs []jobs.Job `json:"jobs"`
+	Jobs []jobJSON `json:"jobs"`
 }
 
 func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
@@ -85,7 +85,7 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 	}
 	if !o.wait {
 		if a.jsonOutput() {
-			return writeJSON(a.env.stdout, submitResult{Jobs: nonNil(submitted)})
+			return writeJSON(a.env.stdout, submitResult{Jobs: viewsOf(submitted)})
 		}
 		for _, j := range submitted {
 			fmt.Fprintf(a.env.stdout, "Submitted %s as job %s.\n", j.Name, j.ID)
@@ -122,16 +122,10 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 				final = append(final, t.job)
 			}
 		}
-		if err := writeJSON(a.env.stdout, submitResult{Jobs: final}); err != nil {
+		if err := writeJSON(a.env.stdout, submitResult{Jobs: viewsOf(final)}); err != nil {
 			return fail(exitFailed, "cannot write output: %w", err)
 		}
 	}
 	return werr
 }
 
-func nonNil(js []jobs.Job) []jobs.Job {
-	if js == nil {
-		return []jobs.Job{}
-	}
-	return js
-}

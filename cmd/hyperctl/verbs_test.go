@@ -105,7 +105,7 @@ func TestJobs(t *testing.T) {
 		Jobs []map[string]any `json:"jobs"`
 	}
 	_ = json.Unmarshal([]byte(r.stdout), &raw)
-	for _, k := range []string{"id", "name", "state", "stage", "progress", "created_at", "error", "error_stage"} {
+	for _, k := range []string{"id", "name", "status", "state", "stage", "progress", "created_at", "error", "error_stage"} {
 		if _, ok := raw.Jobs[1][k]; !ok {
 			t.Errorf("failed job's JSON lacks %q: %v", k, raw.Jobs[1])
 		}

@@ -70,7 +70,7 @@ type eventJSON struct {
 	Event   string    `json:"event"` // new | changed | removed
 	At      time.Time `json:"at"`
 	Changed []string  `json:"changed,omitempty"`
-	Job     jobs.Job  `json:"job"`
+	Job     jobJSON   `json:"job"`
 }
 
 func eventName(k apitype.EventKind) string {
@@ -193,7 +193,7 @@ func (w *watcher) run(ctx context.Context, initial []jobs.Job, events <-chan api
 				ev.At = w.a.env.now()
 			}
 			if w.json {
-				if err := writeJSON(w.out, eventJSON{Event: eventName(ev.Kind), At: ev.At, Changed: ev.Changed, Job: ev.Job}); err != nil {
+				if err := writeJSON(w.out, eventJSON{Event: eventName(ev.Kind), At: ev.At, Changed: ev.Changed, Job: viewOf(ev.Job)}); err != nil {
 					return fail(exitFailed, "cannot write output: %w", err)
 				}
 			}
