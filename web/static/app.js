@@ -86,9 +86,28 @@ const H2K = (() => {
   async function refreshStatus() {
     try {
       const r = await api("GET", "/api/workflow/status");
-      if (r.status !== 200) { banner(errText(r)); return; }
-      banner("");
+      if (r.status !== 200) {
+        // A misconfigured agent answers at once with the file, line and
+        // key; say in plain words that this is why nothing works.
+        const code = r.body && r.body.error && r.body.error.code;
+        if (code === "config-invalid") {
+          banner("The agent is not working: its configuration file is invalid. " + errText(r));
+          $("agent-meta").textContent = "agent misconfigured";
+        } else {
+          banner(errText(r));
+        }
+        return;
+      }
       const s = r.body;
+      // The drop folder works only while hyper2kvmd.path watches it.
+      const ps = s.path_unit_state;
+      if (ps && !["active", "activating", "reloading"].includes(ps)) {
+        const why = s.path_unit_result && s.path_unit_result !== "success" ? ` (${s.path_unit_result})` : "";
+        banner(`The drop folder is not watched: hyper2kvmd.path is ${ps}${why}; ` +
+          "run: systemctl reset-failed hyper2kvmd.path && systemctl start hyper2kvmd.path");
+      } else {
+        banner("");
+      }
       $("c-queue").textContent = s.queue_depth;
       $("c-active").textContent = s.active_jobs;
       $("c-done").textContent = s.processed_today;
