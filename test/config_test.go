@@ -63,6 +63,11 @@ func TestConfigTypoFailsFast(t *testing.T) {
 	if took > 10*time.Second {
 		t.Errorf("hyperctl status took %s: the client waited on activation instead of the agent's answer", took)
 	}
+	// A drop while the agent is misconfigured waits for the fix. (Before,
+	// the agent's restarts with the drop waiting used up its start limit and
+	// left hyper2kvmd.path failed: the drop was never taken.)
+	b.drop("", "afterfix.json", relManifest("afterfix", "/srv/src/disk.raw", "raw", ""))
+
 	// Every other command says the same.
 	if out, err := b.hyperctl(ctx, "", "jobs"); err == nil || !strings.Contains(out, "did you mean") {
 		t.Errorf("hyperctl jobs with a broken configuration: %v\n%s", err, out)
@@ -91,8 +96,6 @@ func TestConfigTypoFailsFast(t *testing.T) {
 	status, _, _ := b.Exec(ctx, "systemctl", "status", "--no-pager", "-n", "0", "hyper2kvmd.service")
 	t.Logf("systemctl status hyper2kvmd:\n%s", status)
 
-	// A drop while the agent is misconfigured waits for the fix.
-	b.drop("", "afterfix.json", relManifest("afterfix", "/srv/src/disk.raw", "raw", ""))
 	if units := b.jobUnits(); len(units) != 0 {
 		t.Errorf("a misconfigured agent started job units: %v", units)
 	}
