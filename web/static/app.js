@@ -75,6 +75,17 @@ const H2K = (() => {
     return e.message + (e.details && e.details.length ? ": " + e.details.join("; ") : "");
   }
 
+  // failText is errText in plain words for what the user must act on: a
+  // misconfigured agent answers every call with the file, line and key.
+  function failText(r) {
+    const code = r.body && r.body.error && r.body.error.code;
+    if (code === "config-invalid") {
+      return "The agent is not working because its configuration file is invalid: " +
+        errText(r).replace(/^the agent's configuration is invalid: /, "");
+    }
+    return errText(r);
+  }
+
   function banner(text) {
     const b = $("banner");
     b.textContent = text || "";
@@ -89,13 +100,8 @@ const H2K = (() => {
       if (r.status !== 200) {
         // A misconfigured agent answers at once with the file, line and
         // key; say in plain words that this is why nothing works.
-        const code = r.body && r.body.error && r.body.error.code;
-        if (code === "config-invalid") {
-          banner("The agent is not working: its configuration file is invalid. " + errText(r));
-          $("agent-meta").textContent = "agent misconfigured";
-        } else {
-          banner(errText(r));
-        }
+        banner(failText(r));
+        if (r.body && r.body.error && r.body.error.code === "config-invalid") $("agent-meta").textContent = "agent misconfigured";
         return;
       }
       const s = r.body;
@@ -138,7 +144,7 @@ const H2K = (() => {
   async function fetchTab(name) {
     const tab = TABS[name];
     const r = await api("GET", `/api/workflow/jobs?${tab.query}&limit=${tab.limit}`);
-    if (r.status !== 200) { banner(errText(r)); return null; }
+    if (r.status !== 200) { banner(failText(r)); return null; }
     tab.total = r.body.total;
     return r.body.jobs;
   }
