@@ -653,6 +653,7 @@ func TestAgentErrorsMapThroughTheTable(t *testing.T) {
 		{dbusapi.ErrNoAgent, 503, "agent-unreachable"},
 		{&apierr.Error{Kind: apierr.AccessDenied, Message: "cannot submit: not authorized"}, 403, "access-denied"},
 		{&apierr.Error{Kind: apierr.QueueFull, Message: "cannot submit: queue full"}, 503, "queue-full"},
+		{&apierr.Error{Kind: apierr.ConfigInvalid, Message: "the agent's configuration is invalid: agent.yaml: line 1"}, 503, "config-invalid"},
 		{errors.New("boom"), 500, "internal"},
 	}
 	endpoints := []struct{ method, path string }{
@@ -969,5 +970,24 @@ func TestLazyReconnects(t *testing.T) {
 	fake.FailWith(nil)
 	if a := e.do(t, "GET", "/api/workflow/status", "", ""); a.status != 200 || dials != 3 {
 		t.Errorf("after losing the bus: %d, dials %d", a.status, dials)
+	}
+}
+
+// TestConfigInvalidMessageAsIs: a misconfigured agent's message (file,
+// line, key, suggestion) reaches the HTTP client whole, without a
+// "cannot ..." of the endpoint in front.
+func TestConfigInvalidMessageAsIs(t *testing.T) {
+	e := newEnv(t, nil)
+	msg := `the agent's configuration is invalid: /etc/hyper2kvm/agent.yaml: line 1: unknown key "max_concurent_jobs" (did you mean "max_concurrent_jobs"?)`
+	e.fake.FailWith(apierr.New(apierr.ConfigInvalid, "%s", msg))
+	a := e.do(t, "GET", "/api/workflow/status", "", "")
+	var body struct {
+		Error struct{ Message string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(a.body), &body); err != nil {
+		t.Fatalf("%v: %s", err, a.body)
+	}
+	if a.status != 503 || body.Error.Message != msg {
+		t.Errorf("status answered %d %q, want 503 %q", a.status, body.Error.Message, msg)
 	}
 }

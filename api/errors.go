@@ -84,7 +84,9 @@ func fail(w http.ResponseWriter, r *http.Request, what string, err error) {
 	msg := err.Error()
 	if status == http.StatusServiceUnavailable && code == CodeAgentUnreachable {
 		msg = "cannot reach the hyper2kvm agent: " + msg
-	} else if !strings.HasPrefix(msg, "cannot ") && status >= 500 {
+	} else if !strings.HasPrefix(msg, "cannot ") && status >= 500 && code != apierr.ConfigInvalid {
+		// A configuration error is the answer whatever was asked: keep
+		// its message as the agent wrote it (file, line, key).
 		msg = "cannot " + what + ": " + msg
 	}
 	if status >= 500 {

@@ -107,7 +107,8 @@ func (f *fakeBackend) Status() apitype.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return apitype.Status{Mode: "manifest", Running: true, QueueDepth: 3, ActiveJobs: 1,
-		ProcessedToday: 7, FailedToday: 2, MaxWorkers: 4, UptimeSeconds: 12.5, Version: "1.2.3"}
+		ProcessedToday: 7, FailedToday: 2, MaxWorkers: 4, UptimeSeconds: 12.5, Version: "1.2.3",
+		PathUnitState: "failed", PathUnitResult: "unit-start-limit-hit"}
 }
 
 func (f *fakeBackend) Metrics() apitype.Metrics { return apitype.MetricsOf(f.Jobs(apitype.Filter{})) }

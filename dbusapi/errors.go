@@ -140,3 +140,9 @@ func IsAccessDenied(err error) bool {
 	}
 	return false
 }
+
+// IsConfigInvalid reports whether err is the agent saying that its
+// configuration file is invalid (ConfigInvalid): it is up, but serves
+// nothing until the file is fixed. Front ends show the message as it is,
+// since it names the file, line and key.
+func IsConfigInvalid(err error) bool { return apierr.Is(err, apierr.ConfigInvalid) }

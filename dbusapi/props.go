@@ -167,15 +167,17 @@ func usec(t time.Time) uint64 {
 
 func statusDict(s apitype.Status) map[string]dbus.Variant {
 	return map[string]dbus.Variant{
-		"mode":            dbus.MakeVariant(s.Mode),
-		"running":         dbus.MakeVariant(s.Running),
-		"queue_depth":     dbus.MakeVariant(uint32(max(s.QueueDepth, 0))),
-		"active_jobs":     dbus.MakeVariant(uint32(max(s.ActiveJobs, 0))),
-		"processed_today": dbus.MakeVariant(uint32(max(s.ProcessedToday, 0))),
-		"failed_today":    dbus.MakeVariant(uint32(max(s.FailedToday, 0))),
-		"max_workers":     dbus.MakeVariant(uint32(max(s.MaxWorkers, 0))),
-		"uptime_seconds":  dbus.MakeVariant(s.UptimeSeconds),
-		"version":         dbus.MakeVariant(s.Version),
+		"mode":             dbus.MakeVariant(s.Mode),
+		"running":          dbus.MakeVariant(s.Running),
+		"queue_depth":      dbus.MakeVariant(uint32(max(s.QueueDepth, 0))),
+		"active_jobs":      dbus.MakeVariant(uint32(max(s.ActiveJobs, 0))),
+		"processed_today":  dbus.MakeVariant(uint32(max(s.ProcessedToday, 0))),
+		"failed_today":     dbus.MakeVariant(uint32(max(s.FailedToday, 0))),
+		"max_workers":      dbus.MakeVariant(uint32(max(s.MaxWorkers, 0))),
+		"uptime_seconds":   dbus.MakeVariant(s.UptimeSeconds),
+		"version":          dbus.MakeVariant(s.Version),
+		"path_unit_state":  dbus.MakeVariant(s.PathUnitState),
+		"path_unit_result": dbus.MakeVariant(s.PathUnitResult),
 	}
 }
 
@@ -190,15 +192,17 @@ func statusFromDict(d map[string]dbus.Variant) (apitype.Status, error) {
 		}
 	}
 	fields := map[string]func(dbus.Variant) error{
-		"mode":            func(v dbus.Variant) error { return v.Store(&s.Mode) },
-		"running":         func(v dbus.Variant) error { return v.Store(&s.Running) },
-		"queue_depth":     count(&s.QueueDepth),
-		"active_jobs":     count(&s.ActiveJobs),
-		"processed_today": count(&s.ProcessedToday),
-		"failed_today":    count(&s.FailedToday),
-		"max_workers":     count(&s.MaxWorkers),
-		"uptime_seconds":  func(v dbus.Variant) error { return v.Store(&s.UptimeSeconds) },
-		"version":         func(v dbus.Variant) error { return v.Store(&s.Version) },
+		"mode":             func(v dbus.Variant) error { return v.Store(&s.Mode) },
+		"running":          func(v dbus.Variant) error { return v.Store(&s.Running) },
+		"queue_depth":      count(&s.QueueDepth),
+		"active_jobs":      count(&s.ActiveJobs),
+		"processed_today":  count(&s.ProcessedToday),
+		"failed_today":     count(&s.FailedToday),
+		"max_workers":      count(&s.MaxWorkers),
+		"uptime_seconds":   func(v dbus.Variant) error { return v.Store(&s.UptimeSeconds) },
+		"version":          func(v dbus.Variant) error { return v.Store(&s.Version) },
+		"path_unit_state":  func(v dbus.Variant) error { return v.Store(&s.PathUnitState) },
+		"path_unit_result": func(v dbus.Variant) error { return v.Store(&s.PathUnitResult) },
 	}
 	for k, v := range d {
 		if f, ok := fields[k]; ok {

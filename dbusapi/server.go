@@ -116,19 +116,27 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		return nil, err
 	}
 
-	if name != "" {
-		reply, err := conn.RequestName(name, dbus.NameFlagDoNotQueue)
-		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("cannot own bus name %s: %w", name, err)
-		}
-		if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
-			s.Close()
-			return nil, fmt.Errorf("cannot own bus name %s: another process has it", name)
-		}
-		s.name = name
+	if err := s.own(name); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
+}
+
+// own requests the bus name, "" for none; Close releases it.
+func (s *Server) own(name string) error {
+	if name == "" {
+		return nil
+	}
+	reply, err := s.conn.RequestName(name, dbus.NameFlagDoNotQueue)
+	if err != nil {
+		return fmt.Errorf("cannot own bus name %s: %w", name, err)
+	}
+	if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
+		return fmt.Errorf("cannot own bus name %s: another process has it", name)
+	}
+	s.name = name
+	return nil
 }
 
 // defaultLogger writes to stderr without a time stamp: under systemd the

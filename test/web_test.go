@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/api"
@@ -269,7 +270,19 @@ func TestWebDashboardFake(t *testing.T) {
 	fake.FailWith(dbusapi.ErrNoBus)
 	c.mustEval(ctx, `H2K.refreshAll(); true`, nil)
 	c.waitJS(ctx, "the unreachable banner", `!T.$("banner").hidden && T.text("banner").includes("cannot reach the hyper2kvm agent")`, `T.text("banner")`)
+	// A misconfigured agent: its reason, in plain words, at once.
+	fake.FailWith(apierr.New(apierr.ConfigInvalid, `the agent's configuration is invalid: /etc/hyper2kvm/agent.yaml: line 1: unknown key "max_concurent_jobs" (did you mean "max_concurrent_jobs"?)`))
+	c.mustEval(ctx, `H2K.refreshAll(); true`, nil)
+	c.waitJS(ctx, "the misconfigured banner", `!T.$("banner").hidden && T.text("banner").includes("its configuration file is invalid") &&
+		T.text("banner").includes("line 1") && T.text("banner").includes('did you mean "max_concurrent_jobs"')`, `T.text("banner")`)
+	c.screenshot(ctx, out, "06b-config-invalid.png")
+	// The drop folder not watched: said, with what to run.
 	fake.FailWith(nil)
+	fake.SetPathUnit("failed", "unit-start-limit-hit")
+	c.mustEval(ctx, `H2K.refreshAll(); true`, nil)
+	c.waitJS(ctx, "the unwatched drop folder banner", `!T.$("banner").hidden && T.text("banner").includes("drop folder is not watched") &&
+		T.text("banner").includes("unit-start-limit-hit") && T.text("banner").includes("systemctl reset-failed hyper2kvmd.path")`, `T.text("banner")`)
+	fake.SetPathUnit("active", "success")
 	c.mustEval(ctx, `H2K.refreshAll(); true`, nil)
 	c.waitJS(ctx, "the banner to clear", `T.$("banner").hidden`, `T.text("banner")`)
 

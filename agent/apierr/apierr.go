@@ -19,7 +19,11 @@ const (
 	InvalidState    Kind = "invalid-state" // e.g. cancel of a finished job
 	InvalidArgs     Kind = "invalid-args"
 	QueueFull       Kind = "queue-full"
-	Internal        Kind = "internal"
+	// ConfigInvalid: the agent is up but its configuration file is not
+	// valid, so it serves nothing but this error (file, line, key and a
+	// suggestion in the message) until the file is fixed.
+	ConfigInvalid Kind = "config-invalid"
+	Internal      Kind = "internal"
 )
 
 // Row is one line of the table.
@@ -29,7 +33,7 @@ type Row struct {
 	HTTP int    // HTTP status
 }
 
-// Table lists every kind. Keep dbusapi's introspection docs and docs/API.md in step.
+// Table lists every kind, Internal last (Lookup's fallback). Keep dbusapi's introspection docs and docs/API.md in step.
 var Table = []Row{
 	{NoSuchJob, "io.hyper2kvm.Agent1.Error.NoSuchJob", 404},
 	{InvalidManifest, "io.hyper2kvm.Agent1.Error.InvalidManifest", 422},
@@ -37,6 +41,7 @@ var Table = []Row{
 	{InvalidState, "io.hyper2kvm.Agent1.Error.InvalidState", 409},
 	{InvalidArgs, "io.hyper2kvm.Agent1.Error.InvalidArgs", 400},
 	{QueueFull, "io.hyper2kvm.Agent1.Error.QueueFull", 503},
+	{ConfigInvalid, "io.hyper2kvm.Agent1.Error.ConfigInvalid", 503},
 	{Internal, "io.hyper2kvm.Agent1.Error.Internal", 500},
 }
 

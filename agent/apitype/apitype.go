@@ -23,6 +23,12 @@ type Status struct {
 	MaxWorkers     int     `json:"max_workers"`
 	UptimeSeconds  float64 `json:"uptime_seconds"`
 	Version        string  `json:"version"`
+	// PathUnitState is hyper2kvmd.path's ActiveState ("active" while the
+	// drop folder is watched; "" when the agent could not read it) and
+	// PathUnitResult its Result ("unit-start-limit-hit" and the like when
+	// it failed).
+	PathUnitState  string `json:"path_unit_state"`
+	PathUnitResult string `json:"path_unit_result"`
 }
 
 // Filter selects jobs for ListJobs. Empty fields match everything.

@@ -37,6 +37,16 @@ type Fake struct {
 	started time.Time
 	// Submitted holds every manifest body Submit accepted.
 	submitted [][]byte
+	// pathState and pathResult are GetStatus' path_unit_state and
+	// path_unit_result ("" and "": an agent that does not say).
+	pathState, pathResult string
+}
+
+// SetPathUnit sets what GetStatus says of hyper2kvmd.path.
+func (f *Fake) SetPathUnit(state, result string) {
+	f.mu.Lock()
+	f.pathState, f.pathResult = state, result
+	f.mu.Unlock()
 }
 
 // New returns an empty fake agent.
@@ -99,7 +109,7 @@ func (f *Fake) GetStatus(ctx context.Context) (apitype.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := apitype.Status{Mode: "manifest", Running: true, MaxWorkers: 3, Version: "fake",
-		UptimeSeconds: time.Since(f.started).Seconds()}
+		UptimeSeconds: time.Since(f.started).Seconds(), PathUnitState: f.pathState, PathUnitResult: f.pathResult}
 	today := time.Now().Format(time.DateOnly)
 	for _, j := range f.jobs {
 		switch {

@@ -33,6 +33,12 @@ func (a *app) apiError(err error, action string) error {
 			"cannot reach the hyper2kvm agent (%s): %w (is hyper2kvm installed? see: systemctl status hyper2kvmd.service)",
 			dbusapi.BusName, err)}
 	}
+	if dbusapi.IsConfigInvalid(err) {
+		// The agent is up but serves nothing: for a script that is the
+		// same as an agent that cannot be started. The message names the
+		// file, line and key, and says what to do.
+		return &exitError{code: exitUnreachable, err: err}
+	}
 	var ae *apierr.Error
 	if errors.As(err, &ae) {
 		switch ae.Kind {

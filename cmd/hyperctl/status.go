@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 )
 
 // statusCmd is "hyperctl status": the agent's manager properties.
@@ -38,12 +40,44 @@ func (a *app) runStatus(cmd *cobra.Command) error {
 	if !st.Running {
 		running = a.paint(ansiRed, "not running")
 	}
-	keyValues(a.env.stdout, [][2]string{
+	kv := [][2]string{
 		{"Agent", fmt.Sprintf("%s (version %s, mode %s)", running, orDash(st.Version), orDash(st.Mode))},
 		{"Uptime", formatDuration(time.Duration(st.UptimeSeconds * float64(time.Second)))},
 		{"Queue", strconv.Itoa(st.QueueDepth) + " waiting"},
 		{"Active", fmt.Sprintf("%d of %d workers", st.ActiveJobs, st.MaxWorkers)},
 		{"Today", fmt.Sprintf("%d processed, %d failed", st.ProcessedToday, st.FailedToday)},
-	})
+	}
+	if watched, text := dropFolder(st); text != "" {
+		if !watched {
+			text = a.paint(ansiRed, text)
+		}
+		kv = append(kv, [2]string{"Drop folder", text})
+	}
+	keyValues(a.env.stdout, kv)
 	return nil
+}
+
+// dropFolder says whether hyper2kvmd.path watches the drop folder, and
+// what to do when it does not: a failed path unit (unit-start-limit-hit
+// after a burst of restarts) leaves drops unseen until reset-failed. ""
+// when the agent did not say (an older agent).
+func dropFolder(st apitype.Status) (watched bool, text string) {
+	const unit = "hyper2kvmd.path"
+	switch st.PathUnitState {
+	case "":
+		return true, ""
+	case "active", "activating", "reloading":
+		return true, "watched (" + unit + " " + st.PathUnitState + ")"
+	case "failed":
+		why := ""
+		if st.PathUnitResult != "" && st.PathUnitResult != "success" {
+			why = " (" + st.PathUnitResult + ")"
+		}
+		return false, fmt.Sprintf("not watched: %s is failed%s; run: systemctl reset-failed %s && systemctl start %s", unit, why, unit, unit)
+	case "not-found":
+		return false, "not watched: " + unit + " is not installed"
+	case "masked":
+		return false, fmt.Sprintf("not watched: %s is masked; run: systemctl unmask %s && systemctl start %s", unit, unit, unit)
+	}
+	return false, fmt.Sprintf("not watched: %s is %s; run: systemctl enable --now %s", unit, st.PathUnitState, unit)
 }

@@ -59,12 +59,39 @@ func TestStatus(t *testing.T) {
 		}
 	}
 	r = runCLI(t, f, "status", "-o", "json")
-	want := []string{"active_jobs", "failed_today", "max_workers", "mode", "processed_today", "queue_depth", "running", "uptime_seconds", "version"}
+	want := []string{"active_jobs", "failed_today", "max_workers", "mode", "path_unit_result", "path_unit_state", "processed_today", "queue_depth", "running", "uptime_seconds", "version"}
 	if got := jsonKeys(t, r.stdout); !reflect.DeepEqual(got, want) {
 		t.Errorf("status json keys %v, want %v", got, want)
 	}
 	if !f.closed {
 		t.Errorf("connection not closed")
+	}
+}
+
+func TestStatusDropFolder(t *testing.T) {
+	for _, c := range []struct {
+		state, result string
+		want          string
+	}{
+		{"active", "success", "Drop folder:  watched (hyper2kvmd.path active)"},
+		{"failed", "unit-start-limit-hit", "not watched: hyper2kvmd.path is failed (unit-start-limit-hit); run: systemctl reset-failed hyper2kvmd.path"},
+		{"inactive", "success", "not watched: hyper2kvmd.path is inactive; run: systemctl enable --now hyper2kvmd.path"},
+		{"", "", ""},
+	} {
+		f := &fakeClient{status: apitype.Status{Mode: "manifest", Running: true, PathUnitState: c.state, PathUnitResult: c.result}}
+		r := runCLI(t, f, "status")
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d: %s", c.state, r.code, r.stderr)
+		}
+		if c.want == "" {
+			if strings.Contains(r.stdout, "Drop folder") {
+				t.Errorf("no path unit state, but status says %q", r.stdout)
+			}
+			continue
+		}
+		if !strings.Contains(r.stdout, c.want) {
+			t.Errorf("%s: status lacks %q:\n%s", c.state, c.want, r.stdout)
+		}
 	}
 }
 
@@ -173,6 +200,9 @@ func TestExitCodesFromTheAgent(t *testing.T) {
 		{"wrong state", apierr.New(apierr.InvalidState, "cannot cancel a completed job"), []string{"cancel", "a1"}, 1, []string{"completed"}},
 		{"no such job", apierr.New(apierr.NoSuchJob, "cannot find job q"), []string{"retry", "q"}, 1, []string{"cannot find job q"}},
 		{"internal", errors.New("boom"), []string{"status"}, 1, []string{"boom"}},
+		{"config invalid", apierr.New(apierr.ConfigInvalid, `the agent's configuration is invalid: /etc/hyper2kvm/agent.yaml: line 1: unknown key "max_concurent_jobs" (did you mean "max_concurrent_jobs"?)`),
+			[]string{"status"}, 3, []string{"/etc/hyper2kvm/agent.yaml: line 1", `did you mean "max_concurrent_jobs"`}},
+		{"config invalid on submit", apierr.New(apierr.ConfigInvalid, "the agent's configuration is invalid: x"), []string{"submit", m}, 3, []string{"configuration is invalid"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

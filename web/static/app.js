@@ -75,6 +75,17 @@ const H2K = (() => {
     return e.message + (e.details && e.details.length ? ": " + e.details.join("; ") : "");
   }
 
+  // failText is errText in plain words for what the user must act on: a
+  // misconfigured agent answers every call with the file, line and key.
+  function failText(r) {
+    const code = r.body && r.body.error && r.body.error.code;
+    if (code === "config-invalid") {
+      return "The agent is not working because its configuration file is invalid: " +
+        errText(r).replace(/^the agent's configuration is invalid: /, "");
+    }
+    return errText(r);
+  }
+
   function banner(text) {
     const b = $("banner");
     b.textContent = text || "";
@@ -86,9 +97,23 @@ const H2K = (() => {
   async function refreshStatus() {
     try {
       const r = await api("GET", "/api/workflow/status");
-      if (r.status !== 200) { banner(errText(r)); return; }
-      banner("");
+      if (r.status !== 200) {
+        // A misconfigured agent answers at once with the file, line and
+        // key; say in plain words that this is why nothing works.
+        banner(failText(r));
+        if (r.body && r.body.error && r.body.error.code === "config-invalid") $("agent-meta").textContent = "agent misconfigured";
+        return;
+      }
       const s = r.body;
+      // The drop folder works only while hyper2kvmd.path watches it.
+      const ps = s.path_unit_state;
+      if (ps && !["active", "activating", "reloading"].includes(ps)) {
+        const why = s.path_unit_result && s.path_unit_result !== "success" ? ` (${s.path_unit_result})` : "";
+        banner(`The drop folder is not watched: hyper2kvmd.path is ${ps}${why}; ` +
+          "run: systemctl reset-failed hyper2kvmd.path && systemctl start hyper2kvmd.path");
+      } else {
+        banner("");
+      }
       $("c-queue").textContent = s.queue_depth;
       $("c-active").textContent = s.active_jobs;
       $("c-done").textContent = s.processed_today;
@@ -119,7 +144,7 @@ const H2K = (() => {
   async function fetchTab(name) {
     const tab = TABS[name];
     const r = await api("GET", `/api/workflow/jobs?${tab.query}&limit=${tab.limit}`);
-    if (r.status !== 200) { banner(errText(r)); return null; }
+    if (r.status !== 200) { banner(failText(r)); return null; }
     tab.total = r.body.total;
     return r.body.jobs;
   }
