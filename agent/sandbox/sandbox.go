@@ -199,9 +199,41 @@ func mappedNamespace() (fd int, stop func(), err error) {
 }
 
 // idmap mounts src (with the mounts below it) on dst so that on-disk ids
-// appear shifted into the UIDBase range, nosuid and nodev.
+// appear shifted into the UIDBase range, nosuid and nodev. When one of the
+// guest's filesystems cannot be idmapped (a type without support, say an
+// ESP's vfat on an older kernel), the others still are: the root alone,
+// then each mount below it that can be, so the program runs without that
+// filesystem rather than not at all. Skipped mounts are named on stderr,
+// which FIX's output carries into the report.
 func idmap(src, dst string, userns int) error {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	err := idmapOne(src, dst, userns, true)
+	if err == nil {
+		return nil
+	}
+	if err := idmapOne(src, dst, userns, false); err != nil {
+		return err
+	}
+	subs, merr := mountsBelow(src)
+	if merr != nil {
+		return merr
+	}
+	for _, m := range subs {
+		rel, _ := filepath.Rel(src, m)
+		if e := idmapOne(m, filepath.Join(dst, rel), userns, true); e != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: /%s left out of the sandbox: %v\n", rel, e)
+		}
+	}
+	return nil
+}
+
+func idmapOne(src, dst string, userns int, recursive bool) error {
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
+	setFlags := unix.AT_EMPTY_PATH
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+		setFlags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, uint(flags))
 	if err != nil {
 		return fmt.Errorf("cannot clone the guest's mounts: %w", err)
 	}
@@ -210,13 +242,53 @@ func idmap(src, dst string, userns int) error {
 		Attr_set:  unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV,
 		Userns_fd: uint64(userns),
 	}
-	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+	if err := unix.MountSetattr(fd, "", uint(setFlags), attr); err != nil {
 		return fmt.Errorf("cannot idmap the guest's filesystem (the kernel or this filesystem type does not support idmapped mounts; use fix.backend guestfs): %w", err)
 	}
 	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("cannot attach the idmapped guest tree: %w", err)
 	}
 	return nil
+}
+
+// mountsBelow lists the mount points strictly below dir in this mount
+// namespace, parents before children (mountinfo's order).
+func mountsBelow(dir string) ([]string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the guest's mounts: %w", err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // bwrap runs argv under bubblewrap in a new user namespace mapped like the

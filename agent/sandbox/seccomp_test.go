@@ -97,3 +97,15 @@ func TestEncode(t *testing.T) {
 		t.Fatalf("encode = % x", b)
 	}
 }
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		"/boot":              "/boot",
+		`/mnt/with\040space`: "/mnt/with space",
+		`/a\134b`:            `/a\b`,
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
