@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -145,11 +146,12 @@ func (a *Agent) refuse(name, reason string) {
 func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
 	now := a.now()
 	r := &record{
-		Job: jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, State: jobs.Failed,
-			Progress: jobs.ProgressUnknown, SubmittedBy: -1, CreatedAt: now, FinishedAt: now, Error: msg, ErrorStage: "claim"},
+		Job:        jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, SubmittedBy: -1, CreatedAt: now},
 		Claim:      claimName,
 		Validation: validation,
 	}
+	r.enterState(jobs.Pending, transition{}, now)
+	r.enterState(jobs.Failed, transition{why: msg, stage: "claim"}, now)
 	a.st.add(r)
 	return r
 }
@@ -164,7 +166,7 @@ func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, 
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: claimed, FieldJobID: r.ID}, "%s: %s", original, msg)
 	a.emit(apitype.JobNew, r, nil)
-	a.settleClaim(c)
+	a.settleClaimLocked(c)
 }
 
 // ingest turns a claimed file into jobs (one per VM), saved before they
@@ -211,10 +213,10 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 	for _, vm := range m.Split() {
 		raw, _ := json.Marshal(vm)
 		r := &record{
-			Job: jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, State: jobs.Pending, Progress: jobs.ProgressUnknown,
-				SubmittedBy: submittedBy, CreatedAt: a.now()},
+			Job:   jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, SubmittedBy: submittedBy, CreatedAt: a.now()},
 			Claim: claimed, VM: raw, FileTime: fileTime, DropperUID: dropper, Concurrency: conc,
 		}
+		r.enterState(jobs.Pending, transition{}, r.CreatedAt)
 		if vm.Priority != nil {
 			r.Priority = *vm.Priority
 		}
@@ -403,4 +405,12 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		check("pipeline", m.Pipeline)
 	}
 	return problems
+}
+
+// fileOwner is the uid owning a claimed file, -1 when unknown.
+func fileOwner(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int64(st.Uid)
+	}
+	return -1
 }

@@ -150,7 +150,7 @@ func CleanOutputs(jobDir string) ([]string, error) {
 		return nil, fmt.Errorf("cannot read job manifest: %w", err)
 	}
 	rep, _ := readReport(jobDir)
-	if rep != nil && rep.Status == "completed" {
+	if rep != nil && rep.Status == report.Completed {
 		return nil, nil
 	}
 	_, serr := os.Lstat(filepath.Join(jobDir, SharedFile))
@@ -231,7 +231,7 @@ func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
 		a.log.Debugf(jobFields(r), "%v", err)
 	}
 	if len(removed) > 0 {
-		a.log.Infof(jobFields(r), "job %s %s: removed what it wrote into %s: %s", r.ID, r.State, o.dir, strings.Join(removed, ", "))
+		a.log.Infof(jobFields(r), "job %s did not complete: removed what it wrote into %s: %s", r.ID, o.dir, strings.Join(removed, ", "))
 	}
 }
 

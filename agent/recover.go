@@ -54,7 +54,7 @@ func (a *Agent) recover(ctx context.Context) error {
 			a.dropVanished(c)
 			continue
 		}
-		a.settleClaim(c)
+		a.settleClaimLocked(c)
 	}
 	if removed, err := a.q.RemoveTemps(); err != nil {
 		a.log.Warnf(nil, "%v", err)
@@ -109,14 +109,12 @@ func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
 			a.log.Infof(f, "%s finished while the agent was not running", r.Unit)
 			a.unitEnded(ctx, r, UnitInfo{})
 		case !a.workerStarted(r):
-			a.log.Infof(f, "job %s never started; queuing it again", r.ID)
-			r.State = jobs.Pending
-			r.Attempt--
+			a.setStateLocked(r, jobs.Pending, transition{why: "never started", notRun: true})
 			a.pend.add(r)
 		case r.BootID != "" && r.BootID != a.bootID() && r.Attempt < maxAttempts && !r.Cancel:
-			a.requeue(r, nil, "the machine stopped while it ran (a new boot)")
+			a.requeueLocked(r, nil, "the machine stopped while it ran (a new boot)")
 		default:
-			a.finish(r, jobs.Failed, r.Stage, "the worker ended without a report while the agent was not running (killed, or the machine stopped)", nil)
+			a.finishLocked(r, jobs.Failed, r.Stage, "the worker ended without a report while the agent was not running (killed, or the machine stopped)", nil)
 		}
 	}
 }
@@ -178,8 +176,7 @@ func (a *Agent) dropVanished(c *claim) {
 	}
 	for _, id := range c.Jobs {
 		if r := a.st.Jobs[id]; r != nil && !r.State.Ready() {
-			r.State, r.Error, r.FinishedAt = jobs.Failed, "its manifest disappeared from processing/", a.now()
-			a.log.Warnf(jobFields(r), "job %s: %s", r.ID, r.Error)
+			a.setStateLocked(r, jobs.Failed, transition{why: "its manifest disappeared from processing/"})
 		}
 	}
 	delete(a.st.Claims, c.Name)

@@ -76,7 +76,7 @@ func (a *Agent) retrySettles() {
 			}
 		}
 		if done {
-			a.settleClaim(c)
+			a.settleClaimLocked(c)
 		}
 	}
 	if !a.settleLater {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
 // stateVersion is bumped on an incompatible change of state.json. Version
@@ -41,7 +42,7 @@ type record struct {
 	Cursor       string          `json:"journal_cursor,omitempty"`
 	Invocation   string          `json:"invocation_id,omitempty"`
 	Validation   []string        `json:"validation_errors,omitempty"`
-	ReportStatus string          `json:"report_status,omitempty"`
+	ReportStatus report.Status   `json:"report_status,omitempty"`
 	// KeptOutputs are the files already in the manifest's own output_dir
 	// under names the job may write when it started: never its to remove.
 	KeptOutputs []string `json:"kept_outputs,omitempty"`
