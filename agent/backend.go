@@ -148,7 +148,7 @@ func (a *Agent) Submit(ctx context.Context, data []byte, o apitype.SubmitOptions
 	if uid >= 0 {
 		os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(uid), -1)
 	}
-	recs := a.ingest(ctx, claimed, name, kindSubmitted, a.now(), uid, uid)
+	recs := a.ingestLocked(ctx, claimed, name, kindSubmitted, a.now(), uid, uid)
 	if len(recs) == 0 {
 		// Checked above; only a race with the file system gets here.
 		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: the manifest was refused; see failed/")
@@ -248,7 +248,7 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 		if err != nil {
 			return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: %v", id, err)
 		}
-		recs = a.ingest(ctx, claimed, r.Manifest, kindImage, a.now(), dropper, submitter)
+		recs = a.ingestLocked(ctx, claimed, r.Manifest, kindImage, a.now(), dropper, submitter)
 	} else {
 		vm, problems := parseForSubmit(r.VM)
 		if len(problems) > 0 {
@@ -262,10 +262,10 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 			return jobs.Job{}, apierr.New(apierr.Internal, "%v", err)
 		}
 		if dropper >= 0 {
-			// A restart queues the file again for its owner (recover).
+			// A restart queues the file again for its owner (recoverLocked).
 			os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(dropper), -1)
 		}
-		recs = a.ingest(ctx, claimed, r.Manifest, kindSubmitted, a.now(), dropper, submitter)
+		recs = a.ingestLocked(ctx, claimed, r.Manifest, kindSubmitted, a.now(), dropper, submitter)
 	}
 	if len(recs) == 0 {
 		return jobs.Job{}, apierr.New(apierr.InvalidManifest, "cannot retry job %s: the manifest was refused; see failed/", id)

@@ -41,7 +41,7 @@ func (a *Agent) Subscribe() (<-chan apitype.Event, func()) {
 }
 
 // relay moves events from in to out through a queue of up to limit, so
-// that emit (under a.mu) never waits for a subscriber. It closes out when
+// that emitLocked (under a.mu) never waits for a subscriber. It closes out when
 // in is closed; behind is called once each time the queue overflows.
 func relay(in <-chan apitype.Event, out chan<- apitype.Event, limit int, behind func(int)) {
 	defer close(out)
@@ -77,10 +77,10 @@ func relay(in <-chan apitype.Event, out chan<- apitype.Event, limit int, behind 
 	}
 }
 
-// emit sends an event to every subscriber. Called with a.mu held. The
+// emitLocked sends an event to every subscriber. Called with a.mu held. The
 // relay behind each channel always takes what it is sent, so a full
 // channel only means it has not run yet: wait for it a little.
-func (a *Agent) emit(kind apitype.EventKind, r *record, changed []string) {
+func (a *Agent) emitLocked(kind apitype.EventKind, r *record, changed []string) {
 	ev := apitype.Event{Kind: kind, Job: r.Job, Changed: changed, At: a.now()}
 	for id, ch := range a.subs {
 		select {

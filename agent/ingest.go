@@ -32,14 +32,14 @@ const (
 // batch at a time.
 const claimBatch = 500
 
-// scan looks at to_be_processed/ once: refuses what can never be taken and
+// scanLocked looks at to_be_processed/ once: refuses what can never be taken and
 // claims what is stable. Called with a.mu held.
 //
 // The jobs of up to claimBatch claimed files are saved together before
-// any of them is announced or can be started (schedule runs after scan).
+// any of them is announced or can be started (scheduleLocked runs after scanLocked).
 // A crash before that save leaves their files in processing/ with no job,
 // and recovery queues them again.
-func (a *Agent) scan(ctx context.Context) {
+func (a *Agent) scanLocked(ctx context.Context) {
 	t0 := time.Now()
 	ready, rejected, waiting, busy, err := a.q.Scan()
 	a.scanCost = time.Since(t0)
@@ -140,7 +140,7 @@ func (a *Agent) refuse(name, reason string) {
 	r.ReportPath = t.ReportPath()
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: name, FieldJobID: r.ID}, "refused %q: %s", name, reason)
-	a.emit(apitype.JobNew, r, nil)
+	a.emitLocked(apitype.JobNew, r, nil)
 }
 
 func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
@@ -165,14 +165,14 @@ func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, 
 	a.st.Claims[claimed] = c
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: claimed, FieldJobID: r.ID}, "%s: %s", original, msg)
-	a.emit(apitype.JobNew, r, nil)
+	a.emitLocked(apitype.JobNew, r, nil)
 	a.settleClaimLocked(c)
 }
 
-// ingest turns a claimed file into jobs (one per VM), saved before they
+// ingestLocked turns a claimed file into jobs (one per VM), saved before they
 // are announced, or settles it as failed when it is invalid. Called with
 // a.mu held.
-func (a *Agent) ingest(ctx context.Context, claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) []*record {
+func (a *Agent) ingestLocked(ctx context.Context, claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) []*record {
 	recs, msg, problems := a.prepare(claimed, original, kind, fileTime, dropper, submittedBy)
 	if msg != "" {
 		a.failNewClaim(claimed, original, kind, submittedBy, msg, problems)
@@ -240,7 +240,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 func (a *Agent) announce(batch []queued) {
 	for _, q := range batch {
 		a.log.Infof(jobFields(q.r), "job %s queued: %s from %s", q.r.ID, q.r.Name, q.from)
-		a.emit(apitype.JobNew, q.r, nil)
+		a.emitLocked(apitype.JobNew, q.r, nil)
 	}
 	a.wake()
 }

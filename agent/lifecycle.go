@@ -20,22 +20,22 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
-// schedule starts pending jobs, highest priority first and, among equal
+// scheduleLocked starts pending jobs, highest priority first and, among equal
 // priorities, oldest file first (pendingBefore), while fewer than
 // max_concurrent_jobs run and each batch stays within its concurrency.
 // Called with a.mu held.
-func (a *Agent) schedule(ctx context.Context) {
+func (a *Agent) scheduleLocked(ctx context.Context) {
 	if !a.running {
 		return
 	}
-	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool { return a.start(ctx, r) })
+	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool { return a.startLocked(ctx, r) })
 }
 
-// start writes the job directory and starts the job's transient unit. The
+// startLocked writes the job directory and starts the job's transient unit. The
 // record is saved as running before the unit exists: if the agent dies in
 // between, recovery finds no unit and no "started" file and queues the job
 // again. It reports whether the job now runs.
-func (a *Agent) start(ctx context.Context, r *record) bool {
+func (a *Agent) startLocked(ctx context.Context, r *record) bool {
 	now := a.now()
 	r.JobDir = filepath.Join(a.jobsDir(), r.ID)
 	r.OutputDir = filepath.Join(a.cfg.OutputDir, now.Format(queue.DateLayout), r.ID)
@@ -68,7 +68,7 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 		return false
 	}
 	r.KeptOutputs = kept
-	a.markShared(r)
+	a.markSharedLocked(r)
 	r.Unit = jobs.UnitName(r.ID)
 	a.setStateLocked(r, jobs.Running, transition{bootID: a.bootID(), at: now})
 	if err := a.units.Start(ctx, r.Unit, props); err != nil {
@@ -93,18 +93,18 @@ func (a *Agent) start(ctx context.Context, r *record) bool {
 	a.log.Infof(jobFields(r), "job %s started as %s", r.ID, r.Unit)
 	// Catch up with anything the signals said before we were listening.
 	if info, err := a.units.Get(ctx, r.Unit); err == nil && !info.Gone() {
-		a.applyUnit(ctx, r, info, nil)
+		a.applyUnitLocked(ctx, r, info, nil)
 	}
 	return true
 }
 
-// onUnitChange applies one PropertiesChanged signal. Called with a.mu held.
-func (a *Agent) onUnitChange(ctx context.Context, ch UnitChange) {
+// onUnitChangeLocked applies one PropertiesChanged signal. Called with a.mu held.
+func (a *Agent) onUnitChangeLocked(ctx context.Context, ch UnitChange) {
 	r := a.jobByUnit(ch.Info.Name)
 	if r == nil || r.State != jobs.Running {
 		return
 	}
-	a.applyUnit(ctx, r, ch.Info, ch.Has)
+	a.applyUnitLocked(ctx, r, ch.Info, ch.Has)
 }
 
 func (a *Agent) jobByUnit(unit string) *record {
@@ -119,13 +119,13 @@ func (a *Agent) jobByUnit(unit string) *record {
 	return r
 }
 
-// applyUnit folds unit state into the job: progress from StatusText, and
+// applyUnitLocked folds unit state into the job: progress from StatusText, and
 // the end of the job when the unit stops. has names the fields info
 // carries (nil: all of them).
-func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map[string]bool) {
+func (a *Agent) applyUnitLocked(ctx context.Context, r *record, info UnitInfo, has map[string]bool) {
 	carries := func(k string) bool { return has == nil || has[k] }
 	if carries("StatusText") {
-		a.applyStatus(r, info.StatusText)
+		a.applyStatusLocked(r, info.StatusText)
 	}
 	if carries("Result") && info.Result != "" {
 		r.UnitResult = info.Result
@@ -157,19 +157,19 @@ func (a *Agent) applyUnit(ctx context.Context, r *record, info UnitInfo, has map
 			}
 			// The unit may have ended before the signals of its last
 			// STATUS= are handled: its last stage is the one it ended in.
-			a.applyStatus(r, full.StatusText)
+			a.applyStatusLocked(r, full.StatusText)
 			info = full
 		}
 		if !info.Gone() && (!info.Finished() || !info.Ran()) {
 			r.sawActive = r.sawActive || !info.Finished()
 			return
 		}
-		a.unitEnded(ctx, r, info)
+		a.unitEndedLocked(ctx, r, info)
 	}
 }
 
-// applyStatus folds the unit's StatusText into the job's stage and progress.
-func (a *Agent) applyStatus(r *record, text string) {
+// applyStatusLocked folds the unit's StatusText into the job's stage and progress.
+func (a *Agent) applyStatusLocked(r *record, text string) {
 	if text == "" || text == r.StatusText {
 		return
 	}
@@ -184,7 +184,7 @@ func (a *Agent) applyStatus(r *record, text string) {
 		r.Progress, r.BytesDone, r.BytesTotal = u.Percent, u.Done, u.Total
 		changed = append(changed, "Progress")
 	}
-	a.emit(apitype.JobChanged, r, changed)
+	a.emitLocked(apitype.JobChanged, r, changed)
 }
 
 func (a *Agent) workerStarted(r *record) bool {
@@ -208,9 +208,9 @@ func readReport(dir string) (*report.Report, error) {
 	return &rep, nil
 }
 
-// unitEnded finishes a job whose unit stopped, from the worker's report
+// unitEndedLocked finishes a job whose unit stopped, from the worker's report
 // and the unit's result.
-func (a *Agent) unitEnded(ctx context.Context, r *record, info UnitInfo) {
+func (a *Agent) unitEndedLocked(ctx context.Context, r *record, info UnitInfo) {
 	if info.Result != "" {
 		r.UnitResult = info.Result
 	}
@@ -272,7 +272,7 @@ func (a *Agent) requeueLocked(r *record, rep *report.Report, why string) {
 		removeNoFollow(rep.ReportPath)
 	}
 	a.removeScratch(r)
-	a.cleanOutputs(r, rep)
+	a.cleanOutputsLocked(r, rep)
 	a.setStateLocked(r, jobs.Pending, transition{why: why})
 	a.wake()
 }

@@ -68,7 +68,7 @@ func outcome(e ending) (jobs.State, string, string) {
 	case e.unitResult == "timeout":
 		return jobs.Failed, stage, "the job ran longer than its runtime limit (RuntimeMaxSec) and was stopped"
 	case interrupted(e) && e.attempt < maxAttempts:
-		return jobs.Pending, stage, "interrupted" // run again: see unitEnded
+		return jobs.Pending, stage, "interrupted" // run again: see unitEndedLocked
 	case interrupted(e):
 		during := ""
 		if stage != "" {

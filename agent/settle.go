@@ -29,7 +29,7 @@ func (a *Agent) finishLocked(r *record, state jobs.State, stage, msg string, rep
 			a.log.Warnf(jobFields(r), "cannot remove partial output: %v", err)
 		}
 		// Nor of what it wrote into its manifest's own output_dir.
-		a.cleanOutputs(r, rep)
+		a.cleanOutputsLocked(r, rep)
 	}
 	a.setStateLocked(r, state, transition{why: msg, stage: stage, rep: rep})
 	if c := a.st.Claims[r.Claim]; c != nil && slices.Contains(c.Jobs, r.ID) {
@@ -69,7 +69,7 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	if c.Target == nil {
 		t, err := a.q.Reserve(c.Name, status == "completed", a.now())
 		if err != nil {
-			a.settleFailed(c, err)
+			a.settleFailedLocked(c, err)
 			return
 		}
 		c.Target = &t
@@ -77,7 +77,7 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	}
 	if err := a.q.Finish(a.q.Dir(queue.Processing), c.Name, *c.Target, a.settlement(c, recs, status)); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			a.settleFailed(c, err)
+			a.settleFailedLocked(c, err)
 			return
 		}
 		// Someone removed the file; the report still says what happened.
@@ -91,7 +91,7 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	a.save()
 	a.log.Infof(Fields{FieldManifest: c.Name}, "%s settled: %s", c.Original, c.Target.Path())
 	for _, r := range recs {
-		a.emit(apitype.JobChanged, r, []string{"ReportPath"})
+		a.emitLocked(apitype.JobChanged, r, []string{"ReportPath"})
 	}
 }
 
@@ -152,7 +152,7 @@ func (a *Agent) settlement(c *claim, recs []*record, status string) []byte {
 		if r.JobDir != "" {
 			jr.Report, _ = readReport(r.JobDir)
 			if jr.Report != nil && r.State != jobs.Completed {
-				// Removed with the rest of what the job wrote (cleanOutputs):
+				// Removed with the rest of what the job wrote (cleanOutputsLocked):
 				// this settlement is the failure report.
 				jr.Report.ReportPath = ""
 			}

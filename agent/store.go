@@ -81,7 +81,7 @@ type claim struct {
 // part (10,000 pending jobs after a burst of drops) and not the history (a
 // month of finished jobs). When changes.jsonl outgrows the live part a
 // save writes a new snapshot instead (amortised O(1) per change), and every
-// start folds the log into a fresh snapshot.
+// startLocked folds the log into a fresh snapshot.
 //
 // Code outside this file changes records in place and then calls save;
 // save finds what changed by comparing each live record with a copy of

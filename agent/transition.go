@@ -122,7 +122,7 @@ func (a *Agent) setStateLocked(r *record, to jobs.State, t transition) {
 	default:
 		a.log.Warnf(f, "job %s %s: %s", r.ID, to, t.why)
 	}
-	a.emit(apitype.JobChanged, r, changedFields(before, r.Job))
+	a.emitLocked(apitype.JobChanged, r, changedFields(before, r.Job))
 }
 
 // changedFields names the fields of a job (as its D-Bus properties and
