@@ -86,6 +86,9 @@ type claim struct {
 // Code outside this file changes records in place and then calls save;
 // save finds what changed by comparing each live record with a copy of
 // what it last wrote (sameRecord), which costs nanoseconds per live job.
+// State changes go through setStateLocked, but progress, unit results,
+// report paths and claims are still changed in place, so the diff stays
+// until the store is replaced.
 type state struct {
 	Version int                `json:"version"`
 	Jobs    map[string]*record `json:"jobs"`
