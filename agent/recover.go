@@ -141,11 +141,11 @@ func (a *Agent) adoptLocked(ctx context.Context, u UnitInfo) {
 		}
 	}
 	r := &record{
-		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, State: jobs.Running,
-			Progress: jobs.ProgressUnknown, Unit: u.Name, SubmittedBy: -1, Priority: spec.Priority,
-			CreatedAt: a.now(), StartedAt: a.now()},
-		Claim: spec.Claim, VM: vm, JobDir: dir, OutputDir: spec.OutputDir, BootID: a.bootID(), Attempt: 1,
+		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, Unit: u.Name, SubmittedBy: -1,
+			Priority: spec.Priority, CreatedAt: a.now()},
+		Claim: spec.Claim, VM: vm, JobDir: dir, OutputDir: spec.OutputDir,
 	}
+	r.enterState(jobs.Running, transition{bootID: a.bootID()}, r.CreatedAt)
 	a.st.Jobs[id] = r
 	c := a.st.Claims[spec.Claim]
 	if c == nil {
