@@ -192,10 +192,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.mu.Lock()
 	a.running = true
-	err = a.recover(ctx)
+	err = a.recoverLocked(ctx)
 	if err == nil {
-		a.scan(ctx)
-		a.schedule(ctx)
+		a.scanLocked(ctx)
+		a.scheduleLocked(ctx)
 	}
 	a.mu.Unlock()
 	if err != nil {
@@ -262,9 +262,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		due = time.Time{}
 		rescan.Stop()
 		a.mu.Lock()
-		a.scan(ctx)
+		a.scanLocked(ctx)
 		pause = min(scanPace*a.scanCost, scanGap)
-		a.schedule(ctx)
+		a.scheduleLocked(ctx)
 		a.mu.Unlock()
 		lastScan = time.Now()
 		if d, ok := a.nextLook(); ok {
@@ -282,8 +282,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-retry.C:
 			a.mu.Lock()
 			if a.settleLater || a.saveFailed {
-				a.retrySettles()
-				a.schedule(ctx)
+				a.retrySettlesLocked()
+				a.scheduleLocked(ctx)
 			}
 			a.mu.Unlock()
 		case <-ctx.Done():
@@ -333,12 +333,12 @@ func (a *Agent) Run(ctx context.Context) error {
 				return errors.New("cannot follow job units: connection to systemd lost")
 			}
 			a.mu.Lock()
-			a.onUnitChange(ctx, ch)
-			a.schedule(ctx)
+			a.onUnitChangeLocked(ctx, ch)
+			a.scheduleLocked(ctx)
 			a.mu.Unlock()
 		case <-a.kick:
 			a.mu.Lock()
-			a.schedule(ctx)
+			a.scheduleLocked(ctx)
 			a.mu.Unlock()
 		case <-watchdog:
 			a.notify("WATCHDOG=1")

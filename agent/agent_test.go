@@ -215,6 +215,7 @@ type env struct {
 	done   chan error
 	notes  chan string
 	image  string
+	w      *watcher // events, when a test watches them
 }
 
 func newEnv(t *testing.T, edit func(*config.Config)) *env {

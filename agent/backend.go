@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
@@ -150,7 +148,7 @@ func (a *Agent) Submit(ctx context.Context, data []byte, o apitype.SubmitOptions
 	if uid >= 0 {
 		os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(uid), -1)
 	}
-	recs := a.ingest(ctx, claimed, name, kindSubmitted, a.now(), uid, uid)
+	recs := a.ingestLocked(ctx, claimed, name, kindSubmitted, a.now(), uid, uid)
 	if len(recs) == 0 {
 		// Checked above; only a race with the file system gets here.
 		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: the manifest was refused; see failed/")
@@ -203,7 +201,7 @@ func (a *Agent) Cancel(ctx context.Context, id string) error {
 	switch r.State {
 	case jobs.Pending:
 		r.Cancel = true
-		a.finish(r, jobs.Cancelled, "", "cancelled before it started", nil)
+		a.finishLocked(r, jobs.Cancelled, "", "cancelled before it started", nil)
 		return nil
 	case jobs.Running:
 		if !r.Cancel {
@@ -250,7 +248,7 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 		if err != nil {
 			return jobs.Job{}, apierr.New(apierr.InvalidState, "cannot retry job %s: %v", id, err)
 		}
-		recs = a.ingest(ctx, claimed, r.Manifest, kindImage, a.now(), dropper, submitter)
+		recs = a.ingestLocked(ctx, claimed, r.Manifest, kindImage, a.now(), dropper, submitter)
 	} else {
 		vm, problems := parseForSubmit(r.VM)
 		if len(problems) > 0 {
@@ -264,10 +262,10 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 			return jobs.Job{}, apierr.New(apierr.Internal, "%v", err)
 		}
 		if dropper >= 0 {
-			// A restart queues the file again for its owner (recover).
+			// A restart queues the file again for its owner (recoverLocked).
 			os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(dropper), -1)
 		}
-		recs = a.ingest(ctx, claimed, r.Manifest, kindSubmitted, a.now(), dropper, submitter)
+		recs = a.ingestLocked(ctx, claimed, r.Manifest, kindSubmitted, a.now(), dropper, submitter)
 	}
 	if len(recs) == 0 {
 		return jobs.Job{}, apierr.New(apierr.InvalidManifest, "cannot retry job %s: the manifest was refused; see failed/", id)
@@ -277,102 +275,3 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 	}
 	return recs[0].Job, nil
 }
-
-// maxBacklog is how many events a subscriber may fall behind before it
-// loses some (and is told in the log). A burst of drops announces a job
-// per file; the D-Bus server, the one subscriber, exports an object per
-// job and catches up a little later.
-const maxBacklog = 1 << 16
-
-// Subscribe delivers job changes until cancel is called. A subscriber that
-// falls more than maxBacklog events behind loses events.
-func (a *Agent) Subscribe() (<-chan apitype.Event, func()) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	in := make(chan apitype.Event, 256)
-	out := make(chan apitype.Event, 64)
-	id := a.nextSub
-	a.nextSub++
-	a.subs[id] = in
-	go relay(in, out, maxBacklog, func(n int) {
-		a.log.Warnf(nil, "event subscriber %d is %d events behind; dropping events", id, n)
-	})
-	return out, func() {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if c, ok := a.subs[id]; ok {
-			delete(a.subs, id)
-			close(c)
-		}
-	}
-}
-
-// relay moves events from in to out through a queue of up to limit, so
-// that emit (under a.mu) never waits for a subscriber. It closes out when
-// in is closed; behind is called once each time the queue overflows.
-func relay(in <-chan apitype.Event, out chan<- apitype.Event, limit int, behind func(int)) {
-	defer close(out)
-	var q []apitype.Event
-	full := false
-	for {
-		if len(q) == 0 {
-			ev, ok := <-in
-			if !ok {
-				return
-			}
-			q = append(q[:0], ev)
-			continue
-		}
-		select {
-		case ev, ok := <-in:
-			if !ok {
-				return
-			}
-			if len(q) >= limit {
-				if !full {
-					behind(len(q))
-				}
-				full = true
-				continue
-			}
-			q = append(q, ev)
-		case out <- q[0]:
-			q[0] = apitype.Event{}
-			q = q[1:]
-			full = false
-		}
-	}
-}
-
-// emit sends an event to every subscriber. Called with a.mu held. The
-// relay behind each channel always takes what it is sent, so a full
-// channel only means it has not run yet: wait for it a little.
-func (a *Agent) emit(kind apitype.EventKind, r *record, changed []string) {
-	ev := apitype.Event{Kind: kind, Job: r.Job, Changed: changed, At: a.now()}
-	for id, ch := range a.subs {
-		select {
-		case ch <- ev:
-			continue
-		default:
-		}
-		t := time.NewTimer(time.Second)
-		select {
-		case ch <- ev:
-		case <-t.C:
-			a.log.Warnf(nil, "event subscriber %d does not take events; dropping one", id)
-		}
-		t.Stop()
-	}
-}
-
-func fileOwner(fi os.FileInfo) int64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int64(st.Uid)
-	}
-	return -1
-}
-
-// JobChanged is apitype.JobChanged under its old name, kept only while
-// lifecycle.go is being split (it would otherwise conflict with that work);
-// remove it once the split lands and lifecycle's files name apitype.
-const JobChanged = apitype.JobChanged

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,14 +32,14 @@ const (
 // batch at a time.
 const claimBatch = 500
 
-// scan looks at to_be_processed/ once: refuses what can never be taken and
+// scanLocked looks at to_be_processed/ once: refuses what can never be taken and
 // claims what is stable. Called with a.mu held.
 //
 // The jobs of up to claimBatch claimed files are saved together before
-// any of them is announced or can be started (schedule runs after scan).
+// any of them is announced or can be started (scheduleLocked runs after scanLocked).
 // A crash before that save leaves their files in processing/ with no job,
 // and recovery queues them again.
-func (a *Agent) scan(ctx context.Context) {
+func (a *Agent) scanLocked(ctx context.Context) {
 	t0 := time.Now()
 	ready, rejected, waiting, busy, err := a.q.Scan()
 	a.scanCost = time.Since(t0)
@@ -139,17 +140,18 @@ func (a *Agent) refuse(name, reason string) {
 	r.ReportPath = t.ReportPath()
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: name, FieldJobID: r.ID}, "refused %q: %s", name, reason)
-	a.emit(apitype.JobNew, r, nil)
+	a.emitLocked(apitype.JobNew, r, nil)
 }
 
 func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
 	now := a.now()
 	r := &record{
-		Job: jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, State: jobs.Failed,
-			Progress: jobs.ProgressUnknown, SubmittedBy: -1, CreatedAt: now, FinishedAt: now, Error: msg, ErrorStage: "claim"},
+		Job:        jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, SubmittedBy: -1, CreatedAt: now},
 		Claim:      claimName,
 		Validation: validation,
 	}
+	r.enterState(jobs.Pending, transition{}, now)
+	r.enterState(jobs.Failed, transition{why: msg, stage: "claim"}, now)
 	a.st.add(r)
 	return r
 }
@@ -163,14 +165,14 @@ func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, 
 	a.st.Claims[claimed] = c
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: claimed, FieldJobID: r.ID}, "%s: %s", original, msg)
-	a.emit(apitype.JobNew, r, nil)
-	a.settleClaim(c)
+	a.emitLocked(apitype.JobNew, r, nil)
+	a.settleClaimLocked(c)
 }
 
-// ingest turns a claimed file into jobs (one per VM), saved before they
+// ingestLocked turns a claimed file into jobs (one per VM), saved before they
 // are announced, or settles it as failed when it is invalid. Called with
 // a.mu held.
-func (a *Agent) ingest(ctx context.Context, claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) []*record {
+func (a *Agent) ingestLocked(ctx context.Context, claimed, original, kind string, fileTime time.Time, dropper, submittedBy int64) []*record {
 	recs, msg, problems := a.prepare(claimed, original, kind, fileTime, dropper, submittedBy)
 	if msg != "" {
 		a.failNewClaim(claimed, original, kind, submittedBy, msg, problems)
@@ -211,10 +213,10 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 	for _, vm := range m.Split() {
 		raw, _ := json.Marshal(vm)
 		r := &record{
-			Job: jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, State: jobs.Pending, Progress: jobs.ProgressUnknown,
-				SubmittedBy: submittedBy, CreatedAt: a.now()},
+			Job:   jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, SubmittedBy: submittedBy, CreatedAt: a.now()},
 			Claim: claimed, VM: raw, FileTime: fileTime, DropperUID: dropper, Concurrency: conc,
 		}
+		r.enterState(jobs.Pending, transition{}, r.CreatedAt)
 		if vm.Priority != nil {
 			r.Priority = *vm.Priority
 		}
@@ -238,7 +240,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 func (a *Agent) announce(batch []queued) {
 	for _, q := range batch {
 		a.log.Infof(jobFields(q.r), "job %s queued: %s from %s", q.r.ID, q.r.Name, q.from)
-		a.emit(apitype.JobNew, q.r, nil)
+		a.emitLocked(apitype.JobNew, q.r, nil)
 	}
 	a.wake()
 }
@@ -403,4 +405,12 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		check("pipeline", m.Pipeline)
 	}
 	return problems
+}
+
+// fileOwner is the uid owning a claimed file, -1 when unknown.
+func fileOwner(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int64(st.Uid)
+	}
+	return -1
 }

@@ -80,7 +80,7 @@ func (o outputNames) matches(name string) bool {
 
 // keptOutputs lists the names in the job's own output_dir that it may
 // write and that exist before it starts: they are someone else's and never
-// removed by cleanOutputs.
+// removed by cleanOutputsLocked.
 func keptOutputs(vmJSON []byte) []string {
 	o := outputsOf(vmJSON)
 	if o.dir == "" {
@@ -150,7 +150,7 @@ func CleanOutputs(jobDir string) ([]string, error) {
 		return nil, fmt.Errorf("cannot read job manifest: %w", err)
 	}
 	rep, _ := readReport(jobDir)
-	if rep != nil && rep.Status == "completed" {
+	if rep != nil && rep.Status == report.Completed {
 		return nil, nil
 	}
 	_, serr := os.Lstat(filepath.Join(jobDir, SharedFile))
@@ -216,11 +216,11 @@ func cleanOutputDir(o outputNames, id string, started time.Time, keptNames []str
 	return removed, errors.Join(errs...)
 }
 
-// cleanOutputs is CleanOutputs from the agent, for a job that did not
+// cleanOutputsLocked is CleanOutputs from the agent, for a job that did not
 // complete, in case the unit's ExecStopPost could not (the machine
 // stopped). The agent's sandbox usually cannot write there; a failure is
 // only logged at debug level. Called with a.mu held.
-func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
+func (a *Agent) cleanOutputsLocked(r *record, rep *report.Report) {
 	o := outputsOf(r.VM)
 	if o.dir == "" || r.StartedAt.IsZero() {
 		return
@@ -231,14 +231,14 @@ func (a *Agent) cleanOutputs(r *record, rep *report.Report) {
 		a.log.Debugf(jobFields(r), "%v", err)
 	}
 	if len(removed) > 0 {
-		a.log.Infof(jobFields(r), "job %s %s: removed what it wrote into %s: %s", r.ID, r.State, o.dir, strings.Join(removed, ", "))
+		a.log.Infof(jobFields(r), "job %s did not complete: removed what it wrote into %s: %s", r.ID, o.dir, strings.Join(removed, ", "))
 	}
 }
 
-// markShared touches SharedFile in the job directory of every running job
+// markSharedLocked touches SharedFile in the job directory of every running job
 // writing into the same output_dir as r, and in r's when there is one.
 // Called with a.mu held, before r's unit starts.
-func (a *Agent) markShared(r *record) {
+func (a *Agent) markSharedLocked(r *record) {
 	o := outputsOf(r.VM)
 	if o.dir == "" {
 		return

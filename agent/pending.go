@@ -21,7 +21,7 @@ func pendingBefore(a, b *record) bool {
 	return a.ID < b.ID
 }
 
-// pendingQueue is what schedule picks the next job from, so that a unit
+// pendingQueue is what scheduleLocked picks the next job from, so that a unit
 // change costs O(log P) with P jobs pending rather than a sort of them all.
 //
 // The pending jobs of each batch, and those of no batch, form a lane: a
@@ -35,13 +35,13 @@ func pendingBefore(a, b *record) bool {
 // It finds out lazily: a job that is no longer pending when it comes
 // first is dropped, and the jobs it started are looked at on every pick
 // (refresh): one that stopped frees its batch, one put back to pending
-// (requeue) joins its lane again. The order keys of a pending job
+// (requeueLocked) joins its lane again. The order keys of a pending job
 // (Priority, FileTime, CreatedAt, ID) never change.
 type pendingQueue struct {
 	lanes   map[string]*lane
 	open    laneHeap
 	queued  map[*record]bool   // in a lane
-	running map[string]*record // started by schedule (or found running)
+	running map[string]*record // started by scheduleLocked (or found running)
 	parked  []*lane            // batches at their concurrency
 	built   bool
 }
@@ -57,7 +57,7 @@ func newPendingQueue() *pendingQueue {
 }
 
 // rebuild starts over from the store: every pending job queued, every
-// running one known. schedule calls it once, after recovery.
+// running one known. scheduleLocked calls it once, after recovery.
 func (q *pendingQueue) rebuild(all map[string]*record) {
 	*q = *newPendingQueue()
 	q.built = true

@@ -15,12 +15,12 @@ import (
 // maxAttempts bounds how often a job interrupted by a reboot is run again.
 const maxAttempts = 2
 
-// recover makes the store agree with systemd and the queue after a start:
+// recoverLocked makes the store agree with systemd and the queue after a start:
 // it re-attaches to job units still running, finishes jobs whose unit
 // stopped while the agent was down, queues again jobs that never started,
 // completes interrupted settles and claims files left in processing/ that
 // no job knows. Called with a.mu held, before READY=1.
-func (a *Agent) recover(ctx context.Context) error {
+func (a *Agent) recoverLocked(ctx context.Context) error {
 	loaded, err := a.units.List(ctx)
 	if err != nil {
 		return err
@@ -37,11 +37,11 @@ func (a *Agent) recover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a.recoverJob(ctx, r, info)
+		a.recoverJobLocked(ctx, r, info)
 	}
 	for _, u := range loaded {
 		if a.jobByUnit(u.Name) == nil {
-			a.adopt(ctx, u)
+			a.adoptLocked(ctx, u)
 		}
 	}
 	var open []*claim
@@ -51,10 +51,10 @@ func (a *Agent) recover(ctx context.Context) error {
 	sort.Slice(open, func(i, j int) bool { return open[i].Name < open[j].Name })
 	for _, c := range open {
 		if c.Target == nil && !exists(filepath.Join(a.q.Dir(queue.Processing), c.Name)) {
-			a.dropVanished(c)
+			a.dropVanishedLocked(c)
 			continue
 		}
-		a.settleClaim(c)
+		a.settleClaimLocked(c)
 	}
 	if removed, err := a.q.RemoveTemps(); err != nil {
 		a.log.Warnf(nil, "%v", err)
@@ -89,7 +89,7 @@ func (a *Agent) recover(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
+func (a *Agent) recoverJobLocked(ctx context.Context, r *record, info UnitInfo) {
 	f := jobFields(r)
 	switch {
 	case !info.Gone() && !info.Finished():
@@ -98,33 +98,31 @@ func (a *Agent) recoverJob(ctx context.Context, r *record, info UnitInfo) {
 		}
 		r.sawActive = true
 		a.log.Infof(f, "re-attached to %s (%s)", r.Unit, info.ActiveState)
-		a.applyUnit(ctx, r, info, nil)
+		a.applyUnitLocked(ctx, r, info, nil)
 	case !info.Gone():
 		a.log.Infof(f, "%s finished while the agent was not running", r.Unit)
-		a.unitEnded(ctx, r, info)
+		a.unitEndedLocked(ctx, r, info)
 	default:
 		rep, _ := readReport(r.JobDir)
 		switch {
 		case rep != nil:
 			a.log.Infof(f, "%s finished while the agent was not running", r.Unit)
-			a.unitEnded(ctx, r, UnitInfo{})
+			a.unitEndedLocked(ctx, r, UnitInfo{})
 		case !a.workerStarted(r):
-			a.log.Infof(f, "job %s never started; queuing it again", r.ID)
-			r.State = jobs.Pending
-			r.Attempt--
+			a.setStateLocked(r, jobs.Pending, transition{why: "never started", notRun: true})
 			a.pend.add(r)
 		case r.BootID != "" && r.BootID != a.bootID() && r.Attempt < maxAttempts && !r.Cancel:
-			a.requeue(r, nil, "the machine stopped while it ran (a new boot)")
+			a.requeueLocked(r, nil, "the machine stopped while it ran (a new boot)")
 		default:
-			a.finish(r, jobs.Failed, r.Stage, "the worker ended without a report while the agent was not running (killed, or the machine stopped)", nil)
+			a.finishLocked(r, jobs.Failed, r.Stage, "the worker ended without a report while the agent was not running (killed, or the machine stopped)", nil)
 		}
 	}
 }
 
-// adopt takes over a running job unit the store does not know (the store
+// adoptLocked takes over a running job unit the store does not know (the store
 // was lost or is older than the unit), from the job's directory, so that
 // its manifest is not claimed and run a second time.
-func (a *Agent) adopt(ctx context.Context, u UnitInfo) {
+func (a *Agent) adoptLocked(ctx context.Context, u UnitInfo) {
 	id, _ := jobs.IDFromUnit(u.Name) // List gives job units only
 	dir := filepath.Join(a.jobsDir(), id)
 	data, err := os.ReadFile(filepath.Join(dir, JobFile))
@@ -143,11 +141,11 @@ func (a *Agent) adopt(ctx context.Context, u UnitInfo) {
 		}
 	}
 	r := &record{
-		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, State: jobs.Running,
-			Progress: jobs.ProgressUnknown, Unit: u.Name, SubmittedBy: -1, Priority: spec.Priority,
-			CreatedAt: a.now(), StartedAt: a.now()},
-		Claim: spec.Claim, VM: vm, JobDir: dir, OutputDir: spec.OutputDir, BootID: a.bootID(), Attempt: 1,
+		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, Unit: u.Name, SubmittedBy: -1,
+			Priority: spec.Priority, CreatedAt: a.now()},
+		Claim: spec.Claim, VM: vm, JobDir: dir, OutputDir: spec.OutputDir,
 	}
+	r.enterState(jobs.Running, transition{bootID: a.bootID()}, r.CreatedAt)
 	a.st.Jobs[id] = r
 	c := a.st.Claims[spec.Claim]
 	if c == nil {
@@ -164,13 +162,13 @@ func (a *Agent) adopt(ctx context.Context, u UnitInfo) {
 	a.log.Warnf(jobFields(r), "adopted running unit %s from its job directory", u.Name)
 	info, err := a.units.Get(ctx, u.Name)
 	if err == nil {
-		a.recoverJob(ctx, r, info)
+		a.recoverJobLocked(ctx, r, info)
 	}
 }
 
-// dropVanished forgets a claim whose file is gone from processing/ before
+// dropVanishedLocked forgets a claim whose file is gone from processing/ before
 // anything ran (a Submit cut short by a crash, or an admin removing it).
-func (a *Agent) dropVanished(c *claim) {
+func (a *Agent) dropVanishedLocked(c *claim) {
 	for _, id := range c.Jobs {
 		if r := a.st.Jobs[id]; r != nil && r.State == jobs.Running {
 			return // settles (with its report) when the job ends
@@ -178,8 +176,7 @@ func (a *Agent) dropVanished(c *claim) {
 	}
 	for _, id := range c.Jobs {
 		if r := a.st.Jobs[id]; r != nil && !r.State.Ready() {
-			r.State, r.Error, r.FinishedAt = jobs.Failed, "its manifest disappeared from processing/", a.now()
-			a.log.Warnf(jobFields(r), "job %s: %s", r.ID, r.Error)
+			a.setStateLocked(r, jobs.Failed, transition{why: "its manifest disappeared from processing/"})
 		}
 	}
 	delete(a.st.Claims, c.Name)

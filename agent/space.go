@@ -44,9 +44,9 @@ func (a *Agent) stateFull() string {
 	return fmt.Sprintf("no space left on the state filesystem (%s)", a.cfg.StateDir)
 }
 
-// settleFailed records that a claimed file could not be settled; it is
-// tried again every settleEvery (retrySettles). Called with a.mu held.
-func (a *Agent) settleFailed(c *claim, err error) {
+// settleFailedLocked records that a claimed file could not be settled; it is
+// tried again every settleEvery (retrySettlesLocked). Called with a.mu held.
+func (a *Agent) settleFailedLocked(c *claim, err error) {
 	err = a.stateFSError(err)
 	if !a.settleLater {
 		a.log.Errorf(Fields{FieldManifest: c.Name}, "cannot settle %s: %v; trying again every %s", c.Original, err, settleEvery)
@@ -56,10 +56,10 @@ func (a *Agent) settleFailed(c *claim, err error) {
 	a.settleLater = true
 }
 
-// retrySettles tries again what a full (or failing) state filesystem kept
+// retrySettlesLocked tries again what a full (or failing) state filesystem kept
 // from being written: the job store, and the settles of claimed files
 // whose jobs are all final. Called with a.mu held.
-func (a *Agent) retrySettles() {
+func (a *Agent) retrySettlesLocked() {
 	if a.saveFailed {
 		a.save()
 	}
@@ -76,7 +76,7 @@ func (a *Agent) retrySettles() {
 			}
 		}
 		if done {
-			a.settleClaim(c)
+			a.settleClaimLocked(c)
 		}
 	}
 	if !a.settleLater {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
 // stateVersion is bumped on an incompatible change of state.json. Version
@@ -41,7 +42,7 @@ type record struct {
 	Cursor       string          `json:"journal_cursor,omitempty"`
 	Invocation   string          `json:"invocation_id,omitempty"`
 	Validation   []string        `json:"validation_errors,omitempty"`
-	ReportStatus string          `json:"report_status,omitempty"`
+	ReportStatus report.Status   `json:"report_status,omitempty"`
 	// KeptOutputs are the files already in the manifest's own output_dir
 	// under names the job may write when it started: never its to remove.
 	KeptOutputs []string `json:"kept_outputs,omitempty"`
@@ -80,11 +81,14 @@ type claim struct {
 // part (10,000 pending jobs after a burst of drops) and not the history (a
 // month of finished jobs). When changes.jsonl outgrows the live part a
 // save writes a new snapshot instead (amortised O(1) per change), and every
-// start folds the log into a fresh snapshot.
+// startLocked folds the log into a fresh snapshot.
 //
 // Code outside this file changes records in place and then calls save;
 // save finds what changed by comparing each live record with a copy of
 // what it last wrote (sameRecord), which costs nanoseconds per live job.
+// State changes go through setStateLocked, but progress, unit results,
+// report paths and claims are still changed in place, so the diff stays
+// until the store is replaced.
 type state struct {
 	Version int                `json:"version"`
 	Jobs    map[string]*record `json:"jobs"`

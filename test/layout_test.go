@@ -1,7 +1,11 @@
 package test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -97,4 +101,90 @@ func TestClientsDoNotLinkTheDaemon(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestAgentDoesNotCallUpIntoItsAPIFace keeps agent/backend.go, the API
+// face of package agent (what dbusapi and the REST bridge call), on top:
+// no other file of the package calls a function or an Agent method
+// declared there. The logic below it (lifecycle, settling, recovery, the
+// event bus) is what the face calls, never the other way round.
+func TestAgentDoesNotCallUpIntoItsAPIFace(t *testing.T) {
+	const face = "backend.go"
+	fset := token.NewFileSet()
+	files, err := filepath.Glob(filepath.Join("..", "agent", "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("cannot list package agent's files: %v", err)
+	}
+	parsed := map[string]*ast.File{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed[filepath.Base(f)] = af
+	}
+	if parsed[face] == nil {
+		t.Fatalf("agent/%s is gone; update this test and docs/ARCHITECTURE.md", face)
+	}
+	funcs, methods := map[string]bool{}, map[string]bool{}
+	for _, d := range parsed[face].Decls {
+		fd, ok := d.(*ast.FuncDecl)
+		if !ok {
+			continue
+		}
+		switch {
+		case fd.Recv == nil:
+			funcs[fd.Name.Name] = true
+		case agentReceiver(fd) != "":
+			methods[fd.Name.Name] = true
+		}
+	}
+	for name, af := range parsed {
+		if name == face {
+			continue
+		}
+		for _, d := range af.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Body == nil {
+				continue
+			}
+			recv := agentReceiver(fd)
+			ast.Inspect(fd.Body, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				switch fn := call.Fun.(type) {
+				case *ast.Ident:
+					if funcs[fn.Name] {
+						t.Errorf("%s calls %s of the API face (agent/%s); move it down", fset.Position(call.Pos()), fn.Name, face)
+					}
+				case *ast.SelectorExpr:
+					if x, ok := fn.X.(*ast.Ident); ok && recv != "" && x.Name == recv && methods[fn.Sel.Name] {
+						t.Errorf("%s calls Agent.%s of the API face (agent/%s); move it down", fset.Position(call.Pos()), fn.Sel.Name, face)
+					}
+				}
+				return true
+			})
+		}
+	}
+}
+
+// agentReceiver is the name of fd's receiver when it is a method of
+// *Agent, "" otherwise.
+func agentReceiver(fd *ast.FuncDecl) string {
+	if fd.Recv == nil || len(fd.Recv.List) != 1 || len(fd.Recv.List[0].Names) != 1 {
+		return ""
+	}
+	star, ok := fd.Recv.List[0].Type.(*ast.StarExpr)
+	if !ok {
+		return ""
+	}
+	if id, ok := star.X.(*ast.Ident); !ok || id.Name != "Agent" {
+		return ""
+	}
+	return fd.Recv.List[0].Names[0].Name
 }

@@ -197,7 +197,7 @@ func writeReportWaiting(ctx context.Context, dir string, rep *report.Report, wai
 		}
 		select {
 		case <-ctx.Done():
-			rep.Status = "cancelled"
+			rep.Status = report.Cancelled
 		case <-time.After(reportRetry):
 		}
 	}
