@@ -338,7 +338,7 @@ func TestHardeningDeviceNodeInGuest(t *testing.T) {
 		t.Fatalf("copy fixture into the box: %v %s", err, out)
 	}
 	b.MustExec(t, "chmod", "0644", "/srv/src/devnode.raw")
-	m := fmt.Sprintf(`{"version":"1.0","name":"devnode","pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/devnode.raw"},`+
+	m := fmt.Sprintf(`{"version":"1.0","name":"devnode","pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/devnode.raw"},` +
 		`"inspect":{"enabled":true},"fix":{"enabled":true,"backend":"native","initramfs":{"regenerate":false}},"convert":{"output_format":"qcow2"},"validate":{"enabled":false}}}`)
 	b.drop("", "devnode.json", m)
 	dir, rep := b.waitSettled(ctx, "devnode.json")

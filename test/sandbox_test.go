@@ -193,4 +193,3 @@ func buildEscape(t *testing.T) string {
 	}
 	return string(data)
 }
-

@@ -15,7 +15,7 @@ import (
 // Total is how many jobs match, also when fewer are shown.
 type jobList struct {
 	Jobs  []jobJSON `json:"jobs"`
-	Total int        `json:"total"`
+	Total int       `json:"total"`
 }
 
 // jobsCmd is "hyperctl jobs [--state S] [--limit N | --all] [--offset N]".

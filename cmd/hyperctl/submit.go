@@ -128,4 +128,3 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 	}
 	return werr
 }
-
