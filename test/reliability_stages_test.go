@@ -316,10 +316,10 @@ func TestReliabilityKillAllInFIX(t *testing.T) {
 	b := startRelStageBox(t)
 	ctx := relCtx(t, 10*time.Minute)
 	j := b.holdJobs(ctx, t, "ka", []string{"fix"})[0]
-	conn, scratch := b.fuseConnOf(ctx, t, j.id)
+	conn := b.fuseConnOf(ctx, t, j.id)
 	t.Cleanup(func() { relAbortFUSE(t, conn) })
-	if loops := relLoopsOf(scratch); len(loops) == 0 {
-		t.Fatalf("no loop device backed by %s while FIX has the guest mounted: the check below would prove nothing", scratch)
+	if loops := relLoopsOf(conn); len(loops) == 0 {
+		t.Fatalf("no loop device backed by the job's export (FUSE connection %d) while FIX has the guest mounted: the check below would prove nothing", conn)
 	}
 	b.MustExec(t, "systemctl", "kill", "-s", "KILL", relUnitOf(j.id))
 	// A bound for a hang (which lasts forever), not a measure of speed.
@@ -349,16 +349,15 @@ func TestReliabilityKillAllInFIX(t *testing.T) {
 	if left := b.scratchOf(ctx, j.id); len(left) > 0 {
 		t.Errorf("%s: killing every process in FIX left:\n%s", j.vm, strings.Join(left, "\n"))
 	}
-	if loops := relLoopsOf(scratch); len(loops) > 0 {
+	if loops := relLoopsOf(conn); len(loops) > 0 {
 		t.Errorf("loop devices still attached to the killed job's export: %v", loops)
 	}
 	b.checkBoxClean(ctx, t)
 }
 
 // fuseConnOf is the FUSE connection number (the minor of the export's
-// device) of the qemu-storage-daemon of job id, and the session's scratch
-// directory name (guest-native-N).
-func (b *relFaultBox) fuseConnOf(ctx context.Context, t *testing.T, id string) (int, string) {
+// device) of the qemu-storage-daemon of job id.
+func (b *relFaultBox) fuseConnOf(ctx context.Context, t *testing.T, id string) int {
 	t.Helper()
 	out, _, _ := b.Exec(ctx, "sh", "-c", "for p in $(cat /sys/fs/cgroup/systemd/hyper2kvm.slice/"+relUnitOf(id)+"/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup/hyper2kvm.slice/"+relUnitOf(id)+"/cgroup.procs); do "+
 		`[ "$(cat /proc/$p/comm)" = qemu-storage-da ] && echo $p; done`)
@@ -374,17 +373,26 @@ func (b *relFaultBox) fuseConnOf(ctx context.Context, t *testing.T, id string) (
 	if err := unix.Stat(disks[0], &st); err != nil {
 		t.Fatal(err)
 	}
-	return int(unix.Minor(st.Dev)), filepath.Base(filepath.Dir(disks[0]))
+	return int(unix.Minor(st.Dev))
 }
 
 // relLoopsOf lists the loop devices (of the machine: they are not per box)
-// whose backing file is in a scratch directory named scratch.
-func relLoopsOf(scratch string) []string {
+// whose backing file is on FUSE connection conn, the job's export. A
+// device's backing file has no usable path once the export's mount is
+// detached, so this goes by the file's device number.
+func relLoopsOf(conn int) []string {
 	var found []string
-	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, f := range files {
-		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "/"+scratch+"/") {
-			found = append(found, strings.Split(f, "/")[3]+": "+strings.TrimSpace(string(b)))
+	devs, _ := filepath.Glob("/sys/block/loop*")
+	for _, d := range devs {
+		name := filepath.Base(d)
+		f, err := os.Open("/dev/" + name)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err == nil && unix.Major(info.Device) == 0 && int(unix.Minor(info.Device)) == conn {
+			found = append(found, name)
 		}
 	}
 	return found
