@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The machine rebooted, and the worker killed, while a job is in a given
@@ -21,7 +25,8 @@ import (
 //
 //   - load: LOAD's first qemu-img info (the sha256 of the source is done);
 //   - inspect: INSPECT's qemu-storage-daemon exports an overlay of the
-//     source and the guest's root is mounted (read-only) in its namespace;
+//     source and the guest's root is mounted (read-only) in the session's
+//     namespace;
 //   - fix: FIX's overlay (disk1-overlay.qcow2 in the job's work directory)
 //     exists, is exported and the guest's root on it is mounted read-write;
 //   - convert: qemu-img convert has written a few MiB of the .part (the
@@ -61,13 +66,6 @@ if [ "$1" = info ] && relhold load; then
 	# The worker waits for this qemu-img info: stop it there.
 	kill -STOP "$PPID"
 	relheld load
-elif [ "$1" = create ] && [[ ${!#} == */.work-*-overlay.qcow2 ]] && relhold fix-overlay; then
-	# FIX's overlay of the source, before anything is mounted.
-	"$real" "$@"
-	rc=$?
-	kill -STOP "$PPID"
-	relheld fix-overlay "overlay created (exit $rc)"
-	exit $rc
 elif [ "$1 $2" = "convert -p" ] && relhold convert; then
 	"$real" "$@" &
 	child=$!
@@ -85,7 +83,7 @@ const relStageNsenter = `#!/bin/bash
 # Test wrapper (test/reliability_stages_test.go): the real nsenter, except
 # for a job the test holds in INSPECT (the guest's root mounted read-only)
 # or FIX (read-write): the native backend mounts it with
-# "nsenter --mount=<daemon's namespace> -- mount -o ... DISK <scratch>/root";
+# "nsenter --mount=<guest's namespace> -- mount -o OPTS /dev/loopN <scratch>/root";
 # once that mount is made the worker, which waits for it, is stopped.
 real=/usr/bin/nsenter
 ` + relStageLib + `
@@ -114,7 +112,7 @@ func startRelStageBox(t *testing.T) *relFaultBox {
 }
 
 // relHeldJob is a job the test holds in a stage, at a point: the stage's
-// name, or STAGE-WHAT for another point of it (fix-overlay).
+// name, or STAGE-WHAT for another point of it.
 type relHeldJob struct {
 	point, stage, vm, name, id string
 }
@@ -218,10 +216,10 @@ func (b *relFaultBox) bootAgain(ctx context.Context, t *testing.T) {
 
 // TestReliabilityRebootInStages reboots the box, cleanly (systemd stops
 // every unit: the worker gets SIGTERM, then SIGCONT) and hard (the box's
-// PID 1 killed, as a power loss: the next boot finds the job's state as the
-// crash left it), while four jobs are held, one in each of LOAD, INSPECT,
-// FIX and CONVERT (for the hard one, FIX is held with its overlay made and
-// nothing mounted yet: see the comment below). Each job is run again after
+// PID 1 killed, as a power loss: the kernel SIGKILLs every process of the
+// box at once, and the next boot finds the job's state as the crash left
+// it), while four jobs are held, one in each of LOAD, INSPECT, FIX (the
+// guest's root mounted read-write) and CONVERT. Each job is run again after
 // the boot (attempt 2 of 2),
 // completes and settles once in processed/ with a whole output; the source
 // is unchanged and nothing of the interrupted run is left.
@@ -232,14 +230,7 @@ func TestReliabilityRebootInStages(t *testing.T) {
 			t.Parallel()
 			b := startRelStageBox(t)
 			ctx := relCtx(t, 15*time.Minute)
-			points := []string{"load", "inspect", "fix", "convert"}
-			if how == "hard" {
-				// Not with the guest mounted read-write: killing every process
-				// then hangs qemu-storage-daemon for good (a known gap:
-				// TestReliabilityKillAllInFIX, reliability_stages_pending_test.go).
-				points[2] = "fix-overlay"
-			}
-			js := b.holdJobs(ctx, t, "rb"+how, points)
+			js := b.holdJobs(ctx, t, "rb"+how, []string{"load", "inspect", "fix", "convert"})
 			for _, j := range js {
 				t.Logf("%s before the %s reboot: %v", j.vm, how, b.scratchOf(ctx, j.id))
 			}
@@ -302,4 +293,116 @@ func TestReliabilityWorkerKilledInStages(t *testing.T) {
 		}
 	}
 	b.checkBoxClean(ctx, t)
+}
+
+// TestReliabilityKillAllInFIX sends SIGKILL to every process of a job unit
+// (systemctl kill -s KILL, as systemd does when a stop outlasts
+// TimeoutStopSec) while FIX has the guest's root mounted read-write. The
+// job settles once, in failed/ with a report, and leaves no mount, no
+// qemu-storage-daemon, no loop device and no scratch.
+//
+// It used to hang for good: the guest's mount namespace was owned by
+// qemu-storage-daemon, which also serves the FUSE export the guest
+// filesystem is mounted from (through a loop device). Killed last, the
+// daemon tore its namespace down as it exited: unmounting the ext4 synced
+// it through the loop device into the FUSE file whose server was the
+// exiting daemon itself, which stayed in D state (ext4_sync_fs ->
+// blkdev_issue_flush -> submit_bio_wait); the unit never stopped, the
+// manifest stayed in processing/ and the loop device attached. On such a
+// hang the test aborts the FUSE connection it made as it ends, so a
+// failing run leaves no hung process on the machine.
+func TestReliabilityKillAllInFIX(t *testing.T) {
+	t.Parallel()
+	b := startRelStageBox(t)
+	ctx := relCtx(t, 10*time.Minute)
+	j := b.holdJobs(ctx, t, "ka", []string{"fix"})[0]
+	conn := b.fuseConnOf(ctx, t, j.id)
+	t.Cleanup(func() { relAbortFUSE(t, conn) })
+	if loops := relLoopsOf(conn); len(loops) == 0 {
+		t.Fatalf("no loop device backed by the job's export (FUSE connection %d) while FIX has the guest mounted: the check below would prove nothing", conn)
+	}
+	b.MustExec(t, "systemctl", "kill", "-s", "KILL", relUnitOf(j.id))
+	// A bound for a hang (which lasts forever), not a measure of speed.
+	waitCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	err := b.WaitFor(waitCtx, j.name+" settled", func() (bool, error) {
+		dir, _ := b.settledIn(j.name)
+		return dir != "", nil
+	})
+	if err != nil {
+		ps, _, _ := b.Exec(ctx, "ps", "-eo", "pid,stat,wchan:30,args")
+		t.Fatalf("every process of the job unit killed in FIX: the job did not settle (%v); unit %s; FUSE connection %d; processes:\n%s",
+			err, b.show(relUnitOf(j.id), "ActiveState"), conn, ps)
+	}
+	dir, rep := b.waitSettled(ctx, j.name)
+	b.checkSettledOnce(ctx, t, j.name, j.id, dir, rep)
+	t.Logf("every process killed in FIX: settled in %s/ with %q", dir, rep["error"])
+	if dir != "failed" {
+		t.Errorf("every process of the job killed in FIX: settled in %s/, want failed/", dir)
+	}
+	if err := b.WaitFor(ctx, "the unit stopped", func() (bool, error) {
+		st := b.show(relUnitOf(j.id), "ActiveState")
+		return st != "active" && st != "deactivating", nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if left := b.scratchOf(ctx, j.id); len(left) > 0 {
+		t.Errorf("%s: killing every process in FIX left:\n%s", j.vm, strings.Join(left, "\n"))
+	}
+	if loops := relLoopsOf(conn); len(loops) > 0 {
+		t.Errorf("loop devices still attached to the killed job's export: %v", loops)
+	}
+	b.checkBoxClean(ctx, t)
+}
+
+// fuseConnOf is the FUSE connection number (the minor of the export's
+// device) of the qemu-storage-daemon of job id.
+func (b *relFaultBox) fuseConnOf(ctx context.Context, t *testing.T, id string) int {
+	t.Helper()
+	out, _, _ := b.Exec(ctx, "sh", "-c", "for p in $(cat /sys/fs/cgroup/systemd/hyper2kvm.slice/"+relUnitOf(id)+"/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup/hyper2kvm.slice/"+relUnitOf(id)+"/cgroup.procs); do "+
+		`[ "$(cat /proc/$p/comm)" = qemu-storage-da ] && echo $p; done`)
+	pid := strings.TrimSpace(out)
+	if pid == "" || strings.Contains(pid, "\n") {
+		t.Fatalf("job %s: qemu-storage-daemon pids %q", id, out)
+	}
+	disks, _ := filepath.Glob(b.Path(fmt.Sprintf("/proc/%s/root/tmp/guest-native-*/disk", pid)))
+	if len(disks) != 1 {
+		t.Fatalf("job %s: FUSE exports %v", id, disks)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(disks[0], &st); err != nil {
+		t.Fatal(err)
+	}
+	return int(unix.Minor(st.Dev))
+}
+
+// relLoopsOf lists the loop devices (of the machine: they are not per box)
+// whose backing file is on FUSE connection conn, the job's export. A
+// device's backing file has no usable path once the export's mount is
+// detached, so this goes by the file's device number.
+func relLoopsOf(conn int) []string {
+	var found []string
+	devs, _ := filepath.Glob("/sys/block/loop*")
+	for _, d := range devs {
+		name := filepath.Base(d)
+		f, err := os.Open("/dev/" + name)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err == nil && unix.Major(info.Device) == 0 && int(unix.Minor(info.Device)) == conn {
+			found = append(found, name)
+		}
+	}
+	return found
+}
+
+// relAbortFUSE aborts FUSE connection conn (as `echo 1 > abort` in fusectl,
+// mounted in a private namespace), which frees a daemon hung on its own
+// export.
+func relAbortFUSE(t *testing.T, conn int) {
+	script := fmt.Sprintf(`mount -t fusectl none /sys/fs/fuse/connections && d=/sys/fs/fuse/connections/%d && if [ -d $d ]; then echo "waiting $(cat $d/waiting)"; echo 1 >$d/abort; fi`, conn)
+	out, err := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script).CombinedOutput()
+	t.Logf("abort FUSE connection %d: %s %v", conn, strings.TrimSpace(string(out)), err)
 }

@@ -20,36 +20,63 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/sandbox"
 )
 
-// native is the native backend. Its mount namespace is owned by the
-// qemu-storage-daemon process: `unshare --mount --propagation private` execs
-// the daemon, so every mount made later (with nsenter into that namespace)
-// lives and dies with it and is never visible on the host. The host process
-// reaches the guest files through /proc/<daemon pid>/root, which resolves in
-// the daemon's namespace, and opens them with openat2(RESOLVE_IN_ROOT) below
-// the guest's mount point so symlinks cannot leave the guest.
+// native is the native backend. It uses two private mount namespaces, each
+// owned by its own process:
+//
+//   - the export's: `unshare --mount --propagation private` execs
+//     qemu-storage-daemon, whose FUSE export of the image (the file "disk" in
+//     the scratch dir) exists only there;
+//   - the guest's: `unshare --mount --propagation private` execs cat, whose
+//     only job is to hold the namespace (it exits when its stdin, a pipe from
+//     this process, closes). The guest's filesystems are mounted there (with
+//     nsenter) from loop devices this process attaches to the FUSE file, and
+//     the sandbox runs guest programs there.
+//
+// Neither is ever visible on the host. The host process reaches the guest
+// files through /proc/<holder pid>/root, which resolves in the guest's
+// namespace, and opens them with openat2(RESOLVE_IN_ROOT) below the guest's
+// mount point so symlinks cannot leave the guest.
+//
+// Why the daemon must not be in the guest's namespace: the task that drops
+// the last reference to a mount namespace unmounts its filesystems, and
+// unmounting a filesystem syncs it. If that task is the FUSE server, as when
+// every process of a job is SIGKILLed at once (a unit killed, a stop that
+// outlasts its timeout) and the daemon happens to die last, its exit syncs
+// the guest's filesystem through the loop device into its own FUSE export,
+// which it no longer serves: it hangs in D state for good, and with it the
+// job's unit. The kernel releases the daemon's /dev/fuse (which aborts the
+// connection) only after that unmount. With the namespaces apart, the
+// daemon's exit unmounts only its export (which the loop devices keep
+// alive) and aborts the connection; whoever tears the guest's namespace down
+// then gets I/O errors from an aborted export, or a live daemon's answers,
+// never a wait on itself.
 //
 // Why not a Go child re-exec'd in a new namespace: unshare(CLONE_NEWNS) in a
 // Go process affects only one OS thread, and every file operation and child
-// process would have to be pinned to it. A daemon that owns the namespace
-// plus nsenter for the few mount and run steps keeps all state in one
-// process whose death (even SIGKILL of ours, via Pdeathsig) tears it all down.
+// process would have to be pinned to it. Processes that own the namespaces,
+// plus nsenter for the few mount and run steps, keep the state in a few
+// processes whose death (even SIGKILL of ours, via Pdeathsig and the
+// holder's stdin) tears it all down.
 type native struct {
-	dir     string // private scratch dir: disk (FUSE file), root (mount point), overlay
-	qsd     *exec.Cmd
-	done    chan error
-	mounts  []string // host-namespace paths of mount points, in mount order
-	rootFD  int      // O_PATH fd of the guest root, -1 before Mount("/")
-	closed  bool
-	diskLen int64
+	dir      string // private scratch dir: disk (FUSE file), root (mount point), overlay
+	qsd      *exec.Cmd
+	qsdDone  chan error
+	holder   *exec.Cmd // owns the guest's mount namespace
+	holdIn   io.WriteCloser
+	holdDone chan error
+	mounts   []string // paths of mount points (in the guest's namespace), in mount order
+	rootFD   int      // O_PATH fd of the guest root, -1 before Mount("/")
+	closed   bool
+	diskLen  int64
 }
 
 // openFlags resolve inside the guest root and never through magic links.
 const resolveFlags = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
 
 func openNative(ctx context.Context, img Image, o Options) (_ *native, err error) {
-	for _, tool := range []string{"qemu-storage-daemon", "unshare", "nsenter", "mount", "qemu-img"} {
+	for _, tool := range []string{"qemu-storage-daemon", "unshare", "nsenter", "mount", "qemu-img", "cat"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("cannot use native backend: %s not found (install qemu-system-common, util-linux, qemu-utils)", tool)
+			return nil, fmt.Errorf("cannot use native backend: %s not found (install qemu-system-common, util-linux, qemu-utils, coreutils)", tool)
 		}
 	}
 	dir, err := os.MkdirTemp(o.WorkDir, "guest-native-")
@@ -57,6 +84,11 @@ func openNative(ctx context.Context, img Image, o Options) (_ *native, err error
 		return nil, fmt.Errorf("cannot create scratch dir: %w", err)
 	}
 	n := &native{dir: dir, rootFD: -1}
+	// Paths below are read through /proc/<pid>/root, which needs them absolute.
+	if n.dir, err = filepath.Abs(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("cannot resolve scratch dir: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -79,6 +111,9 @@ func openNative(ctx context.Context, img Image, o Options) (_ *native, err error
 	if err != nil {
 		return nil, err
 	}
+	if err := n.startHolder(ctx); err != nil {
+		return nil, err
+	}
 	n.qsd = exec.Command("unshare", "--mount", "--propagation", "private", "--",
 		"qemu-storage-daemon", "--blockdev", bd,
 		"--export", "type=fuse,id=exp0,node-name=disk,writable=on,mountpoint="+filepath.Join(dir, "disk"))
@@ -88,18 +123,18 @@ func openNative(ctx context.Context, img Image, o Options) (_ *native, err error
 	if err := n.qsd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start qemu-storage-daemon: %w", err)
 	}
-	n.done = make(chan error, 1)
-	go func() { n.done <- n.qsd.Wait() }()
+	n.qsdDone = make(chan error, 1)
+	go func() { n.qsdDone <- n.qsd.Wait() }()
 	// The export is ready when the FUSE file, seen from inside the
-	// namespace, has the image's size.
+	// daemon's namespace, has the image's size.
 	for {
-		if st, err := os.Stat(n.nsPath("disk")); err == nil && st.Size() > 0 {
+		if st, err := os.Stat(n.exportPath()); err == nil && st.Size() > 0 {
 			n.diskLen = st.Size()
 			return n, nil
 		}
 		select {
-		case err := <-n.done:
-			n.done <- err
+		case err := <-n.qsdDone:
+			n.qsdDone <- err
 			return nil, fmt.Errorf("cannot export %s with qemu-storage-daemon: %v: %s", img.Path, err, strings.TrimSpace(stderr.String()))
 		case <-ctx.Done():
 			return nil, fmt.Errorf("cannot export %s: %w", img.Path, ctx.Err())
@@ -108,22 +143,140 @@ func openNative(ctx context.Context, img Image, o Options) (_ *native, err error
 	}
 }
 
-func (n *native) Backend() string { return Native }
-
-// nsPath is a scratch path as seen from inside the daemon's namespace.
-func (n *native) nsPath(name string) string {
-	return fmt.Sprintf("/proc/%d/root%s", n.qsd.Process.Pid, filepath.Join(n.dir, name))
+// startHolder starts the process that owns the guest's mount namespace and
+// waits until the namespace is private: cat echoes a line only once
+// unshare has made it so and exec'd it, and nothing may be mounted there
+// before (a mount made while propagation is still shared would show on the
+// host).
+func (n *native) startHolder(ctx context.Context) error {
+	n.holder = exec.Command("unshare", "--mount", "--propagation", "private", "--", "cat")
+	n.holder.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	// Its stdin is a pipe only this process writes: when this process dies,
+	// however, cat reads EOF and exits; Pdeathsig is the second line.
+	in, err := n.holder.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("cannot start the guest's namespace: %w", err)
+	}
+	n.holdIn = in
+	out, err := n.holder.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("cannot start the guest's namespace: %w", err)
+	}
+	var stderr bytes.Buffer
+	n.holder.Stderr = &stderr
+	n.holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := n.holder.Start(); err != nil {
+		return fmt.Errorf("cannot start the guest's namespace (unshare): %w", err)
+	}
+	n.holdDone = make(chan error, 1)
+	ready := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(out, make([]byte, 6))
+		ready <- err
+		// Wait closes the stdout pipe once cat exits; nothing more is read.
+		n.holdDone <- n.holder.Wait()
+	}()
+	if _, err := io.WriteString(in, "ready\n"); err != nil {
+		return fmt.Errorf("cannot start the guest's namespace: %w", err)
+	}
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fmt.Errorf("cannot start the guest's namespace (unshare --mount): %v: %s", err, strings.TrimSpace(stderr.String()))
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("cannot start the guest's namespace: %w", ctx.Err())
+	}
+	// Belt and braces: never mount into the namespace this process is in.
+	var own, its unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/mnt", &own); err != nil {
+		return fmt.Errorf("cannot check the guest's namespace: %w", err)
+	}
+	if err := unix.Stat(n.holderNS(), &its); err != nil {
+		return fmt.Errorf("cannot check the guest's namespace: %w", err)
+	}
+	if own.Ino == its.Ino && own.Dev == its.Dev {
+		return errors.New("cannot start the guest's namespace: unshare --mount left it in this process's namespace")
+	}
+	return nil
 }
 
-// nsenter runs a host tool inside the daemon's mount namespace.
+func (n *native) Backend() string { return Native }
+
+// holderNS is the guest's mount namespace.
+func (n *native) holderNS() string {
+	return "/proc/" + strconv.Itoa(n.holder.Process.Pid) + "/ns/mnt"
+}
+
+// guestPath is a scratch path as seen from inside the guest's namespace.
+func (n *native) guestPath(name string) string {
+	return fmt.Sprintf("/proc/%d/root%s", n.holder.Process.Pid, filepath.Join(n.dir, name))
+}
+
+// exportPath is the FUSE export as seen from inside the daemon's namespace.
+func (n *native) exportPath() string {
+	return fmt.Sprintf("/proc/%d/root%s", n.qsd.Process.Pid, filepath.Join(n.dir, "disk"))
+}
+
+// nsenter runs a host tool inside the guest's mount namespace.
 func (n *native) nsenter(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--mount=/proc/" + strconv.Itoa(n.qsd.Process.Pid) + "/ns/mnt", "--"}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--mount=" + n.holderNS(), "--"}, args...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return out, nil
+}
+
+// attachLoop attaches a loop device to the bytes [off, off+size) of the
+// FUSE export, which lives in the daemon's namespace and so has no path in
+// the guest's (mount -o loop and losetup canonicalize /proc/PID/root/...
+// into a path of the namespace they run in, which is the wrong file). The
+// device clears itself when its last user closes it: the caller, once the
+// filesystem on it is mounted, or the filesystem's unmount.
+func (n *native) attachLoop(off, size int64, ro bool) (*os.File, error) {
+	mode := os.O_RDWR
+	flags := uint32(unix.LO_FLAGS_AUTOCLEAR)
+	if ro {
+		mode = os.O_RDONLY
+		flags |= unix.LO_FLAGS_READ_ONLY
+	}
+	backing, err := os.OpenFile(n.exportPath(), mode, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the export: %w", err)
+	}
+	defer backing.Close()
+	if st, err := backing.Stat(); err != nil || st.Size() != n.diskLen {
+		return nil, fmt.Errorf("cannot use the export %s: not the %d-byte FUSE file (%v)", n.exportPath(), n.diskLen, err)
+	}
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cannot attach a loop device: %w", err)
+	}
+	defer ctl.Close()
+	cfg := unix.LoopConfig{Fd: uint32(backing.Fd()), Info: unix.LoopInfo64{Offset: uint64(off), Sizelimit: uint64(size), Flags: flags}}
+	copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], filepath.Join(n.dir, "disk"))
+	// Another process may take the free device between the two calls.
+	for attempt := 0; ; attempt++ {
+		num, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("cannot find a free loop device: %w", err)
+		}
+		name := "/dev/loop" + strconv.Itoa(num)
+		dev, err := os.OpenFile(name, mode, 0)
+		if err != nil {
+			return nil, fmt.Errorf("cannot attach loop device %s: %w", name, err)
+		}
+		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
+		if err == nil {
+			return dev, nil
+		}
+		dev.Close()
+		if !errors.Is(err, unix.EBUSY) || attempt >= 20 {
+			return nil, fmt.Errorf("cannot attach loop device %s: %w", name, err)
+		}
+	}
 }
 
 func (n *native) Mount(ctx context.Context, m Mount) error {
@@ -140,7 +293,7 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	if m.Offset < 0 || m.Size <= 0 || m.Offset+m.Size > n.diskLen {
 		return fmt.Errorf("cannot mount partition %d: offset %d size %d outside the %d-byte disk", m.Number, m.Offset, m.Size, n.diskLen)
 	}
-	hostTarget := filepath.Join(n.dir, "root")
+	point := filepath.Join(n.dir, "root")
 	if target != "/" {
 		// A guest's /boot could be a symlink to anywhere; mount only on a
 		// real directory reached without symlinks.
@@ -149,9 +302,15 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 			return fmt.Errorf("cannot mount on %s: not a directory without symlinks in the guest: %w", target, err)
 		}
 		unix.Close(fd)
-		hostTarget = filepath.Join(hostTarget, target)
+		point = filepath.Join(point, target)
 	}
-	opts := fmt.Sprintf("loop,offset=%d,sizelimit=%d,nodev,nosuid", m.Offset, m.Size)
+	loop, err := n.attachLoop(m.Offset, m.Size, m.RO)
+	if err != nil {
+		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
+	}
+	// Held open until the mount holds the device, then left to it.
+	defer loop.Close()
+	opts := "nodev,nosuid"
 	if m.RO {
 		opts += ",ro"
 	}
@@ -159,13 +318,13 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	if m.FSType != "" {
 		args = append(args, "-t", m.FSType)
 	}
-	args = append(args, filepath.Join(n.dir, "disk"), hostTarget)
+	args = append(args, loop.Name(), point)
 	if _, err := n.nsenter(ctx, args...); err != nil {
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
 	}
-	n.mounts = append(n.mounts, hostTarget)
+	n.mounts = append(n.mounts, point)
 	if target == "/" {
-		fd, err := unix.Open(n.nsPath("root"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(n.guestPath("root"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("cannot open the guest root: %w", err)
 		}
@@ -387,7 +546,8 @@ func (n *native) Symlink(ctx context.Context, target, newname string) error {
 // idmapped view of the guest tree that bwrap pivot_roots into, no network,
 // its own PID namespace, a seccomp filter and no capabilities outside the
 // guest's files. The sandbox process is this binary again, started inside
-// the session's mount namespace, where the guest tree is mounted.
+// the guest's mount namespace (the holder's), where the guest tree is
+// mounted.
 func (n *native) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if n.rootFD < 0 {
 		return nil, errors.New("cannot run in guest: no filesystem mounted")
@@ -403,7 +563,7 @@ func (n *native) Run(ctx context.Context, argv ...string) ([]byte, error) {
 		return nil, fmt.Errorf("cannot run in guest: cannot find this program to start the sandbox: %w", err)
 	}
 	spec := sandbox.Spec{Root: filepath.Join(n.dir, "root"), Scratch: "/tmp", Argv: argv}
-	args := append([]string{"--mount=/proc/" + strconv.Itoa(n.qsd.Process.Pid) + "/ns/mnt", "--", self}, spec.Args()...)
+	args := append([]string{"--mount=" + n.holderNS(), "--", self}, spec.Args()...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", sandbox.Env + "=1"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -424,10 +584,12 @@ func tail(b []byte, n int) string {
 	return s
 }
 
-// Close unmounts, stops the daemon (which flushes the image) and removes the
-// scratch dir. It runs with its own deadline, so a cancelled job still tears
-// everything down; if unmounting fails, killing the daemon ends the namespace
-// and the kernel drops its mounts and auto-clears the loop devices.
+// Close unmounts, ends the guest's namespace, stops the daemon (which
+// flushes the image) and removes the scratch dir. It runs with its own
+// deadline, so a cancelled job still tears everything down. If unmounting
+// fails, the holder's exit ends the guest's namespace while the daemon still
+// serves the export, so the kernel drops (and syncs) what is left and the
+// loop devices clear themselves; only then is the daemon stopped.
 func (n *native) Close() error {
 	if n.closed {
 		return nil
@@ -436,17 +598,18 @@ func (n *native) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var errs []error
-	if n.qsd != nil && n.qsd.Process != nil {
+	if n.holder != nil && n.holder.Process != nil {
 		if err := n.Unmount(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		n.qsd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-n.done:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-n.qsd.Process.Pid, syscall.SIGKILL)
-			<-n.done
-			errs = append(errs, errors.New("qemu-storage-daemon did not stop in 30s; killed"))
+		n.holdIn.Close()
+		if err := stop(n.holder, n.holdDone, syscall.SIGKILL); err != nil {
+			errs = append(errs, fmt.Errorf("the guest's namespace: %w", err))
+		}
+	}
+	if n.qsd != nil && n.qsd.Process != nil {
+		if err := stop(n.qsd, n.qsdDone, syscall.SIGTERM); err != nil {
+			errs = append(errs, fmt.Errorf("qemu-storage-daemon: %w", err))
 		}
 	}
 	if err := os.RemoveAll(n.dir); err != nil {
@@ -456,4 +619,18 @@ func (n *native) Close() error {
 		return fmt.Errorf("cannot tear down guest session: %w", err)
 	}
 	return nil
+}
+
+// stop sends sig to a started process and waits for it (done receives its
+// Wait), killing its process group if it is still there after 30 s.
+func stop(cmd *exec.Cmd, done chan error, sig syscall.Signal) error {
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return fmt.Errorf("did not stop in 30s; killed")
+	}
 }
