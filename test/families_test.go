@@ -1,0 +1,97 @@
+package test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/fix"
+	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+)
+
+// Guest families (issue 19): each test builds its guest's layout from
+// scratch, inspects and fixes it with the default settings, and reads the
+// result out of the overlay independently of the code under test.
+
+// netGuest is configured as on VMware with every network style, each
+// naming a VMware NIC with a static address.
+var netGuest = guestTree{files: map[string]string{
+	"etc/os-release": "ID=ubuntu\nVERSION_ID=\"22.04\"\n",
+	"etc/fstab":      "/dev/sda1 / ext4 defaults 0 1\n",
+	"etc/netplan/00-installer-config.yaml": "network:\n  version: 2\n  ethernets:\n    ens160:\n      match:\n        macaddress: 00:50:56:a1:b2:c3\n" +
+		"      set-name: ens160\n      addresses:\n        - 192.0.2.10/24\n      routes:\n        - to: default\n          via: 192.0.2.1\n",
+	"etc/NetworkManager/system-connections/ens192.nmconnection": "[connection]\nid=ens192\ntype=ethernet\ninterface-name=ens192\n\n" +
+		"[ethernet]\nmac-address=00:50:56:A1:B2:C4\n\n[ipv4]\naddress1=198.51.100.7/24,198.51.100.1\nmethod=manual\n",
+	"etc/sysconfig/network-scripts/ifcfg-ens224": "DEVICE=ens224\nHWADDR=00:50:56:a1:b2:c5\nBOOTPROTO=none\nIPADDR=203.0.113.9\nPREFIX=24\nONBOOT=yes\n",
+	"etc/network/interfaces":                     "auto lo\niface lo inet loopback\n\nallow-hotplug ens256\niface ens256 inet static\n    address 10.9.8.7/24\n    hwaddress ether 00:50:56:a1:b2:c6\n",
+	"etc/firewalld/zones/public.xml":             "<?xml version=\"1.0\"?>\n<zone>\n  <interface name=\"ens160\"/>\n</zone>\n",
+}}
+
+// TestFamilyNetworkDefaultLevel: at the default fix level every interface a
+// VMware guest configured (netplan matched by MAC with set-name, a
+// NetworkManager keyfile, ifcfg, ifupdown) is configured for the virtio NIC
+// that takes its place, static addresses kept. The old default kept
+// "ens160" and the virtio NIC (enp1s0) came up without an address.
+func TestFamilyNetworkDefaultLevel(t *testing.T) {
+	needRoot(t)
+	src := buildGuest(t, netGuest)
+	for _, tc := range []struct {
+		level    string
+		firewall string // what the firewalld zone must name after FIX
+	}{
+		{"", `name="ens160"`}, // the default: service configuration is left alone
+		{"full", `name="enp1s0"`},
+	} {
+		t.Run("level="+tc.level, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			g, err := inspect.Guest(ctx, inspect.Image{Path: src, Format: "raw"}, "native", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ov := overlayOf(t, src, "raw")
+			spec := &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}
+			if tc.level != "" {
+				spec.Network = &manifest.NetworkFix{FixLevel: tc.level}
+			}
+			changes, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, "native", spec, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]string{
+				"/etc/netplan/00-installer-config.yaml": {"    enp1s0:\n      addresses:\n        - 192.0.2.10/24\n", "via: 192.0.2.1"},
+				"/etc/NetworkManager/system-connections/ens192.nmconnection": {"interface-name=enp2s0\n", "address1=198.51.100.7/24,198.51.100.1"},
+				"/etc/sysconfig/network-scripts/ifcfg-enp3s0":                {"DEVICE=enp3s0\n", "IPADDR=203.0.113.9\n"},
+				"/etc/network/interfaces":                                    {"allow-hotplug enp4s0\niface enp4s0 inet static\n    address 10.9.8.7/24\n"},
+			}
+			for p, subs := range want {
+				got, ok := guestFile(t, ov, p)
+				if !ok {
+					t.Errorf("%s missing after FIX", p)
+					continue
+				}
+				for _, s := range subs {
+					if !strings.Contains(got, s) {
+						t.Errorf("%s after FIX lacks %q:\n%s", p, s, got)
+					}
+				}
+				for _, bad := range []string{"00:50:56", "00:50:56", "ens160", "ens224", "ens256", "set-name", "macaddress"} {
+					if strings.Contains(strings.ToLower(got), bad) {
+						t.Errorf("%s after FIX still has %q:\n%s", p, bad, got)
+					}
+				}
+			}
+			if _, ok := guestFile(t, ov, "/etc/sysconfig/network-scripts/ifcfg-ens224"); ok {
+				t.Error("ifcfg-ens224 still there: the interface's file was not renamed with it")
+			}
+			if !hasChange(changes, "/etc/netplan/00-installer-config.yaml") {
+				t.Error("no change reported for the netplan file")
+			}
+			if got, _ := guestFile(t, ov, "/etc/firewalld/zones/public.xml"); !strings.Contains(got, tc.firewall) {
+				t.Errorf("firewalld zone: want %s:\n%s", tc.firewall, got)
+			}
+		})
+	}
+}
