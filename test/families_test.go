@@ -61,7 +61,7 @@ func TestFamilyNetworkDefaultLevel(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := map[string][]string{
-				"/etc/netplan/00-installer-config.yaml": {"    enp1s0:\n      addresses:\n        - 192.0.2.10/24\n", "via: 192.0.2.1"},
+				"/etc/netplan/00-installer-config.yaml":                      {"    enp1s0:\n      addresses:\n        - 192.0.2.10/24\n", "via: 192.0.2.1"},
 				"/etc/NetworkManager/system-connections/ens192.nmconnection": {"interface-name=enp2s0\n", "address1=198.51.100.7/24,198.51.100.1"},
 				"/etc/sysconfig/network-scripts/ifcfg-enp3s0":                {"DEVICE=enp3s0\n", "IPADDR=203.0.113.9\n"},
 				"/etc/network/interfaces":                                    {"allow-hotplug enp4s0\niface enp4s0 inet static\n    address 10.9.8.7/24\n"},
