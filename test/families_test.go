@@ -2,13 +2,19 @@ package test
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/fix"
 	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
 
 // Guest families (issue 19): each test builds its guest's layout from
@@ -93,5 +99,81 @@ func TestFamilyNetworkDefaultLevel(t *testing.T) {
 				t.Errorf("firewalld zone: want %s:\n%s", tc.firewall, got)
 			}
 		})
+	}
+}
+
+// dataDisk is a second disk: an MBR table and one ext4 filesystem with the
+// given UUID on partition 1.
+func dataDisk(t *testing.T, uuid string) string {
+	t.Helper()
+	work := t.TempDir()
+	fsimg := filepath.Join(work, "data.ext4")
+	run(t, "mkfs.ext4", "-q", "-F", "-L", "data", "-U", uuid, fsimg, "14M")
+	disk := filepath.Join(work, "data.raw")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sfdisk", "-q", "--no-reread", "--no-tell-kernel", disk)
+	cmd.Stdin = strings.NewReader("label: dos\nlabel-id: 0x0ddba11\nstart=2048, type=83\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v: %s", err, out)
+	}
+	run(t, "dd", "if="+fsimg, "of="+disk, "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none")
+	return disk
+}
+
+// TestFamilyMultiDisk: a VM whose fstab mounts /dev/sdb1 from its second
+// disk. The engine inspects every disk of the OVA, rewrites that entry to
+// the filesystem's UUID (the old code left /dev/sdb1, and the converted
+// guest stopped in emergency mode), and the report lists each filesystem
+// with its disk, its name on the source VM and its mount point.
+func TestFamilyMultiDisk(t *testing.T) {
+	needRoot(t)
+	engNeedTools(t)
+	const dataUUID = "d47a0000-1111-4222-8333-944445555666"
+	tr := guestTree{files: map[string]string{
+		"etc/os-release": "ID=debian\nVERSION_ID=\"12\"\n",
+		"etc/fstab":      "/dev/sda1 / ext4 errors=remount-ro 0 1\n/dev/sdb1 /data ext4 defaults 0 2\n/dev/mapper/vg-logs /logs xfs defaults 0 2\n",
+		"etc/crypttab":   "# none\n",
+	}}
+	src := t.TempDir()
+	ova := fixture.OVA(t, src, buildGuest(t, tr), dataDisk(t, dataUUID))
+	sum := fixture.SHA256(t, ova)
+	out := filepath.Join(t.TempDir(), "out")
+	m := engManifest("md", "ova", ova)
+	on := true
+	m.Pipeline.Fix = &manifest.Fix{Enabled: &on, Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}
+	m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+	m.SetDefaults()
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out, Backend: "native"})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got, ok := guestFile(t, filepath.Join(out, "md.qcow2"), "/etc/fstab")
+	if !ok {
+		t.Fatal("no /etc/fstab in the converted first disk")
+	}
+	want := "UUID=" + rootUUID + " / ext4 errors=remount-ro 0 1\nUUID=" + dataUUID + " /data ext4 defaults 0 2\n/dev/mapper/vg-logs /logs xfs defaults 0 2\n"
+	if got != want {
+		t.Errorf("converted fstab:\n%s\nwant:\n%s", got, want)
+	}
+	var data *report.Partition
+	for i, p := range rep.Guest.Partitions {
+		t.Logf("filesystem %+v", p)
+		if p.UUID == dataUUID {
+			data = &rep.Guest.Partitions[i]
+		}
+	}
+	if data == nil || data.Disk != 1 || data.Device != "/dev/sdb1" || data.MountPoint != "/data" || !strings.Contains(data.DiskName, "disk2") {
+		t.Errorf("the report does not list the second disk's filesystem with its disk and mount point: %+v", data)
+	}
+	if rep.Guest.Root != "/dev/sda1" || rep.Guest.Partitions[0].MountPoint != "/" {
+		t.Errorf("root %q, first filesystem %+v", rep.Guest.Root, rep.Guest.Partitions[0])
+	}
+	if fixture.SHA256(t, ova) != sum {
+		t.Error("the OVA changed")
 	}
 }

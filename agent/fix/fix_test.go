@@ -33,6 +33,17 @@ func TestRewriteTab(t *testing.T) {
 			}
 		})
 	}
+	two := &fixer{g: &report.Guest{Partitions: append(append([]report.Partition{}, guestDisk.Partitions...),
+		report.Partition{Disk: 1, Number: 1, UUID: "2222-bbbb", FSType: "ext4"})}}
+	for _, tt := range []struct{ in, want string }{
+		{"/dev/sdb1 /data ext4 defaults 0 2\n", "UUID=2222-bbbb /data ext4 defaults 0 2\n"},
+		{"/dev/sdc1 /gone ext4 defaults 0 2\n", "/dev/sdc1 /gone ext4 defaults 0 2\n"},
+		{"/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n", "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n"},
+	} {
+		if got := two.rewriteTab(tt.in, 0, "stabilize-all"); got != tt.want {
+			t.Errorf("two disks: got %q, want %q", got, tt.want)
+		}
+	}
 	crypt := "cryptdata /dev/sda3 none luks\n"
 	if got := f.rewriteTab(crypt, 1, "stabilize-all"); got != "cryptdata LABEL=data none luks\n" {
 		t.Errorf("crypttab: %q", got)

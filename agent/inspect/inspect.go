@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,13 +29,47 @@ import (
 type Image struct {
 	Path   string
 	Format string
+	// Name is how the report names the disk (the source file or OVF
+	// member); Path when empty.
+	Name string
 }
 
-// Guest inspects img through the named guest-access backend (native | guestfs).
+func (i Image) name() string {
+	if i.Name != "" {
+		return i.Name
+	}
+	return i.Path
+}
+
+// errNoRoot says a disk holds no root filesystem; GuestDisks then tries the next.
+var errNoRoot = errors.New("cannot find the guest's root filesystem: no Linux filesystem holds /etc/os-release or /etc/fstab")
+
+// Guest inspects img through the named backend (native | guestfs).
 func Guest(ctx context.Context, img Image, backend string, detectOS bool) (*report.Guest, error) {
-	g, err := Disk(ctx, img)
-	if err != nil {
-		return nil, err
+	return GuestDisks(ctx, []Image{img}, backend, detectOS)
+}
+
+// GuestDisks inspects every disk of a VM, in the VM's disk order (the first
+// was /dev/sda on the source, the second /dev/sdb, ...): each disk's
+// partitions and filesystems, and the guest's files from the first disk
+// that holds a root filesystem.
+func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool) (*report.Guest, error) {
+	if len(imgs) == 0 {
+		return nil, errors.New("cannot inspect: no disk")
+	}
+	g := &report.Guest{}
+	for i, img := range imgs {
+		dg, err := Disk(ctx, img)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d (%s): %w", i+1, img.name(), err)
+		}
+		if i == 0 {
+			g.PartitionTable, g.Firmware = dg.PartitionTable, dg.Firmware
+		}
+		for _, p := range dg.Partitions {
+			p.Disk, p.DiskName, p.Device = i, img.name(), DiskDevName(i, p.Number)
+			g.Partitions = append(g.Partitions, p)
+		}
 	}
 	if !detectOS {
 		return g, nil
@@ -46,18 +81,24 @@ func Guest(ctx context.Context, img Image, backend string, detectOS bool) (*repo
 		}
 		return g, nil
 	}
-	s, err := OpenRoot(ctx, img, backend, false, g)
-	if err != nil {
-		return nil, err
+	for i, img := range imgs {
+		s, err := openRootOn(ctx, img, i, backend, false, g)
+		if errors.Is(err, errNoRoot) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		if err := Files(ctx, s, g); err != nil {
+			return nil, err
+		}
+		if err := s.Close(); err != nil {
+			return nil, err
+		}
+		return g, nil
 	}
-	defer s.Close()
-	if err := Files(ctx, s, g); err != nil {
-		return nil, err
-	}
-	if err := s.Close(); err != nil {
-		return nil, err
-	}
-	return g, nil
+	return nil, errNoRoot
 }
 
 // Disk reads the partition table and probes each partition's filesystem.
@@ -125,34 +166,94 @@ func hasFS(g *report.Guest, t string) bool {
 	return false
 }
 
-// DevName is how the source VM named partition n of its first disk; Root and
-// the FIX stage use it.
-func DevName(n int) string {
+// DevName is how the source VM named partition n of its first disk.
+func DevName(n int) string { return DiskDevName(0, n) }
+
+// DiskDevName is how the source VM named partition n (0: the whole disk) of
+// its disk'th disk: /dev/sda1, /dev/sdb1, ..., /dev/sdaa1 after /dev/sdz.
+func DiskDevName(disk, n int) string {
+	d := "/dev/sd" + diskLetters(disk)
 	if n == 0 {
-		return "/dev/sda"
+		return d
 	}
-	return "/dev/sda" + strconv.Itoa(n)
+	return d + strconv.Itoa(n)
 }
 
-// Partition returns the partition g.Root names.
+func diskLetters(i int) string {
+	s := ""
+	for i++; i > 0; i = (i - 1) / 26 {
+		s = string(rune('a'+(i-1)%26)) + s
+	}
+	return s
+}
+
+// diskIndex is the inverse of diskLetters; -1 for anything else.
+func diskIndex(letters string) int {
+	if letters == "" || len(letters) > 3 {
+		return -1
+	}
+	n := 0
+	for _, c := range letters {
+		if c < 'a' || c > 'z' {
+			return -1
+		}
+		n = n*26 + int(c-'a') + 1
+	}
+	return n - 1
+}
+
+// RootPartition returns the filesystem g.Root names.
 func RootPartition(g *report.Guest) (report.Partition, bool) {
 	for _, p := range g.Partitions {
-		if g.Root != "" && DevName(p.Number) == g.Root {
+		if g.Root != "" && devOf(p) == g.Root {
 			return p, true
 		}
 	}
 	return report.Partition{}, false
 }
 
+// RootDisk is the index of the disk holding the guest's root filesystem
+// (0 when it is not known): FIX works on that disk.
+func RootDisk(g *report.Guest) int {
+	if p, ok := RootPartition(g); ok {
+		return p.Disk
+	}
+	return 0
+}
+
+// devOf is a filesystem's name on the source VM.
+func devOf(p report.Partition) string {
+	if p.Device != "" {
+		return p.Device
+	}
+	return DiskDevName(p.Disk, p.Number)
+}
+
 func mountOf(p report.Partition, target string, ro bool) guest.Mount {
 	return guest.Mount{Number: p.Number, Offset: p.Start, Size: p.Size, FSType: p.FSType, Target: target, RO: ro}
 }
 
-// OpenRoot opens a session on img with the guest's root filesystem at "/"
-// and, when fstab names a separate /boot on this disk, that too. When
-// g.Root is empty it finds the root: the first Linux filesystem holding
-// /etc/os-release or /etc/fstab, and records it in g.Root.
+// OpenRoot opens a session on img, the disk holding the guest's root
+// filesystem, with that filesystem at "/" and, when fstab names a separate
+// /boot on the same disk, that too. When g.Root is empty it finds the root
+// on the first disk: the first Linux filesystem holding /etc/os-release or
+// /etc/fstab, and records it in g.Root.
 func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *report.Guest) (guest.Session, error) {
+	return openRootOn(ctx, img, RootDisk(g), backend, writable, g)
+}
+
+// openRootOn is OpenRoot on the disk'th disk of the VM.
+func openRootOn(ctx context.Context, img Image, disk int, backend string, writable bool, g *report.Guest) (guest.Session, error) {
+	root, found := RootPartition(g)
+	if !found {
+		any := false
+		for _, p := range g.Partitions {
+			any = any || (p.Disk == disk && linuxFS[p.FSType])
+		}
+		if !any {
+			return nil, errNoRoot
+		}
+	}
 	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: writable})
 	if err != nil {
 		return nil, err
@@ -163,20 +264,21 @@ func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *
 			s.Close()
 		}
 	}()
-	if root, found := RootPartition(g); found {
+	if found {
 		if err := s.Mount(ctx, mountOf(root, "/", !writable)); err != nil {
 			return nil, err
 		}
 	} else {
 		for _, p := range g.Partitions {
-			if !linuxFS[p.FSType] {
+			if p.Disk != disk || !linuxFS[p.FSType] {
 				continue
 			}
 			if err := s.Mount(ctx, mountOf(p, "/", !writable)); err != nil {
 				return nil, err
 			}
 			if exists(ctx, s, "/etc/os-release") || exists(ctx, s, "/usr/lib/os-release") || exists(ctx, s, "/etc/fstab") {
-				g.Root = DevName(p.Number)
+				g.Root = devOf(p)
+				root = p
 				break
 			}
 			if err := s.Unmount(ctx); err != nil {
@@ -184,7 +286,7 @@ func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *
 			}
 		}
 		if g.Root == "" {
-			return nil, errors.New("cannot find the guest's root filesystem: no Linux filesystem holds /etc/os-release or /etc/fstab")
+			return nil, errNoRoot
 		}
 	}
 	if b, err := s.ReadFile(ctx, "/etc/fstab"); err == nil {
@@ -192,7 +294,8 @@ func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *
 			if e.MountPoint != "/boot" {
 				continue
 			}
-			if p, found := Resolve(g, e.Device); found && DevName(p.Number) != g.Root && linuxFS[p.FSType] {
+			// The session holds one disk: a /boot elsewhere is not mounted.
+			if p, found := Resolve(g, e.Device); found && devOf(p) != g.Root && p.Disk == root.Disk && linuxFS[p.FSType] {
 				if err := s.Mount(ctx, mountOf(p, "/boot", !writable)); err != nil {
 					return nil, err
 				}
@@ -208,9 +311,15 @@ func exists(ctx context.Context, s guest.Session, p string) bool {
 	return err == nil
 }
 
-// Resolve finds the partition an fstab device field names on this disk:
-// UUID=, PARTUUID=, LABEL=, PARTLABEL=, /dev/disk/by-*/..., or a kernel name
-// of the first disk under any bus (/dev/sda1, /dev/hda1, /dev/vda1, /dev/xvda1).
+var (
+	kernelDev = regexp.MustCompile(`^/dev/(?:sd|hd|vd|xvd)([a-z]{1,3})([0-9]*)$`)
+	scsiPath  = regexp.MustCompile(`-scsi-\d+:\d+:(\d+):\d+-part(\d+)$`)
+)
+
+// Resolve finds the filesystem an fstab device field names on the VM's
+// disks: UUID=, PARTUUID=, LABEL=, PARTLABEL=, /dev/disk/by-*/..., or a
+// kernel name under any bus (/dev/sda1, /dev/hdb1, /dev/vda1, /dev/xvdb1):
+// the letter is the disk in the VM's order.
 func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 	match := func(f func(p report.Partition) bool) (report.Partition, bool) {
 		for _, p := range g.Partitions {
@@ -242,7 +351,15 @@ func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 		return Resolve(g, "PARTUUID="+path.Base(dev))
 	case strings.HasPrefix(dev, "/dev/disk/by-path/"), strings.HasPrefix(dev, "/dev/disk/by-id/"):
 		// The controller path or disk serial is the VMware one; only the
-		// partition suffix carries over to the single disk we have.
+		// partition suffix carries over, and the SCSI target of a by-path
+		// name (VMware's unit number, in disk order). A by-id name on a
+		// VM with several disks says nothing about which one.
+		disk := 0
+		if m := scsiPath.FindStringSubmatch(dev); m != nil {
+			disk, _ = strconv.Atoi(m[1])
+		} else if diskCount(g) > 1 {
+			return report.Partition{}, false
+		}
 		i := strings.LastIndex(dev, "-part")
 		if i < 0 {
 			return report.Partition{}, false
@@ -251,21 +368,28 @@ func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 		if err != nil {
 			return report.Partition{}, false
 		}
-		return match(func(p report.Partition) bool { return p.Number == n })
+		return match(func(p report.Partition) bool { return p.Disk == disk && p.Number == n })
 	}
-	for _, pre := range []string{"/dev/sda", "/dev/hda", "/dev/vda", "/dev/xvda"} {
-		if rest, ok := strings.CutPrefix(dev, pre); ok {
-			n := 0
-			if rest != "" {
-				var err error
-				if n, err = strconv.Atoi(rest); err != nil {
-					return report.Partition{}, false
-				}
+	if m := kernelDev.FindStringSubmatch(dev); m != nil {
+		disk := diskIndex(m[1])
+		n := 0
+		if m[2] != "" {
+			var err error
+			if n, err = strconv.Atoi(m[2]); err != nil {
+				return report.Partition{}, false
 			}
-			return match(func(p report.Partition) bool { return p.Number == n })
 		}
+		return match(func(p report.Partition) bool { return p.Disk == disk && p.Number == n })
 	}
 	return report.Partition{}, false
+}
+
+func diskCount(g *report.Guest) int {
+	n := 0
+	for _, p := range g.Partitions {
+		n = max(n, p.Disk+1)
+	}
+	return n
 }
 
 // ParseTab parses fstab (minFields 2: device, mount point, type) or crypttab
@@ -336,6 +460,18 @@ func Files(ctx context.Context, s guest.Session, g *report.Guest) error {
 	g.Fstab, g.Crypttab = nil, nil
 	if b, err := s.ReadFile(ctx, "/etc/fstab"); err == nil {
 		g.Fstab = ParseTab(b, 2)
+	}
+	for i := range g.Partitions {
+		g.Partitions[i].MountPoint = ""
+	}
+	for _, e := range g.Fstab {
+		if p, ok := Resolve(g, e.Device); ok {
+			for i := range g.Partitions {
+				if devOf(g.Partitions[i]) == devOf(p) && g.Partitions[i].MountPoint == "" && strings.HasPrefix(e.MountPoint, "/") {
+					g.Partitions[i].MountPoint = e.MountPoint
+				}
+			}
+		}
 	}
 	if b, err := s.ReadFile(ctx, "/etc/crypttab"); err == nil {
 		g.Crypttab = ParseTab(b, 2)

@@ -29,6 +29,15 @@ type Partition struct {
 	FSType    string `json:"fstype,omitempty"`
 	UUID      string `json:"uuid,omitempty"`
 	Label     string `json:"label,omitempty"`
+	// Disk is the index of the VM's disk the filesystem lives on (0 is the
+	// first disk), DiskName how the source names that disk (file or OVF
+	// member), and Device the kernel name it had on the source VM
+	// (/dev/sdb1).
+	Disk     int    `json:"disk"`
+	DiskName string `json:"disk_name,omitempty"`
+	Device   string `json:"device,omitempty"`
+	// MountPoint is where the guest's fstab mounts it ("/", "/boot", "/data").
+	MountPoint string `json:"mount_point,omitempty"`
 }
 
 // OS identifies the guest.
