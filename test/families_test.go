@@ -177,3 +177,132 @@ func TestFamilyMultiDisk(t *testing.T) {
 		t.Error("the OVA changed")
 	}
 }
+
+// partitionFile reads p from partition 1 (at 1 MiB) of a disk image by
+// mounting it read-only on the host with opts: an independent check for
+// filesystems debugfs cannot read.
+func partitionFile(t *testing.T, img, fstype, opts, p string) (string, bool) {
+	t.Helper()
+	work := t.TempDir()
+	raw := filepath.Join(work, "check.raw")
+	run(t, "qemu-img", "convert", "-O", "raw", img, raw)
+	mnt := filepath.Join(work, "mnt")
+	os.Mkdir(mnt, 0o755)
+	o := "ro,loop,offset=1048576"
+	if opts != "" {
+		o += "," + opts
+	}
+	run(t, "mount", "-t", fstype, "-o", o, raw, mnt)
+	defer run(t, "umount", mnt)
+	b, err := os.ReadFile(filepath.Join(mnt, p))
+	return string(b), err == nil
+}
+
+const btrfsUUID = "b7f50000-aaaa-4bbb-8ccc-dddddddddddd"
+
+// btrfsGuest is a disk with one btrfs filesystem on partition 1 whose top
+// level holds subvolumes "@" (the root) and "@home", the way Ubuntu's and
+// Debian's installers lay it out: the default subvolume is the top level,
+// which holds no /etc.
+func btrfsGuest(t *testing.T) string {
+	t.Helper()
+	needTools(t, "mkfs.btrfs", "btrfs", "sfdisk", "mount")
+	if b, _ := os.ReadFile("/proc/filesystems"); !strings.Contains(string(b), "btrfs") {
+		t.Skip("the host kernel has no btrfs")
+	}
+	work := t.TempDir()
+	fsimg := filepath.Join(work, "root.btrfs")
+	if err := os.WriteFile(fsimg, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(fsimg, 128<<20)
+	run(t, "mkfs.btrfs", "-q", "-L", "broot", "-U", btrfsUUID, fsimg)
+	mnt := filepath.Join(work, "mnt")
+	os.Mkdir(mnt, 0o755)
+	run(t, "mount", "-o", "loop", fsimg, mnt)
+	mounted := true
+	defer func() {
+		if mounted {
+			exec.Command("umount", mnt).Run()
+		}
+	}()
+	run(t, "btrfs", "-q", "subvolume", "create", filepath.Join(mnt, "@"))
+	run(t, "btrfs", "-q", "subvolume", "create", filepath.Join(mnt, "@home"))
+	for p, c := range map[string]string{
+		"@/etc/os-release":     "ID=ubuntu\nVERSION_ID=\"22.04\"\n",
+		"@/etc/fstab":          "/dev/sda1 / btrfs defaults,subvol=@ 0 0\n/dev/sda1 /home btrfs defaults,subvol=@home 0 0\n",
+		"@/boot/grub/grub.cfg": "menuentry 'Ubuntu' {\n\tlinux /@/boot/vmlinuz-6.1 root=/dev/sda1 ro rootflags=subvol=@ console=ttyS0\n}\n",
+		"@/etc/default/grub":   "GRUB_CMDLINE_LINUX=\"root=/dev/sda1\"\n",
+		"@/boot/vmlinuz-6.1":   "kernel\n",
+		"@home/user/notes.txt": "home\n",
+		"@/etc/netplan/a.yaml": "network:\n  ethernets:\n    ens160:\n      dhcp4: true\n",
+	} {
+		full := filepath.Join(mnt, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, "umount", mnt)
+	mounted = false
+	disk := filepath.Join(work, "disk.raw")
+	os.WriteFile(disk, nil, 0o644)
+	os.Truncate(disk, 130<<20)
+	cmd := exec.Command("sfdisk", "-q", "--no-reread", "--no-tell-kernel", disk)
+	cmd.Stdin = strings.NewReader("label: dos\nlabel-id: 0x0b7f5000\nstart=2048, type=83\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v: %s", err, out)
+	}
+	run(t, "dd", "if="+fsimg, "of="+disk, "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none")
+	return disk
+}
+
+// TestFamilyBtrfs: the root is subvolume "@" of a btrfs filesystem whose
+// default subvolume is the top level. INSPECT finds it (the old code said
+// "cannot find the guest's root filesystem"), FIX mounts it with subvol=@,
+// makes fstab and root= stable and keeps rootflags=subvol=@.
+func TestFamilyBtrfs(t *testing.T) {
+	needRoot(t)
+	src := btrfsGuest(t)
+	srcSum := sha(t, src)
+	for _, be := range backends(t) {
+		t.Run(be, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			g, err := inspect.Guest(ctx, inspect.Image{Path: src, Format: "raw"}, be, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Root != "/dev/sda1" || g.RootSubvol != "@" || g.OS == nil || g.OS.ID != "ubuntu" || len(g.Kernels) != 1 {
+				t.Fatalf("inspection: root %q subvol %q os %+v kernels %v", g.Root, g.RootSubvol, g.OS, g.Kernels)
+			}
+			ov := overlayOf(t, src, "raw")
+			if _, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, be, &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g); err != nil {
+				t.Fatal(err)
+			}
+			for p, want := range map[string]string{
+				"/etc/fstab":          "UUID=" + btrfsUUID + " / btrfs defaults,subvol=@ 0 0\nUUID=" + btrfsUUID + " /home btrfs defaults,subvol=@home 0 0\n",
+				"/boot/grub/grub.cfg": "menuentry 'Ubuntu' {\n\tlinux /@/boot/vmlinuz-6.1 root=UUID=" + btrfsUUID + " ro rootflags=subvol=@ console=ttyS0\n}\n",
+				"/etc/default/grub":   "GRUB_CMDLINE_LINUX=\"root=UUID=" + btrfsUUID + " rootflags=subvol=@\"\n",
+				"/etc/netplan/a.yaml": "network:\n  ethernets:\n    enp1s0:\n      dhcp4: true\n",
+			} {
+				got, ok := partitionFile(t, ov, "btrfs", "subvol=@", p)
+				if !ok || got != want {
+					t.Errorf("%s after FIX:\n%s\nwant:\n%s", p, got, want)
+				}
+			}
+			if sha(t, src) != srcSum {
+				t.Fatal("source image modified")
+			}
+		})
+	}
+}
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, name := range tools {
+		if _, err := exec.LookPath(name); err != nil {
+			t.Skipf("%s not installed (packaging/deps.txt)", name)
+		}
+	}
+}

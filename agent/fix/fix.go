@@ -255,19 +255,30 @@ func (f *fixer) fstab(ctx context.Context, mode string) error {
 var rootArg = regexp.MustCompile(`(^|[\s"'])root=([^\s"']+)`)
 
 // fixRoot rewrites root=DEV to root=UUID=... of the guest's root partition
-// when DEV names a partition of this disk by an unstable name.
+// when DEV names a partition by an unstable name. For a root in a btrfs
+// subvolume, a rewritten line that has no rootflags= gets
+// rootflags=subvol=NAME: without it the kernel mounts the default
+// subvolume, which is not the root. rootflags= already there is kept.
 func (f *fixer) fixRoot(s string) string {
-	return rootArg.ReplaceAllStringFunc(s, func(m string) string {
-		sub := rootArg.FindStringSubmatch(m)
-		dev := sub[2]
-		if !unstable(dev, "stabilize-all") && !strings.HasPrefix(dev, "PARTUUID=") && !strings.HasPrefix(dev, "LABEL=") {
-			return m
+	return mapLines(s, func(l string) string {
+		changed := false
+		l = rootArg.ReplaceAllStringFunc(l, func(m string) string {
+			sub := rootArg.FindStringSubmatch(m)
+			dev := sub[2]
+			if !unstable(dev, "stabilize-all") && !strings.HasPrefix(dev, "PARTUUID=") && !strings.HasPrefix(dev, "LABEL=") {
+				return m
+			}
+			p, ok := inspect.Resolve(f.g, dev)
+			if !ok || p.UUID == "" {
+				return m
+			}
+			changed = true
+			return sub[1] + "root=UUID=" + p.UUID
+		})
+		if changed && f.g.RootSubvol != "" && !strings.Contains(l, "rootflags=") {
+			l = rootArg.ReplaceAllString(l, "${0} rootflags=subvol="+f.g.RootSubvol)
 		}
-		p, ok := inspect.Resolve(f.g, dev)
-		if !ok || p.UUID == "" {
-			return m
-		}
-		return sub[1] + "root=UUID=" + p.UUID
+		return l
 	})
 }
 

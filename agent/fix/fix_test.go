@@ -65,6 +65,18 @@ func TestFixRoot(t *testing.T) {
 			t.Errorf("fixRoot(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+	// A btrfs root in subvolume "@".
+	bt := &fixer{g: &report.Guest{RootSubvol: "@", Partitions: guestDisk.Partitions}}
+	for _, tt := range []struct{ in, want string }{
+		{"linux /@/boot/vmlinuz root=/dev/sda1 ro rootflags=subvol=@ quiet", "linux /@/boot/vmlinuz root=UUID=1111-aaaa ro rootflags=subvol=@ quiet"},
+		{"linux /@/boot/vmlinuz root=/dev/sda1 ro\n\tinitrd /x", "linux /@/boot/vmlinuz root=UUID=1111-aaaa rootflags=subvol=@ ro\n\tinitrd /x"},
+		{`GRUB_CMDLINE_LINUX="root=/dev/sda1"`, `GRUB_CMDLINE_LINUX="root=UUID=1111-aaaa rootflags=subvol=@"`},
+		{"options root=UUID=1111-aaaa ro", "options root=UUID=1111-aaaa ro"}, // stable already: untouched
+	} {
+		if got := bt.fixRoot(tt.in); got != tt.want {
+			t.Errorf("btrfs fixRoot(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
 }
 
 func TestNetworkText(t *testing.T) {

@@ -62,6 +62,24 @@ type Mount struct {
 	FSType string
 	Target string // path inside the guest: "/" first, then e.g. "/boot"
 	RO     bool
+	// Options are filesystem options added to the mount, from a short
+	// allowed list (MountOptionsAllowed): a btrfs root's "subvol=@".
+	Options string
+}
+
+// CheckOptions refuses mount options other than btrfs's subvol=/subvolid=:
+// they come from the guest's own fstab, which is untrusted.
+func CheckOptions(o string) error {
+	if o == "" {
+		return nil
+	}
+	for _, opt := range strings.Split(o, ",") {
+		k, v, _ := strings.Cut(opt, "=")
+		if (k != "subvol" && k != "subvolid") || v == "" || strings.ContainsAny(v, "\x00\n\"'") {
+			return fmt.Errorf("mount option %q not allowed (only btrfs subvol= and subvolid=)", opt)
+		}
+	}
+	return nil
 }
 
 // Entry is what Lstat and ReadDir say about a guest file.

@@ -182,9 +182,15 @@ func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	if m.Number > 0 {
 		dev += strconv.Itoa(m.Number)
 	}
+	if err := CheckOptions(m.Options); err != nil {
+		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
+	}
 	opts := "nodev,nosuid"
 	if m.RO {
 		opts += ",ro"
+	}
+	if m.Options != "" {
+		opts += "," + m.Options
 	}
 	if _, err := g.call(ctx, "mount-options", opts, dev, target); err != nil {
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)

@@ -151,9 +151,15 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 		unix.Close(fd)
 		hostTarget = filepath.Join(hostTarget, target)
 	}
+	if err := CheckOptions(m.Options); err != nil {
+		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
+	}
 	opts := fmt.Sprintf("loop,offset=%d,sizelimit=%d,nodev,nosuid", m.Offset, m.Size)
 	if m.RO {
 		opts += ",ro"
+	}
+	if m.Options != "" {
+		opts += "," + m.Options
 	}
 	args := []string{"mount", "-o", opts}
 	if m.FSType != "" {

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -265,7 +266,11 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 		}
 	}()
 	if found {
-		if err := s.Mount(ctx, mountOf(root, "/", !writable)); err != nil {
+		m := mountOf(root, "/", !writable)
+		if g.RootSubvol != "" {
+			m.Options = "subvol=" + g.RootSubvol
+		}
+		if err := s.Mount(ctx, m); err != nil {
 			return nil, err
 		}
 	} else {
@@ -276,13 +281,25 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 			if err := s.Mount(ctx, mountOf(p, "/", !writable)); err != nil {
 				return nil, err
 			}
-			if exists(ctx, s, "/etc/os-release") || exists(ctx, s, "/usr/lib/os-release") || exists(ctx, s, "/etc/fstab") {
+			if isRoot(ctx, s, "/") {
 				g.Root = devOf(p)
 				root = p
 				break
 			}
 			if err := s.Unmount(ctx); err != nil {
 				return nil, err
+			}
+			if p.FSType != "btrfs" {
+				continue
+			}
+			sv, err := findSubvol(ctx, s, mountOf(p, "/", !writable))
+			if err != nil {
+				return nil, err
+			}
+			if sv != "" {
+				g.Root, g.RootSubvol = devOf(p), sv
+				root = p
+				break
 			}
 		}
 		if g.Root == "" {
@@ -304,6 +321,58 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 	}
 	ok = true
 	return s, nil
+}
+
+// isRoot says whether dir holds a Linux root: os-release or fstab.
+func isRoot(ctx context.Context, s guest.Session, dir string) bool {
+	return exists(ctx, s, path.Join(dir, "etc/os-release")) || exists(ctx, s, path.Join(dir, "usr/lib/os-release")) || exists(ctx, s, path.Join(dir, "etc/fstab"))
+}
+
+// rootSubvols are the names distributions give a btrfs root subvolume,
+// tried first: Ubuntu and Debian's installer "@", Fedora's "root".
+var rootSubvols = []string{"@", "@rootfs", "root", "rootfs"}
+
+// findSubvol looks for the root in the subvolumes at a btrfs filesystem's
+// top level (subvolid=5), for a guest whose default subvolume is not its
+// root (the top level holds "@" and "@home"). It leaves the root subvolume
+// mounted at "/" and returns its name, or mounts nothing and returns "".
+func findSubvol(ctx context.Context, s guest.Session, m guest.Mount) (string, error) {
+	top := m
+	top.Options = "subvolid=5"
+	if err := s.Mount(ctx, top); err != nil {
+		return "", err
+	}
+	ents, _ := s.ReadDir(ctx, "/")
+	var names []string
+	for _, want := range rootSubvols {
+		for _, e := range ents {
+			if e.Name == want && e.Mode.IsDir() {
+				names = append(names, e.Name)
+			}
+		}
+	}
+	for _, e := range ents {
+		if e.Mode.IsDir() && !slices.Contains(rootSubvols, e.Name) {
+			names = append(names, e.Name)
+		}
+	}
+	found := ""
+	for _, n := range names {
+		if isRoot(ctx, s, "/"+n) {
+			found = n
+			break
+		}
+	}
+	if err := s.Unmount(ctx); err != nil || found == "" {
+		return "", err
+	}
+	m.Options = "subvol=" + found
+	// A plain directory that looks like a root is no subvolume: the mount
+	// fails, and the guest has no root we can use.
+	if err := s.Mount(ctx, m); err != nil {
+		return "", fmt.Errorf("cannot mount btrfs subvolume %q as the root: %w", found, err)
+	}
+	return found, nil
 }
 
 func exists(ctx context.Context, s guest.Session, p string) bool {

@@ -6,6 +6,9 @@ type Guest struct {
 	Partitions     []Partition  `json:"partitions,omitempty"`
 	OS             *OS          `json:"os,omitempty"`
 	Root           string       `json:"root,omitempty"` // partition holding /
+	// RootSubvol is the btrfs subvolume holding / ("@"), empty when / is
+	// the filesystem's default subvolume.
+	RootSubvol string `json:"root_subvol,omitempty"`
 	Kernels        []string     `json:"kernels,omitempty"`
 	Initramfs      []string     `json:"initramfs,omitempty"`
 	InitramfsTool  string       `json:"initramfs_tool,omitempty"` // initramfs-tools | dracut
