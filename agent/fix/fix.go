@@ -217,7 +217,7 @@ func (f *fixer) rewriteTab(text string, col int, mode string) string {
 			continue
 		}
 		p, ok := inspect.Resolve(f.g, fields[col])
-		if !ok {
+		if !ok || p.LV != "" { // /dev/VG/LV is stable
 			continue
 		}
 		id := stableID(p)
@@ -269,7 +269,7 @@ func (f *fixer) fixRoot(s string) string {
 				return m
 			}
 			p, ok := inspect.Resolve(f.g, dev)
-			if !ok || p.UUID == "" {
+			if !ok || p.UUID == "" || p.LV != "" {
 				return m
 			}
 			changed = true

@@ -44,6 +44,23 @@ func TestRewriteTab(t *testing.T) {
 			t.Errorf("two disks: got %q, want %q", got, tt.want)
 		}
 	}
+	// LVs found by INSPECT keep their /dev/VG/LV and /dev/mapper names.
+	two.g.Partitions = append(two.g.Partitions,
+		report.Partition{Type: "lvm-lv", LV: "rhel/root", Device: "/dev/mapper/rhel-root", UUID: "3333-cccc", FSType: "xfs"},
+		report.Partition{Type: "lvm-lv", LV: "rhel/home", Device: "/dev/mapper/rhel-home", UUID: "4444-dddd", FSType: "xfs"})
+	for _, tt := range []struct{ in, want string }{
+		{"/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n", "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n"},
+		{"/dev/sda1 /boot ext4 defaults 0 0\n", "UUID=1111-aaaa /boot ext4 defaults 0 0\n"},
+	} {
+		if got := two.rewriteTab(tt.in, 0, "stabilize-all"); got != tt.want {
+			t.Errorf("two disks: got %q, want %q", got, tt.want)
+		}
+	}
+	for _, in := range []string{"root=/dev/rhel/root ro", "root=/dev/mapper/rhel-root ro"} {
+		if got := two.fixRoot(in); got != in {
+			t.Errorf("fixRoot(%q) = %q: an LV name is stable", in, got)
+		}
+	}
 	crypt := "cryptdata /dev/sda3 none luks\n"
 	if got := f.rewriteTab(crypt, 1, "stabilize-all"); got != "cryptdata LABEL=data none luks\n" {
 		t.Errorf("crypttab: %q", got)

@@ -62,6 +62,10 @@ type Mount struct {
 	FSType string
 	Target string // path inside the guest: "/" first, then e.g. "/boot"
 	RO     bool
+	// Device is the filesystem's device inside the guestfs appliance when
+	// it is not partition Number of the disk: an LV, "/dev/VG/LV". The
+	// native backend ignores it and uses Offset and Size.
+	Device string
 	// Options are filesystem options added to the mount, from a short
 	// allowed list (MountOptionsAllowed): a btrfs root's "subvol=@".
 	Options string

@@ -162,6 +162,10 @@ func (g *gfs) serverErrors() string {
 	return string(b)
 }
 
+// lvDevice is an LV's device name with LVM's allowed characters only: the
+// names come from the guest's metadata.
+var lvDevice = regexp.MustCompile(`^/dev/[A-Za-z0-9+_.][A-Za-z0-9+_.-]*/[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
+
 func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	target, err := clean(m.Target)
 	if err != nil {
@@ -181,6 +185,12 @@ func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	dev := "/dev/sda"
 	if m.Number > 0 {
 		dev += strconv.Itoa(m.Number)
+	}
+	if m.Device != "" {
+		if !lvDevice.MatchString(m.Device) || strings.Contains(m.Device, "/.") {
+			return fmt.Errorf("cannot mount %s: not a /dev/VG/LV name", m.Device)
+		}
+		dev = m.Device
 	}
 	if err := CheckOptions(m.Options); err != nil {
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)

@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/guest"
+	"github.com/hyper2kvm/hyper2kvm/agent/lvm"
 	"github.com/hyper2kvm/hyper2kvm/agent/partition"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
@@ -59,8 +60,20 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		return nil, errors.New("cannot inspect: no disk")
 	}
 	g := &report.Guest{}
+	var readers []*diskReader
+	defer func() {
+		for _, r := range readers {
+			r.close()
+		}
+	}()
+	var pvs []foundPV
 	for i, img := range imgs {
-		dg, err := Disk(ctx, img)
+		r, err := newDiskReader(ctx, img)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d (%s): %w", i+1, img.name(), err)
+		}
+		readers = append(readers, r)
+		dg, dpvs, err := readDisk(r, img)
 		if err != nil {
 			return nil, fmt.Errorf("disk %d (%s): %w", i+1, img.name(), err)
 		}
@@ -71,7 +84,12 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 			p.Disk, p.DiskName, p.Device = i, img.name(), DiskDevName(i, p.Number)
 			g.Partitions = append(g.Partitions, p)
 		}
+		for _, f := range dpvs {
+			f.disk = i
+			pvs = append(pvs, f)
+		}
 	}
+	g.Partitions = append(g.Partitions, logicalVolumes(readers, imgs, pvs)...)
 	if !detectOS {
 		return g, nil
 	}
@@ -99,7 +117,21 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		}
 		return g, nil
 	}
-	return nil, errNoRoot
+	return nil, noRoot(g)
+}
+
+// noRoot is errNoRoot with the LVs that could not be looked into, and why.
+func noRoot(g *report.Guest) error {
+	var notes []string
+	for _, p := range g.Partitions {
+		if p.LV != "" && p.Note != "" {
+			notes = append(notes, p.Note)
+		}
+	}
+	if len(notes) == 0 {
+		return errNoRoot
+	}
+	return fmt.Errorf("%w; not looked into: %s", errNoRoot, strings.Join(notes, "; "))
 }
 
 // Disk reads the partition table and probes each partition's filesystem.
@@ -109,20 +141,53 @@ func Disk(ctx context.Context, img Image) (*report.Guest, error) {
 		return nil, err
 	}
 	defer r.close()
+	g, _, err := readDisk(r, img)
+	return g, err
+}
+
+// foundPV is an LVM physical volume on a partition (or a whole disk).
+type foundPV struct {
+	disk        int
+	start, size int64
+	pv          *lvm.PV
+}
+
+// readDisk is Disk on an open reader; it also returns the LVM PVs found,
+// with disk 0 (the caller numbers them).
+func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 	g := &report.Guest{}
+	var pvs []foundPV
+	probePV := func(rp *report.Partition) error {
+		if rp.FSType != "" || rp.Type == "extended" {
+			return nil
+		}
+		pv, err := lvm.ReadPV(r, rp.Start, rp.Size)
+		if err != nil {
+			// A damaged PV is reported, not fatal: the rest of the disk
+			// may still hold the guest.
+			rp.Note = err.Error()
+			return nil
+		}
+		if pv != nil {
+			rp.FSType, rp.UUID = "LVM2_member", pv.UUID
+			pvs = append(pvs, foundPV{start: rp.Start, size: rp.Size, pv: pv})
+		}
+		return nil
+	}
 	tab, err := partition.Read(r, r.size)
 	if err != nil {
-		return nil, fmt.Errorf("cannot inspect %s: %w", img.Path, err)
+		return nil, nil, fmt.Errorf("cannot inspect %s: %w", img.Path, err)
 	}
 	g.PartitionTable = tab.Kind
 	if tab.Kind == "none" {
 		fsi, err := partition.Probe(r, 0, r.size)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if fsi.Type != "" {
-			g.Partitions = append(g.Partitions, report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk",
-				FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label})
+		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label}
+		probePV(&rp)
+		if rp.FSType != "" {
+			g.Partitions = append(g.Partitions, rp)
 		}
 	}
 	efi, biosBoot := false, false
@@ -132,9 +197,10 @@ func Disk(ctx context.Context, img Image) (*report.Guest, error) {
 		if p.TypeName != "extended" {
 			fsi, err := partition.Probe(r, p.Start, p.Size)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			rp.FSType, rp.UUID, rp.Label = fsi.Type, fsi.UUID, fsi.Label
+			probePV(&rp)
 		}
 		efi = efi || p.TypeName == "efi"
 		biosBoot = biosBoot || p.TypeName == "bios-boot"
@@ -144,7 +210,65 @@ func Disk(ctx context.Context, img Image) (*report.Guest, error) {
 	if efi && !biosBoot {
 		g.Firmware = "efi"
 	}
-	return g, nil
+	return g, pvs, nil
+}
+
+// lvName is what LVM allows in a VG or LV name; the names are the guest's
+// and end up in device paths.
+var lvName = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,127}$`)
+
+// logicalVolumes reads the VGs the PVs describe (the newest metadata of
+// each) and returns every visible LV: a linear one with its byte range on
+// the disk holding its PV and its filesystem, anything else with a note
+// saying why the native backend cannot open it. Nothing is activated.
+func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report.Partition {
+	byID := map[string]foundPV{}
+	vgs := map[string]*lvm.VG{}
+	var order []string
+	for _, f := range pvs {
+		byID[f.pv.UUID] = f
+		if f.pv.Metadata == "" {
+			continue
+		}
+		vg, err := lvm.Parse(f.pv.Metadata)
+		if err != nil || !lvName.MatchString(vg.Name) || vg.Name == "." || vg.Name == ".." {
+			continue
+		}
+		key := vg.ID + "/" + vg.Name
+		if old, ok := vgs[key]; !ok || vg.Seqno > old.Seqno {
+			if !ok {
+				order = append(order, key)
+			}
+			vgs[key] = vg
+		}
+	}
+	var out []report.Partition
+	for _, key := range order {
+		vg := vgs[key]
+		for _, lv := range vg.LVs {
+			if !lv.Visible || !lvName.MatchString(lv.Name) || lv.Name == "." || lv.Name == ".." {
+				continue
+			}
+			p := report.Partition{Type: "lvm-lv", LV: vg.Name + "/" + lv.Name, Device: "/dev/mapper/" + lvm.MapperName(vg.Name, lv.Name)}
+			rg, err := vg.Linear(lv)
+			f, ok := byID[rg.PVID]
+			switch {
+			case err != nil:
+				p.Note = err.Error() + ": only the guestfs backend can open it"
+			case !ok:
+				p.Note = fmt.Sprintf("LV %s: its PV %s is on none of the VM's disks", p.LV, rg.PVID)
+			case rg.Offset < 0 || rg.Size <= 0 || rg.Offset > f.size || rg.Size > f.size-rg.Offset:
+				p.Note = fmt.Sprintf("LV %s: extents outside its PV", p.LV)
+			default:
+				p.Disk, p.DiskName, p.Start, p.Size = f.disk, imgs[f.disk].name(), f.start+rg.Offset, rg.Size
+				if fsi, err := partition.Probe(readers[f.disk], p.Start, p.Size); err == nil {
+					p.FSType, p.UUID, p.Label = fsi.Type, fsi.UUID, fsi.Label
+				}
+			}
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 var linuxFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
@@ -231,7 +355,11 @@ func devOf(p report.Partition) string {
 }
 
 func mountOf(p report.Partition, target string, ro bool) guest.Mount {
-	return guest.Mount{Number: p.Number, Offset: p.Start, Size: p.Size, FSType: p.FSType, Target: target, RO: ro}
+	m := guest.Mount{Number: p.Number, Offset: p.Start, Size: p.Size, FSType: p.FSType, Target: target, RO: ro}
+	if p.LV != "" {
+		m.Device = "/dev/" + p.LV
+	}
+	return m
 }
 
 // OpenRoot opens a session on img, the disk holding the guest's root
@@ -437,7 +565,14 @@ func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 		if err != nil {
 			return report.Partition{}, false
 		}
-		return match(func(p report.Partition) bool { return p.Disk == disk && p.Number == n })
+		return match(func(p report.Partition) bool { return p.LV == "" && p.Disk == disk && p.Number == n })
+	}
+	if strings.HasPrefix(dev, "/dev/mapper/") {
+		return match(func(p report.Partition) bool { return p.LV != "" && p.Device == dev })
+	}
+	if m := kernelDev.FindStringSubmatch(dev); m == nil && strings.Count(dev, "/") == 3 && strings.HasPrefix(dev, "/dev/") {
+		// /dev/VG/LV
+		return match(func(p report.Partition) bool { return p.LV != "" && "/dev/"+p.LV == dev })
 	}
 	if m := kernelDev.FindStringSubmatch(dev); m != nil {
 		disk := diskIndex(m[1])
@@ -448,7 +583,7 @@ func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 				return report.Partition{}, false
 			}
 		}
-		return match(func(p report.Partition) bool { return p.Disk == disk && p.Number == n })
+		return match(func(p report.Partition) bool { return p.LV == "" && p.Disk == disk && p.Number == n })
 	}
 	return report.Partition{}, false
 }

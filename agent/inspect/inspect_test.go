@@ -15,6 +15,11 @@ func TestResolve(t *testing.T) {
 	two := &report.Guest{Partitions: append(append([]report.Partition{}, one.Partitions...),
 		report.Partition{Disk: 1, Number: 1, UUID: "data-uuid"},
 		report.Partition{Disk: 1, Number: 0, UUID: "whole-disk"})}
+	lvm := &report.Guest{Partitions: []report.Partition{
+		{Number: 1, UUID: "boot-uuid"},
+		{Number: 2, FSType: "LVM2_member"},
+		{Number: 0, Type: "lvm-lv", LV: "my-vg/root", Device: "/dev/mapper/my--vg-root", UUID: "lv-uuid", FSType: "xfs"},
+	}}
 	tests := []struct {
 		g    *report.Guest
 		dev  string
@@ -29,12 +34,18 @@ func TestResolve(t *testing.T) {
 		{two, "/dev/sdb1", "1:1"}, {two, "/dev/hdb1", "1:1"}, {two, "/dev/sdb", "1:0"}, {two, "/dev/sdc1", ""}, {two, "/dev/sda1", "0:1"},
 		{two, "UUID=data-uuid", "1:1"}, {two, "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:1:0-part1", "1:1"},
 		{two, "/dev/disk/by-id/scsi-36000c29-part1", ""}, // which disk a serial was is unknown
+		// LVs: by mapper name, /dev/VG/LV and UUID; never by a kernel name.
+		{lvm, "/dev/mapper/my--vg-root", "lv:my-vg/root"}, {lvm, "/dev/my-vg/root", "lv:my-vg/root"}, {lvm, "UUID=lv-uuid", "lv:my-vg/root"},
+		{lvm, "/dev/mapper/my--vg-gone", ""}, {lvm, "/dev/my-vg/gone", ""}, {lvm, "/dev/sda", ""}, {lvm, "/dev/sda1", "0:1"},
 	}
 	for _, tt := range tests {
 		p, ok := Resolve(tt.g, tt.dev)
 		got := ""
 		if ok {
 			got = fmt.Sprintf("%d:%d", p.Disk, p.Number)
+			if p.LV != "" {
+				got = "lv:" + p.LV
+			}
 		}
 		if got != tt.want {
 			t.Errorf("Resolve(%q) = %q, want %q", tt.dev, got, tt.want)

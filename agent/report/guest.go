@@ -41,6 +41,12 @@ type Partition struct {
 	Device   string `json:"device,omitempty"`
 	// MountPoint is where the guest's fstab mounts it ("/", "/boot", "/data").
 	MountPoint string `json:"mount_point,omitempty"`
+	// LV is "VG/LV" for an LVM logical volume (Type "lvm-lv"); Start and
+	// Size are then its bytes on the disk holding its PV, for a linear LV.
+	LV string `json:"lv,omitempty"`
+	// Note says why a filesystem cannot be opened by the native backend
+	// (a striped or thin LV, ...).
+	Note string `json:"note,omitempty"`
 }
 
 // OS identifies the guest.
