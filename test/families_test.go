@@ -129,7 +129,8 @@ func dataDisk(t *testing.T, uuid string) string {
 // disk. The engine inspects every disk of the OVA, rewrites that entry to
 // the filesystem's UUID (the old code left /dev/sdb1, and the converted
 // guest stopped in emergency mode), and the report lists each filesystem
-// with its disk, its name on the source VM and its mount point.
+// with its disk, its name on the source VM and its mount point. The
+// backend is left to auto, which picks native and says why.
 func TestFamilyMultiDisk(t *testing.T) {
 	needRoot(t)
 	engNeedTools(t)
@@ -148,7 +149,8 @@ func TestFamilyMultiDisk(t *testing.T) {
 	m.Pipeline.Fix = &manifest.Fix{Enabled: &on, Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}
 	m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
 	m.SetDefaults()
-	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out, Backend: "native"})
+	// No backend named: auto, which takes native for plain partitions.
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -169,6 +171,9 @@ func TestFamilyMultiDisk(t *testing.T) {
 	}
 	if data == nil || data.Disk != 1 || data.Device != "/dev/sdb1" || data.MountPoint != "/data" || !strings.Contains(data.DiskName, "disk2") {
 		t.Errorf("the report does not list the second disk's filesystem with its disk and mount point: %+v", data)
+	}
+	if rep.Guest.Backend != "native" || !strings.HasPrefix(rep.Guest.BackendReason, "native: ") {
+		t.Errorf("auto chose %q (%s), want native", rep.Guest.Backend, rep.Guest.BackendReason)
 	}
 	if rep.Guest.Root != "/dev/sda1" || rep.Guest.Partitions[0].MountPoint != "/" {
 		t.Errorf("root %q, first filesystem %+v", rep.Guest.Root, rep.Guest.Partitions[0])
@@ -327,6 +332,9 @@ pvcreate /dev/sda2
 vgcreate rhel /dev/sda2
 lvcreate root rhel 320
 lvcreate swap rhel 16
+lvcreate frag rhel 8
+lvcreate pad rhel 8
+lvresize /dev/rhel/frag 16
 mkfs ext4 /dev/sda1 label:boot
 set-uuid /dev/sda1 ` + lvmBootUUID + `
 mkfs xfs /dev/rhel/root
@@ -414,6 +422,9 @@ func TestFamilyLVM(t *testing.T) {
 			if lvs["rhel/root"] != "xfs /" || lvs["rhel/swap"] != "swap " {
 				t.Errorf("LVs in the report: %v", lvs)
 			}
+			if g.Backend != be {
+				t.Errorf("report says backend %q", g.Backend)
+			}
 			ov := overlayOf(t, src, "raw")
 			changes, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, be, &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g)
 			if err != nil {
@@ -439,5 +450,16 @@ func TestFamilyLVM(t *testing.T) {
 				t.Fatal("source image modified")
 			}
 		})
+	}
+	// auto: the LV "frag" is in two pieces, which only the appliance opens,
+	// so auto takes guestfs and says why.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g, err := inspect.Guest(ctx, inspect.Image{Path: src, Format: "raw"}, "auto", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Backend != "guestfs" || !strings.Contains(g.BackendReason, "rhel/frag") || !strings.Contains(g.BackendReason, "not contiguous") {
+		t.Errorf("auto chose %q: %s", g.Backend, g.BackendReason)
 	}
 }

@@ -58,7 +58,7 @@ type Job struct {
 	TasksMax      int    `yaml:"tasks_max"`
 	IOWeight      int    `yaml:"io_weight"` // 1..10000
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
-	Backend       string `yaml:"backend"` // native | guestfs
+	Backend       string `yaml:"backend"` // auto | native | guestfs
 	Priority      int    `yaml:"priority"`
 }
 
@@ -106,7 +106,7 @@ func Default() Config {
 			TasksMax:      512,
 			IOWeight:      100,
 			RuntimeMaxSec: 6 * 3600,
-			Backend:       "native",
+			Backend:       "auto",
 		},
 		DefaultPipeline: map[string]any{
 			"inspect":  map[string]any{"enabled": true, "detect_os": true},
@@ -218,9 +218,9 @@ func (c *Config) Validate() error {
 		bad("job.runtime_max_sec", "must not be negative")
 	}
 	switch c.Job.Backend {
-	case "native", "guestfs":
+	case "auto", "native", "guestfs":
 	default:
-		bad("job.backend", "must be native or guestfs, not %q", c.Job.Backend)
+		bad("job.backend", "must be auto, native or guestfs, not %q", c.Job.Backend)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")

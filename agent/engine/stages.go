@@ -40,7 +40,7 @@ func (r *runner) inspect(set func(any)) error {
 		r.backend = r.o.Backend
 	}
 	if r.backend == "" {
-		r.backend = "native"
+		r.backend = "auto"
 	}
 	res["backend"] = r.backend
 	// Every disk: a second disk's fstab entries (/dev/sdb1) need its
@@ -61,6 +61,12 @@ func (r *runner) inspect(set func(any)) error {
 		return softFail{err}
 	}
 	r.rep.Guest = g
+	// auto: FIX uses what INSPECT chose for this guest, and says why.
+	r.backend = g.Backend
+	res["backend"] = g.Backend
+	if g.BackendReason != "" {
+		res["backend_reason"] = g.BackendReason
+	}
 	return nil
 }
 

@@ -40,11 +40,19 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 	if spec.Backend != "" {
 		backend = spec.Backend
 	}
+	if backend == guest.Auto && g != nil {
+		// The one INSPECT chose for this guest.
+		backend = g.Backend
+		if backend == "" {
+			backend, _ = inspect.Choose(g)
+		}
+	}
 	if g == nil {
 		var err error
 		if g, err = inspect.Guest(ctx, img, backend, true); err != nil {
 			return nil, fmt.Errorf("cannot fix: %w", err)
 		}
+		backend = g.Backend
 	}
 	if g.OS != nil && g.OS.Type == "windows" {
 		return nil, fmt.Errorf("cannot fix a Windows guest: %w (only Linux guests are adapted; convert without fix)", ErrUnsupported)

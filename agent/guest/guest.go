@@ -28,6 +28,9 @@ import (
 const (
 	Native  = "native"
 	Guestfs = "guestfs"
+	// Auto is not a backend Open takes: inspect picks native or guestfs
+	// for the guest (inspect.Choose).
+	Auto = "auto"
 )
 
 // MaxFileSize bounds what ReadFile returns: guest files are untrusted and the

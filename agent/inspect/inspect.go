@@ -90,6 +90,10 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		}
 	}
 	g.Partitions = append(g.Partitions, logicalVolumes(readers, imgs, pvs)...)
+	if backend == guest.Auto || backend == "" {
+		backend, g.BackendReason = Choose(g)
+	}
+	g.Backend = backend
 	if !detectOS {
 		return g, nil
 	}
@@ -118,6 +122,20 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		return g, nil
 	}
 	return nil, noRoot(g)
+}
+
+// Choose picks the backend for fix.backend "auto": native when the host
+// kernel can mount every Linux filesystem found (partitions and linear
+// LVs, by offset), guestfs when something only the appliance opens holds
+// one (a striped, mirrored, thin or fragmented LV) or guestfish is the
+// only choice. The reason goes into the report.
+func Choose(g *report.Guest) (backend, reason string) {
+	for _, p := range g.Partitions {
+		if p.LV != "" && p.Note != "" {
+			return guest.Guestfs, "guestfs: " + p.Note
+		}
+	}
+	return guest.Native, "native: every filesystem is a partition or a linear LV the host kernel mounts by offset"
 }
 
 // noRoot is errNoRoot with the LVs that could not be looked into, and why.

@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -79,5 +80,21 @@ func TestOSRelease(t *testing.T) {
 	kv := parseOSRelease([]byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID='12'\n# x=y\n"))
 	if kv["ID"] != "debian" || kv["VERSION_ID"] != "12" || kv["PRETTY_NAME"] != "Debian GNU/Linux 12 (bookworm)" || kv["# x"] != "" {
 		t.Errorf("got %v", kv)
+	}
+}
+
+func TestChoose(t *testing.T) {
+	for _, tt := range []struct {
+		parts []report.Partition
+		want  string
+	}{
+		{[]report.Partition{{Number: 1, FSType: "ext4"}}, "native"},
+		{[]report.Partition{{Number: 2, FSType: "LVM2_member"}, {LV: "rhel/root", FSType: "xfs", Start: 1 << 20, Size: 1 << 30}}, "native"},
+		{[]report.Partition{{LV: "rhel/root", FSType: "xfs"}, {LV: "rhel/data", Note: "LV rhel/data: segment type \"thin\" with 0 stripes is not linear"}}, "guestfs"},
+	} {
+		got, why := Choose(&report.Guest{Partitions: tt.parts})
+		if got != tt.want || !strings.HasPrefix(why, got+": ") {
+			t.Errorf("Choose(%+v) = %s (%s), want %s", tt.parts, got, why, tt.want)
+		}
 	}
 }

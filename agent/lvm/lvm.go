@@ -144,7 +144,7 @@ type VG struct {
 	Name       string
 	ID         string
 	Seqno      int64
-	ExtentSize int64 // bytes
+	ExtentSize int64           // bytes
 	PVs        map[string]VGPV // by the metadata's name: pv0, pv1, ...
 	LVs        []LV
 }

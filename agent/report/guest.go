@@ -2,23 +2,27 @@ package report
 
 // Guest is what INSPECT found inside the image.
 type Guest struct {
-	PartitionTable string       `json:"partition_table,omitempty"` // mbr | gpt | none
-	Partitions     []Partition  `json:"partitions,omitempty"`
-	OS             *OS          `json:"os,omitempty"`
-	Root           string       `json:"root,omitempty"` // partition holding /
+	PartitionTable string      `json:"partition_table,omitempty"` // mbr | gpt | none
+	Partitions     []Partition `json:"partitions,omitempty"`
+	OS             *OS         `json:"os,omitempty"`
+	Root           string      `json:"root,omitempty"` // partition holding /
 	// RootSubvol is the btrfs subvolume holding / ("@"), empty when / is
 	// the filesystem's default subvolume.
-	RootSubvol string `json:"root_subvol,omitempty"`
-	Kernels        []string     `json:"kernels,omitempty"`
-	Initramfs      []string     `json:"initramfs,omitempty"`
-	InitramfsTool  string       `json:"initramfs_tool,omitempty"` // initramfs-tools | dracut
-	BootLoader     string       `json:"boot_loader,omitempty"`    // grub2-bios | grub2-efi | none
-	BLS            bool         `json:"bls,omitempty"`
-	Fstab          []MountEntry `json:"fstab,omitempty"`
-	Crypttab       []MountEntry `json:"crypttab,omitempty"`
-	Network        []string     `json:"network,omitempty"` // ifupdown netplan networkmanager ifcfg systemd-networkd
-	VMwareTools    []string     `json:"vmware_tools,omitempty"`
-	Firmware       string       `json:"firmware,omitempty"` // bios | efi
+	RootSubvol    string       `json:"root_subvol,omitempty"`
+	Kernels       []string     `json:"kernels,omitempty"`
+	Initramfs     []string     `json:"initramfs,omitempty"`
+	InitramfsTool string       `json:"initramfs_tool,omitempty"` // initramfs-tools | dracut
+	BootLoader    string       `json:"boot_loader,omitempty"`    // grub2-bios | grub2-efi | none
+	BLS           bool         `json:"bls,omitempty"`
+	Fstab         []MountEntry `json:"fstab,omitempty"`
+	Crypttab      []MountEntry `json:"crypttab,omitempty"`
+	Network       []string     `json:"network,omitempty"` // ifupdown netplan networkmanager ifcfg systemd-networkd
+	VMwareTools   []string     `json:"vmware_tools,omitempty"`
+	Firmware      string       `json:"firmware,omitempty"` // bios | efi
+	// Backend is the guest-access backend INSPECT used (native | guestfs)
+	// and BackendReason why, when the manifest said auto.
+	Backend       string `json:"backend,omitempty"`
+	BackendReason string `json:"backend_reason,omitempty"`
 }
 
 // Partition is one partition and its filesystem.
