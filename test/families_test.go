@@ -463,3 +463,36 @@ func TestFamilyLVM(t *testing.T) {
 		t.Errorf("auto chose %q: %s", g.Backend, g.BackendReason)
 	}
 }
+
+// TestFamilyRootOnSecondDisk: the first disk holds only data, the root is
+// /dev/sdb1. INSPECT finds the root on the second disk and FIX works on
+// that disk, making both disks' entries stable.
+func TestFamilyRootOnSecondDisk(t *testing.T) {
+	needRoot(t)
+	const dataUUID = "da7a0000-1111-4222-8333-944445555777"
+	root := buildGuest(t, guestTree{files: map[string]string{
+		"etc/os-release":   "ID=debian\n",
+		"etc/fstab":        "/dev/sdb1 / ext4 defaults 0 1\n/dev/sda1 /data ext4 defaults 0 2\n",
+		"etc/default/grub": "GRUB_CMDLINE_LINUX=\"root=/dev/sdb1\"\n",
+	}})
+	data := dataDisk(t, dataUUID)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g, err := inspect.GuestDisks(ctx, []inspect.Image{{Path: data, Format: "raw", Name: "data.vmdk"}, {Path: root, Format: "raw", Name: "root.vmdk"}}, "native", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Root != "/dev/sdb1" || inspect.RootDisk(g) != 1 {
+		t.Fatalf("root %q on disk %d, want /dev/sdb1 on disk 1", g.Root, inspect.RootDisk(g))
+	}
+	ov := overlayOf(t, root, "raw")
+	if _, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, "native", &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := guestFile(t, ov, "/etc/fstab"); got != "UUID="+rootUUID+" / ext4 defaults 0 1\nUUID="+dataUUID+" /data ext4 defaults 0 2\n" {
+		t.Errorf("fstab after FIX:\n%s", got)
+	}
+	if got, _ := guestFile(t, ov, "/etc/default/grub"); got != "GRUB_CMDLINE_LINUX=\"root=UUID="+rootUUID+"\"\n" {
+		t.Errorf("grub after FIX:\n%s", got)
+	}
+}

@@ -260,19 +260,24 @@ func (f *fixer) fstab(ctx context.Context, mode string) error {
 	return f.edit(ctx, "fstab", "/etc/crypttab", func(s string) string { return f.rewriteTab(s, 1, mode) })
 }
 
-var rootArg = regexp.MustCompile(`(^|[\s"'])root=([^\s"']+)`)
+var (
+	rootArg = regexp.MustCompile(`(^|[\s"'])root=([^\s"']+)`)
+	// devArg is a kernel argument naming a device: root= and resume=
+	// (hibernation's swap).
+	devArg = regexp.MustCompile(`(^|[\s"'])(root|resume)=([^\s"']+)`)
+)
 
-// fixRoot rewrites root=DEV to root=UUID=... of the guest's root partition
-// when DEV names a partition by an unstable name. For a root in a btrfs
-// subvolume, a rewritten line that has no rootflags= gets
-// rootflags=subvol=NAME: without it the kernel mounts the default
+// fixRoot rewrites root=DEV and resume=DEV to =UUID=... of the filesystem
+// (or swap) DEV names by an unstable name. For a root in a btrfs
+// subvolume, a line whose root= it rewrote and that has no rootflags=
+// gets rootflags=subvol=NAME: without it the kernel mounts the default
 // subvolume, which is not the root. rootflags= already there is kept.
 func (f *fixer) fixRoot(s string) string {
 	return mapLines(s, func(l string) string {
 		changed := false
-		l = rootArg.ReplaceAllStringFunc(l, func(m string) string {
-			sub := rootArg.FindStringSubmatch(m)
-			dev := sub[2]
+		l = devArg.ReplaceAllStringFunc(l, func(m string) string {
+			sub := devArg.FindStringSubmatch(m)
+			dev := sub[3]
 			if !unstable(dev, "stabilize-all") && !strings.HasPrefix(dev, "PARTUUID=") && !strings.HasPrefix(dev, "LABEL=") {
 				return m
 			}
@@ -280,8 +285,8 @@ func (f *fixer) fixRoot(s string) string {
 			if !ok || p.UUID == "" || p.LV != "" {
 				return m
 			}
-			changed = true
-			return sub[1] + "root=UUID=" + p.UUID
+			changed = changed || sub[2] == "root"
+			return sub[1] + sub[2] + "=UUID=" + p.UUID
 		})
 		if changed && f.g.RootSubvol != "" && !strings.Contains(l, "rootflags=") {
 			l = rootArg.ReplaceAllString(l, "${0} rootflags=subvol="+f.g.RootSubvol)

@@ -56,6 +56,10 @@ func TestRewriteTab(t *testing.T) {
 			t.Errorf("two disks: got %q, want %q", got, tt.want)
 		}
 	}
+	two.g.Partitions = append(two.g.Partitions, report.Partition{Disk: 0, Number: 5, UUID: "5555-swap", FSType: "swap"})
+	if got := two.fixRoot("root=/dev/mapper/rhel-root resume=/dev/sda5 ro"); got != "root=/dev/mapper/rhel-root resume=UUID=5555-swap ro" {
+		t.Errorf("resume=: %q", got)
+	}
 	for _, in := range []string{"root=/dev/rhel/root ro", "root=/dev/mapper/rhel-root ro"} {
 		if got := two.fixRoot(in); got != in {
 			t.Errorf("fixRoot(%q) = %q: an LV name is stable", in, got)
@@ -76,6 +80,9 @@ func TestFixRoot(t *testing.T) {
 		{"root=/dev/mapper/vg-root ro", "root=/dev/mapper/vg-root ro"},
 		{"root=/dev/sdb1 ro", "root=/dev/sdb1 ro"},
 		{"search --set=root --fs-uuid x", "search --set=root --fs-uuid x"},
+		{`GRUB_CMDLINE_LINUX="root=/dev/sda1 resume=/dev/sda2"`, `GRUB_CMDLINE_LINUX="root=UUID=1111-aaaa resume=/dev/sda2"`}, // swap without UUID: kept
+		{"options root=/dev/sda1 resume=/dev/sda3 ro", "options root=UUID=1111-aaaa resume=/dev/sda3 ro"},                     // xfs label only: kept
+		{"resume=/dev/mapper/vg-swap", "resume=/dev/mapper/vg-swap"},
 	}
 	for _, tt := range tests {
 		if got := f.fixRoot(tt.in); got != tt.want {
