@@ -5,10 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/boot"
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/fix"
 	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
@@ -494,5 +496,58 @@ func TestFamilyRootOnSecondDisk(t *testing.T) {
 	}
 	if got, _ := guestFile(t, ov, "/etc/default/grub"); got != "GRUB_CMDLINE_LINUX=\"root=UUID="+rootUUID+"\"\n" {
 		t.Errorf("grub after FIX:\n%s", got)
+	}
+}
+
+// TestBootFamilyMultiDisk boots a converted two-disk guest: the Debian 12
+// fixture with "/dev/sdb1 /data" in its fstab and a second disk, shipped
+// as a two-disk OVA, converted by the engine with the defaults, then
+// booted on virtio with both disks. It must reach a login prompt with
+// /data mounted; with /dev/sdb1 left in fstab (the old code) systemd
+// times out waiting for the device and stops in emergency mode.
+func TestBootFamilyMultiDisk(t *testing.T) {
+	needRoot(t)
+	needTools(t, "qemu-system-x86_64", "debugfs")
+	const dataUUID = "da7a0000-2222-4333-8444-955556666777"
+	raw := fixture.DebianDisk(t)
+	fstab := filepath.Join(t.TempDir(), "fstab")
+	os.WriteFile(fstab, []byte("/dev/sda1 / ext4 errors=remount-ro 0 1\n/dev/sdb1 /data ext4 defaults 0 2\n"), 0o644)
+	// The fixture's root starts at 1 MiB; debugfs writes it in place.
+	run(t, "debugfs", "-w", "-R", "rm /etc/fstab", raw+"?offset=1048576")
+	run(t, "debugfs", "-w", "-R", "write "+fstab+" /etc/fstab", raw+"?offset=1048576")
+	run(t, "debugfs", "-w", "-R", "mkdir /data", raw+"?offset=1048576")
+	ova := fixture.OVA(t, t.TempDir(), raw, dataDisk(t, dataUUID))
+	out := filepath.Join(t.TempDir(), "out")
+	m := engManifest("md", "ova", ova)
+	on := true
+	m.Pipeline.Fix = &manifest.Fix{Enabled: &on}
+	m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+	m.SetDefaults()
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, c := range rep.Changes {
+		t.Logf("change %s %s %s", c.Fix, c.File, c.Note)
+	}
+	console := filepath.Join(t.TempDir(), "console.log")
+	res, err := boot.Test(context.Background(), boot.Options{
+		Image: filepath.Join(out, "md.qcow2"), Format: "qcow2",
+		ExtraDisks:  []boot.Disk{{Image: filepath.Join(out, "md-disk2.qcow2"), Format: "qcow2"}},
+		Timeout:     bootTimeout,
+		FailMarkers: []string{"Gave up waiting for root", "emergency mode", "Dependency failed for"},
+		Console:     console,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("accelerator %s, %.0fs to %q", res.Accelerator, res.Seconds, res.Marker)
+	if !res.Booted {
+		t.Fatalf("converted two-disk guest did not reach a login prompt (failed on %q):\n%s", res.FailedOn, res.ConsoleTail)
+	}
+	b, _ := os.ReadFile(console)
+	plain := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAllString(string(b), "")
+	if !strings.Contains(plain, "Mounted data.mount") {
+		t.Errorf("the console does not show /data mounted:\n%s", res.ConsoleTail)
 	}
 }
