@@ -121,6 +121,9 @@ func TestNetworkText(t *testing.T) {
 			"  ethernets:\n    lan:\n      match:\n        name: ens192\n      addresses:\n        - 10.0.0.5/24\n"},
 		{"netplan-custom-name", fixNetplan, "  ethernets:\n    lan0:\n      match:\n        macaddress: 00:50:56:aa:bb:cc\n      set-name: lan0\n      dhcp4: true\n",
 			"  ethernets:\n    lan0:\n      match:\n        driver: virtio_net\n      set-name: lan0\n      dhcp4: true\n"},
+		{"netplan-two-nics", fixNetplan, "  ethernets:\n    ens160:\n      match:\n        macaddress: 00:50:56:aa:bb:01\n      set-name: ens160\n      addresses: [10.0.0.5/24]\n" +
+			"    ens192:\n      set-name: ens192\n      match:\n        macaddress: 00:50:56:aa:bb:02\n      addresses: [10.1.0.5/24]\n",
+			"  ethernets:\n    ens160:\n      addresses: [10.0.0.5/24]\n    ens192:\n      addresses: [10.1.0.5/24]\n"},
 		{"netplan-no-mac", fixNetplan, "  ethernets:\n    e0:\n      match:\n        name: en*\n      dhcp4: true\n", "  ethernets:\n    e0:\n      match:\n        name: en*\n      dhcp4: true\n"},
 		{"keyfile", fixKeyfile, "[ethernet]\nmac-address=00:50:56:AA:BB:CC\n[ipv4]\nmethod=auto\n", "[ethernet]\n[ipv4]\nmethod=auto\n"},
 		{"ifcfg", fixIfcfg, "DEVICE=ens192\nHWADDR=00:50:56:aa:bb:cc\nBOOTPROTO=dhcp\n", "DEVICE=ens192\nBOOTPROTO=dhcp\n"},

@@ -250,10 +250,12 @@ func indentOf(l string) int { return len(l) - len(strings.TrimLeft(l, " ")) }
 func fixNetplan(s string) string {
 	lines := strings.Split(s, "\n")
 	var out []string
+	outAt := map[int]int{} // line index -> its index in out, for lines copied as they are
 	for i := 0; i < len(lines); i++ {
 		l := lines[i]
 		m := netplanMatch.FindStringSubmatch(l)
 		if m == nil {
+			outAt[i] = len(out)
 			out = append(out, l)
 			continue
 		}
@@ -326,14 +328,8 @@ func fixNetplan(s string) string {
 			out = append(out, kept...)
 		}
 		if dropSet {
-			if setLine < i {
-				// Already copied to out: find and drop it.
-				for k := len(out) - 1; k >= 0; k-- {
-					if out[k] == lines[setLine] {
-						out = append(out[:k], out[k+1:]...)
-						break
-					}
-				}
+			if k, ok := outAt[setLine]; ok && setLine < i {
+				out[k] = drop // already copied
 			} else {
 				lines[setLine] = drop
 			}
