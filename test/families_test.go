@@ -551,3 +551,53 @@ func TestBootFamilyMultiDisk(t *testing.T) {
 		t.Errorf("the console does not show /data mounted:\n%s", res.ConsoleTail)
 	}
 }
+
+// TestFamilyMDMirrorNotWrittenAlone: root on an md RAID1 (guestfish's
+// md-create writes metadata 1.2; 1.0 and 0.90, where each leg starts with
+// the filesystem and the old code would have written one leg alone, are
+// in the unit test TestProbeMD). Both legs are reported as md members
+// (the old code reported them as unknown) and nothing is mounted; FIX then
+// skips the guest ("no Linux guest found").
+func TestFamilyMDMirrorNotWrittenAlone(t *testing.T) {
+	needRoot(t)
+	needTools(t, "guestfish")
+	work := t.TempDir()
+	script := `sparse disk.raw 96M
+run
+part-init /dev/sda mbr
+part-add /dev/sda p 2048 98303
+part-add /dev/sda p 98304 194559
+md-create md0 "/dev/sda1 /dev/sda2" level:raid1
+mkfs ext4 /dev/md/md0
+mount /dev/md/md0 /
+mkdir-p /etc
+write /etc/os-release "ID=debian\n"
+write /etc/fstab "/dev/md0 / ext4 defaults 0 1\n"
+umount-all
+`
+	cmd := exec.Command("guestfish", "--")
+	cmd.Dir = work
+	cmd.Stdin = strings.NewReader(script)
+	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("guestfish building the md guest: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g, err := inspect.Guest(ctx, inspect.Image{Path: filepath.Join(work, "disk.raw"), Format: "raw"}, "native", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Root != "" || g.OS == nil || g.OS.Type != "unknown" {
+		t.Fatalf("inspection found root %q (os %+v) on an md mirror", g.Root, g.OS)
+	}
+	d, err := inspect.Disk(ctx, inspect.Image{Path: filepath.Join(work, "disk.raw"), Format: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Partitions {
+		if p.FSType != "linux_raid_member" {
+			t.Errorf("partition %d is %q, want linux_raid_member", p.Number, p.FSType)
+		}
+	}
+}

@@ -145,6 +145,9 @@ func noRoot(g *report.Guest) error {
 		if p.LV != "" && p.Note != "" {
 			notes = append(notes, p.Note)
 		}
+		if p.FSType == "linux_raid_member" {
+			notes = append(notes, devOf(p)+" is an md RAID member (md is not supported yet: a mirror leg is never written alone)")
+		}
 	}
 	if len(notes) == 0 {
 		return errNoRoot
