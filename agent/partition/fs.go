@@ -42,7 +42,7 @@ func Probe(r io.ReaderAt, off, size int64) (FS, error) {
 	// then starts with the filesystem itself: writing through it would
 	// desynchronize the mirror, so it must not look like a plain
 	// filesystem.
-	for _, at := range []int64{((size>>9)-16)&^7<<9, (size&^0xFFFF - 0x10000)} {
+	for _, at := range []int64{((size >> 9) - 16) &^ 7 << 9, (size&^0xFFFF - 0x10000)} {
 		if at <= 0 || at+mdSBLen > size {
 			continue
 		}
