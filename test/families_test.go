@@ -337,6 +337,8 @@ lvcreate swap rhel 16
 lvcreate frag rhel 8
 lvcreate pad rhel 8
 lvresize /dev/rhel/frag 16
+lvcreate var rhel 16
+mkfs ext4 /dev/rhel/var
 mkfs ext4 /dev/sda1 label:boot
 set-uuid /dev/sda1 ` + lvmBootUUID + `
 mkfs xfs /dev/rhel/root
@@ -345,7 +347,11 @@ mount /dev/rhel/root /
 mkdir-p /etc/default
 mkdir-p /boot
 write /etc/os-release "ID=rhel\nVERSION_ID=\"9.3\"\n"
-write /etc/fstab "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/sda1 /boot ext4 defaults 1 2\n/dev/mapper/rhel-swap none swap defaults 0 0\n"
+write /etc/fstab "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/sda1 /boot ext4 defaults 1 2\n/dev/mapper/rhel-swap none swap defaults 0 0\n/dev/mapper/rhel-var /var ext4 defaults 0 0\n"
+mkdir-p /var
+mount /dev/rhel/var /var
+mkdir-p /var/lib
+write /var/lib/h2k-on-var "var\n"
 write /etc/default/grub "GRUB_CMDLINE_LINUX=\"root=/dev/mapper/rhel-root rd.lvm.lv=rhel/root resume=/dev/mapper/rhel-swap\"\n"
 write /etc/sysconfig/network-scripts/ifcfg-ens192 "DEVICE=ens192\nHWADDR=00:50:56:a1:b2:c4\nBOOTPROTO=none\nIPADDR=192.0.2.20\nPREFIX=24\n"
 mount /dev/sda1 /boot
@@ -427,6 +433,16 @@ func TestFamilyLVM(t *testing.T) {
 			if g.Backend != be {
 				t.Errorf("report says backend %q", g.Backend)
 			}
+			// The guest's tree as its fstab mounts it: /var is its own LV,
+			// where the guest's initramfs tools keep their temporary files.
+			s, err := inspect.OpenRoot(ctx, inspect.Image{Path: src, Format: "raw"}, be, false, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, err := s.ReadFile(ctx, "/var/lib/h2k-on-var"); err != nil || string(b) != "var\n" {
+				t.Errorf("/var (LV rhel/var) not mounted in the session: %q %v", b, err)
+			}
+			s.Close()
 			ov := overlayOf(t, src, "raw")
 			changes, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, be, &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g)
 			if err != nil {
@@ -438,7 +454,7 @@ func TestFamilyLVM(t *testing.T) {
 			got := guestfishRead(t, ov, []string{"/dev/rhel/root", "/dev/sda1:/boot"},
 				"/etc/fstab", "/etc/default/grub", "/boot/grub2/grub.cfg", "/etc/sysconfig/network-scripts/ifcfg-enp1s0")
 			want := []string{
-				"/dev/mapper/rhel-root / xfs defaults 0 0\nUUID=" + lvmBootUUID + " /boot ext4 defaults 1 2\n/dev/mapper/rhel-swap none swap defaults 0 0\n",
+				"/dev/mapper/rhel-root / xfs defaults 0 0\nUUID=" + lvmBootUUID + " /boot ext4 defaults 1 2\n/dev/mapper/rhel-swap none swap defaults 0 0\n/dev/mapper/rhel-var /var ext4 defaults 0 0\n",
 				"GRUB_CMDLINE_LINUX=\"root=/dev/mapper/rhel-root rd.lvm.lv=rhel/root resume=/dev/mapper/rhel-swap\"\n",
 				"linux /vmlinuz-5.14 root=/dev/mapper/rhel-root ro\n",
 				"DEVICE=enp1s0\nBOOTPROTO=none\nIPADDR=192.0.2.20\nPREFIX=24\n",

@@ -456,20 +456,60 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 		}
 	}
 	if b, err := s.ReadFile(ctx, "/etc/fstab"); err == nil {
-		for _, e := range ParseTab(b, 2) {
-			if e.MountPoint != "/boot" {
-				continue
-			}
-			// The session holds one disk: a /boot elsewhere is not mounted.
-			if p, found := Resolve(g, e.Device); found && devOf(p) != g.Root && p.Disk == root.Disk && linuxFS[p.FSType] {
-				if err := s.Mount(ctx, mountOf(p, "/boot", !writable)); err != nil {
-					return nil, err
-				}
-			}
+		if err := mountTree(ctx, s, g, root, ParseTab(b, 2), writable); err != nil {
+			return nil, err
 		}
 	}
 	ok = true
 	return s, nil
+}
+
+// treeMounts are the fstab mount points mounted below the root, parents
+// first: what the guest's own tools (update-initramfs, dracut) and FIX read
+// and write.
+var treeMounts = []string{"/usr", "/var", "/boot"}
+
+// mountTree mounts the guest's /usr, /var and /boot the way its fstab says
+// (btrfs subvol= included), when they live on the root's disk (the session
+// holds one disk) on a Linux filesystem.
+func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root report.Partition, tab []report.MountEntry, writable bool) error {
+	for _, mp := range treeMounts {
+		for _, e := range tab {
+			if e.MountPoint != mp {
+				continue
+			}
+			p, found := Resolve(g, e.Device)
+			if !found || p.Disk != root.Disk || !linuxFS[p.FSType] {
+				break
+			}
+			if devOf(p) == g.Root {
+				// Another subvolume of the root's btrfs: a second loop
+				// device with the same filesystem id is not mounted.
+				break
+			}
+			m := mountOf(p, mp, !writable)
+			m.Options = subvolOption(e.Options)
+			if err := s.Mount(ctx, m); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// subvolOption keeps fstab's subvol=/subvolid= options, the only ones a
+// guest may pass to a mount (guest.CheckOptions).
+func subvolOption(opts string) string {
+	var keep []string
+	for _, o := range strings.Split(opts, ",") {
+		if strings.HasPrefix(o, "subvol=") || strings.HasPrefix(o, "subvolid=") {
+			if guest.CheckOptions(o) == nil {
+				keep = append(keep, o)
+			}
+		}
+	}
+	return strings.Join(keep, ",")
 }
 
 // isRoot says whether dir holds a Linux root: os-release or fstab.
@@ -632,6 +672,9 @@ func ParseTab(b []byte, minFields int) []report.MountEntry {
 		}
 		if len(f) > 2 {
 			e.FSType = f[2]
+		}
+		if len(f) > 3 && minFields == 2 && e.MountPoint != "" && e.FSType != "" {
+			e.Options = f[3]
 		}
 		out = append(out, e)
 	}

@@ -71,7 +71,7 @@ func TestDiskDevName(t *testing.T) {
 
 func TestParseTab(t *testing.T) {
 	got := ParseTab([]byte("# c\n\n/dev/sda1 / ext4 defaults 0 1\nUUID=x\tnone swap sw\nbad\n"), 2)
-	if len(got) != 2 || got[0] != (report.MountEntry{Device: "/dev/sda1", MountPoint: "/", FSType: "ext4"}) || got[1].FSType != "swap" {
+	if len(got) != 2 || got[0] != (report.MountEntry{Device: "/dev/sda1", MountPoint: "/", FSType: "ext4", Options: "defaults"}) || got[1].FSType != "swap" {
 		t.Errorf("got %+v", got)
 	}
 }

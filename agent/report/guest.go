@@ -66,6 +66,7 @@ type MountEntry struct {
 	Device     string `json:"device"`
 	MountPoint string `json:"mount_point,omitempty"`
 	FSType     string `json:"fstype,omitempty"`
+	Options    string `json:"options,omitempty"` // fstab's fourth field
 }
 
 // Change is one modification FIX made inside the guest.
