@@ -617,3 +617,68 @@ umount-all
 		}
 	}
 }
+
+// TestFamilyUEFIFallback: a GPT guest whose ESP holds only
+// EFI/debian/{shimx64,grubx64,mmx64}.efi, the way a VMware VM's NVRAM
+// entry points at it. The converted VM starts with empty NVRAM, so FIX
+// copies shim (and the grub it loads) to EFI/BOOT/BOOTX64.EFI. The ESP is
+// vfat, which this host's kernel may lack: the native backend then leaves
+// it alone without failing, and the guestfs backend fixes it.
+func TestFamilyUEFIFallback(t *testing.T) {
+	needRoot(t)
+	needTools(t, "guestfish")
+	work := t.TempDir()
+	script := `sparse disk.raw 160M
+run
+part-init /dev/sda gpt
+part-add /dev/sda p 2048 133119
+part-add /dev/sda p 133120 -2048
+part-set-gpt-type /dev/sda 1 C12A7328-F81F-11D2-BA4B-00A0C93EC93B
+mkfs vfat /dev/sda1
+mkfs ext4 /dev/sda2
+mount /dev/sda2 /
+mkdir-p /etc
+mkdir-p /boot/efi
+write /etc/os-release "ID=debian\n"
+write /etc/fstab "/dev/sda2 / ext4 defaults 0 1\n/dev/sda1 /boot/efi vfat umask=0077 0 1\n"
+mount /dev/sda1 /boot/efi
+mkdir-p /boot/efi/EFI/debian
+write /boot/efi/EFI/debian/shimx64.efi "shim\n"
+write /boot/efi/EFI/debian/grubx64.efi "grub\n"
+write /boot/efi/EFI/debian/mmx64.efi "mokmanager\n"
+umount-all
+`
+	cmd := exec.Command("guestfish", "--")
+	cmd.Dir = work
+	cmd.Stdin = strings.NewReader(script)
+	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("guestfish building the UEFI guest: %v\n%s", err, out)
+	}
+	src := filepath.Join(work, "disk.raw")
+	for _, be := range backends(t) {
+		t.Run(be, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			g, err := inspect.Guest(ctx, inspect.Image{Path: src, Format: "raw"}, be, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Firmware != "efi" {
+				t.Errorf("firmware %q", g.Firmware)
+			}
+			ov := overlayOf(t, src, "raw")
+			if _, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, be, &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g); err != nil {
+				t.Fatal(err)
+			}
+			if be != "guestfs" {
+				return // whether the host kernel mounted vfat varies; not failing is the point
+			}
+			got := guestfishRead(t, ov, []string{"/dev/sda2", "/dev/sda1:/boot/efi"},
+				"/boot/efi/EFI/BOOT/BOOTX64.EFI", "/boot/efi/EFI/BOOT/grubx64.efi", "/boot/efi/EFI/BOOT/mmx64.efi")
+			if got[0] != "shim\n" || got[1] != "grub\n" || got[2] != "mokmanager\n" {
+				t.Errorf("EFI/BOOT after FIX: %q", got)
+			}
+		})
+	}
+}

@@ -314,6 +314,65 @@ func (f *fixer) grub(ctx context.Context) error {
 			return err
 		}
 	}
+	return f.efiFallback(ctx)
+}
+
+// efiFallback puts the guest's own loader at the ESP's removable-media path
+// EFI/BOOT/BOOTX64.EFI when it is missing: the converted VM starts with
+// empty NVRAM, so the firmware's boot entry for EFI/<distro>/ is gone and
+// only the fallback path is tried. shim is preferred (it then loads
+// grubx64.efi from its own directory, which is copied with it), else grub.
+func (f *fixer) efiFallback(ctx context.Context) error {
+	const esp = "/boot/efi/EFI"
+	if e, err := f.s.Lstat(ctx, esp); err != nil || !e.Mode.IsDir() {
+		return nil // no ESP mounted (BIOS guest, or a host without vfat)
+	}
+	if _, err := f.s.Lstat(ctx, esp+"/BOOT/BOOTX64.EFI"); err == nil {
+		return nil
+	}
+	vendors, _ := f.s.ReadDir(ctx, esp)
+	sort.Slice(vendors, func(i, j int) bool { return vendors[i].Name < vendors[j].Name })
+	for _, want := range []string{"shimx64.efi", "grubx64.efi"} {
+		for _, v := range vendors {
+			if !v.Mode.IsDir() || strings.EqualFold(v.Name, "BOOT") {
+				continue
+			}
+			src := esp + "/" + v.Name + "/" + want
+			b, err := f.s.ReadFile(ctx, src)
+			if err != nil {
+				continue
+			}
+			if err := f.s.Mkdir(ctx, esp+"/BOOT"); err != nil {
+				return err
+			}
+			copies := map[string]string{esp + "/BOOT/BOOTX64.EFI": src}
+			if want == "shimx64.efi" {
+				for _, side := range []string{"grubx64.efi", "mmx64.efi"} {
+					copies[esp+"/BOOT/"+side] = esp + "/" + v.Name + "/" + side
+				}
+			}
+			for _, dst := range sortedKeys(copies) {
+				from := copies[dst]
+				data := b
+				if from != src {
+					if data, err = f.s.ReadFile(ctx, from); err != nil {
+						continue
+					}
+				}
+				if _, err := f.s.Lstat(ctx, dst); err == nil {
+					continue
+				}
+				if err := f.s.WriteFile(ctx, dst, data, 0o644); err != nil {
+					return err
+				}
+				f.changes = append(f.changes, report.Change{Fix: "grub", File: dst, After: "copy of " + from,
+					Note: "UEFI fallback loader: the converted VM starts with empty NVRAM"})
+			}
+			return nil
+		}
+	}
+	f.changes = append(f.changes, report.Change{Fix: "grub", File: esp + "/BOOT/BOOTX64.EFI",
+		Note: "missing, and no shimx64.efi or grubx64.efi on the ESP to copy: the VM needs a UEFI boot entry"})
 	return nil
 }
 

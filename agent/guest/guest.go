@@ -121,6 +121,9 @@ type Session interface {
 	Remove(ctx context.Context, p string) error
 	// Symlink creates newname pointing to target (stored as given).
 	Symlink(ctx context.Context, target, newname string) error
+	// Mkdir creates directory p (its parent must exist); an existing
+	// directory is no error.
+	Mkdir(ctx context.Context, p string) error
 	// Run runs argv inside the guest (chroot or appliance) and returns its
 	// combined output.
 	Run(ctx context.Context, argv ...string) ([]byte, error)

@@ -408,6 +408,20 @@ func (g *gfs) Symlink(ctx context.Context, target, newname string) error {
 	return nil
 }
 
+func (g *gfs) Mkdir(ctx context.Context, p string) error {
+	if _, _, err := split(p); err != nil {
+		return err
+	}
+	c, _ := clean(p)
+	if e, err := g.Lstat(ctx, c); err == nil && e.Mode.IsDir() {
+		return nil
+	}
+	if _, err := g.call(ctx, "mkdir", c); err != nil {
+		return &fs.PathError{Op: "mkdir", Path: c, Err: err}
+	}
+	return nil
+}
+
 // Run runs argv with the appliance's "debug sh"-free command call: guestfsd
 // chroots into the guest with /proc, /sys and /dev bound from the appliance,
 // never from the host.

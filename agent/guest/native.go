@@ -388,6 +388,23 @@ func (n *native) Symlink(ctx context.Context, target, newname string) error {
 	return nil
 }
 
+func (n *native) Mkdir(ctx context.Context, p string) error {
+	pfd, base, err := n.openParent(p)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Mkdirat(pfd, base, 0o755); err != nil {
+		if err == unix.EEXIST {
+			if e, lerr := n.Lstat(ctx, p); lerr == nil && e.Mode.IsDir() {
+				return nil
+			}
+		}
+		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
+	}
+	return nil
+}
+
 // Run runs a guest program in the sandbox (agent/sandbox): a user
 // namespace that maps the guest's root to an unprivileged host uid, an
 // idmapped view of the guest tree that bwrap pivot_roots into, no network,

@@ -495,6 +495,19 @@ func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root repor
 			break
 		}
 	}
+	// The ESP, for FIX's UEFI fallback loader. A host kernel without vfat
+	// (the native backend) cannot mount it; that is not an error.
+	for _, e := range tab {
+		if e.MountPoint != "/boot/efi" {
+			continue
+		}
+		if p, found := Resolve(g, e.Device); found && p.Disk == root.Disk && p.FSType == "vfat" && p.LV == "" {
+			if err := s.Mount(ctx, mountOf(p, "/boot/efi", !writable)); err != nil && ctx.Err() != nil {
+				return err
+			}
+		}
+		break
+	}
 	return nil
 }
 
