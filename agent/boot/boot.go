@@ -34,6 +34,15 @@ type Options struct {
 	// FailMarkers end the test early as not booted when one appears first
 	// (e.g. "Gave up waiting for root"), instead of waiting for Timeout.
 	FailMarkers []string
+	// ExtraDisks are the VM's other disks, attached after Image on
+	// virtio-blk in order (vdb, vdc, ...), also with snapshot=on.
+	ExtraDisks []Disk
+}
+
+// Disk is a further disk of the guest.
+type Disk struct {
+	Image  string
+	Format string
 }
 
 // Result is what a boot test saw.
@@ -98,6 +107,9 @@ func Test(ctx context.Context, o Options) (*Result, error) {
 		"-m", fmt.Sprint(o.MemoryMB), "-smp", "1",
 		"-drive", fmt.Sprintf("file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", qemuEscape(o.Image), o.Format),
 		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
+	}
+	for _, d := range o.ExtraDisks {
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", qemuEscape(d.Image), d.Format))
 	}
 	if res.Accelerator != "kvm" {
 		res.Accelerator = "tcg"

@@ -60,7 +60,7 @@ type Job struct {
 	TasksMax      int    `yaml:"tasks_max"`
 	IOWeight      int    `yaml:"io_weight"` // 1..10000
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
-	Backend       string `yaml:"backend"` // native | guestfs
+	Backend       string `yaml:"backend"` // auto | native | guestfs
 	Priority      int    `yaml:"priority"`
 }
 
@@ -142,7 +142,7 @@ func Default() Config {
 			TasksMax:      512,
 			IOWeight:      100,
 			RuntimeMaxSec: 6 * 3600,
-			Backend:       "native",
+			Backend:       "auto",
 		},
 		Limits: Limits{MaxVirtualSize: DefaultMaxVirtualSize, UserMax: UserMax{
 			MemoryMax:     "8G",
@@ -272,9 +272,9 @@ func (c *Config) Validate() error {
 		bad("limits.user_max.runtime_max_sec", "must not be negative (0: no cap)")
 	}
 	switch c.Job.Backend {
-	case "native", "guestfs":
+	case "auto", "native", "guestfs":
 	default:
-		bad("job.backend", "must be native or guestfs, not %q", c.Job.Backend)
+		bad("job.backend", "must be auto, native or guestfs, not %q", c.Job.Backend)
 	}
 	if n, err := ParseSize(c.Limits.MaxVirtualSize); err != nil {
 		bad("limits.max_virtual_size", "%v", err)

@@ -40,12 +40,18 @@ func (r *runner) inspect(set func(any)) error {
 		r.backend = r.o.Backend
 	}
 	if r.backend == "" {
-		r.backend = "native"
+		r.backend = "auto"
 	}
 	res["backend"] = r.backend
+	// Every disk: a second disk's fstab entries (/dev/sdb1) need its
+	// filesystems' ids, and the root may live on any disk.
 	d := r.disks[0]
 	r.progress("inspect", 10, 0, 0, d.display)
-	g, err := inspect.Guest(r.ctx, inspect.Image{Path: d.path, Format: d.format}, r.backend, manifest.Bool(r.p.Inspect.DetectOS))
+	imgs := make([]inspect.Image, 0, len(r.disks))
+	for _, d := range r.disks {
+		imgs = append(imgs, inspect.Image{Path: d.path, Format: d.format, Name: d.display})
+	}
+	g, err := inspect.GuestDisks(r.ctx, imgs, r.backend, manifest.Bool(r.p.Inspect.DetectOS))
 	if err != nil {
 		err = fmt.Errorf("cannot inspect the guest on %s: %w", d.display, err)
 		if manifest.Bool(r.p.Fix.Enabled) || r.ctx.Err() != nil {
@@ -55,11 +61,17 @@ func (r *runner) inspect(set func(any)) error {
 		return softFail{err}
 	}
 	r.rep.Guest = g
+	// auto: FIX uses what INSPECT chose for this guest, and says why.
+	r.backend = g.Backend
+	res["backend"] = g.Backend
+	if g.BackendReason != "" {
+		res["backend_reason"] = g.BackendReason
+	}
 	return nil
 }
 
-// fix is FIX: on a qcow2 overlay of the first disk (the source is never
-// opened for writing), adapt a Linux guest to KVM.
+// fix is FIX: on a qcow2 overlay of the disk holding the guest's root (the
+// source is never opened for writing), adapt a Linux guest to KVM.
 func (r *runner) fix(set func(any)) error {
 	if !manifest.Bool(r.p.Fix.Enabled) {
 		return skip("disabled by pipeline.fix.enabled")
@@ -76,7 +88,11 @@ func (r *runner) fix(set func(any)) error {
 		r.warn("no Linux guest found on %s: FIX was not applied", r.disks[0].display)
 		return skip("no Linux guest found")
 	}
-	d := r.disks[0]
+	rd := inspect.RootDisk(g)
+	if rd >= len(r.disks) {
+		return fmt.Errorf("INSPECT found the root on disk %d of %d", rd+1, len(r.disks))
+	}
+	d := r.disks[rd]
 	if r.workDir == "" {
 		if err := r.makeWorkDir(); err != nil {
 			return err

@@ -40,11 +40,19 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 	if spec.Backend != "" {
 		backend = spec.Backend
 	}
+	if backend == guest.Auto && g != nil {
+		// The one INSPECT chose for this guest.
+		backend = g.Backend
+		if backend == "" {
+			backend, _ = inspect.Choose(g)
+		}
+	}
 	if g == nil {
 		var err error
 		if g, err = inspect.Guest(ctx, img, backend, true); err != nil {
 			return nil, fmt.Errorf("cannot fix: %w", err)
 		}
+		backend = g.Backend
 	}
 	if g.OS != nil && g.OS.Type == "windows" {
 		return nil, fmt.Errorf("cannot fix a Windows guest: %w (only Linux guests are adapted; convert without fix)", ErrUnsupported)
@@ -249,7 +257,7 @@ func (f *fixer) rewriteTab(text string, col int, mode string) string {
 			continue
 		}
 		p, ok := inspect.Resolve(f.g, fields[col])
-		if !ok {
+		if !ok || p.LV != "" { // /dev/VG/LV is stable
 			continue
 		}
 		id := stableID(p)
@@ -284,22 +292,38 @@ func (f *fixer) fstab(ctx context.Context, mode string) error {
 	return f.edit(ctx, "fstab", "/etc/crypttab", func(s string) string { return f.rewriteTab(s, 1, mode) })
 }
 
-var rootArg = regexp.MustCompile(`(^|[\s"'])root=([^\s"']+)`)
+var (
+	rootArg = regexp.MustCompile(`(^|[\s"'])root=([^\s"']+)`)
+	// devArg is a kernel argument naming a device: root= and resume=
+	// (hibernation's swap).
+	devArg = regexp.MustCompile(`(^|[\s"'])(root|resume)=([^\s"']+)`)
+)
 
-// fixRoot rewrites root=DEV to root=UUID=... of the guest's root partition
-// when DEV names a partition of this disk by an unstable name.
+// fixRoot rewrites root=DEV and resume=DEV to =UUID=... of the filesystem
+// (or swap) DEV names by an unstable name. For a root in a btrfs
+// subvolume, a line whose root= it rewrote and that has no rootflags=
+// gets rootflags=subvol=NAME: without it the kernel mounts the default
+// subvolume, which is not the root. rootflags= already there is kept.
 func (f *fixer) fixRoot(s string) string {
-	return rootArg.ReplaceAllStringFunc(s, func(m string) string {
-		sub := rootArg.FindStringSubmatch(m)
-		dev := sub[2]
-		if !unstable(dev, "stabilize-all") && !strings.HasPrefix(dev, "PARTUUID=") && !strings.HasPrefix(dev, "LABEL=") {
-			return m
+	return mapLines(s, func(l string) string {
+		changed := false
+		l = devArg.ReplaceAllStringFunc(l, func(m string) string {
+			sub := devArg.FindStringSubmatch(m)
+			dev := sub[3]
+			if !unstable(dev, "stabilize-all") && !strings.HasPrefix(dev, "PARTUUID=") && !strings.HasPrefix(dev, "LABEL=") {
+				return m
+			}
+			p, ok := inspect.Resolve(f.g, dev)
+			if !ok || p.UUID == "" || p.LV != "" {
+				return m
+			}
+			changed = changed || sub[2] == "root"
+			return sub[1] + sub[2] + "=UUID=" + p.UUID
+		})
+		if changed && f.g.RootSubvol != "" && !strings.Contains(l, "rootflags=") {
+			l = rootArg.ReplaceAllString(l, "${0} rootflags=subvol="+f.g.RootSubvol)
 		}
-		p, ok := inspect.Resolve(f.g, dev)
-		if !ok || p.UUID == "" {
-			return m
-		}
-		return sub[1] + "root=UUID=" + p.UUID
+		return l
 	})
 }
 
@@ -322,6 +346,65 @@ func (f *fixer) grub(ctx context.Context) error {
 			return err
 		}
 	}
+	return f.efiFallback(ctx)
+}
+
+// efiFallback puts the guest's own loader at the ESP's removable-media path
+// EFI/BOOT/BOOTX64.EFI when it is missing: the converted VM starts with
+// empty NVRAM, so the firmware's boot entry for EFI/<distro>/ is gone and
+// only the fallback path is tried. shim is preferred (it then loads
+// grubx64.efi from its own directory, which is copied with it), else grub.
+func (f *fixer) efiFallback(ctx context.Context) error {
+	const esp = "/boot/efi/EFI"
+	if e, err := f.s.Lstat(ctx, esp); err != nil || !e.Mode.IsDir() {
+		return nil // no ESP mounted (BIOS guest, or a host without vfat)
+	}
+	if _, err := f.s.Lstat(ctx, esp+"/BOOT/BOOTX64.EFI"); err == nil {
+		return nil
+	}
+	vendors, _ := f.s.ReadDir(ctx, esp)
+	sort.Slice(vendors, func(i, j int) bool { return vendors[i].Name < vendors[j].Name })
+	for _, want := range []string{"shimx64.efi", "grubx64.efi"} {
+		for _, v := range vendors {
+			if !v.Mode.IsDir() || strings.EqualFold(v.Name, "BOOT") {
+				continue
+			}
+			src := esp + "/" + v.Name + "/" + want
+			b, err := f.s.ReadFile(ctx, src)
+			if err != nil {
+				continue
+			}
+			if err := f.s.Mkdir(ctx, esp+"/BOOT"); err != nil {
+				return err
+			}
+			copies := map[string]string{esp + "/BOOT/BOOTX64.EFI": src}
+			if want == "shimx64.efi" {
+				for _, side := range []string{"grubx64.efi", "mmx64.efi"} {
+					copies[esp+"/BOOT/"+side] = esp + "/" + v.Name + "/" + side
+				}
+			}
+			for _, dst := range sortedKeys(copies) {
+				from := copies[dst]
+				data := b
+				if from != src {
+					if data, err = f.s.ReadFile(ctx, from); err != nil {
+						continue
+					}
+				}
+				if _, err := f.s.Lstat(ctx, dst); err == nil {
+					continue
+				}
+				if err := f.s.WriteFile(ctx, dst, data, 0o644); err != nil {
+					return err
+				}
+				f.changes = append(f.changes, report.Change{Fix: "grub", File: dst, After: "copy of " + from,
+					Note: "UEFI fallback loader: the converted VM starts with empty NVRAM"})
+			}
+			return nil
+		}
+	}
+	f.changes = append(f.changes, report.Change{Fix: "grub", File: esp + "/BOOT/BOOTX64.EFI",
+		Note: "missing, and no shimx64.efi or grubx64.efi on the ESP to copy: the VM needs a UEFI boot entry"})
 	return nil
 }
 

@@ -33,6 +33,38 @@ func TestRewriteTab(t *testing.T) {
 			}
 		})
 	}
+	two := &fixer{g: &report.Guest{Partitions: append(append([]report.Partition{}, guestDisk.Partitions...),
+		report.Partition{Disk: 1, Number: 1, UUID: "2222-bbbb", FSType: "ext4"})}}
+	for _, tt := range []struct{ in, want string }{
+		{"/dev/sdb1 /data ext4 defaults 0 2\n", "UUID=2222-bbbb /data ext4 defaults 0 2\n"},
+		{"/dev/sdc1 /gone ext4 defaults 0 2\n", "/dev/sdc1 /gone ext4 defaults 0 2\n"},
+		{"/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n", "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n"},
+	} {
+		if got := two.rewriteTab(tt.in, 0, "stabilize-all"); got != tt.want {
+			t.Errorf("two disks: got %q, want %q", got, tt.want)
+		}
+	}
+	// LVs found by INSPECT keep their /dev/VG/LV and /dev/mapper names.
+	two.g.Partitions = append(two.g.Partitions,
+		report.Partition{Type: "lvm-lv", LV: "rhel/root", Device: "/dev/mapper/rhel-root", UUID: "3333-cccc", FSType: "xfs"},
+		report.Partition{Type: "lvm-lv", LV: "rhel/home", Device: "/dev/mapper/rhel-home", UUID: "4444-dddd", FSType: "xfs"})
+	for _, tt := range []struct{ in, want string }{
+		{"/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n", "/dev/mapper/rhel-root / xfs defaults 0 0\n/dev/rhel/home /home xfs defaults 0 0\n"},
+		{"/dev/sda1 /boot ext4 defaults 0 0\n", "UUID=1111-aaaa /boot ext4 defaults 0 0\n"},
+	} {
+		if got := two.rewriteTab(tt.in, 0, "stabilize-all"); got != tt.want {
+			t.Errorf("two disks: got %q, want %q", got, tt.want)
+		}
+	}
+	two.g.Partitions = append(two.g.Partitions, report.Partition{Disk: 0, Number: 5, UUID: "5555-swap", FSType: "swap"})
+	if got := two.fixRoot("root=/dev/mapper/rhel-root resume=/dev/sda5 ro"); got != "root=/dev/mapper/rhel-root resume=UUID=5555-swap ro" {
+		t.Errorf("resume=: %q", got)
+	}
+	for _, in := range []string{"root=/dev/rhel/root ro", "root=/dev/mapper/rhel-root ro"} {
+		if got := two.fixRoot(in); got != in {
+			t.Errorf("fixRoot(%q) = %q: an LV name is stable", in, got)
+		}
+	}
 	crypt := "cryptdata /dev/sda3 none luks\n"
 	if got := f.rewriteTab(crypt, 1, "stabilize-all"); got != "cryptdata LABEL=data none luks\n" {
 		t.Errorf("crypttab: %q", got)
@@ -48,10 +80,25 @@ func TestFixRoot(t *testing.T) {
 		{"root=/dev/mapper/vg-root ro", "root=/dev/mapper/vg-root ro"},
 		{"root=/dev/sdb1 ro", "root=/dev/sdb1 ro"},
 		{"search --set=root --fs-uuid x", "search --set=root --fs-uuid x"},
+		{`GRUB_CMDLINE_LINUX="root=/dev/sda1 resume=/dev/sda2"`, `GRUB_CMDLINE_LINUX="root=UUID=1111-aaaa resume=/dev/sda2"`}, // swap without UUID: kept
+		{"options root=/dev/sda1 resume=/dev/sda3 ro", "options root=UUID=1111-aaaa resume=/dev/sda3 ro"},                     // xfs label only: kept
+		{"resume=/dev/mapper/vg-swap", "resume=/dev/mapper/vg-swap"},
 	}
 	for _, tt := range tests {
 		if got := f.fixRoot(tt.in); got != tt.want {
 			t.Errorf("fixRoot(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	// A btrfs root in subvolume "@".
+	bt := &fixer{g: &report.Guest{RootSubvol: "@", Partitions: guestDisk.Partitions}}
+	for _, tt := range []struct{ in, want string }{
+		{"linux /@/boot/vmlinuz root=/dev/sda1 ro rootflags=subvol=@ quiet", "linux /@/boot/vmlinuz root=UUID=1111-aaaa ro rootflags=subvol=@ quiet"},
+		{"linux /@/boot/vmlinuz root=/dev/sda1 ro\n\tinitrd /x", "linux /@/boot/vmlinuz root=UUID=1111-aaaa rootflags=subvol=@ ro\n\tinitrd /x"},
+		{`GRUB_CMDLINE_LINUX="root=/dev/sda1"`, `GRUB_CMDLINE_LINUX="root=UUID=1111-aaaa rootflags=subvol=@"`},
+		{"options root=UUID=1111-aaaa ro", "options root=UUID=1111-aaaa ro"}, // stable already: untouched
+	} {
+		if got := bt.fixRoot(tt.in); got != tt.want {
+			t.Errorf("btrfs fixRoot(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -67,7 +114,17 @@ func TestNetworkText(t *testing.T) {
 		{"netplan", fixNetplan, "network:\n  ethernets:\n    ens192:\n      match:\n        macaddress: 00:50:56:aa:bb:cc\n      set-name: ens192\n      dhcp4: true\n",
 			"network:\n  ethernets:\n    ens192:\n      dhcp4: true\n"},
 		{"netplan-match-driver", fixNetplan, "    e0:\n      match:\n        driver: vmxnet3\n        macaddress: 00:50:56:aa:bb:cc\n",
-			"    e0:\n      match:\n        driver: vmxnet3\n"},
+			"    e0:\n      match:\n        driver: virtio_net\n"},
+		{"netplan-set-name-before-match", fixNetplan, "  ethernets:\n    ens160:\n      set-name: ens160\n      match:\n        macaddress: 00:50:56:aa:bb:cc\n      addresses: [10.0.0.5/24]\n",
+			"  ethernets:\n    ens160:\n      addresses: [10.0.0.5/24]\n"},
+		{"netplan-id-differs", fixNetplan, "  ethernets:\n    lan:\n      match:\n        macaddress: \"00:50:56:aa:bb:cc\"\n      set-name: ens192\n      addresses:\n        - 10.0.0.5/24\n",
+			"  ethernets:\n    lan:\n      match:\n        name: ens192\n      addresses:\n        - 10.0.0.5/24\n"},
+		{"netplan-custom-name", fixNetplan, "  ethernets:\n    lan0:\n      match:\n        macaddress: 00:50:56:aa:bb:cc\n      set-name: lan0\n      dhcp4: true\n",
+			"  ethernets:\n    lan0:\n      match:\n        driver: virtio_net\n      set-name: lan0\n      dhcp4: true\n"},
+		{"netplan-two-nics", fixNetplan, "  ethernets:\n    ens160:\n      match:\n        macaddress: 00:50:56:aa:bb:01\n      set-name: ens160\n      addresses: [10.0.0.5/24]\n" +
+			"    ens192:\n      set-name: ens192\n      match:\n        macaddress: 00:50:56:aa:bb:02\n      addresses: [10.1.0.5/24]\n",
+			"  ethernets:\n    ens160:\n      addresses: [10.0.0.5/24]\n    ens192:\n      addresses: [10.1.0.5/24]\n"},
+		{"netplan-no-mac", fixNetplan, "  ethernets:\n    e0:\n      match:\n        name: en*\n      dhcp4: true\n", "  ethernets:\n    e0:\n      match:\n        name: en*\n      dhcp4: true\n"},
 		{"keyfile", fixKeyfile, "[ethernet]\nmac-address=00:50:56:AA:BB:CC\n[ipv4]\nmethod=auto\n", "[ethernet]\n[ipv4]\nmethod=auto\n"},
 		{"ifcfg", fixIfcfg, "DEVICE=ens192\nHWADDR=00:50:56:aa:bb:cc\nBOOTPROTO=dhcp\n", "DEVICE=ens192\nBOOTPROTO=dhcp\n"},
 		{"networkd", fixNetworkd, "[Match]\nMACAddress=00:50:56:aa:bb:cc\n\n[Network]\nDHCP=yes\n", "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"},

@@ -21,15 +21,34 @@ var vmwareName = regexp.MustCompile(`\b(ens(?:160|161|192|193|224|225|256|257|3[
 // vmwareModules are VMware drivers whose options make no sense on KVM.
 var vmwareModules = regexp.MustCompile(`^\s*options\s+(vmxnet3|vmw_pvscsi|vmw_balloon|vmxnet|e1000|e1000e)\s`)
 
+// serviceFiles name interfaces outside the network configuration
+// (firewall zones and rules, DHCP server); only the full level renames
+// VMware-style names there, because changing them changes what a firewall
+// or server does, not whether the guest has its network.
+var serviceFiles = []struct{ dir, suffix string }{
+	{"/etc/firewalld/zones", ".xml"},
+	{"/etc/sysconfig", "iptables"},
+	{"/etc/sysconfig", "ip6tables"},
+	{"/etc/iptables", ".v4"},
+	{"/etc/iptables", ".v6"},
+	{"/etc", "nftables.conf"},
+	{"/etc/default", "isc-dhcp-server"},
+	{"/etc/ufw", ".rules"},
+}
+
 // network applies a fix level:
 //   - none: nothing.
-//   - moderate (basic): drop MAC pinning (ifupdown hwaddress, netplan
-//     macaddress match/set, NetworkManager mac-address, ifcfg HWADDR/MACADDR,
-//     systemd-networkd MACAddress=, the udev persistent-net rules) and
-//     comment out VMware driver options in /etc/modprobe.d.
-//   - aggressive (full): also rename VMware-style interface names to the
-//     names virtio NICs get on a libvirt q35 machine, in PCI order:
-//     the lowest-numbered VMware name becomes enp1s0, the next enp2s0, ...
+//   - moderate (basic, the default): the guest keeps the network it had.
+//     MAC pinning goes (ifupdown hwaddress, netplan macaddress match,
+//     NetworkManager mac-address, ifcfg HWADDR/MACADDR, systemd-networkd
+//     MACAddress=, the udev persistent-net rules), VMware driver matches
+//     become virtio_net, and VMware-style interface names in the network
+//     configuration are renamed to the names virtio NICs get on a libvirt
+//     q35 machine, in PCI order (the lowest-numbered VMware name becomes
+//     enp1s0, the next enp2s0, ...), so static addresses follow the NIC.
+//     VMware driver options in /etc/modprobe.d are commented out.
+//   - aggressive (full): also renames those names in firewall and service
+//     configuration (serviceFiles).
 func (f *fixer) network(ctx context.Context, level string) error {
 	switch level {
 	case "none":
@@ -39,9 +58,17 @@ func (f *fixer) network(ctx context.Context, level string) error {
 		return fmt.Errorf("unknown network fix_level %q (want none, basic, moderate, full or aggressive)", level)
 	}
 	files := f.networkFiles(ctx)
-	rename := map[string]string{}
+	rename := f.renames(ctx, files)
 	if level == "aggressive" {
-		rename = f.renames(ctx, files)
+		for _, sf := range serviceFiles {
+			ents, _ := f.s.ReadDir(ctx, sf.dir)
+			sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+			for _, e := range ents {
+				if e.Mode.IsRegular() && strings.HasSuffix(e.Name, sf.suffix) {
+					files = append(files, netFile{sf.dir + "/" + e.Name, func(s string) string { return s }})
+				}
+			}
+		}
 	}
 	for _, nf := range files {
 		fn := nf.fix
@@ -143,8 +170,8 @@ func (f *fixer) networkFiles(ctx context.Context) []netFile {
 	return files
 }
 
-// renames maps each VMware-style name found in the files to enpNs0, in the
-// names' PCI slot order.
+// renames maps each VMware-style name found in the network files to
+// enpNs0, in the names' PCI slot order.
 func (f *fixer) renames(ctx context.Context, files []netFile) map[string]string {
 	seen := map[string]bool{}
 	for _, nf := range files {
@@ -201,42 +228,121 @@ func fixIfupdown(s string) string {
 	})
 }
 
-var netplanMAC = regexp.MustCompile(`^(\s*)(macaddress|set-name)\s*:`)
-var netplanMatch = regexp.MustCompile(`^(\s*)match\s*:\s*$`)
+var (
+	netplanKey    = regexp.MustCompile(`^(\s*)([^\s:#][^:]*?)\s*:\s*(#.*)?$`)
+	netplanMatch  = regexp.MustCompile(`^(\s*)match\s*:\s*$`)
+	netplanMAC    = regexp.MustCompile(`^\s*macaddress\s*:`)
+	netplanSet    = regexp.MustCompile(`^(\s*)set-name\s*:\s*["']?([^"'\s#]+)`)
+	netplanDriver = regexp.MustCompile(`^(\s*driver\s*:\s*)["']?(vmxnet3|vmxnet|e1000e?)["']?\s*$`)
+)
 
-// fixNetplan drops macaddress: and set-name: keys, and a match: block left
-// empty; an ethernet then matches by its key, the interface name.
+func indentOf(l string) int { return len(l) - len(strings.TrimLeft(l, " ")) }
+
+// fixNetplan makes each ethernet that was pinned to its VMware NIC match
+// the virtio NIC instead, keeping its addresses:
+//   - match: macaddress: goes; match: driver: vmxnet3/e1000 becomes virtio_net;
+//   - with set-name: a VMware-style name becomes the
+//     entry's match by name (the rename to enpNs0 follows), so the entry
+//     configures the virtio NIC by the name it will have; any other name
+//     (lan0) is kept, matched by driver: virtio_net, which is right for a
+//     guest with one such NIC;
+//   - a match: block left empty goes: the entry then matches by its id.
 func fixNetplan(s string) string {
 	lines := strings.Split(s, "\n")
 	var out []string
+	outAt := map[int]int{} // line index -> its index in out, for lines copied as they are
 	for i := 0; i < len(lines); i++ {
 		l := lines[i]
-		if m := netplanMatch.FindStringSubmatch(l); m != nil {
-			indent := len(m[1])
-			var kept []string
-			j := i + 1
-			for ; j < len(lines); j++ {
-				t := lines[j]
-				if strings.TrimSpace(t) != "" && len(t)-len(strings.TrimLeft(t, " ")) <= indent {
-					break
-				}
-				if !netplanMAC.MatchString(t) {
-					kept = append(kept, t)
-				}
-			}
-			if len(strings.TrimSpace(strings.Join(kept, ""))) > 0 {
-				out = append(out, l)
-				out = append(out, kept...)
-			}
-			i = j - 1
+		m := netplanMatch.FindStringSubmatch(l)
+		if m == nil {
+			outAt[i] = len(out)
+			out = append(out, l)
 			continue
 		}
-		if netplanMAC.MatchString(l) {
-			continue
+		ind := len(m[1])
+		// The entry this match: belongs to: the nearest line above with a
+		// smaller indent, and its extent below.
+		key, kind := "", -1
+		for k := i - 1; k >= 0; k-- {
+			if strings.TrimSpace(lines[k]) != "" && indentOf(lines[k]) < ind {
+				if km := netplanKey.FindStringSubmatch(lines[k]); km != nil {
+					key, kind = strings.Trim(km[2], `"'`), len(km[1])
+				}
+				break
+			}
 		}
-		out = append(out, l)
+		// The match block's children.
+		j := i + 1
+		var kept []string
+		hadMAC := false
+		childInd := ind + 2
+		for ; j < len(lines); j++ {
+			t := lines[j]
+			if strings.TrimSpace(t) != "" && indentOf(t) <= ind {
+				break
+			}
+			if strings.TrimSpace(t) != "" {
+				childInd = indentOf(t)
+			}
+			if netplanMAC.MatchString(t) {
+				hadMAC = true
+				continue
+			}
+			if dm := netplanDriver.FindStringSubmatch(t); dm != nil {
+				t = dm[1] + "virtio_net"
+			}
+			kept = append(kept, t)
+		}
+		// set-name: a sibling of match: in the same entry.
+		setName, setLine := "", -1
+		for k := i - 1; k >= 0 && kind >= 0; k-- {
+			if strings.TrimSpace(lines[k]) != "" && indentOf(lines[k]) <= kind {
+				break
+			}
+			if sm := netplanSet.FindStringSubmatch(lines[k]); sm != nil && len(sm[1]) == ind {
+				setName, setLine = sm[2], k
+			}
+		}
+		for k := j; k < len(lines) && kind >= 0 && setLine < 0; k++ {
+			if strings.TrimSpace(lines[k]) != "" && indentOf(lines[k]) <= kind {
+				break
+			}
+			if sm := netplanSet.FindStringSubmatch(lines[k]); sm != nil && len(sm[1]) == ind {
+				setName, setLine = sm[2], k
+			}
+		}
+		pad := strings.Repeat(" ", childInd)
+		dropSet := false
+		if hadMAC && setName != "" {
+			if vmwareName.MatchString(setName) {
+				dropSet = true
+				if setName != key {
+					kept = append([]string{pad + "name: " + setName}, kept...)
+				}
+			} else if strings.TrimSpace(strings.Join(kept, "")) == "" {
+				kept = append([]string{pad + "driver: virtio_net"}, kept...)
+			}
+		}
+		if strings.TrimSpace(strings.Join(kept, "")) != "" {
+			out = append(out, l)
+			out = append(out, kept...)
+		}
+		if dropSet {
+			if k, ok := outAt[setLine]; ok && setLine < i {
+				out[k] = drop // already copied
+			} else {
+				lines[setLine] = drop
+			}
+		}
+		i = j - 1
 	}
-	return strings.Join(out, "\n")
+	res := out[:0]
+	for _, l := range out {
+		if l != drop {
+			res = append(res, l)
+		}
+	}
+	return strings.Join(res, "\n")
 }
 
 var keyfileMAC = regexp.MustCompile(`^\s*(mac-address|cloned-mac-address)\s*=`)

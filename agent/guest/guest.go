@@ -28,6 +28,9 @@ import (
 const (
 	Native  = "native"
 	Guestfs = "guestfs"
+	// Auto is not a backend Open takes: inspect picks native or guestfs
+	// for the guest (inspect.Choose).
+	Auto = "auto"
 )
 
 // MaxFileSize bounds what ReadFile returns: guest files are untrusted and the
@@ -62,6 +65,28 @@ type Mount struct {
 	FSType string
 	Target string // path inside the guest: "/" first, then e.g. "/boot"
 	RO     bool
+	// Device is the filesystem's device inside the guestfs appliance when
+	// it is not partition Number of the disk: an LV, "/dev/VG/LV". The
+	// native backend ignores it and uses Offset and Size.
+	Device string
+	// Options are filesystem options added to the mount, from a short
+	// allowed list (MountOptionsAllowed): a btrfs root's "subvol=@".
+	Options string
+}
+
+// CheckOptions refuses mount options other than btrfs's subvol=/subvolid=:
+// they come from the guest's own fstab, which is untrusted.
+func CheckOptions(o string) error {
+	if o == "" {
+		return nil
+	}
+	for _, opt := range strings.Split(o, ",") {
+		k, v, _ := strings.Cut(opt, "=")
+		if (k != "subvol" && k != "subvolid") || v == "" || strings.ContainsAny(v, "\x00\n\"'") {
+			return fmt.Errorf("mount option %q not allowed (only btrfs subvol= and subvolid=)", opt)
+		}
+	}
+	return nil
 }
 
 // Entry is what Lstat and ReadDir say about a guest file.
@@ -96,6 +121,9 @@ type Session interface {
 	Remove(ctx context.Context, p string) error
 	// Symlink creates newname pointing to target (stored as given).
 	Symlink(ctx context.Context, target, newname string) error
+	// Mkdir creates directory p (its parent must exist); an existing
+	// directory is no error.
+	Mkdir(ctx context.Context, p string) error
 	// Run runs argv inside the guest (chroot or appliance) and returns its
 	// combined output.
 	Run(ctx context.Context, argv ...string) ([]byte, error)

@@ -73,3 +73,17 @@ func TestParseStatns(t *testing.T) {
 		t.Errorf("file entry %+v", e)
 	}
 }
+
+func TestCheckOptions(t *testing.T) {
+	for _, tt := range []struct {
+		o  string
+		ok bool
+	}{
+		{"", true}, {"subvol=@", true}, {"subvolid=5", true}, {"subvol=@,subvolid=256", true},
+		{"subvol=", false}, {"exec", false}, {"subvol=@,suid", false}, {"dev", false}, {"subvol=a'b", false},
+	} {
+		if err := CheckOptions(tt.o); (err == nil) != tt.ok {
+			t.Errorf("CheckOptions(%q) = %v, want ok %v", tt.o, err, tt.ok)
+		}
+	}
+}

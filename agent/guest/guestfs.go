@@ -162,6 +162,10 @@ func (g *gfs) serverErrors() string {
 	return string(b)
 }
 
+// lvDevice is an LV's device name with LVM's allowed characters only: the
+// names come from the guest's metadata.
+var lvDevice = regexp.MustCompile(`^/dev/[A-Za-z0-9+_.][A-Za-z0-9+_.-]*/[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
+
 func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	target, err := clean(m.Target)
 	if err != nil {
@@ -182,9 +186,21 @@ func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	if m.Number > 0 {
 		dev += strconv.Itoa(m.Number)
 	}
+	if m.Device != "" {
+		if !lvDevice.MatchString(m.Device) || strings.Contains(m.Device, "/.") {
+			return fmt.Errorf("cannot mount %s: not a /dev/VG/LV name", m.Device)
+		}
+		dev = m.Device
+	}
+	if err := CheckOptions(m.Options); err != nil {
+		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
+	}
 	opts := "nodev,nosuid"
 	if m.RO {
 		opts += ",ro"
+	}
+	if m.Options != "" {
+		opts += "," + m.Options
 	}
 	if _, err := g.call(ctx, "mount-options", opts, dev, target); err != nil {
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
@@ -388,6 +404,20 @@ func (g *gfs) Symlink(ctx context.Context, target, newname string) error {
 	c, _ := clean(newname)
 	if _, err := g.call(ctx, "ln-s", target, c); err != nil {
 		return &fs.PathError{Op: "symlink", Path: c, Err: err}
+	}
+	return nil
+}
+
+func (g *gfs) Mkdir(ctx context.Context, p string) error {
+	if _, _, err := split(p); err != nil {
+		return err
+	}
+	c, _ := clean(p)
+	if e, err := g.Lstat(ctx, c); err == nil && e.Mode.IsDir() {
+		return nil
+	}
+	if _, err := g.call(ctx, "mkdir", c); err != nil {
+		return &fs.PathError{Op: "mkdir", Path: c, Err: err}
 	}
 	return nil
 }

@@ -304,6 +304,9 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 		unix.Close(fd)
 		point = filepath.Join(point, target)
 	}
+	if err := CheckOptions(m.Options); err != nil {
+		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
+	}
 	loop, err := n.attachLoop(m.Offset, m.Size, m.RO)
 	if err != nil {
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
@@ -313,6 +316,9 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	opts := "nodev,nosuid"
 	if m.RO {
 		opts += ",ro"
+	}
+	if m.Options != "" {
+		opts += "," + m.Options
 	}
 	args := []string{"mount", "-o", opts}
 	if m.FSType != "" {
@@ -537,6 +543,23 @@ func (n *native) Symlink(ctx context.Context, target, newname string) error {
 	defer unix.Close(pfd)
 	if err := unix.Symlinkat(target, pfd, base); err != nil {
 		return &fs.PathError{Op: "symlink", Path: newname, Err: err}
+	}
+	return nil
+}
+
+func (n *native) Mkdir(ctx context.Context, p string) error {
+	pfd, base, err := n.openParent(p)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Mkdirat(pfd, base, 0o755); err != nil {
+		if err == unix.EEXIST {
+			if e, lerr := n.Lstat(ctx, p); lerr == nil && e.Mode.IsDir() {
+				return nil
+			}
+		}
+		return &fs.PathError{Op: "mkdir", Path: p, Err: err}
 	}
 	return nil
 }

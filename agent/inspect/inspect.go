@@ -15,11 +15,14 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/guest"
+	"github.com/hyper2kvm/hyper2kvm/agent/lvm"
 	"github.com/hyper2kvm/hyper2kvm/agent/partition"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
@@ -28,14 +31,69 @@ import (
 type Image struct {
 	Path   string
 	Format string
+	// Name is how the report names the disk (the source file or OVF
+	// member); Path when empty.
+	Name string
 }
 
-// Guest inspects img through the named guest-access backend (native | guestfs).
-func Guest(ctx context.Context, img Image, backend string, detectOS bool) (*report.Guest, error) {
-	g, err := Disk(ctx, img)
-	if err != nil {
-		return nil, err
+func (i Image) name() string {
+	if i.Name != "" {
+		return i.Name
 	}
+	return i.Path
+}
+
+// errNoRoot says a disk holds no root filesystem; GuestDisks then tries the next.
+var errNoRoot = errors.New("cannot find the guest's root filesystem: no Linux filesystem holds /etc/os-release or /etc/fstab")
+
+// Guest inspects img through the named backend (native | guestfs).
+func Guest(ctx context.Context, img Image, backend string, detectOS bool) (*report.Guest, error) {
+	return GuestDisks(ctx, []Image{img}, backend, detectOS)
+}
+
+// GuestDisks inspects every disk of a VM, in the VM's disk order (the first
+// was /dev/sda on the source, the second /dev/sdb, ...): each disk's
+// partitions and filesystems, and the guest's files from the first disk
+// that holds a root filesystem.
+func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool) (*report.Guest, error) {
+	if len(imgs) == 0 {
+		return nil, errors.New("cannot inspect: no disk")
+	}
+	g := &report.Guest{}
+	var readers []*diskReader
+	defer func() {
+		for _, r := range readers {
+			r.close()
+		}
+	}()
+	var pvs []foundPV
+	for i, img := range imgs {
+		r, err := newDiskReader(ctx, img)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d (%s): %w", i+1, img.name(), err)
+		}
+		readers = append(readers, r)
+		dg, dpvs, err := readDisk(r, img)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d (%s): %w", i+1, img.name(), err)
+		}
+		if i == 0 {
+			g.PartitionTable, g.Firmware = dg.PartitionTable, dg.Firmware
+		}
+		for _, p := range dg.Partitions {
+			p.Disk, p.DiskName, p.Device = i, img.name(), DiskDevName(i, p.Number)
+			g.Partitions = append(g.Partitions, p)
+		}
+		for _, f := range dpvs {
+			f.disk = i
+			pvs = append(pvs, f)
+		}
+	}
+	g.Partitions = append(g.Partitions, logicalVolumes(readers, imgs, pvs)...)
+	if backend == guest.Auto || backend == "" {
+		backend, g.BackendReason = Choose(g)
+	}
+	g.Backend = backend
 	if !detectOS {
 		return g, nil
 	}
@@ -46,18 +104,55 @@ func Guest(ctx context.Context, img Image, backend string, detectOS bool) (*repo
 		}
 		return g, nil
 	}
-	s, err := OpenRoot(ctx, img, backend, false, g)
-	if err != nil {
-		return nil, err
+	for i, img := range imgs {
+		s, err := openRootOn(ctx, img, i, backend, false, g)
+		if errors.Is(err, errNoRoot) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		if err := Files(ctx, s, g); err != nil {
+			return nil, err
+		}
+		if err := s.Close(); err != nil {
+			return nil, err
+		}
+		return g, nil
 	}
-	defer s.Close()
-	if err := Files(ctx, s, g); err != nil {
-		return nil, err
+	return nil, noRoot(g)
+}
+
+// Choose picks the backend for fix.backend "auto": native when the host
+// kernel can mount every Linux filesystem found (partitions and linear
+// LVs, by offset), guestfs when something only the appliance opens holds
+// one (a striped, mirrored, thin or fragmented LV) or guestfish is the
+// only choice. The reason goes into the report.
+func Choose(g *report.Guest) (backend, reason string) {
+	for _, p := range g.Partitions {
+		if p.LV != "" && p.Note != "" {
+			return guest.Guestfs, "guestfs: " + p.Note
+		}
 	}
-	if err := s.Close(); err != nil {
-		return nil, err
+	return guest.Native, "native: every filesystem is a partition or a linear LV the host kernel mounts by offset"
+}
+
+// noRoot is errNoRoot with the LVs that could not be looked into, and why.
+func noRoot(g *report.Guest) error {
+	var notes []string
+	for _, p := range g.Partitions {
+		if p.LV != "" && p.Note != "" {
+			notes = append(notes, p.Note)
+		}
+		if p.FSType == "linux_raid_member" {
+			notes = append(notes, devOf(p)+" is an md RAID member (md is not supported yet: a mirror leg is never written alone)")
+		}
 	}
-	return g, nil
+	if len(notes) == 0 {
+		return errNoRoot
+	}
+	return fmt.Errorf("%w; not looked into: %s", errNoRoot, strings.Join(notes, "; "))
 }
 
 // Disk reads the partition table and probes each partition's filesystem.
@@ -67,20 +162,53 @@ func Disk(ctx context.Context, img Image) (*report.Guest, error) {
 		return nil, err
 	}
 	defer r.close()
+	g, _, err := readDisk(r, img)
+	return g, err
+}
+
+// foundPV is an LVM physical volume on a partition (or a whole disk).
+type foundPV struct {
+	disk        int
+	start, size int64
+	pv          *lvm.PV
+}
+
+// readDisk is Disk on an open reader; it also returns the LVM PVs found,
+// with disk 0 (the caller numbers them).
+func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 	g := &report.Guest{}
+	var pvs []foundPV
+	probePV := func(rp *report.Partition) error {
+		if rp.FSType != "" || rp.Type == "extended" {
+			return nil
+		}
+		pv, err := lvm.ReadPV(r, rp.Start, rp.Size)
+		if err != nil {
+			// A damaged PV is reported, not fatal: the rest of the disk
+			// may still hold the guest.
+			rp.Note = err.Error()
+			return nil
+		}
+		if pv != nil {
+			rp.FSType, rp.UUID = "LVM2_member", pv.UUID
+			pvs = append(pvs, foundPV{start: rp.Start, size: rp.Size, pv: pv})
+		}
+		return nil
+	}
 	tab, err := partition.Read(r, r.size)
 	if err != nil {
-		return nil, fmt.Errorf("cannot inspect %s: %w", img.Path, err)
+		return nil, nil, fmt.Errorf("cannot inspect %s: %w", img.Path, err)
 	}
 	g.PartitionTable = tab.Kind
 	if tab.Kind == "none" {
 		fsi, err := partition.Probe(r, 0, r.size)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if fsi.Type != "" {
-			g.Partitions = append(g.Partitions, report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk",
-				FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label})
+		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label}
+		probePV(&rp)
+		if rp.FSType != "" {
+			g.Partitions = append(g.Partitions, rp)
 		}
 	}
 	efi, biosBoot := false, false
@@ -90,9 +218,10 @@ func Disk(ctx context.Context, img Image) (*report.Guest, error) {
 		if p.TypeName != "extended" {
 			fsi, err := partition.Probe(r, p.Start, p.Size)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			rp.FSType, rp.UUID, rp.Label = fsi.Type, fsi.UUID, fsi.Label
+			probePV(&rp)
 		}
 		efi = efi || p.TypeName == "efi"
 		biosBoot = biosBoot || p.TypeName == "bios-boot"
@@ -102,7 +231,65 @@ func Disk(ctx context.Context, img Image) (*report.Guest, error) {
 	if efi && !biosBoot {
 		g.Firmware = "efi"
 	}
-	return g, nil
+	return g, pvs, nil
+}
+
+// lvName is what LVM allows in a VG or LV name; the names are the guest's
+// and end up in device paths.
+var lvName = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,127}$`)
+
+// logicalVolumes reads the VGs the PVs describe (the newest metadata of
+// each) and returns every visible LV: a linear one with its byte range on
+// the disk holding its PV and its filesystem, anything else with a note
+// saying why the native backend cannot open it. Nothing is activated.
+func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report.Partition {
+	byID := map[string]foundPV{}
+	vgs := map[string]*lvm.VG{}
+	var order []string
+	for _, f := range pvs {
+		byID[f.pv.UUID] = f
+		if f.pv.Metadata == "" {
+			continue
+		}
+		vg, err := lvm.Parse(f.pv.Metadata)
+		if err != nil || !lvName.MatchString(vg.Name) || vg.Name == "." || vg.Name == ".." {
+			continue
+		}
+		key := vg.ID + "/" + vg.Name
+		if old, ok := vgs[key]; !ok || vg.Seqno > old.Seqno {
+			if !ok {
+				order = append(order, key)
+			}
+			vgs[key] = vg
+		}
+	}
+	var out []report.Partition
+	for _, key := range order {
+		vg := vgs[key]
+		for _, lv := range vg.LVs {
+			if !lv.Visible || !lvName.MatchString(lv.Name) || lv.Name == "." || lv.Name == ".." {
+				continue
+			}
+			p := report.Partition{Type: "lvm-lv", LV: vg.Name + "/" + lv.Name, Device: "/dev/mapper/" + lvm.MapperName(vg.Name, lv.Name)}
+			rg, err := vg.Linear(lv)
+			f, ok := byID[rg.PVID]
+			switch {
+			case err != nil:
+				p.Note = err.Error() + ": only the guestfs backend can open it"
+			case !ok:
+				p.Note = fmt.Sprintf("LV %s: its PV %s is on none of the VM's disks", p.LV, rg.PVID)
+			case rg.Offset < 0 || rg.Size <= 0 || rg.Offset > f.size || rg.Size > f.size-rg.Offset:
+				p.Note = fmt.Sprintf("LV %s: extents outside its PV", p.LV)
+			default:
+				p.Disk, p.DiskName, p.Start, p.Size = f.disk, imgs[f.disk].name(), f.start+rg.Offset, rg.Size
+				if fsi, err := partition.Probe(readers[f.disk], p.Start, p.Size); err == nil {
+					p.FSType, p.UUID, p.Label = fsi.Type, fsi.UUID, fsi.Label
+				}
+			}
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 var linuxFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
@@ -125,34 +312,98 @@ func hasFS(g *report.Guest, t string) bool {
 	return false
 }
 
-// DevName is how the source VM named partition n of its first disk; Root and
-// the FIX stage use it.
-func DevName(n int) string {
+// DevName is how the source VM named partition n of its first disk.
+func DevName(n int) string { return DiskDevName(0, n) }
+
+// DiskDevName is how the source VM named partition n (0: the whole disk) of
+// its disk'th disk: /dev/sda1, /dev/sdb1, ..., /dev/sdaa1 after /dev/sdz.
+func DiskDevName(disk, n int) string {
+	d := "/dev/sd" + diskLetters(disk)
 	if n == 0 {
-		return "/dev/sda"
+		return d
 	}
-	return "/dev/sda" + strconv.Itoa(n)
+	return d + strconv.Itoa(n)
 }
 
-// Partition returns the partition g.Root names.
+func diskLetters(i int) string {
+	s := ""
+	for i++; i > 0; i = (i - 1) / 26 {
+		s = string(rune('a'+(i-1)%26)) + s
+	}
+	return s
+}
+
+// diskIndex is the inverse of diskLetters; -1 for anything else.
+func diskIndex(letters string) int {
+	if letters == "" || len(letters) > 3 {
+		return -1
+	}
+	n := 0
+	for _, c := range letters {
+		if c < 'a' || c > 'z' {
+			return -1
+		}
+		n = n*26 + int(c-'a') + 1
+	}
+	return n - 1
+}
+
+// RootPartition returns the filesystem g.Root names.
 func RootPartition(g *report.Guest) (report.Partition, bool) {
 	for _, p := range g.Partitions {
-		if g.Root != "" && DevName(p.Number) == g.Root {
+		if g.Root != "" && devOf(p) == g.Root {
 			return p, true
 		}
 	}
 	return report.Partition{}, false
 }
 
-func mountOf(p report.Partition, target string, ro bool) guest.Mount {
-	return guest.Mount{Number: p.Number, Offset: p.Start, Size: p.Size, FSType: p.FSType, Target: target, RO: ro}
+// RootDisk is the index of the disk holding the guest's root filesystem
+// (0 when it is not known): FIX works on that disk.
+func RootDisk(g *report.Guest) int {
+	if p, ok := RootPartition(g); ok {
+		return p.Disk
+	}
+	return 0
 }
 
-// OpenRoot opens a session on img with the guest's root filesystem at "/"
-// and, when fstab names a separate /boot on this disk, that too. When
-// g.Root is empty it finds the root: the first Linux filesystem holding
-// /etc/os-release or /etc/fstab, and records it in g.Root.
+// devOf is a filesystem's name on the source VM.
+func devOf(p report.Partition) string {
+	if p.Device != "" {
+		return p.Device
+	}
+	return DiskDevName(p.Disk, p.Number)
+}
+
+func mountOf(p report.Partition, target string, ro bool) guest.Mount {
+	m := guest.Mount{Number: p.Number, Offset: p.Start, Size: p.Size, FSType: p.FSType, Target: target, RO: ro}
+	if p.LV != "" {
+		m.Device = "/dev/" + p.LV
+	}
+	return m
+}
+
+// OpenRoot opens a session on img, the disk holding the guest's root
+// filesystem, with that filesystem at "/" and, when fstab names a separate
+// /boot on the same disk, that too. When g.Root is empty it finds the root
+// on the first disk: the first Linux filesystem holding /etc/os-release or
+// /etc/fstab, and records it in g.Root.
 func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *report.Guest) (guest.Session, error) {
+	return openRootOn(ctx, img, RootDisk(g), backend, writable, g)
+}
+
+// openRootOn is OpenRoot on the disk'th disk of the VM.
+func openRootOn(ctx context.Context, img Image, disk int, backend string, writable bool, g *report.Guest) (guest.Session, error) {
+	root, found := RootPartition(g)
+	if !found {
+		any := false
+		for _, p := range g.Partitions {
+			any = any || (p.Disk == disk && linuxFS[p.FSType])
+		}
+		if !any {
+			return nil, errNoRoot
+		}
+	}
 	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: writable})
 	if err != nil {
 		return nil, err
@@ -163,44 +414,167 @@ func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *
 			s.Close()
 		}
 	}()
-	if root, found := RootPartition(g); found {
-		if err := s.Mount(ctx, mountOf(root, "/", !writable)); err != nil {
+	if found {
+		m := mountOf(root, "/", !writable)
+		if g.RootSubvol != "" {
+			m.Options = "subvol=" + g.RootSubvol
+		}
+		if err := s.Mount(ctx, m); err != nil {
 			return nil, err
 		}
 	} else {
 		for _, p := range g.Partitions {
-			if !linuxFS[p.FSType] {
+			if p.Disk != disk || !linuxFS[p.FSType] {
 				continue
 			}
 			if err := s.Mount(ctx, mountOf(p, "/", !writable)); err != nil {
 				return nil, err
 			}
-			if exists(ctx, s, "/etc/os-release") || exists(ctx, s, "/usr/lib/os-release") || exists(ctx, s, "/etc/fstab") {
-				g.Root = DevName(p.Number)
+			if isRoot(ctx, s, "/") {
+				g.Root = devOf(p)
+				root = p
 				break
 			}
 			if err := s.Unmount(ctx); err != nil {
 				return nil, err
 			}
+			if p.FSType != "btrfs" {
+				continue
+			}
+			sv, err := findSubvol(ctx, s, mountOf(p, "/", !writable))
+			if err != nil {
+				return nil, err
+			}
+			if sv != "" {
+				g.Root, g.RootSubvol = devOf(p), sv
+				root = p
+				break
+			}
 		}
 		if g.Root == "" {
-			return nil, errors.New("cannot find the guest's root filesystem: no Linux filesystem holds /etc/os-release or /etc/fstab")
+			return nil, errNoRoot
 		}
 	}
 	if b, err := s.ReadFile(ctx, "/etc/fstab"); err == nil {
-		for _, e := range ParseTab(b, 2) {
-			if e.MountPoint != "/boot" {
-				continue
-			}
-			if p, found := Resolve(g, e.Device); found && DevName(p.Number) != g.Root && linuxFS[p.FSType] {
-				if err := s.Mount(ctx, mountOf(p, "/boot", !writable)); err != nil {
-					return nil, err
-				}
-			}
+		if err := mountTree(ctx, s, g, root, ParseTab(b, 2), writable); err != nil {
+			return nil, err
 		}
 	}
 	ok = true
 	return s, nil
+}
+
+// treeMounts are the fstab mount points mounted below the root, parents
+// first: what the guest's own tools (update-initramfs, dracut) and FIX read
+// and write.
+var treeMounts = []string{"/usr", "/var", "/boot"}
+
+// mountTree mounts the guest's /usr, /var and /boot the way its fstab says
+// (btrfs subvol= included), when they live on the root's disk (the session
+// holds one disk) on a Linux filesystem.
+func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root report.Partition, tab []report.MountEntry, writable bool) error {
+	for _, mp := range treeMounts {
+		for _, e := range tab {
+			if e.MountPoint != mp {
+				continue
+			}
+			p, found := Resolve(g, e.Device)
+			if !found || p.Disk != root.Disk || !linuxFS[p.FSType] {
+				break
+			}
+			if devOf(p) == g.Root {
+				// Another subvolume of the root's btrfs: a second loop
+				// device with the same filesystem id is not mounted.
+				break
+			}
+			m := mountOf(p, mp, !writable)
+			m.Options = subvolOption(e.Options)
+			if err := s.Mount(ctx, m); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	// The ESP, for FIX's UEFI fallback loader. A host kernel without vfat
+	// (the native backend) cannot mount it; that is not an error.
+	for _, e := range tab {
+		if e.MountPoint != "/boot/efi" {
+			continue
+		}
+		if p, found := Resolve(g, e.Device); found && p.Disk == root.Disk && p.FSType == "vfat" && p.LV == "" {
+			if err := s.Mount(ctx, mountOf(p, "/boot/efi", !writable)); err != nil && ctx.Err() != nil {
+				return err
+			}
+		}
+		break
+	}
+	return nil
+}
+
+// subvolOption keeps fstab's subvol=/subvolid= options, the only ones a
+// guest may pass to a mount (guest.CheckOptions).
+func subvolOption(opts string) string {
+	var keep []string
+	for _, o := range strings.Split(opts, ",") {
+		if strings.HasPrefix(o, "subvol=") || strings.HasPrefix(o, "subvolid=") {
+			if guest.CheckOptions(o) == nil {
+				keep = append(keep, o)
+			}
+		}
+	}
+	return strings.Join(keep, ",")
+}
+
+// isRoot says whether dir holds a Linux root: os-release or fstab.
+func isRoot(ctx context.Context, s guest.Session, dir string) bool {
+	return exists(ctx, s, path.Join(dir, "etc/os-release")) || exists(ctx, s, path.Join(dir, "usr/lib/os-release")) || exists(ctx, s, path.Join(dir, "etc/fstab"))
+}
+
+// rootSubvols are the names distributions give a btrfs root subvolume,
+// tried first: Ubuntu and Debian's installer "@", Fedora's "root".
+var rootSubvols = []string{"@", "@rootfs", "root", "rootfs"}
+
+// findSubvol looks for the root in the subvolumes at a btrfs filesystem's
+// top level (subvolid=5), for a guest whose default subvolume is not its
+// root (the top level holds "@" and "@home"). It leaves the root subvolume
+// mounted at "/" and returns its name, or mounts nothing and returns "".
+func findSubvol(ctx context.Context, s guest.Session, m guest.Mount) (string, error) {
+	top := m
+	top.Options = "subvolid=5"
+	if err := s.Mount(ctx, top); err != nil {
+		return "", err
+	}
+	ents, _ := s.ReadDir(ctx, "/")
+	var names []string
+	for _, want := range rootSubvols {
+		for _, e := range ents {
+			if e.Name == want && e.Mode.IsDir() {
+				names = append(names, e.Name)
+			}
+		}
+	}
+	for _, e := range ents {
+		if e.Mode.IsDir() && !slices.Contains(rootSubvols, e.Name) {
+			names = append(names, e.Name)
+		}
+	}
+	found := ""
+	for _, n := range names {
+		if isRoot(ctx, s, "/"+n) {
+			found = n
+			break
+		}
+	}
+	if err := s.Unmount(ctx); err != nil || found == "" {
+		return "", err
+	}
+	m.Options = "subvol=" + found
+	// A plain directory that looks like a root is no subvolume: the mount
+	// fails, and the guest has no root we can use.
+	if err := s.Mount(ctx, m); err != nil {
+		return "", fmt.Errorf("cannot mount btrfs subvolume %q as the root: %w", found, err)
+	}
+	return found, nil
 }
 
 func exists(ctx context.Context, s guest.Session, p string) bool {
@@ -208,9 +582,15 @@ func exists(ctx context.Context, s guest.Session, p string) bool {
 	return err == nil
 }
 
-// Resolve finds the partition an fstab device field names on this disk:
-// UUID=, PARTUUID=, LABEL=, PARTLABEL=, /dev/disk/by-*/..., or a kernel name
-// of the first disk under any bus (/dev/sda1, /dev/hda1, /dev/vda1, /dev/xvda1).
+var (
+	kernelDev = regexp.MustCompile(`^/dev/(?:sd|hd|vd|xvd)([a-z]{1,3})([0-9]*)$`)
+	scsiPath  = regexp.MustCompile(`-scsi-\d+:\d+:(\d+):\d+-part(\d+)$`)
+)
+
+// Resolve finds the filesystem an fstab device field names on the VM's
+// disks: UUID=, PARTUUID=, LABEL=, PARTLABEL=, /dev/disk/by-*/..., or a
+// kernel name under any bus (/dev/sda1, /dev/hdb1, /dev/vda1, /dev/xvdb1):
+// the letter is the disk in the VM's order.
 func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 	match := func(f func(p report.Partition) bool) (report.Partition, bool) {
 		for _, p := range g.Partitions {
@@ -242,7 +622,15 @@ func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 		return Resolve(g, "PARTUUID="+path.Base(dev))
 	case strings.HasPrefix(dev, "/dev/disk/by-path/"), strings.HasPrefix(dev, "/dev/disk/by-id/"):
 		// The controller path or disk serial is the VMware one; only the
-		// partition suffix carries over to the single disk we have.
+		// partition suffix carries over, and the SCSI target of a by-path
+		// name (VMware's unit number, in disk order). A by-id name on a
+		// VM with several disks says nothing about which one.
+		disk := 0
+		if m := scsiPath.FindStringSubmatch(dev); m != nil {
+			disk, _ = strconv.Atoi(m[1])
+		} else if diskCount(g) > 1 {
+			return report.Partition{}, false
+		}
 		i := strings.LastIndex(dev, "-part")
 		if i < 0 {
 			return report.Partition{}, false
@@ -251,21 +639,35 @@ func Resolve(g *report.Guest, dev string) (report.Partition, bool) {
 		if err != nil {
 			return report.Partition{}, false
 		}
-		return match(func(p report.Partition) bool { return p.Number == n })
+		return match(func(p report.Partition) bool { return p.LV == "" && p.Disk == disk && p.Number == n })
 	}
-	for _, pre := range []string{"/dev/sda", "/dev/hda", "/dev/vda", "/dev/xvda"} {
-		if rest, ok := strings.CutPrefix(dev, pre); ok {
-			n := 0
-			if rest != "" {
-				var err error
-				if n, err = strconv.Atoi(rest); err != nil {
-					return report.Partition{}, false
-				}
+	if strings.HasPrefix(dev, "/dev/mapper/") {
+		return match(func(p report.Partition) bool { return p.LV != "" && p.Device == dev })
+	}
+	if m := kernelDev.FindStringSubmatch(dev); m == nil && strings.Count(dev, "/") == 3 && strings.HasPrefix(dev, "/dev/") {
+		// /dev/VG/LV
+		return match(func(p report.Partition) bool { return p.LV != "" && "/dev/"+p.LV == dev })
+	}
+	if m := kernelDev.FindStringSubmatch(dev); m != nil {
+		disk := diskIndex(m[1])
+		n := 0
+		if m[2] != "" {
+			var err error
+			if n, err = strconv.Atoi(m[2]); err != nil {
+				return report.Partition{}, false
 			}
-			return match(func(p report.Partition) bool { return p.Number == n })
 		}
+		return match(func(p report.Partition) bool { return p.LV == "" && p.Disk == disk && p.Number == n })
 	}
 	return report.Partition{}, false
+}
+
+func diskCount(g *report.Guest) int {
+	n := 0
+	for _, p := range g.Partitions {
+		n = max(n, p.Disk+1)
+	}
+	return n
 }
 
 // ParseTab parses fstab (minFields 2: device, mount point, type) or crypttab
@@ -283,6 +685,9 @@ func ParseTab(b []byte, minFields int) []report.MountEntry {
 		}
 		if len(f) > 2 {
 			e.FSType = f[2]
+		}
+		if len(f) > 3 && minFields == 2 && e.MountPoint != "" && e.FSType != "" {
+			e.Options = f[3]
 		}
 		out = append(out, e)
 	}
@@ -336,6 +741,18 @@ func Files(ctx context.Context, s guest.Session, g *report.Guest) error {
 	g.Fstab, g.Crypttab = nil, nil
 	if b, err := s.ReadFile(ctx, "/etc/fstab"); err == nil {
 		g.Fstab = ParseTab(b, 2)
+	}
+	for i := range g.Partitions {
+		g.Partitions[i].MountPoint = ""
+	}
+	for _, e := range g.Fstab {
+		if p, ok := Resolve(g, e.Device); ok {
+			for i := range g.Partitions {
+				if devOf(g.Partitions[i]) == devOf(p) && g.Partitions[i].MountPoint == "" && strings.HasPrefix(e.MountPoint, "/") {
+					g.Partitions[i].MountPoint = e.MountPoint
+				}
+			}
+		}
 	}
 	if b, err := s.ReadFile(ctx, "/etc/crypttab"); err == nil {
 		g.Crypttab = ParseTab(b, 2)

@@ -1,37 +1,77 @@
 package inspect
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
 func TestResolve(t *testing.T) {
-	g := &report.Guest{Partitions: []report.Partition{
+	one := &report.Guest{Partitions: []report.Partition{
 		{Number: 1, UUID: "AbCd-1", PartUUID: "0badcafe-01", Label: "root"},
 		{Number: 2, PartLabel: "swap"},
 	}}
+	two := &report.Guest{Partitions: append(append([]report.Partition{}, one.Partitions...),
+		report.Partition{Disk: 1, Number: 1, UUID: "data-uuid"},
+		report.Partition{Disk: 1, Number: 0, UUID: "whole-disk"})}
+	lvm := &report.Guest{Partitions: []report.Partition{
+		{Number: 1, UUID: "boot-uuid"},
+		{Number: 2, FSType: "LVM2_member"},
+		{Number: 0, Type: "lvm-lv", LV: "my-vg/root", Device: "/dev/mapper/my--vg-root", UUID: "lv-uuid", FSType: "xfs"},
+	}}
 	tests := []struct {
+		g    *report.Guest
 		dev  string
-		want int // 0: not found
+		want string // "disk:number", "" when not found
 	}{
-		{"/dev/sda1", 1}, {"/dev/hda2", 2}, {"/dev/vda1", 1}, {"/dev/xvda2", 2}, {"/dev/sdb1", 0},
-		{"UUID=abcd-1", 1}, {`UUID="AbCd-1"`, 1}, {"PARTUUID=0badcafe-01", 1}, {"LABEL=root", 1},
-		{"PARTLABEL=swap", 2}, {"/dev/disk/by-uuid/AbCd-1", 1}, {"/dev/disk/by-label/root", 1},
-		{"/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0-part2", 2}, {"/dev/disk/by-id/scsi-36000c29-part1", 1},
-		{"/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0", 0}, {"/dev/sda1x", 0}, {"proc", 0}, {"/dev/mapper/vg-root", 0},
+		{one, "/dev/sda1", "0:1"}, {one, "/dev/hda2", "0:2"}, {one, "/dev/vda1", "0:1"}, {one, "/dev/xvda2", "0:2"}, {one, "/dev/sdb1", ""},
+		{one, "UUID=abcd-1", "0:1"}, {one, `UUID="AbCd-1"`, "0:1"}, {one, "PARTUUID=0badcafe-01", "0:1"}, {one, "LABEL=root", "0:1"},
+		{one, "PARTLABEL=swap", "0:2"}, {one, "/dev/disk/by-uuid/AbCd-1", "0:1"}, {one, "/dev/disk/by-label/root", "0:1"},
+		{one, "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0-part2", "0:2"}, {one, "/dev/disk/by-id/scsi-36000c29-part1", "0:1"},
+		{one, "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0", ""}, {one, "/dev/sda1x", ""}, {one, "proc", ""}, {one, "/dev/mapper/vg-root", ""},
+		// A second disk: its kernel names, SCSI target and ids.
+		{two, "/dev/sdb1", "1:1"}, {two, "/dev/hdb1", "1:1"}, {two, "/dev/sdb", "1:0"}, {two, "/dev/sdc1", ""}, {two, "/dev/sda1", "0:1"},
+		{two, "UUID=data-uuid", "1:1"}, {two, "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:1:0-part1", "1:1"},
+		{two, "/dev/disk/by-id/scsi-36000c29-part1", ""}, // which disk a serial was is unknown
+		// LVs: by mapper name, /dev/VG/LV and UUID; never by a kernel name.
+		{lvm, "/dev/mapper/my--vg-root", "lv:my-vg/root"}, {lvm, "/dev/my-vg/root", "lv:my-vg/root"}, {lvm, "UUID=lv-uuid", "lv:my-vg/root"},
+		{lvm, "/dev/mapper/my--vg-gone", ""}, {lvm, "/dev/my-vg/gone", ""}, {lvm, "/dev/sda", ""}, {lvm, "/dev/sda1", "0:1"},
 	}
 	for _, tt := range tests {
-		p, ok := Resolve(g, tt.dev)
-		if got := map[bool]int{true: p.Number, false: 0}[ok]; got != tt.want {
-			t.Errorf("Resolve(%q) = %d, want %d", tt.dev, got, tt.want)
+		p, ok := Resolve(tt.g, tt.dev)
+		got := ""
+		if ok {
+			got = fmt.Sprintf("%d:%d", p.Disk, p.Number)
+			if p.LV != "" {
+				got = "lv:" + p.LV
+			}
+		}
+		if got != tt.want {
+			t.Errorf("Resolve(%q) = %q, want %q", tt.dev, got, tt.want)
+		}
+	}
+}
+
+func TestDiskDevName(t *testing.T) {
+	for _, tt := range []struct {
+		disk, n int
+		want    string
+	}{{0, 1, "/dev/sda1"}, {1, 0, "/dev/sdb"}, {25, 2, "/dev/sdz2"}, {26, 1, "/dev/sdaa1"}, {27, 1, "/dev/sdab1"}} {
+		got := DiskDevName(tt.disk, tt.n)
+		if got != tt.want {
+			t.Errorf("DiskDevName(%d, %d) = %q, want %q", tt.disk, tt.n, got, tt.want)
+		}
+		if m := kernelDev.FindStringSubmatch(got); m == nil || diskIndex(m[1]) != tt.disk {
+			t.Errorf("diskIndex does not invert %q", got)
 		}
 	}
 }
 
 func TestParseTab(t *testing.T) {
 	got := ParseTab([]byte("# c\n\n/dev/sda1 / ext4 defaults 0 1\nUUID=x\tnone swap sw\nbad\n"), 2)
-	if len(got) != 2 || got[0] != (report.MountEntry{Device: "/dev/sda1", MountPoint: "/", FSType: "ext4"}) || got[1].FSType != "swap" {
+	if len(got) != 2 || got[0] != (report.MountEntry{Device: "/dev/sda1", MountPoint: "/", FSType: "ext4", Options: "defaults"}) || got[1].FSType != "swap" {
 		t.Errorf("got %+v", got)
 	}
 }
@@ -40,5 +80,21 @@ func TestOSRelease(t *testing.T) {
 	kv := parseOSRelease([]byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID='12'\n# x=y\n"))
 	if kv["ID"] != "debian" || kv["VERSION_ID"] != "12" || kv["PRETTY_NAME"] != "Debian GNU/Linux 12 (bookworm)" || kv["# x"] != "" {
 		t.Errorf("got %v", kv)
+	}
+}
+
+func TestChoose(t *testing.T) {
+	for _, tt := range []struct {
+		parts []report.Partition
+		want  string
+	}{
+		{[]report.Partition{{Number: 1, FSType: "ext4"}}, "native"},
+		{[]report.Partition{{Number: 2, FSType: "LVM2_member"}, {LV: "rhel/root", FSType: "xfs", Start: 1 << 20, Size: 1 << 30}}, "native"},
+		{[]report.Partition{{LV: "rhel/root", FSType: "xfs"}, {LV: "rhel/data", Note: "LV rhel/data: segment type \"thin\" with 0 stripes is not linear"}}, "guestfs"},
+	} {
+		got, why := Choose(&report.Guest{Partitions: tt.parts})
+		if got != tt.want || !strings.HasPrefix(why, got+": ") {
+			t.Errorf("Choose(%+v) = %s (%s), want %s", tt.parts, got, why, tt.want)
+		}
 	}
 }

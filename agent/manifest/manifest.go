@@ -25,7 +25,7 @@ func OutputFormats() []string { return []string{"qcow2", "raw", "vdi"} }
 func Compressions() []string { return []string{"zstd", "zlib"} }
 
 // Backends are the allowed pipeline.fix.backend values.
-func Backends() []string { return []string{"native", "guestfs"} }
+func Backends() []string { return []string{"auto", "native", "guestfs"} }
 
 // QemuFormat maps a source_type to the format name qemu-img and
 // imgfmt.Detect use for it ("" for an unknown source type).

@@ -206,7 +206,7 @@ func TestEnums(t *testing.T) {
 		{"compression", singleDoc, []edit{{"pipeline.convert.compress", true}, {"pipeline.convert.compression", "gzip"}},
 			[]string{`pipeline.convert.compression: unknown value "gzip"; allowed: zstd, zlib`}},
 		{"backend", singleDoc, []edit{{"pipeline.fix.backend", "libguestfs"}},
-			[]string{`pipeline.fix.backend: unknown value "libguestfs"; allowed: native, guestfs`}},
+			[]string{`pipeline.fix.backend: unknown value "libguestfs"; allowed: auto, native, guestfs`}},
 		{"compress raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.compress", true}},
 			[]string{`pipeline.convert.compress: only qcow2 output can be compressed, and output_format is "raw"`}},
 	}

@@ -10,7 +10,7 @@ import (
 
 // FS is what a filesystem's superblock says about it.
 type FS struct {
-	Type  string // ext2 ext3 ext4 xfs btrfs swap vfat ntfs crypto_LUKS, or "" when unknown
+	Type  string // ext2 ext3 ext4 xfs btrfs swap vfat ntfs crypto_LUKS linux_raid_member, or "" when unknown
 	UUID  string
 	Label string
 }
@@ -32,7 +32,46 @@ func Probe(r io.ReaderAt, off, size int64) (FS, error) {
 	if _, err := r.ReadAt(b, off); err != nil && err != io.EOF {
 		return FS{}, fmt.Errorf("cannot read superblock at %d: %w", off, err)
 	}
+	if md, ok := mdAt(b, 0); ok { // md 1.1
+		return md, nil
+	}
+	if md, ok := mdAt(b, 4096); ok { // md 1.2
+		return md, nil
+	}
+	// md 1.0 and 0.90 keep their superblock at the end, and a mirror leg
+	// then starts with the filesystem itself: writing through it would
+	// desynchronize the mirror, so it must not look like a plain
+	// filesystem.
+	for _, at := range []int64{((size >> 9) - 16) &^ 7 << 9, (size&^0xFFFF - 0x10000)} {
+		if at <= 0 || at+mdSBLen > size {
+			continue
+		}
+		sb := make([]byte, mdSBLen)
+		if _, err := r.ReadAt(sb, off+at); err != nil && err != io.EOF {
+			return FS{}, fmt.Errorf("cannot read the md superblock at %d: %w", off+at, err)
+		}
+		if md, ok := mdAt(sb, 0); ok {
+			return md, nil
+		}
+	}
 	return ProbeBytes(b), nil
+}
+
+// mdSBLen covers the fields of an md superblock Probe reads.
+const mdSBLen = 512
+
+// mdAt recognises an md RAID superblock (0.90 or 1.x) at off of b.
+func mdAt(b []byte, off int) (FS, bool) {
+	if off < 0 || off+64 > len(b) || binary.LittleEndian.Uint32(b[off:]) != 0xa92b4efc {
+		return FS{}, false
+	}
+	switch binary.LittleEndian.Uint32(b[off+4:]) {
+	case 1:
+		return FS{Type: "linux_raid_member", UUID: uuid(b[off+16 : off+32]), Label: cstr(b[off+32 : off+64])}, true
+	case 0:
+		return FS{Type: "linux_raid_member"}, true
+	}
+	return FS{}, false
 }
 
 // ProbeBytes identifies a filesystem from the first bytes of a partition.

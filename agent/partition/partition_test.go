@@ -241,3 +241,36 @@ func FuzzPartition(f *testing.F) {
 		partition.ProbeBytes(b)
 	})
 }
+
+func TestProbeMD(t *testing.T) {
+	const size = 1 << 20
+	sb := func(version uint32) []byte {
+		b := make([]byte, 64)
+		binary.LittleEndian.PutUint32(b, 0xa92b4efc)
+		binary.LittleEndian.PutUint32(b[4:], version)
+		copy(b[16:], []byte{0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x00})
+		copy(b[32:], "host:0")
+		return b
+	}
+	for _, tt := range []struct {
+		name    string
+		at      int64
+		version uint32
+		uuid    string
+	}{
+		{"1.1", 0, 1, "11223344-5566-7788-99aa-bbccddeeff00"},
+		{"1.2", 4096, 1, "11223344-5566-7788-99aa-bbccddeeff00"},
+		{"1.0", ((size >> 9) - 16) &^ 7 << 9, 1, "11223344-5566-7788-99aa-bbccddeeff00"},
+		{"0.90", size - 0x10000, 0, ""},
+	} {
+		disk := make([]byte, size)
+		// A mirror leg with the superblock at the end starts with the
+		// filesystem: an ext4 signature that must not win.
+		binary.LittleEndian.PutUint16(disk[1024+0x38:], 0xEF53)
+		copy(disk[tt.at:], sb(tt.version))
+		got, err := partition.Probe(bytes.NewReader(disk), 0, size)
+		if err != nil || got.Type != "linux_raid_member" || got.UUID != tt.uuid {
+			t.Errorf("md %s: %+v %v", tt.name, got, err)
+		}
+	}
+}

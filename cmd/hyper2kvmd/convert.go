@@ -25,7 +25,7 @@ import (
 func newConvertCmd() *cobra.Command {
 	var file, outDir, backend string
 	cmd := &cobra.Command{
-		Use:   "convert -f MANIFEST [-o DIR] [--backend native|guestfs]",
+		Use:   "convert -f MANIFEST [-o DIR] [--backend auto|native|guestfs]",
 		Short: "Run a manifest's conversion in the foreground",
 		Long: `Run every VM of MANIFEST through LOAD, INSPECT, FIX, CONVERT and VALIDATE in
 the foreground, with the same engine the agent's job units run. Each VM's
@@ -51,7 +51,7 @@ error or an invalid manifest.`,
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &exitErr{2, err} })
 	cmd.Flags().StringVarP(&file, "file", "f", "", "manifest (JSON or YAML), single VM or batch")
 	cmd.Flags().StringVarP(&outDir, "output", "o", ".", "directory for the outputs (one subdirectory per VM)")
-	cmd.Flags().StringVar(&backend, "backend", "", "guest-access backend when the manifest names none: native or guestfs (default native)")
+	cmd.Flags().StringVar(&backend, "backend", "", "guest-access backend when the manifest names none: auto, native or guestfs (default auto)")
 	return cmd
 }
 
