@@ -290,6 +290,17 @@ func (f *Fake) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOpti
 		return nil, err
 	}
 	vms, problems := check(manifest)
+	// Like an agent whose validation does not look at the files: a source
+	// under /missing/ passes Validate and is refused here.
+	for i, v := range vms {
+		if strings.HasPrefix(v.source, "/missing/") {
+			p := "pipeline.load.source_path"
+			if len(vms) > 1 {
+				p = fmt.Sprintf("vms[%d].%s", i, p)
+			}
+			problems = append(problems, fmt.Sprintf("%s: cannot read %s: no such file or directory", p, v.source))
+		}
+	}
 	if len(problems) > 0 {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept the manifest: it is invalid", Details: problems}
 	}
