@@ -13,6 +13,9 @@ const H2K = (() => {
   let openJob = null; // id shown in the job dialog
   let source = null;
   let status = null; // the last status answer
+  // agentProblem is what the header says while the agent cannot work
+  // ("agent misconfigured"), so that the fallback to polling does not hide it.
+  let agentProblem = "";
   let retryDenied = ""; // why retry was refused (403), once learned
   const samples = new Map(); // id -> [{t, bytes}] for rate and ETA
 
@@ -109,14 +112,16 @@ const H2K = (() => {
         // key; say in plain words that this is why nothing works.
         banner(failText(r));
         const code = r.body && r.body.error && r.body.error.code;
-        if (code === "config-invalid") { $("agent-meta").textContent = "agent misconfigured"; setConn("agent misconfigured"); }
-        else if (code === "agent-unreachable") { $("agent-meta").textContent = "agent unreachable"; setConn("agent unreachable"); }
+        agentProblem = code === "config-invalid" ? "agent misconfigured" : code === "agent-unreachable" ? "agent unreachable" : "";
+        if (agentProblem) { $("agent-meta").textContent = agentProblem; setConn(agentProblem); }
         return;
       }
       const s = r.body;
       status = s;
+      agentProblem = "";
       if (s.drop_dir) for (const e of document.querySelectorAll("[data-drop-dir]")) e.textContent = s.drop_dir;
       if (source && source.readyState === EventSource.OPEN) setConn("live");
+      else if (pollTimer) setConn("polling every 3 s");
       // The drop folder works only while hyper2kvmd.path watches it.
       const ps = s.path_unit_state;
       if (ps && !["active", "activating", "reloading"].includes(ps)) {
@@ -406,7 +411,7 @@ const H2K = (() => {
 
   function startPolling() {
     if (pollTimer) return;
-    setConn("polling every 3 s");
+    setConn(agentProblem || "polling every 3 s");
     pollTimer = setInterval(refreshAll, POLL_MS);
   }
 
