@@ -147,7 +147,20 @@ func TestWebDashboardStates(t *testing.T) {
 	c.screenshot(ctx, out, "06-running-details.png")
 	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
 
-	// 6. A submit the agent refuses after validation said yes: the badge
+	// 6. Retry is offered for a failed job; once the agent says the
+	// dashboard may not retry, the button goes and the page says why.
+	fake.Set(jobs.Job{ID: "bad1", Name: "mail01", State: jobs.Failed, Stage: "convert", ErrorStage: "convert", Error: "cannot convert: simulated",
+		CreatedAt: now.Add(-time.Hour), StartedAt: now.Add(-time.Hour), FinishedAt: now.Add(-50 * time.Minute)})
+	fake.DenyRetry(apierr.New(apierr.AccessDenied, "not authorized to retry job bad1 (polkit action io.hyper2kvm.agent.manage)"))
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.showJob("bad1"); true`, nil)
+	c.waitJS(ctx, "Retry on the failed job", `T.text("job-fields").includes("simulated") && !T.$("job-retry").hidden`, `T.text("job-fields")`)
+	c.mustEval(ctx, `T.click("job-retry"); true`, nil)
+	c.waitJS(ctx, "Retry gone after the refusal", `T.$("job-retry").hidden && T.text("job-retry-note").includes("not authorized to retry")`,
+		`[T.$("job-retry").hidden, T.text("job-retry-note"), T.text("job-action-result")]`)
+	c.screenshot(ctx, out, "07-retry-denied.png")
+	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
+
+	// 7. A submit the agent refuses after validation said yes: the badge
 	// does not stay green, and the problem shows at its field.
 	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); T.type("f-name", "gone01");
 		T.type("f-pipeline-load-source-path", "/missing/gone01.img"); T.choose("f-pipeline-load-source-type", "raw"); true`, nil)
@@ -156,7 +169,7 @@ func TestWebDashboardStates(t *testing.T) {
 	c.waitJS(ctx, "the refused submit", `T.text("submit-result").includes("refused") && T.text("validity") !== "Valid manifest" &&
 		T.$("validity").classList.contains("bad") && T.text("e-pipeline-load-source-path").includes("cannot read /missing/gone01.img")`,
 		`[T.text("validity"), T.text("submit-result"), T.text("e-pipeline-load-source-path")]`)
-	c.screenshot(ctx, out, "07-builder-submit-refused.png")
+	c.screenshot(ctx, out, "08-builder-submit-refused.png")
 
 	checkPage(ctx, t, c, srv.URL, out)
 }

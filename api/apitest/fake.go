@@ -40,6 +40,16 @@ type Fake struct {
 	// pathState and pathResult are GetStatus' path_unit_state and
 	// path_unit_result ("" and "": an agent that does not say).
 	pathState, pathResult string
+	// retryErr, when set, is what Retry answers (polkit refusing).
+	retryErr error
+}
+
+// DenyRetry makes Retry answer err (nil: retry works), as an agent whose
+// polkit refuses the caller the right to retry.
+func (f *Fake) DenyRetry(err error) {
+	f.mu.Lock()
+	f.retryErr = err
+	f.mu.Unlock()
 }
 
 // SetPathUnit sets what GetStatus says of hyper2kvmd.path.
@@ -397,6 +407,9 @@ func (f *Fake) Retry(ctx context.Context, id string, interactive bool) (jobs.Job
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.retryErr != nil {
+		return jobs.Job{}, f.retryErr
+	}
 	j, ok := f.jobs[id]
 	if !ok {
 		return jobs.Job{}, apierr.New(apierr.NoSuchJob, "cannot find job %s", id)
