@@ -248,6 +248,9 @@ const H2K = (() => {
     return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${hms.slice(0, 5)}`;
   }
 
+  // full is a time for the details: local, then as the API gave it.
+  const full = (iso) => iso ? `${when(iso)} (${iso})` : "";
+
   function timeEl(label, iso, cls) {
     if (!iso) return null;
     return el("span", { class: cls }, label + " ", el("time", { datetime: iso, title: iso, text: when(iso) }));
@@ -268,7 +271,8 @@ const H2K = (() => {
     if (j.status !== "running" || !j.bytes_total) return null;
     const l = samples.get(j.id) || [];
     let bps = 0;
-    if (l.length >= 2 && l[l.length - 1].t > l[0].t && l[l.length - 1].bytes > l[0].bytes) {
+    // Samples over less than 3 s say more about event batching than speed.
+    if (l.length >= 2 && l[l.length - 1].t - l[0].t >= 3000 && l[l.length - 1].bytes > l[0].bytes) {
       bps = (l[l.length - 1].bytes - l[0].bytes) / ((l[l.length - 1].t - l[0].t) / 1000);
     } else if (j.started_at && j.bytes_done > 0) {
       const sec = (Date.now() - Date.parse(j.started_at)) / 1000;
@@ -484,7 +488,7 @@ const H2K = (() => {
       ["Status", j.status], ["Host", j.host], ["Source", j.source_path || j.source], ["Manifest", j.manifest],
       ["Stage", j.stage], ["Progress", j.status === "running" ? (j.progress == null ? "unknown" : j.progress + "%") : ""],
       ["Transfer", j.status === "running" ? transferText(j) : ""],
-      ["Status text", j.status_text], ["Created", j.created_at], ["Started", j.started_at], ["Finished", j.finished_at],
+      ["Status text", j.status_text], ["Created", full(j.created_at)], ["Started", full(j.started_at)], ["Finished", full(j.finished_at)],
       ["Duration", j.started_at ? duration(elapsed(j)) : ""], ["Error", j.error], ["Failed stage", j.error_stage],
       ["Size", j.status === "completed" && j.bytes_total ? iec(j.bytes_total) : ""],
       ["Batch", j.batch], ["Unit", j.unit], ["Submitted by uid", j.submitted_by],
