@@ -9,6 +9,7 @@ package api
 import (
 	"context"
 	"io/fs"
+	"os"
 	"net/http"
 	"time"
 
@@ -73,6 +74,9 @@ type Config struct {
 	Web fs.FS
 	// Now is the clock; nil uses time.Now.
 	Now func() time.Time
+	// Hostname is the machine's name shown as each job's host and in the
+	// status; "" uses os.Hostname.
+	Hostname string
 }
 
 // Server is the bridge's HTTP handler plus the activity tracking used for
@@ -105,6 +109,10 @@ func New(cfg Config) *Server {
 	}
 	if cfg.WorkflowDir == "" {
 		cfg.WorkflowDir = "/var/lib/hyper2kvm/manifest-workflow"
+	}
+	if cfg.Hostname == "" {
+		// Without a name the views say "" rather than fail to serve.
+		cfg.Hostname, _ = os.Hostname()
 	}
 	s := &Server{cfg: cfg, idle: NewIdle(cfg.Now), bodies: &bodyBudget{limit: cfg.MaxInFlight}, parses: make(chan struct{}, maxParses)}
 	s.router = s.routes()

@@ -991,3 +991,45 @@ func TestConfigInvalidMessageAsIs(t *testing.T) {
 		t.Errorf("status answered %d %q, want 503 %q", a.status, body.Error.Message, msg)
 	}
 }
+
+// TestHostAndDropDir: every job view names the host the job runs on, and
+// the status says which folder to drop images into (the dashboard's empty
+// state and job lists show them).
+func TestHostAndDropDir(t *testing.T) {
+	e := newEnv(t, func(c *api.Config) { c.Hostname = "kvm07" })
+	e.fake.Set(jobs.Job{ID: "a", Name: "a", State: jobs.Pending})
+	st := e.do(t, "GET", "/api/workflow/status", "", "").json(t)
+	if st["drop_dir"] != "/wf/to_be_processed" || st["host"] != "kvm07" || st["mode"] != "manifest" {
+		t.Errorf("status: %v, want drop_dir /wf/to_be_processed and host kvm07 beside the agent's fields", st)
+	}
+	for _, path := range []string{"/api/workflow/jobs/a"} {
+		if j := e.do(t, "GET", path, "", "").json(t); j["host"] != "kvm07" {
+			t.Errorf("%s: host %v, want kvm07", path, j["host"])
+		}
+	}
+	l := e.do(t, "GET", "/api/workflow/jobs", "", "").json(t)
+	if js, _ := l["jobs"].([]any); len(js) != 1 || js[0].(map[string]any)["host"] != "kvm07" {
+		t.Errorf("job list: %v, want host kvm07", l)
+	}
+	// Without a configured name the bridge uses the machine's.
+	name, _ := os.Hostname()
+	e2 := newEnv(t, nil)
+	if st := e2.do(t, "GET", "/api/workflow/status", "", "").json(t); st["host"] != name {
+		t.Errorf("default host %v, want %q", st["host"], name)
+	}
+}
+
+// TestSubmitRefusalAfterValidPasses: the fake agent can play a submit that
+// fails although validation passed (the builder must then drop its
+// "Valid manifest" badge).
+func TestSubmitRefusalAfterValidPasses(t *testing.T) {
+	e := newEnv(t, nil)
+	m := `{"version":"1.0","name":"web01","pipeline":{"load":{"source_type":"vmdk","source_path":"/missing/web01.vmdk"}}}`
+	if v := e.do(t, "POST", "/api/workflow/manifest/validate", m, "").json(t); v["valid"] != true {
+		t.Fatalf("validate: %v", v)
+	}
+	a := e.do(t, "POST", "/api/workflow/manifest/submit", m, token)
+	if a.status != 422 || !strings.Contains(string(a.body), "cannot read /missing/web01.vmdk") {
+		t.Errorf("submit: %d %s", a.status, a.body)
+	}
+}

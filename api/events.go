@@ -79,7 +79,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if changed == nil {
 				changed = []string{}
 			}
-			data, err := json.Marshal(Event{Type: name, Job: jobJSON(ev.Job, s.cfg.Now()), Changed: changed, At: at})
+			data, err := json.Marshal(Event{Type: name, Job: jobJSON(ev.Job, s.cfg.Now(), s.cfg.Hostname), Changed: changed, At: at})
 			if err != nil {
 				return
 			}

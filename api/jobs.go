@@ -43,11 +43,14 @@ type Job struct {
 	CreatedAt      time.Time  `json:"created_at"`
 	BytesDone      int64      `json:"bytes_done"`
 	BytesTotal     int64      `json:"bytes_total"`
+	// Host is the name of the machine the agent (and so the job) runs on:
+	// the bridge runs beside the agent, so it is the bridge's host name.
+	Host string `json:"host"`
 }
 
-// jobJSON converts the agent's record at time now.
-func jobJSON(j jobs.Job, now time.Time) Job {
-	out := Job{
+// jobJSON converts the agent's record at time now, on host.
+func jobJSON(j jobs.Job, now time.Time, host string) Job {
+	out := Job{Host: host,
 		ID: j.ID, Name: j.Name, Stage: j.Stage, Status: j.State, State: j.State,
 		Error: j.Error, ErrorStage: j.ErrorStage, Outputs: j.Outputs, ReportPath: j.ReportPath,
 		Unit: j.Unit, Batch: j.Batch, Manifest: j.Manifest, StatusText: j.StatusText,
@@ -187,7 +190,7 @@ func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Fil
 	now := s.cfg.Now()
 	out := jobList{Jobs: make([]Job, 0, len(list)), Total: total, Limit: p.Limit, Offset: p.Offset}
 	for _, j := range list {
-		out.Jobs = append(out.Jobs, jobJSON(j, now))
+		out.Jobs = append(out.Jobs, jobJSON(j, now, s.cfg.Hostname))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -232,7 +235,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, "get job "+id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, jobJSON(j, s.cfg.Now()))
+	writeJSON(w, http.StatusOK, jobJSON(j, s.cfg.Now(), s.cfg.Hostname))
 }
 
 // actionAnswer is the answer of cancel and retry.
@@ -255,7 +258,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	}
 	ans := actionAnswer{Success: true, JobID: id}
 	if j, err := s.cfg.Client.GetJob(r.Context(), id); err == nil {
-		jj := jobJSON(j, s.cfg.Now())
+		jj := jobJSON(j, s.cfg.Now(), s.cfg.Hostname)
 		ans.Job = &jj
 	}
 	writeJSON(w, http.StatusAccepted, ans)
@@ -272,7 +275,7 @@ func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, "retry job "+id, err)
 		return
 	}
-	jj := jobJSON(j, s.cfg.Now())
+	jj := jobJSON(j, s.cfg.Now(), s.cfg.Hostname)
 	w.Header().Set("Location", "/api/workflow/jobs/"+j.ID)
 	writeJSON(w, http.StatusAccepted, actionAnswer{Success: true, JobID: j.ID, Job: &jj})
 }

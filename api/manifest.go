@@ -165,7 +165,7 @@ func (s *Server) submitManifest(w http.ResponseWriter, r *http.Request) {
 	ans := submitAnswer{Success: true, ManifestPath: s.manifestPath(list[0]), JobID: list[0].ID, Batch: list[0].Batch}
 	for _, j := range list {
 		ans.JobIDs = append(ans.JobIDs, j.ID)
-		ans.Jobs = append(ans.Jobs, jobJSON(j, now))
+		ans.Jobs = append(ans.Jobs, jobJSON(j, now, s.cfg.Hostname))
 	}
 	w.Header().Set("Location", "/api/workflow/jobs/"+list[0].ID)
 	writeJSON(w, http.StatusAccepted, ans)

@@ -3,17 +3,31 @@ package api
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 )
 
-// getStatus: GET /api/workflow/status, the agent's GetStatus as is.
+// statusAnswer is the agent's GetStatus plus what a first-time user needs
+// to start: where to drop images and manifests, and on which host.
+type statusAnswer struct {
+	apitype.Status
+	// DropDir is the folder hyper2kvmd.path watches (to_be_processed/ of
+	// the workflow directory).
+	DropDir string `json:"drop_dir"`
+	Host    string `json:"host"`
+}
+
+// getStatus: GET /api/workflow/status, the agent's GetStatus with the drop
+// folder and host name.
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := s.cfg.Client.GetStatus(r.Context())
 	if err != nil {
 		fail(w, r, "get the agent's status", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, statusAnswer{Status: st, DropDir: filepath.Join(s.cfg.WorkflowDir, "to_be_processed"), Host: s.cfg.Hostname})
 }
 
 // healthAnswer is the answer of /health.

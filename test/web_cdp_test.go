@@ -371,3 +371,12 @@ func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// evalString is the value of expr as text, for messages.
+func (c *chromium) evalString(ctx context.Context, expr string) string {
+	var v any
+	if err := c.eval(ctx, expr, &v); err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return fmt.Sprint(v)
+}

@@ -68,9 +68,32 @@ func (d dashboardRun) run(ctx context.Context, t *testing.T, c *chromium) (jobID
 	c.waitJS(ctx, "the token in sessionStorage", `sessionStorage.getItem("hyper2kvm-api-token") === `+jsString(d.token)+` && T.text("token-button") === "API token set"`,
 		`[sessionStorage.getItem("hyper2kvm-api-token"), T.text("token-button")]`)
 
-	// Validation as you type: the empty source path is reported at its field.
+	// The untouched builder shows no problem, although the empty manifest
+	// has some: nothing is wrong before the user did anything.
+	c.waitJS(ctx, "the builder's first validation", `T.$("validity").dataset.checked !== undefined`, `T.text("validity")`)
+	untouched := `[...document.querySelectorAll("#manifest-form .field-error")].map(e => e.textContent).join("") === "" &&
+		!document.querySelector("#form-fields [aria-invalid]") && T.text("general-errors") === "" && !T.$("validity").classList.contains("bad")`
+	var clean bool
+	c.mustEval(ctx, untouched, &clean)
+	if !clean {
+		var state []string
+		c.mustEval(ctx, `[T.text("validity"), T.$("validity").className, ...[...document.querySelectorAll("#manifest-form .field-error")].map(e => e.id + ": " + e.textContent).filter(t => !t.endsWith(": "))]`, &state)
+		t.Errorf("the untouched builder shows problems: %q", state)
+	}
+	c.screenshot(ctx, d.outDir, "00-builder-untouched.png")
+
+	// Validation as you type, at the touched field only: the name typed,
+	// the still empty source path is not flagged until Validate.
+	var seq string
+	c.mustEval(ctx, `T.$("validity").dataset.checked`, &seq)
 	c.mustEval(ctx, `T.type("f-name", "webtest01"); true`, nil)
-	c.waitJS(ctx, "the source_path problem at its field",
+	c.waitJS(ctx, "the validation after typing the name", `T.$("validity").dataset.checked !== `+jsString(seq), `T.text("validity")`)
+	c.mustEval(ctx, untouched, &clean)
+	if !clean {
+		t.Errorf("typing the name flagged fields the user did not touch: %q %q", c.evalString(ctx, `T.text("validity")`), c.evalString(ctx, `T.text("e-pipeline-load-source-path")`))
+	}
+	c.mustEval(ctx, `T.click("validate"); true`, nil)
+	c.waitJS(ctx, "the source_path problem at its field after Validate",
 		`T.text("e-pipeline-load-source-path").includes("required") && T.$("f-pipeline-load-source-path").getAttribute("aria-invalid") === "true" &&
 		 T.text("e-name") === "" && !T.$("f-name").hasAttribute("aria-invalid")`,
 		`[T.text("validity"), T.text("e-name"), T.text("e-pipeline-load-source-path"), T.text("general-errors")]`)

@@ -40,6 +40,16 @@ type Fake struct {
 	// pathState and pathResult are GetStatus' path_unit_state and
 	// path_unit_result ("" and "": an agent that does not say).
 	pathState, pathResult string
+	// retryErr, when set, is what Retry answers (polkit refusing).
+	retryErr error
+}
+
+// DenyRetry makes Retry answer err (nil: retry works), as an agent whose
+// polkit refuses the caller the right to retry.
+func (f *Fake) DenyRetry(err error) {
+	f.mu.Lock()
+	f.retryErr = err
+	f.mu.Unlock()
 }
 
 // SetPathUnit sets what GetStatus says of hyper2kvmd.path.
@@ -290,6 +300,17 @@ func (f *Fake) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOpti
 		return nil, err
 	}
 	vms, problems := check(manifest)
+	// Like an agent whose validation does not look at the files: a source
+	// under /missing/ passes Validate and is refused here.
+	for i, v := range vms {
+		if strings.HasPrefix(v.source, "/missing/") {
+			p := "pipeline.load.source_path"
+			if len(vms) > 1 {
+				p = fmt.Sprintf("vms[%d].%s", i, p)
+			}
+			problems = append(problems, fmt.Sprintf("%s: cannot read %s: no such file or directory", p, v.source))
+		}
+	}
 	if len(problems) > 0 {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept the manifest: it is invalid", Details: problems}
 	}
@@ -386,6 +407,9 @@ func (f *Fake) Retry(ctx context.Context, id string, interactive bool) (jobs.Job
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.retryErr != nil {
+		return jobs.Job{}, f.retryErr
+	}
 	j, ok := f.jobs[id]
 	if !ok {
 		return jobs.Job{}, apierr.New(apierr.NoSuchJob, "cannot find job %s", id)

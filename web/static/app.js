@@ -12,6 +12,12 @@ const H2K = (() => {
   let statusTimer = null;
   let openJob = null; // id shown in the job dialog
   let source = null;
+  let status = null; // the last status answer
+  // agentProblem is what the header says while the agent cannot work
+  // ("agent misconfigured"), so that the fallback to polling does not hide it.
+  let agentProblem = "";
+  let retryDenied = ""; // why retry was refused (403), once learned
+  const samples = new Map(); // id -> [{t, bytes}] for rate and ETA
 
   // el builds an element: el("p", {class: "x"}, "text", child...).
   function el(tag, attrs, ...kids) {
@@ -83,6 +89,10 @@ const H2K = (() => {
       return "The agent is not working because its configuration file is invalid: " +
         errText(r).replace(/^the agent's configuration is invalid: /, "");
     }
+    if (code === "agent-unreachable") {
+      return "The hyper2kvm agent is not answering, so nothing can be shown or started (" + errText(r) +
+        "). Check it with: systemctl status hyper2kvmd.service; journalctl -u hyper2kvmd.service";
+    }
     return errText(r);
   }
 
@@ -101,10 +111,17 @@ const H2K = (() => {
         // A misconfigured agent answers at once with the file, line and
         // key; say in plain words that this is why nothing works.
         banner(failText(r));
-        if (r.body && r.body.error && r.body.error.code === "config-invalid") $("agent-meta").textContent = "agent misconfigured";
+        const code = r.body && r.body.error && r.body.error.code;
+        agentProblem = code === "config-invalid" ? "agent misconfigured" : code === "agent-unreachable" ? "agent unreachable" : "";
+        if (agentProblem) { $("agent-meta").textContent = agentProblem; setConn(agentProblem); }
         return;
       }
       const s = r.body;
+      status = s;
+      agentProblem = "";
+      if (s.drop_dir) for (const e of document.querySelectorAll("[data-drop-dir]")) e.textContent = s.drop_dir;
+      if (source && source.readyState === EventSource.OPEN) setConn("live");
+      else if (pollTimer) setConn("polling every 3 s");
       // The drop folder works only while hyper2kvmd.path watches it.
       const ps = s.path_unit_state;
       if (ps && !["active", "activating", "reloading"].includes(ps)) {
@@ -118,7 +135,8 @@ const H2K = (() => {
       $("c-active").textContent = s.active_jobs;
       $("c-done").textContent = s.processed_today;
       $("c-failed").textContent = s.failed_today;
-      $("agent-meta").textContent = `agent ${s.version || "?"} · ${s.running ? "running" : "stopped"} · up ${duration(s.uptime_seconds)} · ${s.max_workers} workers`;
+      $("agent-meta").textContent = `agent ${s.version || "?"}${s.host ? " on " + s.host : ""} · ${s.running ? "running" : "stopped"} · up ${duration(s.uptime_seconds)} · ${s.max_workers} workers` +
+        (s.drop_dir ? ` · drop folder ${s.drop_dir}` : "");
     } catch (e) {
       banner("cannot reach the bridge: " + e.message);
     }
@@ -139,6 +157,7 @@ const H2K = (() => {
     pending: { query: "status=pending&order=oldest", limit: PAGE, total: 0 },
     completed: { query: "status=completed&order=newest", limit: PAGE, total: 0 },
     failed: { query: "status=failed,cancelled&order=newest", limit: PAGE, total: 0 },
+    all: { query: "order=newest", limit: PAGE, total: 0 },
   };
 
   async function fetchTab(name) {
@@ -207,22 +226,123 @@ const H2K = (() => {
     return j.elapsed_seconds;
   }
 
+  // iec writes a byte count in IEC units: 1.4 GiB.
+  function iec(n) {
+    if (n == null || isNaN(n)) return "";
+    const u = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let i = 0;
+    n = Number(n);
+    while (Math.abs(n) >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : String(Math.round(n))) + " " + u[i];
+  }
+
+  // when writes a time short (today: 14:03:07; else 2026-12-06 14:03) in
+  // the browser's zone; the full value goes in <time datetime>.
+  function when(iso) {
+    const d = new Date(iso);
+    if (!iso || isNaN(d)) return "";
+    const p = (x) => String(x).padStart(2, "0");
+    const hms = `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    const today = new Date();
+    if (d.toDateString() === today.toDateString()) return hms;
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${hms.slice(0, 5)}`;
+  }
+
+  // full is a time for the details: local, then as the API gave it.
+  const full = (iso) => iso ? `${when(iso)} (${iso})` : "";
+
+  function timeEl(label, iso, cls) {
+    if (!iso) return null;
+    return el("span", { class: cls }, label + " ", el("time", { datetime: iso, title: iso, text: when(iso) }));
+  }
+
+  const base = (p) => String(p).replace(/^.*\//, "");
+  const isXML = (p) => /\.xml$/i.test(p);
+
+  // sourceOf is the job's source image: the path when the view has it,
+  // else the manifest it came from.
+  function sourceOf(j) {
+    return j.source_path || j.source || (j.manifest ? "manifest " + j.manifest : "");
+  }
+
+  // rate gives bytes/s from the progress seen for a running job (samples
+  // from the event stream, else the average since it started) and the ETA.
+  function rate(j) {
+    if (j.status !== "running" || !j.bytes_total) return null;
+    const l = samples.get(j.id) || [];
+    let bps = 0;
+    // Samples over less than 3 s say more about event batching than speed.
+    if (l.length >= 2 && l[l.length - 1].t - l[0].t >= 3000 && l[l.length - 1].bytes > l[0].bytes) {
+      bps = (l[l.length - 1].bytes - l[0].bytes) / ((l[l.length - 1].t - l[0].t) / 1000);
+    } else if (j.started_at && j.bytes_done > 0) {
+      const sec = (Date.now() - Date.parse(j.started_at)) / 1000;
+      if (sec > 0) bps = j.bytes_done / sec;
+    }
+    const left = Math.max(0, j.bytes_total - (j.bytes_done || 0));
+    return { bps, eta: bps > 0 ? left / bps : null };
+  }
+
+  function noteProgress(j) {
+    if (j.status !== "running" || !j.bytes_total) { samples.delete(j.id); return; }
+    const l = samples.get(j.id) || [];
+    const last = l[l.length - 1];
+    if (!last || last.bytes !== j.bytes_done) l.push({ t: Date.now(), bytes: j.bytes_done || 0 });
+    if (last && j.bytes_done < last.bytes) l.splice(0, l.length - 1); // a new stage counts again
+    while (l.length > 10) l.shift();
+    samples.set(j.id, l);
+  }
+
+  function transferText(j) {
+    if (!j.bytes_total) return "";
+    let t = `${iec(j.bytes_done || 0)} of ${iec(j.bytes_total)}`;
+    const r = rate(j);
+    if (r && r.bps > 0) t += ` · ${(r.bps / 1048576).toFixed(1)} MiB/s`;
+    if (r && r.eta != null) t += ` · ETA ${duration(r.eta)}`;
+    return t;
+  }
+
+  // result is what a finished job gave: its outputs, how long, how much.
+  function resultText(j) {
+    if (j.status !== "completed") return "";
+    const outs = (j.outputs || []).map(base);
+    const parts = [outs.length ? "→ " + outs.join(", ") : "no outputs recorded"];
+    if (j.started_at) parts.push("took " + duration(j.elapsed_seconds));
+    if (j.bytes_total) parts.push(iec(j.bytes_total));
+    if (j.warnings) parts.push(`${Array.isArray(j.warnings) ? j.warnings.length : j.warnings} warning(s)`);
+    return parts.join(" · ");
+  }
+
   function jobItem(j) {
     const pct = j.progress == null ? null : j.progress;
     const prog = el("progress", { max: "100", "aria-label": `${j.name} ${j.stage || "progress"}` });
     if (pct != null) { prog.value = pct; prog.setAttribute("aria-valuetext", pct + "%"); }
-    const stage = j.status === "running" ? `${j.stage || "starting"} ${pct == null ? "" : pct + "%"}` :
-      j.status === "pending" ? "queued" : (j.error_stage ? "stopped in " + j.error_stage : j.stage || "");
+    let stage;
+    switch (j.status) {
+      case "running": stage = `${j.stage || "starting"} ${pct == null ? "" : pct + "%"}`; break;
+      case "pending": stage = "queued"; break;
+      case "completed": stage = ""; break;
+      default: stage = j.error_stage ? "stopped in " + j.error_stage : "";
+    }
+    const showElapsed = j.status === "running" || (j.started_at && j.status !== "pending");
+    const head = el("div", { class: "job-stage" },
+      el("span", { class: "status status-" + j.status, text: j.status }),
+      stage ? " " : null, stage ? el("span", { text: stage }) : null,
+      showElapsed ? " · " : null,
+      showElapsed ? el("span", { class: "elapsed", "data-elapsed": j.id, text: duration(elapsed(j)) }) : null);
+    const times = el("div", { class: "job-times" },
+      timeEl("created", j.created_at, "t-created"), timeEl("started", j.started_at, "t-started"),
+      timeEl("finished", j.finished_at, "t-finished"));
     const li = el("li", { class: "job", "data-job": j.id, "data-status": j.status },
       el("div", {},
         el("div", { class: "job-name", text: j.name || j.id }),
-        el("div", { class: "job-id", text: j.id })),
+        el("div", { class: "job-id", text: j.id + (j.host ? " · " + j.host : "") }),
+        sourceOf(j) ? el("div", { class: "job-source", title: sourceOf(j), text: sourceOf(j) }) : null),
       el("div", {},
-        el("div", { class: "job-stage" },
-          el("span", { class: "status status-" + j.status, text: j.status }), " ",
-          el("span", { text: stage }), " · ",
-          el("span", { class: "elapsed", "data-elapsed": j.id, text: duration(elapsed(j)) })),
-        j.status === "running" || j.status === "completed" ? prog : null),
+        head,
+        j.status === "running" ? prog : null,
+        j.status === "running" && j.bytes_total ? el("div", { class: "job-transfer", "data-transfer": j.id, text: transferText(j) }) : null,
+        j.status === "completed" ? el("div", { class: "job-result", text: resultText(j) }) : null,
+        times),
       el("button", { type: "button", class: "secondary", "aria-label": `Details of ${j.name || j.id}`, onclick: () => showJob(j.id) }, "Details"));
     if (j.error) li.append(el("p", { class: "job-error", text: j.error }));
     return li;
@@ -236,18 +356,34 @@ const H2K = (() => {
     requestAnimationFrame(() => { renderQueued = false; renderJobs(); });
   }
 
+  // matches says whether job j matches the search box (name, id, source,
+  // manifest, host, error).
+  function matches(j, q) {
+    if (!q) return true;
+    return [j.name, j.id, j.source_path, j.source, j.manifest, j.host, j.batch, j.error, ...(j.outputs || [])]
+      .some((v) => v && String(v).toLowerCase().includes(q));
+  }
+
   function renderJobs() {
-    const lists = { active: [], pending: [], completed: [], failed: [] };
-    for (const j of jobs.values()) lists[tabOf(j)].push(j);
+    const lists = { active: [], pending: [], completed: [], failed: [], all: [] };
+    const q = $("job-search").value.trim().toLowerCase();
+    for (const j of jobs.values()) { lists[tabOf(j)].push(j); lists.all.push(j); }
     // newest first, except the queue, which runs oldest first
     const t = (j) => Date.parse(j.finished_at || j.started_at || j.created_at) || 0;
     for (const [name, l] of Object.entries(lists)) {
       const tab = TABS[name];
       l.sort((a, b) => name === "pending" ? t(a) - t(b) : t(b) - t(a));
-      const shown = l.slice(0, Math.max(tab.limit, 0));
+      const loaded = l.slice(0, Math.max(tab.limit, 0));
+      const shown = loaded.filter((j) => matches(j, q));
       const total = Math.max(tab.total, l.length);
-      const items = shown.length ? shown.map(jobItem) : [el("li", { class: "empty", text: "No " + name + " jobs." })];
-      if (shown.length < total) {
+      const none = q ? `No loaded ${name === "all" ? "" : name + " "}job matches “${q}”.` : `No ${name === "all" ? "" : name + " "}jobs.`;
+      const items = shown.length ? shown.map(jobItem) : [el("li", { class: "empty", text: none })];
+      if (q && loaded.length < total) {
+        items.push(el("li", { class: "more" },
+          el("span", { text: `searched the ${loaded.length} loaded of ${total}` }), " ",
+          el("button", { type: "button", class: "secondary", "data-more": name, onclick: () => moreJobs(name) },
+            `Load ${Math.min(PAGE, total - loaded.length)} more`)));
+      } else if (!q && shown.length < total) {
         items.push(el("li", { class: "more" },
           el("span", { text: `${shown.length} of ${total} shown` }), " ",
           el("button", { type: "button", class: "secondary", "data-more": name, onclick: () => moreJobs(name) },
@@ -256,6 +392,9 @@ const H2K = (() => {
       $("list-" + name).replaceChildren(...items);
       $("n-" + name).textContent = total;
     }
+    // Nothing at all yet: say how to start instead of five empty tabs.
+    const empty = jobs.size === 0 && Object.values(TABS).every((t) => t.total === 0) && status != null;
+    $("empty-state").hidden = !empty;
     if (openJob && jobs.has(openJob)) renderJobFields(jobs.get(openJob));
   }
 
@@ -263,6 +402,10 @@ const H2K = (() => {
     for (const span of document.querySelectorAll("[data-elapsed]")) {
       const j = jobs.get(span.dataset.elapsed);
       if (j && j.status === "running") span.textContent = duration(elapsed(j));
+    }
+    for (const e of document.querySelectorAll("[data-transfer]")) {
+      const j = jobs.get(e.dataset.transfer);
+      if (j) e.textContent = transferText(j);
     }
   }
 
@@ -272,7 +415,7 @@ const H2K = (() => {
 
   function startPolling() {
     if (pollTimer) return;
-    setConn("polling every 3 s");
+    setConn(agentProblem || "polling every 3 s");
     pollTimer = setInterval(refreshAll, POLL_MS);
   }
 
@@ -285,7 +428,8 @@ const H2K = (() => {
     let d;
     try { d = JSON.parse(ev.data); } catch { return; }
     if (d.type === "job-removed") jobs.delete(d.job.id);
-    else jobs.set(d.job.id, d.job);
+    else { noteProgress(d.job); jobs.set(d.job.id, d.job); }
+    if (openJob === d.job.id && $("job-log-follow").checked) followLog(d.job.id);
     renderSoon();
     soonStatus();
     soonJobs();
@@ -339,13 +483,15 @@ const H2K = (() => {
 
   function renderJobFields(j) {
     $("job-title").textContent = `Job ${j.name || ""} (${j.id})`;
+    const outs = j.outputs || [];
     const rows = [
-      ["Status", j.status], ["Stage", j.stage], ["Progress", j.progress == null ? "unknown" : j.progress + "%"],
-      ["Status text", j.status_text], ["Created", j.created_at], ["Started", j.started_at], ["Finished", j.finished_at],
-      ["Elapsed", duration(elapsed(j))], ["Error", j.error], ["Failed stage", j.error_stage],
-      ["Outputs", (j.outputs || []).join("\n")], ["Report", j.report_path], ["Manifest", j.manifest],
+      ["Status", j.status], ["Host", j.host], ["Source", j.source_path || j.source], ["Manifest", j.manifest],
+      ["Stage", j.stage], ["Progress", j.status === "running" ? (j.progress == null ? "unknown" : j.progress + "%") : ""],
+      ["Transfer", j.status === "running" ? transferText(j) : ""],
+      ["Status text", j.status_text], ["Created", full(j.created_at)], ["Started", full(j.started_at)], ["Finished", full(j.finished_at)],
+      ["Duration", j.started_at ? duration(elapsed(j)) : ""], ["Error", j.error], ["Failed stage", j.error_stage],
+      ["Size", j.status === "completed" && j.bytes_total ? iec(j.bytes_total) : ""],
       ["Batch", j.batch], ["Unit", j.unit], ["Submitted by uid", j.submitted_by],
-      ["Bytes", j.bytes_total ? `${j.bytes_done} / ${j.bytes_total}` : ""],
     ];
     const dl = $("job-fields");
     dl.replaceChildren();
@@ -353,13 +499,49 @@ const H2K = (() => {
       if (v === "" || v == null) continue;
       dl.append(el("dt", { text: k }), el("dd", { text: String(v), "data-field": k }));
     }
+    // Disks and domain XML: their paths on the agent's host (the bridge
+    // serves no file from disk).
+    const outList = $("job-outputs");
+    outList.replaceChildren(...outs.map((o) => el("li", { "data-output": o },
+      el("span", { class: "kind", text: isXML(o) ? "domain XML" : "disk" }), " ", el("code", { text: o }))));
+    $("job-outputs-h").hidden = !outs.length;
+    // The report: where it is and what the view carries of it.
+    const rep = $("job-report");
+    rep.replaceChildren();
+    if (j.report_path) rep.append(el("p", {}, "Report: ", el("code", { text: j.report_path })));
+    if (j.guest_os) rep.append(el("p", { text: "Guest found: " + j.guest_os }));
+    const warns = Array.isArray(j.warnings) ? j.warnings : Array.isArray(j.warning_list) ? j.warning_list : null;
+    if (warns && warns.length) {
+      rep.append(el("p", { class: "warn", text: `${warns.length} warning${warns.length === 1 ? "" : "s"}:` }),
+        el("ul", { class: "warnings" }, ...warns.map((w) => el("li", { text: typeof w === "string" ? w : (w.message || JSON.stringify(w)) }))));
+    } else if (typeof j.warnings === "number" && j.warnings > 0) {
+      rep.append(el("p", { class: "warn", text: `${j.warnings} warning${j.warnings === 1 ? "" : "s"}: see the report and the log.` }));
+    }
+    for (const f of Array.isArray(j.fixes) ? j.fixes : []) {
+      rep.append(el("details", { class: "fix" }, el("summary", { text: f.name || f.fix || "fix" }),
+        el("pre", { class: "diff", text: f.diff || "" })));
+    }
+    $("job-report-h").hidden = !rep.childNodes.length;
     $("job-cancel").hidden = !(j.status === "pending" || j.status === "running");
-    $("job-retry").hidden = !(j.status === "failed" || j.status === "cancelled");
+    // Retry is offered for a job that ended badly, unless the bridge has
+    // already been told it may not (403 access-denied).
+    const canRetry = (j.status === "failed" || j.status === "cancelled") && !retryDenied;
+    $("job-retry").hidden = !canRetry;
+    $("job-retry-note").textContent = (j.status === "failed" || j.status === "cancelled") && retryDenied ? retryDenied : "";
+    $("job-log-follow-l").hidden = j.status !== "running" && j.status !== "pending";
   }
 
-  async function loadLog(id) {
+  // followLog reloads the open job's log on its events, at most once a
+  // second.
+  let followTimer = null;
+  function followLog(id) {
+    if (followTimer) return;
+    followTimer = setTimeout(() => { followTimer = null; if (openJob === id) loadLog(id, true); }, 1000);
+  }
+
+  async function loadLog(id, quiet) {
     const pre = $("job-log");
-    pre.textContent = "loading…";
+    if (!quiet) pre.textContent = "loading…";
     try {
       const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}/log?format=json&lines=1000`);
       if (r.status !== 200) { pre.textContent = errText(r); return; }
@@ -368,6 +550,7 @@ const H2K = (() => {
       for (const e of r.body.entries) {
         pre.append(el("span", { class: "p" + e.priority, text: `${e.time} ${e.identifier || ""}${e.pid ? "[" + e.pid + "]" : ""}: ${e.message}\n` }));
       }
+      if (quiet) pre.scrollTop = pre.scrollHeight;
     } catch (e) {
       pre.textContent = "cannot load the log: " + e.message;
     }
@@ -397,6 +580,10 @@ const H2K = (() => {
       else out.textContent = "Cancel requested.";
     } else {
       out.textContent = `Cannot ${verb}: ${errText(r)}`;
+      if (verb === "retry" && r.status === 403) {
+        retryDenied = "Retry is not allowed for the dashboard here: " + errText(r);
+        if (jobs.has(id)) renderJobFields(jobs.get(id));
+      }
     }
   }
 
@@ -408,6 +595,7 @@ const H2K = (() => {
     $("job-cancel").addEventListener("click", () => jobAction("cancel"));
     $("job-retry").addEventListener("click", () => jobAction("retry"));
     $("job-log-refresh").addEventListener("click", () => openJob && loadLog(openJob));
+    $("job-search").addEventListener("input", renderJobs);
     // close is dispatched later; the dialog may have been opened again since.
     $("job-dialog").addEventListener("close", () => { if (!$("job-dialog").open) openJob = null; });
     refreshAll();
@@ -416,5 +604,5 @@ const H2K = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", init);
-  return { api, errText, el, selectTab, showJob, jobs, refreshAll, askToken, moreJobs, tabs: TABS };
+  return { api, errText, el, selectTab, showJob, jobs, refreshAll, askToken, moreJobs, tabs: TABS, iec };
 })();

@@ -106,6 +106,12 @@
   let jsonMode = false;
   let validateTimer = null;
   let validateSeq = 0;
+  // A problem is shown only at a field the user changed (touched holds
+  // their paths) or after they pressed Validate or Submit (revealAll): an
+  // untouched form is not an error, whatever it lacks.
+  const touched = new Set();
+  let revealAll = false;
+  let lastProblems = [];
 
   // --- paths ---------------------------------------------------------------
 
@@ -388,7 +394,7 @@
   function setValidity(text, ok) {
     const v = $("validity");
     v.textContent = text;
-    v.className = "validity " + (ok ? "ok" : "bad");
+    v.className = "validity " + (ok == null ? "pending" : ok ? "ok" : "bad");
   }
 
   function scheduleValidate() {
@@ -402,10 +408,21 @@
     $("general-errors").replaceChildren();
   }
 
+  // revealed says whether a problem at slot path p may be shown.
+  function revealed(p) {
+    if (revealAll) return true;
+    if (p === "") return false;
+    for (const t of touched) if (t === p || t.startsWith(p + ".")) return true;
+    return false;
+  }
+
   // showProblems puts each problem at the closest field the form has for
-  // its path, and the rest in a list under the form.
+  // its path, and the rest in a list under the form; problems at fields the
+  // user has not touched wait (see touched). It returns how many it showed.
   function showProblems(problems) {
     clearErrors();
+    lastProblems = problems;
+    let shown = 0;
     const general = [];
     for (const pr of problems) {
       const path = normPath(pr.path);
@@ -417,6 +434,8 @@
         if (slot && p !== "") break;
         if (p === "") { slot = null; break; }
       }
+      if (!revealed(slot && !jsonMode ? slot.dataset.errorFor : "")) continue;
+      shown++;
       if (slot && !jsonMode) {
         slot.textContent = (slot.textContent ? slot.textContent + " " : "") +
           (normPath(slot.dataset.errorFor) === path ? pr.message : `${pr.path}: ${pr.message}`);
@@ -428,6 +447,7 @@
     if (general.length) {
       $("general-errors").append(el("ul", {}, ...general.map((t) => el("li", { text: t }))));
     }
+    return shown;
   }
 
   async function validate() {
@@ -446,8 +466,18 @@
       return;
     }
     const probs = r.body.problems || (r.body.errors || []).map((m) => ({ path: "", message: m }));
-    showProblems(probs);
-    setValidity(r.body.valid ? "Valid manifest" : `${probs.length} problem${probs.length === 1 ? "" : "s"}`, r.body.valid);
+    const shown = showProblems(probs);
+    if (r.body.valid) setValidity("Valid manifest", true);
+    else if (shown) setValidity(`${probs.length} problem${probs.length === 1 ? "" : "s"}`, false);
+    else setValidity("Not complete yet: fill in the fields, then Validate", null);
+    $("validity").dataset.checked = String(validateSeq);
+  }
+
+  // validateNow shows every problem, touched or not (the Validate button).
+  function validateNow() {
+    revealAll = true;
+    clearTimeout(validateTimer);
+    return validate();
   }
 
   // --- actions -----------------------------------------------------------------
@@ -467,6 +497,7 @@
     if ($("json-error").textContent) { out.textContent = "Fix the JSON first."; return; }
     out.textContent = "Submitting…";
     $("submit").disabled = true;
+    revealAll = true;
     try {
       const r = await H2K.api("POST", "/api/workflow/manifest/submit", JSON.stringify(doc), true);
       if (r.status === 202) {
@@ -475,12 +506,21 @@
         H2K.selectTab("pending");
         H2K.refreshAll();
       } else if (r.status === 422 && r.body && r.body.problems) {
+        // Validation said yes, the agent said no: the badge must not stay
+        // green beside the refusal.
+        ++validateSeq;
         showProblems(r.body.problems);
-        out.textContent = "The agent refused the manifest: " + H2K.errText(r);
+        setValidity(`Not accepted: ${r.body.problems.length} problem${r.body.problems.length === 1 ? "" : "s"}`, false);
+        out.replaceChildren("The agent refused the manifest:",
+          el("ul", {}, ...r.body.problems.map((p) => el("li", { text: p.path ? `${p.path}: ${p.message}` : p.message }))));
       } else {
+        ++validateSeq;
+        setValidity("Not submitted", false);
         out.textContent = "Cannot submit: " + H2K.errText(r);
       }
     } catch (e) {
+      ++validateSeq;
+      setValidity("Not submitted", false);
       out.textContent = "Cannot submit: " + e.message;
     } finally {
       $("submit").disabled = false;
@@ -500,13 +540,28 @@
     changed();
     $("mode-form").addEventListener("click", () => setMode(false));
     $("mode-json").addEventListener("click", () => setMode(true));
-    $("json-editor").addEventListener("input", onJSONInput);
+    $("json-editor").addEventListener("input", () => { revealAll = true; onJSONInput(); });
+    // Any edit in the form marks its field touched (before the validation
+    // it schedules runs).
+    for (const type of ["input", "change"]) {
+      $("form-fields").addEventListener(type, (ev) => {
+        const f = ev.target.closest && ev.target.closest("[data-path]");
+        if (f && f.dataset.path) touched.add(f.dataset.path);
+      });
+    }
+    $("validate").addEventListener("click", validateNow);
     $("json-editor").addEventListener("blur", () => { if (!$("json-error").textContent) $("json-editor").value = pretty(); });
     $("download").addEventListener("click", download);
-    $("reset").addEventListener("click", () => { doc = fresh(); structureChanged(); $("submit-result").textContent = ""; });
+    $("reset").addEventListener("click", () => {
+      touched.clear();
+      revealAll = false;
+      doc = fresh();
+      structureChanged();
+      $("submit-result").textContent = "";
+    });
     $("manifest-form").addEventListener("submit", submit);
   }
 
   document.addEventListener("DOMContentLoaded", init);
-  window.H2KBuilder = { get doc() { return doc; }, validate, normPath };
+  window.H2KBuilder = { get doc() { return doc; }, validate, validateNow, normPath, get problems() { return lastProblems; } };
 })();

@@ -1,0 +1,175 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/api"
+	"github.com/hyper2kvm/hyper2kvm/api/apitest"
+)
+
+// countingJournal plays journalctl with a log that grows by one line at
+// every read, so the test sees whether the page read it again.
+type countingJournal struct{ reads atomic.Int64 }
+
+func (j *countingJournal) Read(ctx context.Context, unit, format string, lines int) ([]byte, error) {
+	n := j.reads.Add(1)
+	var b strings.Builder
+	for i := int64(1); i <= n; i++ {
+		fmt.Fprintf(&b, `{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"6","SYSLOG_IDENTIFIER":"hyper2kvmd","MESSAGE":"convert line %d of %s"}`+"\n", i, unit)
+	}
+	return []byte(b.String()), nil
+}
+
+// TestWebDashboardStates walks the dashboard's states a sysadmin meets on a
+// first day, against the fake agent, with a screenshot of each in
+// bin/test-output/web/TestWebDashboardStates/: the agent misconfigured,
+// the empty state (where to drop, the builder, a template), the job lists
+// with times, host, source, result, paging and search, a running job's
+// details with rate, ETA and the log following live, a completed job's
+// disks and domain XML, and the builder after a refused submit.
+func TestWebDashboardStates(t *testing.T) {
+	chromiumPath(t)
+	fake := apitest.New()
+	journal := &countingJournal{}
+	srv := httptest.NewUnstartedServer(api.New(api.Config{
+		Client: fake, Token: "web-test-token", Version: "test", Journal: journal,
+		Schema: manifest.Schema(), WorkflowDir: "/srv/h2k/workflow", Hostname: "kvm07",
+	}))
+	srv.Config.ConnContext = api.ConnContext
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := startChromium(t, 1280, 900)
+	out := webOutput(t)
+	open := func() {
+		c.navigate(ctx, srv.URL+"/")
+		c.mustEval(ctx, pageHelpers, nil)
+	}
+
+	// 1. A misconfigured agent: the page's first answer says why, in the
+	// banner and where it said "connecting…".
+	fake.FailWith(apierr.New(apierr.ConfigInvalid, `the agent's configuration is invalid: /etc/hyper2kvm/agent.yaml: line 3: unknown key "max_concurent_jobs" (did you mean "max_concurrent_jobs"?)`))
+	open()
+	c.waitJS(ctx, "the misconfigured agent's reason", `!T.$("banner").hidden && T.text("banner").includes("configuration file is invalid") &&
+		T.text("banner").includes("line 3") && T.text("conn") === "agent misconfigured"`, `[T.text("banner"), T.text("conn")]`)
+	c.screenshot(ctx, out, "01-agent-misconfigured.png")
+
+	// 2. Empty: what to do first, with this agent's drop folder.
+	fake.FailWith(nil)
+	open()
+	c.waitJS(ctx, "the empty state", `!T.$("empty-state").hidden && T.text("empty-state").includes("/srv/h2k/workflow/to_be_processed/web01.vmdk.part") &&
+		T.text("empty-state").includes("manifest builder") && T.text("empty-state").includes('"source_path"')`,
+		`[T.$("empty-state").hidden, T.text("empty-state"), T.text("agent-meta")]`)
+	c.screenshot(ctx, out, "02-empty.png")
+
+	// 3. A history: every job shows when, where, from what, and a
+	// completed one what it gave.
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := range 120 {
+		created := now.Add(-time.Duration(300-2*i) * time.Minute)
+		fake.Set(jobs.Job{ID: fmt.Sprintf("hist%03d", i), Name: fmt.Sprintf("old%03d", i), State: jobs.Completed, Stage: "validate",
+			Manifest: fmt.Sprintf("old%03d.json", i), CreatedAt: created, StartedAt: created.Add(10 * time.Second),
+			FinishedAt: created.Add(70 * time.Second), BytesDone: 1 << 30, BytesTotal: 1 << 30,
+			ReportPath: fmt.Sprintf("/srv/h2k/workflow/processed/2026-12-07/old%03d.report.json", i),
+			Outputs:    []string{fmt.Sprintf("/srv/out/old%03d/old%03d.qcow2", i, i), fmt.Sprintf("/srv/out/old%03d/old%03d.xml", i, i)}})
+	}
+	c.mustEval(ctx, `H2K.refreshAll(); H2K.selectTab("completed"); true`, nil)
+	item := `document.querySelector('#list-completed [data-job="hist119"]')`
+	c.waitJS(ctx, "the completed list", item+` && T.$("empty-state").hidden`, `T.text("list-completed").slice(0, 300)`)
+	var itemText string
+	c.mustEval(ctx, item+`.textContent`, &itemText)
+	for _, want := range []string{"kvm07", "old119.json", "→ old119.qcow2, old119.xml", "took 1m 0s", "1.0 GiB", "created", "started", "finished"} {
+		if !strings.Contains(itemText, want) {
+			t.Errorf("completed job in the list: %q lacks %q", itemText, want)
+		}
+	}
+	if strings.Contains(itemText, "validate") {
+		t.Errorf("completed job in the list shows its last stage: %q", itemText)
+	}
+	var times int
+	c.mustEval(ctx, item+`.querySelectorAll("time[datetime]").length`, &times)
+	if times != 3 {
+		t.Errorf("completed job in the list has %d timestamps, want created, started and finished", times)
+	}
+	shown := `document.querySelectorAll("#list-completed li.job").length`
+	c.waitJS(ctx, "the first page", shown+` === 50 && T.text("n-completed") === "120"`, `[`+shown+`, T.text("n-completed")]`)
+	c.screenshot(ctx, out, "03-list.png")
+	// Search by name, then by source (the manifest), among the loaded jobs.
+	c.mustEval(ctx, `T.type("job-search", "old11"); true`, nil)
+	c.waitJS(ctx, "ten matches", shown+` === 10 && [...document.querySelectorAll("#list-completed li.job")].every(e => e.textContent.includes("old11"))`,
+		`[`+shown+`, T.text("list-completed").slice(0, 200)]`)
+	c.screenshot(ctx, out, "04-search.png")
+	c.mustEval(ctx, `T.type("job-search", "old005.json"); true`, nil)
+	c.waitJS(ctx, "the search to say it looked at the loaded page only", shown+` === 0 && T.text("list-completed").includes("searched the 50 loaded of 120")`,
+		`[`+shown+`, T.text("list-completed").slice(0, 200)]`)
+	c.mustEval(ctx, `document.querySelector('[data-more="completed"]').click(); true`, nil)
+	c.mustEval(ctx, `document.querySelector('[data-more="completed"]') && document.querySelector('[data-more="completed"]').click(); true`, nil)
+	c.waitJS(ctx, "the match on a later page", shown+` === 1 && document.querySelector('#list-completed [data-job="hist005"]')`,
+		`[`+shown+`, T.text("list-completed").slice(0, 200)]`)
+	c.mustEval(ctx, `T.type("job-search", ""); H2K.selectTab("all"); true`, nil)
+	c.waitJS(ctx, "every state in the All tab", `T.text("n-all") === "120"`, `T.text("n-all")`)
+
+	// 4. A completed job's details: source, host, size, disks and domain
+	// XML, the report.
+	c.mustEval(ctx, `H2K.showJob("hist119"); true`, nil)
+	c.waitJS(ctx, "the completed job's details", `T.text("job-fields").includes("kvm07") && T.text("job-fields").includes("1.0 GiB") &&
+		T.text("job-outputs").includes("disk /srv/out/old119/old119.qcow2") && T.text("job-outputs").includes("domain XML /srv/out/old119/old119.xml") &&
+		T.text("job-report").includes("old119.report.json") && T.$("job-retry").hidden`,
+		`[T.text("job-fields"), T.text("job-outputs"), T.text("job-report")]`)
+	c.screenshot(ctx, out, "05-completed-details.png")
+	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
+
+	// 5. A running job: transfer, rate and ETA, and the log follows the
+	// job's events without a click.
+	run := jobs.Job{ID: "run1", Name: "db01", State: jobs.Running, Stage: "convert", Progress: 25, Manifest: "db01.json",
+		CreatedAt: now.Add(-time.Minute), StartedAt: now.Add(-50 * time.Second), BytesDone: 512 << 20, BytesTotal: 2 << 30}
+	fake.Set(run)
+	c.mustEval(ctx, `H2K.selectTab("active"); H2K.showJob("run1"); true`, nil)
+	c.waitJS(ctx, "the running job's transfer", `/512\.0 MiB of 2\.0 GiB · [0-9.]+ MiB\/s · ETA /.test(T.text("job-fields")) && T.text("job-log").includes("convert line")`,
+		`[T.text("job-fields"), T.text("job-log")]`)
+	var lines int
+	c.mustEval(ctx, `T.text("job-log").split("convert line").length - 1`, &lines)
+	run.Progress, run.BytesDone = 50, 1<<30
+	fake.Set(run)
+	c.waitJS(ctx, "the log to follow the job", fmt.Sprintf(`T.text("job-log").split("convert line").length - 1 > %d && T.text("job-fields").includes("1.0 GiB of 2.0 GiB")`, lines),
+		`[T.text("job-fields"), T.text("job-log")]`)
+	c.screenshot(ctx, out, "06-running-details.png")
+	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
+
+	// 6. Retry is offered for a failed job; once the agent says the
+	// dashboard may not retry, the button goes and the page says why.
+	fake.Set(jobs.Job{ID: "bad1", Name: "mail01", State: jobs.Failed, Stage: "convert", ErrorStage: "convert", Error: "cannot convert: simulated",
+		CreatedAt: now.Add(-time.Hour), StartedAt: now.Add(-time.Hour), FinishedAt: now.Add(-50 * time.Minute)})
+	fake.DenyRetry(apierr.New(apierr.AccessDenied, "not authorized to retry job bad1 (polkit action io.hyper2kvm.agent.manage)"))
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.showJob("bad1"); true`, nil)
+	c.waitJS(ctx, "Retry on the failed job", `T.text("job-fields").includes("simulated") && !T.$("job-retry").hidden`, `T.text("job-fields")`)
+	c.mustEval(ctx, `T.click("job-retry"); true`, nil)
+	c.waitJS(ctx, "Retry gone after the refusal", `T.$("job-retry").hidden && T.text("job-retry-note").includes("not authorized to retry")`,
+		`[T.$("job-retry").hidden, T.text("job-retry-note"), T.text("job-action-result")]`)
+	c.screenshot(ctx, out, "07-retry-denied.png")
+	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
+
+	// 7. A submit the agent refuses after validation said yes: the badge
+	// does not stay green, and the problem shows at its field.
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); T.type("f-name", "gone01");
+		T.type("f-pipeline-load-source-path", "/missing/gone01.img"); T.choose("f-pipeline-load-source-type", "raw"); true`, nil)
+	c.waitJS(ctx, "the manifest to be valid", `T.text("validity") === "Valid manifest"`, `[T.text("validity"), T.text("general-errors")]`)
+	c.mustEval(ctx, `T.click("submit"); true`, nil)
+	c.waitJS(ctx, "the refused submit", `T.text("submit-result").includes("refused") && T.text("validity") !== "Valid manifest" &&
+		T.$("validity").classList.contains("bad") && T.text("e-pipeline-load-source-path").includes("cannot read /missing/gone01.img")`,
+		`[T.text("validity"), T.text("submit-result"), T.text("e-pipeline-load-source-path")]`)
+	c.screenshot(ctx, out, "08-builder-submit-refused.png")
+
+	checkPage(ctx, t, c, srv.URL, out)
+}
