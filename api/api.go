@@ -9,8 +9,8 @@ package api
 import (
 	"context"
 	"io/fs"
-	"os"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/gorilla/mux"
