@@ -31,8 +31,10 @@ func (a *Agent) Status() apitype.Status {
 		switch r.State {
 		case jobs.Completed:
 			s.ProcessedToday++
-		case jobs.Failed, jobs.Cancelled:
+		case jobs.Failed:
 			s.FailedToday++
+		case jobs.Cancelled:
+			s.CancelledToday++
 		}
 	}
 	return s

@@ -650,3 +650,24 @@ func TestOrphanedClaimsAreSavedInBatches(t *testing.T) {
 		t.Logf("the start wrote the store %d times for %d orphaned files", w, n)
 	}
 }
+
+// TestStatusTodayCounts: a cancel is no failure: failed_today counts failed
+// jobs only, cancelled ones have their own count, and yesterday's none.
+func TestStatusTodayCounts(t *testing.T) {
+	now := time.Date(2026, 12, 7, 15, 0, 0, 0, time.Local)
+	a := &Agent{st: newState(), now: func() time.Time { return now }, started: now}
+	for i, c := range []struct {
+		state jobs.State
+		at    time.Time
+	}{
+		{jobs.Completed, now}, {jobs.Completed, now}, {jobs.Failed, now},
+		{jobs.Cancelled, now}, {jobs.Cancelled, now}, {jobs.Cancelled, now},
+		{jobs.Failed, now.AddDate(0, 0, -1)}, {jobs.Running, time.Time{}},
+	} {
+		a.st.add(&record{Job: jobs.Job{ID: fmt.Sprintf("j%d", i), State: c.state, FinishedAt: c.at, CreatedAt: now}})
+	}
+	s := a.Status()
+	if s.ProcessedToday != 2 || s.FailedToday != 1 || s.CancelledToday != 3 {
+		t.Errorf("today: %d processed, %d failed, %d cancelled; want 2, 1, 3", s.ProcessedToday, s.FailedToday, s.CancelledToday)
+	}
+}

@@ -19,7 +19,8 @@ type Status struct {
 	QueueDepth     int     `json:"queue_depth"`
 	ActiveJobs     int     `json:"active_jobs"`
 	ProcessedToday int     `json:"processed_today"`
-	FailedToday    int     `json:"failed_today"`
+	FailedToday    int     `json:"failed_today"` // failed only: a cancel is no failure
+	CancelledToday int     `json:"cancelled_today"`
 	MaxWorkers     int     `json:"max_workers"`
 	UptimeSeconds  float64 `json:"uptime_seconds"`
 	Version        string  `json:"version"`

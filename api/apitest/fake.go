@@ -131,6 +131,8 @@ func (f *Fake) GetStatus(ctx context.Context) (apitype.Status, error) {
 			st.ProcessedToday++
 		case j.State == jobs.Failed && j.FinishedAt.Format(time.DateOnly) == today:
 			st.FailedToday++
+		case j.State == jobs.Cancelled && j.FinishedAt.Format(time.DateOnly) == today:
+			st.CancelledToday++
 		}
 	}
 	return st, nil

@@ -45,7 +45,7 @@ func (a *app) runStatus(cmd *cobra.Command) error {
 		{"Uptime", formatDuration(time.Duration(st.UptimeSeconds * float64(time.Second)))},
 		{"Queue", strconv.Itoa(st.QueueDepth) + " waiting"},
 		{"Active", fmt.Sprintf("%d of %d workers", st.ActiveJobs, st.MaxWorkers)},
-		{"Today", fmt.Sprintf("%d processed, %d failed", st.ProcessedToday, st.FailedToday)},
+		{"Today", fmt.Sprintf("%d processed, %d failed, %d cancelled", st.ProcessedToday, st.FailedToday, st.CancelledToday)},
 	}
 	if watched, text := dropFolder(st); text != "" {
 		if !watched {

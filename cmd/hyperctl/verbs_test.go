@@ -59,7 +59,7 @@ func TestStatus(t *testing.T) {
 		}
 	}
 	r = runCLI(t, f, "status", "-o", "json")
-	want := []string{"active_jobs", "failed_today", "max_workers", "mode", "path_unit_result", "path_unit_state", "processed_today", "queue_depth", "running", "uptime_seconds", "version"}
+	want := []string{"active_jobs", "cancelled_today", "failed_today", "max_workers", "mode", "path_unit_result", "path_unit_state", "processed_today", "queue_depth", "running", "uptime_seconds", "version"}
 	if got := jsonKeys(t, r.stdout); !reflect.DeepEqual(got, want) {
 		t.Errorf("status json keys %v, want %v", got, want)
 	}
