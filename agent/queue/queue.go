@@ -5,8 +5,8 @@
 // dropped files may be taken; the agent decides what to do with them.
 //
 // A file in to_be_processed/ is taken only when all of these hold:
-//   - its name does not start with "." and does not end in ".partial"
-//     (those are ignored: uploads in progress);
+//   - its name does not start with "." and does not end in ".part",
+//     ".partial" or ".tmp" (those are ignored: uploads in progress);
 //   - its name has no control characters and no "..", it is a regular file
 //     (not a symlink, FIFO, device, socket or directory) with one link, and
 //     a manifest is at most MaxManifestSize bytes (anything else is refused:
@@ -18,7 +18,13 @@
 //     (Created) and never saw it written since (Written), it is not empty,
 //     and the lease probe could answer. A file renamed into the folder, the
 //     recommended way to drop one, is therefore taken at once; a file
-//     written in place waits StableTime after its last change.
+//     written in place waits StableTime after its last change;
+//   - a disk image is whole by what its own container format says
+//     (imgfmt.Complete: end-of-stream marker, footer, tables that fit the
+//     file, an OVA's tar trailer and .mf checksums). One that is not keeps
+//     waiting, and is refused with the failed check once it has stayed
+//     unchanged for StableTimeout. An image whose bytes are raw has
+//     nothing to check and must stay unchanged StableTimeRaw instead.
 package queue
 
 import (
@@ -34,6 +40,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/noreplace"
 )
 
@@ -104,17 +111,41 @@ type Rejected struct {
 
 // Options tune the queue.
 type Options struct {
-	StableTime      time.Duration
+	StableTime time.Duration
+	// StableTimeRaw replaces StableTime for images whose bytes are raw:
+	// they have no format to say they are whole (default StableTime).
+	StableTimeRaw time.Duration
+	// StableTimeout is how long an image that its format says is not
+	// whole may stay unchanged before it is refused (default 10 minutes).
+	StableTimeout   time.Duration
 	MaxManifestSize int64
 	Now             func() time.Time
+	// Complete checks that an image file is whole (default
+	// imgfmt.Complete): the format it found, an *imgfmt.IncompleteError
+	// when the file is not whole, another error when it cannot be read.
+	Complete func(path, ext string) (string, error)
 }
+
+// DefaultStableTimeout is Options.StableTimeout when it is zero.
+const DefaultStableTimeout = 10 * time.Minute
 
 type look struct {
 	size  int64
 	mtime time.Time
 	ino   uint64
 	at    time.Time
+	// What Options.Complete said of the file in this state (checked is
+	// false until it was asked): a file is checked once per state, so an
+	// OVA's members are hashed once, not at every scan.
+	checked bool
+	format  string
+	err     error
 }
+
+// recheck is how often a file that is not whole is looked at again when
+// no event says it changed (a writer on another host of a network
+// filesystem makes none).
+const recheck = 5 * time.Second
 
 // Queue is the drop folder rooted at Root. It is not safe for concurrent use.
 type Queue struct {
@@ -150,6 +181,15 @@ func Open(root string, o Options) (*Queue, error) {
 	if o.MaxManifestSize == 0 {
 		o.MaxManifestSize = 1 << 20
 	}
+	if o.StableTimeout == 0 {
+		o.StableTimeout = DefaultStableTimeout
+	}
+	if o.StableTimeRaw == 0 {
+		o.StableTimeRaw = o.StableTime
+	}
+	if o.Complete == nil {
+		o.Complete = imgfmt.Complete
+	}
 	for _, d := range []string{ToBeProcessed, Processing, Processed, Failed} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cannot create queue directory: %w", err)
@@ -161,9 +201,19 @@ func Open(root string, o Options) (*Queue, error) {
 // Dir returns the path of a queue directory.
 func (q *Queue) Dir(sub string) string { return filepath.Join(q.Root, sub) }
 
-// Ignored reports whether name is a file still being written by convention.
+// Ignored reports whether name is a file still being written by convention:
+// a dot-file, or a name ending in .part, .partial or .tmp (what cp, rsync,
+// curl and browsers write to before renaming).
 func Ignored(name string) bool {
-	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".partial")
+	if strings.HasPrefix(name, ".") {
+		return true
+	}
+	for _, s := range []string{".part", ".partial", ".tmp"} {
+		if strings.HasSuffix(strings.ToLower(name), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // BadName returns why name is refused, or "".
@@ -194,12 +244,13 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 	}
 	now := q.opt.Now()
 	q.nextLook = time.Time{}
-	wait := func(since time.Time) {
+	waitUntil := func(at time.Time) {
 		waiting++
-		if at := since.Add(q.opt.StableTime); q.nextLook.IsZero() || at.Before(q.nextLook) {
+		if q.nextLook.IsZero() || at.Before(q.nextLook) {
 			q.nextLook = at
 		}
 	}
+	wait := func(since time.Time) { waitUntil(since.Add(q.opt.StableTime)) }
 	present := map[string]bool{}
 	for _, de := range des {
 		name := de.Name()
@@ -222,15 +273,22 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 			continue
 		}
 		cur := look{size: st.Size, mtime: time.Unix(st.Mtim.Unix()), ino: st.Ino, at: now}
-		if q.fresh[name] && st.Size > 0 {
-			if writer, known := leaseProbe(filepath.Join(dir, name)); known && !writer {
-				ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
-				continue
-			}
-		}
 		prev, ok := q.seen[name]
 		if !ok || prev.size != cur.size || !prev.mtime.Equal(cur.mtime) || prev.ino != cur.ino {
-			q.seen[name] = cur
+			prev = cur
+		}
+		if q.fresh[name] && st.Size > 0 {
+			if writer, known := leaseProbe(filepath.Join(dir, name)); known && !writer {
+				if kind != Image || q.whole(dir, name, &prev) == nil {
+					ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
+					continue
+				}
+			}
+			// Moved in, but not whole: wait as for a file written in place.
+			delete(q.fresh, name)
+		}
+		if !ok || prev.at.Equal(now) {
+			q.seen[name] = prev
 			wait(now)
 			continue
 		}
@@ -242,6 +300,21 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 			q.seen[name] = cur // start over once the writer is gone
 			wait(now)
 			continue
+		}
+		if kind == Image {
+			if err := q.whole(dir, name, &prev); err != nil {
+				if unchanged := now.Sub(prev.at); unchanged >= q.opt.StableTimeout {
+					rejected = append(rejected, Rejected{name, fmt.Sprintf("%v (unchanged for %s; stable_timeout is %s)",
+						err, unchanged.Round(time.Second), q.opt.StableTimeout)})
+					continue
+				}
+				waitUntil(minTime(prev.at.Add(q.opt.StableTimeout), now.Add(recheck)))
+				continue
+			}
+			if prev.format == imgfmt.Raw && now.Sub(prev.at) < q.opt.StableTimeRaw {
+				waitUntil(prev.at.Add(q.opt.StableTimeRaw))
+				continue
+			}
 		}
 		ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
 	}
@@ -262,6 +335,26 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 		return ready[i].Name < ready[j].Name
 	})
 	return ready, rejected, waiting, busy, nil
+}
+
+// whole asks Options.Complete about dir/name once per state l of the file
+// and returns why it is not whole, or nil.
+func (q *Queue) whole(dir, name string, l *look) error {
+	if !l.checked {
+		l.format, l.err = q.opt.Complete(filepath.Join(dir, name), filepath.Ext(name))
+		l.checked = true
+		if prev, ok := q.seen[name]; ok && prev.size == l.size && prev.mtime.Equal(l.mtime) && prev.ino == l.ino {
+			q.seen[name] = *l
+		}
+	}
+	return l.err
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // Forget drops what Scan remembered about name (after a claim or reject).
