@@ -44,7 +44,9 @@ const (
 
 // Complete detects the format of the image at path and checks that the
 // file holds everything its container format says it holds: a
-// streamOptimized VMDK ends with its footer and end-of-stream marker, a
+// streamOptimized VMDK's last grain lies inside the file, followed by a
+// whole end-of-stream marker if anything (and, when its grain directory is
+// at its end, its footer and end-of-stream marker end the file), a
 // sparse VMDK's grain directory, tables and grains lie inside the file, a
 // VHD ends with its footer (and a dynamic VHD's BAT and blocks fit), a
 // VHDX's headers, region table, BAT and blocks fit, a qcow2's L1, L2 and
@@ -147,7 +149,8 @@ func vmdkComplete(r io.ReaderAt, size int64) error {
 	// streamOptimized file, whose header may give a grain directory the
 	// footer supersedes.
 	stream := gdOffset == vmdkGDAtEnd || binary.LittleEndian.Uint32(h[8:])&(1<<17) != 0
-	if gdOffset == vmdkGDAtEnd {
+	footer := gdOffset == vmdkGDAtEnd
+	if footer {
 		// The footer (a footer marker, a copy of the header with the real
 		// grain directory offset) and the end-of-stream marker are the
 		// last three sectors of a streamOptimized file, written last.
@@ -226,29 +229,34 @@ func vmdkComplete(r io.ReaderAt, size int64) error {
 		}
 	}
 	if stream {
-		return vmdkStreamEnd(r, size, lastGrain)
+		return vmdkStreamEnd(r, size, lastGrain, footer)
 	}
 	return nil
 }
 
-// vmdkStreamEnd checks that a stream ends with its end-of-stream marker (a
-// zero sector) after the end of its last grain, whose marker gives the
-// length of its compressed data. qemu writes no footer, only this.
-func vmdkStreamEnd(r io.ReaderAt, size int64, lastGrain uint64) error {
-	var eos [512]byte
-	// Markers are sector-aligned, so a stream is whole sectors.
-	if size < 1024 || size%512 != 0 || readAt(r, eos[:], size-512) != nil || eos != [512]byte{} {
-		return incomplete(VMDK, CheckVMDKStream, "the %d-byte file does not end with an end-of-stream marker", size)
-	}
+// vmdkStreamEnd checks that the last grain of a stream (by the grain
+// tables, whose marker gives the length of its compressed data) lies
+// inside the file, and that what follows it, if anything, is at least a
+// whole end-of-stream marker. qemu writes the grain tables at the start
+// of the file and no footer, and its last grain may end the file.
+func vmdkStreamEnd(r io.ReaderAt, size int64, lastGrain uint64, footer bool) error {
 	if lastGrain == 0 {
 		return nil
+	}
+	if size%512 != 0 {
+		// Markers, grains and the footer are sector-aligned.
+		return incomplete(VMDK, CheckVMDKStream, "the %d-byte file is not whole sectors", size)
 	}
 	var m [12]byte
 	if err := readAt(r, m[:], int64(lastGrain*512)); err != nil {
 		return incomplete(VMDK, CheckVMDKStream, "the last grain's marker (sector %d) is cut", lastGrain)
 	}
-	if n := uint64(binary.LittleEndian.Uint32(m[8:])); !fits(lastGrain*512, 12+n, size-512) {
-		return incomplete(VMDK, CheckVMDKStream, "the last grain (sector %d, %d bytes) runs into the end of the %d-byte file: no end-of-stream marker after it", lastGrain, n, size)
+	n := uint64(binary.LittleEndian.Uint32(m[8:]))
+	if !fits(lastGrain*512, 12+n, size) {
+		return incomplete(VMDK, CheckVMDKStream, "the last grain (sector %d, %d bytes) runs past the end of the %d-byte file", lastGrain, n, size)
+	}
+	if tail := size - int64((lastGrain*512+12+n+511)/512*512); !footer && tail > 0 && tail < 512 {
+		return incomplete(VMDK, CheckVMDKStream, "the %d-byte file ends inside the end-of-stream marker after its last grain", size)
 	}
 	return nil
 }
