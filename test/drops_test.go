@@ -39,7 +39,8 @@ func (b *relBox) dropsSettled(stem, ext string) map[string]int64 {
 // to_be_processed/ by four dd processes one after another, 1.2 s apart
 // (more than stable_time, 200 ms here), becomes exactly one completed job of
 // the full size. Before the format check the agent took it after the first
-// piece, and again after each of the others: four jobs.
+// piece, and again after each of the others: four jobs (of 1/4, 2/4, 3/4 and
+// all of the file, each failed in LOAD or converted from a cut disk).
 func TestDropWrittenInPieces(t *testing.T) {
 	t.Parallel()
 	b := relStart(t, box.Options{}, false, "")
@@ -87,8 +88,8 @@ func TestDropWrittenInPieces(t *testing.T) {
 // TestDropTruncatedVHDFails: a dynamic VHD cut short (no footer at its end)
 // and left as it is is never converted: after stable_timeout it settles in
 // failed/ with a report naming the check that failed. Before the check the
-// agent converted it (qemu reads a dynamic VHD's footer from its first
-// sector) and the job completed with a disk missing its last blocks.
+// agent took it at once, as it would a file whose writer is only slow, and
+// the job failed in LOAD with whatever qemu-img said of it.
 func TestDropTruncatedVHDFails(t *testing.T) {
 	t.Parallel()
 	b := relStart(t, box.Options{}, false, "stable_timeout: 3s\n")
