@@ -129,7 +129,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 	}
 	q, err := queue.Open(cfg.ManifestWorkflowDir, queue.Options{
 		StableTime: cfg.StableTime.D(), StableTimeRaw: cfg.StableTimeRaw.D(), StableTimeout: cfg.StableTimeout.D(),
-		MaxManifestSize: cfg.MaxManifestSize, Now: a.now})
+		MaxManifestSize: cfg.MaxManifestSize, Retention: cfg.KeepFinished.D(), Now: a.now})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,5 +153,59 @@ func TestMovedInIncompleteWaits(t *testing.T) {
 	ready, _, waiting, _, _ := q.Scan()
 	if len(ready) != 1 || ready[0].Name != "whole.vhd" || waiting != 1 {
 		t.Fatalf("moved in: ready %v waiting %d; want whole.vhd taken, cut.vhd waiting", names(ready), waiting)
+	}
+}
+
+// TestSecondDropSaysSo: a file settled under the same name (or a "-N"
+// variant) within Retention is listed in the new one's report; older ones,
+// other names and stray reports are not.
+func TestSecondDropSaysSo(t *testing.T) {
+	c := &clock{t: time.Date(2024, 5, 10, 12, 0, 0, 0, time.Local)}
+	q, err := Open(t.TempDir(), Options{StableTime: time.Second, Now: c.now, Retention: 5 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(rel string) {
+		p := filepath.Join(q.Root, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte("x"), 0o644)
+	}
+	put("processed/2024-05-01/web01.vmdk")             // older than Retention
+	put("processed/2024-05-08/web01.vmdk")             // the first drop
+	put("failed/2024-05-09/web01.vmdk")                // a second, failed
+	put("failed/2024-05-09/web01-2.vmdk")              // a third, same day
+	put("processed/2024-05-09/web02.vmdk")             // another name
+	put("processed/2024-05-10/web01.vmdk.report.json") // a report alone
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"web01.vmdk", []string{"processed/2024-05-08/web01.vmdk", "failed/2024-05-09/web01.vmdk", "failed/2024-05-09/web01-2.vmdk"}},
+		{"web03.vmdk", nil},
+	} {
+		tg, err := q.Reserve(tc.name, true, c.now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tg.Earlier; got != strings.Join(tc.want, "\n") {
+			t.Errorf("%s: Earlier = %q, want %q", tc.name, got, tc.want)
+		}
+		drop(t, q, tc.name, "disk")
+		if err := q.Finish(q.Dir(ToBeProcessed), tc.name, tg, []byte("{\n  \"status\": \"completed\"\n}")); err != nil {
+			t.Fatal(err)
+		}
+		var rep map[string]any
+		b, _ := os.ReadFile(tg.ReportPath())
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("%s: report is not JSON: %v\n%s", tc.name, err, b)
+		}
+		got, _ := json.Marshal(rep["earlier_drops"])
+		want, _ := json.Marshal(tc.want)
+		if tc.want == nil {
+			want = []byte("null")
+		}
+		if string(got) != string(want) || rep["status"] != "completed" {
+			t.Errorf("%s: report %s, want earlier_drops %s", tc.name, b, want)
+		}
 	}
 }

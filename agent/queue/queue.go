@@ -28,6 +28,8 @@
 package queue
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -120,6 +122,10 @@ type Options struct {
 	StableTimeout   time.Duration
 	MaxManifestSize int64
 	Now             func() time.Time
+	// Retention is how long settled files are kept in mind (keep_finished):
+	// a file settled under the same name within it is listed in the report
+	// of a new one (Target.Earlier). 0: however old.
+	Retention time.Duration
 	// Complete checks that an image file is whole (default
 	// imgfmt.Complete): the format it found, an *imgfmt.IncompleteError
 	// when the file is not whole, another error when it cannot be read.
@@ -503,6 +509,12 @@ type Target struct {
 	Dir    string `json:"dir"`
 	Name   string `json:"name"`
 	Suffix string `json:"suffix"` // ReportSuffix or ErrorSuffix
+	// Earlier are the files settled before under the same name (or a
+	// "-N" variant of it) within Options.Retention, relative to the queue
+	// root, one a line: Finish adds them to the report as
+	// "earlier_drops", so that a second drop of a name says so. (A string,
+	// so that Targets compare with ==.)
+	Earlier string `json:"earlier,omitempty"`
 }
 
 // Path is the settled file's path.
@@ -523,15 +535,80 @@ func (q *Queue) Reserve(name string, ok bool, at time.Time) (Target, error) {
 	if err := os.MkdirAll(t.Dir, 0o755); err != nil {
 		return Target{}, fmt.Errorf("cannot create %s: %w", t.Dir, err)
 	}
+	t.Earlier = strings.Join(q.earlier(SafeName(name), at), "\n")
 	t.Name = uniqueName(t.Dir, SafeName(name), ReportSuffix, ErrorSuffix)
 	return t, nil
+}
+
+// earlier lists the files settled under name or its "-N" variants in the
+// processed/ and failed/ days within Options.Retention before at, oldest
+// day first. Names are probed one by one (Reserve gives each day's
+// variants without gaps), so a day with thousands of files costs a few
+// lstats, not a directory read.
+func (q *Queue) earlier(name string, at time.Time) []string {
+	var out []string
+	oldest := ""
+	if q.opt.Retention > 0 {
+		oldest = at.Add(-q.opt.Retention).Format(DateLayout)
+	}
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for _, top := range []string{Processed, Failed} {
+		days, _ := os.ReadDir(q.Dir(top))
+		for _, d := range days {
+			day := d.Name()
+			if _, err := time.Parse(DateLayout, day); err != nil || !d.IsDir() || day < oldest {
+				continue
+			}
+			dir := filepath.Join(q.Dir(top), day)
+			for n := 1; n <= 1000; n++ {
+				cand := name
+				if n > 1 {
+					cand = stem + "-" + strconv.Itoa(n) + ext
+				}
+				file, side := exists(filepath.Join(dir, cand)), anyExists(dir, cand, []string{ReportSuffix, ErrorSuffix})
+				if !file && !side {
+					break
+				}
+				if file {
+					out = append(out, filepath.Join(top, day, cand))
+				}
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return dayOf(out[i]) < dayOf(out[j]) })
+	return out
+}
+
+func dayOf(rel string) string { return filepath.Base(filepath.Dir(rel)) }
+
+// withEarlier adds "earlier_drops" to a JSON object report, keeping the
+// report as it is written (its fields in their order) otherwise.
+func withEarlier(report []byte, earlier string) []byte {
+	body := bytes.TrimRight(report, " \t\r\n")
+	if earlier == "" || len(body) < 2 || body[0] != '{' || body[len(body)-1] != '}' {
+		return report
+	}
+	list, err := json.Marshal(strings.Split(earlier, "\n"))
+	if err != nil {
+		return report
+	}
+	inner := bytes.TrimSpace(body[1 : len(body)-1])
+	out := append([]byte{}, body[:len(body)-1]...)
+	out = bytes.TrimRight(out, " \t\r\n")
+	if len(inner) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, "\n  \"earlier_drops\": "...)
+	out = append(out, list...)
+	return append(out, "\n}\n"...)
 }
 
 // Finish writes the report and moves the file from srcDir (processing/ or
 // to_be_processed/) to t. It is idempotent: a second call after a crash
 // rewrites the report and finds the file already moved.
 func (q *Queue) Finish(srcDir, name string, t Target, report []byte) error {
-	if err := WriteFileAtomic(t.ReportPath(), report, 0o644); err != nil {
+	if err := WriteFileAtomic(t.ReportPath(), withEarlier(report, t.Earlier), 0o644); err != nil {
 		return fmt.Errorf("cannot write report of %s: %w", name, err)
 	}
 	err := noreplace.Rename(filepath.Join(srcDir, name), t.Path())
