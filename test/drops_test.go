@@ -83,6 +83,15 @@ func TestDropWrittenInPieces(t *testing.T) {
 	if jobs := b.MustExec(t, "hyperctl", "jobs"); strings.Count(jobs, "web01") != 1 {
 		t.Errorf("hyperctl jobs lists web01 %d times, want once:\n%s", strings.Count(jobs, "web01"), jobs)
 	}
+
+	// The same image dropped again, the README's way (copy under a .part
+	// name, then rename): its report names the first drop.
+	b.MustExec(t, "sh", "-c", "q="+relQueue+"/to_be_processed && cp /srv/src/web01.vmdk $q/.web01.vmdk.part && mv $q/.web01.vmdk.part $q/web01.vmdk")
+	dir2, rep2 := b.waitSettled(ctx, "web01-2.vmdk")
+	first := "processed/" + b.day() + "/web01.vmdk"
+	if earlier, _ := rep2["earlier_drops"].([]any); dir2 != "processed" || len(earlier) != 1 || earlier[0] != first {
+		t.Errorf("second drop of web01.vmdk settled in %s with earlier_drops %v, want processed with [%s]", dir2, rep2["earlier_drops"], first)
+	}
 }
 
 // TestDropTruncatedVHDFails: a dynamic VHD cut short (no footer at its end)
