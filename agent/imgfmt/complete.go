@@ -186,6 +186,9 @@ func vmdkComplete(r io.ReaderAt, size int64) error {
 	}
 	span := grain * perGT
 	gdEntries := capacity/span + boolInt(capacity%span != 0)
+	if gdEntries > uint64(size)/4 {
+		return incomplete(VMDK, check, "a grain directory of %d entries cannot fit the %d-byte file", gdEntries, size)
+	}
 	if gdOffset > uint64(size)/512 || !fits(gdOffset*512, gdEntries*4, size) {
 		return incomplete(VMDK, check, "the grain directory (sector %d, %d entries) does not fit the %d-byte file", gdOffset, gdEntries, size)
 	}

@@ -239,3 +239,20 @@ func TestCompleteRawAndDescriptor(t *testing.T) {
 		}
 	}
 }
+
+// FuzzComplete: no input makes Complete panic or read without bound.
+func FuzzComplete(f *testing.F) {
+	f.Add([]byte("KDMV\x01\x00\x00\x00\x03\x00\x03\x00"), ".vmdk")
+	f.Add(append(make([]byte, 1024), []byte("conectix")...), ".vhd")
+	f.Add([]byte("QFI\xfb\x00\x00\x00\x03"), ".qcow2")
+	f.Add([]byte("vhdxfile"), ".vhdx")
+	f.Add(append(make([]byte, 257), []byte("ustar\x00")...), ".ova")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte, ext string) {
+		p := filepath.Join(dir, "f")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		Complete(p, ext)
+	})
+}
