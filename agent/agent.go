@@ -128,7 +128,8 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		a.self = a.worker
 	}
 	q, err := queue.Open(cfg.ManifestWorkflowDir, queue.Options{
-		StableTime: cfg.StableTime.D(), MaxManifestSize: cfg.MaxManifestSize, Now: a.now})
+		StableTime: cfg.StableTime.D(), StableTimeRaw: cfg.StableTimeRaw.D(), StableTimeout: cfg.StableTimeout.D(),
+		MaxManifestSize: cfg.MaxManifestSize, Retention: cfg.KeepFinished.D(), Now: a.now})
 	if err != nil {
 		return nil, err
 	}

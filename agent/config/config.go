@@ -34,6 +34,13 @@ type Config struct {
 	// StableTime is how long a dropped file's size, mtime and inode must stay
 	// the same before the agent takes it.
 	StableTime Duration `yaml:"stable_time"`
+	// StableTimeRaw replaces StableTime for dropped images whose bytes
+	// are raw: nothing in them says they are whole.
+	StableTimeRaw Duration `yaml:"stable_time_raw"`
+	// StableTimeout is how long a dropped image that its own format says
+	// is not whole (cut, or still being written) may stay unchanged
+	// before it is failed with the reason.
+	StableTimeout Duration `yaml:"stable_timeout"`
 	// KeepFinished is how long finished jobs stay in the job store (and so
 	// in ListJobs, the REST API and the metrics) after their file settled;
 	// older ones are forgotten when the agent starts. 0 keeps them all.
@@ -133,6 +140,8 @@ func Default() Config {
 		MaxConcurrentJobs:   3,
 		IdleTimeout:         Duration(5 * time.Minute),
 		StableTime:          Duration(500 * time.Millisecond),
+		StableTimeRaw:       Duration(30 * time.Second),
+		StableTimeout:       Duration(10 * time.Minute),
 		KeepFinished:        Duration(30 * 24 * time.Hour),
 		MaxManifestSize:     1 << 20,
 		MaxQueued:           1000,
@@ -229,6 +238,12 @@ func (c *Config) Validate() error {
 	}
 	if c.StableTime < 0 {
 		bad("stable_time", "must not be negative")
+	}
+	if c.StableTimeRaw < 0 {
+		bad("stable_time_raw", "must not be negative")
+	}
+	if c.StableTimeout <= 0 {
+		bad("stable_timeout", "must be more than 0 (an image that is not whole is failed after it)")
 	}
 	if c.KeepFinished < 0 {
 		bad("keep_finished", "must not be negative (0 keeps every finished job)")

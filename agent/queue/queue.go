@@ -5,8 +5,8 @@
 // dropped files may be taken; the agent decides what to do with them.
 //
 // A file in to_be_processed/ is taken only when all of these hold:
-//   - its name does not start with "." and does not end in ".partial"
-//     (those are ignored: uploads in progress);
+//   - its name does not start with "." and does not end in ".part",
+//     ".partial" or ".tmp" (those are ignored: uploads in progress);
 //   - its name has no control characters and no "..", it is a regular file
 //     (not a symlink, FIFO, device, socket or directory) with one link, and
 //     a manifest is at most MaxManifestSize bytes (anything else is refused:
@@ -18,10 +18,18 @@
 //     (Created) and never saw it written since (Written), it is not empty,
 //     and the lease probe could answer. A file renamed into the folder, the
 //     recommended way to drop one, is therefore taken at once; a file
-//     written in place waits StableTime after its last change.
+//     written in place waits StableTime after its last change;
+//   - a disk image is whole by what its own container format says
+//     (imgfmt.Complete: end-of-stream marker, footer, tables that fit the
+//     file, an OVA's tar trailer and .mf checksums). One that is not keeps
+//     waiting, and is refused with the failed check once it has stayed
+//     unchanged for StableTimeout. An image whose bytes are raw has
+//     nothing to check and must stay unchanged StableTimeRaw instead.
 package queue
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,6 +42,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/noreplace"
 )
 
@@ -104,17 +113,45 @@ type Rejected struct {
 
 // Options tune the queue.
 type Options struct {
-	StableTime      time.Duration
+	StableTime time.Duration
+	// StableTimeRaw replaces StableTime for images whose bytes are raw:
+	// they have no format to say they are whole (default StableTime).
+	StableTimeRaw time.Duration
+	// StableTimeout is how long an image that its format says is not
+	// whole may stay unchanged before it is refused (default 10 minutes).
+	StableTimeout   time.Duration
 	MaxManifestSize int64
 	Now             func() time.Time
+	// Retention is how long settled files are kept in mind (keep_finished):
+	// a file settled under the same name within it is listed in the report
+	// of a new one (Target.Earlier). 0: however old.
+	Retention time.Duration
+	// Complete checks that an image file is whole (default
+	// imgfmt.Complete): the format it found, an *imgfmt.IncompleteError
+	// when the file is not whole, another error when it cannot be read.
+	Complete func(path, ext string) (string, error)
 }
+
+// DefaultStableTimeout is Options.StableTimeout when it is zero.
+const DefaultStableTimeout = 10 * time.Minute
 
 type look struct {
 	size  int64
 	mtime time.Time
 	ino   uint64
 	at    time.Time
+	// What Options.Complete said of the file in this state (checked is
+	// false until it was asked): a file is checked once per state, so an
+	// OVA's members are hashed once, not at every scan.
+	checked bool
+	format  string
+	err     error
 }
+
+// recheck is how often a file that is not whole is looked at again when
+// no event says it changed (a writer on another host of a network
+// filesystem makes none).
+const recheck = 5 * time.Second
 
 // Queue is the drop folder rooted at Root. It is not safe for concurrent use.
 type Queue struct {
@@ -150,6 +187,15 @@ func Open(root string, o Options) (*Queue, error) {
 	if o.MaxManifestSize == 0 {
 		o.MaxManifestSize = 1 << 20
 	}
+	if o.StableTimeout == 0 {
+		o.StableTimeout = DefaultStableTimeout
+	}
+	if o.StableTimeRaw == 0 {
+		o.StableTimeRaw = o.StableTime
+	}
+	if o.Complete == nil {
+		o.Complete = imgfmt.Complete
+	}
 	for _, d := range []string{ToBeProcessed, Processing, Processed, Failed} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cannot create queue directory: %w", err)
@@ -161,9 +207,19 @@ func Open(root string, o Options) (*Queue, error) {
 // Dir returns the path of a queue directory.
 func (q *Queue) Dir(sub string) string { return filepath.Join(q.Root, sub) }
 
-// Ignored reports whether name is a file still being written by convention.
+// Ignored reports whether name is a file still being written by convention:
+// a dot-file, or a name ending in .part, .partial or .tmp (what cp, rsync,
+// curl and browsers write to before renaming).
 func Ignored(name string) bool {
-	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".partial")
+	if strings.HasPrefix(name, ".") {
+		return true
+	}
+	for _, s := range []string{".part", ".partial", ".tmp"} {
+		if strings.HasSuffix(strings.ToLower(name), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // BadName returns why name is refused, or "".
@@ -194,12 +250,13 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 	}
 	now := q.opt.Now()
 	q.nextLook = time.Time{}
-	wait := func(since time.Time) {
+	waitUntil := func(at time.Time) {
 		waiting++
-		if at := since.Add(q.opt.StableTime); q.nextLook.IsZero() || at.Before(q.nextLook) {
+		if q.nextLook.IsZero() || at.Before(q.nextLook) {
 			q.nextLook = at
 		}
 	}
+	wait := func(since time.Time) { waitUntil(since.Add(q.opt.StableTime)) }
 	present := map[string]bool{}
 	for _, de := range des {
 		name := de.Name()
@@ -222,15 +279,22 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 			continue
 		}
 		cur := look{size: st.Size, mtime: time.Unix(st.Mtim.Unix()), ino: st.Ino, at: now}
-		if q.fresh[name] && st.Size > 0 {
-			if writer, known := leaseProbe(filepath.Join(dir, name)); known && !writer {
-				ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
-				continue
-			}
-		}
 		prev, ok := q.seen[name]
 		if !ok || prev.size != cur.size || !prev.mtime.Equal(cur.mtime) || prev.ino != cur.ino {
-			q.seen[name] = cur
+			prev = cur
+		}
+		if q.fresh[name] && st.Size > 0 {
+			if writer, known := leaseProbe(filepath.Join(dir, name)); known && !writer {
+				if kind != Image || q.whole(dir, name, &prev) == nil {
+					ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
+					continue
+				}
+			}
+			// Moved in, but not whole: wait as for a file written in place.
+			delete(q.fresh, name)
+		}
+		if !ok || prev.at.Equal(now) {
+			q.seen[name] = prev
 			wait(now)
 			continue
 		}
@@ -242,6 +306,21 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 			q.seen[name] = cur // start over once the writer is gone
 			wait(now)
 			continue
+		}
+		if kind == Image {
+			if err := q.whole(dir, name, &prev); err != nil {
+				if unchanged := now.Sub(prev.at); unchanged >= q.opt.StableTimeout {
+					rejected = append(rejected, Rejected{name, fmt.Sprintf("%v (unchanged for %s; stable_timeout is %s)",
+						err, unchanged.Round(time.Second), q.opt.StableTimeout)})
+					continue
+				}
+				waitUntil(minTime(prev.at.Add(q.opt.StableTimeout), now.Add(recheck)))
+				continue
+			}
+			if prev.format == imgfmt.Raw && now.Sub(prev.at) < q.opt.StableTimeRaw {
+				waitUntil(prev.at.Add(q.opt.StableTimeRaw))
+				continue
+			}
 		}
 		ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
 	}
@@ -262,6 +341,26 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 		return ready[i].Name < ready[j].Name
 	})
 	return ready, rejected, waiting, busy, nil
+}
+
+// whole asks Options.Complete about dir/name once per state l of the file
+// and returns why it is not whole, or nil.
+func (q *Queue) whole(dir, name string, l *look) error {
+	if !l.checked {
+		l.format, l.err = q.opt.Complete(filepath.Join(dir, name), filepath.Ext(name))
+		l.checked = true
+		if prev, ok := q.seen[name]; ok && prev.size == l.size && prev.mtime.Equal(l.mtime) && prev.ino == l.ino {
+			q.seen[name] = *l
+		}
+	}
+	return l.err
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // Forget drops what Scan remembered about name (after a claim or reject).
@@ -410,6 +509,12 @@ type Target struct {
 	Dir    string `json:"dir"`
 	Name   string `json:"name"`
 	Suffix string `json:"suffix"` // ReportSuffix or ErrorSuffix
+	// Earlier are the files settled before under the same name (or a
+	// "-N" variant of it) within Options.Retention, relative to the queue
+	// root, one a line: Finish adds them to the report as
+	// "earlier_drops", so that a second drop of a name says so. (A string,
+	// so that Targets compare with ==.)
+	Earlier string `json:"earlier,omitempty"`
 }
 
 // Path is the settled file's path.
@@ -430,15 +535,80 @@ func (q *Queue) Reserve(name string, ok bool, at time.Time) (Target, error) {
 	if err := os.MkdirAll(t.Dir, 0o755); err != nil {
 		return Target{}, fmt.Errorf("cannot create %s: %w", t.Dir, err)
 	}
+	t.Earlier = strings.Join(q.earlier(SafeName(name), at), "\n")
 	t.Name = uniqueName(t.Dir, SafeName(name), ReportSuffix, ErrorSuffix)
 	return t, nil
+}
+
+// earlier lists the files settled under name or its "-N" variants in the
+// processed/ and failed/ days within Options.Retention before at, oldest
+// day first. Names are probed one by one (Reserve gives each day's
+// variants without gaps), so a day with thousands of files costs a few
+// lstats, not a directory read.
+func (q *Queue) earlier(name string, at time.Time) []string {
+	var out []string
+	oldest := ""
+	if q.opt.Retention > 0 {
+		oldest = at.Add(-q.opt.Retention).Format(DateLayout)
+	}
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for _, top := range []string{Processed, Failed} {
+		days, _ := os.ReadDir(q.Dir(top))
+		for _, d := range days {
+			day := d.Name()
+			if _, err := time.Parse(DateLayout, day); err != nil || !d.IsDir() || day < oldest {
+				continue
+			}
+			dir := filepath.Join(q.Dir(top), day)
+			for n := 1; n <= 1000; n++ {
+				cand := name
+				if n > 1 {
+					cand = stem + "-" + strconv.Itoa(n) + ext
+				}
+				file, side := exists(filepath.Join(dir, cand)), anyExists(dir, cand, []string{ReportSuffix, ErrorSuffix})
+				if !file && !side {
+					break
+				}
+				if file {
+					out = append(out, filepath.Join(top, day, cand))
+				}
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return dayOf(out[i]) < dayOf(out[j]) })
+	return out
+}
+
+func dayOf(rel string) string { return filepath.Base(filepath.Dir(rel)) }
+
+// withEarlier adds "earlier_drops" to a JSON object report, keeping the
+// report as it is written (its fields in their order) otherwise.
+func withEarlier(report []byte, earlier string) []byte {
+	body := bytes.TrimRight(report, " \t\r\n")
+	if earlier == "" || len(body) < 2 || body[0] != '{' || body[len(body)-1] != '}' {
+		return report
+	}
+	list, err := json.Marshal(strings.Split(earlier, "\n"))
+	if err != nil {
+		return report
+	}
+	inner := bytes.TrimSpace(body[1 : len(body)-1])
+	out := append([]byte{}, body[:len(body)-1]...)
+	out = bytes.TrimRight(out, " \t\r\n")
+	if len(inner) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, "\n  \"earlier_drops\": "...)
+	out = append(out, list...)
+	return append(out, "\n}\n"...)
 }
 
 // Finish writes the report and moves the file from srcDir (processing/ or
 // to_be_processed/) to t. It is idempotent: a second call after a crash
 // rewrites the report and finds the file already moved.
 func (q *Queue) Finish(srcDir, name string, t Target, report []byte) error {
-	if err := WriteFileAtomic(t.ReportPath(), report, 0o644); err != nil {
+	if err := WriteFileAtomic(t.ReportPath(), withEarlier(report, t.Earlier), 0o644); err != nil {
 		return fmt.Errorf("cannot write report of %s: %w", name, err)
 	}
 	err := noreplace.Rename(filepath.Join(srcDir, name), t.Path())
