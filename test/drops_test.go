@@ -67,7 +67,7 @@ func TestDropWrittenInPieces(t *testing.T) {
 	dir, rep := b.waitSettled(ctx, "web01.vmdk")
 	// Nothing of it may be left behind to become another job.
 	if err := b.WaitFor(ctx, "queue empty", func() (bool, error) {
-		left := b.find(relQueue + "/to_be_processed") + b.find(relQueue+"/processing")
+		left := b.find(relQueue+"/to_be_processed") + b.find(relQueue+"/processing")
 		return !strings.Contains(left, "web01"), nil
 	}); err != nil {
 		t.Fatal(err)
