@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +39,13 @@ func TestPermissions(t *testing.T) {
 	}
 	b.MustExec(t, "chmod", "-R", "a+rX", "/srv/vms")
 	b.MustExec(t, "systemctl", "start", "hyper2kvm-api.socket")
+	sock := b.Path(apiSocket)
+	bb.http = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
