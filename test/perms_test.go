@@ -128,8 +128,8 @@ func TestPermissions(t *testing.T) {
 	})
 
 	t.Run("REST with the token cancels a hyperctl job and retries a failed one", func(t *testing.T) {
-		if code, body := curl("-X", "POST", "-H", auth, "http://127.0.0.1:8080/api/workflow/jobs/"+dave1+"/cancel"); code != "200" {
-			t.Errorf("cancel dave's job over REST: %s %s, want 200", code, body)
+		if code, body := curl("-X", "POST", "-H", auth, "http://127.0.0.1:8080/api/workflow/jobs/"+dave1+"/cancel"); code != "202" {
+			t.Errorf("cancel dave's job over REST: %s %s, want 202", code, body)
 		}
 		bb.waitJob(t, dave1, "cancelled")
 		// dave2 fails: its source is gone when the worker starts.
@@ -138,8 +138,8 @@ func TestPermissions(t *testing.T) {
 		bb.waitJob(t, dave2, "failed")
 		b.MustExec(t, "mv", "/srv/vms/dave2.away", "/srv/vms/dave2.img")
 		code, body := curl("-X", "POST", "-H", auth, "http://127.0.0.1:8080/api/workflow/jobs/"+dave2+"/retry")
-		if code != "200" {
-			t.Fatalf("retry dave's failed job over REST: %s %s, want 200", code, body)
+		if code != "202" {
+			t.Fatalf("retry dave's failed job over REST: %s %s, want 202", code, body)
 		}
 		var m struct {
 			JobID string `json:"job_id"`
