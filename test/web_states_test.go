@@ -123,7 +123,9 @@ func TestWebDashboardStates(t *testing.T) {
 
 	// 4. A completed job's details: source, host, size, disks and domain
 	// XML, the report.
-	c.mustEval(ctx, `H2K.showJob("hist119"); true`, nil)
+	// A job's details and log need the token over TCP (the administrator
+	// has given it to the page).
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.showJob("hist119"); true`, nil)
 	c.waitJS(ctx, "the completed job's details", `T.text("job-fields").includes("kvm07") && T.text("job-fields").includes("1.0 GiB") &&
 		T.text("job-outputs").includes("disk /srv/out/old119/old119.qcow2") && T.text("job-outputs").includes("domain XML /srv/out/old119/old119.xml") &&
 		T.text("job-report").includes("old119.report.json") && T.$("job-retry").hidden`,
