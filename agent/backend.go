@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -276,4 +278,33 @@ func (a *Agent) Retry(ctx context.Context, id string, uid int64) (jobs.Job, erro
 		a.log.Infof(jobFields(recs[0]), "job %s retried by uid %d as job %s of uid %d", id, uid, recs[0].ID, dropper)
 	}
 	return recs[0].Job, nil
+}
+
+// JobLog is GetJobLog: the last lines (at most MaxLogLines; 0 means
+// MaxLogLines) of the journal of job id, after the journal cursor after
+// when it is not empty, and the cursor to continue from (after itself when
+// nothing new was logged). format is "short" (journalctl -o short-iso) or
+// "json" (one journal entry per line). The agent reads the journal as root,
+// so the caller's access is decided by whoever calls this (dbusapi).
+func (a *Agent) JobLog(ctx context.Context, id string, lines int, after, format string) ([]string, string, error) {
+	j, err := a.Job(id)
+	if err != nil {
+		return nil, "", err
+	}
+	args, err := jobLogArgs(j.ID, lines, after, format)
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.CommandContext(ctx, "journalctl", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, "", apierr.New(apierr.Internal, "cannot read the journal of job %s: %v: %s", j.ID, err, strings.TrimSpace(stderr.String()))
+	}
+	got, cursor := splitCursor(out)
+	if cursor == "" {
+		cursor = after
+	}
+	return got, cursor, nil
 }

@@ -34,13 +34,11 @@ type Client interface {
 	Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error)
 	Cancel(ctx context.Context, id string, interactive bool) error
 	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
+	// JobLog is the agent's GetJobLog: up to lines lines of job id's
+	// journal after cursor after, in format short or json, and the cursor
+	// to go on from. The agent reads the journal; the bridge has no access.
+	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
-}
-
-// Journal reads a unit's journal. format is "short" (text) or "json"
-// (journalctl's one object per line); lines <= 0 means all.
-type Journal interface {
-	Read(ctx context.Context, unit, format string, lines int) ([]byte, error)
 }
 
 // DefaultMaxBody is the largest request body accepted (a manifest).
@@ -62,8 +60,6 @@ type Config struct {
 	// chunked body counts as MaxBody); past it requests are answered 503.
 	// 0 means DefaultMaxInFlight; it is raised to MaxBody if lower.
 	MaxInFlight int64
-	// Journal reads job logs; nil uses journalctl.
-	Journal Journal
 	// WorkflowDir is the agent's manifest-workflow directory, used to
 	// report manifest_path when the agent gives a bare file name.
 	WorkflowDir string
@@ -98,9 +94,6 @@ func New(cfg Config) *Server {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	cfg.MaxInFlight = max(cfg.MaxInFlight, cfg.MaxBody)
-	if cfg.Journal == nil {
-		cfg.Journal = Journalctl{}
-	}
 	if cfg.Web == nil {
 		cfg.Web = web.FS()
 	}

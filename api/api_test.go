@@ -42,34 +42,18 @@ func TestMain(m *testing.M) {
 
 const goodManifest = `{"version":"1.0","name":"web01","pipeline":{"load":{"source_type":"vmdk","source_path":"/data/web01.vmdk"}}}`
 
-// fakeJournal answers with fixed journalctl output and records the unit.
-type fakeJournal struct {
-	units []string
-	out   map[string]string // format -> output
-	err   error
-}
-
-func (f *fakeJournal) Read(ctx context.Context, unit, format string, lines int) ([]byte, error) {
-	f.units = append(f.units, unit)
-	if f.err != nil {
-		return nil, f.err
-	}
-	return []byte(f.out[format]), nil
-}
-
 type env struct {
-	fake    *apitest.Fake
-	journal *fakeJournal
-	srv     *httptest.Server
-	api     *api.Server
+	fake *apitest.Fake
+	srv  *httptest.Server
+	api  *api.Server
 }
 
 func newEnv(t *testing.T, mod func(*api.Config)) *env {
 	t.Helper()
-	e := &env{fake: apitest.New(), journal: &fakeJournal{out: map[string]string{}}}
+	e := &env{fake: apitest.New()}
 	cfg := api.Config{
 		Client: e.fake, Token: token, Schema: []byte(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"hyper2kvm manifest"}`),
-		Version: "test", MaxBody: 4096, Journal: e.journal, WorkflowDir: "/wf",
+		Version: "test", MaxBody: 4096, WorkflowDir: "/wf",
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -289,7 +273,7 @@ func TestListJobsFilters(t *testing.T) {
 		t.Errorf("unit = %q", r1.Unit)
 	}
 
-	a = e.do(t, "GET", "/api/workflow/jobs/f1", "", "")
+	a = e.do(t, "GET", "/api/workflow/jobs/f1", "", token)
 	var f1 api.Job
 	json.Unmarshal(a.body, &f1)
 	if a.status != 200 || f1.Error != "cannot convert: disk full" || f1.ErrorStage != "convert" || f1.ElapsedSeconds != 5 || f1.FinishedAt == nil {
@@ -305,7 +289,7 @@ func TestListJobsFilters(t *testing.T) {
 func TestJobNotFound(t *testing.T) {
 	e := newEnv(t, nil)
 	for _, p := range []string{"/api/workflow/jobs/nope", "/api/workflow/jobs/nope/log", "/api/workflow/jobs/-rf/log", "/api/workflow/jobs/..%2F..%2Fetc"} {
-		a := e.do(t, "GET", p, "", "")
+		a := e.do(t, "GET", p, "", token)
 		if a.status != 404 {
 			t.Errorf("GET %s: status %d, want 404: %s", p, a.status, a.body)
 			continue
@@ -342,7 +326,7 @@ func TestSubmit(t *testing.T) {
 		t.Errorf("agent got %q", got)
 	}
 	// the new job is there
-	if a := e.do(t, "GET", "/api/workflow/jobs/"+m["job_id"].(string), "", ""); a.status != 200 {
+	if a := e.do(t, "GET", "/api/workflow/jobs/"+m["job_id"].(string), "", token); a.status != 200 {
 		t.Errorf("new job: %d %s", a.status, a.body)
 	}
 
@@ -523,40 +507,67 @@ func TestCancelAndRetry(t *testing.T) {
 func TestJobLog(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.Set(jobs.Job{ID: "j1", Name: "j1", State: jobs.Completed})
-	e.journal.out["short"] = "2026-01-01T10:00:00+0000 box hyper2kvmd[12]: convert 42%\n"
-	e.journal.out["json"] = `{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"6","SYSLOG_IDENTIFIER":"hyper2kvmd","_PID":"12","MESSAGE":"convert 42%"}
-{"__REALTIME_TIMESTAMP":"1767261601000000","PRIORITY":"3","MESSAGE":[104,105,255]}
-`
-	a := e.do(t, "GET", "/api/workflow/jobs/j1/log", "", "")
-	if a.status != 200 || !strings.HasPrefix(a.header.Get("Content-Type"), "text/plain") || !strings.Contains(string(a.body), "convert 42%") {
+	e.fake.SetLog("short", []string{"2026-01-01T10:00:00+0000 box hyper2kvmd[12]: convert 42%"}, nil)
+	e.fake.SetLog("json", []string{`{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"6","SYSLOG_IDENTIFIER":"hyper2kvmd","_PID":"12","MESSAGE":"convert 42%"}`,
+		`{"__REALTIME_TIMESTAMP":"1767261601000000","PRIORITY":"3","MESSAGE":[104,105,255]}`}, nil)
+	a := e.do(t, "GET", "/api/workflow/jobs/j1/log", "", token)
+	if a.status != 200 || !strings.HasPrefix(a.header.Get("Content-Type"), "text/plain") || !strings.Contains(string(a.body), "convert 42%") ||
+		a.header.Get("Journal-Cursor") != "end" {
 		t.Fatalf("short log: %d %v %s", a.status, a.header, a.body)
 	}
-	a = e.do(t, "GET", "/api/workflow/jobs/j1/log?format=json&lines=10", "", "")
+	a = e.do(t, "GET", "/api/workflow/jobs/j1/log?format=json&lines=10", "", token)
 	var l struct {
-		JobID, Unit string
-		Entries     []api.LogEntry
+		JobID, Unit, Cursor string
+		Entries             []api.LogEntry
 	}
 	if err := json.Unmarshal(a.body, &l); err != nil || a.status != 200 {
 		t.Fatalf("json log: %d %s", a.status, a.body)
 	}
 	if l.Unit != "hyper2kvm-job-j1.service" || len(l.Entries) != 2 || l.Entries[0].Message != "convert 42%" ||
 		l.Entries[0].Priority != 6 || l.Entries[1].Message != "hi\ufffd" || l.Entries[1].Priority != 3 ||
-		!l.Entries[0].Time.Equal(time.Unix(1767261600, 0)) {
+		!l.Entries[0].Time.Equal(time.Unix(1767261600, 0)) || l.Cursor != "end" {
 		t.Errorf("entries: %+v", l)
 	}
-	for _, u := range e.journal.units {
-		if u != "hyper2kvm-job-j1.service" {
-			t.Errorf("journal read for unit %q", u)
+	if a := e.do(t, "GET", "/api/workflow/jobs/j1/log?after=end", "", token); a.status != 200 || len(a.body) != 0 {
+		t.Errorf("after the cursor: %d %q", a.status, a.body)
+	}
+	for _, id := range e.fake.LogCalls() {
+		if id != "j1" {
+			t.Errorf("log read for job %q", id)
 		}
 	}
 	for _, q := range []string{"?format=xml", "?lines=-1", "?lines=x"} {
-		if a := e.do(t, "GET", "/api/workflow/jobs/j1/log"+q, "", ""); a.status != 400 {
+		if a := e.do(t, "GET", "/api/workflow/jobs/j1/log"+q, "", token); a.status != 400 {
 			t.Errorf("%s: %d %s", q, a.status, a.body)
 		}
 	}
-	e.journal.err = errors.New("cannot read the journal of x: exit status 1")
-	if a := e.do(t, "GET", "/api/workflow/jobs/j1/log", "", ""); a.status != 500 || a.errCode(t) != "internal" {
+	e.fake.SetLog("short", nil, errors.New("cannot read the journal of x: exit status 1"))
+	if a := e.do(t, "GET", "/api/workflow/jobs/j1/log", "", token); a.status != 500 || a.errCode(t) != "internal" {
 		t.Errorf("journal error: %d %s", a.status, a.body)
+	}
+}
+
+// TestDetailNeedsToken: over TCP, loopback included, a job's details and
+// log need the token (any local user reaches 127.0.0.1); the summaries in
+// job lists do not.
+func TestDetailNeedsToken(t *testing.T) {
+	e := newEnv(t, nil)
+	e.fake.Set(jobs.Job{ID: "j1", Name: "j1", State: jobs.Completed})
+	e.fake.SetLog("short", []string{"secret /srv/images/web01.vmdk"}, nil)
+	for _, p := range []string{"/api/workflow/jobs/j1", "/api/workflow/jobs/j1/log"} {
+		a := e.do(t, "GET", p, "", "")
+		if a.status != 401 || strings.Contains(string(a.body), "secret") {
+			t.Errorf("%s without token: %d %s", p, a.status, a.body)
+		}
+		if a := e.do(t, "GET", p, "", token); a.status != 200 {
+			t.Errorf("%s with token: %d %s", p, a.status, a.body)
+		}
+	}
+	if got := e.fake.LogCalls(); len(got) != 1 {
+		t.Errorf("the agent was asked for the log %d times, want once (with the token)", len(got))
+	}
+	if a := e.do(t, "GET", "/api/workflow/jobs", "", ""); a.status != 200 {
+		t.Errorf("job list without token: %d %s", a.status, a.body)
 	}
 }
 
@@ -1003,7 +1014,7 @@ func TestHostAndDropDir(t *testing.T) {
 		t.Errorf("status: %v, want drop_dir /wf/to_be_processed and host kvm07 beside the agent's fields", st)
 	}
 	for _, path := range []string{"/api/workflow/jobs/a"} {
-		if j := e.do(t, "GET", path, "", "").json(t); j["host"] != "kvm07" {
+		if j := e.do(t, "GET", path, "", token).json(t); j["host"] != "kvm07" {
 			t.Errorf("%s: host %v, want kvm07", path, j["host"])
 		}
 	}

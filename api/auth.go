@@ -95,9 +95,25 @@ func (s *Server) tokenOK(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
-// authorize wraps h with the access rule of its route: write routes need
-// the token; read routes need it only from other hosts.
-func (s *Server) authorize(write bool, h http.HandlerFunc) http.HandlerFunc {
+// Access is a route's rule: which peers need the bearer token.
+type Access int
+
+const (
+	// Open reads (status, job summaries, schema) need the token only from
+	// other hosts.
+	Open Access = iota
+	// Detail reads (a job's details and log: paths, guest names, report)
+	// need the token on TCP, loopback included: any local user can reach
+	// 127.0.0.1, and a log is only for the job's submitter, group
+	// hyper2kvm and administrators. The Unix socket (root:hyper2kvm 0660)
+	// admits only root and the group, who may read every job.
+	Detail
+	// Write routes need the token from every peer.
+	Write
+)
+
+// authorize wraps h with the access rule of its route.
+func (s *Server) authorize(acc Access, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p := peerOf(r)
 		if p == PeerLoopback && !s.hostAllowed(r) && !s.tokenOK(r) {
@@ -105,10 +121,11 @@ func (s *Server) authorize(write bool, h http.HandlerFunc) http.HandlerFunc {
 				"cannot serve host "+r.Host+": not a loopback name (present the bearer token or start the bridge with --allow-host)", nil)
 			return
 		}
-		if (write || p == PeerRemote) && !s.tokenOK(r) {
+		needToken := acc == Write || p == PeerRemote || acc == Detail && p != PeerUnix
+		if needToken && !s.tokenOK(r) {
 			if s.cfg.Token == "" {
 				writeError(w, http.StatusForbidden, CodeForbidden,
-					"cannot authorize: the bridge has no token file, so it refuses writes and remote reads", nil)
+					"cannot authorize: the bridge has no token file, so it refuses writes, remote reads and job details and logs over TCP (use the Unix socket as a member of group hyper2kvm)", nil)
 				return
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hyper2kvm"`)

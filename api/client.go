@@ -154,6 +154,15 @@ func (l *Lazy) Retry(ctx context.Context, id string, interactive bool) (jobs.Job
 	return j, l.check(c, err)
 }
 
+func (l *Lazy) JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	got, cursor, err := c.JobLog(ctx, id, lines, after, format, interactive)
+	return got, cursor, l.check(c, err)
+}
+
 func (l *Lazy) Watch(ctx context.Context) (<-chan apitype.Event, error) {
 	c, err := l.get(ctx)
 	if err != nil {

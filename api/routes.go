@@ -15,25 +15,25 @@ import (
 type route struct {
 	Method string
 	Path   string
-	Write  bool // needs the bearer token from every peer
+	Access Access
 	Handle func(s *Server, w http.ResponseWriter, r *http.Request)
 }
 
 // routes is the one table of endpoints; docs/API.md follows its order.
 var routes = []route{
-	{"GET", "/api/workflow/status", false, (*Server).getStatus},
-	{"GET", "/api/workflow/jobs", false, (*Server).listJobs},
-	{"GET", "/api/workflow/jobs/active", false, (*Server).listActiveJobs},
-	{"GET", "/api/workflow/jobs/{id}", false, (*Server).getJob},
-	{"POST", "/api/workflow/jobs/{id}/cancel", true, (*Server).cancelJob},
-	{"POST", "/api/workflow/jobs/{id}/retry", true, (*Server).retryJob},
-	{"GET", "/api/workflow/jobs/{id}/log", false, (*Server).getJobLog},
-	{"POST", "/api/workflow/manifest/submit", true, (*Server).submitManifest},
-	{"POST", "/api/workflow/manifest/validate", false, (*Server).validateManifest},
-	{"GET", "/api/workflow/events", false, (*Server).events},
-	{"GET", "/api/workflow/schema", false, (*Server).getSchema},
-	{"GET", "/health", false, (*Server).health},
-	{"GET", "/metrics", false, (*Server).metrics},
+	{"GET", "/api/workflow/status", Open, (*Server).getStatus},
+	{"GET", "/api/workflow/jobs", Open, (*Server).listJobs},
+	{"GET", "/api/workflow/jobs/active", Open, (*Server).listActiveJobs},
+	{"GET", "/api/workflow/jobs/{id}", Detail, (*Server).getJob},
+	{"POST", "/api/workflow/jobs/{id}/cancel", Write, (*Server).cancelJob},
+	{"POST", "/api/workflow/jobs/{id}/retry", Write, (*Server).retryJob},
+	{"GET", "/api/workflow/jobs/{id}/log", Detail, (*Server).getJobLog},
+	{"POST", "/api/workflow/manifest/submit", Write, (*Server).submitManifest},
+	{"POST", "/api/workflow/manifest/validate", Open, (*Server).validateManifest},
+	{"GET", "/api/workflow/events", Open, (*Server).events},
+	{"GET", "/api/workflow/schema", Open, (*Server).getSchema},
+	{"GET", "/health", Open, (*Server).health},
+	{"GET", "/metrics", Open, (*Server).metrics},
 }
 
 func (s *Server) routes() *mux.Router {
@@ -43,7 +43,7 @@ func (s *Server) routes() *mux.Router {
 		if rt.Method == http.MethodGet {
 			methods = append(methods, http.MethodHead)
 		}
-		m.HandleFunc(rt.Path, s.authorize(rt.Write, func(w http.ResponseWriter, r *http.Request) {
+		m.HandleFunc(rt.Path, s.authorize(rt.Access, func(w http.ResponseWriter, r *http.Request) {
 			rt.Handle(s, w, r)
 		})).Methods(methods...)
 	}
@@ -53,7 +53,7 @@ func (s *Server) routes() *mux.Router {
 	static := http.FileServer(http.FS(s.cfg.Web))
 	m.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool {
 		return !strings.HasPrefix(r.URL.Path, "/api/")
-	}).Methods(http.MethodGet, http.MethodHead).Handler(s.authorize(false, func(w http.ResponseWriter, r *http.Request) {
+	}).Methods(http.MethodGet, http.MethodHead).Handler(s.authorize(Open, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/web/dashboard" || strings.HasPrefix(r.URL.Path, "/web/dashboard/") {
 			// the original product's dashboard address
 			http.Redirect(w, r, "/", http.StatusMovedPermanently)

@@ -200,6 +200,18 @@ func (f *fakeBackend) Retry(ctx context.Context, id string, uid int64) (jobs.Job
 	return j, nil
 }
 
+// JobLog answers three lines of job id, or those after cursor "c3" none.
+func (f *fakeBackend) JobLog(ctx context.Context, id string, lines int, after, format string) ([]string, string, error) {
+	if _, err := f.Job(id); err != nil {
+		return nil, "", err
+	}
+	if after == "c3" {
+		return []string{}, "c3", nil
+	}
+	all := []string{id + " one", id + " two", id + " three"}
+	return all[max(len(all)-lines, 0):], "c3", nil
+}
+
 func (f *fakeBackend) Subscribe() (<-chan apitype.Event, func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

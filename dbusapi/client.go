@@ -315,6 +315,24 @@ func (c *Client) Cancel(ctx context.Context, id string, interactive bool) error 
 	return err
 }
 
+// JobLog reads up to lines journal lines of job id (0: the agent's bound),
+// after the journal cursor after when it is not empty, in format "short"
+// or "json", and returns them with the cursor to go on from. interactive
+// allows polkit to ask for a password (reading another user's job).
+func (c *Client) JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error) {
+	what := "read the log of job " + id
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".GetJobLog", interactive, id, uint32(min(max(lines, 0), 1<<31)), after, format)
+	if err != nil {
+		return nil, "", err
+	}
+	var got []string
+	var cursor string
+	if err := call.Store(&got, &cursor); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", what, err)
+	}
+	return got, cursor, nil
+}
+
 // Retry queues failed or cancelled job id again and returns the new job.
 func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error) {
 	what := "retry job " + id

@@ -36,6 +36,9 @@ type Backend interface {
 	Validate(manifest []byte) (valid bool, problems []string)
 	Cancel(ctx context.Context, id string) error
 	Retry(ctx context.Context, id string, uid int64) (jobs.Job, error)
+	// JobLog is GetJobLog: up to lines journal lines of job id after the
+	// cursor after ("" for the last lines), and the cursor to go on from.
+	JobLog(ctx context.Context, id string, lines int, after, format string) ([]string, string, error)
 	// Subscribe delivers every job change until cancel is called.
 	Subscribe() (events <-chan apitype.Event, cancel func())
 }

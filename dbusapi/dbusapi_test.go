@@ -759,6 +759,62 @@ func TestRetry(t *testing.T) {
 	}
 }
 
+// TestRetryOwnJobIsSubmit: the job's submitter retries under submit (what
+// group hyper2kvm holds); manage is not asked.
+func TestRetryOwnJobIsSubmit(t *testing.T) {
+	mine := jobs.Job{ID: "m", State: jobs.Cancelled, SubmittedBy: int64(os.Getuid())}
+	f := newFixture(t, mine)
+	ctx := testCtx(t)
+	f.authz.set(map[string]bool{polkit.ActionSubmit: true}, nil)
+	if j, err := f.client.Retry(ctx, "m", false); err != nil || j.ID != "m-retry" {
+		t.Errorf("Retry of one's own job with submit = %+v, %v", j, err)
+	}
+	if asks := f.authz.asks(); len(asks) != 1 || asks[0].action != polkit.ActionSubmit {
+		t.Errorf("polkit asked %+v, want one submit", asks)
+	}
+	f.authz.set(map[string]bool{}, nil)
+	if _, err := f.client.Retry(ctx, "m", false); !apierr.Is(err, apierr.AccessDenied) || !strings.Contains(err.Error(), polkit.ActionSubmit) {
+		t.Errorf("Retry of one's own job without submit: %v, want AccessDenied naming %s", err, polkit.ActionSubmit)
+	}
+}
+
+// TestGetJobLog: the submitter reads their job's log without polkit;
+// anyone else but root needs read; the lines and cursor come from the
+// backend.
+func TestGetJobLog(t *testing.T) {
+	me := int64(os.Getuid())
+	f := newFixture(t, jobs.Job{ID: "mine", State: jobs.Running, SubmittedBy: me},
+		jobs.Job{ID: "theirs", State: jobs.Running, SubmittedBy: me + 1})
+	ctx := testCtx(t)
+	lines, cursor, err := f.client.JobLog(ctx, "mine", 2, "", "short", false)
+	if err != nil || !slices.Equal(lines, []string{"mine two", "mine three"}) || cursor != "c3" {
+		t.Errorf("JobLog(mine) = %q, %q, %v", lines, cursor, err)
+	}
+	if asks := f.authz.asks(); len(asks) != 0 {
+		t.Errorf("polkit asked %+v for the submitter", asks)
+	}
+	if lines, cursor, err := f.client.JobLog(ctx, "mine", 0, "c3", "short", false); err != nil || len(lines) != 0 || cursor != "c3" {
+		t.Errorf("JobLog after the cursor = %q, %q, %v", lines, cursor, err)
+	}
+	if _, _, err := f.client.JobLog(ctx, "nope", 0, "", "short", false); !apierr.Is(err, apierr.NoSuchJob) {
+		t.Errorf("JobLog(nope): %v, want NoSuchJob", err)
+	}
+	_, _, err = f.client.JobLog(ctx, "theirs", 0, "", "short", false)
+	if me == 0 {
+		if err != nil {
+			t.Errorf("root reading another's log: %v", err)
+		}
+		return
+	}
+	if !apierr.Is(err, apierr.AccessDenied) || !strings.Contains(err.Error(), polkit.ActionRead) {
+		t.Errorf("JobLog(theirs) without read: %v, want AccessDenied naming %s", err, polkit.ActionRead)
+	}
+	f.authz.set(map[string]bool{polkit.ActionRead: true}, nil)
+	if _, _, err := f.client.JobLog(ctx, "theirs", 0, "", "short", false); err != nil {
+		t.Errorf("JobLog(theirs) with read: %v", err)
+	}
+}
+
 func TestNoAgentAndNoBus(t *testing.T) {
 	addr := startBus(t)
 	c, err := DialAddress(testCtx(t), addr)

@@ -103,6 +103,14 @@ func (s *Server) managerMethods() map[string]any {
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
 		},
+		"GetJobLog": func(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, *dbus.Error) {
+			s.touch()
+			got, cursor, err := s.jobLog(msg, sender, id, lines, after, format)
+			if err != nil {
+				return nil, "", toDBusError(err)
+			}
+			return got, cursor, nil
+		},
 	}
 }
 
@@ -243,12 +251,23 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id string) error {
 	return nil
 }
 
+// retry lets a job's submitter queue it again under ActionSubmit (it is
+// their own manifest, submitted again); anyone else, and any job that came
+// in through the drop folder without an owner, needs ActionManage.
 func (s *Server) retry(msg dbus.Message, sender dbus.Sender, id string) (jobs.Job, error) {
-	if err := s.authorize(msg, sender, polkit.ActionManage, "retry job "+id); err != nil {
+	old, err := s.b.Job(id)
+	if err != nil {
 		return jobs.Job{}, err
 	}
 	uid, err := s.callerUID(sender)
 	if err != nil {
+		return jobs.Job{}, err
+	}
+	action := polkit.ActionManage
+	if old.SubmittedBy >= 0 && old.SubmittedBy == uid {
+		action = polkit.ActionSubmit
+	}
+	if err := s.authorize(msg, sender, action, "retry job "+id); err != nil {
 		return jobs.Job{}, err
 	}
 	j, err := s.b.Retry(s.ctx, id, uid)
@@ -257,6 +276,27 @@ func (s *Server) retry(msg dbus.Message, sender dbus.Sender, id string) (jobs.Jo
 	}
 	s.log.Info("job retried", "uid", uid, "job", id, "new", j.ID)
 	return j, nil
+}
+
+// jobLog answers GetJobLog to a caller allowed to read the job: root and
+// the job's submitter without asking, anyone else under ActionRead (which
+// the rules file grants group hyper2kvm). A log holds paths and guest
+// names, so it is not for every local user.
+func (s *Server) jobLog(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, error) {
+	j, err := s.b.Job(id)
+	if err != nil {
+		return nil, "", err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return nil, "", err
+	}
+	if uid != 0 && (j.SubmittedBy < 0 || j.SubmittedBy != uid) {
+		if err := s.authorize(msg, sender, polkit.ActionRead, "read the log of job "+id); err != nil {
+			return nil, "", err
+		}
+	}
+	return s.b.JobLog(s.ctx, j.ID, int(min(lines, 1<<20)), after, format)
 }
 
 // authorize asks the Authorizer about action for the caller, allowing

@@ -20,6 +20,9 @@ const (
 	ActionCancel    = "io.hyper2kvm.agent.cancel"
 	ActionCancelAny = "io.hyper2kvm.agent.cancel-any"
 	ActionManage    = "io.hyper2kvm.agent.manage"
+	// ActionRead is reading another user's job log (the submitter and
+	// root need none).
+	ActionRead = "io.hyper2kvm.agent.read"
 )
 
 // polkit's bus coordinates and CheckAuthorization flags.

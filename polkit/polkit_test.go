@@ -242,7 +242,7 @@ func TestPolicyFile(t *testing.T) {
 			t.Errorf("%s has no message", a.ID)
 		}
 	}
-	want := []string{ActionSubmit, ActionCancel, ActionCancelAny, ActionManage}
+	want := []string{ActionSubmit, ActionCancel, ActionCancelAny, ActionRead, ActionManage}
 	if !slices.Equal(ids, want) {
 		t.Errorf("policy actions %v, want %v", ids, want)
 	}
@@ -250,18 +250,21 @@ func TestPolicyFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{`"` + ActionSubmit + `"`, `"` + ActionCancel + `"`, `isInGroup("hyper2kvm")`} {
+	for _, s := range []string{`"` + ActionSubmit + `"`, `"` + ActionCancel + `"`, `"` + ActionRead + `"`, `isInGroup("hyper2kvm")`, `subject.user == "hyper2kvm-api"`} {
 		if !strings.Contains(string(rules), s) {
 			t.Errorf("50-hyper2kvm.rules does not mention %s", s)
 		}
 	}
+	// The group's rule (the first) must not grant cancel-any or manage;
+	// only the bridge's user holds those, the bridge demanding the token.
+	group, _, _ := strings.Cut(string(rules), "subject.user ==")
 	var code []string
-	for _, l := range strings.Split(string(rules), "\n") {
+	for _, l := range strings.Split(group, "\n") {
 		if !strings.HasPrefix(strings.TrimSpace(l), "//") {
 			code = append(code, l)
 		}
 	}
-	if c := strings.Join(code, "\n"); strings.Contains(c, ActionCancelAny) || strings.Contains(c, ActionManage) {
-		t.Errorf("50-hyper2kvm.rules must not grant cancel-any or manage")
+	if c := strings.Join(code, "\n"); !strings.Contains(c, "isInGroup") || strings.Contains(c, ActionCancelAny) || strings.Contains(c, ActionManage) {
+		t.Errorf("50-hyper2kvm.rules: the group's rule must not grant cancel-any or manage")
 	}
 }

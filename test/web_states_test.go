@@ -16,17 +16,17 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/api/apitest"
 )
 
-// countingJournal plays journalctl with a log that grows by one line at
-// every read, so the test sees whether the page read it again.
+// countingJournal plays the agent's GetJobLog with a log that grows by one
+// line at every read, so the test sees whether the page read it again.
 type countingJournal struct{ reads atomic.Int64 }
 
-func (j *countingJournal) Read(ctx context.Context, unit, format string, lines int) ([]byte, error) {
+func (j *countingJournal) read(id, format string) []string {
 	n := j.reads.Add(1)
-	var b strings.Builder
+	var out []string
 	for i := int64(1); i <= n; i++ {
-		fmt.Fprintf(&b, `{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"6","SYSLOG_IDENTIFIER":"hyper2kvmd","MESSAGE":"convert line %d of %s"}`+"\n", i, unit)
+		out = append(out, fmt.Sprintf(`{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"6","SYSLOG_IDENTIFIER":"hyper2kvmd","MESSAGE":"convert line %d of hyper2kvm-job-%s.service"}`, i, id))
 	}
-	return []byte(b.String()), nil
+	return out
 }
 
 // TestWebDashboardStates walks the dashboard's states a sysadmin meets on a
@@ -40,8 +40,9 @@ func TestWebDashboardStates(t *testing.T) {
 	chromiumPath(t)
 	fake := apitest.New()
 	journal := &countingJournal{}
+	fake.SetLogFunc(journal.read)
 	srv := httptest.NewUnstartedServer(api.New(api.Config{
-		Client: fake, Token: "web-test-token", Version: "test", Journal: journal,
+		Client: fake, Token: "web-test-token", Version: "test",
 		Schema: manifest.Schema(), WorkflowDir: "/srv/h2k/workflow", Hostname: "kvm07",
 	}))
 	srv.Config.ConnContext = api.ConnContext
@@ -122,7 +123,9 @@ func TestWebDashboardStates(t *testing.T) {
 
 	// 4. A completed job's details: source, host, size, disks and domain
 	// XML, the report.
-	c.mustEval(ctx, `H2K.showJob("hist119"); true`, nil)
+	// A job's details and log need the token over TCP (the administrator
+	// has given it to the page).
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.showJob("hist119"); true`, nil)
 	c.waitJS(ctx, "the completed job's details", `T.text("job-fields").includes("kvm07") && T.text("job-fields").includes("1.0 GiB") &&
 		T.text("job-outputs").includes("disk /srv/out/old119/old119.qcow2") && T.text("job-outputs").includes("domain XML /srv/out/old119/old119.xml") &&
 		T.text("job-report").includes("old119.report.json") && T.$("job-retry").hidden`,

@@ -220,8 +220,9 @@ func TestWebDashboardFake(t *testing.T) {
 	now := time.Now()
 	fake.Set(jobs.Job{ID: "old-failed", Name: "legacy01", State: jobs.Failed, Stage: "convert", ErrorStage: "convert",
 		Error: "cannot convert legacy01.vmdk: qemu-img: Could not open: Invalid footer", StartedAt: now.Add(-time.Hour), FinishedAt: now.Add(-50 * time.Minute)})
+	fake.SetLogFunc(fixedJournal)
 	srv := httptest.NewUnstartedServer(api.New(api.Config{
-		Client: fake, Token: "web-test-token", Version: "test", Journal: fixedJournal{},
+		Client: fake, Token: "web-test-token", Version: "test",
 		Schema: manifest.Schema(),
 	}))
 	srv.Config.ConnContext = api.ConnContext
@@ -330,14 +331,13 @@ func TestWebDashboardFake(t *testing.T) {
 	checkPage(ctx, t, c, srv.URL, out)
 }
 
-// fixedJournal plays journalctl for the fake agent's jobs.
-type fixedJournal struct{}
-
-func (fixedJournal) Read(ctx context.Context, unit, format string, lines int) ([]byte, error) {
+// fixedJournal plays the agent's GetJobLog for the fake agent's jobs.
+func fixedJournal(id, format string) []string {
+	unit := "hyper2kvm-job-" + id + ".service"
 	if format == "json" {
-		return []byte(`{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"3","SYSLOG_IDENTIFIER":"hyper2kvmd","MESSAGE":"qemu-img: Could not open ` + unit + `"}` + "\n"), nil
+		return []string{`{"__REALTIME_TIMESTAMP":"1767261600000000","PRIORITY":"3","SYSLOG_IDENTIFIER":"hyper2kvmd","MESSAGE":"qemu-img: Could not open ` + unit + `"}`}
 	}
-	return []byte("qemu-img: Could not open " + unit + "\n"), nil
+	return []string{"qemu-img: Could not open " + unit}
 }
 
 // TestWebDashboardBox drives the dashboard served by the real bridge in the

@@ -42,6 +42,64 @@ type Fake struct {
 	pathState, pathResult string
 	// retryErr, when set, is what Retry answers (polkit refusing).
 	retryErr error
+	// logs are JobLog's lines by format; logErr what it answers instead.
+	logs   map[string][]string
+	logErr error
+	// logCalls records every JobLog job id; logFunc, when set, answers.
+	logCalls []string
+	logFunc  func(id, format string) []string
+}
+
+// SetLog makes JobLog answer lines for format ("short" or "json"), or err.
+func (f *Fake) SetLog(format string, lines []string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.logs == nil {
+		f.logs = map[string][]string{}
+	}
+	f.logs[format], f.logErr = lines, err
+}
+
+// SetLogFunc makes JobLog answer f(id, format), the whole log, every time.
+func (f *Fake) SetLogFunc(fn func(id, format string) []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logFunc = fn
+}
+
+// LogCalls is the job ids JobLog was asked for.
+func (f *Fake) LogCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.logCalls...)
+}
+
+// JobLog answers the lines SetLog gave, the last lines of them, and
+// cursor "end" (after "end", nothing).
+func (f *Fake) JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error) {
+	if err := f.failing(); err != nil {
+		return nil, "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.jobs[id]; !ok {
+		return nil, "", apierr.New(apierr.NoSuchJob, "cannot find job %s", id)
+	}
+	f.logCalls = append(f.logCalls, id)
+	if f.logErr != nil {
+		return nil, "", f.logErr
+	}
+	if after == "end" {
+		return []string{}, "end", nil
+	}
+	all := f.logs[format]
+	if f.logFunc != nil {
+		all = f.logFunc(id, format)
+	}
+	if lines > 0 && len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return append([]string{}, all...), "end", nil
 }
 
 // DenyRetry makes Retry answer err (nil: retry works), as an agent whose

@@ -69,4 +69,5 @@ const (
 	actionSubmit = polkit.ActionSubmit
 	actionCancel = polkit.ActionCancel
 	actionManage = polkit.ActionManage
+	actionRead   = polkit.ActionRead
 )

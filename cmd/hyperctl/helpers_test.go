@@ -42,10 +42,8 @@ func testEnv(stdin io.Reader, fake *fakeClient) (*env, *bytes.Buffer, *bytes.Buf
 			return fake, nil
 		},
 		terminal: func(any) bool { return false },
-		journal: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-			return nil
-		},
-		now: func() time.Time { return time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC) },
+		poll:     time.Millisecond,
+		now:      func() time.Time { return time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC) },
 	}
 	return e, &out, &errb
 }
@@ -83,6 +81,7 @@ type fakeClient struct {
 	filters     []apitype.Filter
 	cancelled   []string
 	interactive []bool
+	logReads    []string // the cursor of each JobLog
 	events      chan apitype.Event
 	closed      bool
 }
@@ -154,6 +153,28 @@ func (f *fakeClient) Retry(ctx context.Context, id string, interactive bool) (jo
 		return jobs.Job{}, f.err
 	}
 	return jobs.Job{ID: id + "-r", Name: "web01", State: jobs.Pending}, nil
+}
+
+// JobLog answers two lines of job id, then (after cursor "c2") one more,
+// then (after "c3") nothing; logReads counts the calls.
+func (f *fakeClient) JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error) {
+	if f.err != nil {
+		return nil, "", f.err
+	}
+	if _, err := f.GetJob(ctx, id); err != nil {
+		return nil, "", err
+	}
+	f.mu.Lock()
+	f.logReads = append(f.logReads, after)
+	f.mu.Unlock()
+	switch after {
+	case "":
+		all := []string{id + " line 1", id + " line 2"}
+		return all[max(len(all)-max(lines, 0), 0)*min(lines, 1):], "c2", nil
+	case "c2":
+		return []string{id + " line 3"}, "c3", nil
+	}
+	return []string{}, after, nil
 }
 
 func (f *fakeClient) Watch(ctx context.Context) (<-chan apitype.Event, error) {

@@ -12,7 +12,9 @@ func (a *app) retryCmd() *cobra.Command {
 		Use:   "retry ID",
 		Short: "Run a failed or cancelled job again",
 		Long: `Queue a failed or cancelled job again as a new job with the same manifest.
-Needs the polkit action io.hyper2kvm.agent.manage.`,
+Your own job needs the polkit action io.hyper2kvm.agent.submit (group
+hyper2kvm holds it); another user's needs io.hyper2kvm.agent.manage. The
+new job runs as the original job's submitter.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -35,6 +34,7 @@ type agentClient interface {
 	Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, interactive bool) ([]jobs.Job, error)
 	Cancel(ctx context.Context, id string, interactive bool) error
 	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
+	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
 	Close() error
 }
@@ -48,9 +48,9 @@ type env struct {
 	getenv   func(string) string
 	dial     func(ctx context.Context) (agentClient, error)
 	terminal func(f any) bool // is f a terminal?
-	// journal runs journalctl with args, its output going to stdout/stderr.
-	journal func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-	now     func() time.Time
+	// poll is how often logs -f asks the agent for new lines.
+	poll time.Duration
+	now  func() time.Time
 }
 
 func systemEnv() *env {
@@ -67,12 +67,8 @@ func systemEnv() *env {
 			return c, nil
 		},
 		terminal: isTerminal,
-		journal: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-			cmd := exec.CommandContext(ctx, "journalctl", args...)
-			cmd.Stdout, cmd.Stderr = stdout, stderr
-			return cmd.Run()
-		},
-		now: time.Now,
+		poll:     time.Second,
+		now:      time.Now,
 	}
 }
 

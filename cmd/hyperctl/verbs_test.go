@@ -487,25 +487,26 @@ func TestCancelRetry(t *testing.T) {
 }
 
 func TestLogs(t *testing.T) {
-	var got [][]string
-	e, _, _ := testEnv(nil, nil)
-	e.journal = func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-		got = append(got, args)
-		return nil
+	f := &fakeClient{jobs: sampleJobs()}
+	r := runCLI(t, f, "logs", "c3")
+	if r.code != 0 || r.stdout != "c3 line 1\nc3 line 2\n" {
+		t.Errorf("logs: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
-	if r := runWith(t, e, "logs", "b2"); r.code != 0 {
-		t.Fatalf("exit %d", r.code)
+	if r := runCLI(t, f, "logs", "-n", "1", "c3"); r.code != 0 || r.stdout != "c3 line 2\n" {
+		t.Errorf("logs -n 1: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
-	e.stdout, e.stderr = &bytes.Buffer{}, &bytes.Buffer{}
-	if r := runWith(t, e, "logs", "-f", "b2"); r.code != 0 {
-		t.Fatalf("exit %d", r.code)
+	// c3 has ended: -f prints what is new after the cursor, then stops.
+	f.logReads = nil
+	r = runCLI(t, f, "logs", "-f", "c3")
+	if r.code != 0 || r.stdout != "c3 line 1\nc3 line 2\nc3 line 3\n" || !reflect.DeepEqual(f.logReads, []string{"", "c2"}) {
+		t.Errorf("logs -f: exit %d %q reads %q %s", r.code, r.stdout, f.logReads, r.stderr)
 	}
-	want := []string{"_SYSTEMD_UNIT=hyper2kvm-job-b2.service", "+", "UNIT=hyper2kvm-job-b2.service", "+", "HYPER2KVM_JOB_ID=b2"}
-	if !reflect.DeepEqual(got[0][len(got[0])-5:], want) || strings.Contains(strings.Join(got[0], " "), "--follow") {
-		t.Errorf("journalctl %q", got[0])
+	if r := runCLI(t, f, "logs", "-n", "-1", "c3"); r.code != 2 {
+		t.Errorf("logs -n -1: exit %d, want 2", r.code)
 	}
-	if !strings.Contains(strings.Join(got[1], " "), "--follow") {
-		t.Errorf("-f: journalctl %q", got[1])
+	f.err = apierr.New(apierr.AccessDenied, "cannot read the log of job c3: not authorized (polkit action io.hyper2kvm.agent.read)")
+	if r := runCLI(t, f, "logs", "c3"); r.code != 4 || !strings.Contains(r.stderr, "io.hyper2kvm.agent.read") {
+		t.Errorf("refused logs: exit %d %s", r.code, r.stderr)
 	}
 }
 

@@ -58,7 +58,8 @@ const H2K = (() => {
     $("token-button").textContent = token.get() ? "API token set" : "Set API token";
   }
 
-  // api calls the bridge; writes carry the token and ask for it once on
+  // api calls the bridge; writes, and reads of a job's details and log
+  // (which need the token over TCP), carry the token and ask for it once on
   // 401. It resolves to {status, body} and rejects only on network errors.
   async function api(method, path, body, write) {
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -543,7 +544,7 @@ const H2K = (() => {
     const pre = $("job-log");
     if (!quiet) pre.textContent = "loading…";
     try {
-      const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}/log?format=json&lines=1000`);
+      const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}/log?format=json&lines=1000`, undefined, true);
       if (r.status !== 200) { pre.textContent = errText(r); return; }
       pre.replaceChildren();
       if (!r.body.entries.length) pre.textContent = "(no log entries yet)";
@@ -562,7 +563,7 @@ const H2K = (() => {
     const d = $("job-dialog");
     if (!d.open) d.showModal();
     if (jobs.has(id)) renderJobFields(jobs.get(id));
-    const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}`);
+    const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}`, undefined, true);
     if (openJob !== id) return;
     if (r.status === 200) { jobs.set(id, r.body); renderJobFields(r.body); }
     else $("job-fields").replaceChildren(el("dd", { text: errText(r) }));
