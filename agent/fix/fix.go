@@ -97,6 +97,22 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 	return f.changes, nil
 }
 
+// AnyEnabled says whether spec switches on at least one fix: with none,
+// FIX has nothing it could change and does not open the guest at all.
+func AnyEnabled(spec *manifest.Fix) bool {
+	if spec == nil {
+		return true
+	}
+	if !on(spec.Enabled, true) {
+		return false
+	}
+	return spec.Fstab == nil || on(spec.Fstab.Enabled, true) ||
+		spec.Grub == nil || on(spec.Grub.Enabled, true) ||
+		spec.Network == nil || on(spec.Network.Enabled, true) ||
+		spec.Initramfs == nil || on(spec.Initramfs.Enabled, true) ||
+		spec.VMwareTools != nil && on(spec.VMwareTools.Enabled, false)
+}
+
 func on(b *bool, def bool) bool {
 	if b == nil {
 		return def
