@@ -61,7 +61,7 @@ func (r *runner) inspect(set func(any)) error {
 		return softFail{err}
 	}
 	r.rep.Guest = g
-	if g.OS == nil && !manifest.Bool(r.p.Fix.Enabled) {
+	if noOS(g) && manifest.Bool(r.p.Inspect.DetectOS) && !manifest.Bool(r.p.Fix.Enabled) {
 		res["note"] = "no operating system found: converted as a data disk (pipeline.fix.enabled is false)"
 	}
 	// auto: FIX uses what INSPECT chose for this guest, and says why.
@@ -92,7 +92,11 @@ func (r *runner) fix(set func(any)) error {
 		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
 		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
 	}
-	if g.OS == nil {
+	if g.OS == nil && !manifest.Bool(r.p.Inspect.DetectOS) {
+		r.warn("FIX was not applied: pipeline.inspect.detect_os is false, so the guest's system is unknown")
+		return skip("no operating system detection (pipeline.inspect.detect_os)")
+	}
+	if noOS(g) {
 		// A data disk converts with FIX switched off; with FIX on, a disk
 		// with no system is more likely the wrong file or an unreadable
 		// guest than a success.
@@ -126,6 +130,12 @@ func (r *runner) fix(set func(any)) error {
 	d.src, d.srcFormat = overlay, "qcow2"
 	r.fixed = true
 	return nil
+}
+
+// noOS says whether the inspection g found no operating system at all:
+// no file systems a system lives on, or none holding a root.
+func noOS(g *report.Guest) bool {
+	return g.OS == nil || g.OS.Type == "" || g.OS.Type == "unknown"
 }
 
 func (r *runner) makeWorkDir() error {
