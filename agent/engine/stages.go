@@ -123,9 +123,16 @@ func (r *runner) fix(set func(any)) error {
 	r.progress("fix", 10, 0, 0, "overlay "+filepath.Base(overlay))
 	changes, err := fix.Apply(r.ctx, inspect.Image{Path: overlay, Format: "qcow2"}, r.backend, r.p.Fix, g)
 	r.rep.Changes = append(r.rep.Changes, changes...)
-	set(map[string]any{"backend": r.backend, "overlay": overlay, "changes": len(changes)})
+	res := map[string]any{"backend": r.backend, "overlay": overlay, "changes": len(changes)}
+	set(res)
 	if err != nil {
 		return fmt.Errorf("cannot apply fixes: %w", err)
+	}
+	if len(changes) == 0 {
+		// Nothing to change: the output is converted from the source
+		// itself, so that it holds the source's very bytes.
+		res["note"] = "no change needed: the disk is converted from the source"
+		return nil
 	}
 	d.src, d.srcFormat = overlay, "qcow2"
 	r.fixed = true
