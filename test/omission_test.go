@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/test/box"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
@@ -223,5 +226,50 @@ func TestOmissionNothingToFix(t *testing.T) {
 	}
 	if out, stderr, err := b.Exec(ctx, "qemu-img", "compare", "-f", "vhdx", "-F", "qcow2", "/srv/src/lin.vhdx", disk); err != nil {
 		t.Errorf("qemu-img compare of the source and %s: %v\n%s%s", disk, err, out, stderr)
+	}
+}
+
+// TestOmissionDirtyJournalReported: a guest whose ext4 journal needs
+// recovery, fixed with fstab only: FIX's read-write mount of the root
+// replays the journal, and the report lists that as a change beside the
+// fstab edit. The old code said nothing of it.
+func TestOmissionDirtyJournalReported(t *testing.T) {
+	engNeedTools(t)
+	needRoot(t)
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs not installed")
+	}
+	dir := t.TempDir()
+	raw := fixture.LinuxDisk(t, dir, fixture.Options{SizeMB: 32})
+	// The root filesystem, marked as needing journal recovery the way a
+	// guest that was not shut down leaves it.
+	part := filepath.Join(dir, "root.img")
+	for _, c := range [][]string{
+		{"dd", "if=" + raw, "of=" + part, "bs=1M", "skip=1", "status=none"},
+		{"debugfs", "-w", "-R", "feature needs_recovery", part},
+		{"dd", "if=" + part, "of=" + raw, "bs=1M", "seek=1", "conv=notrunc", "status=none"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	on, off := true, false
+	m := &manifest.Manifest{Version: "1.0", Name: "dirty", Pipeline: &manifest.Pipeline{
+		Load: manifest.Load{SourceType: "raw", SourcePath: raw},
+		Fix: &manifest.Fix{Enabled: &on, Backend: "native", Grub: &manifest.Toggle{Enabled: &off},
+			Initramfs: &manifest.InitramfsFix{Enabled: &off}, Network: &manifest.NetworkFix{Enabled: &off}},
+	}}
+	m.SetDefaults()
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: filepath.Join(t.TempDir(), "out")})
+	if err != nil {
+		t.Fatalf("Run: %v\nstages %+v", err, rep.Stages)
+	}
+	var fstab, replay bool
+	for _, c := range rep.Changes {
+		fstab = fstab || c.Fix == "fstab"
+		replay = replay || c.Fix == "mount" && strings.Contains(c.Note, "journal")
+	}
+	if !fstab || !replay {
+		t.Errorf("changes %+v: want the fstab edit and the journal replay", rep.Changes)
 	}
 }
