@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -271,5 +272,77 @@ func TestOmissionDirtyJournalReported(t *testing.T) {
 	}
 	if !fstab || !replay {
 		t.Errorf("changes %+v: want the fstab edit and the journal replay", rep.Changes)
+	}
+}
+
+// TestOmissionOnlyWrittenFilesystemsRW: a guest with a separate /boot,
+// fixed with fstab only: FIX mounts /boot read-only, so the output's /boot
+// partition holds the source's very bytes. The old code mounted it
+// read-write, which rewrote its superblock.
+func TestOmissionOnlyWrittenFilesystemsRW(t *testing.T) {
+	engNeedTools(t)
+	needRoot(t)
+	dir := t.TempDir()
+	write := func(p, s string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, boot := filepath.Join(dir, "root"), filepath.Join(dir, "boot")
+	write(root+"/etc/os-release", "ID=debian\nVERSION_ID=12\n")
+	write(root+"/etc/fstab", "/dev/sda1 / ext4 defaults 0 1\n/dev/sda2 /boot ext4 defaults 0 2\n")
+	if err := os.MkdirAll(root+"/boot", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(boot+"/grub/grub.cfg", "linux /vmlinuz root=/dev/sda1 ro\n")
+	const mib = 1 << 20
+	disk := filepath.Join(dir, "twofs.raw")
+	for _, c := range [][]string{
+		{"truncate", "-s", "64M", disk},
+		{"sh", "-c", "printf 'start=2048, size=65536, type=83\\nstart=67584, type=83\\n' | sfdisk -q " + disk},
+		{"mkfs.ext4", "-q", "-F", "-d", root, filepath.Join(dir, "p1.img"), "32M"},
+		{"mkfs.ext4", "-q", "-F", "-d", boot, filepath.Join(dir, "p2.img"), "30M"},
+		{"dd", "if=" + filepath.Join(dir, "p1.img"), "of=" + disk, "bs=1M", "seek=1", "conv=notrunc", "status=none"},
+		{"dd", "if=" + filepath.Join(dir, "p2.img"), "of=" + disk, "bs=1M", "seek=33", "conv=notrunc", "status=none"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	on, off := true, false
+	m := &manifest.Manifest{Version: "1.0", Name: "twofs", Pipeline: &manifest.Pipeline{
+		Load: manifest.Load{SourceType: "raw", SourcePath: disk},
+		Fix: &manifest.Fix{Enabled: &on, Backend: "native", Grub: &manifest.Toggle{Enabled: &off},
+			Initramfs: &manifest.InitramfsFix{Enabled: &off}, Network: &manifest.NetworkFix{Enabled: &off}},
+		Convert: &manifest.Convert{OutputFormat: "raw"},
+	}}
+	m.SetDefaults()
+	out := filepath.Join(t.TempDir(), "out")
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out})
+	if err != nil {
+		t.Fatalf("Run: %v\nstages %+v", err, rep.Stages)
+	}
+	if len(rep.Changes) == 0 {
+		t.Fatalf("FIX changed nothing: %+v", rep.Stages)
+	}
+	src, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.ReadFile(filepath.Join(out, "twofs.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dst) != len(src) {
+		t.Fatalf("output is %d bytes, source %d", len(dst), len(src))
+	}
+	if string(src[33*mib:]) != string(dst[33*mib:]) {
+		t.Errorf("the /boot partition, which fstab-only FIX only reads, differs from the source")
+	}
+	if string(src[mib:33*mib]) == string(dst[mib:33*mib]) {
+		t.Errorf("the root partition holds the source's bytes although FIX changed fstab: %+v", rep.Changes)
 	}
 }
