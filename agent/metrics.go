@@ -23,8 +23,9 @@ func (a *Agent) Metrics() apitype.Metrics {
 // stage that ran and, for a completed job, the size of its converted disks
 // (the last progress byte count when the report names none).
 func keepReport(r *record, state jobs.State, rep *report.Report) {
-	r.StageTimes, r.ConvertedBytes = nil, 0
+	r.StageTimes, r.ConvertedBytes, r.Warnings = nil, 0, nil
 	if rep != nil {
+		r.Warnings = jobs.KeepWarnings(rep.Warnings)
 		for _, st := range rep.Stages {
 			if st.Name == "" || st.Status == "skipped" {
 				continue

@@ -13,7 +13,7 @@ import (
 )
 
 func TestKeepReport(t *testing.T) {
-	rep := &report.Report{Stages: []report.Stage{
+	rep := &report.Report{Warnings: []string{"no Linux guest found"}, Stages: []report.Stage{
 		{Name: "load", Status: "ok", Seconds: 1.5},
 		{Name: "inspect", Status: "skipped"},
 		{Name: "convert", Status: "failed", Seconds: 4},
@@ -41,8 +41,11 @@ func TestKeepReport(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Values from an earlier run of the record must not survive.
-			r := &record{Job: jobs.Job{BytesDone: tc.bytesDone, ConvertedBytes: 99, StageTimes: []jobs.StageTime{{Stage: "old", Seconds: 1}}}}
+			r := &record{Job: jobs.Job{BytesDone: tc.bytesDone, ConvertedBytes: 99, Warnings: []string{"old"}, StageTimes: []jobs.StageTime{{Stage: "old", Seconds: 1}}}}
 			keepReport(r, tc.state, tc.rep)
+			if want := jobs.KeepWarnings(warningsOf(tc.rep)); !reflect.DeepEqual(r.Warnings, want) {
+				t.Errorf("kept warnings %q, want %q", r.Warnings, want)
+			}
 			if !reflect.DeepEqual(r.StageTimes, tc.stages) || r.ConvertedBytes != tc.converted {
 				t.Errorf("kept stages %v bytes %d; want %v, %d", r.StageTimes, r.ConvertedBytes, tc.stages, tc.converted)
 			}
@@ -97,4 +100,11 @@ func TestMetricsKeptAcrossRestart(t *testing.T) {
 	if again := e.a.Metrics(); !reflect.DeepEqual(again, got) {
 		t.Errorf("after a restart Metrics = %+v\nwant %+v", again, got)
 	}
+}
+
+func warningsOf(rep *report.Report) []string {
+	if rep == nil {
+		return nil
+	}
+	return rep.Warnings
 }

@@ -576,7 +576,7 @@ func sameRecord(a, b *record) bool {
 		x.CreatedAt.Equal(y.CreatedAt) && x.StartedAt.Equal(y.StartedAt) && x.FinishedAt.Equal(y.FinishedAt) &&
 		x.Error == y.Error && x.ErrorStage == y.ErrorStage && slices.Equal(x.Outputs, y.Outputs) &&
 		x.ReportPath == y.ReportPath && x.BytesDone == y.BytesDone && x.BytesTotal == y.BytesTotal &&
-		x.ConvertedBytes == y.ConvertedBytes && slices.Equal(x.StageTimes, y.StageTimes) &&
+		x.ConvertedBytes == y.ConvertedBytes && slices.Equal(x.StageTimes, y.StageTimes) && slices.Equal(x.Warnings, y.Warnings) &&
 		a.Claim == b.Claim && sameRaw(a.VM, b.VM) && a.JobDir == b.JobDir && a.OutputDir == b.OutputDir &&
 		a.Concurrency == b.Concurrency && a.FileTime.Equal(b.FileTime) && a.DropperUID == b.DropperUID &&
 		a.Cancel == b.Cancel && a.Attempt == b.Attempt && a.BootID == b.BootID && a.UnitResult == b.UnitResult &&

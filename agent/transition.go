@@ -57,7 +57,7 @@ func (r *record) enterState(to jobs.State, t transition, now time.Time) {
 		r.BytesDone, r.BytesTotal = 0, 0
 		r.UnitResult, r.Invocation, r.Cursor = "", "", ""
 		r.Error, r.ErrorStage, r.ReportStatus = "", "", ""
-		r.Outputs, r.ConvertedBytes, r.StageTimes = nil, 0, nil
+		r.Outputs, r.ConvertedBytes, r.StageTimes, r.Warnings = nil, 0, nil, nil
 		r.sawActive = false
 		if to == jobs.Pending {
 			r.StartedAt, r.BootID = time.Time{}, ""

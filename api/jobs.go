@@ -43,6 +43,12 @@ type Job struct {
 	CreatedAt      time.Time  `json:"created_at"`
 	BytesDone      int64      `json:"bytes_done"`
 	BytesTotal     int64      `json:"bytes_total"`
+	// Warnings are the report's warnings, kept by the agent when the job
+	// ended (at most 50; the report has them all), and how many. Left out
+	// of job lists: the agent's list rows do not carry them, and a count
+	// of 0 there would be a lie.
+	Warnings     []string `json:"warnings,omitzero"`
+	WarningCount *int     `json:"warning_count,omitempty"`
 	// Host is the name of the machine the agent (and so the job) runs on:
 	// the bridge runs beside the agent, so it is the bridge's host name.
 	Host string `json:"host"`
@@ -60,6 +66,12 @@ func jobJSON(j jobs.Job, now time.Time, host string) Job {
 	if out.Outputs == nil {
 		out.Outputs = []string{}
 	}
+	out.Warnings = j.Warnings
+	if out.Warnings == nil {
+		out.Warnings = []string{}
+	}
+	n := len(out.Warnings)
+	out.WarningCount = &n
 	if out.Unit == "" {
 		out.Unit = jobs.UnitName(j.ID)
 	}
@@ -190,7 +202,9 @@ func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Fil
 	now := s.cfg.Now()
 	out := jobList{Jobs: make([]Job, 0, len(list)), Total: total, Limit: p.Limit, Offset: p.Offset}
 	for _, j := range list {
-		out.Jobs = append(out.Jobs, jobJSON(j, now, s.cfg.Hostname))
+		jj := jobJSON(j, now, s.cfg.Hostname)
+		jj.Warnings, jj.WarningCount = nil, nil
+		out.Jobs = append(out.Jobs, jj)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -20,6 +20,10 @@ func jobProps(j jobs.Job) map[string]dbus.Variant {
 	if outputs == nil {
 		outputs = []string{}
 	}
+	warnings := j.Warnings
+	if warnings == nil {
+		warnings = []string{}
+	}
 	// MakeVariant finds each value's signature by reflection; a page of
 	// 100 jobs is 2,000 variants, so give the signatures.
 	str := func(v string) dbus.Variant { return dbus.MakeVariantWithSignature(v, sigS) }
@@ -44,8 +48,14 @@ func jobProps(j jobs.Job) map[string]dbus.Variant {
 		"ReportPath":  str(j.ReportPath),
 		"BytesDone":   dbus.MakeVariantWithSignature(uint64(max(j.BytesDone, 0)), sigT),
 		"BytesTotal":  dbus.MakeVariantWithSignature(uint64(max(j.BytesTotal, 0)), sigT),
+		"Warnings":    dbus.MakeVariantWithSignature(slices.Clone(warnings), sigAS),
 	}
 }
+
+// notInRows are the Job properties that came after ListJobsPaged's row
+// struct was fixed: its signature never changes, so they are read from the
+// job object (Get, GetAll, GetJob) and not from the rows.
+var notInRows = map[string]bool{"Warnings": true}
 
 // The signatures of the job properties' types.
 var (
@@ -122,6 +132,13 @@ func applyProps(j *jobs.Job, props map[string]dbus.Variant) error {
 			j.Outputs = nil
 			if len(o) > 0 {
 				j.Outputs = o
+			}
+		case "Warnings":
+			var w []string
+			w, ok = v.Value().([]string)
+			j.Warnings = nil
+			if len(w) > 0 {
+				j.Warnings = w
 			}
 		case "ReportPath":
 			j.ReportPath, ok = v.Value().(string)

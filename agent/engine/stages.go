@@ -54,13 +54,16 @@ func (r *runner) inspect(set func(any)) error {
 	g, err := inspect.GuestDisks(r.ctx, imgs, r.backend, manifest.Bool(r.p.Inspect.DetectOS))
 	if err != nil {
 		err = fmt.Errorf("cannot inspect the guest on %s: %w", d.display, err)
-		if manifest.Bool(r.p.Fix.Enabled) || r.ctx.Err() != nil {
+		if (manifest.Bool(r.p.Fix.Enabled) && fix.AnyEnabled(r.p.Fix)) || r.ctx.Err() != nil {
 			return err
 		}
 		r.warn("INSPECT failed (%v); converting anyway because FIX is disabled", err)
 		return softFail{err}
 	}
 	r.rep.Guest = g
+	if noOS(g) && manifest.Bool(r.p.Inspect.DetectOS) && !manifest.Bool(r.p.Fix.Enabled) {
+		res["note"] = "no operating system found: converted as a data disk (pipeline.fix.enabled is false)"
+	}
 	// auto: FIX uses what INSPECT chose for this guest, and says why.
 	r.backend = g.Backend
 	res["backend"] = g.Backend
@@ -76,6 +79,11 @@ func (r *runner) fix(set func(any)) error {
 	if !manifest.Bool(r.p.Fix.Enabled) {
 		return skip("disabled by pipeline.fix.enabled")
 	}
+	// No overlay and no mount when no fix could change anything: the
+	// output is then the source's bytes, and VALIDATE compares them.
+	if !fix.AnyEnabled(r.p.Fix) {
+		return skip("nothing to do: every fix is disabled")
+	}
 	g := r.rep.Guest
 	if g == nil {
 		return errors.New("FIX needs the guest inspection: enable pipeline.inspect or disable pipeline.fix")
@@ -84,7 +92,17 @@ func (r *runner) fix(set func(any)) error {
 		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
 		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
 	}
-	if g.OS == nil || g.OS.Type != "linux" {
+	if g.OS == nil && !manifest.Bool(r.p.Inspect.DetectOS) {
+		r.warn("FIX was not applied: pipeline.inspect.detect_os is false, so the guest's system is unknown")
+		return skip("no operating system detection (pipeline.inspect.detect_os)")
+	}
+	if noOS(g) {
+		// A data disk converts with FIX switched off; with FIX on, a disk
+		// with no system is more likely the wrong file or an unreadable
+		// guest than a success.
+		return errors.New("inspection found no operating system; set pipeline.fix.enabled=false to convert a data disk as it is")
+	}
+	if g.OS.Type != "linux" {
 		r.warn("no Linux guest found on %s: FIX was not applied", r.disks[0].display)
 		return skip("no Linux guest found")
 	}
@@ -105,13 +123,26 @@ func (r *runner) fix(set func(any)) error {
 	r.progress("fix", 10, 0, 0, "overlay "+filepath.Base(overlay))
 	changes, err := fix.Apply(r.ctx, inspect.Image{Path: overlay, Format: "qcow2"}, r.backend, r.p.Fix, g)
 	r.rep.Changes = append(r.rep.Changes, changes...)
-	set(map[string]any{"backend": r.backend, "overlay": overlay, "changes": len(changes)})
+	res := map[string]any{"backend": r.backend, "overlay": overlay, "changes": len(changes)}
+	set(res)
 	if err != nil {
 		return fmt.Errorf("cannot apply fixes: %w", err)
+	}
+	if len(changes) == 0 {
+		// Nothing to change: the output is converted from the source
+		// itself, so that it holds the source's very bytes.
+		res["note"] = "no change needed: the disk is converted from the source"
+		return nil
 	}
 	d.src, d.srcFormat = overlay, "qcow2"
 	r.fixed = true
 	return nil
+}
+
+// noOS says whether the inspection g found no operating system at all:
+// no file systems a system lives on, or none holding a root.
+func noOS(g *report.Guest) bool {
+	return g.OS == nil || g.OS.Type == "" || g.OS.Type == "unknown"
 }
 
 func (r *runner) makeWorkDir() error {

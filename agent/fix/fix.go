@@ -60,12 +60,7 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 	if g.OS != nil && g.OS.Type != "linux" {
 		return nil, fmt.Errorf("cannot fix: %w: no Linux root filesystem found", ErrUnsupported)
 	}
-	s, err := inspect.OpenRoot(ctx, img, backend, true, g)
-	if err != nil {
-		return nil, fmt.Errorf("cannot fix: %w", err)
-	}
-	defer s.Close()
-	f := &fixer{s: s, g: g}
+	f := &fixer{g: g}
 	steps := []struct {
 		name string
 		on   bool
@@ -79,6 +74,30 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 		{"initramfs", spec.Initramfs == nil || on(spec.Initramfs.Enabled, true), func(ctx context.Context) error {
 			return f.initramfs(ctx, spec.Initramfs == nil || on(spec.Initramfs.Regenerate, true))
 		}},
+	}
+	var rw []string
+	for _, st := range steps {
+		if st.on {
+			rw = append(rw, writes[st.name]...)
+		}
+	}
+	s, mountedRW, err := inspect.OpenRootRW(ctx, img, backend, rw, g)
+	if err != nil {
+		return nil, fmt.Errorf("cannot fix: %w", err)
+	}
+	defer s.Close()
+	f.s = s
+	// A read-write mount replays a dirty journal: the disk then differs
+	// from its source there too, and the report says so.
+	for _, p := range mountedRW {
+		if p.Dirty {
+			dev := p.Device
+			if p.LV != "" {
+				dev = "/dev/" + p.LV
+			}
+			f.changes = append(f.changes, report.Change{Fix: "mount", File: dev,
+				Note: "the " + p.FSType + " journal needed recovery (the guest was not shut down cleanly) and was replayed when FIX mounted it read-write"})
+		}
 	}
 	for _, st := range steps {
 		if !st.on {
@@ -96,6 +115,21 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 	}
 	return f.changes, nil
 }
+
+// writes are the mount points each fix may write to; the others are
+// mounted read-only. initramfs and vmware_tools run the guest's own tools,
+// which may write anywhere in the tree.
+var writes = map[string][]string{
+	"fstab":        {"/"},
+	"network":      {"/"},
+	"grub":         {"/", "/boot", "/boot/efi"},
+	"initramfs":    {"/", "/boot", "/boot/efi", "/usr", "/var"},
+	"vmware_tools": {"/", "/boot", "/boot/efi", "/usr", "/var"},
+}
+
+// AnyEnabled says whether spec switches on at least one fix: with none,
+// FIX has nothing it could change and does not open the guest at all.
+func AnyEnabled(spec *manifest.Fix) bool { return spec.AnyEnabled() }
 
 func on(b *bool, def bool) bool {
 	if b == nil {

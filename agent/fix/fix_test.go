@@ -3,6 +3,7 @@ package fix
 import (
 	"testing"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
@@ -152,5 +153,31 @@ func TestLevels(t *testing.T) {
 	}
 	if !vmwareName.MatchString("ens192") || vmwareName.MatchString("ens3") || vmwareName.MatchString("enp1s0") {
 		t.Error("vmware name pattern")
+	}
+}
+
+func TestAnyEnabled(t *testing.T) {
+	off, on := false, true
+	allOff := manifest.Fix{Fstab: &manifest.FstabFix{Enabled: &off}, Grub: &manifest.Toggle{Enabled: &off},
+		Initramfs: &manifest.InitramfsFix{Enabled: &off}, Network: &manifest.NetworkFix{Enabled: &off}}
+	tools := allOff
+	tools.VMwareTools = &manifest.Toggle{Enabled: &on}
+	grub := allOff
+	grub.Grub = nil // left out: on by default
+	for _, tc := range []struct {
+		name string
+		spec *manifest.Fix
+		want bool
+	}{
+		{"no spec: the defaults", nil, true},
+		{"empty: the defaults", &manifest.Fix{}, true},
+		{"master switch off", &manifest.Fix{Enabled: &off}, false},
+		{"every fix off, fix.enabled left out", &allOff, false},
+		{"every fix off but vmware_tools", &tools, true},
+		{"every fix off but grub left out", &grub, true},
+	} {
+		if got := AnyEnabled(tc.spec); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -74,6 +74,21 @@ type Mount struct {
 	Options string
 }
 
+// noReplay is the mount option that keeps a read-only mount of fstype
+// from replaying its journal, "" when it has none. A guest that was not
+// shut down cleanly leaves a journal to replay: without it the kernel
+// refuses a read-only device ("cannot mount read-only"), and on a
+// writable one a read-only mount would still change the disk.
+func noReplay(fstype string) string {
+	switch fstype {
+	case "ext3", "ext4":
+		return ",noload"
+	case "xfs":
+		return ",norecovery"
+	}
+	return ""
+}
+
 // CheckOptions refuses mount options other than btrfs's subvol=/subvolid=:
 // they come from the guest's own fstab, which is untrusted.
 func CheckOptions(o string) error {

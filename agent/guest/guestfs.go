@@ -197,7 +197,7 @@ func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	}
 	opts := "nodev,nosuid"
 	if m.RO {
-		opts += ",ro"
+		opts += ",ro" + noReplay(m.FSType)
 	}
 	if m.Options != "" {
 		opts += "," + m.Options

@@ -315,7 +315,7 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	defer loop.Close()
 	opts := "nodev,nosuid"
 	if m.RO {
-		opts += ",ro"
+		opts += ",ro" + noReplay(m.FSType)
 	}
 	if m.Options != "" {
 		opts += "," + m.Options

@@ -105,7 +105,7 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		return g, nil
 	}
 	for i, img := range imgs {
-		s, err := openRootOn(ctx, img, i, backend, false, g)
+		s, err := openRootOn(ctx, img, i, backend, &opening{}, g)
 		if errors.Is(err, errNoRoot) {
 			continue
 		}
@@ -205,7 +205,7 @@ func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label}
+		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label, Dirty: fsi.Dirty}
 		probePV(&rp)
 		if rp.FSType != "" {
 			g.Partitions = append(g.Partitions, rp)
@@ -220,7 +220,7 @@ func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 			if err != nil {
 				return nil, nil, err
 			}
-			rp.FSType, rp.UUID, rp.Label = fsi.Type, fsi.UUID, fsi.Label
+			rp.FSType, rp.UUID, rp.Label, rp.Dirty = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty
 			probePV(&rp)
 		}
 		efi = efi || p.TypeName == "efi"
@@ -283,7 +283,7 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 			default:
 				p.Disk, p.DiskName, p.Start, p.Size = f.disk, imgs[f.disk].name(), f.start+rg.Offset, rg.Size
 				if fsi, err := partition.Probe(readers[f.disk], p.Start, p.Size); err == nil {
-					p.FSType, p.UUID, p.Label = fsi.Type, fsi.UUID, fsi.Label
+					p.FSType, p.UUID, p.Label, p.Dirty = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty
 				}
 			}
 			out = append(out, p)
@@ -389,11 +389,50 @@ func mountOf(p report.Partition, target string, ro bool) guest.Mount {
 // on the first disk: the first Linux filesystem holding /etc/os-release or
 // /etc/fstab, and records it in g.Root.
 func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *report.Guest) (guest.Session, error) {
-	return openRootOn(ctx, img, RootDisk(g), backend, writable, g)
+	o := &opening{all: writable}
+	return openRootOn(ctx, img, RootDisk(g), backend, o, g)
+}
+
+// OpenRootRW is OpenRoot with only the filesystems mounted at the mount
+// points rw ("/", "/boot", "/usr", "/var", "/boot/efi") read-write and the
+// others read-only: a filesystem that is only read is not changed by its
+// mount either. It also returns the filesystems it mounted read-write.
+func OpenRootRW(ctx context.Context, img Image, backend string, rw []string, g *report.Guest) (guest.Session, []report.Partition, error) {
+	o := &opening{rw: map[string]bool{}}
+	for _, mp := range rw {
+		o.rw[mp] = true
+	}
+	s, err := openRootOn(ctx, img, RootDisk(g), backend, o, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, o.mountedRW, nil
+}
+
+// opening says which mount points an opening mounts read-write, and
+// records the filesystems it did.
+type opening struct {
+	all       bool
+	rw        map[string]bool
+	mountedRW []report.Partition
+}
+
+func (o *opening) writable() bool { return o.all || len(o.rw) > 0 }
+
+// mount mounts p at target, read-write when the opening says so.
+func (o *opening) mount(ctx context.Context, s guest.Session, m guest.Mount, p report.Partition) error {
+	m.RO = !o.all && !o.rw[m.Target]
+	if err := s.Mount(ctx, m); err != nil {
+		return err
+	}
+	if !m.RO {
+		o.mountedRW = append(o.mountedRW, p)
+	}
+	return nil
 }
 
 // openRootOn is OpenRoot on the disk'th disk of the VM.
-func openRootOn(ctx context.Context, img Image, disk int, backend string, writable bool, g *report.Guest) (guest.Session, error) {
+func openRootOn(ctx context.Context, img Image, disk int, backend string, o *opening, g *report.Guest) (guest.Session, error) {
 	root, found := RootPartition(g)
 	if !found {
 		any := false
@@ -404,7 +443,7 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 			return nil, errNoRoot
 		}
 	}
-	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: writable})
+	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: o.writable()})
 	if err != nil {
 		return nil, err
 	}
@@ -415,11 +454,11 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 		}
 	}()
 	if found {
-		m := mountOf(root, "/", !writable)
+		m := mountOf(root, "/", true)
 		if g.RootSubvol != "" {
 			m.Options = "subvol=" + g.RootSubvol
 		}
-		if err := s.Mount(ctx, m); err != nil {
+		if err := o.mount(ctx, s, m, root); err != nil {
 			return nil, err
 		}
 	} else {
@@ -427,7 +466,7 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 			if p.Disk != disk || !linuxFS[p.FSType] {
 				continue
 			}
-			if err := s.Mount(ctx, mountOf(p, "/", !writable)); err != nil {
+			if err := o.mount(ctx, s, mountOf(p, "/", true), p); err != nil {
 				return nil, err
 			}
 			if isRoot(ctx, s, "/") {
@@ -438,14 +477,18 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 			if err := s.Unmount(ctx); err != nil {
 				return nil, err
 			}
+			o.mountedRW = nil
 			if p.FSType != "btrfs" {
 				continue
 			}
-			sv, err := findSubvol(ctx, s, mountOf(p, "/", !writable))
+			sv, err := findSubvol(ctx, s, mountOf(p, "/", !o.all && !o.rw["/"]))
 			if err != nil {
 				return nil, err
 			}
 			if sv != "" {
+				if o.all || o.rw["/"] {
+					o.mountedRW = append(o.mountedRW, p)
+				}
 				g.Root, g.RootSubvol = devOf(p), sv
 				root = p
 				break
@@ -456,7 +499,7 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, writab
 		}
 	}
 	if b, err := s.ReadFile(ctx, "/etc/fstab"); err == nil {
-		if err := mountTree(ctx, s, g, root, ParseTab(b, 2), writable); err != nil {
+		if err := mountTree(ctx, s, g, root, ParseTab(b, 2), o); err != nil {
 			return nil, err
 		}
 	}
@@ -472,7 +515,7 @@ var treeMounts = []string{"/usr", "/var", "/boot"}
 // mountTree mounts the guest's /usr, /var and /boot the way its fstab says
 // (btrfs subvol= included), when they live on the root's disk (the session
 // holds one disk) on a Linux filesystem.
-func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root report.Partition, tab []report.MountEntry, writable bool) error {
+func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root report.Partition, tab []report.MountEntry, o *opening) error {
 	for _, mp := range treeMounts {
 		for _, e := range tab {
 			if e.MountPoint != mp {
@@ -487,9 +530,9 @@ func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root repor
 				// device with the same filesystem id is not mounted.
 				break
 			}
-			m := mountOf(p, mp, !writable)
+			m := mountOf(p, mp, true)
 			m.Options = subvolOption(e.Options)
-			if err := s.Mount(ctx, m); err != nil {
+			if err := o.mount(ctx, s, m, p); err != nil {
 				return err
 			}
 			break
@@ -502,7 +545,7 @@ func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root repor
 			continue
 		}
 		if p, found := Resolve(g, e.Device); found && p.Disk == root.Disk && p.FSType == "vfat" && p.LV == "" {
-			if err := s.Mount(ctx, mountOf(p, "/boot/efi", !writable)); err != nil && ctx.Err() != nil {
+			if err := o.mount(ctx, s, mountOf(p, "/boot/efi", true), p); err != nil && ctx.Err() != nil {
 				return err
 			}
 		}

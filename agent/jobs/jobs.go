@@ -4,8 +4,10 @@
 package jobs
 
 import (
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // State is where a job is in its life.
@@ -64,6 +66,51 @@ type Job struct {
 	// before these were recorded have neither. Not a D-Bus property.
 	ConvertedBytes int64       `json:"converted_bytes,omitempty"`
 	StageTimes     []StageTime `json:"stage_times,omitempty"`
+	// Warnings are the report's warnings, kept when the job ended so that
+	// every view shows them without reading the report: at most
+	// MaxWarnings, each cut to MaxWarningBytes.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// The bounds of Job.Warnings: a hostile guest can make a report say a lot.
+const (
+	MaxWarnings     = 50
+	MaxWarningBytes = 500
+)
+
+// KeepWarnings is ws bounded for a job record: the first MaxWarnings, each
+// cut to MaxWarningBytes on a UTF-8 boundary, with a last line saying how
+// many were left out.
+func KeepWarnings(ws []string) []string {
+	if len(ws) == 0 {
+		return nil
+	}
+	n := min(len(ws), MaxWarnings)
+	if len(ws) > MaxWarnings {
+		n = MaxWarnings - 1
+	}
+	out := make([]string, 0, n+1)
+	for _, w := range ws[:n] {
+		out = append(out, cutUTF8(w, MaxWarningBytes))
+	}
+	if n < len(ws) {
+		out = append(out, fmt.Sprintf("%d more warnings in the report", len(ws)-n))
+	}
+	return out
+}
+
+// cutUTF8 is s cut to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\ufffd")
+	if len(s) <= n {
+		return s
+	}
+	const ell = "…"
+	i := n - len(ell)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + ell
 }
 
 // StageTime is how long one pipeline stage of a job ran.

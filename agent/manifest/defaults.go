@@ -172,8 +172,9 @@ func (p *Pipeline) setDefaults(name string) {
 	if v.BootMarker == "" {
 		v.BootMarker = DefaultBootMarker
 	}
-	// Comparing with the source only makes sense when nothing changed it.
-	setBool(&v.Compare, !Bool(f.Enabled))
+	// Comparing with the source only makes sense when nothing changed it:
+	// FIX off, or on with every fix off (FIX then does not run).
+	setBool(&v.Compare, !f.AnyEnabled())
 	setBool(&v.Checksum, true)
 }
 

@@ -115,6 +115,24 @@ type Fix struct {
 	VMwareTools *Toggle       `json:"vmware_tools,omitempty"` // enabled = remove them; default false
 }
 
+// AnyEnabled says whether f switches on at least one fix; a nil f or a
+// fix left out is on by default (vmware_tools is off by default). With
+// none, FIX has nothing it could change.
+func (f *Fix) AnyEnabled() bool {
+	if f == nil {
+		return true
+	}
+	if f.Enabled != nil && !*f.Enabled {
+		return false
+	}
+	on := func(b *bool, def bool) bool { return b == nil && def || b != nil && *b }
+	return f.Fstab == nil || on(f.Fstab.Enabled, true) ||
+		f.Grub == nil || on(f.Grub.Enabled, true) ||
+		f.Network == nil || on(f.Network.Enabled, true) ||
+		f.Initramfs == nil || on(f.Initramfs.Enabled, true) ||
+		f.VMwareTools != nil && on(f.VMwareTools.Enabled, false)
+}
+
 // Toggle is a fix with no options.
 type Toggle struct {
 	Enabled *bool `json:"enabled,omitempty"`

@@ -296,7 +296,7 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 	fixOn := true
 	if f := p.Fix; f != nil {
 		fp := path + ".fix"
-		fixOn = f.Enabled == nil || *f.Enabled
+		fixOn = f.AnyEnabled()
 		if f.Backend != "" {
 			v.enum(fp+".backend", f.Backend, Backends())
 		}

@@ -13,6 +13,9 @@ type FS struct {
 	Type  string // ext2 ext3 ext4 xfs btrfs swap vfat ntfs crypto_LUKS linux_raid_member, or "" when unknown
 	UUID  string
 	Label string
+	// Dirty is an ext3/ext4 journal that needs recovery (the guest was not
+	// shut down cleanly): a read-write mount replays it, changing the disk.
+	Dirty bool
 }
 
 // probeLen covers every superblock Probe looks at (btrfs is at 64 KiB).
@@ -102,7 +105,7 @@ func ProbeBytes(b []byte) FS {
 		if incompat&(0x40|0x80|0x200) != 0 || roCompat&^0x7 != 0 {
 			t = "ext4"
 		}
-		return FS{Type: t, UUID: uuid(sb[0x68:0x78]), Label: cstr(sb[0x78:0x88])}
+		return FS{Type: t, UUID: uuid(sb[0x68:0x78]), Label: cstr(sb[0x78:0x88]), Dirty: compat&0x4 != 0 && incompat&0x4 != 0}
 	}
 	if m := at(0, 4); bytes.Equal(m, []byte("XFSB")) {
 		return FS{Type: "xfs", UUID: uuid(at(32, 16)), Label: cstr(at(108, 12))}

@@ -36,6 +36,9 @@ type Partition struct {
 	FSType    string `json:"fstype,omitempty"`
 	UUID      string `json:"uuid,omitempty"`
 	Label     string `json:"label,omitempty"`
+	// Dirty: the filesystem's journal needs recovery (ext3/ext4 whose
+	// guest was not shut down cleanly).
+	Dirty bool `json:"dirty,omitempty"`
 	// Disk is the index of the VM's disk the filesystem lives on (0 is the
 	// first disk), DiskName how the source names that disk (file or OVF
 	// member), and Device the kernel name it had on the source VM

@@ -70,10 +70,13 @@ func stateColour(s jobs.State) string {
 // product, so every view has the same field ("state" stays for a release).
 type jobJSON struct {
 	jobs.Job
-	Status jobs.State `json:"status"`
+	Status       jobs.State `json:"status"`
+	WarningCount int        `json:"warning_count"`
 }
 
-func viewOf(j jobs.Job) jobJSON { return jobJSON{Job: j, Status: j.State} }
+func viewOf(j jobs.Job) jobJSON {
+	return jobJSON{Job: j, Status: j.State, WarningCount: len(j.Warnings)}
+}
 
 func viewsOf(js []jobs.Job) []jobJSON {
 	out := make([]jobJSON, 0, len(js))

@@ -5,6 +5,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/spf13/cobra"
@@ -81,7 +82,41 @@ func (a *app) printJob(j jobs.Job) {
 	if j.ReportPath != "" {
 		kv = append(kv, [2]string{"Report", j.ReportPath})
 	}
+	if len(j.Warnings) > 0 {
+		kv = append(kv, [2]string{"Warnings", fmt.Sprint(len(j.Warnings))})
+	}
 	keyValues(a.env.stdout, kv)
+	if len(j.Warnings) > 0 {
+		// A section of its own: warnings are sentences, too long for the
+		// key-value column, and they are what the user must read.
+		fmt.Fprintln(a.env.stdout, "\nWarnings:")
+		for _, w := range j.Warnings {
+			fmt.Fprintln(a.env.stdout, "  "+a.paint(ansiYellow, "! "+terminalSafe(w)))
+		}
+	}
+}
+
+// terminalSafe is s with control characters shown as '?': a warning may
+// quote a guest's file, and a guest is hostile input.
+func terminalSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// warningsNote is " with N warnings" for a job that has some, else "".
+func warningsNote(j jobs.Job) string {
+	switch n := len(j.Warnings); n {
+	case 0:
+		return ""
+	case 1:
+		return " with 1 warning"
+	default:
+		return fmt.Sprintf(" with %d warnings", n)
+	}
 }
 
 // userName is a uid as a person reads it: the login name and the uid, or

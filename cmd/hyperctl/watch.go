@@ -305,6 +305,7 @@ func (w *watcher) changeLine(t *tracked) string {
 		if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 			s += " in " + formatDuration(j.FinishedAt.Sub(j.StartedAt))
 		}
+		s += warningsNote(j)
 		if len(j.Outputs) > 0 {
 			s += ": " + strings.Join(j.Outputs, ", ")
 		}
@@ -318,7 +319,7 @@ func (w *watcher) changeLine(t *tracked) string {
 		if stage != "" {
 			where = " in " + stage
 		}
-		return w.a.paint(ansiRed, fmt.Sprintf("✘ %s failed%s: %s", name, where, orDash(j.Error)))
+		return w.a.paint(ansiRed, fmt.Sprintf("✘ %s failed%s%s: %s", name, where, warningsNote(j), orDash(j.Error)))
 	case jobs.Cancelled:
 		return w.a.paint(ansiYellow, "✘ "+name+" cancelled")
 	case jobs.Pending:

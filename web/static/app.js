@@ -309,7 +309,8 @@ const H2K = (() => {
     const parts = [outs.length ? "→ " + outs.join(", ") : "no outputs recorded"];
     if (j.started_at) parts.push("took " + duration(j.elapsed_seconds));
     if (j.bytes_total) parts.push(iec(j.bytes_total));
-    if (j.warnings) parts.push(`${Array.isArray(j.warnings) ? j.warnings.length : j.warnings} warning(s)`);
+    const nw = j.warning_count != null ? j.warning_count : Array.isArray(j.warnings) ? j.warnings.length : 0;
+    if (nw > 0) parts.push(`${nw} warning${nw === 1 ? "" : "s"}`);
     return parts.join(" · ");
   }
 

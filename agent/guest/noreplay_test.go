@@ -1,0 +1,11 @@
+package guest
+
+import "testing"
+
+func TestNoReplay(t *testing.T) {
+	for fs, want := range map[string]string{"ext4": ",noload", "ext3": ",noload", "xfs": ",norecovery", "btrfs": "", "vfat": "", "": ""} {
+		if got := noReplay(fs); got != want {
+			t.Errorf("noReplay(%q) = %q, want %q", fs, got, want)
+		}
+	}
+}
