@@ -21,7 +21,7 @@ func TestJobWarnings(t *testing.T) {
 		WarningCount *int      `json:"warning_count"`
 	}
 	for id, n := range map[string]int{"w": 2, "q": 0} {
-		a := e.do(t, "GET", "/api/workflow/jobs/"+id, "", "")
+		a := e.do(t, "GET", "/api/workflow/jobs/"+id, "", token)
 		var v view
 		if err := json.Unmarshal(a.body, &v); err != nil || a.status != 200 {
 			t.Fatalf("GET %s: %d %v %s", id, a.status, err, a.body)
