@@ -89,7 +89,8 @@ real=/usr/bin/nsenter
 ` + relStageLib + `
 if [[ ${!#} == */guest-native-*/root && " $* " == *" -- mount "* ]]; then
 	stage=fix
-	[[ " $* " == *,ro" "* ]] && stage=inspect
+	# A read-only mount's options hold "ro" among others ("nodev,nosuid,ro,noload").
+	[[ " $* " =~ [\ ,]ro[\ ,] ]] && stage=inspect
 	if relhold "$stage"; then
 		"$real" "$@"
 		rc=$?
