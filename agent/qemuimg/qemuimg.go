@@ -95,18 +95,28 @@ func Measure(ctx context.Context, path, format string) (int64, error) {
 	return m.Required, nil
 }
 
-// withoutBacking is a "json:" spec with its backing node replaced by null:
-// qemu-img info never opens a backing file, and refuses the options of one
-// given to it. Anything else is returned unchanged.
-func withoutBacking(path string) string {
+// jsonSpec decodes a "json:" image spec (numbers kept exact); false for a
+// plain path or a spec that does not decode.
+func jsonSpec(path string) (map[string]any, bool) {
 	spec, ok := strings.CutPrefix(path, "json:")
 	if !ok {
-		return path
+		return nil, false
 	}
 	dec := json.NewDecoder(strings.NewReader(spec))
 	dec.UseNumber()
 	var n map[string]any
 	if dec.Decode(&n) != nil {
+		return nil, false
+	}
+	return n, true
+}
+
+// withoutBacking is a "json:" spec with its backing node replaced by null:
+// qemu-img info never opens a backing file, and refuses the options of one
+// given to it. Anything else is returned unchanged.
+func withoutBacking(path string) string {
+	n, ok := jsonSpec(path)
+	if !ok {
 		return path
 	}
 	if b, ok := n["backing"]; !ok || b == nil {
@@ -615,14 +625,8 @@ func truncate(s string) string {
 // the file its chain of "file" nodes reads ("ARCHIVE[offset N, size M]" for
 // a range inside an archive).
 func Describe(path string) string {
-	spec, ok := strings.CutPrefix(path, "json:")
+	n, ok := jsonSpec(path)
 	if !ok {
-		return path
-	}
-	dec := json.NewDecoder(strings.NewReader(spec))
-	dec.UseNumber()
-	var n map[string]any
-	if dec.Decode(&n) != nil {
 		return path
 	}
 	var off, size any
