@@ -83,6 +83,9 @@ type Pipeline struct {
 	Fix      *Fix      `json:"fix,omitempty"`
 	Convert  *Convert  `json:"convert,omitempty"`
 	Validate *Validate `json:"validate,omitempty"`
+	// Target maps networks and storage and defines the domain in
+	// libvirt (target.go).
+	Target *Target `json:"target,omitempty"`
 }
 
 // Load names the source image.

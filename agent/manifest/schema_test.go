@@ -50,6 +50,7 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"Convert.output_format": manifest.OutputFormats(),
 		"Convert.compression":   manifest.Compressions(),
 		"Fix.backend":           manifest.Backends(),
+		"Target.graphics":       manifest.GraphicsTypes(),
 	}
 	seenEnums := map[string]bool{}
 	var check func(typ reflect.Type, n schemaNode, where string)

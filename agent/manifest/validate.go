@@ -343,6 +343,12 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 			v.add(vp+".compare", "cannot compare the output with the source while fix is enabled (the fixes change the disk); set fix.enabled to false or compare to false")
 		}
 	}
+	if t := p.Target; t != nil {
+		v.target(path+".target", t)
+		if s, c := t.Storage, p.Convert; s != nil && s.Dir != "" && c != nil && c.OutputDir != "" && filepath.Clean(c.OutputDir) != filepath.Clean(s.Dir) {
+			v.add(path+".target.storage.dir", fmt.Sprintf("%q differs from convert.output_dir %q; set one of them", truncate(s.Dir, 200), truncate(c.OutputDir, 200)))
+		}
+	}
 }
 
 func (v *validator) disks(cp string, c *Convert, sourceType, name string) {
