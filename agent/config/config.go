@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
 
 // DefaultPath is where the agent reads its configuration.
@@ -57,6 +59,13 @@ type Config struct {
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
 	// without load) given to a disk image dropped directly into the queue.
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
+	// Target is every job's default pipeline.target: network mappings,
+	// storage, display and libvirt definition (manifest.Target.WithDefaults).
+	Target *manifest.Target `yaml:"target"`
+	// LibvirtForUsers lets manifests from users other than root set
+	// pipeline.target.libvirt themselves: defining (and starting) a domain
+	// in qemu:///system is the host's administrator's to grant.
+	LibvirtForUsers bool `yaml:"libvirt_for_users"`
 }
 
 // Job holds the defaults of every job unit; a manifest's resources section
@@ -295,6 +304,9 @@ func (c *Config) Validate() error {
 		bad("limits.max_virtual_size", "%v", err)
 	} else if n == 0 && strings.TrimSpace(c.Limits.MaxVirtualSize) != "" {
 		bad("limits.max_virtual_size", "must be a size like 16T, not %q", c.Limits.MaxVirtualSize)
+	}
+	for _, p := range manifest.ValidateTarget("target", c.Target) {
+		bad(p.Path, "%s", p.Message)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")

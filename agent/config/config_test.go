@@ -60,6 +60,16 @@ func TestParse(t *testing.T) {
 		{name: "bad user memory cap", yaml: "limits:\n  user_max:\n    memory_max: lots\n", wantErr: "limits.user_max.memory_max"},
 		{name: "bad user cpu cap", yaml: "limits:\n  user_max:\n    cpu_quota: \"4\"\n", wantErr: "limits.user_max.cpu_quota"},
 		{name: "negative user tasks cap", yaml: "limits:\n  user_max:\n    tasks_max: -1\n", wantErr: "limits.user_max.tasks_max"},
+		{name: "target", yaml: "target:\n  networks:\n    - source: VM Network\n      bridge: br0\n  default_network:\n    network: default\n  storage:\n    pool: images\n  libvirt:\n    uri: qemu:///system\n    start: true\n", check: func(t *testing.T, c Config) {
+			d, ok := c.Target.Lookup("VM Network")
+			if !ok || d.Bridge != "br0" || c.Target.DefaultNetwork.Network != "default" || c.Target.Storage.Pool != "images" || !c.Target.Libvirt.Defines() || !c.Target.Libvirt.Start || c.LibvirtForUsers {
+				t.Errorf("got %+v", c.Target)
+			}
+		}},
+		{name: "target unmapped bridge and network", yaml: "target:\n  networks:\n    - source: A\n      bridge: br0\n      network: x\n", wantErr: "target.networks[0]: give either bridge"},
+		{name: "target pool without libvirt", yaml: "target:\n  storage:\n    pool: images\n", wantErr: "target.storage.pool: needs target.libvirt"},
+		{name: "target remote uri", yaml: "target:\n  libvirt:\n    uri: qemu+tcp://h/system\n", wantErr: "target.libvirt.uri"},
+		{name: "target unknown key", yaml: "target:\n  network: {}\n", wantErr: "network"},
 		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},
 		{name: "bad backend", yaml: "job:\n  backend: vmware\n", wantErr: "job.backend"},
 		{name: "bad duration", yaml: "idle_timeout: soon\n", wantErr: "duration"},
