@@ -384,7 +384,7 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		}
 	}
 	if m.Batch {
-		dirs := map[string]int{} // resolved output_dir -> first VM writing there
+		files := map[string]int{} // resolved output_dir + file -> first VM writing it
 		for i := range m.VMs {
 			p := m.VMs[i].Pipeline
 			check(fmt.Sprintf("vms[%d].pipeline", i), p)
@@ -392,13 +392,19 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 				continue
 			}
 			// Validation compares the paths as written; two spellings of
-			// one directory (a symbolic link) collide just the same.
+			// one directory (a symbolic link) collide just the same when
+			// two VMs would write the same file name there.
 			dir := resolve(p.Convert.OutputDir)
-			if j, dup := dirs[dir]; dup && filepath.Clean(m.VMs[j].Pipeline.Convert.OutputDir) != filepath.Clean(p.Convert.OutputDir) {
-				problems = append(problems, fmt.Sprintf("vms[%d].pipeline.convert.output_dir: %s is the same directory as the output_dir of vms[%d] (%s): %s and %s would both write domain.xml and report.json there; give each VM its own output_dir",
-					i, p.Convert.OutputDir, j, m.VMs[j].Name, m.VMs[j].Name, m.VMs[i].Name))
-			} else if !dup {
-				dirs[dir] = i
+			for _, f := range manifest.OutputFiles(m.VMs[i].Name, p) {
+				key := dir + "\x00" + f
+				if j, dup := files[key]; dup && j != i {
+					if filepath.Clean(m.VMs[j].Pipeline.Convert.OutputDir) != filepath.Clean(p.Convert.OutputDir) {
+						problems = append(problems, fmt.Sprintf("vms[%d].pipeline.convert.output_dir: %s is the same directory as the output_dir of vms[%d] (%s), and both would write %s there; give one of them another output_path or output_dir",
+							i, p.Convert.OutputDir, j, m.VMs[j].Name, f))
+					}
+					break
+				}
+				files[key] = i
 			}
 		}
 	} else {

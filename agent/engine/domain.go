@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
 
 // DomainSpec is what the libvirt domain of a converted VM is made from.
@@ -34,7 +36,8 @@ type DomainDisk struct {
 // DomainXML renders a libvirt domain for spec: virtio disks and network
 // (SATA and e1000e for a Windows guest without virtio drivers), a serial
 // console, q35, BIOS or UEFI firmware (libvirt's firmware autoselection).
-// `virsh define domain.xml` is the user's next step.
+// `virsh define NAME.xml` is the user's next step unless target.libvirt
+// defines it.
 func DomainXML(spec DomainSpec) ([]byte, error) {
 	if spec.Name == "" {
 		return nil, fmt.Errorf("cannot write domain XML: no name")
@@ -117,7 +120,7 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 	return []byte(out + "\n"), nil
 }
 
-// writeDomain writes domain.xml for the converted disks.
+// writeDomain writes NAME.xml for the converted disks.
 func (r *runner) writeDomain() error {
 	spec := DomainSpec{Name: r.vm.Name, Firmware: r.firmware(), NICs: 1}
 	if r.ovf != nil {
@@ -136,7 +139,7 @@ func (r *runner) writeDomain() error {
 	if err != nil {
 		return err
 	}
-	if err := writeNew(filepath.Join(r.outDir, DomainXMLName), b, r.owner.setFile); err != nil {
+	if err := writeNew(filepath.Join(r.outDir, manifest.DomainXMLFile(r.vm.Name)), b, r.owner.setFile); err != nil {
 		return fmt.Errorf("cannot write domain XML: %w", err)
 	}
 	return nil

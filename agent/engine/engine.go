@@ -48,12 +48,9 @@ type Options struct {
 // 16 TiB, agent.yaml's default.
 const DefaultMaxVirtualSize = 16 << 40
 
-// Output file names beside the disks.
-const (
-	DomainXMLName = "domain.xml"
-	ReportName    = "report.json"
-	ConsoleName   = "boot-console.log"
-)
+// The files beside the disks are named after the VM
+// (manifest.DomainXMLFile, ReportFile, ConsoleFile): NAME.xml,
+// NAME.report.json, NAME.boot-console.log.
 
 // bands are the overall-percent ranges of the stages: Progress reports one
 // percentage for the whole job, like systemd-importd's phase bands.
@@ -113,7 +110,7 @@ type runner struct {
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
 // split by the agent first). The report is returned even when err is non-nil.
 //
-// The outputs (disks, domain.xml, report.json) go to the manifest's
+// The outputs (disks, NAME.xml, NAME.report.json) go to the manifest's
 // convert.output_dir or else o.OutputDir, which must not already hold any of
 // them: nothing is ever overwritten. The source is only ever opened for
 // reading; FIX works on a qcow2 overlay in the work directory.
@@ -204,7 +201,7 @@ func (r *runner) discard(err error) {
 		}
 	}
 	if r.converted {
-		os.Remove(filepath.Join(r.outDir, DomainXMLName))
+		os.Remove(filepath.Join(r.outDir, manifest.DomainXMLFile(r.vm.Name)))
 		r.converted = false
 	}
 	r.rep.Guest, r.rep.Changes, r.rep.Artifacts, r.rep.Warnings = nil, nil, nil, nil
@@ -329,11 +326,11 @@ func (r *runner) warn(format string, a ...any) {
 	r.rep.Warnings = append(r.rep.Warnings, fmt.Sprintf(format, a...))
 }
 
-// writeReport writes report.json into the output directory, never over an
+// writeReport writes NAME.report.json into the output directory, never over an
 // existing file.
 func (r *runner) writeReport() error {
-	p := filepath.Join(r.outDir, ReportName)
-	r.rep.ReportPath = filepath.Join(r.outShow, ReportName)
+	p := filepath.Join(r.outDir, manifest.ReportFile(r.vm.Name))
+	r.rep.ReportPath = filepath.Join(r.outShow, manifest.ReportFile(r.vm.Name))
 	b, err := json.MarshalIndent(r.rep, "", "  ")
 	if err != nil {
 		r.rep.ReportPath = ""

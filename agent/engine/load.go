@@ -395,9 +395,9 @@ func (r *runner) planOutputs() error {
 	if len(want) == 0 {
 		return errors.New("every disk is skipped (convert.disks): nothing to convert")
 	}
-	want = append(want, filepath.Join(abs, DomainXMLName), filepath.Join(abs, ReportName))
+	want = append(want, filepath.Join(abs, manifest.DomainXMLFile(r.vm.Name)), filepath.Join(abs, manifest.ReportFile(r.vm.Name)))
 	if r.p.Validate.BootTest && manifest.Bool(r.p.Validate.Enabled) {
-		want = append(want, filepath.Join(abs, ConsoleName))
+		want = append(want, filepath.Join(abs, manifest.ConsoleFile(r.vm.Name)))
 	}
 	seen := map[string]bool{}
 	for _, p := range want {

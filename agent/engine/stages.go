@@ -89,7 +89,7 @@ func (r *runner) fix(set func(any)) error {
 		return errors.New("FIX needs the guest inspection: enable pipeline.inspect or disable pipeline.fix")
 	}
 	if g.OS != nil && g.OS.Type == "windows" {
-		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
+		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; the domain XML uses SATA and e1000e instead")
 		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
 	}
 	if g.OS == nil && !manifest.Bool(r.p.Inspect.DetectOS) {
@@ -268,7 +268,8 @@ func (r *runner) artifacts(hash bool) []report.Artifact {
 		}
 	}
 	if r.converted {
-		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), filepath.Join(r.outShow, DomainXMLName), "domain-xml", "xml", hash))
+		name := manifest.DomainXMLFile(r.vm.Name)
+		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, name), filepath.Join(r.outShow, name), "domain-xml", "xml", hash))
 	}
 	return arts
 }
@@ -384,7 +385,7 @@ func (r *runner) validate(set func(any)) error {
 	r.progress("validate", 60, 0, 0, "boot test "+filepath.Base(d.output))
 	// The console log is created here, never through a symbolic link, and
 	// boot.Test reopens this very file by its descriptor's name.
-	console := filepath.Join(r.outDir, ConsoleName)
+	console := filepath.Join(r.outDir, manifest.ConsoleFile(r.vm.Name))
 	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
@@ -402,7 +403,7 @@ func (r *runner) validate(set func(any)) error {
 	if len(results) > 0 {
 		results[0].Boot = br
 	}
-	r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(console, filepath.Join(r.outShow, ConsoleName), "console-log", "text", manifest.Bool(v.Checksum)))
+	r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(console, filepath.Join(r.outShow, manifest.ConsoleFile(r.vm.Name)), "console-log", "text", manifest.Bool(v.Checksum)))
 	if err != nil {
 		return fmt.Errorf("boot test: %w", err)
 	}

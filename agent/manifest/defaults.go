@@ -160,6 +160,11 @@ func (p *Pipeline) setDefaults(name string) {
 	if c.OutputPath == "" {
 		c.OutputPath = defaultOutputPath(name, c)
 	}
+	// target.storage.dir is where the disks go: the output directory, so
+	// that every check of convert.output_dir applies to it.
+	if t := p.Target; c.OutputDir == "" && t != nil && t.Storage != nil && t.Storage.Dir != "" {
+		c.OutputDir = t.Storage.Dir
+	}
 
 	if p.Validate == nil {
 		p.Validate = &Validate{}

@@ -148,7 +148,7 @@ func (v *validator) batch(m *Manifest) {
 		v.add("vms", "is required: a batch manifest lists at least one VM")
 	}
 	firstUse := map[string]int{}
-	outputs := map[string]int{} // output_dir -> first VM writing there
+	outputs := map[string]int{} // output_dir + file -> first VM writing it
 	for i, vm := range m.VMs {
 		p := fmt.Sprintf("vms[%d]", i)
 		v.name(p+".name", vm.Name, true)
@@ -166,16 +166,19 @@ func (v *validator) batch(m *Manifest) {
 			continue
 		}
 		v.pipeline(p+".pipeline", vm.Pipeline, vm.Name)
-		// Two VMs in one output_dir both write domain.xml and report.json
-		// there (and perhaps the same disk name): the second fails on the
-		// first's files. The default output_dir is per job and cannot.
+		// VMs may share an output_dir (their side files are named after
+		// them), but not a file name: the second would fail on the
+		// first's file. The default output_dir is per job and cannot.
 		if c := vm.Pipeline.Convert; c != nil && c.OutputDir != "" && filepath.IsAbs(c.OutputDir) {
 			dir := filepath.Clean(c.OutputDir)
-			if j, dup := outputs[dir]; dup {
-				v.add(p+".pipeline.convert.output_dir", fmt.Sprintf("%s is also the output_dir of vms[%d] (%s): %s and %s would both write domain.xml and report.json there; give each VM its own output_dir, or leave it empty for a directory per job",
-					truncate(dir, 200), j, truncate(m.VMs[j].Name, 80), truncate(m.VMs[j].Name, 80), truncate(vm.Name, 80)))
-			} else {
-				outputs[dir] = i
+			for _, f := range OutputFiles(vm.Name, vm.Pipeline) {
+				key := dir + "\x00" + f
+				if j, dup := outputs[key]; dup && j != i {
+					v.add(p+".pipeline.convert", fmt.Sprintf("%s would write %s into %s, as vms[%d] (%s) does; give one of them another output_path or output_dir",
+						truncate(vm.Name, 80), truncate(f, 200), truncate(dir, 200), j, truncate(m.VMs[j].Name, 80)))
+					break
+				}
+				outputs[key] = i
 			}
 		}
 	}

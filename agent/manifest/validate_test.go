@@ -375,11 +375,15 @@ func TestShape(t *testing.T) {
 		{"same output file", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "disk.qcow2"}},
 			{"vms.2.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "disk.qcow2"}}},
-			[]string{"vms[2].pipeline.convert.output_dir: /srv/kvm is also the output_dir of vms[0] (web01): web01 and app01 would both write domain.xml and report.json there"}},
+			[]string{"vms[2].pipeline.convert: app01 would write disk.qcow2 into /srv/kvm, as vms[0] (web01) does"}},
+		// Two VMs share a directory: NAME.qcow2, NAME.xml, NAME.report.json.
 		{"same dir distinct names", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm"}},
-			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm"}}},
-			[]string{"vms[1].pipeline.convert.output_dir: /srv/kvm is also the output_dir of vms[0] (web01): web01 and db01 would both write"}},
+			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm"}}}, nil},
+		{"disk named like another VM's", batchDoc, []edit{
+			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm"}},
+			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "web01.qcow2"}}},
+			[]string{"vms[1].pipeline.convert: db01 would write web01.qcow2 into /srv/kvm, as vms[0] (web01) does"}},
 		{"distinct dirs", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm/a"}},
 			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm/b"}}}, nil},

@@ -29,7 +29,7 @@ func newConvertCmd() *cobra.Command {
 		Short: "Run a manifest's conversion in the foreground",
 		Long: `Run every VM of MANIFEST through LOAD, INSPECT, FIX, CONVERT and VALIDATE in
 the foreground, with the same engine the agent's job units run. Each VM's
-disks, domain.xml and report.json go to DIR/NAME/ (DIR defaults to the
+disks, NAME.xml and NAME.report.json go to DIR/NAME/ (DIR defaults to the
 current directory) unless the manifest sets convert.output_dir. Existing
 files are never overwritten.
 
