@@ -67,7 +67,6 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "target unmapped bridge and network", yaml: "target:\n  networks:\n    - source: A\n      bridge: br0\n      network: x\n", wantErr: "target.networks[0]: give either bridge"},
-		{name: "target pool without libvirt", yaml: "target:\n  storage:\n    pool: images\n", wantErr: "target.storage.pool: needs target.libvirt"},
 		{name: "target remote uri", yaml: "target:\n  libvirt:\n    uri: qemu+tcp://h/system\n", wantErr: "target.libvirt.uri"},
 		{name: "target unknown key", yaml: "target:\n  network: {}\n", wantErr: "network"},
 		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},

@@ -19,18 +19,53 @@ import (
 // DomainSpec is what the libvirt domain of a converted VM is made from.
 type DomainSpec struct {
 	Name     string
+	UUID     string // "" lets libvirt choose one
 	MemoryMB int64  // default 2048
 	CPUs     int    // default 2
 	Firmware string // bios (default) | efi
-	Disks    []DomainDisk
-	NICs     int  // default 1
+	// SecureBoot (efi only) boots with UEFI Secure Boot, as the source did:
+	// the secure-boot OVMF build, its vars template with Microsoft's keys
+	// enrolled, and SMM.
+	SecureBoot bool
+	// OVMF names the firmware files for efi; zero: libvirt's firmware
+	// autoselection chooses (and makes the NVRAM file) itself.
+	OVMF  OVMF
+	Disks []DomainDisk
+	// BootDisk is the index of the disk booted first (the one holding the
+	// guest's boot loader); the others follow in their order.
+	BootDisk int
+	// Interfaces are the NICs in the source's order; when empty, NICs
+	// NICs (default 1) on libvirt's network "default".
+	Interfaces []DomainNIC
+	NICs       int
+	// Graphics is vnc or spice, listening on 127.0.0.1 only, or "" for
+	// none.
+	Graphics string
 	Windows  bool // SATA disks and e1000e NICs: no virtio drivers in the guest yet
 }
 
-// DomainDisk is one disk of the domain, in boot order.
+// OVMF are the UEFI firmware files of a domain: the read-only code and
+// the template its own NVRAM file is made from (by libvirt, at the first
+// start, as /var/lib/libvirt/qemu/nvram/NAME_VARS.fd).
+type OVMF struct {
+	Code, VarsTemplate string
+}
+
+// DomainDisk is one disk of the domain, in the source's order.
 type DomainDisk struct {
-	Path   string // absolute
+	Path   string // absolute; unused when Pool is set
 	Format string // qcow2 | raw | vdi
+	// Pool and Volume name the disk as a volume of a libvirt storage pool.
+	Pool, Volume string
+}
+
+// DomainNIC is one network adapter: on a host bridge or a libvirt
+// network, with the source's MAC address when it had one ("" lets
+// libvirt choose).
+type DomainNIC struct {
+	MAC     string
+	Bridge  string
+	Network string
 }
 
 // DomainXML renders a libvirt domain for spec: virtio disks and network
@@ -79,26 +114,80 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 		OnCrash:    "destroy",
 		Devices:    &libvirtxml.DomainDeviceList{},
 	}
+	if spec.UUID != "" {
+		d.UUID = spec.UUID
+	}
 	if spec.Firmware == "efi" {
-		d.OS.Firmware = "efi"
+		setEFI(&d, spec)
+	}
+	if spec.BootDisk < 0 || spec.BootDisk >= len(spec.Disks) {
+		return nil, fmt.Errorf("cannot write domain XML for %s: boot disk %d of %d", spec.Name, spec.BootDisk+1, len(spec.Disks))
+	}
+	if spec.BootDisk > 0 {
+		// Per-device boot order instead of <os><boot dev=hd>: the root
+		// disk first, whatever its place among the disks.
+		d.OS.BootDevices = nil
 	}
 	dev := d.Devices
+	order := uint(2)
 	for i, disk := range spec.Disks {
-		if !filepath.IsAbs(disk.Path) {
-			return nil, fmt.Errorf("cannot write domain XML: disk path %q is not absolute", disk.Path)
-		}
-		dev.Disks = append(dev.Disks, libvirtxml.DomainDisk{
+		dd := libvirtxml.DomainDisk{
 			Device: "disk",
 			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
-			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
 			Target: &libvirtxml.DomainDiskTarget{Dev: prefix + string(rune('a'+i)), Bus: bus},
-		})
+		}
+		switch {
+		case disk.Pool != "":
+			dd.Source = &libvirtxml.DomainDiskSource{Volume: &libvirtxml.DomainDiskSourceVolume{Pool: disk.Pool, Volume: disk.Volume}}
+		case !filepath.IsAbs(disk.Path):
+			return nil, fmt.Errorf("cannot write domain XML: disk path %q is not absolute", disk.Path)
+		default:
+			dd.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}}
+		}
+		if spec.BootDisk > 0 {
+			if i == spec.BootDisk {
+				dd.Boot = &libvirtxml.DomainDeviceBoot{Order: 1}
+			} else {
+				dd.Boot = &libvirtxml.DomainDeviceBoot{Order: order}
+				order++
+			}
+		}
+		dev.Disks = append(dev.Disks, dd)
 	}
-	for range max(spec.NICs, 1) {
-		dev.Interfaces = append(dev.Interfaces, libvirtxml.DomainInterface{
-			Source: &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: "default"}},
-			Model:  &libvirtxml.DomainInterfaceModel{Type: nic},
-		})
+	nics := spec.Interfaces
+	if len(nics) == 0 {
+		for range max(spec.NICs, 1) {
+			nics = append(nics, DomainNIC{Network: "default"})
+		}
+	}
+	for _, n := range nics {
+		di := libvirtxml.DomainInterface{Model: &libvirtxml.DomainInterfaceModel{Type: nic}}
+		switch {
+		case n.Bridge != "":
+			di.Source = &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: n.Bridge}}
+		case n.Network != "":
+			di.Source = &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: n.Network}}
+		default:
+			return nil, fmt.Errorf("cannot write domain XML for %s: a NIC with neither bridge nor network", spec.Name)
+		}
+		if n.MAC != "" {
+			di.MAC = &libvirtxml.DomainInterfaceMAC{Address: n.MAC}
+		}
+		dev.Interfaces = append(dev.Interfaces, di)
+	}
+	switch spec.Graphics {
+	case "":
+	case "vnc":
+		dev.Graphics = []libvirtxml.DomainGraphic{{VNC: &libvirtxml.DomainGraphicVNC{
+			Port: -1, AutoPort: "yes", Listeners: localListen()}}}
+	case "spice":
+		dev.Graphics = []libvirtxml.DomainGraphic{{Spice: &libvirtxml.DomainGraphicSpice{
+			Port: -1, AutoPort: "yes", Listeners: localListen()}}}
+	default:
+		return nil, fmt.Errorf("cannot write domain XML for %s: graphics %q is not vnc or spice", spec.Name, spec.Graphics)
+	}
+	if spec.Graphics != "" {
+		dev.Videos = []libvirtxml.DomainVideo{{Model: libvirtxml.DomainVideoModel{Type: "vga"}}}
 	}
 	pty := func() *libvirtxml.DomainChardevSource {
 		return &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
@@ -120,21 +209,37 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 	return []byte(out + "\n"), nil
 }
 
+// setEFI boots d with UEFI: the OVMF files spec names with a per-VM
+// NVRAM made from the vars template (libvirt names it after the domain),
+// or, without them, libvirt's firmware autoselection; Secure Boot needs
+// the secure-boot build and SMM.
+func setEFI(d *libvirtxml.Domain, spec DomainSpec) {
+	if spec.OVMF.Code == "" {
+		d.OS.Firmware = "efi"
+		if spec.SecureBoot {
+			d.OS.FirmwareInfo = &libvirtxml.DomainOSFirmwareInfo{Features: []libvirtxml.DomainOSFirmwareFeature{
+				{Name: "secure-boot", Enabled: "yes"}, {Name: "enrolled-keys", Enabled: "yes"}}}
+			d.Features.SMM = &libvirtxml.DomainFeatureSMM{State: "on"}
+		}
+		return
+	}
+	d.OS.Loader = &libvirtxml.DomainLoader{Path: spec.OVMF.Code, Readonly: "yes", Type: "pflash"}
+	d.OS.NVRam = &libvirtxml.DomainNVRam{Template: spec.OVMF.VarsTemplate}
+	if spec.SecureBoot {
+		d.OS.Loader.Secure = "yes"
+		d.Features.SMM = &libvirtxml.DomainFeatureSMM{State: "on"}
+	}
+}
+
+// localListen is a display listening on the host's loopback only: a VM's
+// console is not for the network unless the administrator says so.
+func localListen() []libvirtxml.DomainGraphicListener {
+	return []libvirtxml.DomainGraphicListener{{Address: &libvirtxml.DomainGraphicListenerAddress{Address: "127.0.0.1"}}}
+}
+
 // writeDomain writes NAME.xml for the converted disks.
 func (r *runner) writeDomain() error {
-	spec := DomainSpec{Name: r.vm.Name, Firmware: r.firmware(), NICs: 1}
-	if r.ovf != nil {
-		spec.MemoryMB, spec.CPUs = r.ovf.MemoryMB, r.ovf.CPUs
-		spec.NICs = max(len(r.ovf.NICs), 1)
-	}
-	if g := r.rep.Guest; g != nil && g.OS != nil && g.OS.Type == "windows" {
-		spec.Windows = true
-	}
-	for _, d := range r.disks {
-		if d.converted {
-			spec.Disks = append(spec.Disks, DomainDisk{Path: d.output, Format: d.outFormat})
-		}
-	}
+	spec := r.domainSpec()
 	b, err := DomainXML(spec)
 	if err != nil {
 		return err
@@ -142,5 +247,6 @@ func (r *runner) writeDomain() error {
 	if err := writeNew(filepath.Join(r.outDir, manifest.DomainXMLFile(r.vm.Name)), b, r.owner.setFile); err != nil {
 		return fmt.Errorf("cannot write domain XML: %w", err)
 	}
+	r.rep.Target = r.targetReport(spec)
 	return nil
 }

@@ -42,6 +42,12 @@ type Options struct {
 	// MaxVirtualSize refuses, in LOAD, a disk whose virtual size is larger
 	// (agent.yaml limits.max_virtual_size); 0 means DefaultMaxVirtualSize.
 	MaxVirtualSize int64
+	// Target is agent.yaml's target: the defaults of the manifest's
+	// pipeline.target (manifest.Target.WithDefaults).
+	Target *manifest.Target
+	// LibvirtForUsers lets a job of SourceUID set pipeline.target.libvirt
+	// itself (agent.yaml libvirt_for_users).
+	LibvirtForUsers bool
 }
 
 // DefaultMaxVirtualSize is the virtual size limit when Options gives none:
@@ -60,6 +66,7 @@ var bands = map[string][2]int{
 	"fix":      {10, 30},
 	"convert":  {30, 90},
 	"validate": {90, 100},
+	"define":   {100, 100},
 }
 
 // disk is one source disk on its way through the pipeline.
@@ -105,6 +112,8 @@ type runner struct {
 	refs []string
 	// owner is who the outputs belong to.
 	owner outputOwner
+	// tgt is the job's target (target.go), settled in LOAD.
+	tgt targetPlan
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -249,7 +258,11 @@ func (r *runner) run() error {
 	case r.converted:
 		r.rep.Artifacts = append(r.artifacts(false), r.rep.Artifacts...)
 	}
-	return err
+	if err != nil || !r.tgt.libvirt() {
+		return err
+	}
+	// Only a job whose target asks for libvirt has this stage.
+	return r.stage("define", r.define)
 }
 
 // errSkip is returned by a stage that decided not to run; its text is the reason.

@@ -79,12 +79,12 @@ func (r *runner) loadSources(set func(any)) error {
 		return err
 	}
 	if r.ovf != nil {
-		r.rep.Source.OVF = &report.OVF{Name: r.ovf.Name, CPUs: r.ovf.CPUs, MemoryMB: r.ovf.MemoryMB, Firmware: r.ovf.Firmware}
+		r.rep.Source.OVF = &report.OVF{Name: r.ovf.Name, CPUs: r.ovf.CPUs, MemoryMB: r.ovf.MemoryMB, Firmware: r.ovf.Firmware, SecureBoot: r.ovf.SecureBoot}
 		for _, d := range r.ovf.Disks {
 			r.rep.Source.OVF.Disks = append(r.rep.Source.OVF.Disks, d.File)
 		}
 		for _, n := range r.ovf.NICs {
-			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network})
+			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network, MAC: n.MAC})
 		}
 	}
 
@@ -122,6 +122,9 @@ func (r *runner) loadSources(set func(any)) error {
 		r.rep.Source.Disks = append(r.rep.Source.Disks, report.Disk{ID: d.id, Path: d.display, Format: d.format, VirtualSize: info.VirtualSize, ActualSize: info.ActualSize, Subformat: d.subformat})
 	}
 	if err := r.planOutputs(); err != nil {
+		return err
+	}
+	if err := r.planTarget(); err != nil {
 		return err
 	}
 	if err := r.checkSpace(); err != nil {

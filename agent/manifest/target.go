@@ -45,7 +45,8 @@ type NetworkDest struct {
 }
 
 // Storage is where the disks go: exactly one of Pool (a libvirt storage
-// pool, the disks uploaded into it as volumes; needs Libvirt) or Dir (a
+// pool, the disks uploaded into it as volumes; needs Libvirt, here or in
+// agent.yaml, which the engine checks once both are merged) or Dir (a
 // directory the disks are written into, as convert.output_dir).
 type Storage struct {
 	Pool string `json:"pool,omitempty" yaml:"pool"`
@@ -207,9 +208,6 @@ func (v *validator) target(path string, t *Target) {
 		case s.Pool != "":
 			if !libvirtNameRE.MatchString(s.Pool) {
 				v.add(sp+".pool", fmt.Sprintf("%q is not a storage pool name (letters, digits, '.', '_', ':', '+', '-'; up to 64)", truncate(s.Pool, 80)))
-			}
-			if t.Libvirt == nil {
-				v.add(sp+".pool", "needs target.libvirt: the disks are uploaded into the pool through libvirt")
 			}
 		default:
 			v.absPath(sp+".dir", s.Dir)

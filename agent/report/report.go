@@ -38,6 +38,9 @@ type Report struct {
 	Artifacts     []Artifact `json:"artifacts,omitempty"`
 	Warnings      []string   `json:"warnings,omitempty"`
 	Error         *Failure   `json:"error,omitempty"`
+	// Target is the domain as written (and defined in libvirt when
+	// pipeline.target.libvirt asked): UUID, NICs, firmware, storage.
+	Target *Target `json:"target,omitempty"`
 	// ReportPath is where this report was written (empty when it could not
 	// be, e.g. because a report.json from an earlier run was in the way).
 	ReportPath string `json:"report_path,omitempty"`
@@ -65,12 +68,14 @@ type Disk struct {
 
 // OVF is what the OVF descriptor says about the VM.
 type OVF struct {
-	Name     string   `json:"name"`
-	CPUs     int      `json:"cpus,omitempty"`
-	MemoryMB int64    `json:"memory_mb,omitempty"`
-	Firmware string   `json:"firmware,omitempty"` // bios | efi
-	Disks    []string `json:"disks,omitempty"`
-	NICs     []NIC    `json:"nics,omitempty"`
+	Name     string `json:"name"`
+	CPUs     int    `json:"cpus,omitempty"`
+	MemoryMB int64  `json:"memory_mb,omitempty"`
+	Firmware string `json:"firmware,omitempty"` // bios | efi
+	// SecureBoot: the source booted with UEFI Secure Boot.
+	SecureBoot bool     `json:"secure_boot,omitempty"`
+	Disks      []string `json:"disks,omitempty"`
+	NICs       []NIC    `json:"nics,omitempty"`
 }
 
 // NIC is a network adapter from the OVF.
@@ -78,6 +83,41 @@ type NIC struct {
 	Name    string `json:"name"`
 	Model   string `json:"model,omitempty"`
 	Network string `json:"network,omitempty"`
+	MAC     string `json:"mac,omitempty"`
+}
+
+// Target is the converted VM's domain: what the XML says and, when it was
+// defined, where.
+type Target struct {
+	Domain     string      `json:"domain"`
+	UUID       string      `json:"uuid"`
+	Firmware   string      `json:"firmware"` // bios | efi
+	SecureBoot bool        `json:"secure_boot,omitempty"`
+	Loader     string      `json:"loader,omitempty"`         // OVMF code, efi only
+	NVRAM      string      `json:"nvram_template,omitempty"` // OVMF vars template
+	Graphics   string      `json:"graphics,omitempty"`       // vnc | spice
+	NICs       []TargetNIC `json:"nics"`
+	// Libvirt is set when the domain was defined (or its disks placed)
+	// through libvirt.
+	Libvirt *Libvirt `json:"libvirt,omitempty"`
+}
+
+// TargetNIC is one NIC of the domain and the source network it came from.
+type TargetNIC struct {
+	Source  string `json:"source_network,omitempty"`
+	MAC     string `json:"mac,omitempty"` // the source's, or the one libvirt chose when defined
+	Bridge  string `json:"bridge,omitempty"`
+	Network string `json:"network,omitempty"`
+}
+
+// Libvirt says what the job did in libvirt.
+type Libvirt struct {
+	URI       string   `json:"uri"`
+	Defined   bool     `json:"defined"`
+	Started   bool     `json:"started,omitempty"`
+	Autostart bool     `json:"autostart,omitempty"`
+	Pool      string   `json:"pool,omitempty"`
+	Volumes   []string `json:"volumes,omitempty"` // paths of the uploaded volumes
 }
 
 // Stage is one pipeline stage's outcome.

@@ -74,6 +74,9 @@ func runConvert(ctx context.Context, stdout, stderr io.Writer, file, outDir, bac
 			fmt.Fprintf(stdout, "[%d/%d] %s\n", i+1, len(vms), vm.Name)
 		}
 		bar := newBar(stderr)
+		// agent.yaml's target defaults apply here too: the same VM as
+		// the agent's jobs would make.
+		target, _ := targetDefaults()
 		rep, err := engine.Run(ctx, vm, engine.Options{
 			JobID:     vm.Name + "-" + time.Now().Format("20060102T150405"),
 			OutputDir: filepath.Join(outDir, vm.Name),
@@ -81,6 +84,7 @@ func runConvert(ctx context.Context, stdout, stderr io.Writer, file, outDir, bac
 			Progress:  bar.update,
 			// The same limit as the agent's jobs.
 			MaxVirtualSize: maxVirtualSize(),
+			Target:         target,
 		})
 		bar.done()
 		printSummary(stdout, rep)

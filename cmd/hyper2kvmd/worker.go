@@ -19,6 +19,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -99,15 +100,18 @@ func runWorker(ctx context.Context, dir string) error {
 	st := &statusSender{}
 	var stageMu sync.Mutex
 	stage := "load"
+	target, forUsers := targetDefaults()
 	opts := engine.Options{
 		JobID:     spec.ID,
 		OutputDir: spec.OutputDir,
 		WorkDir:   spec.WorkDir,
 		Backend:   spec.Backend,
 		// The worker runs as root: it reads only what the job's user could.
-		SourceUID:      spec.SourceUID,
-		TrustedSource:  spec.TrustedSource,
-		MaxVirtualSize: maxVirtualSize(),
+		SourceUID:       spec.SourceUID,
+		TrustedSource:   spec.TrustedSource,
+		MaxVirtualSize:  maxVirtualSize(),
+		Target:          target,
+		LibvirtForUsers: forUsers,
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {
@@ -244,4 +248,15 @@ func maxVirtualSize() int64 {
 		return 0
 	}
 	return cfg.MaxVirtualSizeBytes()
+}
+
+// targetDefaults are agent.yaml's target and libvirt_for_users, for the
+// engine's Options (none when the file cannot be read: the agent refuses
+// to run jobs then anyway).
+func targetDefaults() (*manifest.Target, bool) {
+	cfg, err := config.Load(config.DefaultPath)
+	if err != nil {
+		return nil, false
+	}
+	return cfg.Target, cfg.LibvirtForUsers
 }
