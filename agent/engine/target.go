@@ -319,7 +319,24 @@ func (r *runner) define(set func(any)) error {
 		if err != nil {
 			return fmt.Errorf("cannot read the domain XML back: %w", err)
 		}
-		if dom, err = c.Define(r.vm.Name, r.tgt.uuid, string(xml)); err != nil {
+		def := string(xml)
+		if kvm, err := c.HasKVM(); err != nil {
+			return err
+		} else if !kvm {
+			// Defined all the same, to run (slowly) under emulation until
+			// the domain is moved to a host with KVM.
+			var d libvirtxml.Domain
+			if err := d.Unmarshal(def); err != nil {
+				return fmt.Errorf("cannot read the domain XML back: %w", err)
+			}
+			d.Type = "qemu"
+			if def, err = d.Marshal(); err != nil {
+				return fmt.Errorf("cannot write the domain XML: %w", err)
+			}
+			r.warn("libvirt %s has no KVM for x86_64 guests (no /dev/kvm): domain %s is defined with type qemu (emulation, slow); %s keeps type kvm", res.URI, r.vm.Name, manifest.DomainXMLFile(r.vm.Name))
+			res.Emulated = true
+		}
+		if dom, err = c.Define(r.vm.Name, r.tgt.uuid, def); err != nil {
 			return err
 		}
 		res.Defined = true

@@ -238,6 +238,30 @@ func (c *Conn) Define(name, uuid, xml string) (*Domain, error) {
 	return &Domain{Name: d.Name, UUID: formatUUID(d.UUID), dom: d}, nil
 }
 
+// HasKVM says whether libvirt can run x86_64 guests with KVM (a host
+// without /dev/kvm, or a container, has only QEMU's emulation).
+func (c *Conn) HasKVM() (bool, error) {
+	x, err := c.l.ConnectGetCapabilities()
+	if err != nil {
+		return false, fmt.Errorf("cannot read the capabilities of libvirt %s: %w", c.uri, err)
+	}
+	var caps libvirtxml.Caps
+	if err := caps.Unmarshal(x); err != nil {
+		return false, fmt.Errorf("cannot read the capabilities of libvirt %s: %w", c.uri, err)
+	}
+	for _, g := range caps.Guests {
+		if g.OSType != "hvm" || g.Arch.Name != "x86_64" {
+			continue
+		}
+		for _, d := range g.Arch.Domains {
+			if d.Type == "kvm" {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // SetAutostart marks d to start with the host.
 func (c *Conn) SetAutostart(d *Domain) error {
 	if err := c.l.DomainSetAutostart(d.dom, 1); err != nil {

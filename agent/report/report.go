@@ -118,6 +118,9 @@ type Libvirt struct {
 	Autostart bool     `json:"autostart,omitempty"`
 	Pool      string   `json:"pool,omitempty"`
 	Volumes   []string `json:"volumes,omitempty"` // paths of the uploaded volumes
+	// Emulated: libvirt has no KVM, so the domain was defined with type
+	// qemu (TCG) rather than kvm.
+	Emulated bool `json:"emulated,omitempty"`
 }
 
 // Stage is one pipeline stage's outcome.
