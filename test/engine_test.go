@@ -216,7 +216,10 @@ func TestEngineOVATwoDisks(t *testing.T) {
 		Memory string `xml:"memory"`
 		VCPU   int    `xml:"vcpu"`
 		OS     struct {
-			Firmware string `xml:"firmware,attr"`
+			Loader string `xml:"loader"`
+			NVRAM  struct {
+				Template string `xml:"template,attr"`
+			} `xml:"nvram"`
 		} `xml:"os"`
 		Disks []struct {
 			Source struct {
@@ -231,7 +234,9 @@ func TestEngineOVATwoDisks(t *testing.T) {
 	if err := xml.Unmarshal(data, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Memory != "3072" || d.VCPU != 4 || d.OS.Firmware != "efi" || len(d.Disks) != 2 || len(d.NICs) != 2 ||
+	// UEFI: OVMF (packaging/deps.txt: ovmf) with a per-VM NVRAM made from
+	// its vars template.
+	if d.Memory != "3072" || d.VCPU != 4 || !strings.Contains(d.OS.Loader, "OVMF_CODE") || !strings.Contains(d.OS.NVRAM.Template, "OVMF_VARS") || len(d.Disks) != 2 || len(d.NICs) != 2 ||
 		d.Disks[0].Source.File != filepath.Join(out, "two.qcow2") || d.Disks[1].Target.Bus != "virtio" {
 		t.Errorf("two.xml does not match the OVF:\n%s", data)
 	}

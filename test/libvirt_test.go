@@ -25,7 +25,8 @@ import (
 //   - a second job with the same name fails, naming the domain, and
 //     changes nothing: the domain's XML and the pool are as before;
 //   - a BIOS source mapped by agent.yaml's target defaults, disks in a
-//     directory: no OVMF, the disk by its path;
+//     directory: no OVMF, the disk by its path, and its KubeVirt objects
+//     beside it;
 //   - a job whose start fails after its disk was uploaded leaves no domain
 //     and no volume behind.
 //
@@ -150,7 +151,7 @@ func TestLibvirtTarget(t *testing.T) {
 	}
 
 	// 3. BIOS, mapped by agent.yaml's default_network, disks in a directory.
-	b.drop("", "plain.json", manifest("plain", "/srv/src/plain.ova", `{"storage":{"dir":"/srv/vms"}}`))
+	b.drop("", "plain.json", manifest("plain", "/srv/src/plain.ova", `{"storage":{"dir":"/srv/vms"},"kubevirt":{"namespace":"vms"}}`))
 	if dir, rep := b.waitSettled(ctx, "plain.json"); dir != "processed" {
 		t.Fatalf("plain.json settled in %s/: %v", dir, rep["error"])
 	}
@@ -168,8 +169,13 @@ func TestLibvirtTarget(t *testing.T) {
 	if len(p.Disks) != 1 || p.Disks[0].Source.File != "/srv/vms/plain.qcow2" {
 		t.Errorf("disks %+v; want /srv/vms/plain.qcow2", p.Disks)
 	}
-	if ls := b.ls("/srv/vms"); ls != "plain.qcow2 plain.report.json plain.xml" {
+	if ls := b.ls("/srv/vms"); ls != "plain.kubevirt.yaml plain.qcow2 plain.report.json plain.xml" {
 		t.Errorf("/srv/vms holds %q", ls)
+	}
+	// KubeVirt, artifacts only: a VirtualMachine and its DataVolume.
+	if kv := b.MustExec(t, "cat", "/srv/vms/plain.kubevirt.yaml"); !strings.Contains(kv, "kind: VirtualMachine") || !strings.Contains(kv, "kind: DataVolume") ||
+		!strings.Contains(kv, "macAddress: 00:50:56:00:00:0c") || !strings.Contains(kv, "namespace: vms") {
+		t.Errorf("plain.kubevirt.yaml:\n%s", kv)
 	}
 
 	// 4. Started on a bridge that does not exist: the start fails after the

@@ -248,5 +248,21 @@ func (r *runner) writeDomain() error {
 		return fmt.Errorf("cannot write domain XML: %w", err)
 	}
 	r.rep.Target = r.targetReport(spec)
+	if k := r.tgt.t.KubeVirt; k != nil {
+		var sizes []int64
+		for _, d := range r.disks {
+			if d.converted {
+				sizes = append(sizes, d.info.VirtualSize)
+			}
+		}
+		y, err := KubeVirtYAML(spec, k, sizes)
+		if err != nil {
+			return err
+		}
+		if err := writeNew(filepath.Join(r.outDir, manifest.KubeVirtFile(r.vm.Name)), y, r.owner.setFile); err != nil {
+			return fmt.Errorf("cannot write the KubeVirt objects: %w", err)
+		}
+		r.kubevirt = true
+	}
 	return nil
 }

@@ -114,6 +114,8 @@ type runner struct {
 	owner outputOwner
 	// tgt is the job's target (target.go), settled in LOAD.
 	tgt targetPlan
+	// kubevirt: CONVERT wrote NAME.kubevirt.yaml.
+	kubevirt bool
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -212,6 +214,10 @@ func (r *runner) discard(err error) {
 	if r.converted {
 		os.Remove(filepath.Join(r.outDir, manifest.DomainXMLFile(r.vm.Name)))
 		r.converted = false
+	}
+	if r.kubevirt {
+		os.Remove(filepath.Join(r.outDir, manifest.KubeVirtFile(r.vm.Name)))
+		r.kubevirt = false
 	}
 	r.rep.Guest, r.rep.Changes, r.rep.Artifacts, r.rep.Warnings = nil, nil, nil, nil
 	for i := range r.rep.Stages {

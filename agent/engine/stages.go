@@ -271,6 +271,10 @@ func (r *runner) artifacts(hash bool) []report.Artifact {
 		name := manifest.DomainXMLFile(r.vm.Name)
 		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, name), filepath.Join(r.outShow, name), "domain-xml", "xml", hash))
 	}
+	if r.kubevirt {
+		name := manifest.KubeVirtFile(r.vm.Name)
+		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, name), filepath.Join(r.outShow, name), "kubevirt", "yaml", hash))
+	}
 	return arts
 }
 

@@ -80,6 +80,12 @@ func (r *runner) planTarget() error {
 	if err := r.planNICs(); err != nil {
 		return err
 	}
+	if t.KubeVirt != nil && r.outDir != "" {
+		name := manifest.KubeVirtFile(r.vm.Name)
+		if _, err := os.Lstat(filepath.Join(r.outDir, name)); err == nil {
+			return fmt.Errorf("output %s exists; not overwriting (remove it or choose another output directory)", filepath.Join(r.outShow, name))
+		}
+	}
 	if !r.tgt.libvirt() {
 		return nil
 	}

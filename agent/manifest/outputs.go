@@ -3,7 +3,7 @@ package manifest
 // The files a job writes beside its disks are named after the VM, so that
 // many VMs share one directory or pool: NAME.qcow2, NAME-disk2.qcow2 (the
 // disks, Convert.OutputFor), NAME.xml, NAME.report.json and, with a boot
-// test, NAME.boot-console.log.
+// test, NAME.boot-console.log, with target.kubevirt NAME.kubevirt.yaml.
 
 // DomainXMLFile is the libvirt domain XML of the VM name.
 func DomainXMLFile(name string) string { return name + ".xml" }
@@ -14,9 +14,14 @@ func ReportFile(name string) string { return name + ".report.json" }
 // ConsoleFile is the serial console log of the VM name's boot test.
 func ConsoleFile(name string) string { return name + ".boot-console.log" }
 
-// SideFiles are DomainXMLFile, ReportFile and ConsoleFile of name.
+// KubeVirtFile holds the KubeVirt objects of the VM name
+// (pipeline.target.kubevirt).
+func KubeVirtFile(name string) string { return name + ".kubevirt.yaml" }
+
+// SideFiles are DomainXMLFile, ReportFile, ConsoleFile and KubeVirtFile
+// of name.
 func SideFiles(name string) []string {
-	return []string{DomainXMLFile(name), ReportFile(name), ConsoleFile(name)}
+	return []string{DomainXMLFile(name), ReportFile(name), ConsoleFile(name), KubeVirtFile(name)}
 }
 
 // OutputFiles are the names the VM name with pipeline p writes into its

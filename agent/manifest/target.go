@@ -27,6 +27,20 @@ type Target struct {
 	// on localhost only, or none.
 	Graphics string   `json:"graphics,omitempty" yaml:"graphics"`
 	Libvirt  *Libvirt `json:"libvirt,omitempty" yaml:"libvirt"`
+	// KubeVirt writes NAME.kubevirt.yaml beside the disks: a
+	// VirtualMachine and a DataVolume per disk for kubectl apply. No
+	// cluster is contacted.
+	KubeVirt *KubeVirt `json:"kubevirt,omitempty" yaml:"kubevirt"`
+}
+
+// KubeVirt says how the KubeVirt objects are written.
+type KubeVirt struct {
+	Namespace    string `json:"namespace,omitempty" yaml:"namespace"`         // default: none (kubectl's current)
+	StorageClass string `json:"storage_class,omitempty" yaml:"storage_class"` // default: the cluster's
+	// PodNetwork puts the first NIC on the pod network (masquerade)
+	// rather than on a Multus attachment named after its bridge or
+	// network.
+	PodNetwork bool `json:"pod_network,omitempty" yaml:"pod_network"`
 }
 
 // NetworkMap is one source network and where its NICs go: exactly one of
@@ -150,6 +164,10 @@ func (t *Target) WithDefaults(def *Target) *Target {
 		l := *def.Libvirt
 		out.Libvirt = &l
 	}
+	if out.KubeVirt == nil && def.KubeVirt != nil {
+		k := *def.KubeVirt
+		out.KubeVirt = &k
+	}
 	return out
 }
 
@@ -159,6 +177,9 @@ var (
 	libvirtNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$`)
 	// A Linux interface name: at most 15 bytes, no '/', no white space.
 	bridgeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
+	// Kubernetes names: a DNS-1123 label, a DNS-1123 subdomain.
+	dnsLabelRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 )
 
 // maxSourceNetwork bounds a source network's name (vSphere's are at most
@@ -215,6 +236,14 @@ func (v *validator) target(path string, t *Target) {
 	}
 	if t.Graphics != "" {
 		v.enum(path+".graphics", t.Graphics, GraphicsTypes())
+	}
+	if k := t.KubeVirt; k != nil {
+		if k.Namespace != "" && !dnsLabelRE.MatchString(k.Namespace) {
+			v.add(path+".kubevirt.namespace", fmt.Sprintf("%q is not a Kubernetes namespace (lower-case letters, digits, '-'; up to 63)", truncate(k.Namespace, 80)))
+		}
+		if k.StorageClass != "" && !dnsSubdomainRE.MatchString(k.StorageClass) {
+			v.add(path+".kubevirt.storage_class", fmt.Sprintf("%q is not a storage class name (lower-case letters, digits, '-', '.')", truncate(k.StorageClass, 80)))
+		}
 	}
 	if l := t.Libvirt; l != nil {
 		lp := path + ".libvirt"
