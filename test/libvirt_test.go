@@ -27,6 +27,7 @@ import (
 //   - a BIOS source mapped by agent.yaml's target defaults, disks in a
 //     directory: no OVMF, the disk by its path, and its KubeVirt objects
 //     beside it;
+//   - that domain starts (`virsh start`, `virsh domstate` running);
 //   - a job whose start fails after its disk was uploaded leaves no domain
 //     and no volume behind.
 //
@@ -62,6 +63,9 @@ func TestLibvirtTarget(t *testing.T) {
 		}
 		b.WriteFile(t, name, data, 0o644)
 	}
+	// In the box the cgroup controllers are read-only: libvirt must not
+	// try to make its own for a domain it starts.
+	b.WriteFile(t, "/etc/libvirt/qemu.conf", []byte("cgroup_controllers = [ ]\nnamespaces = [ ]\n"), 0o600)
 	b.MustExec(t, "systemctl", "start", "libvirtd.service")
 	b.WriteFile(t, "/srv/isolated.xml", []byte("<network><name>isolated</name></network>\n"), 0o644)
 	b.MustExec(t, "virsh", "-q", "net-define", "/srv/isolated.xml")
@@ -176,6 +180,19 @@ func TestLibvirtTarget(t *testing.T) {
 	if kv := b.MustExec(t, "cat", "/srv/vms/plain.kubevirt.yaml"); !strings.Contains(kv, "kind: VirtualMachine") || !strings.Contains(kv, "kind: DataVolume") ||
 		!strings.Contains(kv, "macAddress: 00:50:56:00:00:0c") || !strings.Contains(kv, "namespace: vms") {
 		t.Errorf("plain.kubevirt.yaml:\n%s", kv)
+	}
+
+	// Ready to start: libvirt starts it as defined (TCG in the box; the
+	// guest's boot is the boot tests' subject). Its network first: an
+	// isolated network without addresses needs no dnsmasq.
+	b.MustExec(t, "virsh", "-q", "net-start", "isolated")
+	if out, stderr, err := b.Exec(ctx, "virsh", "start", "plain"); err != nil {
+		t.Errorf("virsh start plain: %v %s%s", err, out, stderr)
+	} else {
+		if st := strings.TrimSpace(b.MustExec(t, "virsh", "domstate", "plain")); st != "running" {
+			t.Errorf("virsh domstate plain: %q after a start, want running", st)
+		}
+		b.MustExec(t, "virsh", "-q", "destroy", "plain")
 	}
 
 	// 4. Started on a bridge that does not exist: the start fails after the
