@@ -29,7 +29,9 @@ import (
 //     beside it;
 //   - that domain starts (`virsh start`, `virsh domstate` running);
 //   - a job whose start fails after its disk was uploaded leaves no domain
-//     and no volume behind.
+//     and no volume behind;
+//   - a domain and volume an interrupted earlier attempt of the same job
+//     left are removed when the job runs again.
 //
 // Booting is left to the boot tests (test/boot_test.go).
 func TestLibvirtTarget(t *testing.T) {
@@ -54,8 +56,12 @@ func TestLibvirtTarget(t *testing.T) {
 
 	// agent.yaml: every job's NICs on an unknown network go to libvirt's
 	// "isolated"; a manifest may define domains.
-	b := relStart(t, box.Options{}, false, "target:\n  default_network: {network: isolated}\n  libvirt: {uri: \"qemu:///system\", define: true}\n")
+	b := relStart(t, box.Options{}, true, "target:\n  default_network: {network: isolated}\n  libvirt: {uri: \"qemu:///system\", define: true}\n")
 	ctx := relCtx(t, 10*time.Minute)
+	// The gate worker of relStart holds a job until /srv/relgate/open
+	// exists: open, except for step 5.
+	b.MustExec(t, "mkdir", "-p", "/srv/relgate")
+	b.MustExec(t, "touch", "/srv/relgate/open")
 	for name, p := range map[string]string{"/srv/src/web01.ova": efiOVA, "/srv/src/plain.ova": biosOVA, "/srv/src/web01.raw": raw} {
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -173,6 +179,10 @@ func TestLibvirtTarget(t *testing.T) {
 	if len(p.Disks) != 1 || p.Disks[0].Source.File != "/srv/vms/plain.qcow2" {
 		t.Errorf("disks %+v; want /srv/vms/plain.qcow2", p.Disks)
 	}
+	// libvirt's own schema accepts the XML the job wrote.
+	if out, stderr, err := b.Exec(ctx, "virt-xml-validate", "/srv/vms/plain.xml", "domain"); err != nil {
+		t.Errorf("virt-xml-validate plain.xml: %v %s%s", err, out, stderr)
+	}
 	if ls := b.ls("/srv/vms"); ls != "plain.kubevirt.yaml plain.qcow2 plain.report.json plain.xml" {
 		t.Errorf("/srv/vms holds %q", ls)
 	}
@@ -214,6 +224,36 @@ func TestLibvirtTarget(t *testing.T) {
 	}
 	if _, _, err := b.Exec(ctx, "test", "-e", "/srv/images/broken.qcow2"); err == nil {
 		t.Error("a failed job left /srv/images/broken.qcow2")
+	}
+
+	// 5. What an earlier attempt of the same job left defined (its worker
+	// killed in the define stage; the agent runs the job again) is
+	// removed, with its volume, and the job completes. Played here by
+	// defining, while the job waits at the gate, a domain whose metadata
+	// names the job, on a volume of the job's disk name.
+	b.MustExec(t, "rm", "-f", "/srv/relgate/open")
+	b.drop("", "left.json", manifest("left", "/srv/src/plain.ova", `{"default_network":{"network":"isolated"},"storage":{"pool":"images"},"libvirt":{}}`))
+	id := b.waitJobOf(ctx, "left.json")
+	b.MustExec(t, "virsh", "-q", "vol-create-as", "images", "left.qcow2", "1M")
+	b.WriteFile(t, "/srv/left.xml", []byte(`<domain type='qemu'><name>left</name><uuid>11111111-2222-4333-8444-555555555555</uuid>`+
+		`<metadata><h:job xmlns:h="https://hyper2kvm.io/xmlns/domain/1" id="`+id+`"/></metadata><memory>65536</memory>`+
+		`<os><type arch='x86_64' machine='q35'>hvm</type></os><devices><disk type='volume' device='disk'><driver name='qemu' type='raw'/>`+
+		`<source pool='images' volume='left.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>`), 0o644)
+	b.MustExec(t, "virsh", "-q", "define", "/srv/left.xml")
+	b.MustExec(t, "touch", "/srv/relgate/open")
+	dir, rep = b.waitSettled(ctx, "left.json")
+	if dir != "processed" {
+		t.Fatalf("left.json settled in %s/: %v; want the leftover of its own earlier attempt removed", dir, rep["error"])
+	}
+	eng = libvirtEngineReport(t, rep)
+	if w := fmt.Sprint(eng["warnings"]); !strings.Contains(w, "removed domain left (UUID 11111111-2222-4333-8444-555555555555)") || !strings.Contains(w, "removed volume left.qcow2 of pool images") {
+		t.Errorf("warnings %s; want the leftover domain and volume named", w)
+	}
+	if u := strings.TrimSpace(b.MustExec(t, "virsh", "domuuid", "left")); u == "11111111-2222-4333-8444-555555555555" || u != eng["target"].(map[string]any)["uuid"] {
+		t.Errorf("domain left has UUID %s; want the job's new one %v", u, eng["target"])
+	}
+	if out, stderr, err := b.Exec(ctx, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", "/srv/src/web01.raw", "/srv/images/left.qcow2"); err != nil {
+		t.Errorf("left.qcow2 is not the job's disk: %v %s%s", err, out, stderr)
 	}
 }
 

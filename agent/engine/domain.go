@@ -8,6 +8,7 @@ package engine
 // to set rather than a schema to re-read.
 
 import (
+	"encoding/xml"
 	"fmt"
 	"path/filepath"
 
@@ -42,6 +43,31 @@ type DomainSpec struct {
 	// none.
 	Graphics string
 	Windows  bool // SATA disks and e1000e NICs: no virtio drivers in the guest yet
+	// Description is the domain's <description> (virsh desc); Job, when
+	// set, is recorded in its <metadata> (JobMetadata), so that the job
+	// that made a domain is known to it and to the administrator.
+	Description string
+	Job         string
+}
+
+// JobMetadata is the <metadata> element naming the job that made a domain.
+type JobMetadata struct {
+	XMLName xml.Name `xml:"https://hyper2kvm.io/xmlns/domain/1 job"`
+	ID      string   `xml:"id,attr"`
+}
+
+// DomainJob is the job id a domain's XML records in its metadata, "" for
+// none.
+func DomainJob(domainXML string) string {
+	var d libvirtxml.Domain
+	if d.Unmarshal(domainXML) != nil || d.Metadata == nil {
+		return ""
+	}
+	var m JobMetadata
+	if xml.Unmarshal([]byte(d.Metadata.XML), &m) != nil {
+		return ""
+	}
+	return m.ID
 }
 
 // OVMF are the UEFI firmware files of a domain: the read-only code and
@@ -116,6 +142,14 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 	}
 	if spec.UUID != "" {
 		d.UUID = spec.UUID
+	}
+	d.Description = spec.Description
+	if spec.Job != "" {
+		m, err := xml.Marshal(JobMetadata{ID: spec.Job})
+		if err != nil {
+			return nil, fmt.Errorf("cannot write domain XML for %s: %w", spec.Name, err)
+		}
+		d.Metadata = &libvirtxml.DomainMetadata{XML: string(m)}
 	}
 	if spec.Firmware == "efi" {
 		setEFI(&d, spec)

@@ -60,6 +60,7 @@ func TestDomainXMLTargets(t *testing.T) {
 		check func(t *testing.T, d *libvirtxml.Domain)
 	}{
 		{"bios, mapped NICs with MACs, vnc", engine.DomainSpec{Name: "web01", UUID: "0b6c1a5e-9f43-4b1e-8d2a-3c4d5e6f7a8b", MemoryMB: 4096, CPUs: 4, Disks: disks, Graphics: "vnc",
+			Description: "Converted by hyper2kvm from /srv/a&b.ova (job j1)", Job: "j1",
 			Interfaces: []engine.DomainNIC{{MAC: "00:50:56:aa:bb:01", Bridge: "br0"}, {MAC: "00:50:56:aa:bb:02", Network: "isolated"}, {Network: "default"}}},
 			func(t *testing.T, d *libvirtxml.Domain) {
 				if d.UUID != "0b6c1a5e-9f43-4b1e-8d2a-3c4d5e6f7a8b" || d.Memory.Value != 4096 || d.VCPU.Value != 4 || d.OS.Type.Machine != "q35" || d.OS.Loader != nil || d.OS.Firmware != "" {
@@ -76,6 +77,9 @@ func TestDomainXMLTargets(t *testing.T) {
 				}
 				if len(d.Devices.Serials) != 1 || len(d.Devices.Channels) != 1 || d.Devices.Channels[0].Target.VirtIO.Name != "org.qemu.guest_agent.0" || len(d.Devices.RNGs) != 1 || d.Devices.RNGs[0].Model != "virtio" {
 					t.Errorf("serial %+v channels %+v rng %+v", d.Devices.Serials, d.Devices.Channels, d.Devices.RNGs)
+				}
+				if x, _ := d.Marshal(); engine.DomainJob(x) != "j1" || d.Description != "Converted by hyper2kvm from /srv/a&b.ova (job j1)" {
+					t.Errorf("job %q description %q", engine.DomainJob(x), d.Description)
 				}
 				if len(d.OS.BootDevices) != 1 || d.Devices.Disks[0].Boot != nil {
 					t.Errorf("boot %+v, disk boot %+v", d.OS.BootDevices, d.Devices.Disks[0].Boot)
@@ -136,6 +140,14 @@ func TestDomainXMLTargets(t *testing.T) {
 			}
 			virtXMLValidate(t, b)
 		})
+	}
+}
+
+func TestDomainJobOfOthers(t *testing.T) {
+	for _, x := range []string{"<domain><name>x</name></domain>", "not xml", `<domain><metadata><other xmlns="urn:x" id="j1"/></metadata></domain>`} {
+		if j := engine.DomainJob(x); j != "" {
+			t.Errorf("DomainJob(%q) = %q, want none", x, j)
+		}
 	}
 }
 

@@ -66,7 +66,9 @@ var bands = map[string][2]int{
 	"fix":      {10, 30},
 	"convert":  {30, 90},
 	"validate": {90, 100},
-	"define":   {100, 100},
+	// define (only for a target in libvirt) reports its upload's bytes in
+	// the status text; the percentage stays at VALIDATE's end.
+	"define": {100, 100},
 }
 
 // disk is one source disk on its way through the pipeline.

@@ -146,6 +146,9 @@ func (r *runner) checkLibvirt() error {
 		return err
 	}
 	defer c.Close()
+	if err := r.removeOwnLeftover(c); err != nil {
+		return err
+	}
 	if r.tgt.t.Libvirt.Defines() {
 		if err := c.CheckFree(r.vm.Name, r.tgt.uuid); err != nil {
 			return err
@@ -169,6 +172,48 @@ func (r *runner) checkLibvirt() error {
 		}
 		if err := c.CheckVolumes(pool, names); err != nil {
 			return fmt.Errorf("pipeline.target.storage: %w", err)
+		}
+	}
+	return nil
+}
+
+// removeOwnLeftover undoes what an earlier attempt of this very job left
+// in libvirt when its worker was killed in the define stage (a SIGKILL,
+// the machine stopping), before the agent ran the job again: a domain of
+// the VM's name whose metadata names this job (and is not running), and
+// the pool volumes of this job's disk names that it uses. Anything else
+// of that name stays, and CheckFree refuses the job.
+func (r *runner) removeOwnLeftover(c *libvirtd.Conn) error {
+	if r.o.JobID == "" {
+		return nil
+	}
+	dom, x, err := c.Lookup(r.vm.Name)
+	if err != nil || dom == nil || DomainJob(x) != r.o.JobID || c.Running(dom) {
+		return err
+	}
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(x); err != nil {
+		return fmt.Errorf("cannot read domain %q: %w", r.vm.Name, err)
+	}
+	if err := c.Undefine(dom); err != nil {
+		return err
+	}
+	r.warn("removed domain %s (UUID %s), left defined by an interrupted earlier attempt of this job", dom.Name, dom.UUID)
+	pool, mine := r.tgt.pool(), map[string]bool{}
+	for _, dk := range r.disks {
+		if dk.output != "" {
+			mine[filepath.Base(dk.output)] = true
+		}
+	}
+	if d.Devices == nil || pool == "" {
+		return nil
+	}
+	for _, dk := range d.Devices.Disks {
+		if s := dk.Source; s != nil && s.Volume != nil && s.Volume.Pool == pool && mine[s.Volume.Volume] {
+			if err := c.DeleteVolume(pool, s.Volume.Volume); err != nil {
+				return err
+			}
+			r.warn("removed volume %s of pool %s, left by an interrupted earlier attempt of this job", s.Volume.Volume, pool)
 		}
 	}
 	return nil
@@ -222,7 +267,11 @@ func regular(p string) bool {
 
 // domainSpec is the domain of the converted disks.
 func (r *runner) domainSpec() DomainSpec {
-	spec := DomainSpec{Name: r.vm.Name, UUID: r.tgt.uuid, Firmware: r.firmware(), NICs: 1, Graphics: r.tgt.graphics()}
+	spec := DomainSpec{Name: r.vm.Name, UUID: r.tgt.uuid, Firmware: r.firmware(), NICs: 1, Graphics: r.tgt.graphics(),
+		Description: fmt.Sprintf("Converted by hyper2kvm from %s", r.p.Load.SourcePath), Job: r.o.JobID}
+	if r.o.JobID != "" {
+		spec.Description += " (job " + r.o.JobID + ")"
+	}
 	if r.ovf != nil {
 		spec.MemoryMB, spec.CPUs = r.ovf.MemoryMB, r.ovf.CPUs
 		spec.NICs = max(len(r.ovf.NICs), 1)
@@ -311,8 +360,11 @@ func (r *runner) define(set func(any)) error {
 			if !d.converted {
 				continue
 			}
-			r.progress("define", 0, 0, 0, "upload "+filepath.Base(d.output))
-			v, err := c.Upload(r.ctx, res.Pool, filepath.Base(d.output), d.target)
+			text := "upload " + filepath.Base(d.output) + " to pool " + res.Pool
+			r.progress("define", 0, 0, 0, text)
+			v, err := c.Upload(r.ctx, res.Pool, filepath.Base(d.output), d.target, func(done, total int64) {
+				r.progress("define", int(done*100/max(total, 1)), done, total, text)
+			})
 			if err != nil {
 				return err
 			}

@@ -116,6 +116,46 @@ func (c *Conn) CheckFree(name, uuid string) error {
 	return nil
 }
 
+// Lookup is the domain named name and its inactive XML; nil when there
+// is none.
+func (c *Conn) Lookup(name string) (*Domain, string, error) {
+	d, err := c.l.DomainLookupByName(name)
+	if golibvirt.IsNotFound(err) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot look up domain %q in libvirt %s: %w", name, c.uri, err)
+	}
+	x, err := c.l.DomainGetXMLDesc(d, golibvirt.DomainXMLInactive)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot read domain %q: %w", name, err)
+	}
+	return &Domain{Name: d.Name, UUID: formatUUID(d.UUID), dom: d}, x, nil
+}
+
+// Running says whether d runs (or is paused): not shut off.
+func (c *Conn) Running(d *Domain) bool {
+	state, _, err := c.l.DomainGetState(d.dom, 0)
+	return err != nil || state != int32(golibvirt.DomainShutoff)
+}
+
+// DeleteVolume removes volume name of pool; a volume that is not there is
+// no error.
+func (c *Conn) DeleteVolume(pool, name string) error {
+	p, err := c.pool(pool)
+	if err != nil {
+		return err
+	}
+	v, err := c.l.StorageVolLookupByName(p, name)
+	if isCode(err, golibvirt.ErrNoStorageVol) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot look up volume %q in pool %q: %w", name, pool, err)
+	}
+	return c.Delete(&Volume{Pool: pool, Name: name, vol: v})
+}
+
 // CheckNetwork says whether the libvirt network name is defined.
 func (c *Conn) CheckNetwork(name string) error {
 	if _, err := c.l.NetworkLookupByName(name); err != nil {
@@ -169,7 +209,10 @@ type Volume struct {
 // type. The volume is made raw with the file's size and the pool refreshed
 // after, so that libvirt probes the real format (qcow2) from the bytes.
 // A failed upload deletes the volume it created.
-func (c *Conn) Upload(ctx context.Context, pool, name, src string) (*Volume, error) {
+//
+// progress, when not nil, is called with the bytes sent so far and the
+// total, at most every 64 MiB.
+func (c *Conn) Upload(ctx context.Context, pool, name, src string, progress func(done, total int64)) (*Volume, error) {
 	p, err := c.pool(pool)
 	if err != nil {
 		return nil, err
@@ -199,7 +242,7 @@ func (c *Conn) Upload(ctx context.Context, pool, name, src string) (*Volume, err
 		return nil, fmt.Errorf("cannot create volume %q in pool %q: %w", name, pool, err)
 	}
 	v := &Volume{Pool: pool, Name: name, vol: vol}
-	if err := c.l.StorageVolUpload(vol, ctxReader{ctx, f}, 0, uint64(size), 0); err != nil {
+	if err := c.l.StorageVolUpload(vol, &ctxReader{ctx: ctx, r: f, total: size, progress: progress}, 0, uint64(size), 0); err != nil {
 		c.Delete(v)
 		return nil, fmt.Errorf("cannot upload %s into volume %q of pool %q: %w", src, name, pool, err)
 	}
@@ -320,15 +363,28 @@ func parseUUID(s string) (golibvirt.UUID, error) {
 	return u, nil
 }
 
-// ctxReader ends an upload when the job is cancelled.
+// ctxReader ends an upload when the job is cancelled, and reports its
+// progress.
 type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
+	ctx         context.Context
+	r           io.Reader
+	done, total int64
+	reported    int64
+	progress    func(done, total int64)
 }
 
-func (c ctxReader) Read(p []byte) (int, error) {
+// progressEvery is how many bytes pass between two progress reports.
+const progressEvery = 64 << 20
+
+func (c *ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.r.Read(p)
+	n, err := c.r.Read(p)
+	c.done += int64(n)
+	if c.progress != nil && (c.done-c.reported >= progressEvery || errors.Is(err, io.EOF)) {
+		c.reported = c.done
+		c.progress(c.done, c.total)
+	}
+	return n, err
 }
