@@ -46,6 +46,9 @@ func (p targetPlan) pool() string {
 
 // graphics is the display asked for: vnc unless the target says.
 func (p targetPlan) graphics() string {
+	if p.t == nil {
+		return "vnc"
+	}
 	switch g := p.t.Graphics; g {
 	case "":
 		return "vnc"
