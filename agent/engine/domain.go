@@ -23,6 +23,12 @@ type DomainSpec struct {
 	Disks    []DomainDisk
 	NICs     int  // default 1
 	Windows  bool // SATA disks and e1000e NICs: no virtio drivers in the guest yet
+	// MACs keep the source's MAC addresses, one per NIC in order (a
+	// guest's network configuration and DHCP leases often name them).
+	MACs []string
+	// CoresPerSocket gives the CPUs the source's topology (0: one
+	// socket per CPU, libvirt's default).
+	CoresPerSocket int
 }
 
 // DomainDisk is one disk of the domain, in boot order.
@@ -91,11 +97,18 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 			Target: &libvirtxml.DomainDiskTarget{Dev: prefix + string(rune('a'+i)), Bus: bus},
 		})
 	}
-	for range max(spec.NICs, 1) {
-		dev.Interfaces = append(dev.Interfaces, libvirtxml.DomainInterface{
+	if c := uint(spec.CoresPerSocket); c > 1 && cpus%c == 0 {
+		d.CPU.Topology = &libvirtxml.DomainCPUTopology{Sockets: int(cpus / c), Dies: 1, Cores: int(c), Threads: 1}
+	}
+	for i := range max(spec.NICs, 1) {
+		iface := libvirtxml.DomainInterface{
 			Source: &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: "default"}},
 			Model:  &libvirtxml.DomainInterfaceModel{Type: nic},
-		})
+		}
+		if i < len(spec.MACs) && spec.MACs[i] != "" {
+			iface.MAC = &libvirtxml.DomainInterfaceMAC{Address: spec.MACs[i]}
+		}
+		dev.Interfaces = append(dev.Interfaces, iface)
 	}
 	pty := func() *libvirtxml.DomainChardevSource {
 		return &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
@@ -123,6 +136,14 @@ func (r *runner) writeDomain() error {
 	if r.ovf != nil {
 		spec.MemoryMB, spec.CPUs = r.ovf.MemoryMB, r.ovf.CPUs
 		spec.NICs = max(len(r.ovf.NICs), 1)
+	}
+	if hw := r.rep.Source.Hardware; hw != nil {
+		// The source's API, not a guess: its CPUs, memory and MACs.
+		spec.MemoryMB, spec.CPUs, spec.CoresPerSocket = hw.MemoryMB, hw.CPUs, hw.CoresPerSocket
+		spec.NICs = max(len(hw.NICs), 1)
+		for _, n := range hw.NICs {
+			spec.MACs = append(spec.MACs, n.MAC)
+		}
 	}
 	if g := r.rep.Guest; g != nil && g.OS != nil && g.OS.Type == "windows" {
 		spec.Windows = true

@@ -42,6 +42,9 @@ type Options struct {
 	// MaxVirtualSize refuses, in LOAD, a disk whose virtual size is larger
 	// (agent.yaml limits.max_virtual_size); 0 means DefaultMaxVirtualSize.
 	MaxVirtualSize int64
+	// Remote fetches the VM of a load that names a source
+	// (source_type vsphere; remote.go). nil: such a manifest fails.
+	Remote Remote
 }
 
 // DefaultMaxVirtualSize is the virtual size limit when Options gives none:
