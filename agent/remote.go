@@ -31,15 +31,23 @@ func remoteLoad(vmJSON []byte) *manifest.Load {
 
 // remoteUnitProperties adapts props for a job of vmJSON that reads from a
 // source; props are returned unchanged for a file job.
-func remoteUnitProperties(props []sd.Property, vmJSON []byte, credDir string) []sd.Property {
+// Its ExecStopPost also removes a snapshot of the VM the worker took
+// and could not remove (killed mid-export): self is the agent's binary.
+func remoteUnitProperties(props []sd.Property, vmJSON []byte, credDir, self, jobDir string) []sd.Property {
 	l := remoteLoad(vmJSON)
 	if l == nil {
 		return props
 	}
 	out := props[:0:0]
 	for _, p := range props {
-		if p.Name == "PrivateNetwork" {
+		switch p.Name {
+		case "PrivateNetwork":
 			continue
+		case "ExecStopPost":
+			if cmds, ok := p.Value.Value().([]execCommand); ok {
+				cmds = append(cmds, execCommand{Path: self, Args: []string{self, "worker", "--job-dir", jobDir, "--remove-snapshot"}, IgnoreFailure: true})
+				p = sd.Property{Name: p.Name, Value: dbus.MakeVariant(cmds)}
+			}
 		}
 		out = append(out, p)
 	}

@@ -424,7 +424,20 @@ func (c *Client) RemoveSnapshot(ctx context.Context, moref string) error {
 		err = object.NewTask(c.vc, res.Returnval).Wait(ctx)
 	}
 	if err != nil && !fault.Is(err, &types.ManagedObjectNotFound{}) {
-		return fmt.Errorf("cannot remove snapshot %s that hyper2kvm took (remove it in vSphere): %w", moref, err)
+		return &SnapshotRemovalError{Moref: moref, Err: err}
 	}
 	return nil
 }
+
+// SnapshotRemovalError says a snapshot hyper2kvm took could not be
+// removed: the job's record of it stays for the next try.
+type SnapshotRemovalError struct {
+	Moref string
+	Err   error
+}
+
+func (e *SnapshotRemovalError) Error() string {
+	return fmt.Sprintf("cannot remove snapshot %s that hyper2kvm took (it is tried again when the job unit stops; else remove it in vSphere): %v", e.Moref, e.Err)
+}
+
+func (e *SnapshotRemovalError) Unwrap() error { return e.Err }
