@@ -95,3 +95,4 @@ func (s sourceDirs) creds() string {
 func WithSources(dir, credDir string) Option {
 	return func(a *Agent) { a.srcs = sourceDirs{dir, credDir} }
 }
+

@@ -88,3 +88,21 @@ func defaultName(l *Load) string {
 	}
 	return nameFromSource(l.SourcePath)
 }
+
+// Sources names the sources m reads VMs from, each once, in order: what
+// a caller must be allowed to use (polkit io.hyper2kvm.agent.use-source).
+func (m *Manifest) Sources() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(p *Pipeline) {
+		if p != nil && p.Load.IsRemote() && p.Load.Source != "" && !seen[p.Load.Source] {
+			seen[p.Load.Source] = true
+			out = append(out, p.Load.Source)
+		}
+	}
+	add(m.Pipeline)
+	for i := range m.VMs {
+		add(m.VMs[i].Pipeline)
+	}
+	return out
+}
