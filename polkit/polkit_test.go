@@ -242,7 +242,7 @@ func TestPolicyFile(t *testing.T) {
 			t.Errorf("%s has no message", a.ID)
 		}
 	}
-	want := []string{ActionSubmit, ActionCancel, ActionCancelAny, ActionRead, ActionManage}
+	want := []string{ActionSubmit, ActionUseSource, ActionCancel, ActionCancelAny, ActionRead, ActionManage}
 	if !slices.Equal(ids, want) {
 		t.Errorf("policy actions %v, want %v", ids, want)
 	}
