@@ -179,7 +179,6 @@ func humanBytes(n int64) string {
 
 // importCmd is "hyperctl import SOURCE VM... [--snapshot] [--batch]".
 func (a *app) importCmd() *cobra.Command {
-	var o submitOpts
 	var snapshot, batch bool
 	var template string
 	cmd := &cobra.Command{
@@ -194,6 +193,7 @@ Needs io.hyper2kvm.agent.submit and io.hyper2kvm.agent.use-source.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var tmpl *manifest.Pipeline
+			var o submitOpts
 			if template != "" {
 				_, m, probs, err := a.parseManifestFile(template)
 				if err != nil {
@@ -219,7 +219,6 @@ Needs io.hyper2kvm.agent.submit and io.hyper2kvm.agent.use-source.`,
 	cmd.Flags().BoolVar(&snapshot, "snapshot", false, "export running VMs from a snapshot (taken, exported, removed)")
 	cmd.Flags().BoolVar(&batch, "batch", false, "submit one batch manifest for all the VMs")
 	cmd.Flags().StringVar(&template, "template", "", "a manifest file whose pipeline (fix, convert, validate) the new manifests take")
-	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
 	return cmd
 }
 
