@@ -115,7 +115,7 @@ func TestVSphereSource(t *testing.T) {
 	b.WriteFile(t, "/srv/vcsim/web01.vmdk", vmdkData, 0o644)
 	b.WriteFile(t, "/srv/vcsim/web01.raw", rawData, 0o644)
 	macs := "00:50:56:aa:bb:01,00:50:56:aa:bb:02"
-	vc := startVcsim(t, b, "vcsim-vc", 18443, "--disk=/srv/vcsim/web01.vmdk", "--cpus=4", "--cores=2", "--memory=3072", "--firmware=efi", "--macs="+macs, "--power=off")
+	vc := startVcsim(t, b, "vcsim-vc", 18443, "--disk=/srv/vcsim/web01.vmdk", "--cpus=4", "--cores=2", "--memory=3072", "--firmware=efi", "--macs="+macs, "--power=off", "--hold-nfc=/srv/vcsim/hold")
 	esx := startVcsim(t, b, "vcsim-esx", 18444, "--esx", "--disk=/srv/vcsim/web01.vmdk", "--cpus=2", "--memory=1024", "--power=off")
 	addSource(t, b, "vc1", vc.URL, vc.Thumbprint, vsPassword)
 	addSource(t, b, "esx1", esx.URL, esx.Thumbprint, vsPassword)
@@ -173,6 +173,44 @@ func TestVSphereSource(t *testing.T) {
 		b.vcsim(t, "vcsim-vc", "power", "off")
 	})
 
+	t.Run("a worker killed mid-export leaves no snapshot", func(t *testing.T) {
+		b.vcsim(t, "vcsim-vc", "power", "on")
+		defer b.vcsim(t, "vcsim-vc", "power", "off")
+		// The simulator holds the export's download until the file goes.
+		b.MustExec(t, "touch", "/srv/vcsim/hold")
+		b.drop("", "killed.json", vsManifest("killed", "vc1", vc.VM, `,"snapshot":true`))
+		var record string
+		err := b.WaitFor(ctx, "the job's snapshot record", func() (bool, error) {
+			out, _, _ := b.Exec(ctx, "sh", "-c", "ls /var/lib/hyper2kvm/jobs/*/vsphere-snapshot 2>/dev/null")
+			record = strings.TrimSpace(out)
+			return record != "", nil
+		})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, b.Journal(ctx, "-n", "40"))
+		}
+		id := filepath.Base(filepath.Dir(record))
+		if snaps := strings.TrimSpace(b.vcsim(t, "vcsim-vc", "snapshots")); snaps != "hyper2kvm-"+id {
+			t.Fatalf("snapshots while the export waits: %q", snaps)
+		}
+		unit := relUnitOf(id)
+		pid := strings.TrimSpace(b.MustExec(t, "systemctl", "show", "-p", "MainPID", "--value", unit))
+		b.MustExec(t, "kill", "-9", pid)
+		b.MustExec(t, "rm", "/srv/vcsim/hold")
+		where, rep := b.waitSettled(ctx, "killed.json")
+		err = b.WaitFor(ctx, "no snapshot left", func() (bool, error) {
+			return strings.TrimSpace(b.vcsim(t, "vcsim-vc", "snapshots")) == "", nil
+		})
+		if err != nil {
+			t.Errorf("a snapshot is left after the worker was killed (job settled in %s: %s)", where, reportError(rep))
+		}
+		if j := b.Journal(ctx, "-u", unit); !strings.Contains(j, "removed snapshot") {
+			t.Errorf("the job unit's journal does not say it removed the snapshot:\n%s", j)
+		}
+		if out, _, _ := b.Exec(ctx, "sh", "-c", "ls /var/lib/hyper2kvm/jobs/*/vsphere-snapshot 2>/dev/null"); strings.TrimSpace(out) != "" {
+			t.Errorf("snapshot records left: %s", out)
+		}
+	})
+
 	t.Run("errors say what to do", func(t *testing.T) {
 		for _, tc := range []struct{ name, source, vm, want string }{
 			{"badpw", "badpw", vc.VM, "hyper2kvmd source set-password badpw"},
@@ -184,6 +222,12 @@ func TestVSphereSource(t *testing.T) {
 			if where != "failed" || !strings.Contains(reportError(rep), tc.want) {
 				t.Errorf("%s: %s, want failed with %q: %s", tc.name, where, tc.want, reportError(rep))
 			}
+		}
+		// validate --check-files asks the agent whether the VM is there.
+		b.WriteFile(t, "/srv/vcsim/novm.json", []byte(vsManifest("novm", "vc1", vc.VM+"X", "")), 0o644)
+		out, err := b.hyperctl(ctx, "alice", "validate", "--check-files", "/srv/vcsim/novm.json")
+		if err == nil || !strings.Contains(out, "pipeline.load.vm: source vc1 has no VM "+vc.VM+"X; nearest: "+vc.VM) {
+			t.Errorf("validate --check-files of a missing VM: %v\n%s", err, out)
 		}
 		// An unknown source is refused before any job starts.
 		b.drop("", "nosource.json", vsManifest("nosource", "nosuch", vc.VM, ""))

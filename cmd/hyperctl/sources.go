@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -295,4 +296,48 @@ func (a *app) submitDocs(ctx context.Context, docs [][]byte, o submitOpts) error
 		return writeJSON(a.env.stdout, submitResult{Jobs: all})
 	}
 	return nil
+}
+
+// checkRemoteVMs is --check-files for loads that name a source: the agent
+// looks the VM up (BrowseSource of its inventory path). VMs named by moref
+// or UUID are looked up when the job runs.
+func (a *app) checkRemoteVMs(m *manifest.Manifest) manifest.Problems {
+	type item struct {
+		path string
+		load manifest.Load
+	}
+	var items []item
+	if m.Pipeline != nil && m.Pipeline.Load.IsRemote() && m.Pipeline.Load.VM != "" {
+		items = append(items, item{"pipeline.load.vm", m.Pipeline.Load})
+	}
+	for i, vm := range m.VMs {
+		if vm.Pipeline != nil && vm.Pipeline.Load.IsRemote() && vm.Pipeline.Load.VM != "" {
+			items = append(items, item{fmt.Sprintf("vms[%d].pipeline.load.vm", i), vm.Pipeline.Load})
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := a.connect(ctx)
+	if err != nil {
+		return manifest.Problems{{Path: items[0].path, Message: "cannot ask the agent whether the VM exists: " + err.Error()}}
+	}
+	defer c.Close()
+	sc, err := sourcesClient(c)
+	if err != nil {
+		return manifest.Problems{{Path: items[0].path, Message: err.Error()}}
+	}
+	var probs manifest.Problems
+	for _, it := range items {
+		es, err := sc.BrowseSource(ctx, it.load.Source, it.load.VM, a.interactive())
+		switch {
+		case err != nil:
+			probs = append(probs, manifest.Problem{Path: it.path, Message: err.Error()})
+		case len(es) != 1 || es[0].Kind != "vm":
+			probs = append(probs, manifest.Problem{Path: it.path, Message: fmt.Sprintf("%s in source %s is a folder, not a VM", it.load.VM, it.load.Source)})
+		}
+	}
+	return probs
 }

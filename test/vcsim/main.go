@@ -5,7 +5,8 @@
 // installed.
 //
 //	vcsim serve --listen 127.0.0.1:18443 --user U --password-file F [--esx] --info FILE \
-//	      [--disk VMDK] [--cpus N --cores N --memory MB --firmware efi --macs a,b] [--power on|off]
+//	      [--disk VMDK] [--cpus N --cores N --memory MB --firmware efi --macs a,b] [--power on|off] \
+//	      [--hold-nfc FILE]
 //	vcsim snapshots --info FILE --password-file F
 //	vcsim power --info FILE --password-file F on|off
 package main
@@ -69,6 +70,7 @@ func serve(args []string) error {
 	firmware := fs.String("firmware", "", "bios or efi")
 	macs := fs.String("macs", "", "MAC addresses of the first VM's NICs, comma-separated")
 	power := fs.String("power", "", "on or off")
+	hold := fs.String("hold-nfc", "", "NFC downloads wait while this file exists")
 	fs.Parse(args)
 	pw, err := readPassword(*pwFile)
 	if err != nil {
@@ -79,6 +81,12 @@ func serve(args []string) error {
 		return err
 	}
 	defer s.Close()
+	if *hold != "" {
+		s.HoldNFC(func() bool {
+			_, err := os.Stat(*hold)
+			return err == nil
+		})
+	}
 	ctx := context.Background()
 	a, err := vspheretest.Dial(ctx, s.URL, *user, pw)
 	if err != nil {

@@ -10,9 +10,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
@@ -242,3 +244,21 @@ func (a *Admin) Snapshots(ctx context.Context, p string) ([]string, error) {
 
 // Logout ends the admin session.
 func (a *Admin) Logout(ctx context.Context) { _ = a.c.Logout(ctx) }
+
+// HoldNFC makes the server's NFC downloads (an export lease's disks) wait
+// while hold says so, or until the client goes away: a test can then act
+// on a job in the middle of its export (kill its worker) without a race.
+func (s *Server) HoldNFC(hold func() bool) {
+	s.model.Service.ServeMux.HandleFunc("GET /nfc/", func(w http.ResponseWriter, r *http.Request) {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for hold() {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-t.C:
+			}
+		}
+		simulator.ServeNFC(w, r)
+	})
+}
