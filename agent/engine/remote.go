@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -55,12 +56,13 @@ func (r *runner) loadRemote() (string, error) {
 	}
 	what := "source " + l.Source
 	r.progress("load", 0, 0, 0, "connecting to "+what)
+	started := time.Now()
 	got, err := r.o.Remote.Fetch(r.ctx, dir, func(done, total int64) {
 		pct := 0
 		if total > 0 {
 			pct = int(min(done*50/total, 49))
 		}
-		r.progress("load", pct, done, total, "download from "+what)
+		r.progress("load", pct, done, total, "download from "+what+rateETA(done, total, time.Since(started)))
 	})
 	if got != nil && got.Hardware != nil {
 		r.rep.Source.Hardware = got.Hardware
@@ -98,6 +100,20 @@ func (r *runner) loadRemote() (string, error) {
 	}
 	r.rep.Source.Detected = detected
 	return detected, nil
+}
+
+// rateETA is ", 120 MiB/s, 1m20s left" for a download, "" too early to say.
+// total is the disks' capacity, an upper bound of what a sparse export sends.
+func rateETA(done, total int64, elapsed time.Duration) string {
+	if done <= 0 || elapsed < time.Second {
+		return ""
+	}
+	rate := float64(done) / elapsed.Seconds()
+	s := fmt.Sprintf(", %.0f MiB/s", rate/(1<<20))
+	if total > done {
+		s += fmt.Sprintf(", at most %s left", time.Duration(float64(total-done)/rate*float64(time.Second)).Round(time.Second))
+	}
+	return s
 }
 
 func remoteName(vm, moref, uuid string) string {
