@@ -56,8 +56,14 @@ func removeSnapshot(ctx context.Context, dir string) error {
 	fields := agent.Fields{agent.FieldJobID: spec.ID, agent.FieldManifest: spec.Claim}
 	src, err := sources.Get(sources.DefaultDir, m.Pipeline.Load.Source)
 	if err == nil {
-		var pw []byte
-		if pw, err = sources.UnitPassword(src.Name); err == nil {
+		// systemd before 254 takes the unit's credentials away when its
+		// main process ends, before ExecStopPost: then decrypt the stored
+		// one (this runs as root, like the agent).
+		pw, uerr := sources.UnitPassword(src.Name)
+		if uerr != nil {
+			pw, err = sources.OpenPassword(ctx, sources.DefaultCredentialDir, src.Name)
+		}
+		if err == nil {
 			var moref string
 			moref, err = vsphere.CleanupSnapshot(ctx, src, string(pw), dir)
 			if err == nil && moref != "" {
