@@ -194,6 +194,15 @@ func TestVSphereSource(t *testing.T) {
 		}
 		unit := relUnitOf(id)
 		pid := strings.TrimSpace(b.MustExec(t, "systemctl", "show", "-p", "MainPID", "--value", unit))
+		// The running worker: the password is in neither its environment,
+		// its command line nor its unit's properties.
+		seen := b.MustExec(t, "sh", "-c", "tr '\\0' '\\n' < /proc/"+pid+"/environ; tr '\\0' ' ' < /proc/"+pid+"/cmdline; systemctl show "+unit)
+		if strings.Contains(seen, vsPassword) {
+			t.Error("the password is in the running worker's environment, command line or unit")
+		}
+		if !strings.Contains(seen, "CREDENTIALS_DIRECTORY=") || !strings.Contains(seen, "LoadCredentialEncrypted=source-vc1:/etc/hyper2kvm/credentials/source-vc1.cred") {
+			t.Errorf("the worker did not get the password as a credential:\n%s", seen)
+		}
 		b.MustExec(t, "kill", "-9", pid)
 		b.MustExec(t, "rm", "/srv/vcsim/hold")
 		where, rep := b.waitSettled(ctx, "killed.json")
