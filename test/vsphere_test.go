@@ -200,8 +200,13 @@ func TestVSphereSource(t *testing.T) {
 		if strings.Contains(seen, vsPassword) {
 			t.Error("the password is in the running worker's environment, command line or unit")
 		}
-		if !strings.Contains(seen, "CREDENTIALS_DIRECTORY=") || !strings.Contains(seen, "LoadCredentialEncrypted=source-vc1:/etc/hyper2kvm/credentials/source-vc1.cred") {
-			t.Errorf("the worker did not get the password as a credential:\n%s", seen)
+		// It has it as a credential: in the unit's own credentials
+		// directory, a ramfs only the unit sees.
+		if !strings.Contains(seen, "CREDENTIALS_DIRECTORY=/run/credentials/"+unit) {
+			t.Errorf("the worker has no credentials directory:\n%s", seen)
+		}
+		if got := strings.TrimSpace(b.MustExec(t, "cat", "/run/credentials/"+unit+"/source-vc1")); got != vsPassword {
+			t.Errorf("the unit's credential source-vc1 is not the password")
 		}
 		b.MustExec(t, "kill", "-9", pid)
 		b.MustExec(t, "rm", "/srv/vcsim/hold")
