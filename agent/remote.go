@@ -95,4 +95,3 @@ func (s sourceDirs) creds() string {
 func WithSources(dir, credDir string) Option {
 	return func(a *Agent) { a.srcs = sourceDirs{dir, credDir} }
 }
-

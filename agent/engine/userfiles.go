@@ -47,9 +47,9 @@ type userFiles struct {
 	// trustedDir holds files opened without the user check: the disks the
 	// job itself downloaded from a source.
 	trustedDir string
-	files   []*os.File
-	stats   []unix.Stat_t     // of files, when opened
-	names   map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
+	files      []*os.File
+	stats      []unix.Stat_t     // of files, when opened
+	names      map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
 	// mu guards files, stats and leases against the lease watcher.
 	mu sync.Mutex
 	// leases says, for each of files, whether it holds a read lease (see
