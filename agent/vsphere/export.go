@@ -336,6 +336,9 @@ func (x *exporter) download(ctx context.Context, u *url.URL, dst string) error {
 		}
 		n, err := x.copySparse(f, res.Body, off)
 		res.Body.Close()
+		if err == nil && res.ContentLength >= 0 && n < res.ContentLength {
+			err = fmt.Errorf("the connection ended after %d of %d bytes", n, res.ContentLength)
+		}
 		off += n
 		if err == nil {
 			break
@@ -365,7 +368,7 @@ func (x *exporter) copySparse(f *os.File, r io.Reader, off int64) (int64, error)
 	buf := make([]byte, block)
 	var n int64
 	for {
-		m, err := io.ReadFull(r, buf)
+		m, err := fill(r, buf)
 		if m > 0 {
 			if !allZero(buf[:m]) {
 				if _, werr := f.WriteAt(buf[:m], off+n); werr != nil {
@@ -375,13 +378,29 @@ func (x *exporter) copySparse(f *os.File, r io.Reader, off int64) (int64, error)
 			n += int64(m)
 			x.o.Progress(x.done.Add(int64(m)), x.total.Load())
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
 			return n, err
 		}
 	}
+}
+
+// fill reads until buf is full or the reader ends: io.EOF only on a clean
+// end; a connection dropped mid-body is the transport's own error
+// (io.ErrUnexpectedEOF), which io.ReadFull would confuse with a short
+// last block.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // zeroBlock is compared against with bytes.Equal (vectorised), not a loop.
