@@ -131,7 +131,7 @@ func Parse(file string, data []byte) (*Source, []error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(s); err != nil && !errors.Is(err, io.EOF) {
-		msg := err.Error()
+		msg := strings.ReplaceAll(err.Error(), "not found in type sources.Source", "is not a source key")
 		if _, isSecret := raw["password"]; !isSecret || !strings.Contains(msg, "password") {
 			bad("", "%s (allowed keys: type, url, username, thumbprint, insecure, datacenter, max_parallel_exports, description)", strings.TrimPrefix(msg, "yaml: "))
 		}

@@ -30,7 +30,7 @@ func TestParse(t *testing.T) {
 		{name: "unknown type", file: "vc1.yaml", in: "type: hyperv\nurl: https://vc/sdk\nusername: svc\ninsecure: true\n",
 			want: []string{`type: "hyperv" is not supported`}},
 		{name: "unknown key", file: "vc1.yaml", in: "type: vsphere\nurl: https://vc/sdk\nusername: svc\ninsecure: true\ndatacentre: DC0\n",
-			want: []string{"datacentre", "allowed keys"}},
+			want: []string{"field datacentre is not a source key", "allowed keys"}},
 		{name: "bad name", file: "VC 1.yaml", in: "type: vsphere\nurl: https://vc/sdk\nusername: svc\ninsecure: true\n",
 			want: []string{"is not a valid source name"}},
 		{name: "limit out of range", file: "vc1.yaml", in: "type: vsphere\nurl: https://vc/sdk\nusername: svc\ninsecure: true\nmax_parallel_exports: 99\n",
