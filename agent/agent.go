@@ -36,6 +36,7 @@ type Agent struct {
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
 	ready   func() error
+	srcs    sourceDirs // the source registry (remote.go)
 
 	mu       sync.Mutex
 	st       *state

@@ -340,23 +340,27 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		src := resolve(p.Load.SourcePath)
 		sp := prefix + ".load.source_path"
 		imageHere := kind == kindImage && filepath.Dir(src) == resolve(a.q.Dir(queue.Processing))
-		switch {
-		case imageHere:
-		case within(src, queueRoot):
-			problems = append(problems, sp+": points into the drop folder; drop the image itself or keep it elsewhere")
-		case within(src, outputDir):
-			problems = append(problems, sp+": points into the output directory, where other jobs' outputs are")
-		case within(src, stateDir):
-			problems = append(problems, sp+": points into the agent's state directory")
-		}
-		for _, f := range forbidden {
-			if within(src, f) {
-				problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
+		if p.Load.IsRemote() {
+			problems = append(problems, checkRemote(prefix+".load", &p.Load, a.srcs.dir(), a.srcs.creds())...)
+		} else {
+			switch {
+			case imageHere:
+			case within(src, queueRoot):
+				problems = append(problems, sp+": points into the drop folder; drop the image itself or keep it elsewhere")
+			case within(src, outputDir):
+				problems = append(problems, sp+": points into the output directory, where other jobs' outputs are")
+			case within(src, stateDir):
+				problems = append(problems, sp+": points into the agent's state directory")
 			}
-		}
-		if acc != nil && !imageHere {
-			if err := acc.canRead(p.Load.SourcePath); err != nil {
-				problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
+			for _, f := range forbidden {
+				if within(src, f) {
+					problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
+				}
+			}
+			if acc != nil && !imageHere {
+				if err := acc.canRead(p.Load.SourcePath); err != nil {
+					problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
+				}
 			}
 		}
 		if p.Convert == nil || p.Convert.OutputDir == "" {

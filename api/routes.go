@@ -32,6 +32,8 @@ var routes = []route{
 	{"POST", "/api/workflow/manifest/validate", Open, (*Server).validateManifest},
 	{"GET", "/api/workflow/events", Open, (*Server).events},
 	{"GET", "/api/workflow/schema", Open, (*Server).getSchema},
+	{"GET", "/api/workflow/sources", Detail, (*Server).listSources},
+	{"GET", "/api/workflow/sources/{name}/vms", Detail, (*Server).browseSource},
 	{"GET", "/health", Open, (*Server).health},
 	{"GET", "/metrics", Open, (*Server).metrics},
 }

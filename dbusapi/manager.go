@@ -18,7 +18,7 @@ import (
 // (less the final *dbus.Error) are the D-Bus signature; a unit test holds
 // them to io.hyper2kvm.Agent1.xml.
 func (s *Server) managerMethods() map[string]any {
-	return map[string]any{
+	return s.addSourceMethods(map[string]any{
 		"GetStatus": func() (map[string]dbus.Variant, *dbus.Error) {
 			s.touch()
 			return statusDict(s.b.Status()), nil
@@ -111,7 +111,7 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return got, cursor, nil
 		},
-	}
+	})
 }
 
 // jobMethods is the io.hyper2kvm.Agent1.Job method table, served for
@@ -202,6 +202,9 @@ func (s *Server) submit(msg dbus.Message, sender dbus.Sender, manifest string, o
 		return nil, nil, err
 	}
 	if err := s.authorize(msg, sender, polkit.ActionSubmit, "submit a manifest"); err != nil {
+		return nil, nil, err
+	}
+	if err := s.authorizeSources(msg, sender, manifest); err != nil {
 		return nil, nil, err
 	}
 	uid, err := s.callerUID(sender)

@@ -23,6 +23,9 @@ const (
 	// ActionRead is reading another user's job log (the submitter and
 	// root need none).
 	ActionRead = "io.hyper2kvm.agent.read"
+	// ActionUseSource is browsing a source and converting VMs from it;
+	// the check carries the detail "source" (its name) for rules.
+	ActionUseSource = "io.hyper2kvm.agent.use-source"
 )
 
 // polkit's bus coordinates and CheckAuthorization flags.
@@ -70,6 +73,15 @@ type result struct {
 // could not be shown is (false, ErrInteractionRequired); any failure to
 // ask is (false, error).
 func (a *Authority) Authorize(ctx context.Context, sender, action string, interactive bool) (bool, error) {
+	return a.AuthorizeDetails(ctx, sender, action, nil, interactive)
+}
+
+// AuthorizeDetails is Authorize with details a polkit rule can read
+// (action.lookup("source")).
+func (a *Authority) AuthorizeDetails(ctx context.Context, sender, action string, details map[string]string, interactive bool) (bool, error) {
+	if details == nil {
+		details = map[string]string{}
+	}
 	if a == nil || a.conn == nil {
 		return false, errors.New("cannot check authorization: no bus connection")
 	}
@@ -89,7 +101,7 @@ func (a *Authority) Authorize(ctx context.Context, sender, action string, intera
 	subj := subject{Kind: "system-bus-name", Details: map[string]dbus.Variant{"name": dbus.MakeVariant(sender)}}
 	obj := a.conn.Object(busName, authorityPath)
 	call := obj.CallWithContext(ctx, authorityIf+".CheckAuthorization", 0,
-		subj, action, map[string]string{}, flags, cancelID)
+		subj, action, details, flags, cancelID)
 	if call.Err != nil {
 		if ctx.Err() != nil {
 			// Tell polkitd to drop the dialog it may still be showing.

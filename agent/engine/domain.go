@@ -48,6 +48,9 @@ type DomainSpec struct {
 	// that made a domain is known to it and to the administrator.
 	Description string
 	Job         string
+	// CoresPerSocket gives the CPUs the source's topology (0: one
+	// socket per CPU, libvirt's default).
+	CoresPerSocket int
 }
 
 // JobMetadata is the <metadata> element naming the job that made a domain.
@@ -187,6 +190,9 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 			}
 		}
 		dev.Disks = append(dev.Disks, dd)
+	}
+	if c := uint(spec.CoresPerSocket); c > 1 && cpus%c == 0 {
+		d.CPU.Topology = &libvirtxml.DomainCPUTopology{Sockets: int(cpus / c), Dies: 1, Cores: int(c), Threads: 1}
 	}
 	nics := spec.Interfaces
 	if len(nics) == 0 {

@@ -48,6 +48,9 @@ type Options struct {
 	// LibvirtForUsers lets a job of SourceUID set pipeline.target.libvirt
 	// itself (agent.yaml libvirt_for_users).
 	LibvirtForUsers bool
+	// Remote fetches the VM of a load that names a source
+	// (source_type vsphere; remote.go). nil: such a manifest fails.
+	Remote Remote
 }
 
 // DefaultMaxVirtualSize is the virtual size limit when Options gives none:

@@ -32,60 +32,15 @@ func (r *runner) loadSources(set func(any)) error {
 	if ps := r.vm.Validate(); len(ps) > 0 {
 		return fmt.Errorf("invalid manifest: %w", ps)
 	}
-	l := r.p.Load
-	display := l.SourcePath
-	src, err := r.openSource(display)
-	if err != nil {
-		return err
-	}
-	st, err := os.Stat(src)
-	if err != nil {
-		return fmt.Errorf("cannot open source: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("source %s is not a regular file", display)
-	}
-	detected, err := imgfmt.Detect(src)
-	if err != nil {
-		return err
-	}
-	r.rep.Source.Detected = detected
-	if want := manifest.QemuFormat(l.SourceType); detected != want {
-		return fmt.Errorf("source_type is %q but %s holds %s (detected from its bytes, not its name)", l.SourceType, display, describe(detected))
-	}
-	if l.SHA256 != "" {
-		sum, err := r.sha256(src, st.Size())
-		if err != nil {
-			return err
-		}
-		want := strings.ToLower(strings.TrimPrefix(l.SHA256, "sha256:"))
-		if sum != want {
-			return fmt.Errorf("sha256 of %s is %s, but the manifest's load.sha256 says %s", display, sum, want)
-		}
-		r.rep.Source.SHA256 = sum
-	}
-
-	switch detected {
-	case imgfmt.OVA:
-		err = r.loadOVA(src)
-	case imgfmt.OVF:
-		err = r.loadOVF(src, display)
-	default:
-		var d *disk
-		d, err = r.fileDisk(src, display, detected, "disk1")
-		r.disks = []*disk{d}
+	var detected string
+	var err error
+	if r.p.Load.IsRemote() {
+		detected, err = r.loadRemote()
+	} else {
+		detected, err = r.loadFile()
 	}
 	if err != nil {
 		return err
-	}
-	if r.ovf != nil {
-		r.rep.Source.OVF = &report.OVF{Name: r.ovf.Name, CPUs: r.ovf.CPUs, MemoryMB: r.ovf.MemoryMB, Firmware: r.ovf.Firmware, SecureBoot: r.ovf.SecureBoot}
-		for _, d := range r.ovf.Disks {
-			r.rep.Source.OVF.Disks = append(r.rep.Source.OVF.Disks, d.File)
-		}
-		for _, n := range r.ovf.NICs {
-			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network, MAC: n.MAC})
-		}
 	}
 
 	for i, d := range r.disks {
@@ -139,6 +94,67 @@ func (r *runner) loadSources(set func(any)) error {
 	}
 	set(res)
 	return nil
+}
+
+// loadFile opens a source file (source_path) and its OVA/OVF/VMDK
+// metadata, and says what format its bytes hold.
+func (r *runner) loadFile() (string, error) {
+	l := r.p.Load
+	display := l.SourcePath
+	src, err := r.openSource(display)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return "", fmt.Errorf("cannot open source: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("source %s is not a regular file", display)
+	}
+	detected, err := imgfmt.Detect(src)
+	if err != nil {
+		return "", err
+	}
+	r.rep.Source.Detected = detected
+	if want := manifest.QemuFormat(l.SourceType); detected != want {
+		return "", fmt.Errorf("source_type is %q but %s holds %s (detected from its bytes, not its name)", l.SourceType, display, describe(detected))
+	}
+	if l.SHA256 != "" {
+		sum, err := r.sha256(src, st.Size())
+		if err != nil {
+			return "", err
+		}
+		want := strings.ToLower(strings.TrimPrefix(l.SHA256, "sha256:"))
+		if sum != want {
+			return "", fmt.Errorf("sha256 of %s is %s, but the manifest's load.sha256 says %s", display, sum, want)
+		}
+		r.rep.Source.SHA256 = sum
+	}
+
+	switch detected {
+	case imgfmt.OVA:
+		err = r.loadOVA(src)
+	case imgfmt.OVF:
+		err = r.loadOVF(src, display)
+	default:
+		var d *disk
+		d, err = r.fileDisk(src, display, detected, "disk1")
+		r.disks = []*disk{d}
+	}
+	if err != nil {
+		return "", err
+	}
+	if r.ovf != nil {
+		r.rep.Source.OVF = &report.OVF{Name: r.ovf.Name, CPUs: r.ovf.CPUs, MemoryMB: r.ovf.MemoryMB, Firmware: r.ovf.Firmware, SecureBoot: r.ovf.SecureBoot}
+		for _, d := range r.ovf.Disks {
+			r.rep.Source.OVF.Disks = append(r.rep.Source.OVF.Disks, d.File)
+		}
+		for _, n := range r.ovf.NICs {
+			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network, MAC: n.MAC})
+		}
+	}
+	return detected, nil
 }
 
 // checkable are the source formats qemu-img check can examine.

@@ -420,6 +420,9 @@ func (r *runner) validate(set func(any)) error {
 // firmware is what the guest boots with: the OVF's word, else what INSPECT
 // found, else BIOS.
 func (r *runner) firmware() string {
+	if hw := r.rep.Source.Hardware; hw != nil && hw.Firmware != "" {
+		return hw.Firmware
+	}
 	if r.ovf != nil && r.ovf.Firmware != "" {
 		return r.ovf.Firmware
 	}

@@ -101,7 +101,13 @@ func (r *runner) planNICs() error {
 	t := r.tgt.t
 	type srcNIC struct{ network, mac string }
 	var src []srcNIC
-	if r.ovf != nil {
+	switch hw := r.hardware(); {
+	case hw != nil:
+		// The source's API, not a guess: its NICs, networks and MACs.
+		for _, n := range hw.NICs {
+			src = append(src, srcNIC{n.Network, n.MAC})
+		}
+	case r.ovf != nil:
 		for _, n := range r.ovf.NICs {
 			src = append(src, srcNIC{n.Network, n.MAC})
 		}
@@ -280,6 +286,11 @@ func (r *runner) domainSpec() DomainSpec {
 		spec.NICs = max(len(r.ovf.NICs), 1)
 		spec.SecureBoot = r.ovf.SecureBoot && spec.Firmware == "efi"
 	}
+	if hw := r.hardware(); hw != nil {
+		spec.MemoryMB, spec.CPUs, spec.CoresPerSocket = hw.MemoryMB, hw.CPUs, hw.CoresPerSocket
+		spec.NICs = max(len(hw.NICs), 1)
+		spec.SecureBoot = hw.SecureBoot && spec.Firmware == "efi"
+	}
 	if spec.Firmware == "efi" {
 		spec.OVMF = findOVMF(spec.SecureBoot)
 	}
@@ -439,4 +450,13 @@ func (r *runner) recordDefined(x string) {
 			r.rep.Target.NICs[i].MAC = in.MAC.Address
 		}
 	}
+}
+
+// hardware is the VM's hardware as a remote source's API reported it, nil
+// for a file source.
+func (r *runner) hardware() *report.Hardware {
+	if r.rep == nil {
+		return nil
+	}
+	return r.rep.Source.Hardware
 }

@@ -63,7 +63,7 @@ func (m *Manifest) SetDefaults() {
 		m.Pipeline = &Pipeline{}
 	}
 	if m.Name == "" {
-		m.Name = nameFromSource(m.Pipeline.Load.SourcePath)
+		m.Name = defaultName(&m.Pipeline.Load)
 	}
 	m.Pipeline.setDefaults(m.Name)
 }

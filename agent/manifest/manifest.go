@@ -10,7 +10,16 @@ const Version = "1.0"
 // fresh slices so that no caller can change what the validator accepts.
 
 // SourceTypes are the allowed pipeline.load.source_type values.
-func SourceTypes() []string { return []string{"vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2"} }
+func SourceTypes() []string {
+	return []string{"vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2", SourceVSphere}
+}
+
+// SourceVSphere is the source_type of a VM read from a registered vCenter
+// or ESXi source (load.source) instead of a file.
+const SourceVSphere = "vsphere"
+
+// IsRemote says whether l reads a VM from a registered source, not a file.
+func (l *Load) IsRemote() bool { return l.SourceType == SourceVSphere }
 
 // FstabModes are the allowed pipeline.fix.fstab.mode values.
 func FstabModes() []string { return []string{"stabilize-all", "bypath-only", "noop"} }
@@ -99,6 +108,16 @@ type Load struct {
 	// image refers to must lie beside the source. The files are still opened
 	// without following symbolic links and read only if the submitter could.
 	AllowReferences []string `json:"allow_references,omitempty"`
+
+	// The fields of source_type "vsphere" (docs/SOURCES.md): Source names
+	// a file of /etc/hyper2kvm/sources.d, never a credential; exactly one
+	// of VM (an inventory path), VMMoref and VMUUID names the VM.
+	Source  string `json:"source,omitempty"`
+	VM      string `json:"vm,omitempty"`
+	VMMoref string `json:"vm_moref,omitempty"`
+	VMUUID  string `json:"vm_uuid,omitempty"`
+	// Snapshot allows a running VM: a snapshot is exported and removed.
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // Inspect controls the INSPECT stage.

@@ -114,7 +114,7 @@ func (m *Manifest) validate() (Problems, int) {
 		if m.Concurrency != 0 {
 			v.add("concurrency", `is only allowed in a batch manifest ("batch": true)`)
 		}
-		if m.Name != "" || m.Pipeline == nil || nameFromSource(m.Pipeline.Load.SourcePath) == "" {
+		if m.Name != "" || m.Pipeline == nil || defaultName(&m.Pipeline.Load) == "" {
 			v.name("name", m.Name, true)
 		}
 		if m.Pipeline == nil {
@@ -270,10 +270,19 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 	default:
 		v.enum(lp+".source_type", st, SourceTypes())
 	}
-	if p.Load.SourcePath == "" {
+	if p.Load.IsRemote() {
+		v.remote(lp, &p.Load)
+	} else if p.Load.SourcePath == "" {
 		v.add(lp+".source_path", "is required")
 	} else {
 		v.absPath(lp+".source_path", p.Load.SourcePath)
+	}
+	if !p.Load.IsRemote() {
+		for _, f := range p.Load.remoteFields() {
+			if f.set {
+				v.add(lp+"."+f.name, `is only allowed with source_type "vsphere"`)
+			}
+		}
 	}
 	if s := p.Load.SHA256; s != "" && !sha256RE.MatchString(s) {
 		msg := "must be 64 hexadecimal digits (as printed by sha256sum)"

@@ -54,6 +54,8 @@ type Source struct {
 	Disks    []Disk `json:"disks,omitempty"` // one per disk (an OVA may have several)
 	OVF      *OVF   `json:"ovf,omitempty"`
 	SHA256   string `json:"sha256,omitempty"` // when verified
+	// Hardware is the VM's hardware read from a remote source's API.
+	Hardware *Hardware `json:"hardware,omitempty"`
 }
 
 // Disk is one source disk.
@@ -184,4 +186,44 @@ func (r *Report) Disks() []Artifact {
 		}
 	}
 	return out
+}
+
+// Hardware is a VM's virtual hardware as its hypervisor's API reports it
+// (load.source_type vsphere), not guessed: what domain.xml is made from.
+type Hardware struct {
+	Name           string         `json:"name"`
+	Moref          string         `json:"moref,omitempty"`
+	UUID           string         `json:"uuid,omitempty"`
+	GuestOS        string         `json:"guest_os,omitempty"` // the hypervisor's guest id, e.g. "ubuntu64Guest"
+	CPUs           int            `json:"cpus"`
+	CoresPerSocket int            `json:"cores_per_socket,omitempty"`
+	MemoryMB       int64          `json:"memory_mb"`
+	Firmware       string         `json:"firmware"` // bios | efi
+	SecureBoot     bool           `json:"secure_boot,omitempty"`
+	PowerState     string         `json:"power_state,omitempty"`
+	Disks          []HardwareDisk `json:"disks"` // in boot order: controller type, bus, unit
+	NICs           []HardwareNIC  `json:"nics,omitempty"`
+	// Snapshot is the snapshot the disks were exported from (a running
+	// VM with load.snapshot), removed after the export.
+	Snapshot string `json:"snapshot,omitempty"`
+	// ExportMethod is how the disks were read: "nfc" (an HttpNfcLease)
+	// or "datastore" (the datastore's /folder service).
+	ExportMethod string `json:"export_method,omitempty"`
+}
+
+// HardwareDisk is one virtual disk of Hardware.
+type HardwareDisk struct {
+	Label      string `json:"label"`
+	Controller string `json:"controller"` // e.g. "scsi0:1", "sata0:0", "nvme0:0", "ide0:1"
+	Capacity   int64  `json:"capacity"`   // bytes
+	File       string `json:"file"`       // e.g. "[datastore1] web01/web01.vmdk"
+	ID         string `json:"id"`         // the disk's id in the job (report source.disks[].id)
+}
+
+// HardwareNIC is one network adapter of Hardware.
+type HardwareNIC struct {
+	Label   string `json:"label"`
+	MAC     string `json:"mac"`
+	Network string `json:"network,omitempty"`
+	Model   string `json:"model,omitempty"` // e.g. "vmxnet3", "e1000e"
 }

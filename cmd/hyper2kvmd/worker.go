@@ -27,7 +27,7 @@ import (
 
 func newWorkerCmd() *cobra.Command {
 	var jobDir string
-	var clean bool
+	var clean, snapshot bool
 	cmd := &cobra.Command{
 		Use:   "worker --job-dir DIR",
 		Short: "Run one job (inside its transient unit hyper2kvm-job-<id>.service)",
@@ -42,10 +42,14 @@ The agent starts it; it is not meant to be run by hand.`,
 			if clean {
 				return cleanOutputs(jobDir)
 			}
+			if snapshot {
+				return removeSnapshot(cmd.Context(), jobDir)
+			}
 			return runWorker(cmd.Context(), jobDir)
 		},
 	}
 	cmd.Flags().StringVar(&jobDir, "job-dir", "", "the job's directory, /var/lib/hyper2kvm/jobs/<id>")
+	cmd.Flags().BoolVar(&snapshot, "remove-snapshot", false, "remove a source snapshot the job recorded and did not remove (the job unit's ExecStopPost for a job reading from a source)")
 	cmd.Flags().BoolVar(&clean, "clean-outputs", false, "remove what the job wrote into its manifest's output_dir unless it completed (the job unit's ExecStopPost)")
 	return cmd
 }
@@ -112,6 +116,7 @@ func runWorker(ctx context.Context, dir string) error {
 		MaxVirtualSize:  maxVirtualSize(),
 		Target:          target,
 		LibvirtForUsers: forUsers,
+		Remote:          remote{load: m.Pipeline.Load, jobID: spec.ID, jobDir: dir},
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {

@@ -180,6 +180,9 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 		a.manifestCmd(),
 		a.workflowCmd(),
 		a.manCmd(),
+		a.sourcesCmd(),
+		a.vmsCmd(),
+		a.importCmd(),
 	)
 	return root
 }
