@@ -61,6 +61,14 @@ func (r *runner) inspect(set func(any)) error {
 		return softFail{err}
 	}
 	r.rep.Guest = g
+	if g.Windows != nil {
+		res["windows"] = g.Windows
+		// A hibernated, encrypted or half-updated Windows is not a
+		// closed filesystem: converting it loses data or does not boot.
+		if err := inspect.Blocked(g.Windows); err != nil {
+			return err
+		}
+	}
 	if noOS(g) && manifest.Bool(r.p.Inspect.DetectOS) && !manifest.Bool(r.p.Fix.Enabled) {
 		res["note"] = "no operating system found: converted as a data disk (pipeline.fix.enabled is false)"
 	}
