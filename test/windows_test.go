@@ -1,0 +1,157 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/hive/hivetest"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+	"github.com/hyper2kvm/hyper2kvm/test/fixture"
+)
+
+// winServer is the registry of the phony Windows guest: Windows Server
+// 2022 with VMware Tools, a static address and no virtio driver.
+func winServer() hivetest.Windows {
+	return hivetest.Windows{ProductName: "Windows Server 2022 Standard", EditionID: "ServerStandard",
+		InstallationType: "Server", CurrentBuild: "20348", UBR: 2227, Major: 10, CurrentVersion: "6.3",
+		DisplayVersion: "21H2", Arch: "AMD64", Hostname: "WIN-FILESRV01", VMwareTools: true,
+		StaticNICs: []hivetest.NIC{{GUID: "{6f4c2d1a-0000-4000-8000-000000000001}", Addresses: []string{"192.168.10.20"},
+			Masks: []string{"255.255.255.0"}, Gateways: []string{"192.168.10.1"}, DNS: "192.168.10.53,192.168.10.54"}}}
+}
+
+// windowsOVA packs the phony Windows guest as a streamOptimized VMDK in an
+// OVA whose OVF says Windows Server 2019 (VMware's newest Windows id).
+func windowsOVA(t *testing.T, o fixture.WindowsOptions) string {
+	t.Helper()
+	dir := t.TempDir()
+	raw := fixture.WindowsDisk(t, dir, o)
+	return fixture.OVAWith(t, dir, fixture.VM{Name: "winsrv", OSType: "windows2019srv_64Guest", OSID: 112}, raw)
+}
+
+// TestWindowsInspect: INSPECT reads the phony Windows guest's registry
+// through the NTFS filesystem (ntfs-3g with the native backend) and
+// reports product, version, build, arch, hostname, installation type,
+// VMware Tools and the static address exactly; the source is unchanged.
+func TestWindowsInspect(t *testing.T) {
+	needRoot(t)
+	engNeedTools(t)
+	needTools(t, "mkntfs", "ntfs-3g")
+	for _, lower := range []bool{false, true} {
+		name := "Windows-System32-config"
+		if lower {
+			name = "windows-system32-CONFIG"
+		}
+		t.Run(name, func(t *testing.T) {
+			ova := windowsOVA(t, fixture.WindowsOptions{Registry: winServer(), LowerCase: lower})
+			sum := fixture.SHA256(t, ova)
+			m := engManifest("winsrv", "ova", ova)
+			m.Pipeline.Inspect = &manifest.Inspect{}
+			m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+			m.SetDefaults()
+			rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: filepath.Join(t.TempDir(), "out"), Backend: "native"})
+			if err != nil {
+				t.Fatalf("Run: %v (report error %+v)", err, rep.Error)
+			}
+			g := rep.Guest
+			if g == nil || g.OS == nil || g.Windows == nil {
+				t.Fatalf("no Windows in the report: %+v", g)
+			}
+			w := g.Windows
+			b, _ := json.MarshalIndent(w, "", "  ")
+			t.Logf("report guest.windows:\n%s", b)
+			want := report.Windows{ProductName: "Windows Server 2022 Standard", Edition: "ServerStandard", Version: "10.0",
+				Build: "20348.2227", DisplayVersion: "21H2", Arch: "x86_64", Hostname: "WIN-FILESRV01", Installation: "Server",
+				SystemRoot: `C:\Windows`, Volume: "/dev/sda1", ControlSet: "ControlSet001",
+				VMwareTools: []string{`SOFTWARE\VMware, Inc.\VMware Tools`, "service:VMTools", "service:vmxnet3ndis6"},
+				NICs: []report.WindowsNIC{{ID: "{6f4c2d1a-0000-4000-8000-000000000001}", Addresses: []string{"192.168.10.20"},
+					Prefix: []int{24}, Gateways: []string{"192.168.10.1"}, DNS: []string{"192.168.10.53", "192.168.10.54"}}}}
+			if !reflect.DeepEqual(*w, want) {
+				t.Errorf("guest.windows:\n got %+v\nwant %+v", *w, want)
+			}
+			if g.OS.Type != "windows" || g.OS.Pretty != "Windows Server 2022 Standard" || g.OS.VersionID != "10.0" || g.Root != "/dev/sda1" {
+				t.Errorf("guest.os %+v root %q", g.OS, g.Root)
+			}
+			if s := engStage(t, rep, "inspect"); s.Status != "ok" {
+				t.Errorf("INSPECT %s: %s", s.Status, s.Error)
+			}
+			if fixture.SHA256(t, ova) != sum {
+				t.Error("the OVA changed")
+			}
+		})
+	}
+}
+
+// TestWindowsInspectBlockers: each blocker fails the job in INSPECT with
+// what was found and what to do in the source VM; a hiberfil.sys that
+// holds no hibernated system and HiberbootEnabled without a hiberfil.sys
+// do not block.
+func TestWindowsInspectBlockers(t *testing.T) {
+	needRoot(t)
+	engNeedTools(t)
+	needTools(t, "mkntfs", "ntfs-3g")
+	fast := winServer()
+	fast.HiberbootEnabled = true
+	pending := winServer()
+	pending.RebootPending = true
+	tests := []struct {
+		name string
+		o    fixture.WindowsOptions
+		want []string // in the error, "" for a job that passes INSPECT
+	}{
+		{"hibernated", fixture.WindowsOptions{Registry: winServer(), Hiberfil: "HIBR"}, []string{"[hibernated]", "hiberfil.sys", "powercfg /h off"}},
+		{"fast startup", fixture.WindowsOptions{Registry: fast, Hiberfil: "\x00\x00\x00\x00"}, []string{"[fast-startup]", "HiberbootEnabled=1", "powercfg /h off"}},
+		{"bitlocker", fixture.WindowsOptions{Registry: winServer(), BitLocker: true}, []string{"[bitlocker]", "/dev/sda2 is BitLocker-encrypted", "manage-bde -off"}},
+		{"pending updates", fixture.WindowsOptions{Registry: pending}, []string{"[pending-updates]", "RebootPending", "restart Windows"}},
+		{"fast startup without hiberfil", fixture.WindowsOptions{Registry: fast}, nil},
+		{"hiberfil not hibernated", fixture.WindowsOptions{Registry: winServer(), Hiberfil: "\x00\x00\x00\x00"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ova := windowsOVA(t, tt.o)
+			m := engManifest("winsrv", "ova", ova)
+			m.Pipeline.Inspect = &manifest.Inspect{}
+			m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+			m.SetDefaults()
+			out := filepath.Join(t.TempDir(), "out")
+			rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out, Backend: "native"})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+				if n := len(rep.Guest.Windows.Blockers); n != 0 || len(rep.Guest.Windows.Notes) == 0 {
+					t.Errorf("blockers %+v notes %q", rep.Guest.Windows.Blockers, rep.Guest.Windows.Notes)
+				}
+				t.Logf("notes: %q", rep.Guest.Windows.Notes)
+				return
+			}
+			if err == nil {
+				t.Fatal("the job completed")
+			}
+			if rep.Error == nil || rep.Error.Stage != "inspect" {
+				t.Fatalf("failed in %+v, want INSPECT", rep.Error)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(rep.Error.Message, w) {
+					t.Errorf("error %q lacks %q", rep.Error.Message, w)
+				}
+			}
+			t.Logf("error: %s", rep.Error.Message)
+			if rep.Guest == nil || rep.Guest.Windows == nil || len(rep.Guest.Windows.Blockers) == 0 {
+				t.Errorf("the report lists no blocker: %+v", rep.Guest)
+			}
+			// Nothing converted: no disk, no domain.xml.
+			if ents, _ := filepath.Glob(filepath.Join(out, "*", "*", "*.qcow2")); len(ents) != 0 {
+				t.Errorf("outputs written: %v", ents)
+			}
+			_ = os.Remove
+		})
+	}
+}
