@@ -445,4 +445,3 @@ func Blocked(w *report.Windows) error {
 	}
 	return errors.New(strings.TrimSuffix(b.String(), "."))
 }
-
