@@ -22,7 +22,10 @@ type DomainSpec struct {
 	Firmware string // bios (default) | efi
 	Disks    []DomainDisk
 	NICs     int  // default 1
-	Windows  bool // SATA disks and e1000e NICs: no virtio drivers in the guest yet
+	Windows  bool // Hyper-V enlightenments, local-time clock; SATA and e1000e unless VirtioDrivers
+	// VirtioDrivers: the Windows guest has virtio drivers (virt-v2v put
+	// them in, or it had them): virtio disks and NICs.
+	VirtioDrivers bool
 }
 
 // DomainDisk is one disk of the domain, in boot order.
@@ -57,7 +60,9 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 	if spec.Windows {
 		// Windows keeps its clock in local time.
 		clock = "localtime"
-		bus, prefix, nic = "sata", "sd", "e1000e"
+		if !spec.VirtioDrivers {
+			bus, prefix, nic = "sata", "sd", "e1000e"
+		}
 	}
 	d := libvirtxml.Domain{
 		Type:   "kvm",
@@ -78,6 +83,21 @@ func DomainXML(spec DomainSpec) ([]byte, error) {
 	}
 	if spec.Firmware == "efi" {
 		d.OS.Firmware = "efi"
+	}
+	if spec.Windows {
+		// The enlightenments virt-v2v and virt-install give Windows: it
+		// runs much faster (and its clock stays right) when it knows it
+		// is a guest.
+		on := func() *libvirtxml.DomainFeatureState { return &libvirtxml.DomainFeatureState{State: "on"} }
+		d.Features.HyperV = &libvirtxml.DomainFeatureHyperV{
+			Relaxed: on(), VAPIC: on(), VPIndex: on(), Runtime: on(), Synic: on(), Reset: on(), Frequencies: on(),
+			Spinlocks: &libvirtxml.DomainFeatureHyperVSpinlocks{DomainFeatureState: libvirtxml.DomainFeatureState{State: "on"}, Retries: 8191},
+			STimer:    &libvirtxml.DomainFeatureHyperVSTimer{DomainFeatureState: libvirtxml.DomainFeatureState{State: "on"}},
+		}
+		d.Clock.Timer = []libvirtxml.DomainTimer{
+			{Name: "rtc", TickPolicy: "catchup"}, {Name: "pit", TickPolicy: "delay"},
+			{Name: "hpet", Present: "no"}, {Name: "hypervclock", Present: "yes"},
+		}
 	}
 	dev := d.Devices
 	for i, disk := range spec.Disks {
@@ -126,6 +146,14 @@ func (r *runner) writeDomain() error {
 	}
 	if g := r.rep.Guest; g != nil && g.OS != nil && g.OS.Type == "windows" {
 		spec.Windows = true
+		// virtio only when the guest can boot from it: virt-v2v installed
+		// the drivers, or they were there (viostor or vioscsi).
+		spec.VirtioDrivers = r.fixed && r.backend == BackendV2V
+		if w := g.Windows; w != nil {
+			for _, d := range w.VirtioDrivers {
+				spec.VirtioDrivers = spec.VirtioDrivers || d == "viostor"
+			}
+		}
 	}
 	for _, d := range r.disks {
 		if d.converted {

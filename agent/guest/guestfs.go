@@ -513,3 +513,7 @@ func (g *gfs) Close() error {
 	}
 	return nil
 }
+
+// LibguestfsEnv is the environment every libguestfs tool the agent runs
+// gets (guestfish here, virt-v2v-in-place in agent/v2v), with TMPDIR dir.
+func LibguestfsEnv(dir string) []string { return guestfsEnv(dir) }

@@ -108,6 +108,7 @@ func runWorker(ctx context.Context, dir string) error {
 		SourceUID:      spec.SourceUID,
 		TrustedSource:  spec.TrustedSource,
 		MaxVirtualSize: maxVirtualSize(),
+		VirtioWin:      virtioWin(),
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {
@@ -244,4 +245,14 @@ func maxVirtualSize() int64 {
 		return 0
 	}
 	return cfg.MaxVirtualSizeBytes()
+}
+
+// virtioWin is agent.yaml's fix.virtio_win ("" when unset or unreadable:
+// a Windows job then fails before FIX saying what to set).
+func virtioWin() string {
+	cfg, err := config.Load(config.DefaultPath)
+	if err != nil {
+		return ""
+	}
+	return cfg.Fix.VirtioWin
 }

@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
+	"github.com/hyper2kvm/hyper2kvm/agent/v2v"
+)
+
+// BackendV2V is fix.backend "virt-v2v": FIX runs virt-v2v-in-place on
+// the overlay. It is a FIX backend only: INSPECT reads the guest through
+// native or guestfs, as for auto.
+const BackendV2V = "virt-v2v"
+
+// VirtioWinHelp says what to do when fix.virtio_win is missing.
+const VirtioWinHelp = "download virtio-win.iso (the Fedora project's virtio-win drivers; Debian does not package them), " +
+	"set fix.virtio_win in /etc/hyper2kvm/agent.yaml to it or to the directory it unpacks to " +
+	"(for example /usr/share/virtio-win/virtio-win.iso), or set pipeline.fix.enabled=false in the manifest " +
+	"to convert the disk as it is (domain.xml then uses SATA and e1000e, and the guest needs the virtio drivers before it can use virtio)"
+
+// accessBackend is the guest-access backend INSPECT uses for the FIX
+// backend b.
+func accessBackend(b string) string {
+	if b == BackendV2V {
+		return "auto"
+	}
+	return b
+}
+
+// windowsPreflight decides, once INSPECT found a Windows guest, how FIX
+// will adapt it, and fails before anything is written when it cannot:
+// virt-v2v-in-place must be installed and fix.virtio_win point at
+// virtio-win. asked is the FIX backend the manifest or agent named.
+func (r *runner) windowsPreflight(asked string, res map[string]any) error {
+	if !manifest.Bool(r.p.Fix.Enabled) || !r.p.Fix.AnyEnabled() {
+		res["windows_fix"] = "none: pipeline.fix is off, the disk is converted as it is (domain.xml: SATA and e1000e)"
+		return nil
+	}
+	switch asked {
+	case "", "auto", BackendV2V:
+	default:
+		return fmt.Errorf("fix.backend %q cannot adapt a Windows guest: use virt-v2v (or auto, which takes it for Windows), or set pipeline.fix.enabled=false to convert the disk as it is", asked)
+	}
+	if !v2v.Installed() {
+		return fmt.Errorf("a Windows guest is adapted to KVM by %s, which is not installed: install Debian's virt-v2v and nbdkit packages, or set pipeline.fix.enabled=false to convert the disk as it is", v2v.Tool)
+	}
+	if err := v2v.CheckVirtioWin(r.o.VirtioWin); err != nil {
+		return fmt.Errorf("a Windows guest needs the virtio-win drivers to boot on virtio, and fix.virtio_win is %v: %s", err, VirtioWinHelp)
+	}
+	r.backend = BackendV2V
+	res["backend"] = BackendV2V
+	res["backend_reason"] = "virt-v2v: Windows guests are adapted by virt-v2v-in-place with virtio-win from " + r.o.VirtioWin
+	return nil
+}
+
+// fixV2V is FIX with virt-v2v-in-place on a qcow2 overlay of the disk
+// holding the guest's system.
+func (r *runner) fixV2V(set func(any), g *report.Guest) error {
+	rd := inspect.RootDisk(g)
+	if rd >= len(r.disks) {
+		return fmt.Errorf("INSPECT found the system on disk %d of %d", rd+1, len(r.disks))
+	}
+	d := r.disks[rd]
+	if r.workDir == "" {
+		if err := r.makeWorkDir(); err != nil {
+			return err
+		}
+	}
+	overlay := filepath.Join(r.workDir, d.id+"-overlay.qcow2")
+	if err := qemuimg.CreateOverlay(r.ctx, d.path, d.format, overlay); err != nil {
+		return err
+	}
+	res := map[string]any{"backend": BackendV2V, "overlay": overlay}
+	set(res)
+	o := v2v.Options{Image: overlay, Format: "qcow2", WorkDir: r.workDir,
+		Progress: func(pct int, msg string) { r.progress("fix", pct, 0, 0, "virt-v2v: "+msg) },
+		// The worker's stderr is the job's journal.
+		Log: func(line string) { fmt.Fprintln(os.Stderr, "virt-v2v-in-place: "+line) },
+	}
+	if g.OS != nil && g.OS.Type == "windows" {
+		o.VirtioWin = r.o.VirtioWin
+	}
+	r.progress("fix", 1, 0, 0, "virt-v2v-in-place on "+filepath.Base(overlay))
+	out, err := v2v.Run(r.ctx, o)
+	res["virt_v2v"] = out
+	for _, m := range out.Messages {
+		switch m.Type {
+		case "message", "info":
+			r.rep.Changes = append(r.rep.Changes, report.Change{Fix: BackendV2V, File: d.display, Note: m.Message})
+		case "warning":
+			r.rep.Changes = append(r.rep.Changes, report.Change{Fix: BackendV2V, File: d.display, Note: "warning: " + m.Message})
+			r.warn("virt-v2v: %s", m.Message)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cannot adapt the guest with virt-v2v: %w", err)
+	}
+	if out.Converted != "" {
+		res["converted"] = out.Converted
+	}
+	if len(out.Warnings()) > 0 {
+		res["note"] = "virt-v2v converted the guest with warnings: " + strings.Join(out.Warnings(), "; ")
+	}
+	d.src, d.srcFormat = overlay, "qcow2"
+	r.fixed = true
+	return nil
+}
