@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/hive/hivetest"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
+	"github.com/hyper2kvm/hyper2kvm/test/box"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
 
@@ -151,7 +153,83 @@ func TestWindowsInspectBlockers(t *testing.T) {
 			if ents, _ := filepath.Glob(filepath.Join(out, "*", "*", "*.qcow2")); len(ents) != 0 {
 				t.Errorf("outputs written: %v", ents)
 			}
-			_ = os.Remove
 		})
+	}
+}
+
+// TestWindowsAgent: phony Windows guests dropped into the agent's queue.
+// The clean one is inspected in its job unit and the report lists what
+// its registry says; the hibernated one ends in failed/ with the blocker
+// and what to do; one that asks for FIX without fix.virtio_win in
+// agent.yaml fails before FIX saying what to install and where.
+func TestWindowsAgent(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkntfs", "ntfs-3g")
+	t.Parallel()
+	clean := windowsOVA(t, fixture.WindowsOptions{Registry: winServer()})
+	hib := windowsOVA(t, fixture.WindowsOptions{Registry: winServer(), Hiberfil: "hibr"})
+	b := startAgentBox(t, box.Options{Devices: true})
+	for name, src := range map[string]string{"clean": clean, "hib": hib} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteFile(t, "/srv/src/"+name+".ova", data, 0o644)
+	}
+	b.openGate()
+	inspectOnly := func(name, src string) string {
+		return fmt.Sprintf(`{"version":"1.0","name":%q,"pipeline":{"load":{"source_type":"ova","source_path":%q},`+
+			`"inspect":{"enabled":true},"fix":{"enabled":false},"convert":{"output_format":"qcow2"},"validate":{"enabled":false}}}`, name, src)
+	}
+	b.drop("winsrv.json", inspectOnly("winsrv", "/srv/src/clean.ova"))
+	b.drop("hib.json", inspectOnly("hib", "/srv/src/hib.ova"))
+	b.drop("wantfix.json", fmt.Sprintf(`{"version":"1.0","name":"wantfix","pipeline":{"load":{"source_type":"ova","source_path":"/srv/src/clean.ova"},`+
+		`"inspect":{"enabled":true},"fix":{"enabled":true},"convert":{"output_format":"qcow2"},"validate":{"enabled":false}}}`))
+
+	rep := b.settled("processed", "winsrv.json")
+	jobsList, _ := rep["jobs"].([]any)
+	if len(jobsList) != 1 {
+		t.Fatalf("report lists %d jobs: %v", len(jobsList), rep)
+	}
+	eng, _ := jobsList[0].(map[string]any)["report"].(map[string]any)
+	raw, _ := json.Marshal(eng["guest"])
+	var g report.Guest
+	if err := json.Unmarshal(raw, &g); err != nil || g.Windows == nil {
+		t.Fatalf("no guest.windows in the report: %v %s", err, raw)
+	}
+	w := g.Windows
+	if w.ProductName != "Windows Server 2022 Standard" || w.Version != "10.0" || w.Build != "20348.2227" || w.Arch != "x86_64" ||
+		w.Hostname != "WIN-FILESRV01" || w.Installation != "Server" || len(w.VMwareTools) == 0 || len(w.NICs) != 1 {
+		t.Errorf("guest.windows: %+v", *w)
+	}
+	// Converted as it is: domain.xml keeps SATA and e1000e, with the
+	// enlightenments Windows wants.
+	var domain string
+	for _, o := range jobsList[0].(map[string]any)["outputs"].([]any) {
+		if strings.HasSuffix(o.(string), "domain.xml") {
+			d, _ := os.ReadFile(b.Path(o.(string)))
+			domain = string(d)
+		}
+	}
+	for _, want := range []string{`bus="sata"`, `type="e1000e"`, `<hyperv>`, `offset="localtime"`} {
+		if !strings.Contains(domain, want) {
+			t.Errorf("domain.xml lacks %s:\n%s", want, domain)
+		}
+	}
+
+	for name, want := range map[string][]string{
+		"hib.json":     {"[hibernated]", "hiberfil.sys", "powercfg /h off"},
+		"wantfix.json": {"fix.virtio_win is not set", "virtio-win.iso", "/etc/hyper2kvm/agent.yaml", "pipeline.fix.enabled=false"},
+	} {
+		rep := b.settled("failed", name)
+		text := fmt.Sprint(rep["error"])
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s: error %q lacks %q", name, text, w)
+			}
+		}
+		if rep["stage"] != "inspect" {
+			t.Errorf("%s failed in %v, want inspect", name, rep["stage"])
+		}
 	}
 }
