@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/hive/hivetest"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 	"github.com/hyper2kvm/hyper2kvm/test/box"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
@@ -231,5 +234,134 @@ func TestWindowsAgent(t *testing.T) {
 		if rep["stage"] != "inspect" {
 			t.Errorf("%s failed in %v, want inspect", name, rep["stage"])
 		}
+	}
+}
+
+// virtioWinDir lays out a directory the way the virtio-win ISO is
+// (DRIVER/OS/ARCH/FILE) with phony driver files, for Windows Server 2022.
+func virtioWinDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{"viostor", "vioscsi", "NetKVM"} {
+		sub := filepath.Join(dir, d, "2k22", "amd64")
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, ext := range []string{"sys", "inf", "cat"} {
+			name := strings.ToLower(d) + "." + ext
+			if err := os.WriteFile(filepath.Join(sub, name), []byte("phony "+name+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
+}
+
+// ntfsRead reads files out of partition 1 (at 1 MiB, 200 MiB) of a
+// converted image with ntfscat, independently of the code under test.
+func ntfsRead(t *testing.T, img, format string, paths ...string) map[string][]byte {
+	t.Helper()
+	part := filepath.Join(t.TempDir(), "part.raw")
+	spec := fmt.Sprintf(`json:{"driver":"raw","offset":%d,"size":%d,"file":{"driver":%q,"file":{"driver":"file","filename":%q}}}`,
+		fixture.PartStart, 200<<20, format, img)
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", spec, part).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert of the partition: %v\n%s", err, out)
+	}
+	got := map[string][]byte{}
+	for _, p := range paths {
+		if out, err := exec.Command("ntfscat", part, p).Output(); err == nil {
+			got[p] = out
+		}
+	}
+	return got
+}
+
+// TestWindowsVirtV2V: a Windows guest with fix.virtio_win set is adapted
+// by virt-v2v-in-place (auto takes it for Windows) on an overlay, with
+// VIRTIO_WIN pointing at the directory: the converted disk holds the
+// drivers from it, its SYSTEM hive (read with hivex) has the viostor
+// service, the report carries virt-v2v's messages and warnings, domain.xml
+// puts the disk and NIC on virtio, and the source is unchanged. Slow: the
+// libguestfs appliance under TCG (about 1-2 min).
+func TestWindowsVirtV2V(t *testing.T) {
+	needRoot(t)
+	engNeedTools(t)
+	needTools(t, "mkntfs", "ntfs-3g", "ntfscat", "virt-v2v-in-place", "nbdkit", "hivexget")
+	ova := windowsOVA(t, fixture.WindowsOptions{Registry: winServer()})
+	sum := fixture.SHA256(t, ova)
+	vw := virtioWinDir(t)
+	m := engManifest("winsrv", "ova", ova)
+	on := true
+	m.Pipeline.Inspect = &manifest.Inspect{}
+	m.Pipeline.Fix = &manifest.Fix{Enabled: &on}
+	m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+	m.SetDefaults()
+	out := filepath.Join(t.TempDir(), "out")
+	var stages []string
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out, VirtioWin: vw,
+		Progress: func(u progress.Update) {
+			if u.Stage == "fix" && strings.HasPrefix(u.Text, "virt-v2v: ") && !slices.Contains(stages, u.Text) {
+				stages = append(stages, u.Text)
+			}
+		}})
+	if err != nil {
+		b, _ := json.MarshalIndent(rep.Stages, "", "  ")
+		t.Fatalf("Run: %v\n%s", err, b)
+	}
+	fix := engStage(t, rep, "fix")
+	res, _ := json.Marshal(fix.Result)
+	t.Logf("FIX result: %s", res)
+	var fr struct {
+		Backend string `json:"backend"`
+		Overlay string `json:"overlay"`
+		V2V     struct {
+			Args []string `json:"args"`
+			Env  []string `json:"env"`
+		} `json:"virt_v2v"`
+		Converted string `json:"converted"`
+	}
+	json.Unmarshal(res, &fr)
+	if fr.Backend != "virt-v2v" || fr.Converted != "Windows Server 2022 Standard" ||
+		len(fr.V2V.Args) == 0 || fr.V2V.Args[len(fr.V2V.Args)-1] != fr.Overlay || !strings.HasSuffix(fr.Overlay, "-overlay.qcow2") ||
+		!slices.Contains(fr.V2V.Args, "--machine-readable") || !slices.Equal(fr.V2V.Env, []string{"VIRTIO_WIN=" + vw}) {
+		t.Errorf("FIX result %s", res)
+	}
+	t.Logf("progress: %q", stages)
+	if len(stages) < 5 || !slices.Contains(stages, "virt-v2v: Converting Windows Server 2022 Standard to run on KVM") {
+		t.Errorf("FIX progress did not follow virt-v2v's stages: %q", stages)
+	}
+	var notes []string
+	for _, c := range rep.Changes {
+		notes = append(notes, c.Note)
+	}
+	for _, want := range []string{"Converting Windows Server 2022 Standard to run on KVM", "This guest has virtio drivers installed."} {
+		if !slices.Contains(notes, want) {
+			t.Errorf("changes lack %q: %q", want, notes)
+		}
+	}
+	if !strings.Contains(strings.Join(rep.Warnings, "\n"), "QEMU Guest Agent MSI not found") {
+		t.Errorf("virt-v2v's warning is not in the report: %q", rep.Warnings)
+	}
+	disk := filepath.Join(out, "winsrv.qcow2")
+	files := ntfsRead(t, disk, "qcow2", "/Windows/System32/drivers/viostor.sys", "/Windows/Drivers/VirtIO/vioscsi.inf",
+		"/Windows/Drivers/VirtIO/netkvm.sys", "/Windows/System32/config/SYSTEM")
+	if string(files["/Windows/System32/drivers/viostor.sys"]) != "phony viostor.sys\n" ||
+		string(files["/Windows/Drivers/VirtIO/vioscsi.inf"]) != "phony vioscsi.inf\n" ||
+		string(files["/Windows/Drivers/VirtIO/netkvm.sys"]) != "phony netkvm.sys\n" {
+		t.Errorf("the virtio-win drivers are not in the converted guest: %q", files)
+	}
+	hp := filepath.Join(t.TempDir(), "SYSTEM")
+	os.WriteFile(hp, files["/Windows/System32/config/SYSTEM"], 0o600)
+	if v, err := exec.Command("hivexget", hp, `ControlSet001\Services\viostor`, "Start").CombinedOutput(); err != nil || strings.TrimSpace(string(v)) != "0" {
+		t.Errorf("hivexget viostor Start: %v %q, want 0 (boot start)", err, v)
+	}
+	d, _ := os.ReadFile(filepath.Join(out, "domain.xml"))
+	for _, want := range []string{`bus="virtio"`, `type="virtio"`, `<hyperv>`, `offset="localtime"`} {
+		if !strings.Contains(string(d), want) {
+			t.Errorf("domain.xml lacks %s:\n%s", want, d)
+		}
+	}
+	if fixture.SHA256(t, ova) != sum {
+		t.Error("the OVA changed")
 	}
 }

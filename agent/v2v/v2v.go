@@ -227,10 +227,11 @@ func readMessages(r io.Reader, on func(Message), log func(string)) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if log != nil {
-			log(line)
-		}
 		if !strings.HasPrefix(line, "{") {
+			// The JSON lines repeat these: the journal gets these only.
+			if log != nil {
+				log(line)
+			}
 			continue
 		}
 		var m Message
