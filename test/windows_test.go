@@ -31,13 +31,16 @@ func winServer() hivetest.Windows {
 			Masks: []string{"255.255.255.0"}, Gateways: []string{"192.168.10.1"}, DNS: "192.168.10.53,192.168.10.54"}}}
 }
 
+// winMAC is the phony Windows VM's NIC in its OVF.
+const winMAC = "00:50:56:aa:bb:01"
+
 // windowsOVA packs the phony Windows guest as a streamOptimized VMDK in an
 // OVA whose OVF says Windows Server 2019 (VMware's newest Windows id).
 func windowsOVA(t *testing.T, o fixture.WindowsOptions) string {
 	t.Helper()
 	dir := t.TempDir()
 	raw := fixture.WindowsDisk(t, dir, o)
-	return fixture.OVAWith(t, dir, fixture.VM{Name: "winsrv", OSType: "windows2019srv_64Guest", OSID: 112}, raw)
+	return fixture.OVAWith(t, dir, fixture.VM{Name: "winsrv", OSType: "windows2019srv_64Guest", OSID: 112, MACs: []string{winMAC}}, raw)
 }
 
 // TestWindowsInspect: INSPECT reads the phony Windows guest's registry
@@ -276,11 +279,37 @@ func ntfsRead(t *testing.T, img, format string, paths ...string) map[string][]by
 	return got
 }
 
+// ntfsGrep lists dir in partition 1 of a converted image (ntfsls) and
+// returns the files there that contain s (ntfscat).
+func ntfsGrep(t *testing.T, img, format, dir, s string) []string {
+	t.Helper()
+	part := filepath.Join(t.TempDir(), "part.raw")
+	spec := fmt.Sprintf(`json:{"driver":"raw","offset":%d,"size":%d,"file":{"driver":%q,"file":{"driver":"file","filename":%q}}}`,
+		fixture.PartStart, 200<<20, format, img)
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", spec, part).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert of the partition: %v\n%s", err, out)
+	}
+	out, err := exec.Command("ntfsls", "-p", dir, part).Output()
+	if err != nil {
+		t.Logf("ntfsls %s: %v", dir, err)
+		return nil
+	}
+	var found []string
+	for _, name := range strings.Fields(string(out)) {
+		if b, err := exec.Command("ntfscat", part, dir+"/"+name).Output(); err == nil && strings.Contains(string(b), s) {
+			found = append(found, name)
+		}
+	}
+	return found
+}
+
 // TestWindowsVirtV2V: a Windows guest with fix.virtio_win set is adapted
 // by virt-v2v-in-place (auto takes it for Windows) on an overlay, with
 // VIRTIO_WIN pointing at the directory: the converted disk holds the
 // drivers from it, its SYSTEM hive (read with hivex) has the viostor
-// service, the report carries virt-v2v's messages and warnings, domain.xml
+// service, the static address INSPECT found is passed with --mac for the OVF's NIC
+// and ends up in a first-boot script, the report carries virt-v2v's
+// messages and warnings, domain.xml
 // puts the disk and NIC on virtio, and the source is unchanged. Slow: the
 // libguestfs appliance under TCG (about 1-2 min).
 func TestWindowsVirtV2V(t *testing.T) {
@@ -326,6 +355,9 @@ func TestWindowsVirtV2V(t *testing.T) {
 		!slices.Contains(fr.V2V.Args, "--machine-readable") || !slices.Equal(fr.V2V.Env, []string{"VIRTIO_WIN=" + vw}) {
 		t.Errorf("FIX result %s", res)
 	}
+	if !slices.Contains(fr.V2V.Args, "--mac") || !slices.Contains(fr.V2V.Args, winMAC+":ip:192.168.10.20,192.168.10.1,24,192.168.10.53,192.168.10.54") {
+		t.Errorf("the static address was not passed to virt-v2v: %q", fr.V2V.Args)
+	}
 	t.Logf("progress: %q", stages)
 	if len(stages) < 5 || !slices.Contains(stages, "virt-v2v: Converting Windows Server 2022 Standard to run on KVM") {
 		t.Errorf("FIX progress did not follow virt-v2v's stages: %q", stages)
@@ -349,6 +381,13 @@ func TestWindowsVirtV2V(t *testing.T) {
 		string(files["/Windows/Drivers/VirtIO/vioscsi.inf"]) != "phony vioscsi.inf\n" ||
 		string(files["/Windows/Drivers/VirtIO/netkvm.sys"]) != "phony netkvm.sys\n" {
 		t.Errorf("the virtio-win drivers are not in the converted guest: %q", files)
+	}
+	// virt-v2v turns --mac into a first-boot script that sets the address
+	// on the NIC with that MAC.
+	if scripts := ntfsGrep(t, disk, "qcow2", "/Program Files/Guestfs/Firstboot/scripts", "192.168.10.20"); len(scripts) == 0 {
+		t.Errorf("no first-boot script in the converted guest sets 192.168.10.20")
+	} else {
+		t.Logf("first-boot scripts setting the address: %q", scripts)
 	}
 	hp := filepath.Join(t.TempDir(), "SYSTEM")
 	os.WriteFile(hp, files["/Windows/System32/config/SYSTEM"], 0o600)

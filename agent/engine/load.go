@@ -84,7 +84,7 @@ func (r *runner) loadSources(set func(any)) error {
 			r.rep.Source.OVF.Disks = append(r.rep.Source.OVF.Disks, d.File)
 		}
 		for _, n := range r.ovf.NICs {
-			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network})
+			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network, MAC: n.MAC})
 		}
 	}
 

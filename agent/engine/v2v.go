@@ -85,6 +85,19 @@ func (r *runner) fixV2V(set func(any), g *report.Guest) error {
 	}
 	if g.OS != nil && g.OS.Type == "windows" {
 		o.VirtioWin = r.o.VirtioWin
+		if g.Windows != nil {
+			ips, note := matchStaticIPs(g.Windows.NICs, r.vmMACs())
+			o.StaticIPs = ips
+			if note != "" {
+				r.warn("%s", note)
+			}
+			for _, ip := range ips {
+				res["static_ips"] = ips
+				r.rep.Changes = append(r.rep.Changes, report.Change{Fix: BackendV2V, File: d.display,
+					Note: fmt.Sprintf("static address %s/%d (gateway %s, DNS %s) carried over to the NIC with MAC %s (--mac)",
+						ip.Address, ip.Prefix, ip.Gateway, strings.Join(ip.DNS, " "), ip.MAC)})
+			}
+		}
 	}
 	r.progress("fix", 1, 0, 0, "virt-v2v-in-place on "+filepath.Base(overlay))
 	out, err := v2v.Run(r.ctx, o)
@@ -110,4 +123,45 @@ func (r *runner) fixV2V(set func(any), g *report.Guest) error {
 	d.src, d.srcFormat = overlay, "qcow2"
 	r.fixed = true
 	return nil
+}
+
+// matchStaticIPs pairs the guest's static interfaces with the VM's NIC
+// MACs for virt-v2v's --mac. The registry does not hold an interface's
+// MAC (that lives in the adapter's PnP instance), so only the sure case is
+// matched: one static interface and one NIC with a MAC. Otherwise the
+// returned note says why nothing was carried over.
+func matchStaticIPs(nics []report.WindowsNIC, macs []string) ([]v2v.StaticIP, string) {
+	if len(nics) == 0 {
+		return nil, ""
+	}
+	if len(nics) != 1 || len(macs) != 1 {
+		return nil, fmt.Sprintf("the guest has %d interface(s) with a static address and the VM %d NIC(s) with a MAC: they cannot be matched from the registry, so the static addresses were not carried over; set them again on the virtio NICs after the first boot", len(nics), len(macs))
+	}
+	n := nics[0]
+	ip := v2v.StaticIP{MAC: macs[0], Address: n.Addresses[0], DNS: n.DNS}
+	if len(n.Gateways) > 0 {
+		ip.Gateway = n.Gateways[0]
+	}
+	if len(n.Prefix) > 0 && n.Prefix[0] > 0 {
+		ip.Prefix = n.Prefix[0]
+	}
+	note := ""
+	if len(n.Addresses) > 1 {
+		note = fmt.Sprintf("only the first of the interface's %d static addresses (%s) was carried over; add %s again after the first boot",
+			len(n.Addresses), n.Addresses[0], strings.Join(n.Addresses[1:], ", "))
+	}
+	return []v2v.StaticIP{ip}, note
+}
+
+// vmMACs are the MACs of the VM's NICs the OVF gives.
+func (r *runner) vmMACs() []string {
+	var macs []string
+	if r.ovf != nil {
+		for _, n := range r.ovf.NICs {
+			if n.MAC != "" {
+				macs = append(macs, n.MAC)
+			}
+		}
+	}
+	return macs
 }

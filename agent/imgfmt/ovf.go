@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -40,7 +41,12 @@ type OVFNIC struct {
 	Name    string
 	Model   string // e.g. VmxNet3, E1000
 	Network string
+	// MAC is the adapter's address (rasd:Address, as VMware writes it),
+	// "" when absent or not a MAC.
+	MAC string
 }
+
+var macAddr = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 
 type xmlEnvelope struct {
 	XMLName    xml.Name     `xml:"Envelope"`
@@ -93,6 +99,7 @@ type xmlItem struct {
 	AllocationUnits string `xml:"AllocationUnits"`
 	HostResource    string `xml:"HostResource"`
 	Connection      string `xml:"Connection"`
+	Address         string `xml:"Address"`
 }
 
 type xmlConfig struct {
@@ -160,7 +167,11 @@ func ParseOVF(r io.Reader) (*OVFDescriptor, error) {
 				}
 				o.MemoryMB = mb
 			case "10": // ethernet adapter
-				o.NICs = append(o.NICs, OVFNIC{Name: strings.TrimSpace(it.ElementName), Model: strings.TrimSpace(it.ResourceSubType), Network: strings.TrimSpace(it.Connection)})
+				nic := OVFNIC{Name: strings.TrimSpace(it.ElementName), Model: strings.TrimSpace(it.ResourceSubType), Network: strings.TrimSpace(it.Connection)}
+				if a := strings.TrimSpace(it.Address); macAddr.MatchString(a) {
+					nic.MAC = strings.ToLower(a)
+				}
+				o.NICs = append(o.NICs, nic)
 			}
 		}
 		for _, c := range hw.Config {

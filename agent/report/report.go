@@ -78,6 +78,7 @@ type NIC struct {
 	Name    string `json:"name"`
 	Model   string `json:"model,omitempty"`
 	Network string `json:"network,omitempty"`
+	MAC     string `json:"mac,omitempty"`
 }
 
 // Stage is one pipeline stage's outcome.
