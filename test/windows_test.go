@@ -319,6 +319,12 @@ func TestWindowsVirtV2V(t *testing.T) {
 	ova := windowsOVA(t, fixture.WindowsOptions{Registry: winServer()})
 	sum := fixture.SHA256(t, ova)
 	vw := virtioWinDir(t)
+	// virt-v2v installs Windows first-boot scripts (here: the static
+	// address) through rhsrvany.exe, which Debian does not ship; a phony
+	// one lets it write them.
+	tools := t.TempDir()
+	os.WriteFile(filepath.Join(tools, "rhsrvany.exe"), []byte("MZ phony rhsrvany\n"), 0o644)
+	t.Setenv("VIRT_TOOLS_DATA_DIR", tools)
 	m := engManifest("winsrv", "ova", ova)
 	on := true
 	m.Pipeline.Inspect = &manifest.Inspect{}
@@ -352,7 +358,7 @@ func TestWindowsVirtV2V(t *testing.T) {
 	json.Unmarshal(res, &fr)
 	if fr.Backend != "virt-v2v" || fr.Converted != "Windows Server 2022 Standard" ||
 		len(fr.V2V.Args) == 0 || fr.V2V.Args[len(fr.V2V.Args)-1] != fr.Overlay || !strings.HasSuffix(fr.Overlay, "-overlay.qcow2") ||
-		!slices.Contains(fr.V2V.Args, "--machine-readable") || !slices.Equal(fr.V2V.Env, []string{"VIRTIO_WIN=" + vw}) {
+		!slices.Contains(fr.V2V.Args, "--machine-readable") || !slices.Equal(fr.V2V.Env, []string{"VIRTIO_WIN=" + vw, "VIRT_TOOLS_DATA_DIR=" + tools}) {
 		t.Errorf("FIX result %s", res)
 	}
 	if !slices.Contains(fr.V2V.Args, "--mac") || !slices.Contains(fr.V2V.Args, winMAC+":ip:192.168.10.20,192.168.10.1,24,192.168.10.53,192.168.10.54") {
@@ -402,5 +408,30 @@ func TestWindowsVirtV2V(t *testing.T) {
 	}
 	if fixture.SHA256(t, ova) != sum {
 		t.Error("the OVA changed")
+	}
+}
+
+// TestWindowsInspectGuestfs: the guestfs backend reads the same registry
+// in its appliance (its own NTFS driver), and reads hiberfil.sys's head
+// there too: the hibernated guest is reported in full and blocked.
+func TestWindowsInspectGuestfs(t *testing.T) {
+	needRoot(t)
+	engNeedTools(t)
+	needTools(t, "mkntfs", "ntfs-3g", "guestfish")
+	ova := windowsOVA(t, fixture.WindowsOptions{Registry: winServer(), Hiberfil: "HIBR"})
+	m := engManifest("winsrv", "ova", ova)
+	m.Pipeline.Inspect = &manifest.Inspect{}
+	m.Pipeline.Fix.Backend = "guestfs"
+	m.SetDefaults()
+	rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: filepath.Join(t.TempDir(), "out")})
+	if err == nil || rep.Error == nil || rep.Error.Stage != "inspect" || !strings.Contains(rep.Error.Message, "[hibernated]") {
+		t.Fatalf("Run: %v, report error %+v; want INSPECT to fail on the hibernated system", err, rep.Error)
+	}
+	if rep.Guest == nil || rep.Guest.Windows == nil || rep.Guest.Backend != "guestfs" {
+		t.Fatalf("guest %+v", rep.Guest)
+	}
+	w := rep.Guest.Windows
+	if w.ProductName != "Windows Server 2022 Standard" || w.Build != "20348.2227" || w.Hostname != "WIN-FILESRV01" || w.Arch != "x86_64" || len(w.NICs) != 1 {
+		t.Errorf("guest.windows through guestfs: %+v", *w)
 	}
 }

@@ -53,6 +53,9 @@ func (r *runner) windowsPreflight(asked string, res map[string]any) error {
 	if err := v2v.CheckVirtioWin(r.o.VirtioWin); err != nil {
 		return fmt.Errorf("a Windows guest needs the virtio-win drivers to boot on virtio, and fix.virtio_win is %v: %s", err, VirtioWinHelp)
 	}
+	if !v2v.Firstboot() {
+		r.warn("%s", v2v.FirstbootHelp())
+	}
 	r.backend = BackendV2V
 	res["backend"] = BackendV2V
 	res["backend_reason"] = "virt-v2v: Windows guests are adapted by virt-v2v-in-place with virtio-win from " + r.o.VirtioWin
@@ -87,6 +90,12 @@ func (r *runner) fixV2V(set func(any), g *report.Guest) error {
 		o.VirtioWin = r.o.VirtioWin
 		if g.Windows != nil {
 			ips, note := matchStaticIPs(g.Windows.NICs, r.vmMACs())
+			if len(ips) > 0 && !v2v.Firstboot() {
+				// virt-v2v fails outright when it cannot install the
+				// script that sets them: convert without them, and say so.
+				note = "the static addresses were not carried over (set them again after the first boot): " + v2v.FirstbootHelp()
+				ips = nil
+			}
 			o.StaticIPs = ips
 			if note != "" {
 				r.warn("%s", note)

@@ -133,6 +133,35 @@ func Args(o Options) []string {
 	return append(args, o.Image)
 }
 
+// ToolsDir is where virt-v2v looks for rhsrvany.exe or pvvxsvc.exe, the
+// service that runs first-boot scripts in a Windows guest:
+// $VIRT_TOOLS_DATA_DIR, else /usr/share/virt-tools.
+func ToolsDir() string {
+	if d := os.Getenv("VIRT_TOOLS_DATA_DIR"); d != "" {
+		return d
+	}
+	return "/usr/share/virt-tools"
+}
+
+// Firstboot says whether virt-v2v can install Windows first-boot scripts
+// (the QEMU guest agent, VMware Tools removal, static addresses): it needs
+// rhsrvany.exe or pvvxsvc.exe in ToolsDir, which Debian does not ship.
+func Firstboot() bool {
+	for _, f := range []string{"rhsrvany.exe", "pvvxsvc.exe"} {
+		if st, err := os.Stat(filepath.Join(ToolsDir(), f)); err == nil && st.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
+}
+
+// FirstbootHelp says how to give virt-v2v what Firstboot looks for.
+func FirstbootHelp() string {
+	return "virt-v2v has no rhsrvany.exe or pvvxsvc.exe in " + ToolsDir() + ", so it cannot install Windows first-boot scripts " +
+		"(the QEMU guest agent, VMware Tools removal, static addresses): put rhsrvany.exe there (Fedora's mingw32-srvany package, " +
+		"or built from github.com/rwmjones/rhsrvany; Debian does not package it)"
+}
+
 // CheckVirtioWin says whether p can be virt-v2v's VIRTIO_WIN: an existing
 // directory, or a regular file (the ISO).
 func CheckVirtioWin(p string) error {
@@ -169,6 +198,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.VirtioWin != "" {
 		cmd.Env = append(cmd.Env, "VIRTIO_WIN="+o.VirtioWin)
 		res.Env = append(res.Env, "VIRTIO_WIN="+o.VirtioWin)
+	}
+	if d := os.Getenv("VIRT_TOOLS_DATA_DIR"); d != "" {
+		cmd.Env = append(cmd.Env, "VIRT_TOOLS_DATA_DIR="+d)
+		res.Env = append(res.Env, "VIRT_TOOLS_DATA_DIR="+d)
 	}
 	cmd.Dir = dir
 	cmd.WaitDelay = 10 * time.Second
