@@ -388,13 +388,15 @@ func TestWindowsVirtV2V(t *testing.T) {
 		string(files["/Windows/Drivers/VirtIO/netkvm.sys"]) != "phony netkvm.sys\n" {
 		t.Errorf("the virtio-win drivers are not in the converted guest: %q", files)
 	}
-	// virt-v2v turns --mac into a first-boot script that sets the address
-	// on the NIC with that MAC.
-	if scripts := ntfsGrep(t, disk, "qcow2", "/Program Files/Guestfs/Firstboot/scripts", "192.168.10.20"); len(scripts) == 0 {
-		t.Errorf("no first-boot script in the converted guest sets 192.168.10.20")
-	} else {
-		t.Logf("first-boot scripts setting the address: %q", scripts)
+	// virt-v2v turns --mac into a PowerShell script (in C:\Windows\Temp)
+	// that a first-boot script runs to set the address on the NIC with
+	// that MAC.
+	ps := ntfsGrep(t, disk, "qcow2", "/Windows/Temp", "192.168.10.20")
+	fb := ntfsGrep(t, disk, "qcow2", "/Program Files/Guestfs/Firstboot/scripts", ".ps1")
+	if len(ps) == 0 || len(fb) == 0 {
+		t.Errorf("the converted guest has no first-boot script setting 192.168.10.20 (scripts %q, first-boot %q)", ps, fb)
 	}
+	t.Logf("PowerShell scripts with the address: %q, first-boot scripts running one: %q", ps, fb)
 	hp := filepath.Join(t.TempDir(), "SYSTEM")
 	os.WriteFile(hp, files["/Windows/System32/config/SYSTEM"], 0o600)
 	if v, err := exec.Command("hivexget", hp, `ControlSet001\Services\viostor`, "Start").CombinedOutput(); err != nil || strings.TrimSpace(string(v)) != "0" {

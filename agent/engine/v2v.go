@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/fix"
 	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
@@ -125,6 +126,26 @@ func (r *runner) fixV2V(set func(any), g *report.Guest) error {
 	}
 	if out.Converted != "" {
 		res["converted"] = out.Converted
+	}
+	if g.OS != nil && g.OS.Type == "linux" {
+		// virt-v2v renames sda to vda in fstab but keeps a grub.cfg it
+		// cannot regenerate ("could not determine a way to update the
+		// configuration of Grub2") with root=/dev/sda1, which virtio
+		// never has: our fstab, grub and network fixes give the guest
+		// stable names as they would with native. The initramfs and
+		// VMware Tools are virt-v2v's, already done.
+		after := *r.p.Fix
+		off := false
+		after.Backend = g.Backend
+		after.Initramfs = &manifest.InitramfsFix{Enabled: &off}
+		after.VMwareTools = &manifest.Toggle{Enabled: &off}
+		r.progress("fix", 95, 0, 0, "stable names after virt-v2v")
+		changes, err := fix.Apply(r.ctx, inspect.Image{Path: overlay, Format: "qcow2"}, g.Backend, &after, g)
+		r.rep.Changes = append(r.rep.Changes, changes...)
+		res["after_virt_v2v"] = map[string]any{"backend": g.Backend, "changes": len(changes)}
+		if err != nil {
+			return fmt.Errorf("cannot apply fixes after virt-v2v: %w", err)
+		}
 	}
 	if len(out.Warnings()) > 0 {
 		res["note"] = "virt-v2v converted the guest with warnings: " + strings.Join(out.Warnings(), "; ")
