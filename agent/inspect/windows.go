@@ -180,9 +180,7 @@ func staticNICs(sy *hive.Hive, cs string) []report.WindowsNIC {
 		for _, m := range strs(s, "SubnetMask") {
 			nic.Prefix = append(nic.Prefix, maskLen(m))
 		}
-		for _, f := range strings.FieldsFunc(str(s, "NameServer"), func(r rune) bool { return r == ',' || r == ' ' }) {
-			nic.DNS = append(nic.DNS, f)
-		}
+		nic.DNS = strings.FieldsFunc(str(s, "NameServer"), func(r rune) bool { return r == ',' || r == ' ' })
 		out = append(out, nic)
 	}
 	return out
