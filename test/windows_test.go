@@ -49,6 +49,7 @@ func windowsOVA(t *testing.T, o fixture.WindowsOptions) string {
 // VMware Tools and the static address exactly; the source is unchanged.
 func TestWindowsInspect(t *testing.T) {
 	needRoot(t)
+	t.Parallel()
 	engNeedTools(t)
 	needTools(t, "mkntfs", "ntfs-3g")
 	for _, lower := range []bool{false, true} {
@@ -102,6 +103,7 @@ func TestWindowsInspect(t *testing.T) {
 // do not block.
 func TestWindowsInspectBlockers(t *testing.T) {
 	needRoot(t)
+	t.Parallel()
 	engNeedTools(t)
 	needTools(t, "mkntfs", "ntfs-3g")
 	fast := winServer()
@@ -418,6 +420,7 @@ func TestWindowsVirtV2V(t *testing.T) {
 // there too: the hibernated guest is reported in full and blocked.
 func TestWindowsInspectGuestfs(t *testing.T) {
 	needRoot(t)
+	t.Parallel()
 	engNeedTools(t)
 	needTools(t, "mkntfs", "ntfs-3g", "guestfish")
 	ova := windowsOVA(t, fixture.WindowsOptions{Registry: winServer(), Hiberfil: "HIBR"})
