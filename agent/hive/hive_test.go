@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -241,5 +242,31 @@ func TestHivex(t *testing.T) {
 	v, _ := k.Value("List")
 	if ss, err := v.Strings(); err != nil || !slices.Equal(ss, []string{"a", "b"}) {
 		t.Errorf("List = %q, %v", ss, err)
+	}
+}
+
+// BenchmarkLookupWide: a lookup through a key with 20000 subkeys (a
+// SOFTWARE hive's Classes has tens of thousands), as INSPECT's lookups do.
+func BenchmarkLookupWide(b *testing.B) {
+	root := &hivetest.Key{Name: "ROOT"}
+	wide := root.Path("Wide")
+	for i := range 20000 {
+		wide.Subkeys = append(wide.Subkeys, &hivetest.Key{Name: fmt.Sprintf("k%05d", i)})
+	}
+	wide.Subkeys[19999].Values = []hivetest.Value{hivetest.DWord("v", 1)}
+	data := hivetest.Build(root)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		h, err := hive.Open(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		k, err := h.Lookup(`Wide\k19999`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := k.Value("v"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
