@@ -440,3 +440,72 @@ func TestWindowsInspectGuestfs(t *testing.T) {
 		t.Errorf("guest.windows through guestfs: %+v", *w)
 	}
 }
+
+// TestWindowsAgentVirtV2V: with fix.virtio_win in agent.yaml, a Windows
+// guest dropped into the queue is adapted by virt-v2v-in-place inside its
+// job unit (its limits, its journal): processed/ holds the report with
+// virt-v2v's messages, the unit's journal has virt-v2v's lines, and
+// domain.xml puts the disk on virtio. Slow (an appliance under TCG).
+func TestWindowsAgentVirtV2V(t *testing.T) {
+	needRoot(t)
+	needTools(t, "mkntfs", "ntfs-3g", "virt-v2v-in-place", "nbdkit")
+	t.Parallel()
+	raw := fixture.WindowsDisk(t, t.TempDir(), fixture.WindowsOptions{Registry: winServer()})
+	// No MAC in the OVF: no static address to carry, so virt-v2v needs
+	// no first-boot script (and no rhsrvany.exe).
+	ova := fixture.OVAWith(t, t.TempDir(), fixture.VM{Name: "winsrv", OSType: "windows2019srv_64Guest", OSID: 112}, raw)
+	b := startAgentBox(t, box.Options{Devices: true})
+	// Limits a real Windows conversion gets: the appliance needs memory,
+	// threads and CPU the quick tests' limits do not give.
+	yaml := strings.Replace(agentYAML, "  memory_max: 256M\n  cpu_quota: 50%\n  tasks_max: 64\n  runtime_max_sec: 600\n",
+		"  memory_max: 3G\n  cpu_quota: 200%\n  tasks_max: 1024\n  runtime_max_sec: 1800\n", 1)
+	yaml += "fix:\n  virtio_win: /srv/virtio-win\n"
+	b.WriteFile(t, "/etc/hyper2kvm/agent.yaml", []byte(yaml), 0o644)
+	vw := virtioWinDir(t)
+	b.MustExec(t, "mkdir", "-p", "/srv/virtio-win")
+	filepath.WalkDir(vw, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, _ := os.ReadFile(p)
+		rel, _ := filepath.Rel(vw, p)
+		b.WriteFile(t, "/srv/virtio-win/"+rel, data, 0o644)
+		return nil
+	})
+	data, err := os.ReadFile(ova)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteFile(t, "/srv/src/win.ova", data, 0o644)
+	b.openGate()
+	b.drop("winfix.json", `{"version":"1.0","name":"winfix","pipeline":{"load":{"source_type":"ova","source_path":"/srv/src/win.ova"},`+
+		`"convert":{"output_format":"qcow2"},"validate":{"enabled":false}}}`)
+	rep := b.settled("processed", "winfix.json")
+	j := rep["jobs"].([]any)[0].(map[string]any)
+	eng, _ := json.Marshal(j["report"])
+	var r report.Report
+	json.Unmarshal(eng, &r)
+	fix := r.Stage("fix")
+	if fix == nil || fix.Status != "ok" {
+		t.Fatalf("FIX: %+v\n%s", fix, eng)
+	}
+	var notes []string
+	for _, c := range r.Changes {
+		notes = append(notes, c.Fix+": "+c.Note)
+	}
+	if !slices.Contains(notes, "virt-v2v: Converting Windows Server 2022 Standard to run on KVM") {
+		t.Errorf("changes: %q", notes)
+	}
+	unit := fmt.Sprint(rep["unit"])
+	if log := b.Journal(b.ctx(), "-u", unit); !strings.Contains(log, "virt-v2v-in-place: [") || !strings.Contains(log, "Converting Windows Server 2022 Standard") {
+		t.Errorf("the job's journal lacks virt-v2v's lines:\n%s", log)
+	}
+	for _, o := range j["outputs"].([]any) {
+		if strings.HasSuffix(o.(string), "domain.xml") {
+			d, _ := os.ReadFile(b.Path(o.(string)))
+			if !strings.Contains(string(d), `bus="virtio"`) {
+				t.Errorf("domain.xml not on virtio:\n%s", d)
+			}
+		}
+	}
+}
