@@ -509,3 +509,31 @@ func TestWindowsAgentVirtV2V(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowsNTFSDataDisk: an NTFS volume without Windows on it is a data
+// disk, as an ext4 disk without a system is: with FIX on the job fails
+// saying to switch FIX off, with FIX off it converts.
+func TestWindowsNTFSDataDisk(t *testing.T) {
+	needRoot(t)
+	engNeedTools(t)
+	needTools(t, "mkntfs", "ntfs-3g")
+	t.Parallel()
+	ova := windowsOVA(t, fixture.WindowsOptions{DataOnly: true})
+	for _, fixOn := range []bool{true, false} {
+		m := engManifest("data", "ova", ova)
+		m.Pipeline.Inspect = &manifest.Inspect{}
+		m.Pipeline.Fix = &manifest.Fix{Enabled: &fixOn}
+		m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+		m.SetDefaults()
+		rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: filepath.Join(t.TempDir(), "out")})
+		if fixOn {
+			if err == nil || rep.Error == nil || !strings.Contains(rep.Error.Message, "inspection found no operating system; set pipeline.fix.enabled=false") {
+				t.Errorf("FIX on: %v %+v", err, rep.Error)
+			}
+			continue
+		}
+		if err != nil || rep.Guest.OS.Type != "unknown" || rep.Guest.Windows != nil {
+			t.Errorf("FIX off: %v, os %+v", err, rep.Guest.OS)
+		}
+	}
+}

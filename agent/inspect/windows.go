@@ -304,16 +304,19 @@ func inspectWindows(ctx context.Context, imgs []Image, backend string, g *report
 		g.VMwareTools = w.VMwareTools
 		return nil
 	}
-	g.Windows = &report.Windows{Blockers: blockers}
 	if len(blockers) > 0 {
 		// What blocks explains why no registry was found (an encrypted
 		// system volume): the job fails on the blockers.
+		g.Windows = &report.Windows{Blockers: blockers}
 		return nil
 	}
 	if firstErr != nil {
 		return fmt.Errorf("cannot read the Windows registry: %w", firstErr)
 	}
-	return errors.New(`cannot find the Windows system: no NTFS filesystem holds Windows\System32\config\SOFTWARE`)
+	// NTFS without a Windows directory: data disks, as a Linux-less ext4
+	// disk would be ("no operating system" and what to do, in FIX).
+	g.OS = &report.OS{Type: "unknown"}
+	return nil
 }
 
 // windowsOn reads the registry on one NTFS filesystem; nil, nil when it
