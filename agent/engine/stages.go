@@ -109,7 +109,7 @@ func (r *runner) fix(set func(any)) error {
 		return r.fixV2V(set, g)
 	}
 	if g.OS != nil && g.OS.Type == "windows" {
-		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
+		r.warn("the guest is Windows, which only the virt-v2v FIX backend adapts: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
 		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
 	}
 	if g.OS == nil && !manifest.Bool(r.p.Inspect.DetectOS) {

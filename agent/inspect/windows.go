@@ -367,6 +367,11 @@ func windowsOn(ctx context.Context, img Image, backend string, p report.Partitio
 			w.Blockers = append(w.Blockers, report.Blocker{Kind: "hibernated",
 				Reason: "Windows is hibernated (hiberfil.sys starts with " + strconv.Quote(string(head)) + "): the system volume holds a suspended session, not a closed filesystem",
 				Action: "in the source VM, start Windows, then as Administrator run `powercfg /h off` and `shutdown /s /t 0`, and export the VM again"})
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			w.Notes = append(w.Notes, "hiberfil.sys could not be read to tell whether Windows is hibernated: "+err.Error())
 		default:
 			if !hasBlocker(w, "fast-startup") {
 				w.Notes = append(w.Notes, "hiberfil.sys is present but holds no hibernated system")
