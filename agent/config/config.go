@@ -54,6 +54,8 @@ type Config struct {
 	// WorkerPath is the binary the job units run ("" = the agent's own).
 	WorkerPath string `yaml:"worker_path"`
 	Job        Job    `yaml:"job"`
+	// Fix holds what FIX needs from the machine.
+	Fix Fix `yaml:"fix"`
 	// Limits bound what one job may ask of the machine.
 	Limits Limits `yaml:"limits"`
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
@@ -76,8 +78,16 @@ type Job struct {
 	TasksMax      int    `yaml:"tasks_max"`
 	IOWeight      int    `yaml:"io_weight"` // 1..10000
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
-	Backend       string `yaml:"backend"` // auto | native | guestfs
+	Backend       string `yaml:"backend"` // auto | native | guestfs | virt-v2v
 	Priority      int    `yaml:"priority"`
+}
+
+// Fix holds what FIX needs from the machine.
+type Fix struct {
+	// VirtioWin is the virtio-win ISO or unpacked directory virt-v2v
+	// installs a Windows guest's drivers from (its VIRTIO_WIN). Without
+	// it a Windows job fails before FIX, saying what to install.
+	VirtioWin string `yaml:"virtio_win"`
 }
 
 // Limits bound what one job may ask of the machine.
@@ -296,9 +306,12 @@ func (c *Config) Validate() error {
 		bad("limits.user_max.runtime_max_sec", "must not be negative (0: no cap)")
 	}
 	switch c.Job.Backend {
-	case "auto", "native", "guestfs":
+	case "auto", "native", "guestfs", "virt-v2v":
 	default:
-		bad("job.backend", "must be auto, native or guestfs, not %q", c.Job.Backend)
+		bad("job.backend", "must be auto, native, guestfs or virt-v2v, not %q", c.Job.Backend)
+	}
+	if v := c.Fix.VirtioWin; v != "" && !filepath.IsAbs(v) {
+		bad("fix.virtio_win", "must be an absolute path to the virtio-win ISO or its unpacked directory, not %q", v)
 	}
 	if n, err := ParseSize(c.Limits.MaxVirtualSize); err != nil {
 		bad("limits.max_virtual_size", "%v", err)

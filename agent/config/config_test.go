@@ -71,6 +71,12 @@ func TestParse(t *testing.T) {
 		{name: "target unknown key", yaml: "target:\n  network: {}\n", wantErr: "network"},
 		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},
 		{name: "bad backend", yaml: "job:\n  backend: vmware\n", wantErr: "job.backend"},
+		{name: "virt-v2v and virtio-win", yaml: "job:\n  backend: virt-v2v\nfix:\n  virtio_win: /usr/share/virtio-win/virtio-win.iso\n", check: func(t *testing.T, c Config) {
+			if c.Job.Backend != "virt-v2v" || c.Fix.VirtioWin != "/usr/share/virtio-win/virtio-win.iso" {
+				t.Errorf("got %+v %+v", c.Job, c.Fix)
+			}
+		}},
+		{name: "relative virtio-win", yaml: "fix:\n  virtio_win: virtio-win.iso\n", wantErr: "fix.virtio_win"},
 		{name: "bad duration", yaml: "idle_timeout: soon\n", wantErr: "duration"},
 		{name: "keep_finished default", yaml: "", check: func(t *testing.T, c Config) {
 			if c.KeepFinished.D() != 30*24*time.Hour {

@@ -40,6 +40,14 @@ func TestDomainXMLSameAsBefore(t *testing.T) {
 			if err := b.Unmarshal(string(before)); err != nil {
 				t.Fatal(err)
 			}
+			if spec.Windows {
+				// Added since (issue 22): the Hyper-V enlightenments and
+				// timers Windows gets; the rest is as before.
+				if g.Features.HyperV == nil || g.Features.HyperV.Spinlocks.Retries != 8191 || len(g.Clock.Timer) != 4 {
+					t.Errorf("no Hyper-V enlightenments for Windows:\n%s", got)
+				}
+				g.Features.HyperV, g.Clock.Timer = nil, nil
+			}
 			if !reflect.DeepEqual(g, b) {
 				t.Errorf("domain differs from before:\n%s\nwas:\n%s", got, before)
 			}
@@ -179,5 +187,35 @@ func virtXMLValidate(t *testing.T, b []byte) {
 	}
 	if out, err := exec.Command(v, p, "domain").CombinedOutput(); err != nil {
 		t.Errorf("virt-xml-validate: %v\n%s\n%s", err, out, b)
+	}
+}
+
+// TestDomainXMLWindowsBus: a Windows guest gets virtio disks and NICs only
+// when it has the drivers, SATA and e1000e otherwise; Linux never gets
+// Hyper-V enlightenments.
+func TestDomainXMLWindowsBus(t *testing.T) {
+	disks := []engine.DomainDisk{{Path: "/out/w.qcow2", Format: "qcow2"}}
+	for _, tt := range []struct {
+		spec          engine.DomainSpec
+		bus, dev, nic string
+		hyperv        bool
+		clock         string
+	}{
+		{engine.DomainSpec{Name: "w", Windows: true, Disks: disks}, "sata", "sda", "e1000e", true, "localtime"},
+		{engine.DomainSpec{Name: "w", Windows: true, VirtioDrivers: true, Disks: disks}, "virtio", "vda", "virtio", true, "localtime"},
+		{engine.DomainSpec{Name: "l", Disks: disks}, "virtio", "vda", "virtio", false, "utc"},
+	} {
+		b, err := engine.DomainXML(tt.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d libvirtxml.Domain
+		if err := d.Unmarshal(string(b)); err != nil {
+			t.Fatal(err)
+		}
+		if tg := d.Devices.Disks[0].Target; tg.Bus != tt.bus || tg.Dev != tt.dev || d.Devices.Interfaces[0].Model.Type != tt.nic ||
+			(d.Features.HyperV != nil) != tt.hyperv || d.Clock.Offset != tt.clock {
+			t.Errorf("%+v:\n%s", tt.spec, b)
+		}
 	}
 }

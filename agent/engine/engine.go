@@ -29,6 +29,9 @@ type Options struct {
 	OutputDir string // where the outputs go unless the manifest's convert.output_dir says otherwise
 	WorkDir   string // scratch space (overlays, FUSE mount points); removed by Run
 	Backend   string // default guest-access backend when the manifest names none
+	// VirtioWin is the virtio-win ISO or directory virt-v2v installs a
+	// Windows guest's drivers from (agent.yaml fix.virtio_win).
+	VirtioWin string
 	Progress  func(progress.Update)
 	// SourceUID, when above 0, is the unprivileged user a root caller (the
 	// worker) converts for: every file the job reads (the source, OVF

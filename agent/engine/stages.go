@@ -43,6 +43,7 @@ func (r *runner) inspect(set func(any)) error {
 		r.backend = "auto"
 	}
 	res["backend"] = r.backend
+	asked := r.backend
 	// Every disk: a second disk's fstab entries (/dev/sdb1) need its
 	// filesystems' ids, and the root may live on any disk.
 	d := r.disks[0]
@@ -51,7 +52,7 @@ func (r *runner) inspect(set func(any)) error {
 	for _, d := range r.disks {
 		imgs = append(imgs, inspect.Image{Path: d.path, Format: d.format, Name: d.display})
 	}
-	g, err := inspect.GuestDisks(r.ctx, imgs, r.backend, manifest.Bool(r.p.Inspect.DetectOS))
+	g, err := inspect.GuestDisks(r.ctx, imgs, accessBackend(r.backend), manifest.Bool(r.p.Inspect.DetectOS))
 	if err != nil {
 		err = fmt.Errorf("cannot inspect the guest on %s: %w", d.display, err)
 		if (manifest.Bool(r.p.Fix.Enabled) && fix.AnyEnabled(r.p.Fix)) || r.ctx.Err() != nil {
@@ -61,6 +62,14 @@ func (r *runner) inspect(set func(any)) error {
 		return softFail{err}
 	}
 	r.rep.Guest = g
+	if g.Windows != nil {
+		res["windows"] = g.Windows
+		// A hibernated, encrypted or half-updated Windows is not a
+		// closed filesystem: converting it loses data or does not boot.
+		if err := inspect.Blocked(g.Windows); err != nil {
+			return err
+		}
+	}
 	if noOS(g) && manifest.Bool(r.p.Inspect.DetectOS) && !manifest.Bool(r.p.Fix.Enabled) {
 		res["note"] = "no operating system found: converted as a data disk (pipeline.fix.enabled is false)"
 	}
@@ -69,6 +78,14 @@ func (r *runner) inspect(set func(any)) error {
 	res["backend"] = g.Backend
 	if g.BackendReason != "" {
 		res["backend_reason"] = g.BackendReason
+	}
+	if g.OS != nil && g.OS.Type == "windows" {
+		return r.windowsPreflight(asked, res)
+	}
+	if asked == BackendV2V {
+		r.backend = BackendV2V
+		res["backend"] = BackendV2V
+		res["backend_reason"] = "virt-v2v: asked by fix.backend (INSPECT read the guest with " + g.Backend + ")"
 	}
 	return nil
 }
@@ -88,8 +105,11 @@ func (r *runner) fix(set func(any)) error {
 	if g == nil {
 		return errors.New("FIX needs the guest inspection: enable pipeline.inspect or disable pipeline.fix")
 	}
+	if r.backend == BackendV2V && !noOS(g) {
+		return r.fixV2V(set, g)
+	}
 	if g.OS != nil && g.OS.Type == "windows" {
-		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; the domain XML uses SATA and e1000e instead")
+		r.warn("the guest is Windows, which only the virt-v2v FIX backend adapts: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; the domain XML uses SATA and e1000e instead")
 		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
 	}
 	if g.OS == nil && !manifest.Bool(r.p.Inspect.DetectOS) {

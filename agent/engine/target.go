@@ -300,6 +300,14 @@ func (r *runner) domainSpec() DomainSpec {
 	g := r.rep.Guest
 	if g != nil && g.OS != nil && g.OS.Type == "windows" {
 		spec.Windows = true
+		// virtio only when the guest can boot from it: virt-v2v installed
+		// the drivers, or they were there (viostor or vioscsi).
+		spec.VirtioDrivers = r.fixed && r.backend == BackendV2V
+		if w := g.Windows; w != nil {
+			for _, d := range w.VirtioDrivers {
+				spec.VirtioDrivers = spec.VirtioDrivers || d == "viostor"
+			}
+		}
 	}
 	root := -1
 	if g != nil && g.OS != nil && g.OS.Type != "" && g.OS.Type != "unknown" {

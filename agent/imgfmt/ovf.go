@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -50,6 +51,8 @@ type OVFNIC struct {
 	// Ethernet address.
 	MAC string
 }
+
+var macAddr = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 
 type xmlEnvelope struct {
 	XMLName    xml.Name     `xml:"Envelope"`

@@ -97,11 +97,14 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 	if !detectOS {
 		return g, nil
 	}
+	if isWindowsGuest(g) {
+		if err := inspectWindows(ctx, imgs, backend, g); err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
 	if !hasLinuxFS(g) {
 		g.OS = &report.OS{Type: "unknown"}
-		if hasFS(g, "ntfs") {
-			g.OS = &report.OS{Type: "windows"}
-		}
 		return g, nil
 	}
 	for i, img := range imgs {
@@ -297,15 +300,6 @@ var linuxFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": t
 func hasLinuxFS(g *report.Guest) bool {
 	for _, p := range g.Partitions {
 		if linuxFS[p.FSType] {
-			return true
-		}
-	}
-	return false
-}
-
-func hasFS(g *report.Guest, t string) bool {
-	for _, p := range g.Partitions {
-		if p.FSType == t {
 			return true
 		}
 	}

@@ -34,7 +34,7 @@ func OutputFormats() []string { return []string{"qcow2", "raw", "vdi"} }
 func Compressions() []string { return []string{"zstd", "zlib"} }
 
 // Backends are the allowed pipeline.fix.backend values.
-func Backends() []string { return []string{"auto", "native", "guestfs"} }
+func Backends() []string { return []string{"auto", "native", "guestfs", "virt-v2v"} }
 
 // QemuFormat maps a source_type to the format name qemu-img and
 // imgfmt.Detect use for it ("" for an unknown source type).
@@ -129,7 +129,7 @@ type Inspect struct {
 // Fix controls the FIX stage. A nil section is treated as its defaults.
 type Fix struct {
 	Enabled     *bool         `json:"enabled,omitempty"` // master switch, default true
-	Backend     string        `json:"backend,omitempty"` // native | guestfs; default from agent config
+	Backend     string        `json:"backend,omitempty"` // auto | native | guestfs | virt-v2v; default from agent config
 	Fstab       *FstabFix     `json:"fstab,omitempty"`
 	Grub        *Toggle       `json:"grub,omitempty"`
 	Initramfs   *InitramfsFix `json:"initramfs,omitempty"`

@@ -122,6 +122,11 @@ func ProbeBytes(b []byte) FS {
 		serial := at(0x48, 8)
 		return FS{Type: "ntfs", UUID: fmt.Sprintf("%016X", binary.LittleEndian.Uint64(serial))}
 	}
+	// A BitLocker volume keeps an NTFS-like boot sector whose OEM id is
+	// "-FVE-FS-" (blkid's "BitLocker"); its contents are encrypted.
+	if m := at(3, 8); bytes.Equal(m, []byte("-FVE-FS-")) {
+		return FS{Type: "BitLocker"}
+	}
 	if at(510, 2) != nil && b[510] == 0x55 && b[511] == 0xAA {
 		if m := at(0x52, 8); bytes.HasPrefix(m, []byte("FAT32")) {
 			return FS{Type: "vfat", UUID: fatSerial(at(0x43, 4)), Label: fatLabel(at(0x47, 11))}

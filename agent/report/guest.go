@@ -19,6 +19,8 @@ type Guest struct {
 	Network       []string     `json:"network,omitempty"` // ifupdown netplan networkmanager ifcfg systemd-networkd
 	VMwareTools   []string     `json:"vmware_tools,omitempty"`
 	Firmware      string       `json:"firmware,omitempty"` // bios | efi
+	// Windows is what the registry says, for a Windows guest.
+	Windows *Windows `json:"windows,omitempty"`
 	// Backend is the guest-access backend INSPECT used (native | guestfs)
 	// and BackendReason why, when the manifest said auto.
 	Backend       string `json:"backend,omitempty"`

@@ -25,7 +25,7 @@ import (
 func newConvertCmd() *cobra.Command {
 	var file, outDir, backend string
 	cmd := &cobra.Command{
-		Use:   "convert -f MANIFEST [-o DIR] [--backend auto|native|guestfs]",
+		Use:   "convert -f MANIFEST [-o DIR] [--backend auto|native|guestfs|virt-v2v]",
 		Short: "Run a manifest's conversion in the foreground",
 		Long: `Run every VM of MANIFEST through LOAD, INSPECT, FIX, CONVERT and VALIDATE in
 the foreground, with the same engine the agent's job units run. Each VM's
@@ -51,7 +51,7 @@ error or an invalid manifest.`,
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &exitErr{2, err} })
 	cmd.Flags().StringVarP(&file, "file", "f", "", "manifest (JSON or YAML), single VM or batch")
 	cmd.Flags().StringVarP(&outDir, "output", "o", ".", "directory for the outputs (one subdirectory per VM)")
-	cmd.Flags().StringVar(&backend, "backend", "", "guest-access backend when the manifest names none: auto, native or guestfs (default auto)")
+	cmd.Flags().StringVar(&backend, "backend", "", "guest-access backend when the manifest names none: auto, native, guestfs or virt-v2v (default auto)")
 	return cmd
 }
 
@@ -82,9 +82,10 @@ func runConvert(ctx context.Context, stdout, stderr io.Writer, file, outDir, bac
 			OutputDir: filepath.Join(outDir, vm.Name),
 			Backend:   backend,
 			Progress:  bar.update,
-			// The same limit as the agent's jobs.
+			// The same limit and virtio-win as the agent's jobs.
 			MaxVirtualSize: maxVirtualSize(),
 			Target:         target,
+			VirtioWin:      virtioWin(),
 		})
 		bar.done()
 		printSummary(stdout, rep)

@@ -117,6 +117,7 @@ func runWorker(ctx context.Context, dir string) error {
 		Target:          target,
 		LibvirtForUsers: forUsers,
 		Remote:          remote{load: m.Pipeline.Load, jobID: spec.ID, jobDir: dir},
+		VirtioWin:       virtioWin(),
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {
@@ -264,4 +265,14 @@ func targetDefaults() (*manifest.Target, bool) {
 		return nil, false
 	}
 	return cfg.Target, cfg.LibvirtForUsers
+}
+
+// virtioWin is agent.yaml's fix.virtio_win ("" when unset or unreadable:
+// a Windows job then fails before FIX saying what to set).
+func virtioWin() string {
+	cfg, err := config.Load(config.DefaultPath)
+	if err != nil {
+		return ""
+	}
+	return cfg.Fix.VirtioWin
 }
