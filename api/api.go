@@ -17,6 +17,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 	"github.com/hyper2kvm/hyper2kvm/web"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	AllowedHosts []string
 	// Web is the dashboard's file tree; nil uses the embedded one.
 	Web fs.FS
+	// Templates is the manifest templates library; zero uses
+	// templates.Default().
+	Templates templates.Library
 	// Now is the clock; nil uses time.Now.
 	Now func() time.Time
 	// Hostname is the machine's name shown as each job's host and in the
@@ -99,6 +103,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Templates.Dirs == nil {
+		cfg.Templates = templates.Default()
 	}
 	if cfg.WorkflowDir == "" {
 		cfg.WorkflowDir = "/var/lib/hyper2kvm/manifest-workflow"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/spf13/cobra"
 )
@@ -51,6 +52,8 @@ type env struct {
 	// poll is how often logs -f asks the agent for new lines.
 	poll time.Duration
 	now  func() time.Time
+	// templates is the manifest templates library (template.go).
+	templates templates.Library
 }
 
 func systemEnv() *env {
@@ -66,9 +69,10 @@ func systemEnv() *env {
 			}
 			return c, nil
 		},
-		terminal: isTerminal,
-		poll:     time.Second,
-		now:      time.Now,
+		terminal:  isTerminal,
+		poll:      time.Second,
+		now:       time.Now,
+		templates: templates.Default(),
 	}
 }
 
@@ -178,6 +182,7 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 		a.logsCmd(),
 		a.validateCmd(),
 		a.manifestCmd(),
+		a.templateCmd(),
 		a.workflowCmd(),
 		a.manCmd(),
 	)

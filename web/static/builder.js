@@ -527,6 +527,35 @@
     }
   }
 
+  // --- templates ---------------------------------------------------------------
+
+  // The templates library (GET /api/workflow/templates): picking one
+  // replaces the manifest by the template's partial manifest; its required
+  // parameters (the source path) are then filled in the form as usual.
+  let templates = [];
+
+  async function loadTemplates() {
+    try {
+      const r = await H2K.api("GET", "/api/workflow/templates");
+      if (r.status !== 200 || !r.body || !Array.isArray(r.body.templates)) return;
+      templates = r.body.templates.filter((t) => !(t.problems && t.problems.length) && !t.unavailable);
+      const sel = $("template-select");
+      for (const t of templates) sel.append(el("option", { value: t.name, title: t.description || "", text: t.name }));
+    } catch (e) {
+      // The builder works without templates.
+    }
+  }
+
+  function fromTemplate(name) {
+    const t = templates.find((x) => x.name === name);
+    touched.clear();
+    revealAll = false;
+    doc = t ? JSON.parse(JSON.stringify(t.manifest)) : fresh();
+    if (t && doc.version === undefined) doc = { version: version(), ...doc };
+    if (t && !doc.name) doc.name = "";
+    structureChanged();
+  }
+
   async function init() {
     try {
       const r = await H2K.api("GET", "/api/workflow/schema");
@@ -560,6 +589,8 @@
       $("submit-result").textContent = "";
     });
     $("manifest-form").addEventListener("submit", submit);
+    $("template-select").addEventListener("change", (ev) => fromTemplate(ev.target.value));
+    await loadTemplates();
   }
 
   document.addEventListener("DOMContentLoaded", init);
