@@ -83,3 +83,159 @@ func TestWorkflowTemplates(t *testing.T) {
 		t.Errorf("the agent's journal does not name the stale template's field:\n%s", j)
 	}
 }
+
+// submitJSON submits a manifest file in the box as root with --wait and
+// returns the job's id and state.
+func submitJSON(ctx context.Context, t *testing.T, b *box.Box, file string) (id, state string) {
+	t.Helper()
+	out, errOut, _ := hyperctlRun(ctx, t, b, "", "submit", "--wait", "-o", "json", file)
+	var res struct {
+		Jobs []struct{ ID, State string } `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Jobs) != 1 {
+		t.Fatalf("submit %s: %v\nstdout: %s\nstderr: %s", file, err, out, errOut)
+	}
+	return res.Jobs[0].ID, res.Jobs[0].State
+}
+
+// jobReport reads the report of a finished job as the agent settled it.
+func jobReport(ctx context.Context, t *testing.T, b *box.Box, id string) map[string]any {
+	t.Helper()
+	out, errOut, code := hyperctlRun(ctx, t, b, "", "show", "-o", "json", id)
+	if code != 0 {
+		t.Fatalf("show %s: %s %s", id, out, errOut)
+	}
+	rep := b.MustExec(t, "sh", "-c", "cat /var/lib/hyper2kvm/jobs/"+id+"/report.json")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(rep), &m); err != nil {
+		t.Fatalf("report of %s: %v\n%s", id, err, rep)
+	}
+	return m
+}
+
+const helloHook = `#!/bin/sh
+echo "hello from $HYPER2KVM_POINT job $1"
+ls "$HYPER2KVM_OUTPUT_DIR"
+touch /var/lib/hyper2kvm/hook-was-here 2>/dev/null && echo "hook wrote the host" || echo "host read-only for the hook"
+`
+
+const failHook = `#!/bin/sh
+echo "refusing this one"
+exit 3
+`
+
+// TestWorkflowPreflightAndHooks runs hyperctl preflight on a good, a cut
+// and a too-large source, a job whose output filesystem is too small
+// (failed before writing a disk, with the reason and the fix), a job with
+// a script hook (its output in the job's journal and report, sandboxed)
+// and a job whose pre_fix hook fails (the job fails in FIX, no output).
+func TestWorkflowPreflightAndHooks(t *testing.T) {
+	t.Parallel()
+	b := workflowBox(t, nil)
+	ctx := hyperctlCtx(t, 15*time.Minute)
+	b.WriteFile(t, "/etc/hyper2kvm/hooks/hello.sh", []byte(helloHook), 0o755)
+	b.WriteFile(t, "/etc/hyper2kvm/hooks/fail.sh", []byte(failHook), 0o755)
+	// A VHD cut short (its footer missing), and a 16 MiB output filesystem
+	// too small for 32 MiB of written data.
+	b.MustExec(t, "sh", "-c", "qemu-img create -q -f vpc /srv/wf/cut.vhd 64M && truncate -s -512 /srv/wf/cut.vhd && touch -d '1 hour ago' /srv/wf/cut.vhd && chmod 0644 /srv/wf/cut.vhd")
+	b.MustExec(t, "sh", "-c", "head -c 32M /dev/urandom >/srv/wf/full.raw && touch -d '1 hour ago' /srv/wf/full.raw /srv/wf/disk.vmdk && chmod 0644 /srv/wf/full.raw")
+	b.MustExec(t, "sh", "-c", "mkdir -p /srv/small && mount -t tmpfs -o size=16M tmpfs /srv/small")
+	manifests := map[string]string{
+		"ok":     manifestFor("ok", "/srv/wf/disk.vmdk", "vmdk", ""),
+		"cut":    manifestFor("cut", "/srv/wf/cut.vhd", "vhd", ""),
+		"full":   strings.Replace(manifestFor("full", "/srv/wf/full.raw", "raw", ""), `"convert":{`, `"convert":{"output_dir":"/srv/small/out",`, 1),
+		"hooked": strings.Replace(manifestFor("hooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[{"type":"script","path":"/etc/hyper2kvm/hooks/hello.sh","args":["{{ job_id }}"],"timeout":60}]}}`, 1),
+		"failing": strings.Replace(manifestFor("failing", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"pre_fix":[{"type":"script","path":"/etc/hyper2kvm/hooks/fail.sh"}]}}`, 1),
+	}
+	for name, m := range manifests {
+		b.WriteFile(t, "/srv/wf/"+name+".json", []byte(m), 0o644)
+	}
+
+	t.Run("preflight", func(t *testing.T) {
+		tests := []struct {
+			file string
+			code int
+			want []string
+		}{
+			{"ok", 0, []string{"source-complete", "ok: nothing blocks"}},
+			{"cut", 1, []string{"source-complete", "blocker", "vhd footer", "wait until the copy"}},
+			{"full", 1, []string{"output-space", "blocker", "/srv/small", "pipeline.convert.output_dir"}},
+		}
+		for _, tc := range tests {
+			out, errOut, code := hyperctlRun(ctx, t, b, "alice", "preflight", "/srv/wf/"+tc.file+".json")
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("preflight %s lacks %q", tc.file, w)
+				}
+			}
+			if code != tc.code || t.Failed() {
+				t.Fatalf("preflight %s: exit %d, want %d\nstdout: %s\nstderr: %s", tc.file, code, tc.code, out, errOut)
+			}
+		}
+		if out, _, _ := b.Exec(ctx, "systemctl", "is-active", "hyper2kvmd.service"); strings.TrimSpace(out) == "active" {
+			t.Errorf("preflight started the agent")
+		}
+	})
+
+	t.Run("a job without room fails before writing", func(t *testing.T) {
+		id, state := submitJSON(ctx, t, b, "/srv/wf/full.json")
+		rep := jobReport(ctx, t, b, id)
+		e, _ := rep["error"].(map[string]any)
+		if state != "failed" || e == nil || e["stage"] != "load" || !strings.Contains(e["message"].(string), "pre-flight check failed: output-space") ||
+			!strings.Contains(e["message"].(string), "fix:") {
+			t.Fatalf("job %s: %s, error %v", id, state, e)
+		}
+		if out := b.MustExec(t, "sh", "-c", "find /srv/small -type f -name '*.qcow2' | wc -l"); strings.TrimSpace(out) != "0" {
+			t.Errorf("a blocked job wrote a disk: %s", b.MustExec(t, "find", "/srv/small"))
+		}
+		if pf, _ := rep["preflight"].([]any); len(pf) != 4 {
+			t.Errorf("report's preflight: %v", rep["preflight"])
+		}
+	})
+
+	t.Run("a script hook's output in the journal and the report", func(t *testing.T) {
+		id, state := submitJSON(ctx, t, b, "/srv/wf/hooked.json")
+		rep := jobReport(ctx, t, b, id)
+		hooks, _ := rep["hooks"].([]any)
+		if state != "completed" || len(hooks) != 1 {
+			t.Fatalf("job %s: %s, hooks %v, error %v", id, state, rep["hooks"], rep["error"])
+		}
+		h := hooks[0].(map[string]any)
+		out, _ := h["output"].(string)
+		for _, w := range []string{"hello from post_convert job " + id, "hooked.qcow2", "host read-only for the hook"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("hook output lacks %q: %q", w, out)
+			}
+		}
+		if h["status"] != "ok" || h["point"] != "post_convert" {
+			t.Errorf("hook run %v", h)
+		}
+		j := b.Journal(ctx, "HYPER2KVM_JOB_ID="+id)
+		if !strings.Contains(j, "hello from post_convert job "+id) {
+			t.Errorf("the job's journal lacks the hook's output:\n%s", j)
+		}
+		// It ran in a transient unit of its own.
+		if u := b.Journal(ctx, "UNIT=hyper2kvm-hook-"+id+"-post-convert-0.service"); !strings.Contains(u, "hook post_convert") {
+			t.Errorf("no unit hyper2kvm-hook-%s-post-convert-0.service in the journal:\n%s", id, u)
+		}
+		if fileExists(b.Path("/var/lib/hyper2kvm/hook-was-here")) {
+			t.Error("the hook wrote into the host")
+		}
+	})
+
+	t.Run("a failing hook fails the job at its stage", func(t *testing.T) {
+		id, state := submitJSON(ctx, t, b, "/srv/wf/failing.json")
+		rep := jobReport(ctx, t, b, id)
+		e, _ := rep["error"].(map[string]any)
+		if state != "failed" || e == nil || e["stage"] != "fix" || !strings.Contains(e["message"].(string), "hook pre_fix[0]") ||
+			!strings.Contains(e["message"].(string), "exit status 3") {
+			t.Fatalf("job %s: %s, error %v", id, state, e)
+		}
+		if hooks, _ := rep["hooks"].([]any); len(hooks) != 1 || !strings.Contains(hooks[0].(map[string]any)["output"].(string), "refusing this one") {
+			t.Errorf("hooks in the report: %v", rep["hooks"])
+		}
+		if out := b.MustExec(t, "sh", "-c", "ls /var/lib/hyper2kvm/output/*/"+id+"/ 2>/dev/null | grep -c qcow2 || true"); strings.TrimSpace(out) != "0" {
+			t.Errorf("the failed job left a disk")
+		}
+	})
+}

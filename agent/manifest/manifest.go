@@ -83,6 +83,8 @@ type Pipeline struct {
 	Fix      *Fix      `json:"fix,omitempty"`
 	Convert  *Convert  `json:"convert,omitempty"`
 	Validate *Validate `json:"validate,omitempty"`
+	// Hooks run at the stage boundaries (hooks.go, docs/WORKFLOW.md).
+	Hooks *Hooks `json:"hooks,omitempty"`
 }
 
 // Load names the source image.

@@ -50,6 +50,8 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"Convert.output_format": manifest.OutputFormats(),
 		"Convert.compression":   manifest.Compressions(),
 		"Fix.backend":           manifest.Backends(),
+		"Hook.type":             manifest.HookTypes(),
+		"Hook.method":           manifest.HookMethods(),
 	}
 	seenEnums := map[string]bool{}
 	var check func(typ reflect.Type, n schemaNode, where string)

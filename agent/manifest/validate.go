@@ -343,6 +343,9 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 			v.add(vp+".compare", "cannot compare the output with the source while fix is enabled (the fixes change the disk); set fix.enabled to false or compare to false")
 		}
 	}
+	if p.Hooks != nil {
+		v.hooks(path+".hooks", p.Hooks)
+	}
 }
 
 func (v *validator) disks(cp string, c *Convert, sourceType, name string) {

@@ -183,6 +183,7 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 		a.validateCmd(),
 		a.manifestCmd(),
 		a.templateCmd(),
+		a.preflightCmd(),
 		a.workflowCmd(),
 		a.manCmd(),
 	)
