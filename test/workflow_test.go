@@ -239,3 +239,110 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 		}
 	})
 }
+
+// gcYAML keeps dropped images only until their job completed, and makes
+// dropped images quick to convert.
+const gcYAML = workflowYAML + `stable_time_raw: 1s
+retain:
+  processed: 30d
+  dropped_images: delete-on-success
+default_pipeline:
+  inspect: {enabled: false}
+  fix: {enabled: false}
+  convert: {output_format: qcow2}
+  validate: {enabled: false}
+`
+
+// TestWorkflowGC: hyperctl gc --dry-run lists settled files older than
+// retain.processed and a completed dropped image, never an output, and
+// removes nothing; alice may not ask; hyperctl gc removes exactly those,
+// each removal in the agent's journal.
+func TestWorkflowGC(t *testing.T) {
+	t.Parallel()
+	b := workflowBox(t, nil)
+	ctx := hyperctlCtx(t, 10*time.Minute)
+	b.WriteFile(t, "/etc/hyper2kvm/agent.yaml", []byte(gcYAML), 0o644)
+	old := []string{
+		queueDir + "/processed/2020-01-01/old.json", queueDir + "/processed/2020-01-01/old.json.report.json",
+		queueDir + "/failed/2020-01-01/bad.json", queueDir + "/failed/2020-01-01/bad.json.error.json",
+	}
+	for _, p := range old {
+		b.WriteFile(t, p, []byte(`{"status":"completed"}`), 0o640)
+	}
+	oldOutput := "/var/lib/hyper2kvm/output/2020-01-01/oldjob/old.qcow2"
+	b.WriteFile(t, oldOutput, []byte("a converted disk"), 0o640)
+
+	// A dropped image, converted.
+	b.MustExec(t, "systemctl", "start", "hyper2kvmd.path")
+	b.MustExec(t, "cp", "/srv/wf/disk.raw", queueDir+"/to_be_processed/.drop01.raw")
+	b.MustExec(t, "mv", queueDir+"/to_be_processed/.drop01.raw", queueDir+"/to_be_processed/drop01.raw")
+	day := strings.TrimSpace(b.MustExec(t, "date", "+%Y-%m-%d"))
+	dropped := queueDir + "/processed/" + day + "/drop01.raw"
+	if err := b.WaitFor(ctx, "the dropped image to settle in processed/", func() (bool, error) {
+		return fileExists(b.Path(dropped + ".report.json")), nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, b.Journal(ctx, "-u", "hyper2kvmd.service"))
+	}
+
+	out, errOut, code := hyperctlRun(ctx, t, b, "", "-o", "json", "gc", "--dry-run")
+	var res struct {
+		DryRun bool `json:"dry_run"`
+		Items  []struct {
+			Path, Kind string
+			Deleted    bool
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || !res.DryRun {
+		t.Fatalf("gc --dry-run: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	listed := map[string]string{}
+	for _, it := range res.Items {
+		listed[it.Path] = it.Kind
+		if it.Deleted {
+			t.Errorf("a dry run deleted %s", it.Path)
+		}
+	}
+	want := map[string]string{dropped: "dropped-image", queueDir + "/processed/2020-01-01": "empty-day", queueDir + "/failed/2020-01-01": "empty-day"}
+	for _, p := range old {
+		want[p] = "settled-file"
+	}
+	for p, k := range want {
+		if listed[p] != k {
+			t.Errorf("gc --dry-run lists %s as %q, want %q", p, listed[p], k)
+		}
+	}
+	if len(listed) != len(want) {
+		t.Errorf("gc --dry-run lists %d items, want %d: %v", len(listed), len(want), listed)
+	}
+	for _, p := range append(old, dropped, oldOutput) {
+		if !fileExists(b.Path(p)) {
+			t.Errorf("gc --dry-run removed %s", p)
+		}
+	}
+	text, _, _ := hyperctlRun(ctx, t, b, "", "gc", "--dry-run")
+	if !strings.Contains(text, "Would remove 7 item(s)") {
+		t.Errorf("gc --dry-run text:\n%s", text)
+	}
+	if _, errOut, code := hyperctlRun(ctx, t, b, "alice", "gc", "--dry-run"); code != 4 || !strings.Contains(errOut, "io.hyper2kvm.agent.manage") {
+		t.Errorf("alice's gc --dry-run: exit %d, %s; want 4 naming io.hyper2kvm.agent.manage", code, errOut)
+	}
+
+	if out, errOut, code := hyperctlRun(ctx, t, b, "", "gc"); code != 0 || !strings.Contains(out, "Removed 7 item(s)") {
+		t.Fatalf("gc: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, p := range append(old, dropped) {
+		if fileExists(b.Path(p)) {
+			t.Errorf("gc left %s", p)
+		}
+	}
+	if !fileExists(b.Path(oldOutput)) || !fileExists(b.Path(dropped+".report.json")) {
+		t.Error("gc removed an output or the dropped image's report")
+	}
+	j := b.Journal(ctx, "-u", "hyper2kvmd.service", "HYPER2KVM_GC=settled-file")
+	if !strings.Contains(j, "housekeeping: removed "+old[0]) {
+		t.Errorf("the journal lacks the removal of %s:\n%s", old[0], j)
+	}
+	if j := b.Journal(ctx, "HYPER2KVM_GC=dropped-image"); !strings.Contains(j, "housekeeping: removed "+dropped) {
+		t.Errorf("the journal lacks the removal of the dropped image:\n%s", j)
+	}
+}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/gc"
 )
 
 // DefaultPath is where the agent reads its configuration.
@@ -57,6 +59,8 @@ type Config struct {
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
 	// without load) given to a disk image dropped directly into the queue.
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
+	// Retain is the housekeeping of files (agent/gc).
+	Retain gc.Retain `yaml:"retain"`
 }
 
 // Job holds the defaults of every job unit; a manifest's resources section
@@ -295,6 +299,9 @@ func (c *Config) Validate() error {
 		bad("limits.max_virtual_size", "%v", err)
 	} else if n == 0 && strings.TrimSpace(c.Limits.MaxVirtualSize) != "" {
 		bad("limits.max_virtual_size", "must be a size like 16T, not %q", c.Limits.MaxVirtualSize)
+	}
+	if _, err := c.Retain.Policy(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")

@@ -37,6 +37,7 @@ type agentClient interface {
 	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
 	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
+	GarbageCollect(ctx context.Context, dryRun, interactive bool) ([]apitype.GCItem, error)
 	Close() error
 }
 
@@ -184,6 +185,7 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 		a.manifestCmd(),
 		a.templateCmd(),
 		a.preflightCmd(),
+		a.gcCmd(),
 		a.workflowCmd(),
 		a.manCmd(),
 	)
