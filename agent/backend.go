@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
@@ -46,6 +48,14 @@ func (a *Agent) Status() apitype.Status {
 func (a *Agent) Jobs(f apitype.Filter) []jobs.Job {
 	list, _ := a.JobPage(f, apitype.Page{OldestFirst: true})
 	return list
+}
+
+// Analytics summarises the jobs that finished in [since, until)
+// (GetAnalytics; agent/analytics): from the records themselves, which
+// keep what D-Bus job properties do not (converted bytes, stage times).
+func (a *Agent) Analytics(since, until time.Time) analytics.Summary {
+	host, _ := os.Hostname()
+	return analytics.Compute(a.Jobs(apitype.Filter{}), host, since, until)
 }
 
 // JobPage lists page p of the jobs f selects, and how many f selects. It

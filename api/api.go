@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/templates"
@@ -40,6 +41,8 @@ type Client interface {
 	// to go on from. The agent reads the journal; the bridge has no access.
 	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
+	// Analytics is the agent's GetAnalytics over [since, until).
+	Analytics(ctx context.Context, since, until time.Time) (analytics.Summary, error)
 }
 
 // DefaultMaxBody is the largest request body accepted (a manifest).

@@ -32,6 +32,7 @@ var routes = []route{
 	{"POST", "/api/workflow/manifest/validate", Open, (*Server).validateManifest},
 	{"GET", "/api/workflow/events", Open, (*Server).events},
 	{"GET", "/api/workflow/schema", Open, (*Server).getSchema},
+	{"GET", "/api/workflow/analytics", Open, (*Server).getAnalytics},
 	{"GET", "/api/workflow/templates", Open, (*Server).listTemplates},
 	{"GET", "/api/workflow/templates/{name}", Open, (*Server).getTemplate},
 	{"POST", "/api/workflow/templates/{name}/render", Open, (*Server).renderTemplate},

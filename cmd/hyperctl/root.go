@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/templates"
@@ -38,6 +39,7 @@ type agentClient interface {
 	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
 	GarbageCollect(ctx context.Context, dryRun, interactive bool) ([]apitype.GCItem, error)
+	Analytics(ctx context.Context, since, until time.Time) (analytics.Summary, error)
 	Close() error
 }
 
@@ -162,6 +164,11 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 			switch a.g.output {
 			case "text", "json":
 				return nil
+			case "csv":
+				if cmd.Name() == "report" {
+					return nil
+				}
+				return usageError("--output csv is for hyperctl report; here use text or json")
 			}
 			return usageError("--output must be text or json, not %q", a.g.output)
 		},
@@ -186,6 +193,7 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 		a.templateCmd(),
 		a.preflightCmd(),
 		a.gcCmd(),
+		a.reportCmd(),
 		a.workflowCmd(),
 		a.manCmd(),
 	)
