@@ -77,6 +77,25 @@ func TestWorkflowTemplates(t *testing.T) {
 	if !strings.Contains(rep, `"name": "inspect"`) || !strings.Contains(rep, `"status": "skipped"`) {
 		t.Errorf("report of the template's job:\n%s", rep)
 	}
+	// hyperctl report counts it, from the agent's records (bytes and
+	// stage times, which job properties on the bus do not carry).
+	out, errOut, code = hyperctlRun(ctx, t, b, "alice", "report", "-o", "json")
+	var sum struct {
+		Jobs      int   `json:"jobs"`
+		Completed int   `json:"completed"`
+		Bytes     int64 `json:"bytes_converted"`
+		Stages    []struct {
+			Stage string `json:"stage"`
+			Count int    `json:"count"`
+		} `json:"stages"`
+		Hosts []struct{ Host string } `json:"hosts"`
+	}
+	if err := json.Unmarshal([]byte(out), &sum); code != 0 || err != nil || sum.Jobs != 1 || sum.Completed != 1 || sum.Bytes <= 0 || len(sum.Stages) == 0 || len(sum.Hosts) != 1 {
+		t.Errorf("report: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	if out, _, code := hyperctlRun(ctx, t, b, "", "-o", "csv", "report", "--since", "1d"); code != 0 || !strings.HasPrefix(out, "day,completed,failed") || strings.Count(out, "\n") != 2 {
+		t.Errorf("report -o csv: exit %d\n%s", code, out)
+	}
 	// The agent named the stale template when it started.
 	j := b.Journal(context.Background(), "-u", "hyper2kvmd.service")
 	if !strings.Contains(j, "template stale") || !strings.Contains(j, "pipeline.convert.output_fromat") {
