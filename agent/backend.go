@@ -18,6 +18,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 )
 
 // Status answers GetStatus: counts from the job store and the queue.
@@ -56,6 +57,12 @@ func (a *Agent) Jobs(f apitype.Filter) []jobs.Job {
 func (a *Agent) Analytics(since, until time.Time) analytics.Summary {
 	host, _ := os.Hostname()
 	return analytics.Compute(a.Jobs(apitype.Filter{}), host, since, until)
+}
+
+// Templates lists the manifest templates as the agent sees them
+// (ListTemplates): the same files hyperctl and the bridge read.
+func (a *Agent) Templates() ([]*templates.Template, error) {
+	return templates.Default().List()
 }
 
 // JobPage lists page p of the jobs f selects, and how many f selects. It

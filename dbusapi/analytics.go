@@ -10,6 +10,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 )
 
 // Analyst is a Backend that summarises its jobs (GetAnalytics); separate
@@ -60,4 +61,51 @@ func (c *Client) Analytics(ctx context.Context, since, until time.Time) (analyti
 		return s, fmt.Errorf("%s: cannot read the answer: %w", what, err)
 	}
 	return s, nil
+}
+
+// TemplateLister is a Backend that lists the manifest templates
+// (ListTemplates).
+type TemplateLister interface {
+	Templates() ([]*templates.Template, error)
+}
+
+// listTemplates is ListTemplates(): every template with its parameters,
+// partial manifest and problems, as JSON (the shape of
+// GET /api/workflow/templates). Open to every caller: templates are files
+// any local user may read.
+func (s *Server) listTemplates() (string, *dbus.Error) {
+	s.touch()
+	l, ok := s.b.(TemplateLister)
+	if !ok {
+		return "", toDBusError(apierr.New(apierr.InvalidState, "cannot list templates: this agent has none"))
+	}
+	ts, err := l.Templates()
+	if err != nil {
+		return "", toDBusError(apierr.New(apierr.Internal, "cannot list templates: %v", err))
+	}
+	data, err := json.Marshal(map[string]any{"templates": ts})
+	if err != nil {
+		return "", toDBusError(apierr.New(apierr.Internal, "cannot encode templates: %v", err))
+	}
+	return string(data), nil
+}
+
+// Templates lists the manifest templates the agent sees.
+func (c *Client) Templates(ctx context.Context) ([]*templates.Template, error) {
+	what := "list templates"
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".ListTemplates", false)
+	if err != nil {
+		return nil, err
+	}
+	var data string
+	if err := call.Store(&data); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var out struct {
+		Templates []*templates.Template `json:"templates"`
+	}
+	if err := json.Unmarshal([]byte(data), &out); err != nil {
+		return nil, fmt.Errorf("%s: cannot read the answer: %w", what, err)
+	}
+	return out.Templates, nil
 }

@@ -105,6 +105,7 @@ func (s *Server) managerMethods() map[string]any {
 		},
 		"GarbageCollect": s.garbageCollect,
 		"GetAnalytics":   s.getAnalytics,
+		"ListTemplates":  s.listTemplates,
 		"GetJobLog": func(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, *dbus.Error) {
 			s.touch()
 			got, cursor, err := s.jobLog(msg, sender, id, lines, after, format)
