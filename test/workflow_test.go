@@ -3,11 +3,13 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/test/box"
+	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
 
 // workflowYAML is the agent's configuration for the workflow tests: real
@@ -33,8 +35,13 @@ manifest:
 // workflowBox is an installed box with root's hyperctl, a blank 32 MiB raw
 // image and a VMDK made from it in /srv/wf, and the agent configured.
 func workflowBox(t *testing.T, files map[string]string) *box.Box {
+	return workflowBoxWith(t, files, box.Options{})
+}
+
+func workflowBoxWith(t *testing.T, files map[string]string, o box.Options) *box.Box {
 	t.Helper()
-	b := box.Start(t, box.Options{Install: true, Users: []string{"alice"}})
+	o.Install, o.Users = true, append(o.Users, "alice")
+	b := box.Start(t, o)
 	b.WriteFile(t, "/etc/hyper2kvm/agent.yaml", []byte(workflowYAML), 0o644)
 	for p, c := range files {
 		b.WriteFile(t, p, []byte(c), 0o644)
@@ -138,6 +145,21 @@ ls "$HYPER2KVM_OUTPUT_DIR"
 touch /var/lib/hyper2kvm/hook-was-here 2>/dev/null && echo "hook wrote the host" || echo "host read-only for the hook"
 `
 
+// receiver is an HTTP receiver run in the box: it appends each request's
+// path, X-Job header and body to /srv/wf/received, and answers 500 for
+// paths under /down.
+const receiver = `import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open("/srv/wf/received", "a") as f:
+            f.write(self.path + " " + str(self.headers.get("X-Job")) + " " + body.decode() + "\n")
+        self.send_response(500 if self.path.startswith("/down") else 200)
+        self.end_headers()
+        self.wfile.write(b"noted")
+http.server.HTTPServer(("127.0.0.1", 8765), H).serve_forever()
+`
+
 const failHook = `#!/bin/sh
 echo "refusing this one"
 exit 3
@@ -160,10 +182,13 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 	b.MustExec(t, "sh", "-c", "head -c 32M /dev/urandom >/srv/wf/full.raw && touch -d '1 hour ago' /srv/wf/full.raw /srv/wf/disk.vmdk && chmod 0644 /srv/wf/full.raw")
 	b.MustExec(t, "sh", "-c", "mkdir -p /srv/small && mount -t tmpfs -o size=16M tmpfs /srv/small")
 	manifests := map[string]string{
-		"ok":     manifestFor("ok", "/srv/wf/disk.vmdk", "vmdk", ""),
-		"cut":    manifestFor("cut", "/srv/wf/cut.vhd", "vhd", ""),
-		"full":   strings.Replace(manifestFor("full", "/srv/wf/full.raw", "raw", ""), `"convert":{`, `"convert":{"output_dir":"/srv/small/out",`, 1),
-		"hooked": strings.Replace(manifestFor("hooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[{"type":"script","path":"/etc/hyper2kvm/hooks/hello.sh","args":["{{ job_id }}"],"timeout":60}]}}`, 1),
+		"ok":      manifestFor("ok", "/srv/wf/disk.vmdk", "vmdk", ""),
+		"cut":     manifestFor("cut", "/srv/wf/cut.vhd", "vhd", ""),
+		"full":    strings.Replace(manifestFor("full", "/srv/wf/full.raw", "raw", ""), `"convert":{`, `"convert":{"output_dir":"/srv/small/out",`, 1),
+		"hooked":  strings.Replace(manifestFor("hooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[{"type":"script","path":"/etc/hyper2kvm/hooks/hello.sh","args":["{{ job_id }}"],"timeout":60}]}}`, 1),
+		"webhooked": strings.Replace(manifestFor("webhooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[`+
+			`{"type":"http","url":"http://127.0.0.1:8765/hook/{{ vm_name }}","headers":["X-Job: {{ job_id }}"]},`+
+			`{"type":"http","url":"http://127.0.0.1:8765/down","continue_on_error":true}]}}`, 1),
 		"failing": strings.Replace(manifestFor("failing", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"pre_fix":[{"type":"script","path":"/etc/hyper2kvm/hooks/fail.sh"}]}}`, 1),
 	}
 	for name, m := range manifests {
@@ -207,7 +232,12 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 		if out := b.MustExec(t, "sh", "-c", "find /srv/small -type f -name '*.qcow2' | wc -l"); strings.TrimSpace(out) != "0" {
 			t.Errorf("a blocked job wrote a disk: %s", b.MustExec(t, "find", "/srv/small"))
 		}
-		if pf, _ := rep["preflight"].([]any); len(pf) != 4 {
+		var names []string
+		pf, _ := rep["preflight"].([]any)
+		for _, c := range pf {
+			names = append(names, c.(map[string]any)["name"].(string))
+		}
+		if strings.Join(names, " ") != "source-readable source-complete output-space" {
 			t.Errorf("report's preflight: %v", rep["preflight"])
 		}
 	})
@@ -239,6 +269,34 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 		}
 		if fileExists(b.Path("/var/lib/hyper2kvm/hook-was-here")) {
 			t.Error("the hook wrote into the host")
+		}
+	})
+
+	t.Run("http hooks reach a receiver; a failing one may continue", func(t *testing.T) {
+		b.WriteFile(t, "/srv/wf/receiver.py", []byte(receiver), 0o644)
+		b.MustExec(t, "systemd-run", "--unit=receiver", "python3", "/srv/wf/receiver.py")
+		if err := b.WaitFor(ctx, "the receiver to listen", func() (bool, error) {
+			_, _, err := b.Exec(ctx, "sh", "-c", "ss -ltn | grep -q 127.0.0.1:8765")
+			return err == nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		id, state := submitJSON(ctx, t, b, "/srv/wf/webhooked.json")
+		rep := jobReport(ctx, t, b, id)
+		hooks, _ := rep["hooks"].([]any)
+		if state != "completed" || len(hooks) != 2 {
+			t.Fatalf("job %s: %s, hooks %v, error %v", id, state, rep["hooks"], rep["error"])
+		}
+		h0, h1 := hooks[0].(map[string]any), hooks[1].(map[string]any)
+		if h0["status"] != "ok" || !strings.Contains(h0["output"].(string), "HTTP 200") || h1["status"] != "failed" || !strings.Contains(h1["error"].(string), "exit status") {
+			t.Errorf("hook runs %v", hooks)
+		}
+		got := b.MustExec(t, "cat", "/srv/wf/received")
+		if !strings.Contains(got, "/hook/webhooked "+id+` {"job_id":"`+id+`"`) || !strings.Contains(got, `"point":"post_convert"`) {
+			t.Errorf("the receiver got:\n%s", got)
+		}
+		if ws, _ := rep["warnings"].([]any); len(ws) == 0 || !strings.Contains(ws[len(ws)-1].(string), "continue_on_error") {
+			t.Errorf("warnings %v", rep["warnings"])
 		}
 	})
 
@@ -363,5 +421,44 @@ func TestWorkflowGC(t *testing.T) {
 	}
 	if j := b.Journal(ctx, "HYPER2KVM_GC=dropped-image"); !strings.Contains(j, "housekeeping: removed "+dropped) {
 		t.Errorf("the journal lacks the removal of the dropped image:\n%s", j)
+	}
+}
+
+// TestWorkflowGuestFull: a Linux guest whose root is full (as its
+// superblock recorded it) fails after INSPECT with the guest-space
+// pre-flight blocker, its reason and its fix, before FIX wrote anything;
+// the same guest with the initramfs rebuild off converts.
+func TestWorkflowGuestFull(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	b := workflowBoxWith(t, nil, box.Options{Devices: true})
+	ctx := hyperctlCtx(t, 10*time.Minute)
+	raw := fixture.LinuxDisk(t, t.TempDir(), fixture.Options{Name: "full", SizeMB: 24,
+		Files: map[string]string{"var/fill": strings.Repeat("x", 17<<20)}})
+	data, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteFile(t, "/srv/wf/full.raw", data, 0o644)
+	base := `{"version":"1.0","name":"NAME","pipeline":{"load":{"source_type":"raw","source_path":"/srv/wf/full.raw"},` +
+		`"fix":{"fstab":{"enabled":false},"grub":{"enabled":false},"network":{"enabled":false},"initramfs":{"regenerate":REGEN}},"validate":{"enabled":false}}}`
+	b.WriteFile(t, "/srv/wf/rebuild.json", []byte(strings.NewReplacer("NAME", "rebuild", "REGEN", "true").Replace(base)), 0o644)
+	b.WriteFile(t, "/srv/wf/norebuild.json", []byte(strings.NewReplacer("NAME", "norebuild", "REGEN", "false").Replace(base)), 0o644)
+
+	id, state := submitJSON(ctx, t, b, "/srv/wf/rebuild.json")
+	rep := jobReport(ctx, t, b, id)
+	e, _ := rep["error"].(map[string]any)
+	if state != "failed" || e == nil || e["stage"] != "inspect" || !strings.Contains(e["message"].(string), "guest-space") ||
+		!strings.Contains(e["message"].(string), "fix: free space in the guest") {
+		t.Fatalf("job %s: %s, error %v\npreflight %v", id, state, e, rep["preflight"])
+	}
+	for _, st := range rep["stages"].([]any) {
+		if name := st.(map[string]any)["name"]; name == "fix" || name == "convert" {
+			t.Errorf("stage %s ran after the blocker", name)
+		}
+	}
+	id, state = submitJSON(ctx, t, b, "/srv/wf/norebuild.json")
+	if state != "completed" {
+		t.Fatalf("without the rebuild, job %s: %s %v", id, state, jobReport(ctx, t, b, id)["error"])
 	}
 }

@@ -38,7 +38,19 @@ const (
 	OutputSpace    = "output-space"
 	GuestEncrypted = "guest-encrypted"
 	GuestDirty     = "guest-dirty"
-	GuestRoot      = "guest-root"
+	GuestSpace     = "guest-space"
+)
+
+// What the initramfs rebuild needs free in the guest. A new initramfs is
+// written beside the old one (30 to 100 MiB for a distribution's; dracut
+// stages in /var/tmp), but the superblock's count is only as of the last
+// unmount and small appliances have small ones: a blocker only when the
+// filesystem is practically full, a warning below a distribution's size.
+const (
+	BootBlocker = 4 << 20
+	BootWarning = 64 << 20
+	RootBlocker = 4 << 20
+	RootWarning = 128 << 20
 )
 
 // CompressedShare is the share of the allocated size a compressed qcow2
@@ -60,6 +72,10 @@ type Options struct {
 	// convert.output_dir says nothing (the agent's output_dir; the job's
 	// own directory below it need not exist yet).
 	OutputDir string
+	// Settled adds the source-settled check: for hyperctl preflight,
+	// run before the copy may be over. A job's source was claimed stable
+	// (a drop) or submitted, and LOAD holds it against writers.
+	Settled bool
 	// Now is the clock (nil: time.Now); Avail the free bytes of a
 	// filesystem (nil: statfs).
 	Now   func() time.Time
@@ -129,7 +145,7 @@ func Source(ctx context.Context, p *manifest.Pipeline, o Options) Result {
 	files, err := sourceFiles(p.Load.SourceType, src)
 	if err != nil {
 		out = append(out, report.Check{Name: SourceReadable, Status: Blocker, Message: err.Error(), Fix: readFix(err, src)})
-		for _, n := range []string{SourceComplete, SourceSettled, OutputSpace} {
+		for _, n := range []string{SourceComplete, OutputSpace} {
 			out = append(out, report.Check{Name: n, Status: Skipped, Message: "the source cannot be read"})
 		}
 		return out
@@ -154,16 +170,18 @@ func Source(ctx context.Context, p *manifest.Pipeline, o Options) Result {
 	}
 	out = append(out, complete)
 
-	settled := report.Check{Name: SourceSettled, Status: OK, Message: "no file changed in the last " + SettleTime.String()}
-	for _, f := range files {
-		if age := o.Now().Sub(f.mtime); age < SettleTime {
-			settled = report.Check{Name: SourceSettled, Status: Warning,
-				Message: fmt.Sprintf("%s changed %s ago: it may still be being written", f.path, age.Round(time.Millisecond)),
-				Fix:     "submit once the copy has finished (a dropped image is taken only once stable)"}
-			break
+	if o.Settled {
+		settled := report.Check{Name: SourceSettled, Status: OK, Message: "no file changed in the last " + SettleTime.String()}
+		for _, f := range files {
+			if age := o.Now().Sub(f.mtime); age < SettleTime {
+				settled = report.Check{Name: SourceSettled, Status: Warning,
+					Message: fmt.Sprintf("%s changed %s ago: it may still be being written", f.path, age.Round(time.Millisecond)),
+					Fix:     "submit once the copy has finished (a dropped image is taken only once stable)"}
+				break
+			}
 		}
+		out = append(out, settled)
 	}
-	out = append(out, settled)
 	out = append(out, space(p, files, o))
 	return out
 }
@@ -351,6 +369,7 @@ func Guest(g *report.Guest, p *manifest.Pipeline) Result {
 	default:
 		out = append(out, report.Check{Name: GuestEncrypted, Status: OK, Message: "no encrypted volume"})
 	}
+	out = append(out, guestSpace(g, p))
 	if len(dirty) > 0 {
 		out = append(out, report.Check{Name: GuestDirty, Status: Warning,
 			Message: "filesystems whose journal needs recovery (the VM was not shut down cleanly, or was hibernated): " + strings.Join(dirty, ", "),
@@ -359,4 +378,50 @@ func Guest(g *report.Guest, p *manifest.Pipeline) Result {
 		out = append(out, report.Check{Name: GuestDirty, Status: OK, Message: "every filesystem clean"})
 	}
 	return out
+}
+
+// guestSpace checks the free space of the guest's / and /boot (as their
+// superblocks recorded it) when FIX will rebuild the initramfs.
+func guestSpace(g *report.Guest, p *manifest.Pipeline) report.Check {
+	rebuild := p.Fix == nil || p.Fix.AnyEnabled()
+	if f := p.Fix; rebuild && f != nil && f.Initramfs != nil {
+		rebuild = (f.Initramfs.Enabled == nil || *f.Initramfs.Enabled) && (f.Initramfs.Regenerate == nil || *f.Initramfs.Regenerate)
+	}
+	if !rebuild {
+		return report.Check{Name: GuestSpace, Status: Skipped, Message: "the initramfs is not rebuilt"}
+	}
+	var msgs []string
+	status := OK
+	known := false
+	for _, mp := range []struct {
+		at            string
+		blocker, warn int64
+	}{{"/boot", BootBlocker, BootWarning}, {"/", RootBlocker, RootWarning}} {
+		for _, part := range g.Partitions {
+			if part.MountPoint != mp.at || part.FreeBytes == nil {
+				continue
+			}
+			known = true
+			free := *part.FreeBytes
+			msgs = append(msgs, fmt.Sprintf("%s has %s free", mp.at, human(free)))
+			switch {
+			case free < mp.blocker:
+				status = Blocker
+			case free < mp.warn && status != Blocker:
+				status = Warning
+			}
+		}
+	}
+	if !known {
+		return report.Check{Name: GuestSpace, Status: Skipped, Message: "the free space of / and /boot is not known (not ext2/3/4 or xfs, or not found)"}
+	}
+	c := report.Check{Name: GuestSpace, Status: status, Message: strings.Join(msgs, ", ") + " (as recorded at the guest's last unmount)"}
+	switch status {
+	case Blocker:
+		c.Message += fmt.Sprintf("; rebuilding the initramfs needs about %s in /boot and %s in /", human(BootBlocker), human(RootBlocker))
+		c.Fix = "free space in the guest (old kernels in /boot, package caches) before exporting it, or set pipeline.fix.initramfs.regenerate: false"
+	case Warning:
+		c.Fix = "the initramfs rebuild may run out of space; free some in the guest first"
+	}
+	return c
 }

@@ -64,6 +64,7 @@ func TestSource(t *testing.T) {
 			var asked string
 			r := preflight.Source(context.Background(), tc.p, preflight.Options{
 				OutputDir: filepath.Join(dir, "out", "2026-01-01", "job"),
+				Settled:   true,
 				Now:       func() time.Time { return tc.now },
 				Avail:     func(p string) (uint64, error) { asked = p; return tc.avail, nil },
 			})
@@ -120,6 +121,32 @@ func TestGuest(t *testing.T) {
 				t.Fatalf("%s = %+v, want %s", tc.check, c, tc.status)
 			}
 		})
+	}
+	space := func(boot, root int64) *report.Guest {
+		return &report.Guest{Root: "/dev/sda2", Partitions: []report.Partition{
+			{Number: 1, FSType: "ext4", MountPoint: "/boot", FreeBytes: &boot},
+			{Number: 2, FSType: "xfs", MountPoint: "/", FreeBytes: &root}}}
+	}
+	noRegen := &manifest.Pipeline{Fix: &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: &off}}}
+	for _, tc := range []struct {
+		name   string
+		g      *report.Guest
+		p      *manifest.Pipeline
+		status string
+	}{
+		{"room", space(500<<20, 5<<30), fixOn, preflight.OK},
+		{"small /boot", space(50<<20, 5<<30), fixOn, preflight.Warning},
+		{"small /", space(500<<20, 100<<20), fixOn, preflight.Warning},
+		{"full /boot", space(1<<20, 5<<30), fixOn, preflight.Blocker},
+		{"full /", space(500<<20, 1<<20), fixOn, preflight.Blocker},
+		{"full but no rebuild", space(0, 0), noRegen, preflight.Skipped},
+		{"full but no fixes", space(0, 0), fixOff, preflight.Skipped},
+		{"unknown", &report.Guest{Root: "/dev/sda1", Partitions: []report.Partition{{Number: 1, FSType: "btrfs", MountPoint: "/"}}}, fixOn, preflight.Skipped},
+	} {
+		c := status(preflight.Guest(tc.g, tc.p), preflight.GuestSpace)
+		if c.Status != tc.status || c.Status == preflight.Blocker && c.Fix == "" {
+			t.Errorf("%s: %+v, want %s", tc.name, c, tc.status)
+		}
 	}
 	if preflight.Guest(nil, fixOn) != nil {
 		t.Error("checks without a guest")

@@ -69,7 +69,7 @@ func (a *app) runPreflight(ctx context.Context, file, outDir string) error {
 	}
 	res := preflightResult{File: file, OK: true}
 	for _, vm := range m.Split() {
-		r := preflight.Source(ctx, vm.Pipeline, preflight.Options{OutputDir: outDir})
+		r := preflight.Source(ctx, vm.Pipeline, preflight.Options{OutputDir: outDir, Settled: true})
 		res.VMs = append(res.VMs, preflightVM{Name: vm.Name, Blocked: r.Blocked(), Checks: r})
 		res.OK = res.OK && !r.Blocked()
 	}
