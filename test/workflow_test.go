@@ -172,7 +172,7 @@ exit 3
 // and a job whose pre_fix hook fails (the job fails in FIX, no output).
 func TestWorkflowPreflightAndHooks(t *testing.T) {
 	t.Parallel()
-	b := workflowBox(t, nil)
+	b := workflowBoxWith(t, nil, box.Options{Groups: map[string][]string{"hyper2kvm": {"bob"}}})
 	ctx := hyperctlCtx(t, 15*time.Minute)
 	b.WriteFile(t, "/etc/hyper2kvm/hooks/hello.sh", []byte(helloHook), 0o755)
 	b.WriteFile(t, "/etc/hyper2kvm/hooks/fail.sh", []byte(failHook), 0o755)
@@ -186,6 +186,7 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 		"cut":     manifestFor("cut", "/srv/wf/cut.vhd", "vhd", ""),
 		"full":    strings.Replace(manifestFor("full", "/srv/wf/full.raw", "raw", ""), `"convert":{`, `"convert":{"output_dir":"/srv/small/out",`, 1),
 		"hooked":  strings.Replace(manifestFor("hooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[{"type":"script","path":"/etc/hyper2kvm/hooks/hello.sh","args":["{{ job_id }}"],"timeout":60}]}}`, 1),
+		"bobs": strings.Replace(manifestFor("bobs", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_validate":[{"type":"script","path":"/srv/wf/bob.sh"}]}}`, 1),
 		"webhooked": strings.Replace(manifestFor("webhooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[`+
 			`{"type":"http","url":"http://127.0.0.1:8765/hook/{{ vm_name }}","headers":["X-Job: {{ job_id }}"]},`+
 			`{"type":"http","url":"http://127.0.0.1:8765/down","continue_on_error":true}]}}`, 1),
@@ -297,6 +298,26 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 		}
 		if ws, _ := rep["warnings"].([]any); len(ws) == 0 || !strings.Contains(ws[len(ws)-1].(string), "continue_on_error") {
 			t.Errorf("warnings %v", rep["warnings"])
+		}
+	})
+
+	t.Run("only an admin's job runs a script outside the hook directory", func(t *testing.T) {
+		b.WriteFile(t, "/srv/wf/bob.sh", []byte("#!/bin/sh\necho bob was here\n"), 0o755)
+		out, errOut, _ := hyperctlRun(ctx, t, b, "bob", "submit", "--wait", "-o", "json", "/srv/wf/bobs.json")
+		var res struct {
+			Jobs []struct{ ID, State, Error, ErrorStage string } `json:"jobs"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Jobs) != 1 {
+			t.Fatalf("bob's submit: %v\n%s%s", err, out, errOut)
+		}
+		j := res.Jobs[0]
+		rep := jobReport(ctx, t, b, j.ID)
+		e, _ := rep["error"].(map[string]any)
+		if j.State != "failed" || e == nil || e["stage"] != "load" || !strings.Contains(e["message"].(string), "pipeline.hooks.post_validate[0].path: /srv/wf/bob.sh is outside /etc/hyper2kvm/hooks/") {
+			t.Fatalf("bob's job %s: %s, error %v", j.ID, j.State, e)
+		}
+		if stages, _ := rep["stages"].([]any); len(stages) != 0 {
+			t.Errorf("bob's job ran stages: %v", stages)
 		}
 	})
 

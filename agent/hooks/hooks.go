@@ -256,3 +256,40 @@ func (t *tailBuffer) String() string {
 	}
 	return string(t.buf)
 }
+
+// Check is the pre-flight check of a manifest's hooks, run before LOAD:
+// every script exists, is executable, and lies in manifest.HookDir unless
+// the job is an admin's, so that a hook that cannot run fails the job
+// before it converts anything rather than at its boundary.
+func (r *Runner) Check(h *manifest.Hooks) report.Check {
+	c := report.Check{Name: "hooks", Status: "ok", Message: "every script hook can run"}
+	if h == nil {
+		c.Status, c.Message = "skipped", "no hooks"
+		return c
+	}
+	var bad []string
+	for _, point := range manifest.HookPoints() {
+		for i, hk := range h.At(point) {
+			if hk.Type != "script" {
+				continue
+			}
+			p := fmt.Sprintf("pipeline.hooks.%s[%d].path", point, i)
+			if r.Job.UID != 0 && !strings.HasPrefix(hk.Path, manifest.HookDir+"/") {
+				bad = append(bad, fmt.Sprintf("%s: %s is outside %s/, and only an admin's job may run a script from elsewhere", p, hk.Path, manifest.HookDir))
+				continue
+			}
+			st, err := os.Stat(hk.Path)
+			switch {
+			case err != nil:
+				bad = append(bad, fmt.Sprintf("%s: %v", p, err))
+			case !st.Mode().IsRegular() || st.Mode()&0o111 == 0:
+				bad = append(bad, fmt.Sprintf("%s: %s is not an executable file", p, hk.Path))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		c.Status, c.Message = "blocker", strings.Join(bad, "; ")
+		c.Fix = "install the scripts in " + manifest.HookDir + "/ (root-owned, executable), or ask an admin to submit the job"
+	}
+	return c
+}

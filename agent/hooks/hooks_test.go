@@ -116,3 +116,30 @@ func TestRun(t *testing.T) {
 		t.Fatalf("a failing hook: err %v, runs %+v", err, runs)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	sh := script(t, dir, "n.sh", "exit 0\n")
+	notExec := filepath.Join(dir, "plain.sh")
+	os.WriteFile(notExec, []byte("echo"), 0o644)
+	tests := []struct {
+		name   string
+		uid    int64
+		hooks  *manifest.Hooks
+		status string
+		text   string
+	}{
+		{"none", 1000, nil, "skipped", "no hooks"},
+		{"admin script anywhere", 0, &manifest.Hooks{PostFix: []manifest.Hook{{Type: "script", Path: sh}}}, "ok", ""},
+		{"user script outside the hook dir", 1000, &manifest.Hooks{PostFix: []manifest.Hook{{Type: "script", Path: sh}}}, "blocker", "pipeline.hooks.post_fix[0].path: " + sh + " is outside /etc/hyper2kvm/hooks/"},
+		{"missing", 0, &manifest.Hooks{PreLoad: []manifest.Hook{{Type: "script", Path: filepath.Join(dir, "gone")}}}, "blocker", "pipeline.hooks.pre_load[0].path"},
+		{"not executable", 0, &manifest.Hooks{PreFix: []manifest.Hook{{Type: "http", URL: "http://a"}, {Type: "script", Path: notExec}}}, "blocker", "pre_fix[1].path: " + notExec + " is not an executable file"},
+	}
+	for _, tc := range tests {
+		r := &hooks.Runner{Job: hooks.Job{ID: "j1", UID: tc.uid}}
+		c := r.Check(tc.hooks)
+		if c.Status != tc.status || !strings.Contains(c.Message, tc.text) || c.Status == "blocker" && c.Fix == "" {
+			t.Errorf("%s: %+v, want %s with %q", tc.name, c, tc.status, tc.text)
+		}
+	}
+}

@@ -28,6 +28,9 @@ func (b *boundary) at(ctx context.Context, point string, rep *report.Report) err
 	switch point {
 	case "pre_load":
 		checks = preflight.Source(ctx, b.m.Pipeline, preflight.Options{OutputDir: b.outputDir})
+		if b.hooks != nil {
+			checks = append(checks, b.hooks.r.Check(b.hooks.hk))
+		}
 	case "post_inspect":
 		checks = preflight.Guest(rep.Guest, b.m.Pipeline)
 	}
