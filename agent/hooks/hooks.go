@@ -90,7 +90,9 @@ func (r *Runner) Vars(point string, script bool) map[string]string {
 }
 
 func (r *Runner) outputBound() bool {
-	if r.Job.OutputDir == "" {
+	// BindReadOnlyPaths= separates source and target with ':', and has no
+	// escape for one in a path.
+	if r.Job.OutputDir == "" || strings.ContainsAny(r.Job.OutputDir, ": ") {
 		return false
 	}
 	st, err := os.Stat(r.Job.OutputDir)
@@ -146,6 +148,9 @@ func (r *Runner) one(ctx context.Context, point string, i int, h manifest.Hook) 
 			err = fmt.Errorf("exit status %d", xe.ExitCode())
 		}
 		if ctx.Err() != nil {
+			// systemd-run was killed, not the hook's unit: stop it too.
+			stop := exec.Command("systemctl", "stop", r.unit(point, i))
+			stop.Run()
 			err = fmt.Errorf("stopped: %w", ctx.Err())
 		}
 		run.Status, run.Error = "failed", err.Error()
@@ -167,8 +172,7 @@ func (r *Runner) Command(point string, i int, h manifest.Hook) ([]string, io.Rea
 	if timeout <= 0 {
 		timeout = manifest.DefaultHookTimeout
 	}
-	unit := fmt.Sprintf("hyper2kvm-hook-%s-%s-%d", r.Job.ID, strings.ReplaceAll(point, "_", "-"), i)
-	argv := []string{sdrun, "--quiet", "--wait", "--pipe", "--collect", "--unit=" + unit, "--slice=hyper2kvm.slice",
+	argv := []string{sdrun, "--quiet", "--wait", "--pipe", "--collect", "--unit=" + r.unit(point, i), "--slice=hyper2kvm.slice",
 		"--description=hyper2kvm job " + r.Job.ID + " hook " + point,
 		"-p", "RuntimeMaxSec=" + strconv.Itoa(timeout),
 		"-p", "LogExtraFields=HYPER2KVM_JOB_ID=" + r.Job.ID,
@@ -233,6 +237,11 @@ func (r *Runner) Command(point string, i int, h manifest.Hook) ([]string, io.Rea
 		return argv, bytes.NewReader(body), nil
 	}
 	return nil, nil, fmt.Errorf("unknown hook type %q", h.Type)
+}
+
+// unit is the name of hook i's unit at point.
+func (r *Runner) unit(point string, i int) string {
+	return fmt.Sprintf("hyper2kvm-hook-%s-%s-%d.service", r.Job.ID, strings.ReplaceAll(point, "_", "-"), i)
 }
 
 // tailBuffer keeps the last max bytes written.

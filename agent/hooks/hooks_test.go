@@ -41,7 +41,7 @@ func TestCommand(t *testing.T) {
 	}{
 		{"admin script", 0, out, manifest.Hook{Type: "script", Path: sh, Args: []string{"{{ job_id }}", "{{ output_dir }}"}, Env: []string{"WHO={{ vm_name }}"}, Timeout: 7},
 			[]string{"User=0", "PrivateNetwork=yes", "ProtectSystem=strict", "RuntimeMaxSec=7", "BindReadOnlyPaths=" + out + ":" + hooks.OutputMount,
-				"--setenv=WHO=web01", "--setenv=HYPER2KVM_OUTPUT_DIR=" + hooks.OutputMount, "j1", hooks.OutputMount, "--unit=hyper2kvm-hook-j1-post-convert-0"}, nil, ""},
+				"--setenv=WHO=web01", "--setenv=HYPER2KVM_OUTPUT_DIR=" + hooks.OutputMount, "j1", hooks.OutputMount, "--unit=hyper2kvm-hook-j1-post-convert-0.service"}, nil, ""},
 		{"user script outside the hook dir", 1000, out, manifest.Hook{Type: "script", Path: sh}, nil, nil, "only an admin's job"},
 		{"no output dir yet", 0, filepath.Join(dir, "later"), manifest.Hook{Type: "script", Path: sh, Args: []string{"{{ output_dir }}"}},
 			[]string{filepath.Join(dir, "later"), "RuntimeMaxSec=300"}, []string{"BindReadOnlyPaths=" + filepath.Join(dir, "later") + ":" + hooks.OutputMount}, ""},
