@@ -10,12 +10,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 )
 
 // Status answers GetStatus: counts from the job store and the queue.
@@ -46,6 +49,20 @@ func (a *Agent) Status() apitype.Status {
 func (a *Agent) Jobs(f apitype.Filter) []jobs.Job {
 	list, _ := a.JobPage(f, apitype.Page{OldestFirst: true})
 	return list
+}
+
+// Analytics summarises the jobs that finished in [since, until)
+// (GetAnalytics; agent/analytics): from the records themselves, which
+// keep what D-Bus job properties do not (converted bytes, stage times).
+func (a *Agent) Analytics(since, until time.Time) analytics.Summary {
+	host, _ := os.Hostname()
+	return analytics.Compute(a.Jobs(apitype.Filter{}), host, since, until)
+}
+
+// Templates lists the manifest templates as the agent sees them
+// (ListTemplates): the same files hyperctl and the bridge read.
+func (a *Agent) Templates() ([]*templates.Template, error) {
+	return templates.Default().List()
 }
 
 // JobPage lists page p of the jobs f selects, and how many f selects. It

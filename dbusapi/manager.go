@@ -103,6 +103,9 @@ func (s *Server) managerMethods() map[string]any {
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
 		},
+		"GarbageCollect": s.garbageCollect,
+		"GetAnalytics":   s.getAnalytics,
+		"ListTemplates":  s.listTemplates,
 		"GetJobLog": func(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, *dbus.Error) {
 			s.touch()
 			got, cursor, err := s.jobLog(msg, sender, id, lines, after, format)

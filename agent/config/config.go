@@ -19,6 +19,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/gc"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
 
@@ -68,6 +69,8 @@ type Config struct {
 	// pipeline.target.libvirt themselves: defining (and starting) a domain
 	// in qemu:///system is the host's administrator's to grant.
 	LibvirtForUsers bool `yaml:"libvirt_for_users"`
+	// Retain is the housekeeping of files (agent/gc).
+	Retain gc.Retain `yaml:"retain"`
 }
 
 // Job holds the defaults of every job unit; a manifest's resources section
@@ -320,6 +323,9 @@ func (c *Config) Validate() error {
 	}
 	for _, p := range manifest.ValidateTarget("target", c.Target) {
 		bad(p.Path, "%s", p.Message)
+	}
+	if _, err := c.Retain.Policy(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")

@@ -54,6 +54,18 @@ type Options struct {
 	// Remote fetches the VM of a load that names a source
 	// (source_type vsphere; remote.go). nil: such a manifest fails.
 	Remote Remote
+	// Boundary, when set, is called at each stage boundary (the Points)
+	// with the report so far; an error fails the job at that stage. The
+	// worker runs the pre-flight checks and the manifest's hooks there
+	// (docs/WORKFLOW.md); the engine knows neither.
+	Boundary func(ctx context.Context, point string, rep *report.Report) error
+}
+
+// Points are the stage boundaries Options.Boundary is called at, in
+// order, each with the stage a failure there is counted against.
+var Points = [][2]string{
+	{"pre_load", "load"}, {"post_inspect", "inspect"}, {"pre_fix", "fix"},
+	{"post_fix", "fix"}, {"post_convert", "convert"}, {"post_validate", "validate"},
 }
 
 // DefaultMaxVirtualSize is the virtual size limit when Options gives none:
@@ -253,16 +265,31 @@ func (r *runner) run() error {
 	r.p = r.vm.Pipeline
 	r.rep.Source = report.Source{Path: r.p.Load.SourcePath, Type: r.p.Load.SourceType}
 
+	if err := r.at("pre_load", "load"); err != nil {
+		return err
+	}
 	if err := r.stage("load", r.load); err != nil {
 		return err
 	}
 	if err := r.stage("inspect", r.inspect); err != nil {
 		return err
 	}
+	if err := r.at("post_inspect", "inspect"); err != nil {
+		return err
+	}
+	if err := r.at("pre_fix", "fix"); err != nil {
+		return err
+	}
 	if err := r.stage("fix", r.fix); err != nil {
 		return err
 	}
+	if err := r.at("post_fix", "fix"); err != nil {
+		return err
+	}
 	if err := r.stage("convert", r.convert); err != nil {
+		return err
+	}
+	if err := r.at("post_convert", "convert"); err != nil {
 		return err
 	}
 	err := r.stage("validate", r.validate)
@@ -272,11 +299,30 @@ func (r *runner) run() error {
 	case r.converted:
 		r.rep.Artifacts = append(r.artifacts(false), r.rep.Artifacts...)
 	}
+	if err == nil {
+		err = r.at("post_validate", "validate")
+	}
 	if err != nil || !r.tgt.libvirt() {
 		return err
 	}
 	// Only a job whose target asks for libvirt has this stage.
 	return r.stage("define", r.define)
+}
+
+// at calls the caller's Boundary at point; its error fails the job,
+// counted against stage.
+func (r *runner) at(point, stage string) error {
+	if r.o.Boundary == nil {
+		return nil
+	}
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.o.Boundary(r.ctx, point, r.rep); err != nil {
+		r.rep.Error = &report.Failure{Stage: stage, Message: err.Error()}
+		return err
+	}
+	return nil
 }
 
 // errSkip is returned by a stage that decided not to run; its text is the reason.

@@ -208,7 +208,7 @@ func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label, Dirty: fsi.Dirty}
+		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label, Dirty: fsi.Dirty, FreeBytes: freeOf(fsi)}
 		probePV(&rp)
 		if rp.FSType != "" {
 			g.Partitions = append(g.Partitions, rp)
@@ -223,7 +223,7 @@ func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 			if err != nil {
 				return nil, nil, err
 			}
-			rp.FSType, rp.UUID, rp.Label, rp.Dirty = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty
+			rp.FSType, rp.UUID, rp.Label, rp.Dirty, rp.FreeBytes = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty, freeOf(fsi)
 			probePV(&rp)
 		}
 		efi = efi || p.TypeName == "efi"
@@ -286,7 +286,7 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 			default:
 				p.Disk, p.DiskName, p.Start, p.Size = f.disk, imgs[f.disk].name(), f.start+rg.Offset, rg.Size
 				if fsi, err := partition.Probe(readers[f.disk], p.Start, p.Size); err == nil {
-					p.FSType, p.UUID, p.Label, p.Dirty = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty
+					p.FSType, p.UUID, p.Label, p.Dirty, p.FreeBytes = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty, freeOf(fsi)
 				}
 			}
 			out = append(out, p)
@@ -967,4 +967,14 @@ func (r *diskReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("short read: %d of %d bytes at %d", n, len(p), off)
 	}
 	return n, nil
+}
+
+// freeOf is the free space a superblock recorded, nil when unknown (the
+// pre-flight checks of / and /boot read it).
+func freeOf(fsi partition.FS) *int64 {
+	if !fsi.HasFree {
+		return nil
+	}
+	n := fsi.Free
+	return &n
 }

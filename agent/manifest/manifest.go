@@ -95,6 +95,8 @@ type Pipeline struct {
 	// Target maps networks and storage and defines the domain in
 	// libvirt (target.go).
 	Target *Target `json:"target,omitempty"`
+	// Hooks run at the stage boundaries (hooks.go, docs/WORKFLOW.md).
+	Hooks *Hooks `json:"hooks,omitempty"`
 }
 
 // Load names the source image.

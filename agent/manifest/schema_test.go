@@ -51,6 +51,8 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"Convert.compression":   manifest.Compressions(),
 		"Fix.backend":           manifest.Backends(),
 		"Target.graphics":       manifest.GraphicsTypes(),
+		"Hook.type":             manifest.HookTypes(),
+		"Hook.method":           manifest.HookMethods(),
 	}
 	seenEnums := map[string]bool{}
 	var check func(typ reflect.Type, n schemaNode, where string)

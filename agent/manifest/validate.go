@@ -361,6 +361,9 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 			v.add(path+".target.storage.dir", fmt.Sprintf("%q differs from convert.output_dir %q; set one of them", truncate(s.Dir, 200), truncate(c.OutputDir, 200)))
 		}
 	}
+	if p.Hooks != nil {
+		v.hooks(path+".hooks", p.Hooks)
+	}
 }
 
 func (v *validator) disks(cp string, c *Convert, sourceType, name string) {

@@ -41,6 +41,11 @@ type Report struct {
 	// Target is the domain as written (and defined in libvirt when
 	// pipeline.target.libvirt asked): UUID, NICs, firmware, storage.
 	Target *Target `json:"target,omitempty"`
+	// Preflight lists the checks run before the job wrote anything and
+	// after INSPECT (docs/WORKFLOW.md); Hooks the hooks run at the stage
+	// boundaries, with their output.
+	Preflight []Check   `json:"preflight,omitempty"`
+	Hooks     []HookRun `json:"hooks,omitempty"`
 	// ReportPath is where this report was written (empty when it could not
 	// be, e.g. because a report.json from an earlier run was in the way).
 	ReportPath string `json:"report_path,omitempty"`
@@ -143,6 +148,27 @@ type Artifact struct {
 	Format string `json:"format,omitempty"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Check is one pre-flight check: ok, warning (the job goes on, the
+// report says it) or blocker (the job fails before any write).
+type Check struct {
+	Name    string `json:"name"`
+	Status  string `json:"status"` // ok | warning | blocker | skipped
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"` // what to do about a warning or blocker
+}
+
+// HookRun is one hook run at a stage boundary.
+type HookRun struct {
+	Point    string  `json:"point"` // pre_load post_inspect pre_fix post_fix post_convert post_validate
+	Type     string  `json:"type"`  // script | http
+	Target   string  `json:"target"`
+	Status   string  `json:"status"` // ok | failed
+	Seconds  float64 `json:"duration_seconds"`
+	Output   string  `json:"output,omitempty"` // the script's output (the end of it) or the HTTP status
+	Error    string  `json:"error,omitempty"`
+	Continue bool    `json:"continue_on_error,omitempty"`
 }
 
 // Failure says which stage failed and why.

@@ -128,6 +128,8 @@ func runWorker(ctx context.Context, dir string) error {
 			st.send(u)
 		},
 	}
+	bd := &boundary{m: m, outputDir: spec.OutputDir, log: log, fields: fields, hooks: newHookRunner(spec, m, log, fields)}
+	opts.Boundary = bd.at
 	rep, err := engine.Run(ctx, m, opts)
 	stageMu.Lock()
 	last := stage

@@ -153,7 +153,7 @@ Needs the polkit action io.hyper2kvm.agent.use-source for SOURCE.`,
 				}
 				var disks []string
 				for _, d := range e.Disks {
-					disks = append(disks, humanBytes(d.Bytes))
+					disks = append(disks, formatBytes(d.Bytes))
 				}
 				fmt.Fprintf(tw, "vm\t%s\t%s\t%s\t%d\t%d MiB\t%s\n", e.Path, e.PowerState, e.GuestOS, e.CPUs, e.MemoryMB, strings.Join(disks, " + "))
 			}
@@ -163,19 +163,6 @@ Needs the polkit action io.hyper2kvm.agent.use-source for SOURCE.`,
 	cmd.Flags().StringVar(&filter, "filter", "", "list only the VMs whose name or path matches this regular expression")
 	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "walk the folders below PATH")
 	return cmd
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // importCmd is "hyperctl import SOURCE VM... [--snapshot] [--batch]".

@@ -8,12 +8,17 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/spf13/cobra"
 )
 
 type submitOpts struct {
 	file string
 	wait bool
+	// template and sets: the manifest comes from a template instead of
+	// a file (template.go).
+	template string
+	sets     []string
 }
 
 // submitCmd is "hyperctl submit FILE [--wait]".
@@ -27,6 +32,9 @@ Needs the polkit action io.hyper2kvm.agent.submit. --wait follows the jobs
 like watch and exits 0 when all completed, 1 when any failed.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && o.template != "" {
+				return usageError("give either a manifest FILE or --template NAME, not both")
+			}
 			if len(args) == 1 {
 				if o.file != "" && o.file != args[0] {
 					return usageError("give the manifest either as FILE or as --file, not both")
@@ -43,6 +51,8 @@ like watch and exits 0 when all completed, 1 when any failed.`,
 func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().StringVarP(&o.file, "file", "f", "", "the manifest file (also -file F, -file=F)")
 	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
+	cmd.Flags().StringVarP(&o.template, "template", "t", "", "make the manifest from the template NAME (hyperctl template list)")
+	cmd.Flags().StringArrayVar(&o.sets, "set", nil, "with --template: fill a field, KEY=VALUE (load.source_path=/srv/web01.vmdk, name=web01); repeatable")
 }
 
 // submitResult is the --output json shape of submit.
@@ -51,7 +61,18 @@ type submitResult struct {
 }
 
 func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
-	data, _, probs, err := a.parseManifestFile(o.file)
+	if len(o.sets) > 0 && o.template == "" {
+		return usageError("--set fills a template: give --template NAME too")
+	}
+	var data []byte
+	var probs manifest.Problems
+	var err error
+	if o.template != "" {
+		data, probs, err = a.fromTemplate(o.template, o.sets)
+		o.file = o.template + ".json"
+	} else {
+		data, _, probs, err = a.parseManifestFile(o.file)
+	}
 	if err != nil {
 		return err
 	}

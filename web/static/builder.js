@@ -602,6 +602,35 @@
     $("pick-status").textContent = `The manifest now reads ${vms.length} VM(s) from ${src.name}.`;
   }
 
+  // --- templates ---------------------------------------------------------------
+
+  // The templates library (GET /api/workflow/templates): picking one
+  // replaces the manifest by the template's partial manifest; its required
+  // parameters (the source path) are then filled in the form as usual.
+  let templates = [];
+
+  async function loadTemplates() {
+    try {
+      const r = await H2K.api("GET", "/api/workflow/templates");
+      if (r.status !== 200 || !r.body || !Array.isArray(r.body.templates)) return;
+      templates = r.body.templates.filter((t) => !(t.problems && t.problems.length) && !t.unavailable);
+      const sel = $("template-select");
+      for (const t of templates) sel.append(el("option", { value: t.name, title: t.description || "", text: t.name }));
+    } catch (e) {
+      // The builder works without templates.
+    }
+  }
+
+  function fromTemplate(name) {
+    const t = templates.find((x) => x.name === name);
+    touched.clear();
+    revealAll = false;
+    doc = t ? JSON.parse(JSON.stringify(t.manifest)) : fresh();
+    if (t && doc.version === undefined) doc = { version: version(), ...doc };
+    if (t && !doc.name) doc.name = "";
+    structureChanged();
+  }
+
   async function init() {
     try {
       const r = await H2K.api("GET", "/api/workflow/schema");
@@ -639,6 +668,8 @@
     $("pick-source").addEventListener("change", () => { picked.clear(); pickBrowse("/"); });
     $("pick-up").addEventListener("click", () => pickBrowse(pickPath.replace(/\/[^/]*$/, "") || "/"));
     $("pick-use").addEventListener("click", pickUse);
+    $("template-select").addEventListener("change", (ev) => fromTemplate(ev.target.value));
+    await loadTemplates();
   }
 
   document.addEventListener("DOMContentLoaded", init);
