@@ -136,3 +136,11 @@ func (s *Server) authorize(acc Access, h http.HandlerFunc) http.HandlerFunc {
 		h(w, r)
 	}
 }
+
+// mayReadDetails reports whether r may read jobs' details (paths, errors,
+// warnings) in lists and events, as for the Detail routes: with the token,
+// or through the Unix socket, which only root and group hyper2kvm open.
+// Over loopback TCP without the token any local user is asking.
+func (s *Server) mayReadDetails(r *http.Request) bool {
+	return peerOf(r) == PeerUnix || s.tokenOK(r)
+}

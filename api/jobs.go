@@ -15,6 +15,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
 
 // Job is a job as the REST API shows it: the original product's fields
@@ -49,6 +50,10 @@ type Job struct {
 	// of 0 there would be a lie.
 	Warnings     []string `json:"warnings,omitzero"`
 	WarningCount *int     `json:"warning_count,omitempty"`
+	// DetailsHidden says that paths, error and warnings were left out: a
+	// list or event stream read without the token over TCP shows jobs
+	// as any local user may see them.
+	DetailsHidden bool `json:"details_hidden,omitempty"`
 	// Host is the name of the machine the agent (and so the job) runs on:
 	// the bridge runs beside the agent, so it is the bridge's host name.
 	Host string `json:"host"`
@@ -201,12 +206,24 @@ func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Fil
 	}
 	now := s.cfg.Now()
 	out := jobList{Jobs: make([]Job, 0, len(list)), Total: total, Limit: p.Limit, Offset: p.Offset}
+	details := s.mayReadDetails(r)
 	for _, j := range list {
-		jj := jobJSON(j, now, s.cfg.Hostname)
+		jj := s.jobView(j, now, details)
 		jj.Warnings, jj.WarningCount = nil, nil
 		out.Jobs = append(out.Jobs, jj)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// jobView is j as the request may read it: with its details (paths,
+// error, warnings) or, for a request without the right to them, without.
+func (s *Server) jobView(j jobs.Job, now time.Time, details bool) Job {
+	if details {
+		return jobJSON(j, now, s.cfg.Hostname)
+	}
+	out := jobJSON(dbusapi.Redacted(j), now, s.cfg.Hostname)
+	out.DetailsHidden = true
+	return out
 }
 
 // listJobs: GET /api/workflow/jobs?status=...&batch=...&limit=&offset=&order=

@@ -509,6 +509,7 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []apitype.Eve
 		if err != nil {
 			return nil
 		}
+		j = w.withDetails(ctx, p, j)
 		w.known[p] = j
 		return []apitype.Event{{Kind: apitype.JobNew, Job: j, At: now}}
 	case ifaceProperties + ".PropertiesChanged":
@@ -525,15 +526,32 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []apitype.Eve
 		if applyProps(&j, changed) != nil {
 			return nil
 		}
-		w.known[sig.Path] = j
-		names := make([]string, 0, len(changed))
+		names := make([]string, 0, len(changed)+len(invalidated))
 		for k := range changed {
 			names = append(names, k)
 		}
+		for _, k := range invalidated {
+			if detailProps[k] {
+				j = w.withDetails(ctx, sig.Path, j)
+				names = append(names, k)
+			}
+		}
+		w.known[sig.Path] = j
 		sortStrings(names)
 		return []apitype.Event{{Kind: apitype.JobChanged, Job: j, Changed: names, At: now}}
 	}
 	return nil
+}
+
+// withDetails is j with the details (detailProps) the agent shows this
+// caller, which signals never carry; j as it was if they cannot be read.
+func (w *watcher) withDetails(ctx context.Context, p dbus.ObjectPath, j jobs.Job) jobs.Job {
+	cur, err := w.c.jobAt(ctx, "watch jobs", p)
+	if err != nil {
+		return j
+	}
+	j.Manifest, j.Outputs, j.ReportPath, j.Error, j.Warnings = cur.Manifest, cur.Outputs, cur.ReportPath, cur.Error, cur.Warnings
+	return j
 }
 
 // readRows reads a ListJobsPaged reply.

@@ -39,21 +39,21 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return paths, nil
 		},
-		"ListJobsWithProperties": func(filter map[string]dbus.Variant) ([]jobEntry, *dbus.Error) {
+		"ListJobsWithProperties": func(sender dbus.Sender, filter map[string]dbus.Variant) ([]jobEntry, *dbus.Error) {
 			s.touch()
 			list, _, err := s.listJobs(filter)
 			if err != nil {
 				return nil, toDBusError(err)
 			}
-			return s.entries(list), nil
+			return s.entries(list, s.viewerOf(string(sender))), nil
 		},
-		"ListJobsPaged": func(filter map[string]dbus.Variant) ([]jobRow, uint32, *dbus.Error) {
+		"ListJobsPaged": func(sender dbus.Sender, filter map[string]dbus.Variant) ([]jobRow, uint32, *dbus.Error) {
 			s.touch()
 			list, total, err := s.listJobs(filter)
 			if err != nil {
 				return nil, 0, toDBusError(err)
 			}
-			return s.rows(list), uint32(min(total, 1<<32-1)), nil
+			return s.rows(list, s.viewerOf(string(sender))), uint32(min(total, 1<<32-1)), nil
 		},
 		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
 			s.touch()
@@ -150,19 +150,21 @@ func (s *Server) listJobs(filter map[string]dbus.Variant) ([]jobs.Job, int, erro
 
 // rows is list as ListJobsPaged answers it, exporting any job not yet on
 // the bus.
-func (s *Server) rows(list []jobs.Job) []jobRow {
+// v is the caller: details only of the jobs they may read.
+func (s *Server) rows(list []jobs.Job, v viewer) []jobRow {
 	out := make([]jobRow, len(list))
 	for i, j := range list {
 		p, known := s.ensureJob(j)
-		out[i] = rowOf(p, known)
+		out[i] = rowOf(p, v.show(known))
 	}
 	return out
 }
 
-func (s *Server) entries(list []jobs.Job) []jobEntry {
+func (s *Server) entries(list []jobs.Job, v viewer) []jobEntry {
 	out := make([]jobEntry, len(list))
 	for i, j := range list {
-		out[i].Path, out[i].Props = s.ensure(j)
+		p, known := s.ensureJob(j)
+		out[i].Path, out[i].Props = p, jobProps(v.show(known))
 	}
 	return out
 }

@@ -229,11 +229,18 @@ func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
 		if announce && !s.closed {
 			props := jobProps(j)
 			if changed := changedProps(jobProps(o.job), props); len(changed) > 0 {
+				// Every local user may receive signals: details change
+				// as invalidated, for the allowed to Get.
 				d := make(map[string]dbus.Variant, len(changed))
+				invalidated := []string{}
 				for _, k := range changed {
+					if detailProps[k] {
+						invalidated = append(invalidated, k)
+						continue
+					}
 					d[k] = props[k]
 				}
-				s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
+				s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, invalidated)
 			}
 		}
 		o.job = j
@@ -245,7 +252,7 @@ func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
 	}
 	s.objects[j.ID] = o
 	if announce {
-		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, managedIfaces(j))
+		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, managedIfaces(redacted(j)))
 		s.emit(ManagerPath, ManagerIface+".JobNew", j.ID, o.path)
 	}
 	return o.path
@@ -317,14 +324,14 @@ func (s *Server) exportJobs() error {
 				if derr != nil {
 					return dbus.Variant{}, derr
 				}
-				return s.getProp(id, iface, name)
+				return s.getProp(id, iface, name, senderOf(msg))
 			},
 			"GetAll": func(msg dbus.Message, iface string) (map[string]dbus.Variant, *dbus.Error) {
 				id, derr := s.jobAt(msg)
 				if derr != nil {
 					return nil, derr
 				}
-				return s.propsOf(id, iface)
+				return s.propsOf(id, iface, s.viewerOf(senderOf(msg)))
 			},
 			"Set": func(msg dbus.Message, iface, name string, _ dbus.Variant) *dbus.Error {
 				if _, derr := s.jobAt(msg); derr != nil {
@@ -386,8 +393,14 @@ func (s *Server) jobNodes() []string {
 	return out
 }
 
-func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
-	props, derr := s.propsOf(id, iface)
+func (s *Server) getProp(id, iface, name, sender string) (dbus.Variant, *dbus.Error) {
+	// Only a detail needs to know who asks (a uid lookup and a polkit
+	// check); the rest is for everyone.
+	who := viewer{all: true}
+	if detailProps[name] {
+		who = s.viewerOf(sender)
+	}
+	props, derr := s.propsOf(id, iface, who)
 	if derr != nil {
 		return dbus.Variant{}, derr
 	}
@@ -399,7 +412,7 @@ func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
 	return v, nil
 }
 
-func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error) {
+func (s *Server) propsOf(id, iface string, v viewer) (map[string]dbus.Variant, *dbus.Error) {
 	s.touch()
 	if iface != JobIface && iface != "" {
 		if iface == ifaceProperties || iface == ifaceIntrospect || iface == ifacePeer {
@@ -418,17 +431,18 @@ func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error
 	if !ok {
 		return nil, toDBusError(apierr.New(apierr.NoSuchJob, "cannot find job %s", id))
 	}
-	return jobProps(j), nil
+	return jobProps(v.show(j)), nil
 }
 
 // getManagedObjects is org.freedesktop.DBus.ObjectManager.GetManagedObjects.
-func (s *Server) getManagedObjects() (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
+func (s *Server) getManagedObjects(msg dbus.Message) (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
 	s.touch()
+	v := s.viewerOf(senderOf(msg))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[dbus.ObjectPath]map[string]map[string]dbus.Variant, len(s.objects))
 	for _, o := range s.objects {
-		out[o.path] = managedIfaces(o.job)
+		out[o.path] = managedIfaces(v.show(o.job))
 	}
 	return out, nil
 }

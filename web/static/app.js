@@ -430,7 +430,17 @@ const H2K = (() => {
     let d;
     try { d = JSON.parse(ev.data); } catch { return; }
     if (d.type === "job-removed") jobs.delete(d.job.id);
-    else { noteProgress(d.job); jobs.set(d.job.id, d.job); }
+    else {
+      // The event stream carries no token (EventSource sends no headers),
+      // so over TCP its jobs come without details: keep the ones the
+      // token-carrying list read.
+      const old = jobs.get(d.job.id);
+      if (d.job.details_hidden && old && !old.details_hidden) {
+        for (const k of ["manifest", "outputs", "report_path", "error"]) d.job[k] = old[k];
+        d.job.details_hidden = false;
+      }
+      noteProgress(d.job); jobs.set(d.job.id, d.job);
+    }
     if (openJob === d.job.id && $("job-log-follow").checked) followLog(d.job.id);
     renderSoon();
     soonStatus();
