@@ -668,7 +668,7 @@ func TestWorkerOOMKilledOnCgroupV1(t *testing.T) {
 func TestSubmitAndValidate(t *testing.T) {
 	e := newEnv(t, nil)
 	e.start()
-	ok, problems := e.a.Validate([]byte(`{"version":"2"}`))
+	ok, problems := e.a.Validate([]byte(`{"version":"2"}`), 0)
 	if ok || len(problems) == 0 {
 		t.Errorf("Validate of a bad manifest = %v %v", ok, problems)
 	}
@@ -686,6 +686,22 @@ func TestSubmitAndValidate(t *testing.T) {
 	_, err = e.a.Submit(context.Background(), []byte(e.manifest("web02", "")), apitype.SubmitOptions{}, 1000)
 	if !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(strings.Join(ae2(err).Details, "\n"), "cannot read") {
 		t.Errorf("Submit of another user's file: %v", err)
+	}
+	// Validate makes the same checks for the caller: "valid" means
+	// Submit accepts it, and each fault is one problem.
+	if os.Geteuid() == 0 {
+		ok, problems = e.a.Validate([]byte(e.manifest("web02", "")), 1000)
+		if ok || len(problems) != 1 || !strings.Contains(problems[0], "pipeline.load.source_path: the submitter cannot read it") {
+			t.Errorf("Validate of a file uid 1000 cannot read, as uid 1000 = %v %q; want one problem saying so", ok, problems)
+		}
+		if ok, problems = e.a.Validate([]byte(e.manifest("web02", "")), 0); !ok {
+			t.Errorf("Validate of the same manifest as root = %v %q", ok, problems)
+		}
+	}
+	missing := strings.Replace(e.manifest("web04", ""), e.image, filepath.Join(filepath.Dir(e.image), "missing.img"), 1)
+	ok, problems = e.a.Validate([]byte(missing), 1000)
+	if ok || len(problems) != 1 || !strings.Contains(problems[0], "pipeline.load.source_path:") || !strings.Contains(problems[0], "does not exist") {
+		t.Errorf("Validate of a missing source = %v %q; want one problem: does not exist", ok, problems)
 	}
 	if _, err := e.a.Submit(context.Background(), []byte(e.manifest("web03", "")), apitype.SubmitOptions{Name: "../x.json"}, 0); !apierr.Is(err, apierr.InvalidArgs) {
 		t.Errorf("Submit with name ../x.json: %v", err)

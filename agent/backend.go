@@ -101,11 +101,17 @@ func (a *Agent) Job(id string) (jobs.Job, error) {
 }
 
 // Validate parses and validates a manifest without queuing it.
-func (a *Agent) Validate(data []byte) (bool, []string) {
+// Validate answers whether Submit would accept data from uid: the same
+// parse and the same checks of files and limits, so that "valid" means it
+// will be accepted (short of a queue that fills up in between).
+func (a *Agent) Validate(data []byte, uid int64) (bool, []string) {
 	a.mu.Lock()
 	a.touch()
 	a.mu.Unlock()
-	_, problems := parseForSubmit(data)
+	m, problems := parseForSubmit(data)
+	if len(problems) == 0 {
+		problems = a.checkManifest(m, kindSubmitted, uid)
+	}
 	return len(problems) == 0, problems
 }
 

@@ -354,7 +354,9 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 				problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
 			}
 		}
-		if acc != nil && !imageHere {
+		// One problem for one fault: a source that does not exist (or is
+		// no image) is not also one the submitter cannot read.
+		if acc != nil && !imageHere && !hasProblem(problems, sp) {
 			if err := acc.canRead(p.Load.SourcePath); err != nil {
 				problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
 			}
@@ -413,4 +415,14 @@ func fileOwner(fi os.FileInfo) int64 {
 		return int64(st.Uid)
 	}
 	return -1
+}
+
+// hasProblem reports whether problems has one for the field path.
+func hasProblem(problems []string, path string) bool {
+	for _, p := range problems {
+		if strings.HasPrefix(p, path+": ") {
+			return true
+		}
+	}
+	return false
 }

@@ -72,15 +72,20 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return ids, paths, nil
 		},
-		"Validate": func(manifest string) (bool, []string, *dbus.Error) {
+		"Validate": func(sender dbus.Sender, manifest string) (bool, []string, *dbus.Error) {
 			s.touch()
 			if err := checkManifestSize("validate", manifest); err != nil {
 				return false, []string{err.Message}, nil
 			}
+			// The files are checked as the caller, as Submit would.
+			uid, err := s.callerUID(sender)
+			if err != nil {
+				return false, nil, toDBusError(err)
+			}
 			if err := s.acquireParse(); err != nil {
 				return false, nil, toDBusError(err)
 			}
-			ok, problems := s.b.Validate([]byte(manifest))
+			ok, problems := s.b.Validate([]byte(manifest), uid)
 			s.releaseParse()
 			if problems == nil {
 				problems = []string{}

@@ -87,8 +87,17 @@ func TestWebDashboardStates(t *testing.T) {
 	}
 	c.mustEval(ctx, `H2K.refreshAll(); H2K.selectTab("completed"); true`, nil)
 	item := `document.querySelector('#list-completed [data-job="hist119"]')`
-	c.waitJS(ctx, "the completed list", item+` && T.$("empty-state").hidden`, `T.text("list-completed").slice(0, 300)`)
+	// Without a token over TCP the page is any local user's: jobs without
+	// their paths, and a word on how to see them.
+	c.waitJS(ctx, "the completed list without a token", item+` && T.$("empty-state").hidden`, `T.text("list-completed").slice(0, 300)`)
 	var itemText string
+	c.mustEval(ctx, item+`.textContent`, &itemText)
+	if strings.Contains(itemText, "old119.json") || strings.Contains(itemText, "old119.qcow2") || !strings.Contains(itemText, "sign in with an API token") {
+		t.Errorf("without a token the list shows %q; want no paths and how to see them", itemText)
+	}
+	c.screenshot(ctx, out, "03a-list-without-token.png")
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.refreshAll(); true`, nil)
+	c.waitJS(ctx, "the completed list with the token", item+` && `+item+`.textContent.includes("old119.json")`, `T.text("list-completed").slice(0, 300)`)
 	c.mustEval(ctx, item+`.textContent`, &itemText)
 	for _, want := range []string{"kvm07", "old119.json", "→ old119.qcow2, old119.xml", "took 1m 0s", "1.0 GiB", "created", "started", "finished"} {
 		if !strings.Contains(itemText, want) {

@@ -263,8 +263,13 @@ const H2K = (() => {
   // sourceOf is the job's source image: the path when the view has it,
   // else the manifest it came from.
   function sourceOf(j) {
+    if (j.details_hidden) return HIDDEN;
     return j.source_path || j.source || (j.manifest ? "manifest " + j.manifest : "");
   }
+
+  // HIDDEN stands for a job's paths, error and warnings, which the bridge
+  // gives only with a token (or to group hyper2kvm on its Unix socket).
+  const HIDDEN = "source, outputs and errors hidden: sign in with an API token";
 
   // rate gives bytes/s from the progress seen for a running job (samples
   // from the event stream, else the average since it started) and the ETA.
@@ -306,7 +311,7 @@ const H2K = (() => {
   function resultText(j) {
     if (j.status !== "completed") return "";
     const outs = (j.outputs || []).map(base);
-    const parts = [outs.length ? "→ " + outs.join(", ") : "no outputs recorded"];
+    const parts = [j.details_hidden ? "outputs hidden" : outs.length ? "→ " + outs.join(", ") : "no outputs recorded"];
     if (j.started_at) parts.push("took " + duration(j.elapsed_seconds));
     if (j.bytes_total) parts.push(iec(j.bytes_total));
     const nw = j.warning_count != null ? j.warning_count : Array.isArray(j.warnings) ? j.warnings.length : 0;
