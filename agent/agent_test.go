@@ -752,3 +752,51 @@ func unitJobID(u string) string {
 	id, _ := jobs.IDFromUnit(u)
 	return id
 }
+
+// TestSubmitImage: an image submitted by path becomes the job a drop of it
+// would (the configured default pipeline, its format from its bytes, its
+// name from the file), left where it is; a text file named .vmdk is
+// refused at once, saying so, and so is a manifest given with an image.
+func TestSubmitImage(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	ctx := context.Background()
+	disk := filepath.Join(filepath.Dir(e.image), "web 07.vmdk") // raw bytes, a .vmdk name
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	js, err := e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: disk}, 0)
+	if err != nil || len(js) != 1 {
+		t.Fatalf("Submit of an image = %+v, %v", js, err)
+	}
+	if js[0].Name != "web_07" {
+		t.Errorf("job name %q, want web_07 (from the file name)", js[0].Name)
+	}
+	data, err := os.ReadFile(filepath.Join(e.cfg.ManifestWorkflowDir, queue.Processing, js[0].Manifest))
+	if err != nil || !strings.Contains(string(data), `"source_type":"raw"`) || !strings.Contains(string(data), disk) {
+		t.Errorf("the written manifest %s: %s %v; want source_type raw (from the bytes) and the image's own path", js[0].Manifest, data, err)
+	}
+	if _, err := os.Stat(disk); err != nil {
+		t.Errorf("the submitted image moved: %v", err)
+	}
+	// The same image again, and again: jobs a user can tell apart.
+	for _, want := range []string{"web_07-2", "web_07-3"} {
+		js, err := e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: disk}, 0)
+		if err != nil || len(js) != 1 || js[0].Name != want {
+			t.Errorf("Submit of the same image again = %+v, %v; want a job named %s", js, err, want)
+		}
+	}
+
+	notes := filepath.Join(filepath.Dir(e.image), "notes.vmdk")
+	os.WriteFile(notes, []byte("this is not a disk\n"), 0o644)
+	_, err = e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: notes}, 0)
+	if d := strings.Join(ae2(err).Details, "\n"); !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(d, "pipeline.load.source_path: "+notes+" is a text file") {
+		t.Errorf("Submit of a text file named .vmdk: %v %q", err, d)
+	}
+	if _, err := e.a.Submit(ctx, []byte(e.manifest("x", "")), apitype.SubmitOptions{Image: disk}, 0); !apierr.Is(err, apierr.InvalidArgs) {
+		t.Errorf("Submit of a manifest and an image: %v", err)
+	}
+	if _, err := e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: "rel/disk.vmdk"}, 0); !apierr.Is(err, apierr.InvalidArgs) {
+		t.Errorf("Submit of a relative image path: %v", err)
+	}
+}

@@ -41,6 +41,11 @@ type Filter struct {
 // SubmitOptions go with Submit (a{sv} on the bus).
 type SubmitOptions struct {
 	Name string // file name to keep in the queue, default derived from the manifest's name
+	// Image is the absolute path of a disk image to convert as the drop
+	// folder would: the agent writes the manifest (the configured
+	// default pipeline, the image's format from its bytes, a name from
+	// its file name) and the manifest argument must be empty.
+	Image string
 }
 
 // EventKind says what happened to a job.
