@@ -800,3 +800,31 @@ func TestSubmitImage(t *testing.T) {
 		t.Errorf("Submit of a relative image path: %v", err)
 	}
 }
+
+// TestJobReport: GetJobReport answers the engine's report from the
+// settlement: the guest found and every change with before and after.
+func TestJobReport(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	e.drop("web01.json", e.manifest("web01", ""))
+	unit := e.nextStart()
+	id := e.a.Jobs(apitype.Filter{})[0].ID
+	if rep, err := e.a.JobReport(id); err != nil || rep != nil {
+		t.Errorf("report of a running job = %s, %v; want none yet", rep, err)
+	}
+	rep := completed("web01")
+	rep.JobID = id
+	rep.Guest = &report.Guest{OS: &report.OS{Type: "linux", ID: "debian", VersionID: "12", Pretty: "Debian GNU/Linux 12 (bookworm)"}}
+	rep.Changes = []report.Change{{Fix: "fstab", File: "/etc/fstab", Before: "/dev/sda1 / ext4 defaults 0 1\n", After: "UUID=1234 / ext4 defaults 0 1\n"}}
+	e.units.finish(t, unit, "success", rep)
+	e.waitSettled(queue.Processed, "web01.json")
+	data, err := e.a.JobReport(id)
+	var got report.Report
+	if err != nil || json.Unmarshal(data, &got) != nil || got.Guest == nil || got.Guest.OS.Pretty != "Debian GNU/Linux 12 (bookworm)" ||
+		len(got.Changes) != 1 || got.Changes[0].After != rep.Changes[0].After {
+		t.Errorf("JobReport = %s, %v", data, err)
+	}
+	if _, err := e.a.JobReport("nope"); !apierr.Is(err, apierr.NoSuchJob) {
+		t.Errorf("report of no job: %v", err)
+	}
+}

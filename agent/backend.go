@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"encoding/json"
+	"io"
 	"context"
 	"errors"
 	"fmt"
@@ -370,4 +372,54 @@ func (a *Agent) submittedImage(p string, data []byte, uid int64) ([]byte, error)
 		return nil, refuse("%v", err)
 	}
 	return a.imageManifestFor(nameFromFile(filepath.Base(p)), filepath.Base(p), p)
+}
+
+// maxReportSize bounds a report read for GetJobReport.
+const maxReportSize = 8 << 20
+
+// JobReport is GetJobReport: the engine's report of job id as JSON, from
+// the settlement in processed/ or failed/ once the job has one, else from
+// its job directory; nil while it has none.
+func (a *Agent) JobReport(id string) ([]byte, error) {
+	a.mu.Lock()
+	r, ok := a.st.Jobs[id]
+	var jobDir, settled string
+	if ok {
+		jobDir, settled = r.JobDir, r.ReportPath
+	}
+	a.mu.Unlock()
+	if !ok {
+		return nil, apierr.New(apierr.NoSuchJob, "cannot find job %s", id)
+	}
+	if settled != "" {
+		if data, err := readBounded(settled); err == nil {
+			var s Settlement
+			if json.Unmarshal(data, &s) == nil {
+				for _, jr := range s.Jobs {
+					if jr.JobID == id && jr.Report != nil {
+						return json.Marshal(jr.Report)
+					}
+				}
+			}
+		}
+	}
+	if jobDir != "" {
+		rep, err := readReport(jobDir)
+		if err != nil {
+			return nil, apierr.New(apierr.Internal, "cannot read the report of job %s: %v", id, err)
+		}
+		if rep != nil && rep.JobID == id {
+			return json.Marshal(rep)
+		}
+	}
+	return nil, nil
+}
+
+func readBounded(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxReportSize))
 }

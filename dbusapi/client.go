@@ -333,6 +333,21 @@ func (c *Client) JobLog(ctx context.Context, id string, lines int, after, format
 	return got, cursor, nil
 }
 
+// JobReport is GetJobReport: the engine's report of job id as JSON, empty
+// while the job has none.
+func (c *Client) JobReport(ctx context.Context, id string, interactive bool) ([]byte, error) {
+	what := "read the report of job " + id
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".GetJobReport", interactive, id)
+	if err != nil {
+		return nil, err
+	}
+	var rep string
+	if err := call.Store(&rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return []byte(rep), nil
+}
+
 // Retry queues failed or cancelled job id again and returns the new job.
 func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error) {
 	what := "retry job " + id

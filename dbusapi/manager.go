@@ -108,6 +108,14 @@ func (s *Server) managerMethods() map[string]any {
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
 		},
+		"GetJobReport": func(msg dbus.Message, sender dbus.Sender, id string) (string, *dbus.Error) {
+			s.touch()
+			rep, err := s.jobReport(msg, sender, id)
+			if err != nil {
+				return "", toDBusError(err)
+			}
+			return rep, nil
+		},
 		"GetJobLog": func(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, *dbus.Error) {
 			s.touch()
 			got, cursor, err := s.jobLog(msg, sender, id, lines, after, format)
@@ -304,6 +312,38 @@ func (s *Server) jobLog(msg dbus.Message, sender dbus.Sender, id string, lines u
 		}
 	}
 	return s.b.JobLog(s.ctx, j.ID, int(min(lines, 1<<20)), after, format)
+}
+
+// ReportBackend is a Backend that also serves GetJobReport; the server
+// answers Internal for one that does not.
+type ReportBackend interface {
+	// JobReport is the engine's report of job id as JSON, nil while it
+	// has none.
+	JobReport(id string) ([]byte, error)
+}
+
+// jobReport answers GetJobReport to the callers GetJobLog answers: the
+// report names files and guests as the log does.
+func (s *Server) jobReport(msg dbus.Message, sender dbus.Sender, id string) (string, error) {
+	j, err := s.b.Job(id)
+	if err != nil {
+		return "", err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return "", err
+	}
+	if uid != 0 && (j.SubmittedBy < 0 || j.SubmittedBy != uid) {
+		if err := s.authorize(msg, sender, polkit.ActionRead, "read the report of job "+id); err != nil {
+			return "", err
+		}
+	}
+	rb, ok := s.b.(ReportBackend)
+	if !ok {
+		return "", apierr.New(apierr.Internal, "cannot read the report of job %s: this agent does not serve reports", id)
+	}
+	rep, err := rb.JobReport(j.ID)
+	return string(rep), err
 }
 
 // authorize asks the Authorizer about action for the caller, allowing

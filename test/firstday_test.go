@@ -36,33 +36,40 @@ func TestFirstDayImages(t *testing.T) {
 		}
 	}
 
+	jobNames := func() []string {
+		var list struct {
+			Jobs []struct {
+				ID, Name, Status string
+			} `json:"jobs"`
+		}
+		js := b.MustExec(t, "hyperctl", "-o", "json", "jobs", "--all")
+		if err := json.Unmarshal([]byte(js), &list); err != nil {
+			t.Fatalf("%v: %s", err, js)
+		}
+		var names []string
+		for _, j := range list.Jobs {
+			if j.Status != "completed" {
+				t.Errorf("job %s (%s) is %s", j.ID, j.Name, j.Status)
+			}
+			names = append(names, j.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	if names, want := jobNames(), []string{"blank", "blank-2", "blank-3", "blank-4"}; !slices.Equal(names, want) {
+		t.Errorf("the four drops' jobs are named %v, want %v", names, want)
+	}
+
 	// hyperctl submit IMAGE: what the drop folder does, and it says so.
 	out, stderr, err := b.Exec(ctx, "hyperctl", "submit", "--wait", "/srv/img/blank.vmdk")
 	if err != nil || !strings.Contains(stderr, "is a vmdk disk image, not a manifest: submitting it as the drop folder would") {
-		t.Fatalf("hyperctl submit blank.vmdk: %v\n%s%s", err, out, stderr)
+		t.Errorf("hyperctl submit blank.vmdk: %v\n%s%s", err, out, stderr)
 	}
 	if _, _, err := b.Exec(ctx, "test", "-f", "/srv/img/blank.vmdk"); err != nil {
 		t.Error("the submitted image is gone from where it was")
 	}
 
-	var list struct {
-		Jobs []struct {
-			ID, Name, Status string
-		} `json:"jobs"`
-	}
-	js := b.MustExec(t, "hyperctl", "-o", "json", "jobs", "--all")
-	if err := json.Unmarshal([]byte(js), &list); err != nil {
-		t.Fatalf("%v: %s", err, js)
-	}
-	var names []string
-	for _, j := range list.Jobs {
-		if j.Status != "completed" {
-			t.Errorf("job %s (%s) is %s", j.ID, j.Name, j.Status)
-		}
-		names = append(names, j.Name)
-	}
-	slices.Sort(names)
-	if want := []string{"blank", "blank-2", "blank-3", "blank-4", "blank-5"}; !slices.Equal(names, want) {
+	if names, want := jobNames(), []string{"blank", "blank-2", "blank-3", "blank-4", "blank-5"}; !slices.Equal(names, want) {
 		t.Errorf("jobs are named %v, want %v", names, want)
 	}
 	// A name names one job: hyperctl show accepts it.

@@ -134,11 +134,23 @@ func TestWebDashboardStates(t *testing.T) {
 	// XML, the report.
 	// A job's details and log need the token over TCP (the administrator
 	// has given it to the page).
+	// The report's guest and every change FIX made, with its diff.
+	fake.SetReport("hist119", []byte(`{"report_version":"1","job_id":"hist119","name":"old119","status":"completed",
+		"guest":{"os":{"type":"linux","id":"debian","version_id":"12","pretty_name":"Debian GNU/Linux 12 (bookworm)"}},
+		"changes":[{"fix":"fstab","file":"/etc/fstab","before":"# fstab\n/dev/sda1 / ext4 defaults 0 1\n/dev/sdb1 /data xfs defaults 0 2\n",
+		  "after":"# fstab\nUUID=0b1c / ext4 defaults 0 1\n/dev/sdb1 /data xfs defaults 0 2\n"},
+		 {"fix":"grub","file":"/etc/default/grub","before":"GRUB_CMDLINE_LINUX=\"\"\n","after":"GRUB_CMDLINE_LINUX=\"console=ttyS0\"\n","note":"serial console"}]}`))
 	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.showJob("hist119"); true`, nil)
 	c.waitJS(ctx, "the completed job's details", `T.text("job-fields").includes("kvm07") && T.text("job-fields").includes("1.0 GiB") &&
 		T.text("job-outputs").includes("disk /srv/out/old119/old119.qcow2") && T.text("job-outputs").includes("domain XML /srv/out/old119/old119.xml") &&
 		T.text("job-report").includes("old119.report.json") && T.$("job-retry").hidden`,
 		`[T.text("job-fields"), T.text("job-outputs"), T.text("job-report")]`)
+	c.waitJS(ctx, "the report's guest and changes", `T.text("job-guest-os") === "Guest operating system: Debian GNU/Linux 12 (bookworm)" &&
+		T.text("job-changes-h") === "FIX made 2 changes:" &&
+		T.text("job-report-body").includes("- /dev/sda1 / ext4 defaults 0 1") && T.text("job-report-body").includes("+ UUID=0b1c / ext4 defaults 0 1") &&
+		T.text("job-report-body").includes("  /dev/sdb1 /data xfs defaults 0 2") && T.text("job-report-body").includes("grub: /etc/default/grub (serial console)") &&
+		document.querySelectorAll("#job-report-body .diff .add").length === 2`,
+		`T.text("job-report-body")`)
 	c.screenshot(ctx, out, "05-completed-details.png")
 	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
 

@@ -538,7 +538,7 @@ const H2K = (() => {
       rep.append(el("details", { class: "fix" }, el("summary", { text: f.name || f.fix || "fix" }),
         el("pre", { class: "diff", text: f.diff || "" })));
     }
-    $("job-report-h").hidden = !rep.childNodes.length;
+    $("job-report-h").hidden = !rep.childNodes.length && !$("job-report-body").childNodes.length;
     $("job-cancel").hidden = !(j.status === "pending" || j.status === "running");
     // Retry is offered for a job that ended badly, unless the bridge has
     // already been told it may not (403 access-denied).
@@ -573,6 +573,57 @@ const H2K = (() => {
     }
   }
 
+  // lineDiff is a line diff of a and b: "  " kept, "- " removed, "+ "
+  // added (longest common subsequence; files FIX edits are small).
+  function lineDiff(a, b) {
+    const x = (a || "").replace(/\n$/, "").split("\n"), y = (b || "").replace(/\n$/, "").split("\n");
+    const n = x.length, m = y.length;
+    if (n * m > 250000) return [...x.map((l) => "- " + l), ...y.map((l) => "+ " + l)];
+    const L = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
+    for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+    const out = [];
+    let i = 0, j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { out.push("  " + x[i]); i++; j++; } else if (L[i + 1][j] >= L[i][j + 1]) out.push("- " + x[i++]); else out.push("+ " + y[j++]);
+    }
+    while (i < n) out.push("- " + x[i++]);
+    while (j < m) out.push("+ " + y[j++]);
+    return out;
+  }
+
+  // loadReport shows what the engine's report says a finished job found
+  // and did: the guest's operating system and every change FIX made, with
+  // its diff.
+  async function loadReport(id) {
+    const body = $("job-report-body");
+    body.replaceChildren();
+    const j = jobs.get(id);
+    if (!j || j.status === "pending" || j.status === "running") return;
+    const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}/report`, undefined, true);
+    if (openJob !== id) return;
+    if (r.status !== 200 || !r.body) {
+      if (r.status !== 404) body.append(el("p", { class: "meta", text: "Cannot read the report: " + errText(r) }));
+      $("job-report-h").hidden = !$("job-report").childNodes.length && !body.childNodes.length;
+      return;
+    }
+    const rep = r.body;
+    const os = rep.guest && rep.guest.os;
+    const osText = os ? (os.pretty_name || [os.id, os.version_id].filter(Boolean).join(" ") || os.type) : "";
+    body.append(el("p", { id: "job-guest-os" }, "Guest operating system: ",
+      el("strong", { text: osText || (rep.guest ? "none found" : "not inspected") })));
+    const changes = Array.isArray(rep.changes) ? rep.changes : [];
+    body.append(el("p", { id: "job-changes-h", text: changes.length ? `FIX made ${changes.length} change${changes.length === 1 ? "" : "s"}:` : "FIX changed nothing in the guest." }));
+    for (const c of changes) {
+      const pre = el("pre", { class: "diff" });
+      for (const l of lineDiff(c.before, c.after)) {
+        pre.append(el("span", { class: l[0] === "-" ? "del" : l[0] === "+" ? "add" : "", text: l + "\n" }));
+      }
+      body.append(el("details", { class: "fix", open: true, "data-fix": c.fix },
+        el("summary", { text: `${c.fix}: ${c.file}${c.note ? " (" + c.note + ")" : ""}` }), pre));
+    }
+    $("job-report-h").hidden = false;
+  }
+
   async function showJob(id, message) {
     openJob = id;
     $("job-action-result").textContent = message || "";
@@ -584,6 +635,7 @@ const H2K = (() => {
     if (r.status === 200) { jobs.set(id, r.body); renderJobFields(r.body); }
     else $("job-fields").replaceChildren(el("dd", { text: errText(r) }));
     loadLog(id);
+    loadReport(id);
   }
 
   async function jobAction(verb) {
