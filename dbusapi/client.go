@@ -333,6 +333,26 @@ func (c *Client) JobLog(ctx context.Context, id string, lines int, after, format
 	return got, cursor, nil
 }
 
+// ListImages is the disk images under the agent's import directories
+// that the caller can read, and those directories.
+func (c *Client) ListImages(ctx context.Context) ([]apitype.Image, []string, error) {
+	what := "list the images"
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".ListImages", false)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rows []imageRow
+	var dirs []string
+	if err := call.Store(&rows, &dirs); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out := make([]apitype.Image, len(rows))
+	for i, r := range rows {
+		out[i] = apitype.Image{Path: r.Path, Format: r.Format, Size: int64(r.Size), Manifest: r.Manifest}
+	}
+	return out, dirs, nil
+}
+
 // JobReport is GetJobReport: the engine's report of job id as JSON, empty
 // while the job has none.
 func (c *Client) JobReport(ctx context.Context, id string, interactive bool) ([]byte, error) {

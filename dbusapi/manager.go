@@ -108,6 +108,14 @@ func (s *Server) managerMethods() map[string]any {
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
 		},
+		"ListImages": func(sender dbus.Sender) ([]imageRow, []string, *dbus.Error) {
+			s.touch()
+			rows, dirs, err := s.listImages(sender)
+			if err != nil {
+				return nil, nil, toDBusError(err)
+			}
+			return rows, dirs, nil
+		},
 		"GetJobReport": func(msg dbus.Message, sender dbus.Sender, id string) (string, *dbus.Error) {
 			s.touch()
 			rep, err := s.jobReport(msg, sender, id)
@@ -312,6 +320,41 @@ func (s *Server) jobLog(msg dbus.Message, sender dbus.Sender, id string, lines u
 		}
 	}
 	return s.b.JobLog(s.ctx, j.ID, int(min(lines, 1<<20)), after, format)
+}
+
+// ImageBackend is a Backend that also serves ListImages.
+type ImageBackend interface {
+	// Images is the images under the import directories that uid can
+	// read, and the directories.
+	Images(uid int64) ([]apitype.Image, []string)
+}
+
+// imageRow is one (ssts) of ListImages.
+type imageRow struct {
+	Path, Format string
+	Size         uint64
+	Manifest     string
+}
+
+// listImages answers ListImages with the images the caller can read.
+func (s *Server) listImages(sender dbus.Sender) ([]imageRow, []string, error) {
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return nil, nil, err
+	}
+	ib, ok := s.b.(ImageBackend)
+	if !ok {
+		return []imageRow{}, []string{}, nil
+	}
+	imgs, dirs := ib.Images(uid)
+	rows := make([]imageRow, len(imgs))
+	for i, im := range imgs {
+		rows[i] = imageRow{im.Path, im.Format, uint64(max(im.Size, 0)), im.Manifest}
+	}
+	if dirs == nil {
+		dirs = []string{}
+	}
+	return rows, dirs, nil
 }
 
 // ReportBackend is a Backend that also serves GetJobReport; the server

@@ -19,7 +19,7 @@ import (
 // stable_timeout, 10 minutes, as for an image still being written).
 func TestFirstDayImages(t *testing.T) {
 	t.Parallel()
-	b := relStart(t, box.Options{}, false, "")
+	b := relStart(t, box.Options{}, false, "import_dirs: [/srv/img]")
 	ctx := relCtx(t, 4*time.Minute)
 	b.MustExec(t, "mkdir", "-p", "/srv/img")
 	b.MustExec(t, "qemu-img", "create", "-q", "-f", "vmdk", "/srv/img/blank.vmdk", "64M")
@@ -75,6 +75,13 @@ func TestFirstDayImages(t *testing.T) {
 	// A name names one job: hyperctl show accepts it.
 	if out, stderr, err := b.Exec(ctx, "hyperctl", "show", "blank-3"); err != nil || !strings.Contains(out, "blank-3") {
 		t.Errorf("hyperctl show blank-3: %v\n%s%s", err, out, stderr)
+	}
+
+	// The images the agent lists for the builder: the disk, not the notes.
+	out, stderr, err = b.Exec(ctx, "busctl", "--system", "--json=short", "call", "io.hyper2kvm.Agent1", "/io/hyper2kvm/Agent1",
+		"io.hyper2kvm.Agent1.Manager", "ListImages")
+	if err != nil || !strings.Contains(out, `["/srv/img/blank.vmdk","vmdk",`) || strings.Contains(out, "notes.vmdk") || !strings.Contains(out, `\"source_path\":\"/srv/img/blank.vmdk\"`) {
+		t.Errorf("ListImages: %v\n%s%s", err, out, stderr)
 	}
 
 	// A text file named .vmdk: refused by submit without asking the agent...

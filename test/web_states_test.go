@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/api"
@@ -194,6 +195,23 @@ func TestWebDashboardStates(t *testing.T) {
 		T.$("validity").classList.contains("bad") && T.text("e-pipeline-load-source-path").includes("cannot read /missing/gone01.img")`,
 		`[T.text("validity"), T.text("submit-result"), T.text("e-pipeline-load-source-path")]`)
 	c.screenshot(ctx, out, "08-builder-submit-refused.png")
+
+	// 8. The builder's source from the images the agent can see.
+	fake.SetImages([]apitype.Image{
+		{Path: "/srv/import/db01/db01-disk1.vmdk", Format: "vmdk", Size: 3 << 30,
+			Manifest: `{"version":"1.0","name":"db01-disk1","pipeline":{"load":{"source_type":"vmdk","source_path":"/srv/import/db01/db01-disk1.vmdk"}}}`},
+		{Path: "/srv/import/web02.qcow2", Format: "qcow2", Size: 1536 << 20,
+			Manifest: `{"version":"1.0","name":"web02","pipeline":{"load":{"source_type":"qcow2","source_path":"/srv/import/web02.qcow2"}}}`},
+	}, []string{"/srv/import"})
+	c.mustEval(ctx, `T.click("reset"); T.click("image-refresh"); true`, nil)
+	c.waitJS(ctx, "the image list", `T.$("image-select").options.length === 3 && T.text("image-select").includes("/srv/import/web02.qcow2 · qcow2 · 1.5 GiB") &&
+		T.text("image-note").includes("/srv/import")`, `[T.text("image-select"), T.text("image-note")]`)
+	c.mustEval(ctx, `T.choose("image-select", "1"); true`, nil)
+	c.waitJS(ctx, "the picked image as the source", `H2KBuilder.doc.pipeline.load.source_path === "/srv/import/web02.qcow2" &&
+		H2KBuilder.doc.pipeline.load.source_type === "qcow2" && H2KBuilder.doc.name === "web02" &&
+		T.$("f-pipeline-load-source-path").value === "/srv/import/web02.qcow2"`,
+		`[JSON.stringify(H2KBuilder.doc), T.text("image-select")]`)
+	c.screenshot(ctx, out, "09-builder-image-picked.png")
 
 	checkPage(ctx, t, c, srv.URL, out)
 }

@@ -108,3 +108,13 @@ func (p Page) Bounds(n int) (from, to int) {
 	}
 	return from, to
 }
+
+// Image is one disk image under the agent's import directories
+// (ListImages): its path, its source_type as its bytes say, its size in
+// bytes and the manifest (JSON) the drop folder would give it.
+type Image struct {
+	Path     string `json:"path"`
+	Format   string `json:"format"`
+	Size     int64  `json:"size"`
+	Manifest string `json:"manifest"`
+}
