@@ -2,11 +2,11 @@ package agent
 
 import (
 	"bytes"
-	"encoding/json"
-	"io"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
