@@ -32,7 +32,7 @@ type imagesAnswer struct {
 // its bytes), size and the manifest the drop folder would give it, for
 // the builder to pick a source from.
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	il, ok := s.cfg.Client.(ImageLister)
+	il, ok := s.client(r).(ImageLister)
 	if !ok {
 		writeJSON(w, http.StatusOK, imagesAnswer{Images: []imageJSON{}, Dirs: []string{}})
 		return

@@ -199,7 +199,7 @@ func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Fil
 		writeError(w, http.StatusBadRequest, apierr.InvalidArgs, err.Error(), nil)
 		return
 	}
-	list, total, err := s.cfg.Client.ListJobsPage(r.Context(), f, p)
+	list, total, err := s.client(r).ListJobsPage(r.Context(), f, p)
 	if err != nil {
 		fail(w, r, "list jobs", err)
 		return
@@ -261,7 +261,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	j, err := s.cfg.Client.GetJob(r.Context(), id)
+	j, err := s.client(r).GetJob(r.Context(), id)
 	if err != nil {
 		fail(w, r, "get job "+id, err)
 		return
@@ -283,12 +283,12 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Client.Cancel(r.Context(), id, false); err != nil {
+	if err := s.client(r).Cancel(r.Context(), id, false); err != nil {
 		fail(w, r, "cancel job "+id, err)
 		return
 	}
 	ans := actionAnswer{Success: true, JobID: id}
-	if j, err := s.cfg.Client.GetJob(r.Context(), id); err == nil {
+	if j, err := s.client(r).GetJob(r.Context(), id); err == nil {
 		jj := jobJSON(j, s.cfg.Now(), s.cfg.Hostname)
 		ans.Job = &jj
 	}
@@ -301,7 +301,7 @@ func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	j, err := s.cfg.Client.Retry(r.Context(), id, false)
+	j, err := s.client(r).Retry(r.Context(), id, false)
 	if err != nil {
 		fail(w, r, "retry job "+id, err)
 		return

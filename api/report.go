@@ -23,7 +23,7 @@ func (s *Server) getJobReport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rr, ok := s.cfg.Client.(ReportReader)
+	rr, ok := s.client(r).(ReportReader)
 	if !ok {
 		writeError(w, http.StatusNotImplemented, apierr.Internal, "cannot read reports through this bridge", nil)
 		return

@@ -33,6 +33,7 @@ var routes = []route{
 	{"POST", "/api/workflow/manifest/validate", Open, (*Server).validateManifest},
 	{"GET", "/api/workflow/events", Open, (*Server).events},
 	{"GET", "/api/workflow/schema", Open, (*Server).getSchema},
+	{"GET", "/api/workflow/whoami", Open, (*Server).whoami},
 	{"GET", "/api/workflow/images", Detail, (*Server).listImages},
 	{"GET", "/health", Open, (*Server).health},
 	{"GET", "/metrics", Open, (*Server).metrics},

@@ -1,9 +1,7 @@
 package dbusapi
 
 import (
-	"context"
 	"errors"
-	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
@@ -394,7 +392,7 @@ func (s *Server) jobReport(msg dbus.Message, sender dbus.Sender, id string) (str
 // Anything but a clean yes is AccessDenied naming the action.
 func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action, what string) error {
 	interactive := msg.Flags&dbus.FlagAllowInteractiveAuthorization != 0
-	ok, err := s.authz.Authorize(s.ctx, string(sender), action, interactive)
+	ok, err := s.check(string(sender), action, interactive)
 	if ok && err == nil {
 		return nil
 	}
@@ -410,16 +408,34 @@ func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action, what st
 	return apierr.New(apierr.AccessDenied, "cannot %s: %s (polkit action %s)", what, reason, action)
 }
 
-// callerUID asks the bus for the uid behind sender.
-func (s *Server) callerUID(sender dbus.Sender) (int64, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, 25*time.Second)
-	defer cancel()
-	var uid uint32
-	err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid)
-	if err != nil {
-		return 0, apierr.New(apierr.AccessDenied, "cannot identify the caller %s: %v", sender, err)
+// check asks polkit about action for the caller: for a bridge connection
+// acting for a token's owner, as that user (never interactively), else
+// for the bus name sender.
+func (s *Server) check(sender, action string, interactive bool) (bool, error) {
+	uid, ok, err := s.actorUID(sender)
+	if !ok {
+		return s.authz.Authorize(s.ctx, sender, action, interactive)
 	}
-	return int64(uid), nil
+	if err != nil {
+		return false, err
+	}
+	if uid == 0 {
+		return true, nil
+	}
+	ua, isUA := s.authz.(UIDAuthorizer)
+	if !isUA {
+		return false, errors.New("cannot ask polkit about a token's owner")
+	}
+	return ua.AuthorizeUID(s.ctx, uint32(uid), action)
+}
+
+// callerUID is the uid the call acts as: the token owner's for a bridge
+// connection that showed one (ActAs), else the bus's uid behind sender.
+func (s *Server) callerUID(sender dbus.Sender) (int64, error) {
+	if uid, ok, err := s.actorUID(string(sender)); ok {
+		return uid, err
+	}
+	return s.busUID(string(sender))
 }
 
 // summaryEntry is one (ud) of GetMetrics' job_seconds and stage_seconds:

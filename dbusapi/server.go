@@ -55,6 +55,9 @@ type Server struct {
 	mu      sync.Mutex
 	objects map[string]*jobObject // by job id
 	closed  bool
+	// actors are the bridge connections acting for a token's owner, by
+	// unique bus name (tokens.go).
+	actors map[string]*actor
 }
 
 // jobObject is one job object: the job as last announced. Its methods
@@ -94,6 +97,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
 		managerIface: mi, jobIface: ji, jobXML: introspection([]introspect.Interface{ji}, nil),
 		objects: map[string]*jobObject{},
+		actors:  map[string]*actor{},
 		parses:  make(chan struct{}, maxParses),
 	}
 	s.last.Store(time.Now().UnixNano())
@@ -449,7 +453,7 @@ func (s *Server) getManagedObjects(msg dbus.Message) (map[dbus.ObjectPath]map[st
 
 func (s *Server) exportManager() error {
 	tables := map[string]map[string]any{
-		ManagerIface:       s.managerMethods(),
+		ManagerIface:       withTokens(s.managerMethods(), s.tokenMethods()),
 		ifaceObjectManager: {"GetManagedObjects": s.getManagedObjects},
 		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) {
 			s.mu.Lock()

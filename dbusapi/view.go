@@ -61,7 +61,7 @@ func (s *Server) viewerOf(sender string) viewer {
 	if uid == 0 {
 		return viewer{all: true, uid: 0}
 	}
-	ok, err := s.authz.Authorize(s.ctx, sender, polkit.ActionRead, false)
+	ok, err := s.check(sender, polkit.ActionRead, false)
 	return viewer{all: ok && err == nil, uid: uid}
 }
 

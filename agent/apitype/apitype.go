@@ -118,3 +118,16 @@ type Image struct {
 	Size     int64  `json:"size"`
 	Manifest string `json:"manifest"`
 }
+
+// Token is a per-user API token as the agent keeps it (never the token
+// itself, which only CreateToken's answer holds): its id, the name its
+// owner gave it, the owner's uid and login name, when it was made and
+// last used (zero: never).
+type Token struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	UID      int64     `json:"uid"`
+	User     string    `json:"user"`
+	Created  time.Time `json:"created"`
+	LastUsed time.Time `json:"last_used,omitzero"`
+}
