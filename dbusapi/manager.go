@@ -43,7 +43,11 @@ func (s *Server) managerMethods() map[string]any {
 			if err != nil {
 				return nil, toDBusError(err)
 			}
-			return s.entries(list, s.viewerOf(string(sender))), nil
+			v, err := s.viewerOf(string(sender))
+			if err != nil {
+				return nil, toDBusError(err)
+			}
+			return s.entries(list, v), nil
 		},
 		"ListJobsPaged": func(sender dbus.Sender, filter map[string]dbus.Variant) ([]jobRow, uint32, *dbus.Error) {
 			s.touch()
@@ -51,7 +55,11 @@ func (s *Server) managerMethods() map[string]any {
 			if err != nil {
 				return nil, 0, toDBusError(err)
 			}
-			return s.rows(list, s.viewerOf(string(sender))), uint32(min(total, 1<<32-1)), nil
+			v, err := s.viewerOf(string(sender))
+			if err != nil {
+				return nil, 0, toDBusError(err)
+			}
+			return s.rows(list, v), uint32(min(total, 1<<32-1)), nil
 		},
 		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
 			s.touch()

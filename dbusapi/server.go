@@ -335,7 +335,11 @@ func (s *Server) exportJobs() error {
 				if derr != nil {
 					return nil, derr
 				}
-				return s.propsOf(id, iface, s.viewerOf(senderOf(msg)))
+				v, err := s.viewerOf(senderOf(msg))
+				if err != nil {
+					return nil, toDBusError(err)
+				}
+				return s.propsOf(id, iface, v)
 			},
 			"Set": func(msg dbus.Message, iface, name string, _ dbus.Variant) *dbus.Error {
 				if _, derr := s.jobAt(msg); derr != nil {
@@ -402,7 +406,10 @@ func (s *Server) getProp(id, iface, name, sender string) (dbus.Variant, *dbus.Er
 	// check); the rest is for everyone.
 	who := viewer{all: true}
 	if detailProps[name] {
-		who = s.viewerOf(sender)
+		var err error
+		if who, err = s.viewerOf(sender); err != nil {
+			return dbus.Variant{}, toDBusError(err)
+		}
 	}
 	props, derr := s.propsOf(id, iface, who)
 	if derr != nil {
@@ -441,7 +448,10 @@ func (s *Server) propsOf(id, iface string, v viewer) (map[string]dbus.Variant, *
 // getManagedObjects is org.freedesktop.DBus.ObjectManager.GetManagedObjects.
 func (s *Server) getManagedObjects(msg dbus.Message) (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
 	s.touch()
-	v := s.viewerOf(senderOf(msg))
+	v, err := s.viewerOf(senderOf(msg))
+	if err != nil {
+		return nil, toDBusError(err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[dbus.ObjectPath]map[string]map[string]dbus.Variant, len(s.objects))

@@ -52,8 +52,16 @@ func (v viewer) show(j jobs.Job) jobs.Job {
 
 // viewerOf finds out who sender is: one uid lookup, and one polkit check
 // (never interactive) unless the caller is root. A caller the bus cannot
-// name sees no details.
-func (s *Server) viewerOf(sender string) viewer {
+// name sees no details; a bridge connection whose token was revoked is
+// refused (the error).
+func (s *Server) viewerOf(sender string) (viewer, error) {
+	if _, ok, err := s.actorUID(sender); ok && err != nil {
+		return viewer{uid: -1}, err
+	}
+	return s.viewerOfCaller(sender), nil
+}
+
+func (s *Server) viewerOfCaller(sender string) viewer {
 	uid, err := s.callerUID(dbus.Sender(sender))
 	if err != nil {
 		return viewer{uid: -1}
