@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"strings"
@@ -45,6 +46,12 @@ func TestWebDashboardStates(t *testing.T) {
 	srv := httptest.NewUnstartedServer(api.New(api.Config{
 		Client: fake, Token: "web-test-token", Version: "test",
 		Schema: manifest.Schema(), WorkflowDir: "/srv/h2k/workflow", Hostname: "kvm07",
+		UserDial: func(ctx context.Context, tok string) (api.Client, string, error) {
+			if tok == "h2k_bobs-token" {
+				return fake, "bob", nil
+			}
+			return nil, "", errors.New("unknown token")
+		},
 	}))
 	srv.Config.ConnContext = api.ConnContext
 	srv.Start()
@@ -212,6 +219,24 @@ func TestWebDashboardStates(t *testing.T) {
 		T.$("f-pipeline-load-source-path").value === "/srv/import/web02.qcow2"`,
 		`[JSON.stringify(H2KBuilder.doc), T.text("image-select")]`)
 	c.screenshot(ctx, out, "09-builder-image-picked.png")
+
+	// 9. Signing in: a page without a token says what it cannot show and
+	// how to get a token; a wrong token is refused saying so; a user's own
+	// token signs them in by name.
+	c.mustEval(ctx, `sessionStorage.clear(); true`, nil)
+	open()
+	c.waitJS(ctx, "the sign-in screen", `!T.$("signin").hidden && T.text("signin").includes("hyperctl token create") &&
+		T.text("signin").includes("not their paths, logs or reports") && T.text("token-button") === "Sign in"`,
+		`[T.$("signin").hidden, T.text("signin"), T.text("token-button")]`)
+	c.screenshot(ctx, out, "10-sign-in.png")
+	c.mustEval(ctx, `T.$("signin-token").value = "h2k_nobodys"; T.click("signin-submit"); true`, nil)
+	c.waitJS(ctx, "the wrong token refused", `T.text("signin-error").includes("unknown or was revoked") && !T.$("signin").hidden && !sessionStorage.getItem("hyper2kvm-api-token")`,
+		`T.text("signin-error")`)
+	c.screenshot(ctx, out, "11-sign-in-refused.png")
+	c.mustEval(ctx, `T.$("signin-token").value = "h2k_bobs-token"; T.click("signin-submit"); true`, nil)
+	c.waitJS(ctx, "signed in as bob", `T.$("signin").hidden && T.text("token-button") === "Signed in as bob" &&
+		sessionStorage.getItem("hyper2kvm-api-token") === "h2k_bobs-token"`, `[T.$("signin").hidden, T.text("token-button"), T.text("signin-error")]`)
+	c.screenshot(ctx, out, "12-signed-in.png")
 
 	checkPage(ctx, t, c, srv.URL, out)
 }

@@ -45,7 +45,12 @@ const H2K = (() => {
       $("token-input").value = token.get();
       d.returnValue = "";
       d.addEventListener("close", () => {
-        if (d.returnValue === "save" && $("token-input").value.trim()) token.set($("token-input").value.trim());
+        if (d.returnValue === "save" && $("token-input").value.trim()) {
+          token.set($("token-input").value.trim());
+          $("signin").hidden = true;
+          signedInAs = "";
+          whoami(token.get()).then((u) => { signedInAs = u; updateTokenButton(); }).catch(() => {});
+        }
         updateTokenButton();
         resolve(d.returnValue === "save" ? token.get() : "");
       }, { once: true });
@@ -54,8 +59,45 @@ const H2K = (() => {
     });
   }
 
+  let signedInAs = ""; // who the token acts as (GET /api/workflow/whoami)
+
   function updateTokenButton() {
-    $("token-button").textContent = token.get() ? "API token set" : "Set API token";
+    $("token-button").textContent = token.get() ? (signedInAs ? "Signed in as " + signedInAs : "API token set") : "Sign in";
+  }
+
+  // whoami asks the bridge who tok acts as: the user's name, or "" when
+  // the token is unknown or was revoked.
+  async function whoami(tok) {
+    const resp = await fetch("/api/workflow/whoami", { headers: tok ? { Authorization: "Bearer " + tok } : {}, cache: "no-store" });
+    const body = await resp.json().catch(() => null);
+    return resp.status === 200 && body && body.signed_in ? body.user || "?" : "";
+  }
+
+  // signIn checks tok and keeps it if the bridge knows it.
+  async function signIn(tok) {
+    $("signin-error").textContent = "";
+    let who = "";
+    try { who = await whoami(tok); } catch (e) { $("signin-error").textContent = "Cannot reach the bridge: " + e.message; return false; }
+    if (!who) {
+      $("signin-error").textContent = "This token is unknown or was revoked. Make a new one with: hyperctl token create";
+      return false;
+    }
+    token.set(tok);
+    signedInAs = who;
+    $("signin").hidden = true;
+    updateTokenButton();
+    refreshAll();
+    return true;
+  }
+
+  // showSignIn shows the sign-in screen unless the user said "not now".
+  async function checkSignIn() {
+    if (token.get()) {
+      signedInAs = await whoami(token.get()).catch(() => "");
+      if (!signedInAs) { token.set(""); $("signin-error").textContent = "Your token is no longer valid: sign in again."; }
+    }
+    updateTokenButton();
+    $("signin").hidden = !!token.get() || sessionStorage.getItem("hyper2kvm-signin-later") === "1";
   }
 
   // api calls the bridge; writes, and reads of a job's details and log
@@ -659,8 +701,15 @@ const H2K = (() => {
   function init() {
     updateTokenButton();
     initTabs();
-    $("token-button").addEventListener("click", askToken);
-    $("token-forget").addEventListener("click", () => { token.set(""); $("token-input").value = ""; $("token-dialog").close(); });
+    $("token-button").addEventListener("click", () => {
+      if (token.get()) { askToken(); return; }
+      $("signin").hidden = false;
+      $("signin-token").focus();
+    });
+    $("token-forget").addEventListener("click", () => { token.set(""); signedInAs = ""; $("token-input").value = ""; $("token-dialog").close(); checkSignIn(); });
+    $("signin-form").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("signin-token").value.trim()); });
+    $("signin-later").addEventListener("click", () => { sessionStorage.setItem("hyper2kvm-signin-later", "1"); $("signin").hidden = true; });
+    checkSignIn();
     $("job-cancel").addEventListener("click", () => jobAction("cancel"));
     $("job-retry").addEventListener("click", () => jobAction("retry"));
     $("job-log-refresh").addEventListener("click", () => openJob && loadLog(openJob));
