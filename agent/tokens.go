@@ -209,9 +209,15 @@ func (a *Agent) ResolveToken(tok string) (apitype.Token, bool) {
 	if t.loadLocked() != nil {
 		return apitype.Token{}, false
 	}
-	for _, r := range t.list {
+	for i, r := range t.list {
 		if subtle.ConstantTimeCompare([]byte(r.Hash), []byte(want)) == 1 {
-			return r.Token, true
+			// The bridge resolves a token once per connection it opens
+			// for it, not per request: recording the use costs little.
+			t.list[i].LastUsed = a.now()
+			if err := t.saveLocked(); err != nil {
+				a.log.Warnf(nil, "cannot record the use of API token %s: %v", r.ID, err)
+			}
+			return t.list[i].Token, true
 		}
 	}
 	return apitype.Token{}, false
