@@ -39,6 +39,8 @@ func newRefusingServer(conn *dbus.Conn, cause *apierr.Error, name string) (*Serv
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
 		managerIface: mi, jobIface: ji,
 		objects: map[string]*jobObject{},
+		actors:  map[string]*actor{},
+		viewers: map[string]cachedViewer{},
 		parses:  make(chan struct{}, maxParses),
 	}
 	close(s.loopDone) // no event loop: nothing to follow

@@ -58,6 +58,8 @@ type Server struct {
 	// actors are the bridge connections acting for a token's owner, by
 	// unique bus name (tokens.go).
 	actors map[string]*actor
+	// viewers remembers briefly what each caller may see (view.go).
+	viewers map[string]cachedViewer
 }
 
 // jobObject is one job object: the job as last announced. Its methods
@@ -98,6 +100,7 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		managerIface: mi, jobIface: ji, jobXML: introspection([]introspect.Interface{ji}, nil),
 		objects: map[string]*jobObject{},
 		actors:  map[string]*actor{},
+		viewers: map[string]cachedViewer{},
 		parses:  make(chan struct{}, maxParses),
 	}
 	s.last.Store(time.Now().UnixNano())

@@ -1,6 +1,8 @@
 package dbusapi
 
 import (
+	"time"
+
 	"github.com/godbus/dbus/v5"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
@@ -58,7 +60,33 @@ func (s *Server) viewerOf(sender string) (viewer, error) {
 	if _, ok, err := s.actorUID(sender); ok && err != nil {
 		return viewer{uid: -1}, err
 	}
-	return s.viewerOfCaller(sender), nil
+	now := time.Now()
+	s.mu.Lock()
+	c, ok := s.viewers[sender]
+	s.mu.Unlock()
+	if ok && now.Sub(c.at) < viewerTTL {
+		return c.v, nil
+	}
+	v := s.viewerOfCaller(sender)
+	s.mu.Lock()
+	if len(s.viewers) >= maxActors {
+		clear(s.viewers)
+	}
+	s.viewers[sender] = cachedViewer{v, now}
+	s.mu.Unlock()
+	return v, nil
+}
+
+// viewerTTL is how long what a caller may see is remembered: a watcher
+// reads the details of each new job (one GetAll each), and 500 jobs
+// claimed at once would be 500 polkit checks. A user put into or out of
+// group hyper2kvm sees the change within it; polkit's own
+// auth_admin_keep keeps an answer for minutes.
+const viewerTTL = 10 * time.Second
+
+type cachedViewer struct {
+	v  viewer
+	at time.Time
 }
 
 func (s *Server) viewerOfCaller(sender string) viewer {
