@@ -26,6 +26,8 @@ import (
 // Run's goroutine.
 type Agent struct {
 	cfg     config.Config
+	tok     *tokens // per-user API tokens (tokens.go), made on first use
+	tokOnce sync.Once
 	units   Units
 	log     *Logger
 	notify  func(string)

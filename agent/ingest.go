@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -195,6 +196,9 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 	if err == nil && len(problems) == 0 {
 		problems = a.checkManifest(m, kind, dropper)
 	}
+	if err == nil && len(problems) == 0 && kind == kindImage && !m.Batch {
+		m.Name = a.freeNameLocked(m.Name)
+	}
 	if err != nil || len(problems) > 0 {
 		msg := "invalid manifest"
 		if err != nil {
@@ -286,12 +290,18 @@ func (a *Agent) load(claimed, kind string) (*manifest.Manifest, []string, error)
 // imageManifest is the manifest given to a disk image dropped directly:
 // the configured default pipeline loading the image where it now lies.
 func (a *Agent) imageManifest(claimed, path string) ([]byte, error) {
+	return a.imageManifestFor(nameFromFile(claimed), claimed, path)
+}
+
+// imageManifestFor is the manifest of job name converting the image at
+// path, whose file name is file.
+func (a *Agent) imageManifestFor(name, file, path string) ([]byte, error) {
 	pipe := map[string]any{}
 	for k, v := range a.cfg.DefaultPipeline {
 		pipe[k] = v
 	}
-	pipe["load"] = map[string]any{"source_type": queue.ImageType(claimed), "source_path": path}
-	m := map[string]any{"version": manifest.Version, "name": nameFromFile(claimed), "pipeline": pipe,
+	pipe["load"] = map[string]any{"source_type": imageSourceType(path, file), "source_path": path}
+	m := map[string]any{"version": manifest.Version, "name": name, "pipeline": pipe,
 		"priority": a.cfg.Job.Priority}
 	return json.Marshal(m)
 }
@@ -357,7 +367,9 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 					problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
 				}
 			}
-			if acc != nil && !imageHere {
+			// One problem for one fault: a source that does not exist (or is
+			// no image) is not also one the submitter cannot read.
+			if acc != nil && !imageHere && !hasProblem(problems, sp) {
 				if err := acc.canRead(p.Load.SourcePath); err != nil {
 					problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
 				}
@@ -423,4 +435,26 @@ func fileOwner(fi os.FileInfo) int64 {
 		return int64(st.Uid)
 	}
 	return -1
+}
+
+// hasProblem reports whether problems has one for the field path.
+func hasProblem(problems []string, path string) bool {
+	for _, p := range problems {
+		if strings.HasPrefix(p, path+": ") {
+			return true
+		}
+	}
+	return false
+}
+
+// imageSourceType is the source_type of the image at path: what its bytes
+// are, not what its name says (a raw disk named .vmdk is raw); the name's
+// only when the bytes cannot be read.
+func imageSourceType(path, name string) string {
+	if f, err := imgfmt.Detect(path); err == nil {
+		if st := manifest.SourceTypeOf(f); st != "" {
+			return st
+		}
+	}
+	return queue.ImageType(name)
 }

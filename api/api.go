@@ -80,6 +80,9 @@ type Config struct {
 	// Hostname is the machine's name shown as each job's host and in the
 	// status; "" uses os.Hostname.
 	Hostname string
+	// UserDial opens the agent connection of a per-user API token; nil
+	// refuses such tokens (401).
+	UserDial UserDial
 }
 
 // Server is the bridge's HTTP handler plus the activity tracking used for
@@ -90,6 +93,7 @@ type Server struct {
 	idle   *Idle
 	bodies *bodyBudget
 	parses chan struct{}
+	users  userSessions // per-user token sessions (usertokens.go)
 }
 
 // New builds the handler from cfg.

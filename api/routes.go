@@ -28,6 +28,7 @@ var routes = []route{
 	{"POST", "/api/workflow/jobs/{id}/cancel", Write, (*Server).cancelJob},
 	{"POST", "/api/workflow/jobs/{id}/retry", Write, (*Server).retryJob},
 	{"GET", "/api/workflow/jobs/{id}/log", Detail, (*Server).getJobLog},
+	{"GET", "/api/workflow/jobs/{id}/report", Detail, (*Server).getJobReport},
 	{"POST", "/api/workflow/manifest/submit", Write, (*Server).submitManifest},
 	{"POST", "/api/workflow/manifest/validate", Open, (*Server).validateManifest},
 	{"GET", "/api/workflow/events", Open, (*Server).events},
@@ -38,6 +39,8 @@ var routes = []route{
 	{"GET", "/api/workflow/templates", Open, (*Server).listTemplates},
 	{"GET", "/api/workflow/templates/{name}", Open, (*Server).getTemplate},
 	{"POST", "/api/workflow/templates/{name}/render", Open, (*Server).renderTemplate},
+	{"GET", "/api/workflow/whoami", Open, (*Server).whoami},
+	{"GET", "/api/workflow/images", Detail, (*Server).listImages},
 	{"GET", "/health", Open, (*Server).health},
 	{"GET", "/metrics", Open, (*Server).metrics},
 }

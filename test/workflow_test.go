@@ -182,11 +182,11 @@ func TestWorkflowPreflightAndHooks(t *testing.T) {
 	b.MustExec(t, "sh", "-c", "head -c 32M /dev/urandom >/srv/wf/full.raw && touch -d '1 hour ago' /srv/wf/full.raw /srv/wf/disk.vmdk && chmod 0644 /srv/wf/full.raw")
 	b.MustExec(t, "sh", "-c", "mkdir -p /srv/small && mount -t tmpfs -o size=16M tmpfs /srv/small")
 	manifests := map[string]string{
-		"ok":      manifestFor("ok", "/srv/wf/disk.vmdk", "vmdk", ""),
-		"cut":     manifestFor("cut", "/srv/wf/cut.vhd", "vhd", ""),
-		"full":    strings.Replace(manifestFor("full", "/srv/wf/full.raw", "raw", ""), `"convert":{`, `"convert":{"output_dir":"/srv/small/out",`, 1),
-		"hooked":  strings.Replace(manifestFor("hooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[{"type":"script","path":"/etc/hyper2kvm/hooks/hello.sh","args":["{{ job_id }}"],"timeout":60}]}}`, 1),
-		"bobs": strings.Replace(manifestFor("bobs", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_validate":[{"type":"script","path":"/srv/wf/bob.sh"}]}}`, 1),
+		"ok":     manifestFor("ok", "/srv/wf/disk.vmdk", "vmdk", ""),
+		"cut":    manifestFor("cut", "/srv/wf/cut.vhd", "vhd", ""),
+		"full":   strings.Replace(manifestFor("full", "/srv/wf/full.raw", "raw", ""), `"convert":{`, `"convert":{"output_dir":"/srv/small/out",`, 1),
+		"hooked": strings.Replace(manifestFor("hooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[{"type":"script","path":"/etc/hyper2kvm/hooks/hello.sh","args":["{{ job_id }}"],"timeout":60}]}}`, 1),
+		"bobs":   strings.Replace(manifestFor("bobs", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_validate":[{"type":"script","path":"/srv/wf/bob.sh"}]}}`, 1),
 		"webhooked": strings.Replace(manifestFor("webhooked", "/srv/wf/disk.vmdk", "vmdk", ""), `"validate":{"enabled":false}}`, `"validate":{"enabled":false},"hooks":{"post_convert":[`+
 			`{"type":"http","url":"http://127.0.0.1:8765/hook/{{ vm_name }}","headers":["X-Job: {{ job_id }}"]},`+
 			`{"type":"http","url":"http://127.0.0.1:8765/down","continue_on_error":true}]}}`, 1),

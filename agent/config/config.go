@@ -71,6 +71,10 @@ type Config struct {
 	LibvirtForUsers bool `yaml:"libvirt_for_users"`
 	// Retain is the housekeeping of files (agent/gc).
 	Retain gc.Retain `yaml:"retain"`
+	// ImportDirs are the directories whose disk images the agent lists
+	// (ListImages, GET /api/workflow/images) for the manifest builder to
+	// pick a source from; each caller sees the images they can read.
+	ImportDirs []string `yaml:"import_dirs"`
 }
 
 // Job holds the defaults of every job unit; a manifest's resources section
@@ -239,6 +243,11 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	for i, p := range c.ImportDirs {
+		if !filepath.IsAbs(p) {
+			bad(fmt.Sprintf("import_dirs[%d]", i), "must be an absolute path, not %q", p)
+		}
 	}
 	for key, p := range map[string]string{
 		"manifest_workflow_dir": c.ManifestWorkflowDir,

@@ -48,6 +48,17 @@ func QemuFormat(sourceType string) string {
 	return ""
 }
 
+// SourceTypeOf is the source_type of a qemu format name as imgfmt.Detect
+// gives it ("" for none): the inverse of QemuFormat.
+func SourceTypeOf(qemu string) string {
+	for _, st := range SourceTypes() {
+		if QemuFormat(st) == qemu {
+			return st
+		}
+	}
+	return ""
+}
+
 // Bool reads an optional flag; nil is false. After SetDefaults no flag of
 // a manifest is nil.
 func Bool(p *bool) bool { return p != nil && *p }

@@ -26,8 +26,11 @@ func (a *app) submitCmd() *cobra.Command {
 	var o submitOpts
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
-		Short: "Queue a manifest with the agent",
+		Short: "Queue a manifest or a disk image with the agent",
 		Long: `Check FILE locally, then hand it to the agent, which queues one job per VM.
+FILE may be a disk image (what its bytes say, not its name): it is converted as the
+drop folder would, with the agent's default pipeline; a text file named as an image
+is refused.
 Needs the polkit action io.hyper2kvm.agent.submit. --wait follows the jobs
 like watch and exits 0 when all completed, 1 when any failed.`,
 		Args: cobra.MaximumNArgs(1),
@@ -66,15 +69,28 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 	}
 	var data []byte
 	var probs manifest.Problems
-	var err error
+	var image string
 	if o.template != "" {
-		data, probs, err = a.fromTemplate(o.template, o.sets)
+		var err error
+		if data, probs, err = a.fromTemplate(o.template, o.sets); err != nil {
+			return err
+		}
 		o.file = o.template + ".json"
 	} else {
-		data, _, probs, err = a.parseManifestFile(o.file)
-	}
-	if err != nil {
-		return err
+		// An image is submitted as the drop folder takes one: the agent
+		// writes its manifest.
+		sourceType, err := sniffImage(o.file)
+		if err != nil {
+			return err
+		}
+		if sourceType != "" {
+			if image, err = absImage(o.file); err != nil {
+				return err
+			}
+			fmt.Fprint(a.env.stderr, imageNotice(o.file, sourceType))
+		} else if data, _, probs, err = a.parseManifestFile(o.file); err != nil {
+			return err
+		}
 	}
 	if len(probs) > 0 {
 		// The agent would refuse it too; say why without a round trip.
@@ -97,7 +113,10 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 		}
 	}
 	var opts apitype.SubmitOptions
-	if o.file != "-" {
+	switch {
+	case image != "":
+		opts.Image = image
+	case o.file != "-":
 		opts.Name = filepath.Base(o.file)
 	}
 	submitted, err := c.Submit(ctx, data, opts, a.interactive())

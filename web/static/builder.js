@@ -631,6 +631,55 @@
     structureChanged();
   }
 
+  // --- images the agent can see ------------------------------------------
+
+  let images = [];
+
+  // loadImages fills the picker with GET /api/workflow/images: the disk
+  // images under the agent's import_dirs, with format and size.
+  async function loadImages() {
+    const sel = $("image-select"), note = $("image-note");
+    let r;
+    try {
+      r = await H2K.api("GET", "/api/workflow/images");
+    } catch (e) {
+      r = { status: 0, body: null };
+    }
+    images = r.status === 200 && r.body && Array.isArray(r.body.images) ? r.body.images : [];
+    const first = r.status === 200 ? (images.length ? `(pick one of ${images.length} image${images.length === 1 ? "" : "s"}, or type a path below)` : "(no images found)")
+      : r.status === 401 ? "(sign in with an API token to list the images)" : "(cannot list the images)";
+    sel.replaceChildren(el("option", { value: "", text: first }),
+      ...images.map((im, i) => el("option", { value: String(i), text: `${im.path} · ${im.format} · ${H2K.iec(im.size)}` })));
+    const dirs = r.status === 200 && r.body && Array.isArray(r.body.dirs) ? r.body.dirs : [];
+    note.textContent = r.status === 200
+      ? (dirs.length ? "Looked in " + dirs.join(", ") + "." : "No import directories: set import_dirs in /etc/hyper2kvm/agent.yaml.")
+      : r.status === 401 ? "The image list names files on the agent's host: it needs the API token over TCP." : H2K.errText(r);
+  }
+
+  // pickImage puts the chosen image into the manifest as its source: path,
+  // type from its bytes, and its name when the manifest has none yet.
+  function pickImage() {
+    const im = images[Number($("image-select").value)];
+    if (!im || $("image-select").value === "") return;
+    const m = im.manifest || {};
+    const load = { source_type: im.format, source_path: im.path };
+    let prefix = "";
+    if (doc.batch && Array.isArray(doc.vms) && doc.vms.length) {
+      const vm = doc.vms[0];
+      vm.pipeline = vm.pipeline || newPipeline();
+      vm.pipeline.load = Object.assign({}, vm.pipeline.load, load);
+      if (!vm.name && m.name) vm.name = m.name;
+      prefix = "vms[0].";
+    } else {
+      doc.pipeline = doc.pipeline || newPipeline();
+      doc.pipeline.load = Object.assign({}, doc.pipeline.load, load);
+      if (!doc.name && m.name) { doc.name = m.name; touched.add("name"); }
+    }
+    touched.add(prefix + "pipeline.load.source_path");
+    touched.add(prefix + "pipeline.load.source_type");
+    structureChanged();
+  }
+
   async function init() {
     try {
       const r = await H2K.api("GET", "/api/workflow/schema");
@@ -670,6 +719,9 @@
     $("pick-use").addEventListener("click", pickUse);
     $("template-select").addEventListener("change", (ev) => fromTemplate(ev.target.value));
     await loadTemplates();
+    $("image-select").addEventListener("change", pickImage);
+    $("image-refresh").addEventListener("click", loadImages);
+    loadImages();
   }
 
   document.addEventListener("DOMContentLoaded", init);
