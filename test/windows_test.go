@@ -214,7 +214,7 @@ func TestWindowsAgent(t *testing.T) {
 	// enlightenments Windows wants.
 	var domain string
 	for _, o := range jobsList[0].(map[string]any)["outputs"].([]any) {
-		if strings.HasSuffix(o.(string), "domain.xml") {
+		if strings.HasSuffix(o.(string), ".xml") {
 			d, _ := os.ReadFile(b.Path(o.(string)))
 			domain = string(d)
 		}
@@ -404,7 +404,7 @@ func TestWindowsVirtV2V(t *testing.T) {
 	if v, err := exec.Command("hivexget", hp, `ControlSet001\Services\viostor`, "Start").CombinedOutput(); err != nil || strings.TrimSpace(string(v)) != "0" {
 		t.Errorf("hivexget viostor Start: %v %q, want 0 (boot start)", err, v)
 	}
-	d, _ := os.ReadFile(filepath.Join(out, "domain.xml"))
+	d, _ := os.ReadFile(filepath.Join(out, "winsrv.xml"))
 	for _, want := range []string{`bus="virtio"`, `type="virtio"`, `<hyperv>`, `offset="localtime"`} {
 		if !strings.Contains(string(d), want) {
 			t.Errorf("domain.xml lacks %s:\n%s", want, d)
@@ -501,7 +501,7 @@ func TestWindowsAgentVirtV2V(t *testing.T) {
 		t.Errorf("the job's journal lacks virt-v2v's lines:\n%s", log)
 	}
 	for _, o := range j["outputs"].([]any) {
-		if strings.HasSuffix(o.(string), "domain.xml") {
+		if strings.HasSuffix(o.(string), ".xml") {
 			d, _ := os.ReadFile(b.Path(o.(string)))
 			if !strings.Contains(string(d), `bus="virtio"`) {
 				t.Errorf("domain.xml not on virtio:\n%s", d)

@@ -80,7 +80,7 @@ func TestWorkflowTemplates(t *testing.T) {
 		t.Fatalf("submit --template: %v\n%s", err, out)
 	}
 	// The template turned INSPECT and FIX off: the report says so.
-	rep := b.MustExec(t, "sh", "-c", "cat /var/lib/hyper2kvm/output/*/"+res.Jobs[0].ID+"/report.json")
+	rep := b.MustExec(t, "sh", "-c", "cat /var/lib/hyper2kvm/output/*/"+res.Jobs[0].ID+"/fromtmpl.report.json")
 	if !strings.Contains(rep, `"name": "inspect"`) || !strings.Contains(rep, `"status": "skipped"`) {
 		t.Errorf("report of the template's job:\n%s", rep)
 	}

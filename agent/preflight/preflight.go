@@ -142,6 +142,15 @@ func Source(ctx context.Context, p *manifest.Pipeline, o Options) Result {
 	}
 	src := p.Load.SourcePath
 	var out Result
+	if p.Load.IsRemote() {
+		// The VM lives behind its source's API: LOAD finds it, exports it
+		// and checks the space for what it downloads.
+		msg := fmt.Sprintf("the VM is read from source %q in LOAD", p.Load.Source)
+		for _, n := range []string{SourceReadable, SourceComplete, OutputSpace} {
+			out = append(out, report.Check{Name: n, Status: Skipped, Message: msg})
+		}
+		return out
+	}
 	files, err := sourceFiles(p.Load.SourceType, src)
 	if err != nil {
 		out = append(out, report.Check{Name: SourceReadable, Status: Blocker, Message: err.Error(), Fix: readFix(err, src)})
