@@ -42,6 +42,11 @@ type Options struct {
 	// MaxVirtualSize refuses, in LOAD, a disk whose virtual size is larger
 	// (agent.yaml limits.max_virtual_size); 0 means DefaultMaxVirtualSize.
 	MaxVirtualSize int64
+	// DiskParallelism is how many disks of the VM CONVERT writes at
+	// once (agent.yaml limits.disk_parallelism); 0 means one per CPU the
+	// process may use (runtime.GOMAXPROCS, which follows the job unit's
+	// CPUQuota).
+	DiskParallelism int
 }
 
 // DefaultMaxVirtualSize is the virtual size limit when Options gives none:

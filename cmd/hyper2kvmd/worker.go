@@ -105,9 +105,10 @@ func runWorker(ctx context.Context, dir string) error {
 		WorkDir:   spec.WorkDir,
 		Backend:   spec.Backend,
 		// The worker runs as root: it reads only what the job's user could.
-		SourceUID:      spec.SourceUID,
-		TrustedSource:  spec.TrustedSource,
-		MaxVirtualSize: maxVirtualSize(),
+		SourceUID:       spec.SourceUID,
+		TrustedSource:   spec.TrustedSource,
+		MaxVirtualSize:  maxVirtualSize(),
+		DiskParallelism: diskParallelism(),
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {
