@@ -14,6 +14,7 @@ import (
 type submitOpts struct {
 	file string
 	wait bool
+	jobs int // -j: the batch's concurrency, 0 to leave it as written
 }
 
 // submitCmd is "hyperctl submit FILE [--wait]".
@@ -43,6 +44,7 @@ like watch and exits 0 when all completed, 1 when any failed.`,
 func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().StringVarP(&o.file, "file", "f", "", "the manifest file (also -file F, -file=F)")
 	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
+	cmd.Flags().IntVarP(&o.jobs, "jobs", "j", 0, "a batch: run up to N of its VMs at once (its \"concurrency\"; default the manifest's, else the agent's max_concurrent_jobs)")
 }
 
 // submitResult is the --output json shape of submit.
@@ -59,6 +61,14 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 		// The agent would refuse it too; say why without a round trip.
 		a.printValidateResult(validateResult{File: o.file, Errors: toProblemJSON(probs)})
 		return silentExit(exitFailed)
+	}
+	if o.jobs < 0 {
+		return usageError("-j %d: must be at least 1", o.jobs)
+	}
+	if o.jobs > 0 {
+		if data, err = withConcurrency(data, o.jobs); err != nil {
+			return err
+		}
 	}
 	c, err := a.connect(ctx)
 	if err != nil {
