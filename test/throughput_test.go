@@ -218,3 +218,32 @@ func buildHyper2kvmd(t *testing.T) string {
 	}
 	return bin
 }
+
+// A disk that fails mid-conversion while the others are in flight fails
+// the job naming that disk; the others are cancelled and none leaves a
+// .part behind.
+func TestDiskFailureCancelsTheOthers(t *testing.T) {
+	engNeedTools(t)
+	ovf := threeDiskOVF(t)
+	// The second disk's grains, past its header and grain tables, made
+	// garbage: qemu-img fails on them in CONVERT, not in LOAD.
+	bad := filepath.Join(filepath.Dir(ovf), "three-disk2.vmdk")
+	f, err := os.OpenFile(bad, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	junk := make([]byte, 1<<20)
+	rand.Read(junk)
+	f.WriteAt(junk, st.Size()/2)
+	f.Close()
+	out := filepath.Join(t.TempDir(), "out")
+	rep, err := engine.Run(context.Background(), engManifest("three", "ovf", ovf), engine.Options{OutputDir: out, DiskParallelism: 3})
+	if err == nil {
+		t.Fatal("a damaged disk converted")
+	}
+	if rep.Status != "failed" || rep.Error == nil || rep.Error.Stage != "convert" || !strings.Contains(err.Error(), "vmdisk2") {
+		t.Fatalf("status %s, error %+v (%v): want a failed CONVERT naming vmdisk2", rep.Status, rep.Error, err)
+	}
+	noLeftovers(t, out)
+}
