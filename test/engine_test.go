@@ -561,6 +561,10 @@ func TestConvertCommand(t *testing.T) {
 	}{
 		{"single", []string{"-f", single, "-o", out}, 0, []string{"report: " + filepath.Join(out, "one", "one.report.json"), "one: completed", "convert   ok"}},
 		{"batch", []string{"-f", batch, "-o", out}, 0, []string{"[1/2] b1", "[2/2] b2", filepath.Join(out, "b2", "b2.qcow2")}},
+		{"batch, two VMs at once", []string{"-f", batch, "-o", filepath.Join(out, "par"), "-j", "2"}, 0,
+			[]string{"[b1] convert", "[b2] convert", "b1: completed", "b2: completed", filepath.Join(out, "par", "b2", "b2.qcow2")}},
+		{"-j 0", []string{"-f", batch, "-o", out, "-j", "0"}, 2, []string{"-j 0: must be at least 1"}},
+		{"negative disk parallelism", []string{"-f", single, "-o", out, "--disk-parallelism", "-1"}, 2, []string{"--disk-parallelism -1"}},
 		{"again: never overwrites", []string{"-f", single, "-o", out}, 1, []string{"exists; not overwriting"}},
 		{"damaged source", []string{"-f", failing, "-o", out}, 1, []string{"bad: failed", "damaged or truncated", "report: " + filepath.Join(out, "bad", "bad.report.json")}},
 		{"invalid manifest", []string{"-f", invalid, "-o", out}, 2, []string{"pipeline.load.source_type"}},
@@ -582,6 +586,7 @@ func TestConvertCommand(t *testing.T) {
 		})
 	}
 	engSame(t, raw, "raw", filepath.Join(out, "one", "one.qcow2"), "qcow2")
+	engSame(t, raw, "raw", filepath.Join(out, "par", "b1", "b1.qcow2"), "qcow2")
 }
 
 // A full output file system fails the job with qemu-img's "No space left on

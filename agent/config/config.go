@@ -107,6 +107,9 @@ type Limits struct {
 	// dropped by anyone but root: a member of group hyper2kvm may queue
 	// jobs, not take the machine. Root's manifests are not capped.
 	UserMax UserMax `yaml:"user_max"`
+	// DiskParallelism is how many disks of one VM a job converts at once;
+	// 0 (the default): one per CPU the job unit may use (its CPUQuota).
+	DiskParallelism int `yaml:"disk_parallelism"`
 }
 
 // DefaultMaxVirtualSize is limits.max_virtual_size when agent.yaml does not set it.
@@ -310,6 +313,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParsePercent(c.Limits.UserMax.CPUQuota); err != nil {
 		bad("limits.user_max.cpu_quota", "%v", err)
+	}
+	if c.Limits.DiskParallelism < 0 {
+		bad("limits.disk_parallelism", "must not be negative (0: one disk per CPU the job may use)")
 	}
 	if c.Limits.UserMax.TasksMax < 0 {
 		bad("limits.user_max.tasks_max", "must not be negative (0: no cap)")

@@ -110,6 +110,12 @@ func TestParse(t *testing.T) {
 				t.Errorf("max virtual size %d, want 16 TiB", c.MaxVirtualSizeBytes())
 			}
 		}},
+		{name: "disk_parallelism", yaml: "limits:\n  disk_parallelism: 3\n", check: func(t *testing.T, c Config) {
+			if c.Limits.DiskParallelism != 3 {
+				t.Errorf("disk parallelism %d, want 3", c.Limits.DiskParallelism)
+			}
+		}},
+		{name: "negative disk_parallelism", yaml: "limits:\n  disk_parallelism: -1\n", wantErr: "limits.disk_parallelism"},
 		{name: "bad max_virtual_size", yaml: "limits:\n  max_virtual_size: huge\n", wantErr: "limits.max_virtual_size"},
 		{name: "unlimited max_virtual_size refused", yaml: "limits:\n  max_virtual_size: infinity\n", wantErr: "limits.max_virtual_size"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},

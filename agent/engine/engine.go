@@ -59,6 +59,11 @@ type Options struct {
 	// worker runs the pre-flight checks and the manifest's hooks there
 	// (docs/WORKFLOW.md); the engine knows neither.
 	Boundary func(ctx context.Context, point string, rep *report.Report) error
+	// DiskParallelism is how many disks of the VM CONVERT writes at
+	// once (agent.yaml limits.disk_parallelism); 0 means one per CPU the
+	// process may use (runtime.GOMAXPROCS, which follows the job unit's
+	// CPUQuota).
+	DiskParallelism int
 }
 
 // Points are the stage boundaries Options.Boundary is called at, in

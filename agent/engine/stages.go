@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -210,16 +211,10 @@ type convertResult struct {
 }
 
 // convert is CONVERT: qemu-img convert of every disk into its output,
-// through NAME.part, never over an existing file. The artifact sha256 sums
-// are computed in the background while VALIDATE runs.
+// through NAME.part, never over an existing file; up to
+// Options.DiskParallelism disks at once (see convertDisks). The artifact
+// sha256 sums are computed in the background while VALIDATE runs.
 func (r *runner) convert(set func(any)) error {
-	c := r.p.Convert
-	var total, done int64
-	for _, d := range r.disks {
-		if d.output != "" {
-			total += d.info.VirtualSize
-		}
-	}
 	// What INSPECT and FIX read must be what LOAD checked: the files
 	// unchanged, their headers the same bytes.
 	if err := r.files.unchanged(); err != nil {
@@ -228,46 +223,43 @@ func (r *runner) convert(set func(any)) error {
 	if err := r.files.headersSame(); err != nil {
 		return err
 	}
-	var results []convertResult
-	defer func() { set(results) }()
-	for _, d := range r.disks {
-		if d.output == "" {
-			continue
-		}
-		start := time.Now()
-		size := d.info.VirtualSize
-		res, err := qemuimg.Convert(r.ctx, qemuimg.ConvertOptions{
-			Source: d.src, SourceFormat: d.srcFormat,
-			Target: d.target, TargetFormat: d.outFormat,
-			Compress: c.Compress, Compression: c.Compression,
-			// The partial output is root's, 0600, from its creation while
-			// qemu-img writes; its owner and mode only once the sources
-			// proved unchanged.
-			Finish: func(f *os.File) error {
-				if err := r.files.unchanged(); err != nil {
-					return err
-				}
-				return r.owner.setFile(f)
-			},
-			Progress: func(pct int) {
-				cur := done + size*int64(pct)/100
-				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("disk %s: %w", d.id, r.files.explain(err))
-		}
-		d.converted = true
-		done += size
-		r.rep.Warnings = append(r.rep.Warnings, res.Warnings...)
-		results = append(results, convertResult{Disk: d.id, Source: d.display, Output: d.output, Format: d.outFormat,
-			Compression: res.Compression, FromOverlay: d.src != d.path, Args: res.Args, Seconds: time.Since(start).Seconds()})
+	results, err := r.convertDisks()
+	set(results)
+	if err != nil {
+		return err
 	}
 	if err := r.writeDomain(); err != nil {
 		return err
 	}
 	r.converted = true
 	return nil
+}
+
+// convertDisk converts one disk; report gets its progress (0-100).
+func (r *runner) convertDisk(ctx context.Context, d *disk, report func(pct int)) (*convertResult, []string, error) {
+	c := r.p.Convert
+	start := time.Now()
+	res, err := qemuimg.Convert(ctx, qemuimg.ConvertOptions{
+		Source: d.src, SourceFormat: d.srcFormat,
+		Target: d.target, TargetFormat: d.outFormat,
+		Compress: c.Compress, Compression: c.Compression,
+		Preallocation: c.Preallocation,
+		// The partial output is root's, 0600, from its creation while
+		// qemu-img writes; its owner and mode only once the sources
+		// proved unchanged.
+		Finish: func(f *os.File) error {
+			if err := r.files.unchanged(); err != nil {
+				return err
+			}
+			return r.owner.setFile(f)
+		},
+		Progress: report,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("disk %s: %w", d.id, r.files.explain(err))
+	}
+	return &convertResult{Disk: d.id, Source: d.display, Output: d.output, Format: d.outFormat,
+		Compression: res.Compression, FromOverlay: d.src != d.path, Args: res.Args, Seconds: time.Since(start).Seconds()}, res.Warnings, nil
 }
 
 // hashOutputs starts hashing every output in the background, beside

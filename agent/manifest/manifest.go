@@ -33,6 +33,9 @@ func OutputFormats() []string { return []string{"qcow2", "raw", "vdi"} }
 // Compressions are the allowed pipeline.convert.compression values.
 func Compressions() []string { return []string{"zstd", "zlib"} }
 
+// Preallocations are the allowed pipeline.convert.preallocation values.
+func Preallocations() []string { return []string{"off", "metadata", "falloc"} }
+
 // Backends are the allowed pipeline.fix.backend values.
 func Backends() []string { return []string{"auto", "native", "guestfs", "virt-v2v"} }
 
@@ -196,8 +199,12 @@ type Convert struct {
 	OutputFormat string `json:"output_format,omitempty"` // qcow2 (default) | raw | vdi
 	Compress     bool   `json:"compress,omitempty"`
 	Compression  string `json:"compression,omitempty"` // zstd (default when compress) | zlib
-	OutputPath   string `json:"output_path,omitempty"` // plain file name, default NAME.FORMAT
-	OutputDir    string `json:"output_dir,omitempty"`  // absolute; default <output_dir>/<date>/<job id>
+	// Preallocation of the output: off (default: sparse), metadata (qcow2
+	// only: its tables written first) or falloc (the whole disk reserved
+	// on the output file system). Not with compress.
+	Preallocation string `json:"preallocation,omitempty"`
+	OutputPath    string `json:"output_path,omitempty"` // plain file name, default NAME.FORMAT
+	OutputDir     string `json:"output_dir,omitempty"`  // absolute; default <output_dir>/<date>/<job id>
 	// Disks names or skips individual disks of an OVA/OVF that holds several
 	// (see OutputFor); only allowed for those source types.
 	Disks []DiskOutput `json:"disks,omitempty"`

@@ -49,6 +49,7 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"NetworkFix.fix_level":  manifest.FixLevels(),
 		"Convert.output_format": manifest.OutputFormats(),
 		"Convert.compression":   manifest.Compressions(),
+		"Convert.preallocation": manifest.Preallocations(),
 		"Fix.backend":           manifest.Backends(),
 		"Target.graphics":       manifest.GraphicsTypes(),
 		"Hook.type":             manifest.HookTypes(),

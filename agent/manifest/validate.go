@@ -337,6 +337,16 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 		if c.Compression != "" {
 			v.enum(cp+".compression", c.Compression, Compressions())
 		}
+		if c.Preallocation != "" {
+			v.enum(cp+".preallocation", c.Preallocation, Preallocations())
+			switch {
+			case c.Preallocation == "off":
+			case c.Compress && slices.Contains(Preallocations(), c.Preallocation):
+				v.add(cp+".preallocation", fmt.Sprintf("%q cannot be combined with compress (compressed clusters are written as they come); set preallocation to off or compress to false", c.Preallocation))
+			case c.Preallocation == "metadata" && format != "qcow2":
+				v.add(cp+".preallocation", fmt.Sprintf(`"metadata" is for qcow2 output only, and output_format is %q; use "falloc" or "off"`, truncate(format, maxQuote)))
+			}
+		}
 		if c.OutputPath != "" {
 			v.fileName(cp+".output_path", c.OutputPath)
 		}

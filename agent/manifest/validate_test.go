@@ -209,6 +209,17 @@ func TestEnums(t *testing.T) {
 			[]string{`pipeline.fix.backend: unknown value "libguestfs"; allowed: auto, native, guestfs`}},
 		{"compress raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.compress", true}},
 			[]string{`pipeline.convert.compress: only qcow2 output can be compressed, and output_format is "raw"`}},
+		{"preallocation", singleDoc, []edit{{"pipeline.convert.preallocation", "full"}},
+			[]string{`pipeline.convert.preallocation: unknown value "full"; allowed: off, metadata, falloc`}},
+		{"preallocation compress", singleDoc, []edit{{"pipeline.convert.compress", true}, {"pipeline.convert.preallocation", "metadata"}},
+			[]string{`pipeline.convert.preallocation: "metadata" cannot be combined with compress`}},
+		{"preallocation metadata raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.preallocation", "metadata"}},
+			[]string{`pipeline.convert.preallocation: "metadata" is for qcow2 output only, and output_format is "raw"`}},
+		{"preallocation falloc raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.preallocation", "falloc"}}, nil},
+		{"preallocation off compress", singleDoc, []edit{{"pipeline.convert.compress", true}, {"pipeline.convert.preallocation", "off"}}, nil},
+	}
+	for _, v := range manifest.Preallocations() {
+		cases = append(cases, ruleCase{"preallocation " + v, singleDoc, []edit{{"pipeline.convert.preallocation", v}}, nil})
 	}
 	for _, st := range manifest.SourceTypes() {
 		if st == manifest.SourceVSphere {

@@ -118,6 +118,7 @@ func runWorker(ctx context.Context, dir string) error {
 		LibvirtForUsers: forUsers,
 		Remote:          remote{load: m.Pipeline.Load, jobID: spec.ID, jobDir: dir},
 		VirtioWin:       virtioWin(),
+		DiskParallelism: diskParallelism(),
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {

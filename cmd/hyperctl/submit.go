@@ -19,6 +19,7 @@ type submitOpts struct {
 	// a file (template.go).
 	template string
 	sets     []string
+	jobs     int // -j: the batch's concurrency, 0 to leave it as written
 }
 
 // submitCmd is "hyperctl submit FILE [--wait]".
@@ -56,6 +57,7 @@ func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
 	cmd.Flags().StringVarP(&o.template, "template", "t", "", "make the manifest from the template NAME (hyperctl template list)")
 	cmd.Flags().StringArrayVar(&o.sets, "set", nil, "with --template: fill a field, KEY=VALUE (load.source_path=/srv/web01.vmdk, name=web01); repeatable")
+	cmd.Flags().IntVarP(&o.jobs, "jobs", "j", 0, "a batch: run up to N of its VMs at once (its \"concurrency\"; default the manifest's, else the agent's max_concurrent_jobs)")
 }
 
 // submitResult is the --output json shape of submit.
@@ -96,6 +98,18 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 		// The agent would refuse it too; say why without a round trip.
 		a.printValidateResult(validateResult{File: o.file, Errors: toProblemJSON(probs)})
 		return silentExit(exitFailed)
+	}
+	if o.jobs < 0 {
+		return usageError("-j %d: must be at least 1", o.jobs)
+	}
+	if o.jobs > 0 {
+		if image != "" {
+			return usageError("-j sets a batch's concurrency; an image is one VM")
+		}
+		var err error
+		if data, err = withConcurrency(data, o.jobs); err != nil {
+			return err
+		}
 	}
 	c, err := a.connect(ctx)
 	if err != nil {
