@@ -468,6 +468,11 @@ func (f *fixer) initramfs(ctx context.Context, regenerate bool) error {
 			f.changes = append(f.changes, report.Change{Fix: "initramfs", File: p, Before: string(old), After: content})
 		}
 		cmd = []string{"dracut", "--force", "--regenerate-all"}
+		if f.dracutHostOnly(ctx) {
+			cmd = append(cmd, "--no-hostonly")
+			f.changes = append(f.changes, report.Change{Fix: "initramfs", File: "/boot",
+				Note: "the guest builds host-only images: regenerated with --no-hostonly, since host-only detection here would describe the conversion host, not the VM (the guest's next kernel update on KVM builds host-only images again)"})
+		}
 	default:
 		f.changes = append(f.changes, report.Change{Fix: "initramfs", Note: "no initramfs-tools or dracut in the guest; initramfs left as is"})
 		return nil

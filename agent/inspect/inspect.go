@@ -135,6 +135,15 @@ func Choose(g *report.Guest) (backend, reason string) {
 			return guest.Guestfs, "guestfs: " + p.Note
 		}
 	}
+	// A UEFI guest's ESP: FIX puts the fallback loader there, and a host
+	// kernel without vfat cannot mount it.
+	if g.Firmware == "efi" && !guest.HostKernelMounts("vfat") {
+		for _, p := range g.Partitions {
+			if p.FSType == "vfat" && p.LV == "" {
+				return guest.Guestfs, "guestfs: the ESP " + devOf(p) + " is vfat, which this host's kernel cannot mount (FIX checks the UEFI fallback loader there)"
+			}
+		}
+	}
 	return guest.Native, "native: every filesystem is a partition or a linear LV the host kernel mounts by offset"
 }
 
@@ -545,8 +554,15 @@ func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root repor
 			continue
 		}
 		if p, found := Resolve(g, e.Device); found && p.Disk == root.Disk && p.FSType == "vfat" && p.LV == "" {
-			if err := o.mount(ctx, s, mountOf(p, "/boot/efi", true), p); err != nil && ctx.Err() != nil {
-				return err
+			err := o.mount(ctx, s, mountOf(p, "/boot/efi", true), p)
+			if err != nil && (ctx.Err() != nil || o.all || o.rw["/boot/efi"]) {
+				// FIX writes the fallback loader there; without it a
+				// converted UEFI guest may not boot, so say why, and what to do.
+				hint := ""
+				if !guest.HostKernelMounts("vfat") && s.Backend() == guest.Native {
+					hint = "; this host's kernel has no vfat: use fix.backend guestfs or auto (the appliance brings its own kernel), or load the vfat module"
+				}
+				return fmt.Errorf("cannot mount the ESP %s (fstab's /boot/efi), where FIX checks the UEFI fallback loader: %w%s", devOf(p), err, hint)
 			}
 		}
 		break
