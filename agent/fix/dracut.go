@@ -66,4 +66,3 @@ func hostOnly(texts []string) bool {
 	}
 	return on
 }
-
