@@ -58,6 +58,9 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 		return nil, fmt.Errorf("cannot fix a Windows guest: %w (only Linux guests are adapted; convert without fix)", ErrUnsupported)
 	}
 	if g.OS != nil && g.OS.Type != "linux" {
+		if enc := inspect.Encrypted(g); enc != "" {
+			return nil, fmt.Errorf("cannot fix: %w: no Linux root filesystem found; %s", ErrUnsupported, enc)
+		}
 		return nil, fmt.Errorf("cannot fix: %w: no Linux root filesystem found", ErrUnsupported)
 	}
 	f := &fixer{g: g}

@@ -154,6 +154,9 @@ func noRoot(g *report.Guest) error {
 		if p.LV != "" && p.Note != "" {
 			notes = append(notes, p.Note)
 		}
+		if p.FSType == "crypto_LUKS" {
+			notes = append(notes, encrypted(p))
+		}
 		if p.FSType == "linux_raid_member" {
 			notes = append(notes, devOf(p)+" is an md RAID member (md is not supported yet: a mirror leg is never written alone)")
 		}
@@ -162,6 +165,23 @@ func noRoot(g *report.Guest) error {
 		return errNoRoot
 	}
 	return fmt.Errorf("%w; not looked into: %s", errNoRoot, strings.Join(notes, "; "))
+}
+
+// encrypted says why a LUKS volume was not looked into.
+func encrypted(p report.Partition) string {
+	return "encrypted volume: " + devOf(p) + " is LUKS (UUID " + p.UUID + "); hyper2kvm has no key and does not decrypt guests: decrypt it first, or convert with fix disabled"
+}
+
+// Encrypted lists the guest's LUKS volumes the way a "no root" error
+// names them, "" when it has none.
+func Encrypted(g *report.Guest) string {
+	var notes []string
+	for _, p := range g.Partitions {
+		if p.FSType == "crypto_LUKS" {
+			notes = append(notes, encrypted(p))
+		}
+	}
+	return strings.Join(notes, "; ")
 }
 
 // Disk reads the partition table and probes each partition's filesystem.
