@@ -176,7 +176,7 @@ func convertAndBoot(t *testing.T, fb familyBoot, fd fixture.FamilyDisk, src, src
 		t.Fatalf("converted %s guest did not reach its marker (failed on %q):\n%s", fb.family, res.FailedOn, res.ConsoleTail)
 	}
 	t.Logf("booted (%s) in %.0fs", res.Accelerator, res.Seconds)
-	mounts, swaps, addrs := section(plain, "H2K-MOUNTS", "H2K-SWAPS"), section(plain, "H2K-SWAPS", "H2K-ADDRS"), section(plain, "H2K-ADDRS", fixture.FamilyMarker)
+	mounts, swaps, addrs := prefixed(plain, "H2K-MOUNT "), prefixed(plain, "H2K-SWAP "), prefixed(plain, "H2K-ADDR ")
 	t.Logf("guest's mounts:\n%sswaps:\n%saddresses:\n%s", mounts, swaps, addrs)
 	for _, want := range fb.mounts {
 		if !strings.Contains(mounts, want+"\n") {
@@ -191,21 +191,15 @@ func convertAndBoot(t *testing.T, fb familyBoot, fd fixture.FamilyDisk, src, src
 	}
 }
 
-// section is the console text between the lines start and end.
-func section(s, start, end string) string {
-	i := strings.LastIndex(s, start+"\r\n")
-	if i < 0 {
-		i = strings.LastIndex(s, start+"\n")
+// prefixed is the console's lines that start with prefix, without it.
+func prefixed(console, prefix string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.ReplaceAll(console, "\r", ""), "\n") {
+		if i := strings.Index(l, prefix); i >= 0 {
+			b.WriteString(strings.TrimSpace(l[i+len(prefix):]) + "\n")
+		}
 	}
-	if i < 0 {
-		return ""
-	}
-	s = s[i+len(start):]
-	if j := strings.Index(s, end); j >= 0 {
-		s = s[:j]
-	}
-	s = strings.ReplaceAll(s, "\r", "")
-	return strings.TrimLeft(s, "\n")
+	return b.String()
 }
 
 // hostHas says whether the host kernel has the filesystem (built in or as

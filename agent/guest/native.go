@@ -313,7 +313,7 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	}
 	// Held open until the mount holds the device, then left to it.
 	defer loop.Close()
-	opts := "nodev,nosuid"
+	opts := "nodev,nosuid" + hostUnique(m.FSType)
 	if m.RO {
 		opts += ",ro" + noReplay(m.FSType)
 	}
