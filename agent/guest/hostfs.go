@@ -27,12 +27,19 @@ func HostKernelMounts(fstype string) bool {
 		}
 		rel.WriteByte(byte(c))
 	}
-	dir := map[string]string{"vfat": "fat", "ntfs3": "ntfs3", "xfs": "xfs", "btrfs": "btrfs", "ext4": "ext4"}[fstype]
-	if dir == "" {
+	mod := fsModules[fstype]
+	if mod == "" {
 		return false
 	}
-	m, _ := filepath.Glob(filepath.Join("/lib/modules", rel.String(), "kernel/fs", dir, fstype+".ko*"))
+	m, _ := filepath.Glob(filepath.Join("/lib/modules", rel.String(), "kernel/fs", mod+".ko*"))
 	return len(m) > 0
+}
+
+// fsModules are the kernel modules (below kernel/fs) that provide the
+// filesystem types the native backend mounts.
+var fsModules = map[string]string{
+	"ext2": "ext4/ext4", "ext3": "ext4/ext4", "ext4": "ext4/ext4",
+	"xfs": "xfs/xfs", "btrfs": "btrfs/btrfs", "vfat": "fat/vfat", "ntfs3": "ntfs3/ntfs3",
 }
 
 // hasFilesystem says whether /proc/filesystems text lists fstype.

@@ -326,6 +326,9 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	}
 	args = append(args, loop.Name(), point)
 	if _, err := n.nsenter(ctx, args...); err != nil {
+		if m.FSType != "" && !HostKernelMounts(m.FSType) {
+			return fmt.Errorf("cannot mount partition %d on %s: %w; this host's kernel has no %s: use fix.backend guestfs or auto (the appliance brings its own kernel), or install the module", m.Number, target, err, m.FSType)
+		}
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
 	}
 	n.mounts = append(n.mounts, point)

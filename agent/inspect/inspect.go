@@ -135,6 +135,12 @@ func Choose(g *report.Guest) (backend, reason string) {
 			return guest.Guestfs, "guestfs: " + p.Note
 		}
 	}
+	// A filesystem type the host kernel lacks (a module not installed).
+	for _, p := range g.Partitions {
+		if linuxFS[p.FSType] && !guest.HostKernelMounts(p.FSType) {
+			return guest.Guestfs, "guestfs: " + devOf(p) + " is " + p.FSType + ", which this host's kernel cannot mount"
+		}
+	}
 	// A UEFI guest's ESP: FIX puts the fallback loader there, and a host
 	// kernel without vfat cannot mount it.
 	if g.Firmware == "efi" && !guest.HostKernelMounts("vfat") {
