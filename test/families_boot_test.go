@@ -48,6 +48,12 @@ var familyBoots = []familyBoot{
 	{family: "lvm-uuid", source: "ova", mounts: []string{"/ /dev/mapper/rhel-root xfs", "/boot /dev/vda1 ext4"}, swap: true, fidelityOnly: true},
 }
 
+// familyBootTimeout bounds each family boot: a cap, not a measurement.
+// Idle, a guest reaches its marker in one to two minutes under TCG; on a
+// loaded 2-core machine (several boots and appliances at once) some took
+// over eight.
+const familyBootTimeout = 15 * time.Minute
+
 // fidelity says whether to run every family with both backends and to
 // boot each original on its own controller first (make test-fidelity);
 // otherwise each family runs once with the default backend (auto).
@@ -129,7 +135,7 @@ func bootOriginal(t *testing.T, fb familyBoot, fd fixture.FamilyDisk) {
 		return
 	}
 	o := boot.Options{Image: fd.Path, Format: "raw", Bus: "pvscsi", Machine: "q35", NIC: "vmxnet3", MAC: "00:50:56:a1:b2:c3",
-		Marker: fixture.FamilyMarker, Timeout: bootTimeout, Accel: familyAccel(t),
+		Marker: fixture.FamilyMarker, Timeout: familyBootTimeout, Accel: familyAccel(t),
 		FailMarkers: []string{"Gave up waiting for root", "emergency mode", "Kernel panic"},
 		Console:     filepath.Join(t.TempDir(), "original.log")}
 	if fb.source == "vhdx" {
@@ -174,7 +180,7 @@ func convertAndBoot(t *testing.T, fb familyBoot, fd fixture.FamilyDisk, src, src
 	console := filepath.Join(t.TempDir(), "console.log")
 	res, err := boot.Test(context.Background(), boot.Options{
 		Image: filepath.Join(out, fb.family+".qcow2"), Format: "qcow2", Firmware: fd.Firmware, Machine: "q35",
-		Marker: fixture.FamilyMarker, Timeout: bootTimeout, Accel: familyAccel(t),
+		Marker: fixture.FamilyMarker, Timeout: familyBootTimeout, Accel: familyAccel(t),
 		// Not "Dependency failed for": a slow udev under TCG can time out
 		// ttyS0 (serial getty) on a loaded machine; a failed mount of the
 		// guest's fstab ends in emergency mode, which is caught.
