@@ -27,6 +27,8 @@ type familyBoot struct {
 	mounts []string
 	swap   bool   // a swap must be active
 	addr   string // a substring of `ip -4 -o addr` that must be there
+	// origAddr is the same for the original on VMware's NIC (fidelity).
+	origAddr string
 	// nativeFails, when set, is what the native backend must say on a host
 	// that lacks what the family needs (checked instead of a boot).
 	nativeNeeds string
@@ -37,7 +39,7 @@ type familyBoot struct {
 var familyBoots = []familyBoot{
 	{family: "lvm", source: "ova", mounts: []string{"/ /dev/mapper/rhel-root xfs", "/boot /dev/vda1 ext4"}, swap: true},
 	{family: "uefi", source: "ova", mounts: []string{"/ /dev/vda2 ext4", "/boot/efi /dev/vda1 vfat"}, nativeNeeds: "vfat"},
-	{family: "netplan", source: "ova", mounts: []string{"/ /dev/vda1 ext4"}, addr: "enp1s0    inet 10.0.2.15/24"},
+	{family: "netplan", source: "ova", mounts: []string{"/ /dev/vda1 ext4"}, addr: "enp1s0    inet 10.0.2.15/24", origAddr: "ens160    inet 10.0.2.15/24"},
 	{family: "btrfs", source: "ova", mounts: []string{"/ /dev/vda1[/@] btrfs", "/home /dev/vda1[/@home] btrfs"}},
 	// Fidelity only (CI time; their fixes have unit tests: XFS's nouuid,
 	// dracut's host-only detection, and the LVM root is XFS too).
@@ -149,6 +151,12 @@ func bootOriginal(t *testing.T, fb familyBoot, fd fixture.FamilyDisk) {
 		t.Fatalf("the original %s guest did not boot on %s (failed on %q):\n%s", fb.family, o.Bus, res.FailedOn, res.ConsoleTail)
 	}
 	t.Logf("original booted on %s in %.0fs", o.Bus, res.Seconds)
+	if fb.origAddr != "" {
+		b, _ := os.ReadFile(o.Console)
+		if addrs := prefixed(string(b), "H2K-ADDR "); !strings.Contains(addrs, fb.origAddr) {
+			t.Errorf("the original lacks the address %q on VMware's NIC:\n%s", fb.origAddr, addrs)
+		}
+	}
 }
 
 func convertAndBoot(t *testing.T, fb familyBoot, fd fixture.FamilyDisk, src, srcType, backend string) {
