@@ -679,7 +679,7 @@ umount-all
 			if be == "native" && !guest.HostKernelMounts("vfat") {
 				// Without the fallback loader the converted guest does not
 				// boot: FIX must say so and what to do, not skip it.
-				if err == nil || !strings.Contains(err.Error(), "cannot mount the ESP /dev/sda1") || !strings.Contains(err.Error(), "no vfat: use fix.backend guestfs") {
+				if err == nil || !strings.Contains(err.Error(), "cannot mount the ESP /dev/sda1") || !strings.Contains(err.Error(), "this host's kernel has no vfat: use fix.backend guestfs") {
 					t.Fatalf("native FIX on a host without vfat: %v", err)
 				}
 				t.Logf("native, no vfat here: %v", err)

@@ -583,12 +583,9 @@ func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root repor
 			err := o.mount(ctx, s, mountOf(p, "/boot/efi", true), p)
 			if err != nil && (ctx.Err() != nil || o.all || o.rw["/boot/efi"]) {
 				// FIX writes the fallback loader there; without it a
-				// converted UEFI guest may not boot, so say why, and what to do.
-				hint := ""
-				if !guest.HostKernelMounts("vfat") && s.Backend() == guest.Native {
-					hint = "; this host's kernel has no vfat: use fix.backend guestfs or auto (the appliance brings its own kernel), or load the vfat module"
-				}
-				return fmt.Errorf("cannot mount the ESP %s (fstab's /boot/efi), where FIX checks the UEFI fallback loader: %w%s", devOf(p), err, hint)
+				// converted UEFI guest may not boot. The native backend's
+				// error says when the host kernel lacks vfat, and what to do.
+				return fmt.Errorf("cannot mount the ESP %s (fstab's /boot/efi), where FIX checks the UEFI fallback loader: %w", devOf(p), err)
 			}
 		}
 		break
