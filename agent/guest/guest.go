@@ -113,6 +113,20 @@ func noReplay(fstype string) string {
 	return ""
 }
 
+// hostUnique is the mount option that lets the host kernel mount a
+// filesystem whose UUID another mounted filesystem already has, "" when
+// fstype needs none. XFS refuses a second filesystem with the same UUID
+// ("duplicate UUID - can't mount"): two VMs cloned from one template,
+// converted at once, or a guest cloned from the host's own image, would
+// otherwise fail INSPECT with "wrong fs type". Only the native backend
+// needs it (the appliance mounts one guest).
+func hostUnique(fstype string) string {
+	if fstype == "xfs" {
+		return ",nouuid"
+	}
+	return ""
+}
+
 // CheckOptions refuses mount options other than btrfs's subvol=/subvolid=:
 // they come from the guest's own fstab, which is untrusted.
 func CheckOptions(o string) error {

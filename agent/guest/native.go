@@ -313,7 +313,7 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	}
 	// Held open until the mount holds the device, then left to it.
 	defer loop.Close()
-	opts := "nodev,nosuid"
+	opts := "nodev,nosuid" + hostUnique(m.FSType)
 	if m.RO {
 		opts += ",ro" + noReplay(m.FSType)
 	}
@@ -326,6 +326,9 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	}
 	args = append(args, loop.Name(), point)
 	if _, err := n.nsenter(ctx, args...); err != nil {
+		if m.FSType != "" && !HostKernelMounts(m.FSType) {
+			return fmt.Errorf("cannot mount partition %d on %s: %w; this host's kernel has no %s: use fix.backend guestfs or auto (the appliance brings its own kernel), or install the module", m.Number, target, err, m.FSType)
+		}
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
 	}
 	n.mounts = append(n.mounts, point)
