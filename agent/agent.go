@@ -139,12 +139,13 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("cannot create %s: %w", d, err)
 		}
 	}
-	st, err := loadState(a.statePath())
+	st, err := openStore(a.cfg.StoreURL(), a.cfg.StateDir, a.log)
 	if err != nil {
 		return nil, err
 	}
 	st.prune(a.now(), a.cfg.KeepFinished.D())
-	if err := st.compact(a.statePath()); err != nil {
+	if err := st.save(); err != nil {
+		st.db.close()
 		return nil, err
 	}
 	a.st = st
@@ -170,11 +171,14 @@ func (a *Agent) SetActivity(f func() time.Time) {
 	a.mu.Unlock()
 }
 
-// Close releases the connection to systemd.
-func (a *Agent) Close() { a.units.Close() }
-
-func (a *Agent) statePath() string { return filepath.Join(a.cfg.StateDir, "state.json") }
-func (a *Agent) jobsDir() string   { return filepath.Join(a.cfg.StateDir, "jobs") }
+// Close releases the connection to systemd and the job store.
+func (a *Agent) Close() {
+	a.units.Close()
+	if a.st.db != nil {
+		a.st.db.close()
+	}
+}
+func (a *Agent) jobsDir() string { return filepath.Join(a.cfg.StateDir, "jobs") }
 
 // Run recovers jobs left by a previous run, scans the queue, tells systemd
 // it is ready and then serves until ctx is done, the connection to systemd
@@ -451,7 +455,7 @@ func (a *Agent) counts() (pending, running int) {
 // save persists the store; a failure is logged, and the agent goes on
 // with what it has in memory (the next save retries).
 func (a *Agent) save() {
-	err := a.st.save(a.statePath())
+	err := a.st.save()
 	if err != nil && !a.saveFailed {
 		a.log.Errorf(nil, "%v; trying again every %s", a.stateFSError(err), settleEvery)
 	}

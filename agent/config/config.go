@@ -57,6 +57,23 @@ type Config struct {
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
 	// without load) given to a disk image dropped directly into the queue.
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
+	// Store is where the job store lives.
+	Store Store `yaml:"store"`
+}
+
+// Store names the job store's database.
+type Store struct {
+	// URL is sqlite:///abs/path.db (one host; "" means jobs.db in
+	// state_dir) or postgres://... (a fleet sharing one database).
+	URL string `yaml:"url"`
+}
+
+// StoreURL is store.url, or the default: jobs.db in state_dir.
+func (c *Config) StoreURL() string {
+	if c.Store.URL != "" {
+		return c.Store.URL
+	}
+	return "sqlite://" + filepath.Join(c.StateDir, "jobs.db")
 }
 
 // Job holds the defaults of every job unit; a manifest's resources section
@@ -255,6 +272,17 @@ func (c *Config) Validate() error {
 	// says: a larger setting would only move where the refusal comes from.
 	if c.MaxManifestSize > 1<<20 {
 		bad("max_manifest_size", "must be at most 1048576 bytes (1 MiB), the largest manifest the parser reads")
+	}
+	if u := c.Store.URL; u != "" {
+		switch {
+		case strings.HasPrefix(u, "sqlite://"):
+			if !filepath.IsAbs(strings.TrimPrefix(u, "sqlite://")) {
+				bad("store.url", "a SQLite store must name an absolute path, like sqlite:///var/lib/hyper2kvm/jobs.db, not %q", u)
+			}
+		case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
+		default:
+			bad("store.url", "must start with sqlite:// or postgres://, not %q", u)
+		}
 	}
 	if c.MaxQueued < 1 {
 		bad("max_queued", "must be at least 1")
