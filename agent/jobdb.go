@@ -241,6 +241,9 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 		// River inserts a job as available or scheduled; the rest of
 		// what the record says goes in as for any other change.
 		for i, r := range b.insert {
+			if r.State == jobs.Pending && r.Attempt == 0 {
+				continue // as River inserted it
+			}
 			if err := updateRow(ctx, tx, b.insertedIDs[i], r); err != nil {
 				return err
 			}
