@@ -139,7 +139,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("cannot create %s: %w", d, err)
 		}
 	}
-	st, err := openStore(a.cfg.StoreURL(), a.cfg.StateDir, a.log)
+	st, err := openStore(a.cfg.StoreURL(), a.cfg.HostName(), a.cfg.StateDir, a.log)
 	if err != nil {
 		return nil, err
 	}

@@ -4,18 +4,22 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
 	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver River's riversqlite runs on
 
@@ -45,17 +49,144 @@ func (jobArgs) Kind() string                   { return jobKind }
 func (a jobArgs) MarshalJSON() ([]byte, error) { return json.Marshal(a.r) }
 
 // jobDB is the job store's database: River's schema plus the claims.
+// One host keeps it in SQLite (db, client); a fleet in PostgreSQL (pool,
+// pgClient), each host's jobs and claims marked with its name (host).
 type jobDB struct {
+	host   string
 	db     *sql.DB
 	client *river.Client[*sql.Tx]
 	lock   *os.File // held while migrating and importing
+
+	pool     *pgxpool.Pool
+	pgClient *river.Client[pgx.Tx]
+	pgLock   *pgxpool.Conn // holds the advisory lock while migrating and importing
 }
 
-// openJobDB opens the store named by rawURL, brings River's schema and
-// the agent's table up to date (under a lock, so two agents starting at
-// once do not migrate twice) and returns it with the lock still held:
-// the caller imports the old files under it, then calls unlock.
-func openJobDB(ctx context.Context, rawURL string) (*jobDB, error) {
+// q is the query for this database: SQLite's or PostgreSQL's.
+func (d *jobDB) q(sqlite, pg string) string {
+	if d.pool != nil {
+		return pg
+	}
+	return sqlite
+}
+
+// claimHost is the host the claims and jobs read and written are
+// marked with: this host's name in a fleet, "" on one host (SQLite), so
+// that a machine renamed keeps its claims.
+func (d *jobDB) claimHost() string {
+	if d.pool != nil {
+		return d.host
+	}
+	return ""
+}
+
+// ts is a time as this database takes it in a parameter.
+func (d *jobDB) ts(t time.Time) any {
+	if d.pool != nil {
+		return t.UTC()
+	}
+	return sqliteTime(t)
+}
+
+// exec runs one statement outside a transaction.
+func (d *jobDB) exec(ctx context.Context, query string, args ...any) error {
+	if d.pool != nil {
+		_, err := d.pool.Exec(ctx, query, args...)
+		return err
+	}
+	_, err := d.db.ExecContext(ctx, query, args...)
+	return err
+}
+
+// rows runs a query and calls f with each row's scanner.
+func (d *jobDB) rows(ctx context.Context, query string, args []any, f func(scan func(...any) error) error) error {
+	if d.pool != nil {
+		rs, err := d.pool.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			if err := f(rs.Scan); err != nil {
+				return err
+			}
+		}
+		return rs.Err()
+	}
+	rs, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	for rs.Next() {
+		if err := f(rs.Scan); err != nil {
+			return err
+		}
+	}
+	return rs.Err()
+}
+
+// dbTx is one transaction on either database.
+type dbTx struct {
+	d  *jobDB
+	sq *sql.Tx
+	pg pgx.Tx
+}
+
+func (d *jobDB) begin(ctx context.Context) (*dbTx, error) {
+	if d.pool != nil {
+		tx, err := d.pool.Begin(ctx)
+		return &dbTx{d: d, pg: tx}, err
+	}
+	tx, err := d.db.BeginTx(ctx, nil)
+	return &dbTx{d: d, sq: tx}, err
+}
+
+func (t *dbTx) exec(ctx context.Context, query string, args ...any) error {
+	if t.pg != nil {
+		_, err := t.pg.Exec(ctx, query, args...)
+		return err
+	}
+	_, err := t.sq.ExecContext(ctx, query, args...)
+	return err
+}
+
+func (t *dbTx) insertMany(ctx context.Context, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error) {
+	if t.pg != nil {
+		return t.d.pgClient.InsertManyTx(ctx, t.pg, params)
+	}
+	return t.d.client.InsertManyTx(ctx, t.sq, params)
+}
+
+func (t *dbTx) commit(ctx context.Context) error {
+	if t.pg != nil {
+		return t.pg.Commit(ctx)
+	}
+	return t.sq.Commit()
+}
+
+func (t *dbTx) rollback(ctx context.Context) {
+	if t.pg != nil {
+		t.pg.Rollback(ctx)
+		return
+	}
+	t.sq.Rollback()
+}
+
+// openJobDB opens the store named by rawURL for host, brings River's
+// schema and the agent's tables up to date (under a lock, so two agents
+// starting at once do not migrate twice) and returns it with the lock
+// still held: the caller imports the old files under it, then calls
+// unlock.
+func openJobDB(ctx context.Context, rawURL, host string) (*jobDB, error) {
+	if isPostgres(rawURL) {
+		d := &jobDB{host: host}
+		if err := d.openPostgres(ctx, rawURL); err != nil {
+			d.close()
+			return nil, err
+		}
+		return d, nil
+	}
 	path, err := sqlitePath(rawURL)
 	if err != nil {
 		return nil, err
@@ -71,12 +202,75 @@ func openJobDB(ctx context.Context, rawURL string) (*jobDB, error) {
 		lock.Close()
 		return nil, fmt.Errorf("cannot lock the job store %s: %w", path, err)
 	}
-	d := &jobDB{lock: lock}
+	d := &jobDB{host: host, lock: lock}
 	if err := d.open(ctx, path); err != nil {
 		d.close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// migrateLockKey is the PostgreSQL advisory lock agents take to migrate.
+const migrateLockKey = 0x68326b76 // "h2kv"
+
+// openPostgres connects to a fleet's database (peer authentication over
+// the Unix socket by default; a password comes as the systemd credential
+// pgpassword, never in agent.yaml), takes the migration lock and migrates.
+func (d *jobDB) openPostgres(ctx context.Context, rawURL string) error {
+	cfg, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return fmt.Errorf("store.url: %w", err)
+	}
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" && cfg.ConnConfig.Password == "" {
+		if pw, err := os.ReadFile(filepath.Join(dir, "pgpassword")); err == nil {
+			cfg.ConnConfig.Password = strings.TrimSpace(string(pw))
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("cannot connect to the job store: %w", err)
+	}
+	d.pool = pool
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot connect to the job store %s: %w", redactURL(rawURL), err)
+	}
+	d.pgLock = conn
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
+		return fmt.Errorf("cannot lock the job store for its migrations: %w", err)
+	}
+	driver := riverpgxv5.New(pool)
+	m, err := rivermigrate.New(driver, nil)
+	if err != nil {
+		return fmt.Errorf("cannot prepare the job store's migrations: %w", err)
+	}
+	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("cannot migrate the job store to River's schema: %w", err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS hyper2kvm_claim (host TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host, name));
+CREATE TABLE IF NOT EXISTS hyper2kvm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("cannot create the job store's claim table: %w", err)
+	}
+	client, err := river.NewClient(driver, &river.Config{Logger: discardLogger()})
+	if err != nil {
+		return fmt.Errorf("cannot start River: %w", err)
+	}
+	d.pgClient = client
+	return nil
+}
+
+// redactURL drops a password from a store URL for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "store.url"
+	}
+	return u.Redacted()
+}
+
+// isPostgres reports whether a store URL names PostgreSQL.
+func isPostgres(u string) bool {
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
 }
 
 func (d *jobDB) open(ctx context.Context, path string) error {
@@ -104,7 +298,7 @@ func (d *jobDB) open(ctx context.Context, path string) error {
 	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("cannot migrate the job store %s to River's schema: %w", path, err)
 	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS hyper2kvm_claim (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS hyper2kvm_claim (host TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host, name));
 CREATE TABLE IF NOT EXISTS hyper2kvm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
 		return fmt.Errorf("cannot create the job store's claim table: %w", err)
 	}
@@ -124,8 +318,6 @@ func sqlitePath(rawURL string) (string, error) {
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("store.url %q: %w", rawURL, err)
-	case u.Scheme == "postgres" || u.Scheme == "postgresql":
-		return "", fmt.Errorf("store.url %q: a PostgreSQL store is not supported by this agent yet; use sqlite:///var/lib/hyper2kvm/jobs.db", rawURL)
 	case u.Scheme != "sqlite" || !filepath.IsAbs(u.Path):
 		return "", fmt.Errorf("store.url %q: want sqlite:///absolute/path.db", rawURL)
 	}
@@ -138,6 +330,11 @@ func (d *jobDB) unlock() {
 		d.lock.Close()
 		d.lock = nil
 	}
+	if d.pgLock != nil {
+		d.pgLock.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, migrateLockKey)
+		d.pgLock.Release()
+		d.pgLock = nil
+	}
 }
 
 func (d *jobDB) close() {
@@ -145,15 +342,16 @@ func (d *jobDB) close() {
 	if d.db != nil {
 		d.db.Close()
 	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
 }
 
 // meta reads a value of hyper2kvm_meta ("" when unset).
 func (d *jobDB) meta(ctx context.Context, key string) (string, error) {
 	var v string
-	err := d.db.QueryRowContext(ctx, `SELECT value FROM hyper2kvm_meta WHERE key = ?`, key).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
+	err := d.rows(ctx, d.q(`SELECT value FROM hyper2kvm_meta WHERE key = ?`, `SELECT value FROM hyper2kvm_meta WHERE key = $1`), []any{key},
+		func(scan func(...any) error) error { return scan(&v) })
 	return v, err
 }
 
@@ -161,44 +359,44 @@ func (d *jobDB) meta(ctx context.Context, key string) (string, error) {
 func (d *jobDB) load(ctx context.Context) (*state, error) {
 	s := newState()
 	s.db = d
-	rows, err := d.db.QueryContext(ctx, `SELECT id, json(args) FROM river_job WHERE kind = ?`, jobKind)
+	// On one host every job is this host's, whatever it was called when
+	// the job was made (a renamed machine keeps its jobs).
+	query, args := `SELECT id, json(args) FROM river_job WHERE kind = ?`, []any{jobKind}
+	if d.pool != nil {
+		query, args = `SELECT id, args::text FROM river_job WHERE kind = $1 AND metadata ->> 'host' = $2`, []any{jobKind, d.host}
+	}
+	err := d.rows(ctx, query, args,
+		func(scan func(...any) error) error {
+			var rowid int64
+			var args []byte
+			if err := scan(&rowid, &args); err != nil {
+				return err
+			}
+			r := &record{}
+			if err := json.Unmarshal(args, r); err != nil || r.ID == "" {
+				return fmt.Errorf("job row %d: %v", rowid, err)
+			}
+			s.Jobs[r.ID] = r
+			s.rows[r.ID] = rowid
+			return nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the job store: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var rowid int64
-		var args []byte
-		if err := rows.Scan(&rowid, &args); err != nil {
-			return nil, fmt.Errorf("cannot read the job store: %w", err)
-		}
-		r := &record{}
-		if err := json.Unmarshal(args, r); err != nil || r.ID == "" {
-			return nil, fmt.Errorf("cannot read job row %d of the job store: %v", rowid, err)
-		}
-		s.Jobs[r.ID] = r
-		s.rows[r.ID] = rowid
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot read the job store: %w", err)
-	}
-	crows, err := d.db.QueryContext(ctx, `SELECT data FROM hyper2kvm_claim`)
+	err = d.rows(ctx, d.q(`SELECT data FROM hyper2kvm_claim WHERE host = ?`, `SELECT data FROM hyper2kvm_claim WHERE host = $1`), []any{d.claimHost()},
+		func(scan func(...any) error) error {
+			var data []byte
+			if err := scan(&data); err != nil {
+				return err
+			}
+			c := &claim{}
+			if err := json.Unmarshal(data, c); err != nil || c.Name == "" {
+				return fmt.Errorf("a claim: %v", err)
+			}
+			s.Claims[c.Name] = c
+			return nil
+		})
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the job store's claims: %w", err)
-	}
-	defer crows.Close()
-	for crows.Next() {
-		var data []byte
-		if err := crows.Scan(&data); err != nil {
-			return nil, fmt.Errorf("cannot read the job store's claims: %w", err)
-		}
-		c := &claim{}
-		if err := json.Unmarshal(data, c); err != nil || c.Name == "" {
-			return nil, fmt.Errorf("cannot read a claim of the job store: %v", err)
-		}
-		s.Claims[c.Name] = c
-	}
-	if err := crows.Err(); err != nil {
 		return nil, fmt.Errorf("cannot read the job store's claims: %w", err)
 	}
 	s.loaded()
@@ -220,17 +418,17 @@ type batch struct {
 
 // write commits b: all of it or nothing.
 func (d *jobDB) write(ctx context.Context, b *batch) error {
-	tx, err := d.db.BeginTx(ctx, nil)
+	tx, err := d.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot save job store: %w", err)
 	}
-	defer tx.Rollback()
+	defer tx.rollback(ctx)
 	if len(b.insert) > 0 {
 		params := make([]river.InsertManyParams, len(b.insert))
 		for i, r := range b.insert {
-			params[i] = river.InsertManyParams{Args: jobArgs{r}, InsertOpts: insertOpts(r)}
+			params[i] = river.InsertManyParams{Args: jobArgs{r}, InsertOpts: d.insertOpts(r)}
 		}
-		res, err := d.client.InsertManyTx(ctx, tx, params)
+		res, err := tx.insertMany(ctx, params)
 		if err != nil {
 			return fmt.Errorf("cannot save job store: inserting %d jobs: %w", len(b.insert), err)
 		}
@@ -238,24 +436,24 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 		for _, x := range res {
 			b.insertedIDs = append(b.insertedIDs, x.Job.ID)
 		}
-		// River inserts a job as available or scheduled; the rest of
-		// what the record says goes in as for any other change.
+		// River inserts a job as available; the rest of what the
+		// record says goes in as for any other change.
 		for i, r := range b.insert {
 			if r.State == jobs.Pending && r.Attempt == 0 {
 				continue // as River inserted it
 			}
-			if err := updateRow(ctx, tx, b.insertedIDs[i], r); err != nil {
+			if err := d.updateRow(ctx, tx, b.insertedIDs[i], r); err != nil {
 				return err
 			}
 		}
 	}
 	for _, r := range b.update {
-		if err := updateRow(ctx, tx, b.rows[r.ID], r); err != nil {
+		if err := d.updateRow(ctx, tx, b.rows[r.ID], r); err != nil {
 			return err
 		}
 	}
 	for _, id := range b.deleteJobs {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM river_job WHERE id = ?`, id); err != nil {
+		if err := tx.exec(ctx, d.q(`DELETE FROM river_job WHERE id = ?`, `DELETE FROM river_job WHERE id = $1`), id); err != nil {
 			return fmt.Errorf("cannot save job store: removing a job: %w", err)
 		}
 	}
@@ -264,33 +462,37 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 		if err != nil {
 			return fmt.Errorf("cannot encode claim %s: %w", c.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO hyper2kvm_claim (name, data) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET data = excluded.data`, c.Name, string(data)); err != nil {
+		if err := tx.exec(ctx, d.q(`INSERT INTO hyper2kvm_claim (host, name, data) VALUES (?, ?, ?) ON CONFLICT(host, name) DO UPDATE SET data = excluded.data`,
+			`INSERT INTO hyper2kvm_claim (host, name, data) VALUES ($1, $2, $3) ON CONFLICT(host, name) DO UPDATE SET data = excluded.data`),
+			d.claimHost(), c.Name, string(data)); err != nil {
 			return fmt.Errorf("cannot save job store: claim %s: %w", c.Name, err)
 		}
 	}
 	for _, name := range b.claimsGone {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM hyper2kvm_claim WHERE name = ?`, name); err != nil {
+		if err := tx.exec(ctx, d.q(`DELETE FROM hyper2kvm_claim WHERE host = ? AND name = ?`, `DELETE FROM hyper2kvm_claim WHERE host = $1 AND name = $2`), d.claimHost(), name); err != nil {
 			return fmt.Errorf("cannot save job store: claim %s: %w", name, err)
 		}
 	}
 	if b.metaKey != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO hyper2kvm_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, b.metaKey, b.metaValue); err != nil {
+		if err := tx.exec(ctx, d.q(`INSERT INTO hyper2kvm_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+			`INSERT INTO hyper2kvm_meta (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value`), b.metaKey, b.metaValue); err != nil {
 			return fmt.Errorf("cannot save job store: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.commit(ctx); err != nil {
 		return fmt.Errorf("cannot save job store: %w", err)
 	}
 	return nil
 }
 
 // insertOpts are River's columns for a new job.
-func insertOpts(r *record) *river.InsertOpts {
+func (d *jobDB) insertOpts(r *record) *river.InsertOpts {
+	meta, _ := json.Marshal(map[string]string{"job_id": r.ID, "host": d.host})
 	return &river.InsertOpts{
 		Queue:       jobQueue,
 		MaxAttempts: maxAttempts,
 		Priority:    riverPriority(r.Priority),
-		Metadata:    []byte(fmt.Sprintf(`{"job_id":%q}`, r.ID)),
+		Metadata:    meta,
 	}
 }
 
@@ -328,7 +530,7 @@ func riverState(s jobs.State) string {
 
 // updateRow writes r over its row: the args, and the River columns the
 // record decides (state, attempts, when it started and ended).
-func updateRow(ctx context.Context, tx *sql.Tx, rowid int64, r *record) error {
+func (d *jobDB) updateRow(ctx context.Context, tx *dbTx, rowid int64, r *record) error {
 	args, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("cannot encode job %s: %w", r.ID, err)
@@ -339,12 +541,13 @@ func updateRow(ctx context.Context, tx *sql.Tx, rowid int64, r *record) error {
 		if at.IsZero() {
 			at = r.CreatedAt
 		}
-		finalized = sqliteTime(at)
+		finalized = d.ts(at)
 	}
 	if !r.StartedAt.IsZero() {
-		attempted = sqliteTime(r.StartedAt)
+		attempted = d.ts(r.StartedAt)
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE river_job SET args = jsonb(?), state = ?, attempt = ?, attempted_at = ?, finalized_at = ?, priority = ? WHERE id = ?`,
+	err = tx.exec(ctx, d.q(`UPDATE river_job SET args = jsonb(?), state = ?, attempt = ?, attempted_at = ?, finalized_at = ?, priority = ? WHERE id = ?`,
+		`UPDATE river_job SET args = $1::jsonb, state = $2::river_job_state, attempt = $3, attempted_at = $4, finalized_at = $5, priority = $6 WHERE id = $7`),
 		string(args), riverState(r.State), r.Attempt, attempted, finalized, riverPriority(r.Priority), rowid)
 	if err != nil {
 		return fmt.Errorf("cannot save job %s: %w", r.ID, err)
@@ -364,10 +567,10 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 
 // openStore opens the job store named by storeURL, migrates it, imports
 // the old files in stateDir once, and loads it.
-func openStore(storeURL, stateDir string, log *Logger) (*state, error) {
+func openStore(storeURL, host, stateDir string, log *Logger) (*state, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	d, err := openJobDB(ctx, storeURL)
+	d, err := openJobDB(ctx, storeURL, host)
 	if err != nil {
 		return nil, err
 	}

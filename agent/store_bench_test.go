@@ -21,7 +21,7 @@ import (
 // pending ones (each with its claim), saved.
 func benchStore(b *testing.B, dir string, finished, pending int) *state {
 	b.Helper()
-	s, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), dir, NewLogger(os.Stderr, false))
+	s, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), "testhost", dir, NewLogger(os.Stderr, false))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func BenchmarkStore(b *testing.B) {
 		for b.Loop() {
 		}
 		latencies(b, 5, func() {
-			got, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), dir, NewLogger(os.Stderr, false))
+			got, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), "testhost", dir, NewLogger(os.Stderr, false))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -15,12 +15,13 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/test/pgcluster"
 )
 
 // openTestStore opens (or reopens) the River store in dir.
 func openTestStore(t *testing.T, dir string) *state {
 	t.Helper()
-	s, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), dir, NewLogger(os.Stderr, false))
+	s, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), "testhost", dir, NewLogger(os.Stderr, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestStoreImportsTheOldFilesOnce(t *testing.T) {
 func TestStoreRefusesAnOldStoreOfAnotherVersion(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, legacyStateName), []byte(`{"version":99}`), 0o600)
-	_, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), dir, NewLogger(os.Stderr, false))
+	_, err := openStore("sqlite://"+filepath.Join(dir, "jobs.db"), "testhost", dir, NewLogger(os.Stderr, false))
 	if err == nil || !strings.Contains(err.Error(), "version 99") {
 		t.Errorf("an old store of another version: %v", err)
 	}
@@ -658,5 +659,50 @@ func TestStatusTodayCounts(t *testing.T) {
 	s := a.Status()
 	if s.ProcessedToday != 2 || s.FailedToday != 1 || s.CancelledToday != 3 {
 		t.Errorf("today: %d processed, %d failed, %d cancelled; want 2, 1, 3", s.ProcessedToday, s.FailedToday, s.CancelledToday)
+	}
+}
+
+// TestStorePostgres runs the store on a real PostgreSQL (a throwaway
+// cluster): River's migrations, a save, a reload, the host marks that
+// keep two hosts' claims apart, and an old store imported once.
+func TestStorePostgres(t *testing.T) {
+	pg := pgcluster.Start(t)
+	dir := t.TempDir()
+	open := func(host string) *state {
+		t.Helper()
+		s, err := openStore(pg.URL, host, dir, NewLogger(os.Stderr, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.db.close)
+		return s
+	}
+	writeLegacy(t, dir, map[string]*record{"old00001": {Job: jobs.Job{ID: "old00001", State: jobs.Completed, CreatedAt: time.Now()}, Claim: "o.json"}}, nil)
+	a := open("host-a")
+	if a.Jobs["old00001"] == nil {
+		t.Fatalf("the old store was not imported: %v", a.Jobs)
+	}
+	now := time.Now()
+	a.add(&record{Job: jobs.Job{ID: "runs0002", State: jobs.Running, CreatedAt: now, StartedAt: now, Priority: 3}, Claim: "x.json", Attempt: 1})
+	a.add(&record{Job: jobs.Job{ID: "pend0003", State: jobs.Pending, CreatedAt: now}, Claim: "x.json"})
+	a.Claims["x.json"] = &claim{Name: "x.json", Jobs: []string{"runs0002", "pend0003"}}
+	if err := a.save(); err != nil {
+		t.Fatal(err)
+	}
+	b := open("host-b")
+	b.add(&record{Job: jobs.Job{ID: "pend0004", State: jobs.Pending, CreatedAt: now}, Claim: "x.json"})
+	b.Claims["x.json"] = &claim{Name: "x.json", Jobs: []string{"pend0004"}}
+	if err := b.save(); err != nil {
+		t.Fatal(err)
+	}
+	sameStore(t, open("host-a"), a)
+	sameStore(t, open("host-b"), b)
+	got := pg.SQL(t, `SELECT metadata->>'host' || ' ' || (args->>'id') || ' ' || state FROM river_job ORDER BY args->>'id'`)
+	want := "host-a old00001 completed\nhost-a pend0003 available\nhost-b pend0004 available\nhost-a runs0002 running\n"
+	if got != want {
+		t.Errorf("river_job holds\n%s\nwant\n%s", got, want)
+	}
+	if v := pg.SQL(t, `SELECT count(*) FROM river_migration`); strings.TrimSpace(v) == "0" {
+		t.Error("no River migration recorded")
 	}
 }

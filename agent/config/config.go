@@ -59,6 +59,25 @@ type Config struct {
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
 	// Store is where the job store lives.
 	Store Store `yaml:"store"`
+	// Host is this host as the fleet knows it.
+	Host Host `yaml:"host"`
+}
+
+// Host names this host in a fleet sharing one job store.
+type Host struct {
+	// Name marks the jobs this host claims ("" is the machine's hostname).
+	Name string `yaml:"name"`
+}
+
+// HostName is host.name, or the machine's hostname.
+func (c *Config) HostName() string {
+	if c.Host.Name != "" {
+		return c.Host.Name
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
 }
 
 // Store names the job store's database.
