@@ -32,6 +32,7 @@ type Agent struct {
 	worker  string
 	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
+	host    string // config host.name: marks the jobs this agent claims
 	now     func() time.Time
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
@@ -116,6 +117,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 	if a.log == nil {
 		a.log = NewLogger(os.Stderr, cfg.Verbose)
 	}
+	a.host = cfg.HostName()
 	a.worker = cfg.WorkerPath
 	a.self, _ = os.Executable()
 	if a.worker == "" {
@@ -139,7 +141,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("cannot create %s: %w", d, err)
 		}
 	}
-	st, err := openStore(a.cfg.StoreURL(), a.cfg.HostName(), a.cfg.StateDir, a.log)
+	st, err := openStore(a.cfg.StoreURL(), a.host, a.cfg.StateDir, a.log)
 	if err != nil {
 		return nil, err
 	}

@@ -146,7 +146,7 @@ func (a *Agent) refuse(name, reason string) {
 func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
 	now := a.now()
 	r := &record{
-		Job:        jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, SubmittedBy: -1, CreatedAt: now},
+		Job:        jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, SubmittedBy: -1, CreatedAt: now, Host: a.host},
 		Claim:      claimName,
 		Validation: validation,
 	}
@@ -213,7 +213,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 	for _, vm := range m.Split() {
 		raw, _ := json.Marshal(vm)
 		r := &record{
-			Job:   jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, SubmittedBy: submittedBy, CreatedAt: a.now()},
+			Job:   jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, SubmittedBy: submittedBy, CreatedAt: a.now(), Host: a.host},
 			Claim: claimed, VM: raw, FileTime: fileTime, DropperUID: dropper, Concurrency: conc,
 		}
 		r.enterState(jobs.Pending, transition{}, r.CreatedAt)

@@ -282,7 +282,7 @@ func sameRecord(a, b *record) bool {
 	x, y := &a.Job, &b.Job
 	return x.ID == y.ID && x.Name == y.Name && x.Batch == y.Batch && x.Manifest == y.Manifest &&
 		x.State == y.State && x.Stage == y.Stage && x.Progress == y.Progress && x.StatusText == y.StatusText &&
-		x.Unit == y.Unit && x.SubmittedBy == y.SubmittedBy && x.Priority == y.Priority &&
+		x.Unit == y.Unit && x.SubmittedBy == y.SubmittedBy && x.Priority == y.Priority && x.Host == y.Host &&
 		x.CreatedAt.Equal(y.CreatedAt) && x.StartedAt.Equal(y.StartedAt) && x.FinishedAt.Equal(y.FinishedAt) &&
 		x.Error == y.Error && x.ErrorStage == y.ErrorStage && slices.Equal(x.Outputs, y.Outputs) &&
 		x.ReportPath == y.ReportPath && x.BytesDone == y.BytesDone && x.BytesTotal == y.BytesTotal &&

@@ -50,6 +50,9 @@ type Job struct {
 	Unit        string    `json:"unit"`         // hyper2kvm-job-<id>.service
 	SubmittedBy int64     `json:"submitted_by"` // uid of the caller, or of the dropped file's owner; -1 when unknown
 	Priority    int       `json:"priority"`
+	// Host is the host that claimed the job and runs it (config
+	// host.name): in a fleet sharing one store, which machine to look at.
+	Host string `json:"host,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
