@@ -60,7 +60,10 @@ func Start(t testing.TB) *Cluster {
 	}
 	uid, _ := strconv.Atoi(pg.Uid)
 	gid, _ := strconv.Atoi(pg.Gid)
-	dir, err := os.MkdirTemp("", "h2k-pg-")
+	// Not under /tmp: the agent's unit has PrivateTmp=yes. Nor /run: the
+	// boxes mount their own there. The directory is bound into boxes at
+	// the same path.
+	dir, err := os.MkdirTemp("/var/lib", "h2k-test-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
