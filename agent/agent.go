@@ -201,6 +201,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.running = true
 	err = a.recoverLocked(ctx)
 	if err == nil {
+		err = a.fleetTickLocked(ctx, true)
+	}
+	if err == nil {
 		a.scanLocked(ctx)
 		a.scheduleLocked(ctx)
 	}
@@ -284,8 +287,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	changes := a.units.Changes()
 	retry := time.NewTicker(settleEvery)
 	defer retry.Stop()
+	var beat <-chan time.Time
+	if a.st.db.shared() {
+		t := time.NewTicker(a.heartbeatEvery())
+		defer t.Stop()
+		beat = t.C
+	}
 	for {
 		select {
+		case <-beat:
+			a.mu.Lock()
+			a.fleetTickLocked(ctx, false)
+			a.scheduleLocked(ctx)
+			a.mu.Unlock()
 		case <-retry.C:
 			a.mu.Lock()
 			if a.settleLater || a.saveFailed {

@@ -248,7 +248,8 @@ func (d *jobDB) openPostgres(ctx context.Context, rawURL string) error {
 		return fmt.Errorf("cannot migrate the job store to River's schema: %w", err)
 	}
 	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS hyper2kvm_claim (host TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host, name));
-CREATE TABLE IF NOT EXISTS hyper2kvm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
+CREATE TABLE IF NOT EXISTS hyper2kvm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hyper2kvm_host (name TEXT PRIMARY KEY, heartbeat_at TIMESTAMPTZ NOT NULL)`); err != nil {
 		return fmt.Errorf("cannot create the job store's claim table: %w", err)
 	}
 	client, err := river.NewClient(driver, &river.Config{Logger: discardLogger()})
@@ -589,4 +590,90 @@ func openStore(storeURL, host, stateDir string, log *Logger) (*state, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// shared reports whether other hosts use this store (PostgreSQL).
+func (d *jobDB) shared() bool { return d != nil && d.pool != nil }
+
+// heartbeat tells the fleet this host is alive. It fails when another
+// host took this host's jobs (its lease ran out while it was cut off):
+// the caller must then stop, so that a job is never run by two hosts.
+func (d *jobDB) heartbeat(ctx context.Context, first bool) error {
+	if first {
+		_, err := d.pool.Exec(ctx, `INSERT INTO hyper2kvm_host (name, heartbeat_at) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET heartbeat_at = now()`, d.host)
+		return err
+	}
+	tag, err := d.pool.Exec(ctx, `UPDATE hyper2kvm_host SET heartbeat_at = now() WHERE name = $1`, d.host)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("host %s lost its lease: another host took its jobs", d.host)
+	}
+	return nil
+}
+
+// takenJob is a job of a host that died, now this host's.
+type takenJob struct {
+	rowid int64
+	r     *record
+	from  string
+}
+
+// takeOver takes the unfinished jobs of every host whose heartbeat is
+// older than lease. The DELETE of the dead host's row decides, in one
+// transaction, which live host takes them: exactly one does.
+func (d *jobDB) takeOver(ctx context.Context, lease time.Duration) ([]takenJob, error) {
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx)
+	rows, err := tx.Query(ctx, `DELETE FROM hyper2kvm_host WHERE name <> $1 AND heartbeat_at < now() - make_interval(secs => $2) RETURNING name`, d.host, lease.Seconds())
+	if err != nil {
+		return nil, err
+	}
+	var dead []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		dead = append(dead, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []takenJob
+	for _, host := range dead {
+		rows, err := tx.Query(ctx, `UPDATE river_job SET metadata = jsonb_set(metadata, '{host}', to_jsonb($1::text))
+WHERE kind = $2 AND metadata ->> 'host' = $3 AND state IN ('available', 'running') RETURNING id, args::text`, d.host, jobKind, host)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var rowid int64
+			var args []byte
+			if err := rows.Scan(&rowid, &args); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			r := &record{}
+			if err := json.Unmarshal(args, r); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("job row %d: %w", rowid, err)
+			}
+			out = append(out, takenJob{rowid: rowid, r: r, from: host})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -85,6 +85,9 @@ type Store struct {
 	// URL is sqlite:///abs/path.db (one host; "" means jobs.db in
 	// state_dir) or postgres://... (a fleet sharing one database).
 	URL string `yaml:"url"`
+	// LeaseTimeout is how long a host of a fleet may miss its heartbeat
+	// before another host takes its jobs and runs them again.
+	LeaseTimeout Duration `yaml:"lease_timeout"`
 }
 
 // StoreURL is store.url, or the default: jobs.db in state_dir.
@@ -173,6 +176,7 @@ func Default() Config {
 		ManifestWorkflowDir: "/var/lib/hyper2kvm/manifest-workflow",
 		OutputDir:           "/var/lib/hyper2kvm/output",
 		StateDir:            "/var/lib/hyper2kvm",
+		Store:               Store{LeaseTimeout: Duration(2 * time.Minute)},
 		MaxConcurrentJobs:   3,
 		IdleTimeout:         Duration(5 * time.Minute),
 		StableTime:          Duration(500 * time.Millisecond),
@@ -291,6 +295,9 @@ func (c *Config) Validate() error {
 	// says: a larger setting would only move where the refusal comes from.
 	if c.MaxManifestSize > 1<<20 {
 		bad("max_manifest_size", "must be at most 1048576 bytes (1 MiB), the largest manifest the parser reads")
+	}
+	if c.Store.LeaseTimeout < Duration(time.Second) {
+		bad("store.lease_timeout", "must be at least 1s")
 	}
 	if u := c.Store.URL; u != "" {
 		switch {
