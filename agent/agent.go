@@ -37,6 +37,7 @@ type Agent struct {
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
 	ready   func() error
+	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
 
 	mu       sync.Mutex
 	st       *state
@@ -83,6 +84,12 @@ func WithJournalCursor(f func(ctx context.Context, unit string) string) Option {
 	return func(a *Agent) { a.cursor = f }
 }
 
+// WithWake replaces arming the transient timer that starts the agent
+// again when a job's window opens (tests record the time).
+func WithWake(f func(ctx context.Context, at time.Time) error) Option {
+	return func(a *Agent) { a.wakeAt = f }
+}
+
 // WithBootID replaces reading the boot marker (see readBootID).
 func WithBootID(f func() string) Option { return func(a *Agent) { a.bootID = f } }
 
@@ -104,6 +111,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		now:     time.Now,
 		bootID:  readBootID,
 		cursor:  journalCursor,
+		wakeAt:  armWake,
 		subs:    map[int]chan apitype.Event{},
 		kick:    make(chan struct{}, 1),
 		pend:    newPendingQueue(),
@@ -304,8 +312,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.mu.Lock()
 			if a.settleLater || a.saveFailed {
 				a.retrySettlesLocked()
-				a.scheduleLocked(ctx)
 			}
+			// Windows opening and closing (schedule) need no event.
+			a.expireLocked()
+			a.scheduleLocked(ctx)
 			a.mu.Unlock()
 		case <-ctx.Done():
 			a.log.Infof(nil, "agent stopping; running jobs continue in their units")
@@ -365,6 +375,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.notify("WATCHDOG=1")
 		case <-idle.C:
 			if a.idleFor() >= a.cfg.IdleTimeout.D() {
+				a.mu.Lock()
+				at := a.nextDue()
+				a.mu.Unlock()
+				if !at.IsZero() {
+					if err := a.wakeAt(ctx, at); err != nil {
+						a.log.Errorf(nil, "%v; staying up instead", err)
+						break
+					}
+					a.log.Infof(nil, "idle for %s; jobs wait for their window: %s.timer starts the agent at %s", a.cfg.IdleTimeout.D(), wakeUnit, at.Format(time.RFC3339))
+					return nil
+				}
 				a.log.Infof(nil, "idle for %s with nothing queued or running; exiting", a.cfg.IdleTimeout.D())
 				return nil
 			}
@@ -413,12 +434,27 @@ func (a *Agent) nextLook() (d time.Duration, ok bool) {
 func (a *Agent) idleFor() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.dropped > 0 || len(a.st.Claims) > 0 {
+	if a.dropped > 0 {
 		return 0
 	}
-	for _, r := range a.st.Jobs {
-		if !r.State.Ready() {
+	// Jobs waiting for their window (schedule.not_before) do not keep the
+	// agent up: it arms a timer for them when it exits.
+	now := a.now()
+	a.st.sync()
+	for _, r := range a.st.live {
+		if !r.State.Ready() && !dueLater(r, now) {
 			return 0
+		}
+	}
+	for _, c := range a.st.Claims {
+		waiting := false
+		for _, id := range c.Jobs {
+			if r := a.st.Jobs[id]; r != nil && dueLater(r, now) {
+				waiting = true
+			}
+		}
+		if !waiting {
+			return 0 // settling, or a claim being made
 		}
 	}
 	last := a.lastAct

@@ -216,6 +216,7 @@ type env struct {
 	notes  chan string
 	image  string
 	w      *watcher // events, when a test watches them
+	opts   []Option // more options for New
 }
 
 func newEnv(t *testing.T, edit func(*config.Config)) *env {
@@ -245,10 +246,10 @@ func newEnv(t *testing.T, edit func(*config.Config)) *env {
 
 func (e *env) start() {
 	e.t.Helper()
-	a, err := New(e.cfg, WithUnits(e.units), WithLogger(NewLogger(io.Discard, true)),
+	a, err := New(e.cfg, append([]Option{WithUnits(e.units), WithLogger(NewLogger(io.Discard, true)),
 		WithNotify(func(s string) { e.notes <- s }),
 		WithJournalCursor(func(context.Context, string) string { return "s=cursor" }),
-		WithBootID(func() string { return "boot-1" }))
+		WithBootID(func() string { return "boot-1" })}, e.opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

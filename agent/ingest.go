@@ -220,6 +220,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 		if vm.Priority != nil {
 			r.Priority = *vm.Priority
 		}
+		r.NotBefore, r.NotAfter = vm.Schedule.Window()
 		if m.Batch {
 			if batch == "" {
 				batch = "b" + r.ID

@@ -489,11 +489,13 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 // insertOpts are River's columns for a new job.
 func (d *jobDB) insertOpts(r *record) *river.InsertOpts {
 	meta, _ := json.Marshal(map[string]string{"job_id": r.ID, "host": d.host})
+	// A job due later is River's "scheduled" until its scheduled_at.
 	return &river.InsertOpts{
 		Queue:       jobQueue,
 		MaxAttempts: maxAttempts,
 		Priority:    riverPriority(r.Priority),
 		Metadata:    meta,
+		ScheduledAt: r.NotBefore,
 	}
 }
 
@@ -529,6 +531,15 @@ func riverState(s jobs.State) string {
 	}
 }
 
+// rowState is the River state of r's row: a pending job with a
+// not_before is River's "scheduled" (its scheduled_at).
+func rowState(r *record) string {
+	if r.State == jobs.Pending && !r.NotBefore.IsZero() {
+		return "scheduled"
+	}
+	return riverState(r.State)
+}
+
 // updateRow writes r over its row: the args, and the River columns the
 // record decides (state, attempts, when it started and ended).
 func (d *jobDB) updateRow(ctx context.Context, tx *dbTx, rowid int64, r *record) error {
@@ -549,7 +560,7 @@ func (d *jobDB) updateRow(ctx context.Context, tx *dbTx, rowid int64, r *record)
 	}
 	err = tx.exec(ctx, d.q(`UPDATE river_job SET args = jsonb(?), state = ?, attempt = ?, attempted_at = ?, finalized_at = ?, priority = ? WHERE id = ?`,
 		`UPDATE river_job SET args = $1::jsonb, state = $2::river_job_state, attempt = $3, attempted_at = $4, finalized_at = $5, priority = $6 WHERE id = $7`),
-		string(args), riverState(r.State), r.Attempt, attempted, finalized, riverPriority(r.Priority), rowid)
+		string(args), rowState(r), r.Attempt, attempted, finalized, riverPriority(r.Priority), rowid)
 	if err != nil {
 		return fmt.Errorf("cannot save job %s: %w", r.ID, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
@@ -28,7 +29,17 @@ func (a *Agent) scheduleLocked(ctx context.Context) {
 	if !a.running {
 		return
 	}
-	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool { return a.startLocked(ctx, r) })
+	now := a.now()
+	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool {
+		switch {
+		case windowClosed(r, now):
+			a.finishLocked(r, jobs.Failed, "schedule", fmt.Sprintf("not started before its window closed at %s (schedule.not_after)", r.NotAfter.Format(time.RFC3339)), nil)
+			return false
+		case dueLater(r, now):
+			return false // stays pending: tried again on the next pass
+		}
+		return a.startLocked(ctx, r)
+	})
 }
 
 // startLocked writes the job directory and starts the job's transient unit. The

@@ -33,6 +33,10 @@ type record struct {
 	Invocation   string          `json:"invocation_id,omitempty"`
 	Validation   []string        `json:"validation_errors,omitempty"`
 	ReportStatus report.Status   `json:"report_status,omitempty"`
+	// NotBefore and NotAfter are the manifest's schedule: the job starts
+	// no earlier than NotBefore, and fails, never started, after NotAfter.
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
 	// KeptOutputs are the files already in the manifest's own output_dir
 	// under names the job may write when it started: never its to remove.
 	KeptOutputs []string `json:"kept_outputs,omitempty"`
@@ -291,7 +295,8 @@ func sameRecord(a, b *record) bool {
 		a.Concurrency == b.Concurrency && a.FileTime.Equal(b.FileTime) && a.DropperUID == b.DropperUID &&
 		a.Cancel == b.Cancel && a.Attempt == b.Attempt && a.BootID == b.BootID && a.UnitResult == b.UnitResult &&
 		a.Cursor == b.Cursor && a.Invocation == b.Invocation && slices.Equal(a.Validation, b.Validation) &&
-		a.ReportStatus == b.ReportStatus && slices.Equal(a.KeptOutputs, b.KeptOutputs)
+		a.ReportStatus == b.ReportStatus && slices.Equal(a.KeptOutputs, b.KeptOutputs) &&
+		a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter)
 }
 
 // sameRaw compares JSON values; a missing one reads back as null.

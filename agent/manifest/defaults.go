@@ -234,6 +234,10 @@ func (m *Manifest) Split() []*Manifest {
 	out := make([]*Manifest, 0, len(m.VMs))
 	for _, vm := range m.VMs {
 		one := &Manifest{Version: m.Version, Name: vm.Name}
+		if m.Schedule != nil {
+			sc := *m.Schedule
+			one.Schedule = &sc
+		}
 		switch {
 		case vm.Priority != nil:
 			one.Priority = ptr(*vm.Priority)

@@ -3,6 +3,8 @@
 // defaults, strict validation with field paths, and the JSON Schema.
 package manifest
 
+import "time"
+
 // Version is the only manifest version this package accepts.
 const Version = "1.0"
 
@@ -56,6 +58,27 @@ type Manifest struct {
 	VMs         []VM       `json:"vms,omitempty"`
 	Pipeline    *Pipeline  `json:"pipeline,omitempty"`
 	Resources   *Resources `json:"resources,omitempty"`
+	// Schedule is the window the job (every VM of a batch) may start in.
+	Schedule *Schedule `json:"schedule,omitempty"`
+}
+
+// Schedule is a maintenance window: a job starts no earlier than
+// NotBefore and fails, never started, once NotAfter passes. Both are
+// RFC 3339 times; either may be empty.
+type Schedule struct {
+	NotBefore string `json:"not_before,omitempty"`
+	NotAfter  string `json:"not_after,omitempty"`
+}
+
+// Window is the schedule as times; a zero time is no bound. Call it on
+// a validated manifest.
+func (s *Schedule) Window() (notBefore, notAfter time.Time) {
+	if s == nil {
+		return
+	}
+	notBefore, _ = time.Parse(time.RFC3339, s.NotBefore)
+	notAfter, _ = time.Parse(time.RFC3339, s.NotAfter)
+	return
 }
 
 // VM is one entry of a batch manifest.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Problem is one thing wrong with a manifest: the field's path
@@ -101,6 +102,7 @@ func (m *Manifest) validate() (Problems, int) {
 		v.add("version", fmt.Sprintf("unsupported version %q; the only manifest version is %q", truncate(m.Version, maxQuote), Version))
 	}
 	v.priority("priority", m.Priority)
+	v.schedule("schedule", m.Schedule)
 	v.resources("resources", m.Resources)
 	if m.Concurrency < 0 {
 		v.add("concurrency", "must be 0 (the agent's max_concurrent_jobs) or more")
@@ -189,6 +191,27 @@ func (v *validator) name(path, name string, required bool) {
 		}
 	case !nameRE.MatchString(name):
 		v.add(path, fmt.Sprintf("%q is not a valid name: %s", truncate(name, 80), nameRule))
+	}
+}
+
+func (v *validator) schedule(path string, s *Schedule) {
+	if s == nil {
+		return
+	}
+	var nb, na time.Time
+	var err error
+	if s.NotBefore != "" {
+		if nb, err = time.Parse(time.RFC3339, s.NotBefore); err != nil {
+			v.add(path+".not_before", fmt.Sprintf("%q is not an RFC 3339 time like 2026-12-24T02:00:00+01:00", truncate(s.NotBefore, maxQuote)))
+		}
+	}
+	if s.NotAfter != "" {
+		if na, err = time.Parse(time.RFC3339, s.NotAfter); err != nil {
+			v.add(path+".not_after", fmt.Sprintf("%q is not an RFC 3339 time like 2026-12-24T06:00:00+01:00", truncate(s.NotAfter, maxQuote)))
+		}
+	}
+	if !nb.IsZero() && !na.IsZero() && !na.After(nb) {
+		v.add(path+".not_after", "must be later than not_before (the window would be empty)")
 	}
 }
 

@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+	"github.com/hyper2kvm/hyper2kvm/agent/config"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+)
+
+// testClock is a clock the test moves; it never sleeps.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestScheduleWindow: a job is not started before its not_before (River
+// has it as scheduled) and starts once the clock passes it; a job whose
+// not_after passes while it waits fails with that reason, never started.
+func TestScheduleWindow(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 12, 24, 1, 0, 0, 0, time.UTC)}
+	e := newEnv(t, nil)
+	e.opts = []Option{WithClock(clock.now)}
+	e.start()
+	e.drop("later.json", e.manifest("later", `"schedule":{"not_before":"2026-12-24T02:00:00Z"},`))
+	e.drop("window.json", e.manifest("window", `"schedule":{"not_before":"2026-12-24T03:00:00Z","not_after":"2026-12-24T04:00:00Z"},`))
+	waitJobs := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); len(e.a.Jobs(apitype.Filter{})) < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d jobs, want %d", len(e.a.Jobs(apitype.Filter{})), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitJobs(2)
+	e.a.mu.Lock()
+	st := riverStates(t, e.a.st)
+	e.a.mu.Unlock()
+	for id, s := range st {
+		if s != "scheduled" {
+			t.Errorf("job %s waiting for its window is %q in River, want scheduled", id, s)
+		}
+	}
+	e.a.wake()
+	select {
+	case u := <-e.units.started:
+		t.Fatalf("%s started before its not_before", u)
+	case <-time.After(300 * time.Millisecond):
+	}
+	clock.add(time.Hour) // 02:00: later is due
+	if j, _ := e.a.Job(unitJobID(e.nextStart())); j.Name != "later" {
+		t.Errorf("started %s at 02:00, want later", j.Name)
+	}
+	clock.add(3 * time.Hour) // 05:00: window closed before it ran
+	id := e.jobID("window")
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		j, _ := e.a.Job(id)
+		if j.State == jobs.Failed {
+			if !strings.Contains(j.Error, "window closed") || j.ErrorStage != "schedule" {
+				t.Errorf("window failed with %q in %q", j.Error, j.ErrorStage)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("window is %s after its not_after", j.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case u := <-e.units.started:
+		if j, _ := e.a.Job(unitJobID(u)); j.Name == "window" {
+			t.Error("a job whose window closed was started")
+		}
+	default:
+	}
+	// Settled on the agent's clock's day, with its report.
+	p := filepath.Join(e.cfg.ManifestWorkflowDir, queue.Failed, "2026-12-24", "window.json")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(p + queue.ErrorSuffix); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("window.json not settled in failed/: no %s", p+queue.ErrorSuffix)
+		}
+	}
+}
+
+// TestIdleExitArmsTheWakeTimer: an agent with only jobs waiting for their
+// window exits idle, having armed the wake timer for the earliest one.
+func TestIdleExitArmsTheWakeTimer(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 12, 24, 1, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(c *config.Config) { c.IdleTimeout = config.Duration(time.Second) })
+	armed := make(chan time.Time, 1)
+	e.opts = []Option{WithClock(clock.now), WithWake(func(_ context.Context, at time.Time) error { armed <- at; return nil })}
+	e.start()
+	e.drop("b.json", e.manifest("b", `"schedule":{"not_before":"2026-12-24T05:00:00Z"},`))
+	e.drop("a.json", e.manifest("a", `"schedule":{"not_before":"2026-12-24T03:00:00Z"},`))
+	for deadline := time.Now().Add(20 * time.Second); len(e.a.Jobs(apitype.Filter{})) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("jobs not claimed")
+		}
+	}
+	clock.add(time.Minute) // idle for longer than idle_timeout
+	select {
+	case at := <-armed:
+		if want := time.Date(2026, 12, 24, 3, 0, 0, 0, time.UTC); !at.Equal(want) {
+			t.Errorf("wake timer armed for %s, want %s", at, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the idle agent did not arm the wake timer (or did not exit)")
+	}
+	select {
+	case err := <-e.done:
+		e.cancel = nil
+		if err != nil {
+			t.Errorf("idle exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not exit idle")
+	}
+}
