@@ -2,18 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/spf13/cobra"
 )
 
 type submitOpts struct {
-	file string
-	wait bool
+	file     string
+	wait     bool
+	priority int
+	setPrio  bool   // --priority given
+	at       string // --at: not before
 }
 
 // submitCmd is "hyperctl submit FILE [--wait]".
@@ -43,6 +49,52 @@ like watch and exits 0 when all completed, 1 when any failed.`,
 func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().StringVarP(&o.file, "file", "f", "", "the manifest file (also -file F, -file=F)")
 	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
+	cmd.Flags().IntVar(&o.priority, "priority", 0, "the jobs' priority, -100..100, higher first (replaces the manifest's)")
+	cmd.Flags().StringVar(&o.at, "at", "", `start no earlier than this time: "2026-12-24 02:00" (local) or RFC 3339 (the manifest's schedule.not_before)`)
+	cmd.PreRun = func(cmd *cobra.Command, _ []string) { o.setPrio = cmd.Flags().Changed("priority") }
+}
+
+// atLayouts are what --at accepts, in local time unless it says a zone.
+var atLayouts = []string{time.RFC3339, "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04"}
+
+// parseAt reads --at.
+func parseAt(s string) (time.Time, error) {
+	for _, l := range atLayouts {
+		if t, err := time.ParseInLocation(l, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, usageError(`--at %q: want a time like "2026-12-24 02:00" (local) or 2026-12-24T02:00:00+01:00`, s)
+}
+
+// applySubmitFlags puts --priority and --at into the manifest, which
+// carries them to the agent (and so to every surface that shows a job).
+func applySubmitFlags(m *manifest.Manifest, o submitOpts) ([]byte, error) {
+	if o.setPrio {
+		p := o.priority
+		m.Priority = &p
+		for i := range m.VMs {
+			m.VMs[i].Priority = &p
+		}
+	}
+	if o.at != "" {
+		at, err := parseAt(o.at)
+		if err != nil {
+			return nil, err
+		}
+		if m.Schedule == nil {
+			m.Schedule = &manifest.Schedule{}
+		}
+		m.Schedule.NotBefore = at.Format(time.RFC3339)
+	}
+	if probs := m.Validate(); len(probs) > 0 {
+		return nil, usageError("%v", probs)
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fail(exitFailed, "cannot encode the manifest: %w", err)
+	}
+	return data, nil
 }
 
 // submitResult is the --output json shape of submit.
@@ -59,6 +111,15 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 		// The agent would refuse it too; say why without a round trip.
 		a.printValidateResult(validateResult{File: o.file, Errors: toProblemJSON(probs)})
 		return silentExit(exitFailed)
+	}
+	if o.setPrio || o.at != "" {
+		m, err := manifest.Parse(data)
+		if err != nil {
+			return usageError("cannot parse %s: %w", o.file, err)
+		}
+		if data, err = applySubmitFlags(m, o); err != nil {
+			return err
+		}
 	}
 	c, err := a.connect(ctx)
 	if err != nil {
