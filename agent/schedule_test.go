@@ -134,3 +134,36 @@ func TestIdleExitArmsTheWakeTimer(t *testing.T) {
 		t.Fatal("the agent did not exit idle")
 	}
 }
+
+// TestReprioritizeReordersPendingJobs: a pending job given a higher
+// priority starts before older ones; a running one cannot be changed.
+func TestReprioritizeReordersPendingJobs(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.MaxConcurrentJobs = 1 })
+	if _, err := queue.Open(e.cfg.ManifestWorkflowDir, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Hour)
+	for i, n := range []string{"a", "b", "c"} {
+		e.drop(n+".json", e.manifest(n, ""))
+		p := filepath.Join(e.cfg.ManifestWorkflowDir, queue.ToBeProcessed, n+".json")
+		os.Chtimes(p, base.Add(time.Duration(i)*time.Minute), base.Add(time.Duration(i)*time.Minute))
+	}
+	e.start()
+	first := e.nextStart()
+	if j, _ := e.a.Job(unitJobID(first)); j.Name != "a" {
+		t.Fatalf("first started %s, want a", j.Name)
+	}
+	if err := e.a.Reprioritize(context.Background(), unitJobID(first), 9); err == nil {
+		t.Error("a running job was reprioritized")
+	}
+	if err := e.a.Reprioritize(context.Background(), e.jobID("c"), 101); err == nil {
+		t.Error("priority 101 was accepted")
+	}
+	if err := e.a.Reprioritize(context.Background(), e.jobID("c"), 50); err != nil {
+		t.Fatal(err)
+	}
+	e.units.finish(t, first, "success", completed("a"))
+	if j, _ := e.a.Job(unitJobID(e.nextStart())); j.Name != "c" || j.Priority != 50 {
+		t.Errorf("after a, %s (priority %d) started; want c, reprioritized to 50", j.Name, j.Priority)
+	}
+}

@@ -333,6 +333,12 @@ func (c *Client) JobLog(ctx context.Context, id string, lines int, after, format
 	return got, cursor, nil
 }
 
+// Reprioritize gives pending job id a new priority.
+func (c *Client) Reprioritize(ctx context.Context, id string, priority int, interactive bool) error {
+	_, err := c.call(ctx, "reprioritize job "+id, ManagerPath, ManagerIface+".Reprioritize", interactive, id, int32(priority))
+	return err
+}
+
 // Retry queues failed or cancelled job id again and returns the new job.
 func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error) {
 	what := "retry job " + id

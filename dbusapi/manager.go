@@ -103,6 +103,13 @@ func (s *Server) managerMethods() map[string]any {
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
 		},
+		"Reprioritize": func(msg dbus.Message, sender dbus.Sender, id string, priority int32) *dbus.Error {
+			s.touch()
+			if err := s.reprioritize(msg, sender, id, int(priority)); err != nil {
+				return toDBusError(err)
+			}
+			return nil
+		},
 		"GetJobLog": func(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, *dbus.Error) {
 			s.touch()
 			got, cursor, err := s.jobLog(msg, sender, id, lines, after, format)
@@ -248,6 +255,41 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id string) error {
 		return err
 	}
 	s.log.Info("job cancelled", "uid", uid, "job", id)
+	return nil
+}
+
+// Reprioritizer is a Backend that can change a pending job's priority.
+type Reprioritizer interface {
+	Reprioritize(ctx context.Context, id string, priority int) error
+}
+
+// reprioritize lets a job's submitter reorder it under ActionSubmit (as
+// submitting it again with --priority would); anyone else needs
+// ActionManage.
+func (s *Server) reprioritize(msg dbus.Message, sender dbus.Sender, id string, priority int) error {
+	rp, ok := s.b.(Reprioritizer)
+	if !ok {
+		return apierr.New(apierr.Internal, "this agent cannot reprioritize jobs")
+	}
+	j, err := s.b.Job(id)
+	if err != nil {
+		return err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return err
+	}
+	action := polkit.ActionManage
+	if j.SubmittedBy >= 0 && j.SubmittedBy == uid {
+		action = polkit.ActionSubmit
+	}
+	if err := s.authorize(msg, sender, action, "reprioritize job "+id); err != nil {
+		return err
+	}
+	if err := rp.Reprioritize(s.ctx, id, priority); err != nil {
+		return err
+	}
+	s.log.Info("job reprioritized", "uid", uid, "job", id, "priority", priority)
 	return nil
 }
 
