@@ -221,6 +221,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 			r.Priority = *vm.Priority
 		}
 		r.NotBefore, r.NotAfter = vm.Schedule.Window()
+		r.Retry = vm.Retry
 		if m.Batch {
 			if batch == "" {
 				batch = "b" + r.ID

@@ -249,6 +249,8 @@ func (a *Agent) unitEndedLocked(ctx context.Context, r *record, info UnitInfo) {
 	}
 	if state == jobs.Pending {
 		a.requeueLocked(r, rep, "its unit was stopped by systemd, not cancelled")
+	} else if state == jobs.Failed && !r.Cancel && a.retryLocked(r, rep, stage, msg) {
+		// queued again, due after its backoff
 	} else {
 		a.finishLocked(r, state, stage, msg, rep)
 	}

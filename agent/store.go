@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
@@ -37,6 +38,8 @@ type record struct {
 	// no earlier than NotBefore, and fails, never started, after NotAfter.
 	NotBefore time.Time `json:"not_before,omitzero"`
 	NotAfter  time.Time `json:"not_after,omitzero"`
+	// Retry is the manifest's retry policy, nil for none.
+	Retry *manifest.Retry `json:"retry,omitempty"`
 	// KeptOutputs are the files already in the manifest's own output_dir
 	// under names the job may write when it started: never its to remove.
 	KeptOutputs []string `json:"kept_outputs,omitempty"`
@@ -296,7 +299,9 @@ func sameRecord(a, b *record) bool {
 		a.Cancel == b.Cancel && a.Attempt == b.Attempt && a.BootID == b.BootID && a.UnitResult == b.UnitResult &&
 		a.Cursor == b.Cursor && a.Invocation == b.Invocation && slices.Equal(a.Validation, b.Validation) &&
 		a.ReportStatus == b.ReportStatus && slices.Equal(a.KeptOutputs, b.KeptOutputs) &&
-		a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter)
+		a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter) &&
+		(a.Retry == b.Retry || a.Retry != nil && b.Retry != nil && *a.Retry == *b.Retry) &&
+		slices.Equal(x.Attempts, y.Attempts)
 }
 
 // sameRaw compares JSON values; a missing one reads back as null.

@@ -52,7 +52,10 @@ type Job struct {
 	Priority    int    `json:"priority"`
 	// Host is the host that claimed the job and runs it (config
 	// host.name): in a fleet sharing one store, which machine to look at.
-	Host       string    `json:"host,omitempty"`
+	Host string `json:"host,omitempty"`
+	// Attempts are the runs of the job that failed and were retried
+	// (manifest retry), oldest first.
+	Attempts   []Attempt `json:"attempts,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
@@ -143,4 +146,14 @@ func IDFromUnit(unit string) (id string, ok bool) {
 		return "", false
 	}
 	return id, true
+}
+
+// Attempt is one failed run of a job that was run again.
+type Attempt struct {
+	Attempt int       `json:"attempt"`
+	Host    string    `json:"host,omitempty"`
+	Error   string    `json:"error"`
+	Stage   string    `json:"stage,omitempty"`
+	EndedAt time.Time `json:"ended_at"`
+	RetryAt time.Time `json:"retry_at"`
 }

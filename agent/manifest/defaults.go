@@ -238,6 +238,10 @@ func (m *Manifest) Split() []*Manifest {
 			sc := *m.Schedule
 			one.Schedule = &sc
 		}
+		if m.Retry != nil {
+			rt := *m.Retry
+			one.Retry = &rt
+		}
 		switch {
 		case vm.Priority != nil:
 			one.Priority = ptr(*vm.Priority)

@@ -60,6 +60,37 @@ type Manifest struct {
 	Resources   *Resources `json:"resources,omitempty"`
 	// Schedule is the window the job (every VM of a batch) may start in.
 	Schedule *Schedule `json:"schedule,omitempty"`
+	// Retry runs a job again after a failure that may pass (an I/O
+	// error, a source temporarily unreadable), with backoff.
+	Retry *Retry `json:"retry,omitempty"`
+}
+
+// Retry says how often and how late a job is run again after a
+// retryable failure.
+type Retry struct {
+	MaxAttempts int    `json:"max_attempts,omitempty"` // runs in all, 1..20 (1: no retry)
+	Backoff     string `json:"backoff,omitempty"`      // exponential (default) | fixed
+	Initial     string `json:"initial,omitempty"`      // first wait, Go duration; default 30s
+	Max         string `json:"max,omitempty"`          // longest wait; default 1h
+}
+
+// Delay is how long to wait before run attempt+1 after run attempt
+// (1-based) failed. Call it on a validated manifest.
+func (r *Retry) Delay(attempt int) time.Duration {
+	initial, maxWait := 30*time.Second, time.Hour
+	if d, err := time.ParseDuration(r.Initial); err == nil && d > 0 {
+		initial = d
+	}
+	if d, err := time.ParseDuration(r.Max); err == nil && d > 0 {
+		maxWait = d
+	}
+	d := initial
+	if r.Backoff != "fixed" {
+		for i := 1; i < attempt && d < maxWait; i++ {
+			d *= 2
+		}
+	}
+	return min(d, maxWait)
 }
 
 // Schedule is a maintenance window: a job starts no earlier than

@@ -50,6 +50,7 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"Convert.output_format": manifest.OutputFormats(),
 		"Convert.compression":   manifest.Compressions(),
 		"Fix.backend":           manifest.Backends(),
+		"Retry.backoff":         manifest.Backoffs(),
 	}
 	seenEnums := map[string]bool{}
 	var check func(typ reflect.Type, n schemaNode, where string)

@@ -103,6 +103,7 @@ func (m *Manifest) validate() (Problems, int) {
 	}
 	v.priority("priority", m.Priority)
 	v.schedule("schedule", m.Schedule)
+	v.retry("retry", m.Retry)
 	v.resources("resources", m.Resources)
 	if m.Concurrency < 0 {
 		v.add("concurrency", "must be 0 (the agent's max_concurrent_jobs) or more")
@@ -212,6 +213,29 @@ func (v *validator) schedule(path string, s *Schedule) {
 	}
 	if !nb.IsZero() && !na.IsZero() && !na.After(nb) {
 		v.add(path+".not_after", "must be later than not_before (the window would be empty)")
+	}
+}
+
+// Backoffs are the values of retry.backoff.
+func Backoffs() []string { return []string{"exponential", "fixed"} }
+
+func (v *validator) retry(path string, r *Retry) {
+	if r == nil {
+		return
+	}
+	if r.MaxAttempts < 1 || r.MaxAttempts > 20 {
+		v.add(path+".max_attempts", fmt.Sprintf("must be between 1 and 20 (runs in all), not %d", r.MaxAttempts))
+	}
+	if r.Backoff != "" && !slices.Contains(Backoffs(), r.Backoff) {
+		v.add(path+".backoff", fmt.Sprintf("%q: want exponential or fixed", truncate(r.Backoff, maxQuote)))
+	}
+	for _, f := range []struct{ key, val string }{{"initial", r.Initial}, {"max", r.Max}} {
+		if f.val == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(f.val); err != nil || d <= 0 {
+			v.add(path+"."+f.key, fmt.Sprintf("%q is not a duration like 30s or 1h", truncate(f.val, maxQuote)))
+		}
 	}
 }
 
