@@ -33,6 +33,8 @@ type Agent struct {
 	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
 	host    string // config host.name: marks the jobs this agent claims
+	queue   string // queue control: "" (running), paused or draining (queuectl.go)
+	rescan  bool   // scan at the next kick (a drain ended)
 	now     func() time.Time
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
@@ -159,6 +161,10 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		return nil, err
 	}
 	a.st = st
+	if err := a.loadQueueState(context.Background()); err != nil {
+		st.db.close()
+		return nil, err
+	}
 	a.started = a.now()
 	a.lastAct = a.started
 	if a.units == nil {
@@ -369,6 +375,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.mu.Unlock()
 		case <-a.kick:
 			a.mu.Lock()
+			if a.rescan {
+				a.rescan = false // a drain ended: what waits in the folder is claimed now
+				a.scanLocked(ctx)
+			}
 			a.scheduleLocked(ctx)
 			a.mu.Unlock()
 		case <-watchdog:

@@ -40,6 +40,9 @@ const claimBatch = 500
 // A crash before that save leaves their files in processing/ with no job,
 // and recovery queues them again.
 func (a *Agent) scanLocked(ctx context.Context) {
+	if a.queueState() == queueDraining {
+		return // claims no file until resumed
+	}
 	t0 := time.Now()
 	ready, rejected, waiting, busy, err := a.q.Scan()
 	a.scanCost = time.Since(t0)

@@ -356,6 +356,12 @@ func (d *jobDB) meta(ctx context.Context, key string) (string, error) {
 	return v, err
 }
 
+// setMeta sets a value of hyper2kvm_meta.
+func (d *jobDB) setMeta(ctx context.Context, key, value string) error {
+	return d.exec(ctx, d.q(`INSERT INTO hyper2kvm_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+		`INSERT INTO hyper2kvm_meta (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value`), key, value)
+}
+
 // load reads every job and claim into a new state.
 func (d *jobDB) load(ctx context.Context) (*state, error) {
 	s := newState()

@@ -26,8 +26,8 @@ import (
 // max_concurrent_jobs run and each batch stays within its concurrency.
 // Called with a.mu held.
 func (a *Agent) scheduleLocked(ctx context.Context) {
-	if !a.running {
-		return
+	if !a.running || a.queueState() != queueRunning {
+		return // paused or draining: running jobs go on, none starts
 	}
 	now := a.now()
 	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool {

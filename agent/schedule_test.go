@@ -167,3 +167,56 @@ func TestReprioritizeReordersPendingJobs(t *testing.T) {
 		t.Errorf("after a, %s (priority %d) started; want c, reprioritized to 50", j.Name, j.Priority)
 	}
 }
+
+// TestQueuePauseDrainResume: paused, a dropped file is claimed but its
+// job does not start; draining, a dropped file is not even claimed;
+// resumed, both go on. The state survives a restart.
+func TestQueuePauseDrainResume(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	ctx := context.Background()
+	if err := e.a.SetQueue(ctx, "pause"); err != nil {
+		t.Fatal(err)
+	}
+	e.drop("p.json", e.manifest("p", ""))
+	for deadline := time.Now().Add(20 * time.Second); len(e.a.Jobs(apitype.Filter{})) < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a paused queue did not claim the file")
+		}
+	}
+	select {
+	case u := <-e.units.started:
+		t.Fatalf("%s started while the queue is paused", u)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if s := e.a.Status(); s.Queue != "paused" {
+		t.Errorf("status says queue %q", s.Queue)
+	}
+	e.stop()
+	e.start() // the state is the store's, not the process's
+	if s := e.a.Status(); s.Queue != "paused" {
+		t.Errorf("after a restart the queue is %q", s.Queue)
+	}
+	if err := e.a.SetQueue(ctx, "drain"); err != nil {
+		t.Fatal(err)
+	}
+	e.drop("d.json", e.manifest("d", ""))
+	time.Sleep(300 * time.Millisecond) // several scans' worth: nothing may be claimed
+	if n := len(e.a.Jobs(apitype.Filter{})); n != 1 {
+		t.Errorf("a draining queue claimed a file: %d jobs", n)
+	}
+	if err := e.a.SetQueue(ctx, "resume"); err != nil {
+		t.Fatal(err)
+	}
+	started := map[string]bool{}
+	for range 2 {
+		j, _ := e.a.Job(unitJobID(e.nextStart()))
+		started[j.Name] = true
+	}
+	if !started["p"] || !started["d"] {
+		t.Errorf("after resume started %v, want p and d", started)
+	}
+	if err := e.a.SetQueue(ctx, "stop"); err == nil {
+		t.Error(`queue action "stop" accepted`)
+	}
+}

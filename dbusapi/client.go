@@ -333,6 +333,12 @@ func (c *Client) JobLog(ctx context.Context, id string, lines int, after, format
 	return got, cursor, nil
 }
 
+// SetQueue pauses, resumes or drains the agent's queue.
+func (c *Client) SetQueue(ctx context.Context, action string, interactive bool) error {
+	_, err := c.call(ctx, action+" the queue", ManagerPath, ManagerIface+".SetQueue", interactive, action)
+	return err
+}
+
 // Reprioritize gives pending job id a new priority.
 func (c *Client) Reprioritize(ctx context.Context, id string, priority int, interactive bool) error {
 	_, err := c.call(ctx, "reprioritize job "+id, ManagerPath, ManagerIface+".Reprioritize", interactive, id, int32(priority))

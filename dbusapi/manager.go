@@ -103,6 +103,13 @@ func (s *Server) managerMethods() map[string]any {
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
 		},
+		"SetQueue": func(msg dbus.Message, sender dbus.Sender, action string) *dbus.Error {
+			s.touch()
+			if err := s.setQueue(msg, sender, action); err != nil {
+				return toDBusError(err)
+			}
+			return nil
+		},
 		"Reprioritize": func(msg dbus.Message, sender dbus.Sender, id string, priority int32) *dbus.Error {
 			s.touch()
 			if err := s.reprioritize(msg, sender, id, int(priority)); err != nil {
@@ -255,6 +262,28 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id string) error {
 		return err
 	}
 	s.log.Info("job cancelled", "uid", uid, "job", id)
+	return nil
+}
+
+// QueueController is a Backend whose queue can be paused, resumed and
+// drained.
+type QueueController interface {
+	SetQueue(ctx context.Context, action string) error
+}
+
+// setQueue pauses, resumes or drains the host's queue under ActionManage.
+func (s *Server) setQueue(msg dbus.Message, sender dbus.Sender, action string) error {
+	qc, ok := s.b.(QueueController)
+	if !ok {
+		return apierr.New(apierr.Internal, "this agent has no queue control")
+	}
+	if err := s.authorize(msg, sender, polkit.ActionManage, action+" the queue"); err != nil {
+		return err
+	}
+	if err := qc.SetQueue(s.ctx, action); err != nil {
+		return err
+	}
+	s.log.Info("queue "+action, "sender", string(sender))
 	return nil
 }
 
