@@ -37,6 +37,8 @@ func (a *Agent) scheduleLocked(ctx context.Context) {
 			return false
 		case dueLater(r, now):
 			return false // stays pending: tried again on the next pass
+		case a.sourceFull(r):
+			return false // limits.per_source: tried again when one ends
 		}
 		return a.startLocked(ctx, r)
 	})

@@ -220,3 +220,44 @@ func TestQueuePauseDrainResume(t *testing.T) {
 		t.Error(`queue action "stop" accepted`)
 	}
 }
+
+// TestPerSourceCap: with limits.per_source 1, two jobs reading from one
+// directory run one after the other while a job from another directory
+// runs beside them.
+func TestPerSourceCap(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Limits.PerSource = 1 })
+	if _, err := queue.Open(e.cfg.ManifestWorkflowDir, queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "ds02", "disk.raw")
+	os.MkdirAll(filepath.Dir(other), 0o755)
+	os.Chmod(filepath.Dir(filepath.Dir(other)), 0o755)
+	os.WriteFile(other, make([]byte, 1<<20), 0o644)
+	base := time.Now().Add(-time.Hour)
+	drops := map[string]string{"a": e.manifest("a", ""), "b": e.manifest("b", ""),
+		"c": strings.Replace(e.manifest("c", ""), e.image, other, 1)}
+	for i, n := range []string{"a", "b", "c"} {
+		e.drop(n+".json", drops[n])
+		p := filepath.Join(e.cfg.ManifestWorkflowDir, queue.ToBeProcessed, n+".json")
+		os.Chtimes(p, base.Add(time.Duration(i)*time.Minute), base.Add(time.Duration(i)*time.Minute))
+	}
+	e.start()
+	first, second := e.nextStart(), e.nextStart()
+	names := map[string]string{}
+	for _, u := range []string{first, second} {
+		j, _ := e.a.Job(unitJobID(u))
+		names[j.Name] = u
+	}
+	if names["a"] == "" || names["c"] == "" {
+		t.Fatalf("started %v; want a and c (b shares a's source directory)", names)
+	}
+	select {
+	case u := <-e.units.started:
+		t.Fatalf("%s started while a reads from its source directory", u)
+	case <-time.After(300 * time.Millisecond):
+	}
+	e.units.finish(t, names["a"], "success", completed("a"))
+	if j, _ := e.a.Job(unitJobID(e.nextStart())); j.Name != "b" {
+		t.Errorf("after a, %s started; want b", j.Name)
+	}
+}

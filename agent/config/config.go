@@ -120,6 +120,10 @@ type Limits struct {
 	// dropped by anyone but root: a member of group hyper2kvm may queue
 	// jobs, not take the machine. Root's manifests are not capped.
 	UserMax UserMax `yaml:"user_max"`
+	// PerSource caps the jobs running at once that read from one source
+	// directory (a datastore, an export): storage saturates long before
+	// CPUs do. 0 leaves it to max_concurrent_jobs.
+	PerSource int `yaml:"per_source"`
 }
 
 // DefaultMaxVirtualSize is limits.max_virtual_size when agent.yaml does not set it.
@@ -295,6 +299,9 @@ func (c *Config) Validate() error {
 	// says: a larger setting would only move where the refusal comes from.
 	if c.MaxManifestSize > 1<<20 {
 		bad("max_manifest_size", "must be at most 1048576 bytes (1 MiB), the largest manifest the parser reads")
+	}
+	if c.Limits.PerSource < 0 {
+		bad("limits.per_source", "must be 0 (no cap) or more")
 	}
 	if c.Store.LeaseTimeout < Duration(time.Second) {
 		bad("store.lease_timeout", "must be at least 1s")
