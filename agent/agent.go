@@ -34,11 +34,15 @@ type Agent struct {
 	worker  string
 	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
+	host    string // config host.name: marks the jobs this agent claims
+	queue   string // queue control: "" (running), paused or draining (queuectl.go)
+	rescan  bool   // scan at the next kick (a drain ended)
 	now     func() time.Time
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
 	ready   func() error
-	srcs    sourceDirs // the source registry (remote.go)
+	srcs    sourceDirs                                    // the source registry (remote.go)
+	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
 
 	mu       sync.Mutex
 	st       *state
@@ -85,6 +89,12 @@ func WithJournalCursor(f func(ctx context.Context, unit string) string) Option {
 	return func(a *Agent) { a.cursor = f }
 }
 
+// WithWake replaces arming the transient timer that starts the agent
+// again when a job's window opens (tests record the time).
+func WithWake(f func(ctx context.Context, at time.Time) error) Option {
+	return func(a *Agent) { a.wakeAt = f }
+}
+
 // WithBootID replaces reading the boot marker (see readBootID).
 func WithBootID(f func() string) Option { return func(a *Agent) { a.bootID = f } }
 
@@ -106,6 +116,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		now:     time.Now,
 		bootID:  readBootID,
 		cursor:  journalCursor,
+		wakeAt:  armWake,
 		subs:    map[int]chan apitype.Event{},
 		kick:    make(chan struct{}, 1),
 		pend:    newPendingQueue(),
@@ -119,6 +130,7 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 	if a.log == nil {
 		a.log = NewLogger(os.Stderr, cfg.Verbose)
 	}
+	a.host = cfg.HostName()
 	a.worker = cfg.WorkerPath
 	a.self, _ = os.Executable()
 	if a.worker == "" {
@@ -142,15 +154,20 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 			return nil, fmt.Errorf("cannot create %s: %w", d, err)
 		}
 	}
-	st, err := loadState(a.statePath())
+	st, err := openStore(a.cfg.StoreURL(), a.host, a.cfg.StateDir, a.log)
 	if err != nil {
 		return nil, err
 	}
 	st.prune(a.now(), a.cfg.KeepFinished.D())
-	if err := st.compact(a.statePath()); err != nil {
+	if err := st.save(); err != nil {
+		st.db.close()
 		return nil, err
 	}
 	a.st = st
+	if err := a.loadQueueState(context.Background()); err != nil {
+		st.db.close()
+		return nil, err
+	}
 	a.started = a.now()
 	a.lastAct = a.started
 	if a.units == nil {
@@ -173,11 +190,14 @@ func (a *Agent) SetActivity(f func() time.Time) {
 	a.mu.Unlock()
 }
 
-// Close releases the connection to systemd.
-func (a *Agent) Close() { a.units.Close() }
-
-func (a *Agent) statePath() string { return filepath.Join(a.cfg.StateDir, "state.json") }
-func (a *Agent) jobsDir() string   { return filepath.Join(a.cfg.StateDir, "jobs") }
+// Close releases the connection to systemd and the job store.
+func (a *Agent) Close() {
+	a.units.Close()
+	if a.st.db != nil {
+		a.st.db.close()
+	}
+}
+func (a *Agent) jobsDir() string { return filepath.Join(a.cfg.StateDir, "jobs") }
 
 // Run recovers jobs left by a previous run, scans the queue, tells systemd
 // it is ready and then serves until ctx is done, the connection to systemd
@@ -197,6 +217,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.running = true
 	err = a.recoverLocked(ctx)
+	if err == nil {
+		err = a.fleetTickLocked(ctx, true)
+	}
 	if err == nil {
 		a.scanLocked(ctx)
 		a.scheduleLocked(ctx)
@@ -281,14 +304,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	changes := a.units.Changes()
 	retry := time.NewTicker(settleEvery)
 	defer retry.Stop()
+	var beat <-chan time.Time
+	if a.st.db.shared() {
+		t := time.NewTicker(a.heartbeatEvery())
+		defer t.Stop()
+		beat = t.C
+	}
 	for {
 		select {
+		case <-beat:
+			a.mu.Lock()
+			a.fleetTickLocked(ctx, false)
+			a.scheduleLocked(ctx)
+			a.mu.Unlock()
 		case <-retry.C:
 			a.mu.Lock()
 			if a.settleLater || a.saveFailed {
 				a.retrySettlesLocked()
-				a.scheduleLocked(ctx)
 			}
+			// Windows opening and closing (schedule) need no event.
+			a.expireLocked()
+			a.scheduleLocked(ctx)
 			a.mu.Unlock()
 		case <-ctx.Done():
 			a.log.Infof(nil, "agent stopping; running jobs continue in their units")
@@ -342,12 +378,27 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.mu.Unlock()
 		case <-a.kick:
 			a.mu.Lock()
+			if a.rescan {
+				a.rescan = false // a drain ended: what waits in the folder is claimed now
+				a.scanLocked(ctx)
+			}
 			a.scheduleLocked(ctx)
 			a.mu.Unlock()
 		case <-watchdog:
 			a.notify("WATCHDOG=1")
 		case <-idle.C:
 			if a.idleFor() >= a.cfg.IdleTimeout.D() {
+				a.mu.Lock()
+				at := a.nextDue()
+				a.mu.Unlock()
+				if !at.IsZero() {
+					if err := a.wakeAt(ctx, at); err != nil {
+						a.log.Errorf(nil, "%v; staying up instead", err)
+						break
+					}
+					a.log.Infof(nil, "idle for %s; jobs wait for their window: %s.timer starts the agent at %s", a.cfg.IdleTimeout.D(), wakeUnit, at.Format(time.RFC3339))
+					return nil
+				}
 				a.log.Infof(nil, "idle for %s with nothing queued or running; exiting", a.cfg.IdleTimeout.D())
 				return nil
 			}
@@ -396,12 +447,27 @@ func (a *Agent) nextLook() (d time.Duration, ok bool) {
 func (a *Agent) idleFor() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.dropped > 0 || len(a.st.Claims) > 0 {
+	if a.dropped > 0 {
 		return 0
 	}
-	for _, r := range a.st.Jobs {
-		if !r.State.Ready() {
+	// Jobs waiting for their window (schedule.not_before) do not keep the
+	// agent up: it arms a timer for them when it exits.
+	now := a.now()
+	a.st.sync()
+	for _, r := range a.st.live {
+		if !r.State.Ready() && !dueLater(r, now) {
 			return 0
+		}
+	}
+	for _, c := range a.st.Claims {
+		waiting := false
+		for _, id := range c.Jobs {
+			if r := a.st.Jobs[id]; r != nil && dueLater(r, now) {
+				waiting = true
+			}
+		}
+		if !waiting {
+			return 0 // settling, or a claim being made
 		}
 	}
 	last := a.lastAct
@@ -454,7 +520,7 @@ func (a *Agent) counts() (pending, running int) {
 // save persists the store; a failure is logged, and the agent goes on
 // with what it has in memory (the next save retries).
 func (a *Agent) save() {
-	err := a.st.save(a.statePath())
+	err := a.st.save()
 	if err != nil && !a.saveFailed {
 		a.log.Errorf(nil, "%v; trying again every %s", a.stateFSError(err), settleEvery)
 	}

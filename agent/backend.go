@@ -30,6 +30,7 @@ func (a *Agent) Status() apitype.Status {
 	defer a.mu.Unlock()
 	pending, running := a.counts()
 	s := apitype.Status{Mode: "manifest", Running: a.running, QueueDepth: pending + a.waiting, ActiveJobs: running,
+		Host: a.host, Queue: a.queueState(),
 		MaxWorkers: a.cfg.MaxConcurrentJobs, UptimeSeconds: a.now().Sub(a.started).Seconds(), Version: a.version}
 	y, m, d := a.now().Date()
 	for _, r := range a.st.Jobs {

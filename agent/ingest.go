@@ -41,6 +41,9 @@ const claimBatch = 500
 // A crash before that save leaves their files in processing/ with no job,
 // and recovery queues them again.
 func (a *Agent) scanLocked(ctx context.Context) {
+	if a.queueState() == queueDraining {
+		return // claims no file until resumed
+	}
 	t0 := time.Now()
 	ready, rejected, waiting, busy, err := a.q.Scan()
 	a.scanCost = time.Since(t0)
@@ -147,7 +150,7 @@ func (a *Agent) refuse(name, reason string) {
 func (a *Agent) newFailedRecord(claimName, original, msg string, validation []string) *record {
 	now := a.now()
 	r := &record{
-		Job:        jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, SubmittedBy: -1, CreatedAt: now},
+		Job:        jobs.Job{ID: a.newID(), Name: nameFromFile(original), Manifest: claimName, SubmittedBy: -1, CreatedAt: now, Host: a.host},
 		Claim:      claimName,
 		Validation: validation,
 	}
@@ -217,13 +220,15 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 	for _, vm := range m.Split() {
 		raw, _ := json.Marshal(vm)
 		r := &record{
-			Job:   jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, SubmittedBy: submittedBy, CreatedAt: a.now()},
+			Job:   jobs.Job{ID: a.newID(), Name: vm.Name, Manifest: claimed, SubmittedBy: submittedBy, CreatedAt: a.now(), Host: a.host},
 			Claim: claimed, VM: raw, FileTime: fileTime, DropperUID: dropper, Concurrency: conc,
 		}
 		r.enterState(jobs.Pending, transition{}, r.CreatedAt)
 		if vm.Priority != nil {
 			r.Priority = *vm.Priority
 		}
+		r.NotBefore, r.NotAfter = vm.Schedule.Window()
+		r.Retry = vm.Retry
 		if m.Batch {
 			if batch == "" {
 				batch = "b" + r.ID

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
@@ -25,10 +26,22 @@ import (
 // max_concurrent_jobs run and each batch stays within its concurrency.
 // Called with a.mu held.
 func (a *Agent) scheduleLocked(ctx context.Context) {
-	if !a.running {
-		return
+	if !a.running || a.queueState() != queueRunning {
+		return // paused or draining: running jobs go on, none starts
 	}
-	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool { return a.startLocked(ctx, r) })
+	now := a.now()
+	a.pend.dispatch(a.st.Jobs, a.cfg.MaxConcurrentJobs, func(r *record) bool {
+		switch {
+		case windowClosed(r, now):
+			a.finishLocked(r, jobs.Failed, "schedule", fmt.Sprintf("not started before its window closed at %s (schedule.not_after)", r.NotAfter.Format(time.RFC3339)), nil)
+			return false
+		case dueLater(r, now):
+			return false // stays pending: tried again on the next pass
+		case a.sourceFull(r):
+			return false // limits.per_source: tried again when one ends
+		}
+		return a.startLocked(ctx, r)
+	})
 }
 
 // startLocked writes the job directory and starts the job's transient unit. The
@@ -238,6 +251,8 @@ func (a *Agent) unitEndedLocked(ctx context.Context, r *record, info UnitInfo) {
 	}
 	if state == jobs.Pending {
 		a.requeueLocked(r, rep, "its unit was stopped by systemd, not cancelled")
+	} else if state == jobs.Failed && !r.Cancel && a.retryLocked(r, rep, stage, msg) {
+		// queued again, due after its backoff
 	} else {
 		a.finishLocked(r, state, stage, msg, rep)
 	}

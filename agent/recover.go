@@ -142,7 +142,7 @@ func (a *Agent) adoptLocked(ctx context.Context, u UnitInfo) {
 	}
 	r := &record{
 		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, Unit: u.Name, SubmittedBy: -1,
-			Priority: spec.Priority, CreatedAt: a.now()},
+			Priority: spec.Priority, CreatedAt: a.now(), Host: a.host},
 		Claim: spec.Claim, VM: vm, JobDir: dir, OutputDir: spec.OutputDir,
 	}
 	r.enterState(jobs.Running, transition{bootID: a.bootID()}, r.CreatedAt)

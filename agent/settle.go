@@ -47,6 +47,9 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	for _, id := range c.Jobs {
 		r := a.st.Jobs[id]
 		if r == nil {
+			if a.st.db.shared() {
+				return // taken over by another host of the fleet: not ours to judge
+			}
 			continue
 		}
 		if !r.State.Ready() {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // settleEvery is how often the agent tries again to settle a claimed file
@@ -18,7 +20,10 @@ const settleEvery = 2 * time.Second
 // noSpace tells a full filesystem (or an exhausted quota) from other
 // write errors.
 func noSpace(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	// SQLite (the job store) says SQLITE_FULL instead of passing ENOSPC on.
+	var se *sqlite.Error
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL
 }
 
 // stateFSError names the state filesystem in a write error that says it

@@ -68,6 +68,9 @@ func jobJSON(j jobs.Job, now time.Time, host string) Job {
 		SubmittedBy: j.SubmittedBy, Priority: j.Priority, CreatedAt: j.CreatedAt,
 		BytesDone: j.BytesDone, BytesTotal: j.BytesTotal,
 	}
+	if j.Host != "" { // the host that claimed it, in a fleet sharing one store
+		out.Host = j.Host
+	}
 	if out.Outputs == nil {
 		out.Outputs = []string{}
 	}

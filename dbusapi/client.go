@@ -368,6 +368,18 @@ func (c *Client) JobReport(ctx context.Context, id string, interactive bool) ([]
 	return []byte(rep), nil
 }
 
+// SetQueue pauses, resumes or drains the agent's queue.
+func (c *Client) SetQueue(ctx context.Context, action string, interactive bool) error {
+	_, err := c.call(ctx, action+" the queue", ManagerPath, ManagerIface+".SetQueue", interactive, action)
+	return err
+}
+
+// Reprioritize gives pending job id a new priority.
+func (c *Client) Reprioritize(ctx context.Context, id string, priority int, interactive bool) error {
+	_, err := c.call(ctx, "reprioritize job "+id, ManagerPath, ManagerIface+".Reprioritize", interactive, id, int32(priority))
+	return err
+}
+
 // Retry queues failed or cancelled job id again and returns the new job.
 func (c *Client) Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error) {
 	what := "retry job " + id

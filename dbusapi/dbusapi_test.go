@@ -266,7 +266,7 @@ func TestGetStatus(t *testing.T) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := []string{"active_jobs", "cancelled_today", "failed_today", "max_workers", "mode", "path_unit_result", "path_unit_state", "processed_today", "queue_depth", "running", "uptime_seconds", "version"}
+	want := []string{"active_jobs", "cancelled_today", "failed_today", "host", "max_workers", "mode", "path_unit_result", "path_unit_state", "processed_today", "queue", "queue_depth", "running", "uptime_seconds", "version"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("GetStatus keys = %v, want %v", keys, want)
 	}

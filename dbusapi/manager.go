@@ -1,6 +1,7 @@
 package dbusapi
 
 import (
+	"context"
 	"errors"
 
 	"github.com/godbus/dbus/v5"
@@ -132,6 +133,20 @@ func (s *Server) managerMethods() map[string]any {
 				return "", toDBusError(err)
 			}
 			return rep, nil
+		},
+		"SetQueue": func(msg dbus.Message, sender dbus.Sender, action string) *dbus.Error {
+			s.touch()
+			if err := s.setQueue(msg, sender, action); err != nil {
+				return toDBusError(err)
+			}
+			return nil
+		},
+		"Reprioritize": func(msg dbus.Message, sender dbus.Sender, id string, priority int32) *dbus.Error {
+			s.touch()
+			if err := s.reprioritize(msg, sender, id, int(priority)); err != nil {
+				return toDBusError(err)
+			}
+			return nil
 		},
 		"GetJobLog": func(msg dbus.Message, sender dbus.Sender, id string, lines uint32, after, format string) ([]string, string, *dbus.Error) {
 			s.touch()
@@ -283,6 +298,63 @@ func (s *Server) cancel(msg dbus.Message, sender dbus.Sender, id string) error {
 		return err
 	}
 	s.log.Info("job cancelled", "uid", uid, "job", id)
+	return nil
+}
+
+// QueueController is a Backend whose queue can be paused, resumed and
+// drained.
+type QueueController interface {
+	SetQueue(ctx context.Context, action string) error
+}
+
+// setQueue pauses, resumes or drains the host's queue under ActionManage.
+func (s *Server) setQueue(msg dbus.Message, sender dbus.Sender, action string) error {
+	qc, ok := s.b.(QueueController)
+	if !ok {
+		return apierr.New(apierr.Internal, "this agent has no queue control")
+	}
+	if err := s.authorize(msg, sender, polkit.ActionManage, action+" the queue"); err != nil {
+		return err
+	}
+	if err := qc.SetQueue(s.ctx, action); err != nil {
+		return err
+	}
+	s.log.Info("queue "+action, "sender", string(sender))
+	return nil
+}
+
+// Reprioritizer is a Backend that can change a pending job's priority.
+type Reprioritizer interface {
+	Reprioritize(ctx context.Context, id string, priority int) error
+}
+
+// reprioritize lets a job's submitter reorder it under ActionSubmit (as
+// submitting it again with --priority would); anyone else needs
+// ActionManage.
+func (s *Server) reprioritize(msg dbus.Message, sender dbus.Sender, id string, priority int) error {
+	rp, ok := s.b.(Reprioritizer)
+	if !ok {
+		return apierr.New(apierr.Internal, "this agent cannot reprioritize jobs")
+	}
+	j, err := s.b.Job(id)
+	if err != nil {
+		return err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return err
+	}
+	action := polkit.ActionManage
+	if j.SubmittedBy >= 0 && j.SubmittedBy == uid {
+		action = polkit.ActionSubmit
+	}
+	if err := s.authorize(msg, sender, action, "reprioritize job "+id); err != nil {
+		return err
+	}
+	if err := rp.Reprioritize(s.ctx, id, priority); err != nil {
+		return err
+	}
+	s.log.Info("job reprioritized", "uid", uid, "job", id, "priority", priority)
 	return nil
 }
 

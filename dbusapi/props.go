@@ -196,6 +196,8 @@ func statusDict(s apitype.Status) map[string]dbus.Variant {
 		"version":          dbus.MakeVariant(s.Version),
 		"path_unit_state":  dbus.MakeVariant(s.PathUnitState),
 		"path_unit_result": dbus.MakeVariant(s.PathUnitResult),
+		"host":             dbus.MakeVariant(s.Host),
+		"queue":            dbus.MakeVariant(s.Queue),
 	}
 }
 
@@ -222,6 +224,8 @@ func statusFromDict(d map[string]dbus.Variant) (apitype.Status, error) {
 		"version":          func(v dbus.Variant) error { return v.Store(&s.Version) },
 		"path_unit_state":  func(v dbus.Variant) error { return v.Store(&s.PathUnitState) },
 		"path_unit_result": func(v dbus.Variant) error { return v.Store(&s.PathUnitResult) },
+		"host":             func(v dbus.Variant) error { return v.Store(&s.Host) },
+		"queue":            func(v dbus.Variant) error { return v.Store(&s.Queue) },
 	}
 	for k, v := range d {
 		if f, ok := fields[k]; ok {

@@ -292,9 +292,27 @@ func TestDebInstall(t *testing.T) {
 		}
 		b.WriteFile(t, "/root/hyper2kvm_0.0.2.deb", data, 0o644)
 		b.MustExec(t, "sh", "-c", "echo '# edited by the admin' >> /etc/hyper2kvm/agent.yaml")
+		// keep_finished (30 days) would forget the old jobs of January
+		// below at the first start; this admin keeps every job.
+		b.MustExec(t, "sh", "-c", "echo 'keep_finished: 0' >> /etc/hyper2kvm/agent.yaml")
 		token := b.MustExec(t, "cat", "/etc/hyper2kvm/api.token")
 		queued := "/var/lib/hyper2kvm/manifest-workflow/processed/keep-me.json"
 		b.MustExec(t, "sh", "-c", "echo {} > "+queued)
+		// The job store as the agent before River left it: a snapshot,
+		// its log and the history. The upgrade must keep every job.
+		b.MustExec(t, "systemctl", "stop", "hyper2kvmd.service")
+		b.MustExec(t, "sh", "-c", "rm -f /var/lib/hyper2kvm/jobs.db*")
+		oldJobs := map[string]string{"01d00001": "completed", "01d00002": "failed", "01d00003": "cancelled", "01d00004": "completed"}
+		b.WriteFile(t, "/var/lib/hyper2kvm/state.json", []byte(`{"version":2,"generation":1,"jobs":{`+
+			`"01d00004":{"id":"01d00004","name":"old4","state":"running","claim":"old4.json","created_at":"2026-01-02T03:04:05Z"}},"claims":{}}`), 0o600)
+		b.WriteFile(t, "/var/lib/hyper2kvm/changes.jsonl", []byte(`{"generation":1}
+{"job":{"id":"01d00004","name":"old4","state":"completed","claim":"old4.json","created_at":"2026-01-02T03:04:05Z","finished_at":"2026-01-02T03:05:05Z"}}
+`), 0o600)
+		b.WriteFile(t, "/var/lib/hyper2kvm/history.jsonl", []byte(
+			`{"id":"01d00001","name":"old1","state":"completed","claim":"old1.json","created_at":"2026-01-01T03:04:05Z","finished_at":"2026-01-01T03:05:05Z"}
+{"id":"01d00002","name":"old2","state":"failed","error":"disk unreadable","claim":"old2.json","created_at":"2026-01-01T04:04:05Z","finished_at":"2026-01-01T04:05:05Z"}
+{"id":"01d00003","name":"old3","state":"cancelled","error":"cancelled by root","claim":"old3.json","created_at":"2026-01-01T05:04:05Z","finished_at":"2026-01-01T05:05:05Z"}
+`), 0o600)
 
 		b.MustExec(t, "dpkg", "-i", "--force-confold", "/root/hyper2kvm_0.0.2.deb")
 
@@ -312,6 +330,36 @@ func TestDebInstall(t *testing.T) {
 		}
 		if out, _, err := b.Exec(ctx, "systemctl", "is-active", "hyper2kvmd.path", "hyper2kvm-api.socket"); err != nil || out != "active\nactive\n" {
 			t.Errorf("after upgrade: %q %v", out, err)
+		}
+		out, stderr, err := b.Exec(ctx, "hyperctl", "jobs", "--all", "-o", "json")
+		if err != nil {
+			t.Fatalf("hyperctl jobs after the upgrade: %v\n%s\n%s", err, stderr, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "30"))
+		}
+		var listed struct {
+			Jobs []struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"jobs"`
+		}
+		if err := json.Unmarshal([]byte(out), &listed); err != nil {
+			t.Fatalf("hyperctl jobs -o json: %v\n%s", err, out)
+		}
+		got := map[string]string{}
+		for _, j := range listed.Jobs {
+			if _, old := oldJobs[j.ID]; old {
+				got[j.ID] = j.State
+			}
+		}
+		if !reflect.DeepEqual(got, oldJobs) {
+			t.Errorf("after the upgrade the old store's jobs are %v, want %v", got, oldJobs)
+		}
+		for _, f := range []string{"state.json", "changes.jsonl", "history.jsonl"} {
+			if _, _, err := b.Exec(ctx, "test", "-e", "/var/lib/hyper2kvm/"+f+".imported"); err != nil {
+				t.Errorf("the imported %s is not kept beside as %s.imported", f, f)
+			}
+			if _, _, err := b.Exec(ctx, "test", "-e", "/var/lib/hyper2kvm/"+f); err == nil {
+				t.Errorf("%s is still in place after the import", f)
+			}
 		}
 	})
 

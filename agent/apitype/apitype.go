@@ -30,6 +30,10 @@ type Status struct {
 	// it failed).
 	PathUnitState  string `json:"path_unit_state"`
 	PathUnitResult string `json:"path_unit_result"`
+	// Host is this agent's host.name; Queue its queue control state:
+	// running, paused (starts no job) or draining (claims no file either).
+	Host  string `json:"host,omitempty"`
+	Queue string `json:"queue,omitempty"`
 }
 
 // Filter selects jobs for ListJobs. Empty fields match everything.

@@ -75,6 +75,45 @@ type Config struct {
 	// (ListImages, GET /api/workflow/images) for the manifest builder to
 	// pick a source from; each caller sees the images they can read.
 	ImportDirs []string `yaml:"import_dirs"`
+	// Store is where the job store lives.
+	Store Store `yaml:"store"`
+	// Host is this host as the fleet knows it.
+	Host Host `yaml:"host"`
+}
+
+// Host names this host in a fleet sharing one job store.
+type Host struct {
+	// Name marks the jobs this host claims ("" is the machine's hostname).
+	Name string `yaml:"name"`
+}
+
+// HostName is host.name, or the machine's hostname.
+func (c *Config) HostName() string {
+	if c.Host.Name != "" {
+		return c.Host.Name
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
+}
+
+// Store names the job store's database.
+type Store struct {
+	// URL is sqlite:///abs/path.db (one host; "" means jobs.db in
+	// state_dir) or postgres://... (a fleet sharing one database).
+	URL string `yaml:"url"`
+	// LeaseTimeout is how long a host of a fleet may miss its heartbeat
+	// before another host takes its jobs and runs them again.
+	LeaseTimeout Duration `yaml:"lease_timeout"`
+}
+
+// StoreURL is store.url, or the default: jobs.db in state_dir.
+func (c *Config) StoreURL() string {
+	if c.Store.URL != "" {
+		return c.Store.URL
+	}
+	return "sqlite://" + filepath.Join(c.StateDir, "jobs.db")
 }
 
 // Job holds the defaults of every job unit; a manifest's resources section
@@ -110,6 +149,10 @@ type Limits struct {
 	// DiskParallelism is how many disks of one VM a job converts at once;
 	// 0 (the default): one per CPU the job unit may use (its CPUQuota).
 	DiskParallelism int `yaml:"disk_parallelism"`
+	// PerSource caps the jobs running at once that read from one source
+	// directory (a datastore, an export): storage saturates long before
+	// CPUs do. 0 leaves it to max_concurrent_jobs.
+	PerSource int `yaml:"per_source"`
 }
 
 // DefaultMaxVirtualSize is limits.max_virtual_size when agent.yaml does not set it.
@@ -166,6 +209,7 @@ func Default() Config {
 		ManifestWorkflowDir: "/var/lib/hyper2kvm/manifest-workflow",
 		OutputDir:           "/var/lib/hyper2kvm/output",
 		StateDir:            "/var/lib/hyper2kvm",
+		Store:               Store{LeaseTimeout: Duration(2 * time.Minute)},
 		MaxConcurrentJobs:   3,
 		IdleTimeout:         Duration(5 * time.Minute),
 		StableTime:          Duration(500 * time.Millisecond),
@@ -289,6 +333,23 @@ func (c *Config) Validate() error {
 	// says: a larger setting would only move where the refusal comes from.
 	if c.MaxManifestSize > 1<<20 {
 		bad("max_manifest_size", "must be at most 1048576 bytes (1 MiB), the largest manifest the parser reads")
+	}
+	if c.Limits.PerSource < 0 {
+		bad("limits.per_source", "must be 0 (no cap) or more")
+	}
+	if c.Store.LeaseTimeout < Duration(time.Second) {
+		bad("store.lease_timeout", "must be at least 1s")
+	}
+	if u := c.Store.URL; u != "" {
+		switch {
+		case strings.HasPrefix(u, "sqlite://"):
+			if !filepath.IsAbs(strings.TrimPrefix(u, "sqlite://")) {
+				bad("store.url", "a SQLite store must name an absolute path, like sqlite:///var/lib/hyper2kvm/jobs.db, not %q", u)
+			}
+		case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
+		default:
+			bad("store.url", "must start with sqlite:// or postgres://, not %q", u)
+		}
 	}
 	if c.MaxQueued < 1 {
 		bad("max_queued", "must be at least 1")

@@ -39,26 +39,32 @@ const ProgressUnknown = -1
 // Job is one conversion of one VM. A batch manifest becomes one job per VM
 // sharing the same Batch id.
 type Job struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Batch       string    `json:"batch,omitempty"` // id of the batch this VM belongs to
-	Manifest    string    `json:"manifest"`        // file name of the manifest in the queue
-	State       State     `json:"state"`
-	Stage       string    `json:"stage"`    // load inspect fix convert validate, "" before start
-	Progress    int       `json:"progress"` // 0-100, ProgressUnknown when unknown
-	StatusText  string    `json:"status_text"`
-	Unit        string    `json:"unit"`         // hyper2kvm-job-<id>.service
-	SubmittedBy int64     `json:"submitted_by"` // uid of the caller, or of the dropped file's owner; -1 when unknown
-	Priority    int       `json:"priority"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
-	Error       string    `json:"error,omitempty"`
-	ErrorStage  string    `json:"error_stage,omitempty"`
-	Outputs     []string  `json:"outputs,omitempty"`     // converted disks and domain XML
-	ReportPath  string    `json:"report_path,omitempty"` // processed/<date>/NAME.report.json or failed/.../NAME.error.json
-	BytesDone   int64     `json:"bytes_done,omitempty"`
-	BytesTotal  int64     `json:"bytes_total,omitempty"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Batch       string `json:"batch,omitempty"` // id of the batch this VM belongs to
+	Manifest    string `json:"manifest"`        // file name of the manifest in the queue
+	State       State  `json:"state"`
+	Stage       string `json:"stage"`    // load inspect fix convert validate, "" before start
+	Progress    int    `json:"progress"` // 0-100, ProgressUnknown when unknown
+	StatusText  string `json:"status_text"`
+	Unit        string `json:"unit"`         // hyper2kvm-job-<id>.service
+	SubmittedBy int64  `json:"submitted_by"` // uid of the caller, or of the dropped file's owner; -1 when unknown
+	Priority    int    `json:"priority"`
+	// Host is the host that claimed the job and runs it (config
+	// host.name): in a fleet sharing one store, which machine to look at.
+	Host string `json:"host,omitempty"`
+	// Attempts are the runs of the job that failed and were retried
+	// (manifest retry), oldest first.
+	Attempts   []Attempt `json:"attempts,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
+	ErrorStage string    `json:"error_stage,omitempty"`
+	Outputs    []string  `json:"outputs,omitempty"`     // converted disks and domain XML
+	ReportPath string    `json:"report_path,omitempty"` // processed/<date>/NAME.report.json or failed/.../NAME.error.json
+	BytesDone  int64     `json:"bytes_done,omitempty"`
+	BytesTotal int64     `json:"bytes_total,omitempty"`
 
 	// What the worker's report said, kept when the job ended so that the
 	// agent's metrics read no report file: the size of the converted disks
@@ -140,4 +146,14 @@ func IDFromUnit(unit string) (id string, ok bool) {
 		return "", false
 	}
 	return id, true
+}
+
+// Attempt is one failed run of a job that was run again.
+type Attempt struct {
+	Attempt int       `json:"attempt"`
+	Host    string    `json:"host,omitempty"`
+	Error   string    `json:"error"`
+	Stage   string    `json:"stage,omitempty"`
+	EndedAt time.Time `json:"ended_at"`
+	RetryAt time.Time `json:"retry_at"`
 }

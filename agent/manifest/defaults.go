@@ -239,6 +239,14 @@ func (m *Manifest) Split() []*Manifest {
 	out := make([]*Manifest, 0, len(m.VMs))
 	for _, vm := range m.VMs {
 		one := &Manifest{Version: m.Version, Name: vm.Name}
+		if m.Schedule != nil {
+			sc := *m.Schedule
+			one.Schedule = &sc
+		}
+		if m.Retry != nil {
+			rt := *m.Retry
+			one.Retry = &rt
+		}
 		switch {
 		case vm.Priority != nil:
 			one.Priority = ptr(*vm.Priority)

@@ -3,6 +3,8 @@
 // defaults, strict validation with field paths, and the JSON Schema.
 package manifest
 
+import "time"
+
 // Version is the only manifest version this package accepts.
 const Version = "1.0"
 
@@ -79,6 +81,58 @@ type Manifest struct {
 	VMs         []VM       `json:"vms,omitempty"`
 	Pipeline    *Pipeline  `json:"pipeline,omitempty"`
 	Resources   *Resources `json:"resources,omitempty"`
+	// Schedule is the window the job (every VM of a batch) may start in.
+	Schedule *Schedule `json:"schedule,omitempty"`
+	// Retry runs a job again after a failure that may pass (an I/O
+	// error, a source temporarily unreadable), with backoff.
+	Retry *Retry `json:"retry,omitempty"`
+}
+
+// Retry says how often and how late a job is run again after a
+// retryable failure.
+type Retry struct {
+	MaxAttempts int    `json:"max_attempts,omitempty"` // runs in all, 1..20 (1: no retry)
+	Backoff     string `json:"backoff,omitempty"`      // exponential (default) | fixed
+	Initial     string `json:"initial,omitempty"`      // first wait, Go duration; default 30s
+	Max         string `json:"max,omitempty"`          // longest wait; default 1h
+}
+
+// Delay is how long to wait before run attempt+1 after run attempt
+// (1-based) failed. Call it on a validated manifest.
+func (r *Retry) Delay(attempt int) time.Duration {
+	initial, maxWait := 30*time.Second, time.Hour
+	if d, err := time.ParseDuration(r.Initial); err == nil && d > 0 {
+		initial = d
+	}
+	if d, err := time.ParseDuration(r.Max); err == nil && d > 0 {
+		maxWait = d
+	}
+	d := initial
+	if r.Backoff != "fixed" {
+		for i := 1; i < attempt && d < maxWait; i++ {
+			d *= 2
+		}
+	}
+	return min(d, maxWait)
+}
+
+// Schedule is a maintenance window: a job starts no earlier than
+// NotBefore and fails, never started, once NotAfter passes. Both are
+// RFC 3339 times; either may be empty.
+type Schedule struct {
+	NotBefore string `json:"not_before,omitempty"`
+	NotAfter  string `json:"not_after,omitempty"`
+}
+
+// Window is the schedule as times; a zero time is no bound. Call it on
+// a validated manifest.
+func (s *Schedule) Window() (notBefore, notAfter time.Time) {
+	if s == nil {
+		return
+	}
+	notBefore, _ = time.Parse(time.RFC3339, s.NotBefore)
+	notAfter, _ = time.Parse(time.RFC3339, s.NotAfter)
+	return
 }
 
 // VM is one entry of a batch manifest.

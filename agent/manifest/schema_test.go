@@ -54,6 +54,7 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"Target.graphics":       manifest.GraphicsTypes(),
 		"Hook.type":             manifest.HookTypes(),
 		"Hook.method":           manifest.HookMethods(),
+		"Retry.backoff":         manifest.Backoffs(),
 	}
 	seenEnums := map[string]bool{}
 	var check func(typ reflect.Type, n schemaNode, where string)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Problem is one thing wrong with a manifest: the field's path
@@ -101,6 +102,8 @@ func (m *Manifest) validate() (Problems, int) {
 		v.add("version", fmt.Sprintf("unsupported version %q; the only manifest version is %q", truncate(m.Version, maxQuote), Version))
 	}
 	v.priority("priority", m.Priority)
+	v.schedule("schedule", m.Schedule)
+	v.retry("retry", m.Retry)
 	v.resources("resources", m.Resources)
 	if m.Concurrency < 0 {
 		v.add("concurrency", "must be 0 (the agent's max_concurrent_jobs) or more")
@@ -192,6 +195,50 @@ func (v *validator) name(path, name string, required bool) {
 		}
 	case !nameRE.MatchString(name):
 		v.add(path, fmt.Sprintf("%q is not a valid name: %s", truncate(name, 80), nameRule))
+	}
+}
+
+func (v *validator) schedule(path string, s *Schedule) {
+	if s == nil {
+		return
+	}
+	var nb, na time.Time
+	var err error
+	if s.NotBefore != "" {
+		if nb, err = time.Parse(time.RFC3339, s.NotBefore); err != nil {
+			v.add(path+".not_before", fmt.Sprintf("%q is not an RFC 3339 time like 2026-12-24T02:00:00+01:00", truncate(s.NotBefore, maxQuote)))
+		}
+	}
+	if s.NotAfter != "" {
+		if na, err = time.Parse(time.RFC3339, s.NotAfter); err != nil {
+			v.add(path+".not_after", fmt.Sprintf("%q is not an RFC 3339 time like 2026-12-24T06:00:00+01:00", truncate(s.NotAfter, maxQuote)))
+		}
+	}
+	if !nb.IsZero() && !na.IsZero() && !na.After(nb) {
+		v.add(path+".not_after", "must be later than not_before (the window would be empty)")
+	}
+}
+
+// Backoffs are the values of retry.backoff.
+func Backoffs() []string { return []string{"exponential", "fixed"} }
+
+func (v *validator) retry(path string, r *Retry) {
+	if r == nil {
+		return
+	}
+	if r.MaxAttempts < 1 || r.MaxAttempts > 20 {
+		v.add(path+".max_attempts", fmt.Sprintf("must be between 1 and 20 (runs in all), not %d", r.MaxAttempts))
+	}
+	if r.Backoff != "" && !slices.Contains(Backoffs(), r.Backoff) {
+		v.add(path+".backoff", fmt.Sprintf("%q: want exponential or fixed", truncate(r.Backoff, maxQuote)))
+	}
+	for _, f := range []struct{ key, val string }{{"initial", r.Initial}, {"max", r.Max}} {
+		if f.val == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(f.val); err != nil || d <= 0 {
+			v.add(path+"."+f.key, fmt.Sprintf("%q is not a duration like 30s or 1h", truncate(f.val, maxQuote)))
+		}
 	}
 }
 

@@ -43,7 +43,7 @@ func (a *app) runStatus(cmd *cobra.Command) error {
 	kv := [][2]string{
 		{"Agent", fmt.Sprintf("%s (version %s, mode %s)", running, orDash(st.Version), orDash(st.Mode))},
 		{"Uptime", formatDuration(time.Duration(st.UptimeSeconds * float64(time.Second)))},
-		{"Queue", strconv.Itoa(st.QueueDepth) + " waiting"},
+		{"Queue", strconv.Itoa(st.QueueDepth) + " waiting" + queueNote(st.Queue)},
 		{"Active", fmt.Sprintf("%d of %d workers", st.ActiveJobs, st.MaxWorkers)},
 		{"Today", fmt.Sprintf("%d processed, %d failed, %d cancelled", st.ProcessedToday, st.FailedToday, st.CancelledToday)},
 	}
@@ -55,6 +55,14 @@ func (a *app) runStatus(cmd *cobra.Command) error {
 	}
 	keyValues(a.env.stdout, kv)
 	return nil
+}
+
+// queueNote says a paused or draining queue (hyperctl queue).
+func queueNote(state string) string {
+	if state == "" || state == "running" {
+		return ""
+	}
+	return " (" + state + ": hyperctl queue resume)"
 }
 
 // dropFolder says whether hyper2kvmd.path watches the drop folder, and

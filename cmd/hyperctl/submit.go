@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
@@ -20,6 +22,9 @@ type submitOpts struct {
 	template string
 	sets     []string
 	jobs     int // -j: the batch's concurrency, 0 to leave it as written
+	priority int
+	setPrio  bool   // --priority given
+	at       string // --at: not before
 }
 
 // submitCmd is "hyperctl submit FILE [--wait]".
@@ -58,6 +63,52 @@ func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().StringVarP(&o.template, "template", "t", "", "make the manifest from the template NAME (hyperctl template list)")
 	cmd.Flags().StringArrayVar(&o.sets, "set", nil, "with --template: fill a field, KEY=VALUE (load.source_path=/srv/web01.vmdk, name=web01); repeatable")
 	cmd.Flags().IntVarP(&o.jobs, "jobs", "j", 0, "a batch: run up to N of its VMs at once (its \"concurrency\"; default the manifest's, else the agent's max_concurrent_jobs)")
+	cmd.Flags().IntVar(&o.priority, "priority", 0, "the jobs' priority, -100..100, higher first (replaces the manifest's)")
+	cmd.Flags().StringVar(&o.at, "at", "", `start no earlier than this time: "2026-12-24 02:00" (local) or RFC 3339 (the manifest's schedule.not_before)`)
+	cmd.PreRun = func(cmd *cobra.Command, _ []string) { o.setPrio = cmd.Flags().Changed("priority") }
+}
+
+// atLayouts are what --at accepts, in local time unless it says a zone.
+var atLayouts = []string{time.RFC3339, "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04"}
+
+// parseAt reads --at.
+func parseAt(s string) (time.Time, error) {
+	for _, l := range atLayouts {
+		if t, err := time.ParseInLocation(l, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, usageError(`--at %q: want a time like "2026-12-24 02:00" (local) or 2026-12-24T02:00:00+01:00`, s)
+}
+
+// applySubmitFlags puts --priority and --at into the manifest, which
+// carries them to the agent (and so to every surface that shows a job).
+func applySubmitFlags(m *manifest.Manifest, o submitOpts) ([]byte, error) {
+	if o.setPrio {
+		p := o.priority
+		m.Priority = &p
+		for i := range m.VMs {
+			m.VMs[i].Priority = &p
+		}
+	}
+	if o.at != "" {
+		at, err := parseAt(o.at)
+		if err != nil {
+			return nil, err
+		}
+		if m.Schedule == nil {
+			m.Schedule = &manifest.Schedule{}
+		}
+		m.Schedule.NotBefore = at.Format(time.RFC3339)
+	}
+	if probs := m.Validate(); len(probs) > 0 {
+		return nil, usageError("%v", probs)
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fail(exitFailed, "cannot encode the manifest: %w", err)
+	}
+	return data, nil
 }
 
 // submitResult is the --output json shape of submit.
@@ -102,12 +153,21 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 	if o.jobs < 0 {
 		return usageError("-j %d: must be at least 1", o.jobs)
 	}
+	if image != "" && (o.jobs > 0 || o.setPrio || o.at != "") {
+		return usageError("-j, --priority and --at change a manifest; an image gets the drop folder's defaults (write a manifest to set them)")
+	}
 	if o.jobs > 0 {
-		if image != "" {
-			return usageError("-j sets a batch's concurrency; an image is one VM")
-		}
 		var err error
 		if data, err = withConcurrency(data, o.jobs); err != nil {
+			return err
+		}
+	}
+	if o.setPrio || o.at != "" {
+		m, err := manifest.Parse(data)
+		if err != nil {
+			return usageError("cannot parse %s: %w", o.file, err)
+		}
+		if data, err = applySubmitFlags(m, o); err != nil {
 			return err
 		}
 	}

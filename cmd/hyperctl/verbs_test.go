@@ -545,3 +545,34 @@ func TestManPages(t *testing.T) {
 		}
 	}
 }
+
+// TestSubmitPriorityAndAt: --priority and --at reach the agent in the
+// manifest (priority, schedule.not_before); a bad --at or priority is a
+// usage error that bothers no agent.
+func TestSubmitPriorityAndAt(t *testing.T) {
+	m := writeFile(t, t.TempDir(), "web01.yaml", goodYAML)
+	f := &fakeClient{}
+	r := runCLI(t, f, "submit", "--priority", "7", "--at", "2026-12-24T02:00:00Z", m)
+	if r.code != 0 || len(f.submitted) != 1 {
+		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	var got struct {
+		Name     string `json:"name"`
+		Priority *int   `json:"priority"`
+		Schedule struct {
+			NotBefore string `json:"not_before"`
+		} `json:"schedule"`
+	}
+	if err := json.Unmarshal(f.submitted[0], &got); err != nil {
+		t.Fatalf("agent got %s: %v", f.submitted[0], err)
+	}
+	if got.Name != "web01" || got.Priority == nil || *got.Priority != 7 || got.Schedule.NotBefore != "2026-12-24T02:00:00Z" {
+		t.Errorf("agent got %s", f.submitted[0])
+	}
+	for _, args := range [][]string{{"--at", "christmas"}, {"--priority", "500"}} {
+		f := &fakeClient{}
+		if r := runCLI(t, f, append(append([]string{"submit"}, args...), m)...); r.code != 2 || len(f.submitted) != 0 {
+			t.Errorf("%v: exit %d, submitted %d: %s", args, r.code, len(f.submitted), r.stderr)
+		}
+	}
+}
