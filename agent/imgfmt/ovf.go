@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"path"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -51,8 +50,6 @@ type OVFNIC struct {
 	// Ethernet address.
 	MAC string
 }
-
-var macAddr = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 
 type xmlEnvelope struct {
 	XMLName    xml.Name     `xml:"Envelope"`

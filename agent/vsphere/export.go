@@ -224,11 +224,11 @@ func (x *exporter) datastoreFile(ctx context.Context, file string) (*object.Data
 	if !dp.FromString(file) {
 		return nil, "", fmt.Errorf("cannot read the datastore path %q", file)
 	}
-	f, dc, err := x.c.finder(ctx)
+	_, dc, err := x.c.finder(ctx)
 	if err != nil {
 		return nil, "", err
 	}
-	f = find.NewFinder(x.c.vc, false)
+	f := find.NewFinder(x.c.vc, false)
 	f.SetDatacenter(dc)
 	ds, err := f.Datastore(ctx, dp.Datastore)
 	if err != nil {
