@@ -13,7 +13,7 @@ STATICCHECK_VERSION := v0.8.2
 SHELL     := /bin/bash
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build deps deps-demo lint test test-unit test-e2e fuzz bench demo install deb clean
+.PHONY: all build deps deps-demo lint test test-unit test-e2e test-fidelity fuzz bench demo install deb clean
 
 all: build
 
@@ -53,6 +53,11 @@ fuzz:
 # Slow tests against real qemu, a real systemd box, real polkit and Chromium.
 test-e2e: build
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/
+
+# Every guest family (issue 19) with both backends, each original booted on
+# its own controller first: slow (about 20 boots under TCG), not part of test.
+test-fidelity: build
+	HYPER2KVM_FIDELITY=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v -run 'TestBootFamilies' ./test/
 
 bench: deps build
 	./test/bench.sh

@@ -26,6 +26,8 @@ import (
 // Run's goroutine.
 type Agent struct {
 	cfg     config.Config
+	tok     *tokens // per-user API tokens (tokens.go), made on first use
+	tokOnce sync.Once
 	units   Units
 	log     *Logger
 	notify  func(string)
@@ -39,6 +41,7 @@ type Agent struct {
 	bootID  func() string
 	cursor  func(ctx context.Context, unit string) string
 	ready   func() error
+	srcs    sourceDirs                                    // the source registry (remote.go)
 	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
 
 	mu       sync.Mutex

@@ -668,7 +668,7 @@ func TestWorkerOOMKilledOnCgroupV1(t *testing.T) {
 func TestSubmitAndValidate(t *testing.T) {
 	e := newEnv(t, nil)
 	e.start()
-	ok, problems := e.a.Validate([]byte(`{"version":"2"}`))
+	ok, problems := e.a.Validate([]byte(`{"version":"2"}`), 0)
 	if ok || len(problems) == 0 {
 		t.Errorf("Validate of a bad manifest = %v %v", ok, problems)
 	}
@@ -686,6 +686,22 @@ func TestSubmitAndValidate(t *testing.T) {
 	_, err = e.a.Submit(context.Background(), []byte(e.manifest("web02", "")), apitype.SubmitOptions{}, 1000)
 	if !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(strings.Join(ae2(err).Details, "\n"), "cannot read") {
 		t.Errorf("Submit of another user's file: %v", err)
+	}
+	// Validate makes the same checks for the caller: "valid" means
+	// Submit accepts it, and each fault is one problem.
+	if os.Geteuid() == 0 {
+		ok, problems = e.a.Validate([]byte(e.manifest("web02", "")), 1000)
+		if ok || len(problems) != 1 || !strings.Contains(problems[0], "pipeline.load.source_path: the submitter cannot read it") {
+			t.Errorf("Validate of a file uid 1000 cannot read, as uid 1000 = %v %q; want one problem saying so", ok, problems)
+		}
+		if ok, problems = e.a.Validate([]byte(e.manifest("web02", "")), 0); !ok {
+			t.Errorf("Validate of the same manifest as root = %v %q", ok, problems)
+		}
+	}
+	missing := strings.Replace(e.manifest("web04", ""), e.image, filepath.Join(filepath.Dir(e.image), "missing.img"), 1)
+	ok, problems = e.a.Validate([]byte(missing), 1000)
+	if ok || len(problems) != 1 || !strings.Contains(problems[0], "pipeline.load.source_path:") || !strings.Contains(problems[0], "does not exist") {
+		t.Errorf("Validate of a missing source = %v %q; want one problem: does not exist", ok, problems)
 	}
 	if _, err := e.a.Submit(context.Background(), []byte(e.manifest("web03", "")), apitype.SubmitOptions{Name: "../x.json"}, 0); !apierr.Is(err, apierr.InvalidArgs) {
 		t.Errorf("Submit with name ../x.json: %v", err)
@@ -724,4 +740,80 @@ func TestStatePersistence(t *testing.T) {
 func unitJobID(u string) string {
 	id, _ := jobs.IDFromUnit(u)
 	return id
+}
+
+// TestSubmitImage: an image submitted by path becomes the job a drop of it
+// would (the configured default pipeline, its format from its bytes, its
+// name from the file), left where it is; a text file named .vmdk is
+// refused at once, saying so, and so is a manifest given with an image.
+func TestSubmitImage(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	ctx := context.Background()
+	disk := filepath.Join(filepath.Dir(e.image), "web 07.vmdk") // raw bytes, a .vmdk name
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	js, err := e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: disk}, 0)
+	if err != nil || len(js) != 1 {
+		t.Fatalf("Submit of an image = %+v, %v", js, err)
+	}
+	if js[0].Name != "web_07" {
+		t.Errorf("job name %q, want web_07 (from the file name)", js[0].Name)
+	}
+	data, err := os.ReadFile(filepath.Join(e.cfg.ManifestWorkflowDir, queue.Processing, js[0].Manifest))
+	if err != nil || !strings.Contains(string(data), `"source_type":"raw"`) || !strings.Contains(string(data), disk) {
+		t.Errorf("the written manifest %s: %s %v; want source_type raw (from the bytes) and the image's own path", js[0].Manifest, data, err)
+	}
+	if _, err := os.Stat(disk); err != nil {
+		t.Errorf("the submitted image moved: %v", err)
+	}
+	// The same image again, and again: jobs a user can tell apart.
+	for _, want := range []string{"web_07-2", "web_07-3"} {
+		js, err := e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: disk}, 0)
+		if err != nil || len(js) != 1 || js[0].Name != want {
+			t.Errorf("Submit of the same image again = %+v, %v; want a job named %s", js, err, want)
+		}
+	}
+
+	notes := filepath.Join(filepath.Dir(e.image), "notes.vmdk")
+	os.WriteFile(notes, []byte("this is not a disk\n"), 0o644)
+	_, err = e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: notes}, 0)
+	if d := strings.Join(ae2(err).Details, "\n"); !apierr.Is(err, apierr.InvalidManifest) || !strings.Contains(d, "pipeline.load.source_path: "+notes+" is a text file") {
+		t.Errorf("Submit of a text file named .vmdk: %v %q", err, d)
+	}
+	if _, err := e.a.Submit(ctx, []byte(e.manifest("x", "")), apitype.SubmitOptions{Image: disk}, 0); !apierr.Is(err, apierr.InvalidArgs) {
+		t.Errorf("Submit of a manifest and an image: %v", err)
+	}
+	if _, err := e.a.Submit(ctx, nil, apitype.SubmitOptions{Image: "rel/disk.vmdk"}, 0); !apierr.Is(err, apierr.InvalidArgs) {
+		t.Errorf("Submit of a relative image path: %v", err)
+	}
+}
+
+// TestJobReport: GetJobReport answers the engine's report from the
+// settlement: the guest found and every change with before and after.
+func TestJobReport(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	e.drop("web01.json", e.manifest("web01", ""))
+	unit := e.nextStart()
+	id := e.a.Jobs(apitype.Filter{})[0].ID
+	if rep, err := e.a.JobReport(id); err != nil || rep != nil {
+		t.Errorf("report of a running job = %s, %v; want none yet", rep, err)
+	}
+	rep := completed("web01")
+	rep.JobID = id
+	rep.Guest = &report.Guest{OS: &report.OS{Type: "linux", ID: "debian", VersionID: "12", Pretty: "Debian GNU/Linux 12 (bookworm)"}}
+	rep.Changes = []report.Change{{Fix: "fstab", File: "/etc/fstab", Before: "/dev/sda1 / ext4 defaults 0 1\n", After: "UUID=1234 / ext4 defaults 0 1\n"}}
+	e.units.finish(t, unit, "success", rep)
+	e.waitSettled(queue.Processed, "web01.json")
+	data, err := e.a.JobReport(id)
+	var got report.Report
+	if err != nil || json.Unmarshal(data, &got) != nil || got.Guest == nil || got.Guest.OS.Pretty != "Debian GNU/Linux 12 (bookworm)" ||
+		len(got.Changes) != 1 || got.Changes[0].After != rep.Changes[0].After {
+		t.Errorf("JobReport = %s, %v", data, err)
+	}
+	if _, err := e.a.JobReport("nope"); !apierr.Is(err, apierr.NoSuchJob) {
+		t.Errorf("report of no job: %v", err)
+	}
 }

@@ -3,19 +3,25 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 )
 
 // Status answers GetStatus: counts from the job store and the queue.
@@ -47,6 +53,20 @@ func (a *Agent) Status() apitype.Status {
 func (a *Agent) Jobs(f apitype.Filter) []jobs.Job {
 	list, _ := a.JobPage(f, apitype.Page{OldestFirst: true})
 	return list
+}
+
+// Analytics summarises the jobs that finished in [since, until)
+// (GetAnalytics; agent/analytics): from the records themselves, which
+// keep what D-Bus job properties do not (converted bytes, stage times).
+func (a *Agent) Analytics(since, until time.Time) analytics.Summary {
+	host, _ := os.Hostname()
+	return analytics.Compute(a.Jobs(apitype.Filter{}), host, since, until)
+}
+
+// Templates lists the manifest templates as the agent sees them
+// (ListTemplates): the same files hyperctl and the bridge read.
+func (a *Agent) Templates() ([]*templates.Template, error) {
+	return templates.Default().List()
 }
 
 // JobPage lists page p of the jobs f selects, and how many f selects. It
@@ -102,11 +122,17 @@ func (a *Agent) Job(id string) (jobs.Job, error) {
 }
 
 // Validate parses and validates a manifest without queuing it.
-func (a *Agent) Validate(data []byte) (bool, []string) {
+// Validate answers whether Submit would accept data from uid: the same
+// parse and the same checks of files and limits, so that "valid" means it
+// will be accepted (short of a queue that fills up in between).
+func (a *Agent) Validate(data []byte, uid int64) (bool, []string) {
 	a.mu.Lock()
 	a.touch()
 	a.mu.Unlock()
-	_, problems := parseForSubmit(data)
+	m, problems := parseForSubmit(data)
+	if len(problems) == 0 {
+		problems = a.checkManifest(m, kindSubmitted, uid)
+	}
 	return len(problems) == 0, problems
 }
 
@@ -129,6 +155,13 @@ func (a *Agent) Submit(ctx context.Context, data []byte, o apitype.SubmitOptions
 	if int64(len(data)) > a.cfg.MaxManifestSize {
 		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: manifest is larger than %d bytes", a.cfg.MaxManifestSize)
 	}
+	if o.Image != "" {
+		var err error
+		if data, err = a.submittedImage(o.Image, data, uid); err != nil {
+			return nil, err
+		}
+		o.Name = nameFromFile(filepath.Base(o.Image)) + ".json"
+	}
 	m, problems := parseForSubmit(data)
 	if len(problems) > 0 {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
@@ -140,6 +173,15 @@ func (a *Agent) Submit(ctx context.Context, data []byte, o apitype.SubmitOptions
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.touch()
+	if o.Image != "" {
+		// As for a dropped image: a name no other job has.
+		if n := a.freeNameLocked(m.Name); n != m.Name {
+			if data, err = a.imageManifestFor(n, filepath.Base(o.Image), o.Image); err != nil {
+				return nil, apierr.New(apierr.Internal, "cannot submit image %s: %v", o.Image, err)
+			}
+			m.Name = n
+		}
+	}
 	if problems := a.checkManifest(m, kindSubmitted, uid); len(problems) > 0 {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
 	}
@@ -308,4 +350,94 @@ func (a *Agent) JobLog(ctx context.Context, id string, lines int, after, format 
 		cursor = after
 	}
 	return got, cursor, nil
+}
+
+// submittedImage is the manifest of a disk image submitted by path (the
+// Submit option image): what the drop folder makes of a dropped image, the
+// image left where it is. The caller must be able to read it, and its
+// bytes, not its name, say what it is: text is refused.
+func (a *Agent) submittedImage(p string, data []byte, uid int64) ([]byte, error) {
+	const field = "pipeline.load.source_path"
+	if len(bytes.TrimSpace(data)) > 0 {
+		return nil, apierr.New(apierr.InvalidArgs, "cannot submit: give either a manifest or an image, not both")
+	}
+	if !filepath.IsAbs(p) {
+		return nil, apierr.New(apierr.InvalidArgs, "cannot submit image %q: give its absolute path", p)
+	}
+	refuse := func(format string, args ...any) error {
+		return &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit image " + p,
+			Details: []string{field + ": " + fmt.Sprintf(format, args...)}}
+	}
+	if uid > 0 {
+		acc, err := accessFor(uid)
+		if err != nil {
+			return nil, refuse("%v", err)
+		}
+		if err := acc.canRead(p); err != nil {
+			return nil, refuse("the submitter cannot read it (%v)", err)
+		}
+	}
+	fi, err := os.Lstat(p)
+	switch {
+	case err != nil:
+		return nil, refuse("cannot look at %s: %v", p, err)
+	case !fi.Mode().IsRegular():
+		return nil, refuse("%s is not a regular file", p)
+	case fi.Size() == 0:
+		return nil, refuse("%s is empty, not a disk image", p)
+	}
+	if err := imgfmt.NotImage(p); err != nil {
+		return nil, refuse("%v", err)
+	}
+	return a.imageManifestFor(nameFromFile(filepath.Base(p)), filepath.Base(p), p)
+}
+
+// maxReportSize bounds a report read for GetJobReport.
+const maxReportSize = 8 << 20
+
+// JobReport is GetJobReport: the engine's report of job id as JSON, from
+// the settlement in processed/ or failed/ once the job has one, else from
+// its job directory; nil while it has none.
+func (a *Agent) JobReport(id string) ([]byte, error) {
+	a.mu.Lock()
+	r, ok := a.st.Jobs[id]
+	var jobDir, settled string
+	if ok {
+		jobDir, settled = r.JobDir, r.ReportPath
+	}
+	a.mu.Unlock()
+	if !ok {
+		return nil, apierr.New(apierr.NoSuchJob, "cannot find job %s", id)
+	}
+	if settled != "" {
+		if data, err := readBounded(settled); err == nil {
+			var s Settlement
+			if json.Unmarshal(data, &s) == nil {
+				for _, jr := range s.Jobs {
+					if jr.JobID == id && jr.Report != nil {
+						return json.Marshal(jr.Report)
+					}
+				}
+			}
+		}
+	}
+	if jobDir != "" {
+		rep, err := readReport(jobDir)
+		if err != nil {
+			return nil, apierr.New(apierr.Internal, "cannot read the report of job %s: %v", id, err)
+		}
+		if rep != nil && rep.JobID == id {
+			return json.Marshal(rep)
+		}
+	}
+	return nil, nil
+}
+
+func readBounded(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxReportSize))
 }

@@ -145,8 +145,8 @@ func TestSubmitOverUserCap(t *testing.T) {
 }
 
 // A job that does not complete leaves nothing in its manifest's own
-// output_dir: not its partial disk, not its disks or domain.xml, not the
-// engine's report.json. What was there before it, what it does not
+// output_dir: not its partial disk, not its disks or NAME.xml, not the
+// engine's NAME.report.json. What was there before it, what it does not
 // write, and a .part another conversion holds stay.
 func TestFailedJobCleansItsOutputDir(t *testing.T) {
 	e := newEnv(t, nil)
@@ -158,7 +158,8 @@ func TestFailedJobCleansItsOutputDir(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("boot-console.log", "someone else's") // there before the job: kept
+	put("web01.boot-console.log", "someone else's") // there before the job: kept
+	put("other.xml", "<domain/>")                   // another VM's
 	put("notes.txt", "unrelated")
 	e.start()
 	e.drop("web01.json", strings.Replace(e.manifest("web01", ""), `"fix":{"enabled":false}`, `"fix":{"enabled":false},"convert":{"output_dir":"`+out+`"}`, 1))
@@ -166,8 +167,8 @@ func TestFailedJobCleansItsOutputDir(t *testing.T) {
 	id := e.jobID("web01")
 	put("web01.qcow2.part", "half")
 	put("web01-disk2.qcow2", "whole second disk")
-	put("domain.xml", "<domain/>")
-	put("report.json", `{"job_id":"`+id+`","status":"failed"}`)
+	put("web01.xml", "<domain/>")
+	put("web01.report.json", `{"job_id":"`+id+`","status":"failed"}`)
 	put("web01-disk3.qcow2.part", "held")
 	held, err := os.Open(filepath.Join(out, "web01-disk3.qcow2.part"))
 	if err != nil {
@@ -187,7 +188,7 @@ func TestFailedJobCleansItsOutputDir(t *testing.T) {
 	for _, d := range left {
 		names = append(names, d.Name())
 	}
-	if got, want := strings.Join(names, " "), "boot-console.log notes.txt web01-disk3.qcow2.part"; got != want {
+	if got, want := strings.Join(names, " "), "notes.txt other.xml web01-disk3.qcow2.part web01.boot-console.log"; got != want {
 		t.Errorf("left in output_dir: %s; want %s", got, want)
 	}
 }
@@ -198,7 +199,8 @@ func TestOutputNames(t *testing.T) {
 		t.Errorf("dir %q", o.dir)
 	}
 	for name, want := range map[string]bool{"w.qcow2": true, "w-disk2.qcow2": true, "w-disk12.qcow2": true, "logs.qcow2": true,
-		"domain.xml": true, "report.json": true, "boot-console.log": true,
+		"web01.xml": true, "web01.report.json": true, "web01.boot-console.log": true,
+		"domain.xml": false, "report.json": false, "other.report.json": false,
 		"w-disk1.qcow2": false, "w-disk02.qcow2": false, "w-diskx.qcow2": false, "w.raw": false, "other.qcow2": false} {
 		if o.matches(name) != want {
 			t.Errorf("matches(%q) = %v, want %v", name, !want, want)
@@ -260,7 +262,7 @@ func TestCleanOutputsFromJobDir(t *testing.T) {
 	if err := writeJobDir(jobDir, spec, vm); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"web01-disk2.qcow2", "web01-disk3.qcow2.part", "domain.xml"} {
+	for _, n := range []string{"web01-disk2.qcow2", "web01-disk3.qcow2.part", "web01.xml"} {
 		os.WriteFile(filepath.Join(out, n), []byte("new"), 0o644)
 	}
 	write := func(status string) {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -198,6 +199,9 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 	if err == nil && len(problems) == 0 {
 		problems = a.checkManifest(m, kind, dropper)
 	}
+	if err == nil && len(problems) == 0 && kind == kindImage && !m.Batch {
+		m.Name = a.freeNameLocked(m.Name)
+	}
 	if err != nil || len(problems) > 0 {
 		msg := "invalid manifest"
 		if err != nil {
@@ -291,12 +295,18 @@ func (a *Agent) load(claimed, kind string) (*manifest.Manifest, []string, error)
 // imageManifest is the manifest given to a disk image dropped directly:
 // the configured default pipeline loading the image where it now lies.
 func (a *Agent) imageManifest(claimed, path string) ([]byte, error) {
+	return a.imageManifestFor(nameFromFile(claimed), claimed, path)
+}
+
+// imageManifestFor is the manifest of job name converting the image at
+// path, whose file name is file.
+func (a *Agent) imageManifestFor(name, file, path string) ([]byte, error) {
 	pipe := map[string]any{}
 	for k, v := range a.cfg.DefaultPipeline {
 		pipe[k] = v
 	}
-	pipe["load"] = map[string]any{"source_type": queue.ImageType(claimed), "source_path": path}
-	m := map[string]any{"version": manifest.Version, "name": nameFromFile(claimed), "pipeline": pipe,
+	pipe["load"] = map[string]any{"source_type": imageSourceType(path, file), "source_path": path}
+	m := map[string]any{"version": manifest.Version, "name": name, "pipeline": pipe,
 		"priority": a.cfg.Job.Priority}
 	return json.Marshal(m)
 }
@@ -345,23 +355,29 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		src := resolve(p.Load.SourcePath)
 		sp := prefix + ".load.source_path"
 		imageHere := kind == kindImage && filepath.Dir(src) == resolve(a.q.Dir(queue.Processing))
-		switch {
-		case imageHere:
-		case within(src, queueRoot):
-			problems = append(problems, sp+": points into the drop folder; drop the image itself or keep it elsewhere")
-		case within(src, outputDir):
-			problems = append(problems, sp+": points into the output directory, where other jobs' outputs are")
-		case within(src, stateDir):
-			problems = append(problems, sp+": points into the agent's state directory")
-		}
-		for _, f := range forbidden {
-			if within(src, f) {
-				problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
+		if p.Load.IsRemote() {
+			problems = append(problems, checkRemote(prefix+".load", &p.Load, a.srcs.dir(), a.srcs.creds())...)
+		} else {
+			switch {
+			case imageHere:
+			case within(src, queueRoot):
+				problems = append(problems, sp+": points into the drop folder; drop the image itself or keep it elsewhere")
+			case within(src, outputDir):
+				problems = append(problems, sp+": points into the output directory, where other jobs' outputs are")
+			case within(src, stateDir):
+				problems = append(problems, sp+": points into the agent's state directory")
 			}
-		}
-		if acc != nil && !imageHere {
-			if err := acc.canRead(p.Load.SourcePath); err != nil {
-				problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
+			for _, f := range forbidden {
+				if within(src, f) {
+					problems = append(problems, fmt.Sprintf("%s: points into %s, which holds no disk images", sp, f))
+				}
+			}
+			// One problem for one fault: a source that does not exist (or is
+			// no image) is not also one the submitter cannot read.
+			if acc != nil && !imageHere && !hasProblem(problems, sp) {
+				if err := acc.canRead(p.Load.SourcePath); err != nil {
+					problems = append(problems, fmt.Sprintf("%s: the submitter cannot read it (%v)", sp, err))
+				}
 			}
 		}
 		if p.Convert == nil || p.Convert.OutputDir == "" {
@@ -389,7 +405,7 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 		}
 	}
 	if m.Batch {
-		dirs := map[string]int{} // resolved output_dir -> first VM writing there
+		files := map[string]int{} // resolved output_dir + file -> first VM writing it
 		for i := range m.VMs {
 			p := m.VMs[i].Pipeline
 			check(fmt.Sprintf("vms[%d].pipeline", i), p)
@@ -397,13 +413,19 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 				continue
 			}
 			// Validation compares the paths as written; two spellings of
-			// one directory (a symbolic link) collide just the same.
+			// one directory (a symbolic link) collide just the same when
+			// two VMs would write the same file name there.
 			dir := resolve(p.Convert.OutputDir)
-			if j, dup := dirs[dir]; dup && filepath.Clean(m.VMs[j].Pipeline.Convert.OutputDir) != filepath.Clean(p.Convert.OutputDir) {
-				problems = append(problems, fmt.Sprintf("vms[%d].pipeline.convert.output_dir: %s is the same directory as the output_dir of vms[%d] (%s): %s and %s would both write domain.xml and report.json there; give each VM its own output_dir",
-					i, p.Convert.OutputDir, j, m.VMs[j].Name, m.VMs[j].Name, m.VMs[i].Name))
-			} else if !dup {
-				dirs[dir] = i
+			for _, f := range manifest.OutputFiles(m.VMs[i].Name, p) {
+				key := dir + "\x00" + f
+				if j, dup := files[key]; dup && j != i {
+					if filepath.Clean(m.VMs[j].Pipeline.Convert.OutputDir) != filepath.Clean(p.Convert.OutputDir) {
+						problems = append(problems, fmt.Sprintf("vms[%d].pipeline.convert.output_dir: %s is the same directory as the output_dir of vms[%d] (%s), and both would write %s there; give one of them another output_path or output_dir",
+							i, p.Convert.OutputDir, j, m.VMs[j].Name, f))
+					}
+					break
+				}
+				files[key] = i
 			}
 		}
 	} else {
@@ -418,4 +440,26 @@ func fileOwner(fi os.FileInfo) int64 {
 		return int64(st.Uid)
 	}
 	return -1
+}
+
+// hasProblem reports whether problems has one for the field path.
+func hasProblem(problems []string, path string) bool {
+	for _, p := range problems {
+		if strings.HasPrefix(p, path+": ") {
+			return true
+		}
+	}
+	return false
+}
+
+// imageSourceType is the source_type of the image at path: what its bytes
+// are, not what its name says (a raw disk named .vmdk is raw); the name's
+// only when the bytes cannot be read.
+func imageSourceType(path, name string) string {
+	if f, err := imgfmt.Detect(path); err == nil {
+		if st := manifest.SourceTypeOf(f); st != "" {
+			return st
+		}
+	}
+	return queue.ImageType(name)
 }

@@ -19,25 +19,21 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
-// Names the engine writes beside the disks in an output directory (its
-// DomainXMLName, ReportName and ConsoleName; the agent does not import
-// the engine), and the suffix of a file still being written.
-const (
-	domainXMLName = "domain.xml"
-	outReportName = "report.json"
-	consoleName   = "boot-console.log"
-	partSuffix    = ".part"
-)
+// partSuffix ends the name of a file still being written. The names the
+// engine writes beside the disks are manifest.SideFiles of the VM's name.
+const partSuffix = ".part"
 
 // outputNames says which file names of a manifest's own
 // convert.output_dir a job may write: its disks (output_path, the
 // "-diskN" names of further disks, the names convert.disks gives),
-// domain.xml, report.json and boot-console.log, each also as NAME.part.
+// NAME.xml, NAME.report.json and NAME.boot-console.log, each also as
+// FILE.part.
 type outputNames struct {
-	dir   string // the output_dir, cleaned; "" when the job uses the agent's own
-	exact map[string]bool
-	stem  string // output_path without its extension, for stem-diskN.ext
-	ext   string
+	dir    string // the output_dir, cleaned; "" when the job uses the agent's own
+	report string // the engine's report, NAME.report.json
+	exact  map[string]bool
+	stem   string // output_path without its extension, for stem-diskN.ext
+	ext    string
 }
 
 // outputsOf reads the output names from a job's single-VM manifest.
@@ -51,7 +47,10 @@ func outputsOf(vmJSON []byte) outputNames {
 	if !filepath.IsAbs(c.OutputDir) {
 		return outputNames{}
 	}
-	o := outputNames{dir: filepath.Clean(c.OutputDir), exact: map[string]bool{domainXMLName: true, outReportName: true, consoleName: true}}
+	o := outputNames{dir: filepath.Clean(c.OutputDir), report: manifest.ReportFile(vm.Name), exact: map[string]bool{}}
+	for _, n := range manifest.SideFiles(vm.Name) {
+		o.exact[n] = true
+	}
 	if c.OutputPath != "" {
 		o.exact[c.OutputPath] = true
 		o.ext = filepath.Ext(c.OutputPath)
@@ -119,8 +118,8 @@ const SharedFile = "shared-output"
 // CleanOutputs removes what the job in jobDir wrote into its manifest's
 // own convert.output_dir when it did not complete (the agent's own
 // per-job directory is removed whole by the agent): partial disks
-// (NAME.part), and disks, domain.xml, boot-console.log and the engine's
-// report.json, so that a failed job leaves nothing that looks like a
+// (FILE.part), and disks, NAME.xml, NAME.boot-console.log and the engine's
+// NAME.report.json, so that a failed job leaves nothing that looks like a
 // result and a job after it into the same directory does not fail on its
 // leftovers. The failure report stays in failed/ beside the manifest. It
 // returns the names removed.
@@ -134,7 +133,7 @@ const SharedFile = "shared-output"
 // another job used that directory meanwhile (SharedFile), when it has a
 // name the job writes, is a regular file changed since the job started
 // and was not there before (JobSpec.KeptOutputs), and, for NAME.part, no
-// conversion holds its lock. A report.json must also name this job.
+// conversion holds its lock. A NAME.report.json must also name this job.
 // Symbolic links are never followed.
 func CleanOutputs(jobDir string) ([]string, error) {
 	data, err := os.ReadFile(filepath.Join(jobDir, JobFile))
@@ -198,7 +197,7 @@ func cleanOutputDir(o outputNames, id string, started time.Time, keptNames []str
 			switch {
 			case part:
 				mine = unlocked(dfd, n)
-			case base == outReportName:
+			case base == o.report:
 				mine = reportOf(dfd, n) == id
 			default:
 				mine = true
@@ -259,7 +258,7 @@ func (a *Agent) markSharedLocked(r *record) {
 
 // reportedOutputs are the file names in dir the worker's report says the
 // job wrote: its artifacts, the disks CONVERT finished and the engine's
-// report.json.
+// NAME.report.json.
 func reportedOutputs(rep *report.Report, id, dir string) map[string]bool {
 	out := map[string]bool{}
 	if rep == nil || rep.JobID != "" && rep.JobID != id {

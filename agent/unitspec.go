@@ -131,7 +131,7 @@ func (a *Agent) unitProperties(r *record, res *manifest.Resources) ([]sd.Propert
 	if runtime > 0 {
 		props = append(props, p("RuntimeMaxUSec", runtime*uint64(time.Second/time.Microsecond)))
 	}
-	return props, nil
+	return remoteUnitProperties(props, r.VM, a.srcs.creds(), a.self, r.JobDir), nil
 }
 
 // execCommand is one entry of a unit's ExecStart=/ExecStopPost= over D-Bus,

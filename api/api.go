@@ -15,8 +15,10 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 	"github.com/hyper2kvm/hyper2kvm/web"
 )
 
@@ -39,6 +41,8 @@ type Client interface {
 	// to go on from. The agent reads the journal; the bridge has no access.
 	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
+	// Analytics is the agent's GetAnalytics over [since, until).
+	Analytics(ctx context.Context, since, until time.Time) (analytics.Summary, error)
 }
 
 // DefaultMaxBody is the largest request body accepted (a manifest).
@@ -68,11 +72,17 @@ type Config struct {
 	AllowedHosts []string
 	// Web is the dashboard's file tree; nil uses the embedded one.
 	Web fs.FS
+	// Templates is the manifest templates library; zero uses
+	// templates.Default().
+	Templates templates.Library
 	// Now is the clock; nil uses time.Now.
 	Now func() time.Time
 	// Hostname is the machine's name shown as each job's host and in the
 	// status; "" uses os.Hostname.
 	Hostname string
+	// UserDial opens the agent connection of a per-user API token; nil
+	// refuses such tokens (401).
+	UserDial UserDial
 }
 
 // Server is the bridge's HTTP handler plus the activity tracking used for
@@ -83,6 +93,7 @@ type Server struct {
 	idle   *Idle
 	bodies *bodyBudget
 	parses chan struct{}
+	users  userSessions // per-user token sessions (usertokens.go)
 }
 
 // New builds the handler from cfg.
@@ -99,6 +110,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Templates.Dirs == nil {
+		cfg.Templates = templates.Default()
 	}
 	if cfg.WorkflowDir == "" {
 		cfg.WorkflowDir = "/var/lib/hyper2kvm/manifest-workflow"

@@ -115,6 +115,34 @@ const (
 // authorize wraps h with the access rule of its route.
 func (s *Server) authorize(acc Access, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		// A per-user token: the request acts as its owner, through an
+		// agent connection that the agent identifies and authorizes as
+		// that user; whatever they may not do, the agent refuses.
+		if tok := bearer(r); strings.HasPrefix(tok, UserTokenPrefix) {
+			if s.cfg.UserDial == nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hyper2kvm"`)
+				writeError(w, http.StatusUnauthorized, CodeUnauthorized, "cannot authorize: this bridge does not take per-user tokens", nil)
+				return
+			}
+			us, err := s.userSession(r.Context(), tok)
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hyper2kvm"`)
+				writeError(w, http.StatusUnauthorized, CodeUnauthorized,
+					"cannot authorize: the API token is unknown or was revoked (hyperctl token list; hyperctl token create)", nil)
+				return
+			}
+			ctx := context.WithValue(context.WithValue(r.Context(), clientKey{}, us.c), userKey{}, us.user)
+			sw := &statusWriter{ResponseWriter: w}
+			h(sw, r.WithContext(ctx))
+			// Refused (a revoked token, polkit's no) or the agent gone
+			// (its unique name, which the session calls, with it): the
+			// next request starts afresh, or is refused.
+			switch sw.status {
+			case http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable:
+				s.dropUserSession(tok)
+			}
+			return
+		}
 		p := peerOf(r)
 		if p == PeerLoopback && !s.hostAllowed(r) && !s.tokenOK(r) {
 			writeError(w, http.StatusForbidden, CodeForbidden,
@@ -135,4 +163,12 @@ func (s *Server) authorize(acc Access, h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// mayReadDetails reports whether r may read jobs' details (paths, errors,
+// warnings) in lists and events, as for the Detail routes: with the token,
+// or through the Unix socket, which only root and group hyper2kvm open.
+// Over loopback TCP without the token any local user is asking.
+func (s *Server) mayReadDetails(r *http.Request) bool {
+	return peerOf(r) == PeerUnix || s.tokenOK(r) || r.Context().Value(userKey{}) != nil
 }

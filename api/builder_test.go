@@ -36,6 +36,13 @@ func TestBuilderTakesEnumsAndDefaultsFromTheSchema(t *testing.T) {
 				switch k {
 				case "not":
 					continue // values refused, not offered
+				case "hook":
+					// A hook's method enum holds HTTP verbs, which the
+					// builder uses for its own requests; the form has no
+					// hook fields (the JSON editor keeps them).
+					if where == "/$defs" {
+						continue
+					}
 				case "enum":
 					for _, x := range e.([]any) {
 						literals[fmt.Sprintf("%q", x)] = where + " enum"
@@ -64,6 +71,8 @@ func TestBuilderTakesEnumsAndDefaultsFromTheSchema(t *testing.T) {
 		t.Fatalf("builder.js: %d, or it does not read the schema", js.status)
 	}
 	src := string(js.body)
+	// An HTML attribute's value, not convert.preallocation's "off".
+	src = strings.ReplaceAll(src, `autocomplete: "off"`, "")
 	for lit, where := range literals {
 		if strings.Contains(src, lit) {
 			t.Errorf("builder.js repeats %s (schema %s); take it from the schema", lit, where)

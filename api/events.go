@@ -50,6 +50,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	// retry: how long an EventSource waits before reconnecting.
+	details := s.mayReadDetails(r)
 	fmt.Fprint(w, "retry: 3000\n: subscribed to io.hyper2kvm.Agent1\n\n")
 	fl.Flush()
 	tick := time.NewTicker(heartbeat)
@@ -79,7 +80,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			if changed == nil {
 				changed = []string{}
 			}
-			data, err := json.Marshal(Event{Type: name, Job: jobJSON(ev.Job, s.cfg.Now(), s.cfg.Hostname), Changed: changed, At: at})
+			data, err := json.Marshal(Event{Type: name, Job: s.jobView(ev.Job, s.cfg.Now(), details), Changed: changed, At: at})
 			if err != nil {
 				return
 			}

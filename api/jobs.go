@@ -15,6 +15,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
 
 // Job is a job as the REST API shows it: the original product's fields
@@ -49,6 +50,10 @@ type Job struct {
 	// of 0 there would be a lie.
 	Warnings     []string `json:"warnings,omitzero"`
 	WarningCount *int     `json:"warning_count,omitempty"`
+	// DetailsHidden says that paths, error and warnings were left out: a
+	// list or event stream read without the token over TCP shows jobs
+	// as any local user may see them.
+	DetailsHidden bool `json:"details_hidden,omitempty"`
 	// Host is the name of the machine the agent (and so the job) runs on:
 	// the bridge runs beside the agent, so it is the bridge's host name.
 	Host string `json:"host"`
@@ -197,19 +202,31 @@ func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Fil
 		writeError(w, http.StatusBadRequest, apierr.InvalidArgs, err.Error(), nil)
 		return
 	}
-	list, total, err := s.cfg.Client.ListJobsPage(r.Context(), f, p)
+	list, total, err := s.client(r).ListJobsPage(r.Context(), f, p)
 	if err != nil {
 		fail(w, r, "list jobs", err)
 		return
 	}
 	now := s.cfg.Now()
 	out := jobList{Jobs: make([]Job, 0, len(list)), Total: total, Limit: p.Limit, Offset: p.Offset}
+	details := s.mayReadDetails(r)
 	for _, j := range list {
-		jj := jobJSON(j, now, s.cfg.Hostname)
+		jj := s.jobView(j, now, details)
 		jj.Warnings, jj.WarningCount = nil, nil
 		out.Jobs = append(out.Jobs, jj)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// jobView is j as the request may read it: with its details (paths,
+// error, warnings) or, for a request without the right to them, without.
+func (s *Server) jobView(j jobs.Job, now time.Time, details bool) Job {
+	if details {
+		return jobJSON(j, now, s.cfg.Hostname)
+	}
+	out := jobJSON(dbusapi.Redacted(j), now, s.cfg.Hostname)
+	out.DetailsHidden = true
+	return out
 }
 
 // listJobs: GET /api/workflow/jobs?status=...&batch=...&limit=&offset=&order=
@@ -247,7 +264,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	j, err := s.cfg.Client.GetJob(r.Context(), id)
+	j, err := s.client(r).GetJob(r.Context(), id)
 	if err != nil {
 		fail(w, r, "get job "+id, err)
 		return
@@ -269,12 +286,12 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Client.Cancel(r.Context(), id, false); err != nil {
+	if err := s.client(r).Cancel(r.Context(), id, false); err != nil {
 		fail(w, r, "cancel job "+id, err)
 		return
 	}
 	ans := actionAnswer{Success: true, JobID: id}
-	if j, err := s.cfg.Client.GetJob(r.Context(), id); err == nil {
+	if j, err := s.client(r).GetJob(r.Context(), id); err == nil {
 		jj := jobJSON(j, s.cfg.Now(), s.cfg.Hostname)
 		ans.Job = &jj
 	}
@@ -287,7 +304,7 @@ func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	j, err := s.cfg.Client.Retry(r.Context(), id, false)
+	j, err := s.client(r).Retry(r.Context(), id, false)
 	if err != nil {
 		fail(w, r, "retry job "+id, err)
 		return

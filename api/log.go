@@ -62,7 +62,7 @@ func (s *Server) getJobLog(w http.ResponseWriter, r *http.Request) {
 	}
 	// Ask the agent first: only a job it knows has a log here, and the
 	// unit name comes from the id, never from the client's text.
-	j, err := s.cfg.Client.GetJob(r.Context(), id)
+	j, err := s.client(r).GetJob(r.Context(), id)
 	if err != nil {
 		fail(w, r, "get job "+id, err)
 		return
@@ -70,7 +70,7 @@ func (s *Server) getJobLog(w http.ResponseWriter, r *http.Request) {
 	unit := jobs.UnitName(j.ID)
 	// The agent reads the journal (the bridge's user cannot) and decides
 	// who may: the route already demanded the token on TCP.
-	got, cursor, err := s.cfg.Client.JobLog(r.Context(), j.ID, lines, q.Get("after"), format, false)
+	got, cursor, err := s.client(r).JobLog(r.Context(), j.ID, lines, q.Get("after"), format, false)
 	if err != nil {
 		fail(w, r, "read the log of job "+id, err)
 		return

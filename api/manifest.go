@@ -114,7 +114,7 @@ func (s *Server) validateManifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	valid, errs, err := s.cfg.Client.Validate(r.Context(), body)
+	valid, errs, err := s.client(r).Validate(r.Context(), body)
 	if err != nil {
 		fail(w, r, "validate the manifest", err)
 		return
@@ -144,7 +144,7 @@ func (s *Server) submitManifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	list, err := s.cfg.Client.Submit(r.Context(), body, apitype.SubmitOptions{Name: r.URL.Query().Get("name")}, false)
+	list, err := s.client(r).Submit(r.Context(), body, apitype.SubmitOptions{Name: r.URL.Query().Get("name")}, false)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) && ae.Kind == apierr.InvalidManifest {

@@ -88,7 +88,7 @@ X
 	t1=$(now)
 	if [ "$full" = 1 ]; then
 		# The full pipeline must really have checked, compared and hashed.
-		python3 - "$dir/out/bench/report.json" <<'PY' || { echo "bench: the full pipeline skipped a check" >&2; exit 1; }
+		python3 - "$dir/out/bench/bench.report.json" <<'PY' || { echo "bench: the full pipeline skipped a check" >&2; exit 1; }
 import json, sys
 r = json.load(open(sys.argv[1]))
 st = {s["name"]: s["status"] for s in r["stages"]}
@@ -100,7 +100,7 @@ PY
 		# The report's own CONVERT stage time: qemu-img plus the engine's
 		# .part, sync and rename.
 		python3 -c 'import json,sys; print(round([s["duration_seconds"] for s in json.load(open(sys.argv[1]))["stages"] if s["name"] == "convert"][0], 3))' \
-			"$dir/out/bench/report.json" >>"$work/convert-stage.$compress"
+			"$dir/out/bench/bench.report.json" >>"$work/convert-stage.$compress"
 	fi
 	rm -rf "$dir"
 	sync

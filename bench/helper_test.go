@@ -328,7 +328,7 @@ func helpSeed(ctx context.Context, n int) (*seedResult, error) {
 		r := &rec{Job: jobs.Job{ID: id, Name: name, Manifest: name + ".json", State: jobs.Completed, Stage: "",
 			Progress: 100, StatusText: "validate 100%: done", Unit: jobs.UnitName(id), SubmittedBy: -1,
 			CreatedAt: created, StartedAt: created.Add(time.Second), FinishedAt: created.Add(15 * time.Second),
-			Outputs:    []string{"/var/lib/hyper2kvm/output/" + day + "/" + id + "/" + name + ".qcow2", "/var/lib/hyper2kvm/output/" + day + "/" + id + "/domain.xml"},
+			Outputs:    []string{"/var/lib/hyper2kvm/output/" + day + "/" + id + "/" + name + ".qcow2", "/var/lib/hyper2kvm/output/" + day + "/" + id + "/" + name + ".xml"},
 			ReportPath: queueDir + "/processed/" + day + "/" + name + ".json.report.json", BytesDone: 1 << 30, BytesTotal: 1 << 30,
 			ConvertedBytes: 1 << 30, StageTimes: []jobs.StageTime{{Stage: "load", Seconds: 0.2}, {Stage: "inspect", Seconds: 1.5},
 				{Stage: "fix", Seconds: 3}, {Stage: "convert", Seconds: 9}, {Stage: "validate", Seconds: 0.5}}},

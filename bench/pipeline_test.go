@@ -96,7 +96,7 @@ func BenchmarkPipeline(bm *testing.B) {
 				}
 				r.Runs = append(r.Runs, round(secs))
 				r.Output = filepath.Join(out, "debian", "debian.qcow2")
-				r.Stages = stageTimes(filepath.Join(out, "debian", "report.json"))
+				r.Stages = stageTimes(filepath.Join(out, "debian", "debian.report.json"))
 				fmt.Fprintf(os.Stderr, "bench: %s run %d: %.1f s\n", be, k+1, secs)
 			}
 			r.Seconds = median(r.Runs)

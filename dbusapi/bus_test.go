@@ -145,7 +145,7 @@ func (f *fakeBackend) Job(id string) (jobs.Job, error) {
 }
 
 func (f *fakeBackend) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error) {
-	if ok, problems := f.Validate(manifest); !ok {
+	if ok, problems := f.Validate(manifest, uid); !ok {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot accept manifest", Details: problems}
 	}
 	f.mu.Lock()
@@ -158,7 +158,7 @@ func (f *fakeBackend) Submit(ctx context.Context, manifest []byte, o apitype.Sub
 	return []jobs.Job{j}, nil
 }
 
-func (f *fakeBackend) Validate(manifest []byte) (bool, []string) {
+func (f *fakeBackend) Validate(manifest []byte, _ int64) (bool, []string) {
 	f.mu.Lock()
 	f.parsed++
 	hook := f.inParse

@@ -333,6 +333,41 @@ func (c *Client) JobLog(ctx context.Context, id string, lines int, after, format
 	return got, cursor, nil
 }
 
+// ListImages is the disk images under the agent's import directories
+// that the caller can read, and those directories.
+func (c *Client) ListImages(ctx context.Context) ([]apitype.Image, []string, error) {
+	what := "list the images"
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".ListImages", false)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rows []imageRow
+	var dirs []string
+	if err := call.Store(&rows, &dirs); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out := make([]apitype.Image, len(rows))
+	for i, r := range rows {
+		out[i] = apitype.Image{Path: r.Path, Format: r.Format, Size: int64(r.Size), Manifest: r.Manifest}
+	}
+	return out, dirs, nil
+}
+
+// JobReport is GetJobReport: the engine's report of job id as JSON, empty
+// while the job has none.
+func (c *Client) JobReport(ctx context.Context, id string, interactive bool) ([]byte, error) {
+	what := "read the report of job " + id
+	call, err := c.call(ctx, what, ManagerPath, ManagerIface+".GetJobReport", interactive, id)
+	if err != nil {
+		return nil, err
+	}
+	var rep string
+	if err := call.Store(&rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return []byte(rep), nil
+}
+
 // SetQueue pauses, resumes or drains the agent's queue.
 func (c *Client) SetQueue(ctx context.Context, action string, interactive bool) error {
 	_, err := c.call(ctx, action+" the queue", ManagerPath, ManagerIface+".SetQueue", interactive, action)
@@ -521,6 +556,7 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []apitype.Eve
 		if err != nil {
 			return nil
 		}
+		j = w.withDetails(ctx, p, j)
 		w.known[p] = j
 		return []apitype.Event{{Kind: apitype.JobNew, Job: j, At: now}}
 	case ifaceProperties + ".PropertiesChanged":
@@ -537,15 +573,32 @@ func (w *watcher) translate(ctx context.Context, sig *dbus.Signal) []apitype.Eve
 		if applyProps(&j, changed) != nil {
 			return nil
 		}
-		w.known[sig.Path] = j
-		names := make([]string, 0, len(changed))
+		names := make([]string, 0, len(changed)+len(invalidated))
 		for k := range changed {
 			names = append(names, k)
 		}
+		for _, k := range invalidated {
+			if detailProps[k] {
+				j = w.withDetails(ctx, sig.Path, j)
+				names = append(names, k)
+			}
+		}
+		w.known[sig.Path] = j
 		sortStrings(names)
 		return []apitype.Event{{Kind: apitype.JobChanged, Job: j, Changed: names, At: now}}
 	}
 	return nil
+}
+
+// withDetails is j with the details (detailProps) the agent shows this
+// caller, which signals never carry; j as it was if they cannot be read.
+func (w *watcher) withDetails(ctx context.Context, p dbus.ObjectPath, j jobs.Job) jobs.Job {
+	cur, err := w.c.jobAt(ctx, "watch jobs", p)
+	if err != nil {
+		return j
+	}
+	j.Manifest, j.Outputs, j.ReportPath, j.Error, j.Warnings = cur.Manifest, cur.Outputs, cur.ReportPath, cur.Error, cur.Warnings
+	return j
 }
 
 // readRows reads a ListJobsPaged reply.

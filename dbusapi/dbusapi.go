@@ -33,7 +33,9 @@ type Backend interface {
 	JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int)
 	Job(id string) (jobs.Job, error)
 	Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error)
-	Validate(manifest []byte) (valid bool, problems []string)
+	// Validate makes the checks Submit makes, the files' included, for
+	// the caller uid, without queueing anything.
+	Validate(manifest []byte, uid int64) (valid bool, problems []string)
 	Cancel(ctx context.Context, id string) error
 	Retry(ctx context.Context, id string, uid int64) (jobs.Job, error)
 	// JobLog is GetJobLog: up to lines journal lines of job id after the

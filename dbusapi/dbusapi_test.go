@@ -165,7 +165,7 @@ func TestMethodsMatchXML(t *testing.T) {
 	for _, tc := range []struct {
 		iface introspect.Interface
 		table map[string]any
-	}{{mi, s.managerMethods()}, {ji, s.jobMethods()}} {
+	}{{mi, withTokens(s.managerMethods(), s.tokenMethods())}, {ji, s.jobMethods()}} {
 		for _, m := range tc.iface.Methods {
 			fn, ok := tc.table[m.Name]
 			if !ok {

@@ -3,7 +3,6 @@ package dbusapi
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
@@ -18,7 +17,7 @@ import (
 // (less the final *dbus.Error) are the D-Bus signature; a unit test holds
 // them to io.hyper2kvm.Agent1.xml.
 func (s *Server) managerMethods() map[string]any {
-	return map[string]any{
+	return s.addSourceMethods(map[string]any{
 		"GetStatus": func() (map[string]dbus.Variant, *dbus.Error) {
 			s.touch()
 			return statusDict(s.b.Status()), nil
@@ -39,21 +38,29 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return paths, nil
 		},
-		"ListJobsWithProperties": func(filter map[string]dbus.Variant) ([]jobEntry, *dbus.Error) {
+		"ListJobsWithProperties": func(sender dbus.Sender, filter map[string]dbus.Variant) ([]jobEntry, *dbus.Error) {
 			s.touch()
 			list, _, err := s.listJobs(filter)
 			if err != nil {
 				return nil, toDBusError(err)
 			}
-			return s.entries(list), nil
+			v, err := s.viewerOf(string(sender))
+			if err != nil {
+				return nil, toDBusError(err)
+			}
+			return s.entries(list, v), nil
 		},
-		"ListJobsPaged": func(filter map[string]dbus.Variant) ([]jobRow, uint32, *dbus.Error) {
+		"ListJobsPaged": func(sender dbus.Sender, filter map[string]dbus.Variant) ([]jobRow, uint32, *dbus.Error) {
 			s.touch()
 			list, total, err := s.listJobs(filter)
 			if err != nil {
 				return nil, 0, toDBusError(err)
 			}
-			return s.rows(list), uint32(min(total, 1<<32-1)), nil
+			v, err := s.viewerOf(string(sender))
+			if err != nil {
+				return nil, 0, toDBusError(err)
+			}
+			return s.rows(list, v), uint32(min(total, 1<<32-1)), nil
 		},
 		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
 			s.touch()
@@ -72,15 +79,20 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return ids, paths, nil
 		},
-		"Validate": func(manifest string) (bool, []string, *dbus.Error) {
+		"Validate": func(sender dbus.Sender, manifest string) (bool, []string, *dbus.Error) {
 			s.touch()
 			if err := checkManifestSize("validate", manifest); err != nil {
 				return false, []string{err.Message}, nil
 			}
+			// The files are checked as the caller, as Submit would.
+			uid, err := s.callerUID(sender)
+			if err != nil {
+				return false, nil, toDBusError(err)
+			}
 			if err := s.acquireParse(); err != nil {
 				return false, nil, toDBusError(err)
 			}
-			ok, problems := s.b.Validate([]byte(manifest))
+			ok, problems := s.b.Validate([]byte(manifest), uid)
 			s.releaseParse()
 			if problems == nil {
 				problems = []string{}
@@ -102,6 +114,25 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			p, _ := s.ensure(j)
 			return j.ID, p, nil
+		},
+		"GarbageCollect": s.garbageCollect,
+		"GetAnalytics":   s.getAnalytics,
+		"ListTemplates":  s.listTemplates,
+		"ListImages": func(sender dbus.Sender) ([]imageRow, []string, *dbus.Error) {
+			s.touch()
+			rows, dirs, err := s.listImages(sender)
+			if err != nil {
+				return nil, nil, toDBusError(err)
+			}
+			return rows, dirs, nil
+		},
+		"GetJobReport": func(msg dbus.Message, sender dbus.Sender, id string) (string, *dbus.Error) {
+			s.touch()
+			rep, err := s.jobReport(msg, sender, id)
+			if err != nil {
+				return "", toDBusError(err)
+			}
+			return rep, nil
 		},
 		"SetQueue": func(msg dbus.Message, sender dbus.Sender, action string) *dbus.Error {
 			s.touch()
@@ -125,7 +156,7 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return got, cursor, nil
 		},
-	}
+	})
 }
 
 // jobMethods is the io.hyper2kvm.Agent1.Job method table, served for
@@ -164,19 +195,21 @@ func (s *Server) listJobs(filter map[string]dbus.Variant) ([]jobs.Job, int, erro
 
 // rows is list as ListJobsPaged answers it, exporting any job not yet on
 // the bus.
-func (s *Server) rows(list []jobs.Job) []jobRow {
+// v is the caller: details only of the jobs they may read.
+func (s *Server) rows(list []jobs.Job, v viewer) []jobRow {
 	out := make([]jobRow, len(list))
 	for i, j := range list {
 		p, known := s.ensureJob(j)
-		out[i] = rowOf(p, known)
+		out[i] = rowOf(p, v.show(known))
 	}
 	return out
 }
 
-func (s *Server) entries(list []jobs.Job) []jobEntry {
+func (s *Server) entries(list []jobs.Job, v viewer) []jobEntry {
 	out := make([]jobEntry, len(list))
 	for i, j := range list {
-		out[i].Path, out[i].Props = s.ensure(j)
+		p, known := s.ensureJob(j)
+		out[i].Path, out[i].Props = p, jobProps(v.show(known))
 	}
 	return out
 }
@@ -216,6 +249,9 @@ func (s *Server) submit(msg dbus.Message, sender dbus.Sender, manifest string, o
 		return nil, nil, err
 	}
 	if err := s.authorize(msg, sender, polkit.ActionSubmit, "submit a manifest"); err != nil {
+		return nil, nil, err
+	}
+	if err := s.authorizeSources(msg, sender, manifest); err != nil {
 		return nil, nil, err
 	}
 	uid, err := s.callerUID(sender)
@@ -370,12 +406,79 @@ func (s *Server) jobLog(msg dbus.Message, sender dbus.Sender, id string, lines u
 	return s.b.JobLog(s.ctx, j.ID, int(min(lines, 1<<20)), after, format)
 }
 
+// ImageBackend is a Backend that also serves ListImages.
+type ImageBackend interface {
+	// Images is the images under the import directories that uid can
+	// read, and the directories.
+	Images(uid int64) ([]apitype.Image, []string)
+}
+
+// imageRow is one (ssts) of ListImages.
+type imageRow struct {
+	Path, Format string
+	Size         uint64
+	Manifest     string
+}
+
+// listImages answers ListImages with the images the caller can read.
+func (s *Server) listImages(sender dbus.Sender) ([]imageRow, []string, error) {
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return nil, nil, err
+	}
+	ib, ok := s.b.(ImageBackend)
+	if !ok {
+		return []imageRow{}, []string{}, nil
+	}
+	imgs, dirs := ib.Images(uid)
+	rows := make([]imageRow, len(imgs))
+	for i, im := range imgs {
+		rows[i] = imageRow{im.Path, im.Format, uint64(max(im.Size, 0)), im.Manifest}
+	}
+	if dirs == nil {
+		dirs = []string{}
+	}
+	return rows, dirs, nil
+}
+
+// ReportBackend is a Backend that also serves GetJobReport; the server
+// answers Internal for one that does not.
+type ReportBackend interface {
+	// JobReport is the engine's report of job id as JSON, nil while it
+	// has none.
+	JobReport(id string) ([]byte, error)
+}
+
+// jobReport answers GetJobReport to the callers GetJobLog answers: the
+// report names files and guests as the log does.
+func (s *Server) jobReport(msg dbus.Message, sender dbus.Sender, id string) (string, error) {
+	j, err := s.b.Job(id)
+	if err != nil {
+		return "", err
+	}
+	uid, err := s.callerUID(sender)
+	if err != nil {
+		return "", err
+	}
+	if uid != 0 && (j.SubmittedBy < 0 || j.SubmittedBy != uid) {
+		if err := s.authorize(msg, sender, polkit.ActionRead, "read the report of job "+id); err != nil {
+			return "", err
+		}
+	}
+	rb, ok := s.b.(ReportBackend)
+	if !ok {
+		return "", apierr.New(apierr.Internal, "cannot read the report of job %s: this agent does not serve reports", id)
+	}
+	rep, err := rb.JobReport(j.ID)
+	return string(rep), err
+}
+
 // authorize asks the Authorizer about action for the caller, allowing
 // interaction only when the call carried ALLOW_INTERACTIVE_AUTHORIZATION.
 // Anything but a clean yes is AccessDenied naming the action.
 func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action, what string) error {
 	interactive := msg.Flags&dbus.FlagAllowInteractiveAuthorization != 0
-	ok, err := s.authz.Authorize(s.ctx, string(sender), action, interactive)
+	ok, err := s.check(string(sender), action, interactive)
 	if ok && err == nil {
 		return nil
 	}
@@ -391,16 +494,34 @@ func (s *Server) authorize(msg dbus.Message, sender dbus.Sender, action, what st
 	return apierr.New(apierr.AccessDenied, "cannot %s: %s (polkit action %s)", what, reason, action)
 }
 
-// callerUID asks the bus for the uid behind sender.
-func (s *Server) callerUID(sender dbus.Sender) (int64, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, 25*time.Second)
-	defer cancel()
-	var uid uint32
-	err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid)
-	if err != nil {
-		return 0, apierr.New(apierr.AccessDenied, "cannot identify the caller %s: %v", sender, err)
+// check asks polkit about action for the caller: for a bridge connection
+// acting for a token's owner, as that user (never interactively), else
+// for the bus name sender.
+func (s *Server) check(sender, action string, interactive bool) (bool, error) {
+	uid, ok, err := s.actorUID(sender)
+	if !ok {
+		return s.authz.Authorize(s.ctx, sender, action, interactive)
 	}
-	return int64(uid), nil
+	if err != nil {
+		return false, err
+	}
+	if uid == 0 {
+		return true, nil
+	}
+	ua, isUA := s.authz.(UIDAuthorizer)
+	if !isUA {
+		return false, errors.New("cannot ask polkit about a token's owner")
+	}
+	return ua.AuthorizeUID(s.ctx, uint32(uid), action)
+}
+
+// callerUID is the uid the call acts as: the token owner's for a bridge
+// connection that showed one (ActAs), else the bus's uid behind sender.
+func (s *Server) callerUID(sender dbus.Sender) (int64, error) {
+	if uid, ok, err := s.actorUID(string(sender)); ok {
+		return uid, err
+	}
+	return s.busUID(string(sender))
 }
 
 // summaryEntry is one (ud) of GetMetrics' job_seconds and stage_seconds:

@@ -341,11 +341,15 @@ func count(v dbus.Variant) (int, bool) {
 	return int(n), true
 }
 
-// submitDict and parseSubmitOptions are the Submit options a{sv}: name s.
+// submitDict and parseSubmitOptions are the Submit options a{sv}: name s,
+// image s.
 func submitDict(o apitype.SubmitOptions) map[string]dbus.Variant {
 	d := map[string]dbus.Variant{}
 	if o.Name != "" {
 		d["name"] = dbus.MakeVariant(o.Name)
+	}
+	if o.Image != "" {
+		d["image"] = dbus.MakeVariant(o.Image)
 	}
 	return d
 }
@@ -358,8 +362,12 @@ func parseSubmitOptions(d map[string]dbus.Variant) (apitype.SubmitOptions, error
 			if err := v.Store(&o.Name); err != nil || v.Signature().String() != "s" {
 				return o, apierr.New(apierr.InvalidArgs, "cannot use submit option name: want s, got %s", v.Signature())
 			}
+		case "image":
+			if err := v.Store(&o.Image); err != nil || v.Signature().String() != "s" {
+				return o, apierr.New(apierr.InvalidArgs, "cannot use submit option image: want s, got %s", v.Signature())
+			}
 		default:
-			return o, apierr.New(apierr.InvalidArgs, "cannot use submit option %q: known options are name", k)
+			return o, apierr.New(apierr.InvalidArgs, "cannot use submit option %q: known options are name, image", k)
 		}
 	}
 	return o, nil

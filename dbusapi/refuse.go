@@ -39,6 +39,8 @@ func newRefusingServer(conn *dbus.Conn, cause *apierr.Error, name string) (*Serv
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
 		managerIface: mi, jobIface: ji,
 		objects: map[string]*jobObject{},
+		actors:  map[string]*actor{},
+		viewers: map[string]cachedViewer{},
 		parses:  make(chan struct{}, maxParses),
 	}
 	close(s.loopDone) // no event loop: nothing to follow
@@ -46,7 +48,7 @@ func newRefusingServer(conn *dbus.Conn, cause *apierr.Error, name string) (*Serv
 
 	derr := toDBusError(cause)
 	tables := map[string]map[string]any{
-		ManagerIface:       refuseAll(s.managerMethods(), s.touch, derr),
+		ManagerIface:       refuseAll(withTokens(s.managerMethods(), s.tokenMethods()), s.touch, derr),
 		ifaceObjectManager: refuseAll(map[string]any{"GetManagedObjects": s.getManagedObjects}, s.touch, derr),
 		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) {
 			return introspection([]introspect.Interface{mi, objectManagerData}, nil), nil

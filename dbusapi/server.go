@@ -55,6 +55,11 @@ type Server struct {
 	mu      sync.Mutex
 	objects map[string]*jobObject // by job id
 	closed  bool
+	// actors are the bridge connections acting for a token's owner, by
+	// unique bus name (tokens.go).
+	actors map[string]*actor
+	// viewers remembers briefly what each caller may see (view.go).
+	viewers map[string]cachedViewer
 }
 
 // jobObject is one job object: the job as last announced. Its methods
@@ -94,6 +99,8 @@ func newServer(conn *dbus.Conn, b Backend, authz Authorizer, name string) (*Serv
 		ctx: ctx, stop: stop, loopDone: make(chan struct{}),
 		managerIface: mi, jobIface: ji, jobXML: introspection([]introspect.Interface{ji}, nil),
 		objects: map[string]*jobObject{},
+		actors:  map[string]*actor{},
+		viewers: map[string]cachedViewer{},
 		parses:  make(chan struct{}, maxParses),
 	}
 	s.last.Store(time.Now().UnixNano())
@@ -229,11 +236,18 @@ func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
 		if announce && !s.closed {
 			props := jobProps(j)
 			if changed := changedProps(jobProps(o.job), props); len(changed) > 0 {
+				// Every local user may receive signals: details change
+				// as invalidated, for the allowed to Get.
 				d := make(map[string]dbus.Variant, len(changed))
+				invalidated := []string{}
 				for _, k := range changed {
+					if detailProps[k] {
+						invalidated = append(invalidated, k)
+						continue
+					}
 					d[k] = props[k]
 				}
-				s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, []string{})
+				s.emit(o.path, ifaceProperties+".PropertiesChanged", JobIface, d, invalidated)
 			}
 		}
 		o.job = j
@@ -245,7 +259,7 @@ func (s *Server) upsert(j jobs.Job, announce bool) dbus.ObjectPath {
 	}
 	s.objects[j.ID] = o
 	if announce {
-		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, managedIfaces(j))
+		s.emit(ManagerPath, ifaceObjectManager+".InterfacesAdded", o.path, managedIfaces(redacted(j)))
 		s.emit(ManagerPath, ManagerIface+".JobNew", j.ID, o.path)
 	}
 	return o.path
@@ -317,14 +331,18 @@ func (s *Server) exportJobs() error {
 				if derr != nil {
 					return dbus.Variant{}, derr
 				}
-				return s.getProp(id, iface, name)
+				return s.getProp(id, iface, name, senderOf(msg))
 			},
 			"GetAll": func(msg dbus.Message, iface string) (map[string]dbus.Variant, *dbus.Error) {
 				id, derr := s.jobAt(msg)
 				if derr != nil {
 					return nil, derr
 				}
-				return s.propsOf(id, iface)
+				v, err := s.viewerOf(senderOf(msg))
+				if err != nil {
+					return nil, toDBusError(err)
+				}
+				return s.propsOf(id, iface, v)
 			},
 			"Set": func(msg dbus.Message, iface, name string, _ dbus.Variant) *dbus.Error {
 				if _, derr := s.jobAt(msg); derr != nil {
@@ -386,8 +404,17 @@ func (s *Server) jobNodes() []string {
 	return out
 }
 
-func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
-	props, derr := s.propsOf(id, iface)
+func (s *Server) getProp(id, iface, name, sender string) (dbus.Variant, *dbus.Error) {
+	// Only a detail needs to know who asks (a uid lookup and a polkit
+	// check); the rest is for everyone.
+	who := viewer{all: true}
+	if detailProps[name] {
+		var err error
+		if who, err = s.viewerOf(sender); err != nil {
+			return dbus.Variant{}, toDBusError(err)
+		}
+	}
+	props, derr := s.propsOf(id, iface, who)
 	if derr != nil {
 		return dbus.Variant{}, derr
 	}
@@ -399,7 +426,7 @@ func (s *Server) getProp(id, iface, name string) (dbus.Variant, *dbus.Error) {
 	return v, nil
 }
 
-func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error) {
+func (s *Server) propsOf(id, iface string, v viewer) (map[string]dbus.Variant, *dbus.Error) {
 	s.touch()
 	if iface != JobIface && iface != "" {
 		if iface == ifaceProperties || iface == ifaceIntrospect || iface == ifacePeer {
@@ -418,24 +445,28 @@ func (s *Server) propsOf(id, iface string) (map[string]dbus.Variant, *dbus.Error
 	if !ok {
 		return nil, toDBusError(apierr.New(apierr.NoSuchJob, "cannot find job %s", id))
 	}
-	return jobProps(j), nil
+	return jobProps(v.show(j)), nil
 }
 
 // getManagedObjects is org.freedesktop.DBus.ObjectManager.GetManagedObjects.
-func (s *Server) getManagedObjects() (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
+func (s *Server) getManagedObjects(msg dbus.Message) (map[dbus.ObjectPath]map[string]map[string]dbus.Variant, *dbus.Error) {
 	s.touch()
+	v, err := s.viewerOf(senderOf(msg))
+	if err != nil {
+		return nil, toDBusError(err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[dbus.ObjectPath]map[string]map[string]dbus.Variant, len(s.objects))
 	for _, o := range s.objects {
-		out[o.path] = managedIfaces(o.job)
+		out[o.path] = managedIfaces(v.show(o.job))
 	}
 	return out, nil
 }
 
 func (s *Server) exportManager() error {
 	tables := map[string]map[string]any{
-		ManagerIface:       s.managerMethods(),
+		ManagerIface:       withTokens(s.managerMethods(), s.tokenMethods()),
 		ifaceObjectManager: {"GetManagedObjects": s.getManagedObjects},
 		ifaceIntrospect: {"Introspect": func() (string, *dbus.Error) {
 			s.mu.Lock()

@@ -61,7 +61,7 @@ Architecture: $arch
 Maintainer: hyper2kvm maintainers <maintainers@hyper2kvm.invalid>
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Depends: $depends
-Recommends: qemu-system-x86, libguestfs-tools
+Recommends: qemu-system-x86, libguestfs-tools, virt-v2v, nbdkit, ntfs-3g
 Section: admin
 Priority: optional
 Homepage: https://github.com/hyper2kvm/hyper2kvm

@@ -69,6 +69,13 @@ else
 	put 0644 "$src/packaging/agent.yaml" "$conf"
 fi
 
+# Manifest templates (docs/WORKFLOW.md): shipped ones under share/, the
+# admin's own (and hook scripts) under /etc, which the package leaves empty.
+for f in "$src"/packaging/templates/*.yaml; do
+	put 0644 "$f" "$destdir$prefix/share/hyper2kvm/templates/$(basename "$f")"
+done
+install -d -m 0755 "$destdir$sysconfdir/hyper2kvm/templates" "$destdir$sysconfdir/hyper2kvm/hooks"
+
 docdir=$destdir$prefix/share/doc/hyper2kvm
 for f in "$src"/README.md "$src"/docs/*.md; do
 	put 0644 "$f" "$docdir/$(basename "$f")"

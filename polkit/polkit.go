@@ -8,6 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +26,9 @@ const (
 	// ActionRead is reading another user's job log (the submitter and
 	// root need none).
 	ActionRead = "io.hyper2kvm.agent.read"
+	// ActionUseSource is browsing a source and converting VMs from it;
+	// the check carries the detail "source" (its name) for rules.
+	ActionUseSource = "io.hyper2kvm.agent.use-source"
 )
 
 // polkit's bus coordinates and CheckAuthorization flags.
@@ -70,6 +76,15 @@ type result struct {
 // could not be shown is (false, ErrInteractionRequired); any failure to
 // ask is (false, error).
 func (a *Authority) Authorize(ctx context.Context, sender, action string, interactive bool) (bool, error) {
+	return a.AuthorizeDetails(ctx, sender, action, nil, interactive)
+}
+
+// AuthorizeDetails is Authorize with details a polkit rule can read
+// (action.lookup("source")).
+func (a *Authority) AuthorizeDetails(ctx context.Context, sender, action string, details map[string]string, interactive bool) (bool, error) {
+	if details == nil {
+		details = map[string]string{}
+	}
 	if a == nil || a.conn == nil {
 		return false, errors.New("cannot check authorization: no bus connection")
 	}
@@ -89,7 +104,7 @@ func (a *Authority) Authorize(ctx context.Context, sender, action string, intera
 	subj := subject{Kind: "system-bus-name", Details: map[string]dbus.Variant{"name": dbus.MakeVariant(sender)}}
 	obj := a.conn.Object(busName, authorityPath)
 	call := obj.CallWithContext(ctx, authorityIf+".CheckAuthorization", 0,
-		subj, action, map[string]string{}, flags, cancelID)
+		subj, action, details, flags, cancelID)
 	if call.Err != nil {
 		if ctx.Err() != nil {
 			// Tell polkitd to drop the dialog it may still be showing.
@@ -110,4 +125,62 @@ func (a *Authority) Authorize(ctx context.Context, sender, action string, intera
 		return false, ErrInteractionRequired
 	}
 	return false, nil
+}
+
+// AuthorizeUID checks action, never interactively, for user uid acting
+// through this process: the subject is a unix-process (this process's pid
+// and start time) with uid given, which polkitd accepts from root. The REST
+// bridge acts for the owner of a per-user API token this way, so that
+// polkit's rules decide for that user, not for the bridge.
+func (a *Authority) AuthorizeUID(ctx context.Context, uid uint32, action string) (bool, error) {
+	if a == nil || a.conn == nil {
+		return false, errors.New("cannot check authorization: no bus connection")
+	}
+	start, err := selfStartTime()
+	if err != nil {
+		return false, fmt.Errorf("cannot check authorization for uid %d: %w", uid, err)
+	}
+	if a.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.Timeout)
+		defer cancel()
+	}
+	subj := subject{Kind: "unix-process", Details: map[string]dbus.Variant{
+		"pid":        dbus.MakeVariant(uint32(os.Getpid())),
+		"start-time": dbus.MakeVariant(start),
+		"uid":        dbus.MakeVariant(int32(uid)),
+	}}
+	call := a.conn.Object(busName, authorityPath).CallWithContext(ctx, authorityIf+".CheckAuthorization", 0,
+		subj, action, map[string]string{}, uint32(0), "")
+	if call.Err != nil {
+		return false, fmt.Errorf("cannot check authorization for %s with polkit: %w", action, call.Err)
+	}
+	var r result
+	if err := call.Store(&r); err != nil {
+		return false, fmt.Errorf("cannot read polkit's answer for %s: %w", action, err)
+	}
+	if r.IsChallenge && !r.IsAuthorized {
+		return false, ErrInteractionRequired
+	}
+	return r.IsAuthorized, nil
+}
+
+// selfStartTime is this process's start time in clock ticks since boot,
+// field 22 of /proc/self/stat, as polkit identifies a process.
+func selfStartTime() (uint64, error) {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("cannot parse /proc/self/stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, errors.New("cannot parse /proc/self/stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
 }

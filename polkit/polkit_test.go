@@ -85,6 +85,7 @@ type ask struct {
 	action   string
 	flags    uint32
 	cancelID string
+	details  map[string]string
 }
 
 func (p *fakePolkitd) serve(t *testing.T, conn *dbus.Conn) {
@@ -92,7 +93,7 @@ func (p *fakePolkitd) serve(t *testing.T, conn *dbus.Conn) {
 	err := conn.ExportMethodTable(map[string]any{
 		"CheckAuthorization": func(s subject, action string, details map[string]string, flags uint32, cancelID string) (result, *dbus.Error) {
 			p.mu.Lock()
-			p.asked = append(p.asked, ask{s, action, flags, cancelID})
+			p.asked = append(p.asked, ask{s, action, flags, cancelID, details})
 			res, derr, block := p.res, p.err, p.block
 			p.mu.Unlock()
 			if block != nil {
@@ -174,6 +175,27 @@ func TestAuthorize(t *testing.T) {
 
 var errAny = errors.New("any error")
 
+// AuthorizeDetails hands polkit the details a rule reads (use-source's
+// "source"); Authorize hands none.
+func TestAuthorizeDetails(t *testing.T) {
+	addr := startBus(t)
+	pk := &fakePolkitd{res: result{IsAuthorized: true}}
+	pk.serve(t, connect(t, addr))
+	a := New(connect(t, addr))
+	ok, err := a.AuthorizeDetails(context.Background(), ":1.42", ActionUseSource, map[string]string{"source": "vc1"}, false)
+	if !ok || err != nil {
+		t.Fatalf("AuthorizeDetails = %v, %v", ok, err)
+	}
+	if _, err := a.Authorize(context.Background(), ":1.42", ActionSubmit, false); err != nil {
+		t.Fatal(err)
+	}
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if len(pk.asked) != 2 || pk.asked[0].action != ActionUseSource || pk.asked[0].details["source"] != "vc1" || len(pk.asked[1].details) != 0 {
+		t.Errorf("polkitd was asked %+v", pk.asked)
+	}
+}
+
 func TestAuthorizeDeniesWithoutPolkit(t *testing.T) {
 	addr := startBus(t)
 	a := New(connect(t, addr))
@@ -242,7 +264,7 @@ func TestPolicyFile(t *testing.T) {
 			t.Errorf("%s has no message", a.ID)
 		}
 	}
-	want := []string{ActionSubmit, ActionCancel, ActionCancelAny, ActionRead, ActionManage}
+	want := []string{ActionSubmit, ActionUseSource, ActionCancel, ActionCancelAny, ActionRead, ActionManage}
 	if !slices.Equal(ids, want) {
 		t.Errorf("policy actions %v, want %v", ids, want)
 	}

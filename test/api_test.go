@@ -270,6 +270,25 @@ func TestAPIBridge(t *testing.T) {
 		if m["valid"] != false || len(errs) == 0 || !strings.HasPrefix(errs[0].(string), "pipeline.load.source_type") {
 			t.Errorf("invalid manifest: %v", m)
 		}
+		// Valid means submit accepts it: the files are checked as the
+		// caller (here the bridge's user), one problem for each fault.
+		b.MustExec(t, "install", "-m", "0600", "/srv/vms/web01.img", "/srv/vms/private.img")
+		for src, want := range map[string]string{
+			"/srv/vms/gone.img":    "/srv/vms/gone.img does not exist",
+			"/srv/vms/private.img": "the submitter cannot read it",
+		} {
+			m = b.jsonCall(t, "POST", "/api/workflow/manifest/validate", apiManifest("x", src), "", 200)
+			errs, _ = m["errors"].([]any)
+			if m["valid"] != false || len(errs) != 1 || !strings.HasPrefix(errs[0].(string), "pipeline.load.source_path: ") || !strings.Contains(errs[0].(string), want) {
+				t.Errorf("validate %s over REST: %v; want one problem at pipeline.load.source_path: %s", src, m, want)
+			}
+		}
+		// Over D-Bus as alice, the same.
+		out, stderr, err := b.ExecAs(b.ctx(time.Minute), "alice", "busctl", "--system", "--json=short", "call", "io.hyper2kvm.Agent1", "/io/hyper2kvm/Agent1",
+			"io.hyper2kvm.Agent1.Manager", "Validate", "s", apiManifest("x", "/srv/vms/private.img"))
+		if err != nil || !strings.Contains(out, "false") || !strings.Contains(out, "pipeline.load.source_path: the submitter cannot read it") {
+			t.Errorf("Validate over D-Bus as alice of a file she cannot read: %v %s %s", err, out, stderr)
+		}
 		m = b.jsonCall(t, "POST", "/api/workflow/manifest/validate", `{"version": "1.0",`, "", 400)
 		if errorCode(t, m) != "bad-request" {
 			t.Errorf("broken JSON: %v", m)

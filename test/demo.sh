@@ -2,7 +2,7 @@
 # make demo: builds a small VMware-style sample VM (an OVA holding a
 # streamOptimized VMDK of a partitioned disk with a Debian-like ext4 root),
 # writes a manifest for it, converts it with `hyper2kvmd convert` and shows
-# where the qcow2, domain.xml and report are, with a summary of the report.
+# where the qcow2, NAME.xml and NAME.report.json are, with a summary of the report.
 # Nothing is faked: a stage that fails is shown as failed, and the script
 # exits with hyper2kvmd's status.
 #
@@ -101,7 +101,7 @@ set +e
 rc=$?
 set -e
 echo
-rep=$run/out/demo-vm/report.json
+rep=$run/out/demo-vm/demo-vm.report.json
 if [ -f "$rep" ]; then
 	python3 - "$rep" <<'X'
 import json, sys
@@ -136,7 +136,7 @@ if r.get("error"):
 X
 	echo
 	echo "qcow2:      $(ls "$run"/out/demo-vm/*.qcow2 2>/dev/null || echo 'none (conversion failed)')"
-	echo "domain.xml: $run/out/demo-vm/domain.xml (next step: virsh define it)"
+	echo "domain:     $run/out/demo-vm/demo-vm.xml (next step: virsh define it, or set target.libvirt)"
 	echo "report:     $rep"
 else
 	echo "demo: no report was written (see the error above)"

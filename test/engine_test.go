@@ -166,7 +166,7 @@ func TestEngineConvertsEveryFormat(t *testing.T) {
 			// The output holds exactly the original disk's bytes.
 			engSame(t, raw, "raw", qcow, "qcow2")
 			engCheckArtifacts(t, rep)
-			if got := strings.Join(engList(t, out), " "); got != "domain.xml report.json vm.qcow2" {
+			if got := strings.Join(engList(t, out), " "); got != "vm.qcow2 vm.report.json vm.xml" {
 				t.Errorf("output directory holds %s", got)
 			}
 		})
@@ -202,13 +202,13 @@ func TestEngineOVATwoDisks(t *testing.T) {
 	engSame(t, a, "raw", filepath.Join(out, "two.qcow2"), "qcow2")
 	engSame(t, b, "raw", filepath.Join(out, "two-disk2.qcow2"), "qcow2")
 	engCheckArtifacts(t, rep)
-	if got := strings.Join(engList(t, out), " "); got != "domain.xml report.json two-disk2.qcow2 two.qcow2" {
+	if got := strings.Join(engList(t, out), " "); got != "two-disk2.qcow2 two.qcow2 two.report.json two.xml" {
 		t.Errorf("output directory holds %s (nothing may be extracted)", got)
 	}
 	if fixture.SHA256(t, ova) != sum {
 		t.Error("the OVA changed")
 	}
-	data, err := os.ReadFile(filepath.Join(out, "domain.xml"))
+	data, err := os.ReadFile(filepath.Join(out, "two.xml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,10 @@ func TestEngineOVATwoDisks(t *testing.T) {
 		Memory string `xml:"memory"`
 		VCPU   int    `xml:"vcpu"`
 		OS     struct {
-			Firmware string `xml:"firmware,attr"`
+			Loader string `xml:"loader"`
+			NVRAM  struct {
+				Template string `xml:"template,attr"`
+			} `xml:"nvram"`
 		} `xml:"os"`
 		Disks []struct {
 			Source struct {
@@ -231,9 +234,11 @@ func TestEngineOVATwoDisks(t *testing.T) {
 	if err := xml.Unmarshal(data, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Memory != "3072" || d.VCPU != 4 || d.OS.Firmware != "efi" || len(d.Disks) != 2 || len(d.NICs) != 2 ||
+	// UEFI: OVMF (packaging/deps.txt: ovmf) with a per-VM NVRAM made from
+	// its vars template.
+	if d.Memory != "3072" || d.VCPU != 4 || !strings.Contains(d.OS.Loader, "OVMF_CODE") || !strings.Contains(d.OS.NVRAM.Template, "OVMF_VARS") || len(d.Disks) != 2 || len(d.NICs) != 2 ||
 		d.Disks[0].Source.File != filepath.Join(out, "two.qcow2") || d.Disks[1].Target.Bus != "virtio" {
-		t.Errorf("domain.xml does not match the OVF:\n%s", data)
+		t.Errorf("two.xml does not match the OVF:\n%s", data)
 	}
 }
 
@@ -272,7 +277,7 @@ func TestEngineSourceTypeMismatch(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), `source_type is "`+c.declared+`"`) || !strings.Contains(err.Error(), c.detectedWord) {
 			t.Errorf("%s declared %s: error %v", c.format, c.declared, err)
 		}
-		if n := engList(t, out); len(n) > 1 || (len(n) == 1 && n[0] != "report.json") {
+		if n := engList(t, out); len(n) > 1 || (len(n) == 1 && n[0] != "vm.report.json") {
 			t.Errorf("%s declared %s: outputs %v", c.format, c.declared, n)
 		}
 	}
@@ -422,7 +427,7 @@ func TestEngineDamagedInputs(t *testing.T) {
 				t.Errorf("report status %s error %+v", rep.Status, rep.Error)
 			}
 			for _, n := range engList(t, out) {
-				if n != "report.json" {
+				if n != "vm.report.json" {
 					t.Errorf("left %s in the output directory", n)
 				}
 			}
@@ -509,7 +514,7 @@ func TestEngineFixWorksOnAnOverlay(t *testing.T) {
 			t.Errorf("source file %s changed", p)
 		}
 	}
-	if got := strings.Join(engList(t, out), " "); got != "domain.xml fixed.qcow2 report.json" {
+	if got := strings.Join(engList(t, out), " "); got != "fixed.qcow2 fixed.report.json fixed.xml" {
 		t.Errorf("output directory holds %s (the overlay must be gone)", got)
 	}
 }
@@ -554,10 +559,14 @@ func TestConvertCommand(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"single", []string{"-f", single, "-o", out}, 0, []string{"report: " + filepath.Join(out, "one", "report.json"), "one: completed", "convert   ok"}},
+		{"single", []string{"-f", single, "-o", out}, 0, []string{"report: " + filepath.Join(out, "one", "one.report.json"), "one: completed", "convert   ok"}},
 		{"batch", []string{"-f", batch, "-o", out}, 0, []string{"[1/2] b1", "[2/2] b2", filepath.Join(out, "b2", "b2.qcow2")}},
+		{"batch, two VMs at once", []string{"-f", batch, "-o", filepath.Join(out, "par"), "-j", "2"}, 0,
+			[]string{"[b1] convert", "[b2] convert", "b1: completed", "b2: completed", filepath.Join(out, "par", "b2", "b2.qcow2")}},
+		{"-j 0", []string{"-f", batch, "-o", out, "-j", "0"}, 2, []string{"-j 0: must be at least 1"}},
+		{"negative disk parallelism", []string{"-f", single, "-o", out, "--disk-parallelism", "-1"}, 2, []string{"--disk-parallelism -1"}},
 		{"again: never overwrites", []string{"-f", single, "-o", out}, 1, []string{"exists; not overwriting"}},
-		{"damaged source", []string{"-f", failing, "-o", out}, 1, []string{"bad: failed", "damaged or truncated", "report: " + filepath.Join(out, "bad", "report.json")}},
+		{"damaged source", []string{"-f", failing, "-o", out}, 1, []string{"bad: failed", "damaged or truncated", "report: " + filepath.Join(out, "bad", "bad.report.json")}},
 		{"invalid manifest", []string{"-f", invalid, "-o", out}, 2, []string{"pipeline.load.source_type"}},
 		{"no manifest", []string{"-o", out}, 2, []string{"-f MANIFEST is required"}},
 		{"bad flag", []string{"--frobnicate"}, 2, []string{"frobnicate"}},
@@ -577,6 +586,7 @@ func TestConvertCommand(t *testing.T) {
 		})
 	}
 	engSame(t, raw, "raw", filepath.Join(out, "one", "one.qcow2"), "qcow2")
+	engSame(t, raw, "raw", filepath.Join(out, "par", "b1", "b1.qcow2"), "qcow2")
 }
 
 // A full output file system fails the job with qemu-img's "No space left on
@@ -607,7 +617,7 @@ func TestEngineOutputDiskFull(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) || rep.Error == nil || rep.Error.Stage != "load" {
 		t.Fatalf("err %v, report error %+v; want LOAD failing with %q", err, rep.Error, want)
 	}
-	if got := strings.Join(engList(t, out), " "); got != "report.json" {
-		t.Errorf("output directory holds %s, want only report.json", got)
+	if got := strings.Join(engList(t, out), " "); got != "full.report.json" {
+		t.Errorf("output directory holds %s, want only full.report.json", got)
 	}
 }

@@ -180,22 +180,23 @@ func TestHardeningKilledWorkerLeavesNoPart(t *testing.T) {
 	if dir, rep := b.waitSettled(ctx, "f2b-again.json"); dir != "processed" {
 		t.Errorf("the next job into the same output_dir: %s/ %v", dir, rep["error"])
 	}
-	if left := b.ls("/srv/out"); left != "domain.xml f2b.qcow2 report.json" {
-		t.Errorf("output_dir holds %q; want domain.xml f2b.qcow2 report.json", left)
+	if left := b.ls("/srv/out"); left != "f2b.qcow2 f2b.report.json f2b.xml" {
+		t.Errorf("output_dir holds %q; want f2b.qcow2 f2b.report.json f2b.xml", left)
 	}
 }
 
-// A job that fails leaves neither the engine's report.json nor a partial
-// disk in its output_dir (the failure report is in failed/), so the next
-// job into that directory does not fail on "report.json exists". A batch
-// whose two VMs share an output_dir is refused before anything runs,
-// naming both.
+// A job that fails leaves neither the engine's NAME.report.json nor a
+// partial disk in its output_dir (the failure report is in failed/), so
+// the next job into that directory does not fail on "NAME.report.json
+// exists". Two VMs of a batch share an output_dir, each file named after
+// its VM; a batch whose two VMs would write the same file name there is
+// refused before anything runs, naming both.
 func TestHardeningFailedJobCleansOutputDir(t *testing.T) {
 	b := hardStart(t, false)
 	ctx := relCtx(t, 6*time.Minute)
 	b.MustExec(t, "mkdir", "-p", "/srv/out2", "/srv/out3")
 	// A checksum that does not match fails LOAD in the worker, after the
-	// agent took the manifest (the engine then writes its report.json
+	// agent took the manifest (the engine then writes its NAME.report.json
 	// into the output_dir).
 	bad := strings.Replace(hardManifest("vm2", "/srv/src/disk.raw", "raw", "", `"output_dir":"/srv/out2"`),
 		`"source_path":"/srv/src/disk.raw"`, `"source_path":"/srv/src/disk.raw","sha256":"`+strings.Repeat("0", 64)+`"`, 1)
@@ -215,17 +216,26 @@ func TestHardeningFailedJobCleansOutputDir(t *testing.T) {
 		t.Errorf("the next job into the same output_dir: %s/ %v", dir, rep["error"])
 	}
 
-	batch := `{"version":"1.0","batch":true,"name":"pair","vms":[` +
-		`{"name":"alpha","pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/disk.raw"},"convert":{"output_dir":"/srv/out3","output_path":"a.qcow2"}}},` +
-		`{"name":"beta","pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/disk.raw"},"convert":{"output_dir":"/srv/out3","output_path":"b.qcow2"}}}]}`
-	b.drop("", "pair.json", batch)
-	dir, rep = b.waitSettled(ctx, "pair.json")
+	pair := func(a, b string) string {
+		return `{"version":"1.0","batch":true,"name":"pair","vms":[` +
+			`{"name":"alpha","pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/disk.raw"},"fix":{"enabled":false},"convert":{"output_dir":"/srv/out3"` + a + `}}},` +
+			`{"name":"beta","pipeline":{"load":{"source_type":"raw","source_path":"/srv/src/disk.raw"},"fix":{"enabled":false},"convert":{"output_dir":"/srv/out3"` + b + `}}}]}`
+	}
+	b.drop("", "clash.json", pair(`,"output_path":"same.qcow2"`, `,"output_path":"same.qcow2"`))
+	dir, rep = b.waitSettled(ctx, "clash.json")
 	msg := fmt.Sprint(rep["error"], " ", rep["validation_errors"])
-	if dir != "failed" || !strings.Contains(msg, "alpha") || !strings.Contains(msg, "beta") || !strings.Contains(msg, "output_dir") {
-		t.Errorf("batch of two VMs in one output_dir settled in %s/ with %q; want refused naming alpha and beta", dir, msg)
+	if dir != "failed" || !strings.Contains(msg, "alpha") || !strings.Contains(msg, "beta") || !strings.Contains(msg, "same.qcow2") {
+		t.Errorf("batch of two VMs writing same.qcow2 into one output_dir settled in %s/ with %q; want refused naming alpha, beta and the file", dir, msg)
 	}
 	if left := b.ls("/srv/out3"); left != "" {
 		t.Errorf("the refused batch wrote %s", left)
+	}
+	b.drop("", "pair.json", pair("", ""))
+	if dir, rep := b.waitSettled(ctx, "pair.json"); dir != "processed" {
+		t.Errorf("two VMs into one output_dir: settled in %s/ (%v); want both completed", dir, rep["error"])
+	}
+	if left := b.ls("/srv/out3"); left != "alpha.qcow2 alpha.report.json alpha.xml beta.qcow2 beta.report.json beta.xml" {
+		t.Errorf("two VMs into one output_dir left %q", left)
 	}
 }
 
@@ -315,7 +325,7 @@ func TestHardeningStateFilesystemFull(t *testing.T) {
 	if dir != "processed" || rep["status"] != "completed" {
 		t.Errorf("late.json settled in %s/ as %v (%v); want processed/, completed", dir, rep["status"], rep["error"])
 	}
-	if left := b.ls("/srv/out5"); left != "domain.xml late.qcow2 report.json" {
+	if left := b.ls("/srv/out5"); left != "late.qcow2 late.report.json late.xml" {
 		t.Errorf("output_dir holds %q", left)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/hyper2kvm/hyper2kvm/test/box"
 )
 
@@ -148,5 +149,57 @@ func TestPermissions(t *testing.T) {
 			t.Fatalf("retry answered %s", body)
 		}
 		bb.waitJob(t, m.JobID, "completed")
+	})
+
+	t.Run("job details: outside the group no paths through any door", func(t *testing.T) {
+		// alice follows the REST event stream over loopback without the
+		// token while bob's job runs to its end.
+		b.MustExec(t, "sh", "-c", "runuser -u alice -- curl -sN --max-time 600 http://127.0.0.1:8080/api/workflow/events >/tmp/alice-events 2>&1 & echo $! >/tmp/alice-events.pid")
+		if err := b.WaitFor(ctx, "alice's event stream to open", func() (bool, error) {
+			out, _, _ := b.Exec(ctx, "cat", "/tmp/alice-events")
+			return strings.Contains(out, "subscribed"), nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		id := submit("bob", "bob1")
+		bb.waitJob(t, id, "completed")
+		var events string
+		if err := b.WaitFor(ctx, "alice's stream to tell the end of "+id, func() (bool, error) {
+			events, _, _ = b.Exec(ctx, "cat", "/tmp/alice-events")
+			return strings.Contains(events, `"id":"`+id+`"`) && strings.Contains(events, `"status":"completed"`), nil
+		}); err != nil {
+			t.Fatalf("%v\n%s", err, events)
+		}
+		b.Exec(ctx, "sh", "-c", "kill $(cat /tmp/alice-events.pid)")
+
+		// bob (the submitter and a member) sees where his disk went.
+		own, stderr, err := hyperctl("bob", "-o", "json", "show", id)
+		if err != nil || !strings.Contains(own, "/var/lib/hyper2kvm/output/") {
+			t.Fatalf("bob reads his own job: %v\n%s%s", err, own, stderr)
+		}
+		secret := []string{"/var/lib/hyper2kvm", "/srv/vms"}
+		shows := map[string]string{"REST events without the token (alice)": events}
+		shows["hyperctl show (alice)"], _, _ = hyperctl("alice", "-o", "json", "show", id)
+		shows["hyperctl jobs (alice)"], _, _ = hyperctl("alice", "-o", "json", "jobs", "--all")
+		for _, prop := range []string{"Outputs", "ReportPath", "Manifest", "Error"} {
+			shows["busctl get-property "+prop+" (alice)"], _, _ = b.Exec(ctx, "runuser", "-u", "alice", "--",
+				"busctl", "--system", "get-property", "io.hyper2kvm.Agent1", string(dbusapi.JobPath(id)), "io.hyper2kvm.Agent1.Job", prop)
+		}
+		_, shows["REST job list without the token (alice)"] = curl("http://127.0.0.1:8080/api/workflow/jobs?limit=0")
+		_, shows["REST active list without the token (alice)"] = curl("http://127.0.0.1:8080/api/workflow/jobs/active")
+		for door, out := range shows {
+			if !strings.Contains(out, id) && !strings.Contains(door, "busctl") && !strings.Contains(door, "active") {
+				t.Errorf("%s does not list job %s at all:\n%s", door, id, out)
+			}
+			for _, p := range secret {
+				if strings.Contains(out, p) {
+					t.Errorf("%s shows %s to a user outside group hyper2kvm:\n%s", door, p, out)
+				}
+			}
+		}
+		// With the token, the same list has the paths.
+		if _, body := curl("-H", auth, "http://127.0.0.1:8080/api/workflow/jobs?limit=0"); !strings.Contains(body, "/var/lib/hyper2kvm/output/") {
+			t.Errorf("the job list with the token lacks the outputs:\n%s", body)
+		}
 	})
 }

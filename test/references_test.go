@@ -140,7 +140,7 @@ func TestReferencesStayBesideSource(t *testing.T) {
 				if err == nil || !strings.Contains(cerr, image) || !strings.Contains(cerr, a.file) || !strings.Contains(cerr, "allow_references") {
 					t.Errorf("%s: hyper2kvmd convert: %v\n%s%s\nwant a failure naming %s, %s and allow_references", name, err, cout, cerr, image, a.file)
 				}
-				if stage := b.reportStage(t, convDir+"/report.json"); stage != "load" {
+				if stage := b.reportStage(t, convDir+"/"+name+".report.json"); stage != "load" {
 					t.Errorf("%s: hyper2kvmd convert failed in stage %q, want load", name, stage)
 				}
 				if cleaked {
@@ -220,7 +220,7 @@ func (b *relBox) waitJob(ctx context.Context, id string) (string, string) {
 	return b.jobState(ctx, id), b.jobProperty(ctx, id, "Error")
 }
 
-// reportStage is the failed stage report.json names ("" when none).
+// reportStage is the failed stage NAME.report.json names ("" when none).
 func (b *relBox) reportStage(t *testing.T, path string) string {
 	data, err := os.ReadFile(b.Path(path))
 	if err != nil {
@@ -274,7 +274,7 @@ func (b *relBox) checkModes(t *testing.T, what, dir string) {
 		n++
 	}
 	if n < 4 {
-		t.Errorf("%s: %s holds %d entries, want the directory, a disk, domain.xml and report.json:\n%s", what, dir, n, out)
+		t.Errorf("%s: %s holds %d entries, want the directory, a disk, NAME.xml and NAME.report.json:\n%s", what, dir, n, out)
 	}
 }
 

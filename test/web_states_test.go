@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/api"
@@ -44,6 +46,12 @@ func TestWebDashboardStates(t *testing.T) {
 	srv := httptest.NewUnstartedServer(api.New(api.Config{
 		Client: fake, Token: "web-test-token", Version: "test",
 		Schema: manifest.Schema(), WorkflowDir: "/srv/h2k/workflow", Hostname: "kvm07",
+		UserDial: func(ctx context.Context, tok string) (api.Client, string, error) {
+			if tok == "h2k_bobs-token" {
+				return fake, "bob", nil
+			}
+			return nil, "", errors.New("unknown token")
+		},
 	}))
 	srv.Config.ConnContext = api.ConnContext
 	srv.Start()
@@ -87,8 +95,17 @@ func TestWebDashboardStates(t *testing.T) {
 	}
 	c.mustEval(ctx, `H2K.refreshAll(); H2K.selectTab("completed"); true`, nil)
 	item := `document.querySelector('#list-completed [data-job="hist119"]')`
-	c.waitJS(ctx, "the completed list", item+` && T.$("empty-state").hidden`, `T.text("list-completed").slice(0, 300)`)
+	// Without a token over TCP the page is any local user's: jobs without
+	// their paths, and a word on how to see them.
+	c.waitJS(ctx, "the completed list without a token", item+` && T.$("empty-state").hidden`, `T.text("list-completed").slice(0, 300)`)
 	var itemText string
+	c.mustEval(ctx, item+`.textContent`, &itemText)
+	if strings.Contains(itemText, "old119.json") || strings.Contains(itemText, "old119.qcow2") || !strings.Contains(itemText, "sign in with an API token") {
+		t.Errorf("without a token the list shows %q; want no paths and how to see them", itemText)
+	}
+	c.screenshot(ctx, out, "03a-list-without-token.png")
+	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.refreshAll(); true`, nil)
+	c.waitJS(ctx, "the completed list with the token", item+` && `+item+`.textContent.includes("old119.json")`, `T.text("list-completed").slice(0, 300)`)
 	c.mustEval(ctx, item+`.textContent`, &itemText)
 	for _, want := range []string{"kvm07", "old119.json", "→ old119.qcow2, old119.xml", "took 1m 0s", "1.0 GiB", "created", "started", "finished"} {
 		if !strings.Contains(itemText, want) {
@@ -125,11 +142,23 @@ func TestWebDashboardStates(t *testing.T) {
 	// XML, the report.
 	// A job's details and log need the token over TCP (the administrator
 	// has given it to the page).
+	// The report's guest and every change FIX made, with its diff.
+	fake.SetReport("hist119", []byte(`{"report_version":"1","job_id":"hist119","name":"old119","status":"completed",
+		"guest":{"os":{"type":"linux","id":"debian","version_id":"12","pretty_name":"Debian GNU/Linux 12 (bookworm)"}},
+		"changes":[{"fix":"fstab","file":"/etc/fstab","before":"# fstab\n/dev/sda1 / ext4 defaults 0 1\n/dev/sdb1 /data xfs defaults 0 2\n",
+		  "after":"# fstab\nUUID=0b1c / ext4 defaults 0 1\n/dev/sdb1 /data xfs defaults 0 2\n"},
+		 {"fix":"grub","file":"/etc/default/grub","before":"GRUB_CMDLINE_LINUX=\"\"\n","after":"GRUB_CMDLINE_LINUX=\"console=ttyS0\"\n","note":"serial console"}]}`))
 	c.mustEval(ctx, `sessionStorage.setItem("hyper2kvm-api-token", "web-test-token"); H2K.showJob("hist119"); true`, nil)
 	c.waitJS(ctx, "the completed job's details", `T.text("job-fields").includes("kvm07") && T.text("job-fields").includes("1.0 GiB") &&
 		T.text("job-outputs").includes("disk /srv/out/old119/old119.qcow2") && T.text("job-outputs").includes("domain XML /srv/out/old119/old119.xml") &&
 		T.text("job-report").includes("old119.report.json") && T.$("job-retry").hidden`,
 		`[T.text("job-fields"), T.text("job-outputs"), T.text("job-report")]`)
+	c.waitJS(ctx, "the report's guest and changes", `T.text("job-guest-os") === "Guest operating system: Debian GNU/Linux 12 (bookworm)" &&
+		T.text("job-changes-h") === "FIX made 2 changes:" &&
+		T.text("job-report-body").includes("- /dev/sda1 / ext4 defaults 0 1") && T.text("job-report-body").includes("+ UUID=0b1c / ext4 defaults 0 1") &&
+		T.text("job-report-body").includes("  /dev/sdb1 /data xfs defaults 0 2") && T.text("job-report-body").includes("grub: /etc/default/grub (serial console)") &&
+		document.querySelectorAll("#job-report-body .diff .add").length === 2`,
+		`T.text("job-report-body")`)
 	c.screenshot(ctx, out, "05-completed-details.png")
 	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
 
@@ -173,6 +202,41 @@ func TestWebDashboardStates(t *testing.T) {
 		T.$("validity").classList.contains("bad") && T.text("e-pipeline-load-source-path").includes("cannot read /missing/gone01.img")`,
 		`[T.text("validity"), T.text("submit-result"), T.text("e-pipeline-load-source-path")]`)
 	c.screenshot(ctx, out, "08-builder-submit-refused.png")
+
+	// 8. The builder's source from the images the agent can see.
+	fake.SetImages([]apitype.Image{
+		{Path: "/srv/import/db01/db01-disk1.vmdk", Format: "vmdk", Size: 3 << 30,
+			Manifest: `{"version":"1.0","name":"db01-disk1","pipeline":{"load":{"source_type":"vmdk","source_path":"/srv/import/db01/db01-disk1.vmdk"}}}`},
+		{Path: "/srv/import/web02.qcow2", Format: "qcow2", Size: 1536 << 20,
+			Manifest: `{"version":"1.0","name":"web02","pipeline":{"load":{"source_type":"qcow2","source_path":"/srv/import/web02.qcow2"}}}`},
+	}, []string{"/srv/import"})
+	c.mustEval(ctx, `T.click("reset"); T.click("image-refresh"); true`, nil)
+	c.waitJS(ctx, "the image list", `T.$("image-select").options.length === 3 && T.text("image-select").includes("/srv/import/web02.qcow2 · qcow2 · 1.5 GiB") &&
+		T.text("image-note").includes("/srv/import")`, `[T.text("image-select"), T.text("image-note")]`)
+	c.mustEval(ctx, `T.choose("image-select", "1"); true`, nil)
+	c.waitJS(ctx, "the picked image as the source", `H2KBuilder.doc.pipeline.load.source_path === "/srv/import/web02.qcow2" &&
+		H2KBuilder.doc.pipeline.load.source_type === "qcow2" && H2KBuilder.doc.name === "web02" &&
+		T.$("f-pipeline-load-source-path").value === "/srv/import/web02.qcow2"`,
+		`[JSON.stringify(H2KBuilder.doc), T.text("image-select")]`)
+	c.screenshot(ctx, out, "09-builder-image-picked.png")
+
+	// 9. Signing in: a page without a token says what it cannot show and
+	// how to get a token; a wrong token is refused saying so; a user's own
+	// token signs them in by name.
+	c.mustEval(ctx, `sessionStorage.clear(); true`, nil)
+	open()
+	c.waitJS(ctx, "the sign-in screen", `!T.$("signin").hidden && T.text("signin").includes("hyperctl token create") &&
+		T.text("signin").includes("not their paths, logs or reports") && T.text("token-button") === "Sign in"`,
+		`[T.$("signin").hidden, T.text("signin"), T.text("token-button")]`)
+	c.screenshot(ctx, out, "10-sign-in.png")
+	c.mustEval(ctx, `T.$("signin-token").value = "h2k_nobodys"; T.click("signin-submit"); true`, nil)
+	c.waitJS(ctx, "the wrong token refused", `T.text("signin-error").includes("unknown or was revoked") && !T.$("signin").hidden && !sessionStorage.getItem("hyper2kvm-api-token")`,
+		`T.text("signin-error")`)
+	c.screenshot(ctx, out, "11-sign-in-refused.png")
+	c.mustEval(ctx, `T.$("signin-token").value = "h2k_bobs-token"; T.click("signin-submit"); true`, nil)
+	c.waitJS(ctx, "signed in as bob", `T.$("signin").hidden && T.text("token-button") === "Signed in as bob" &&
+		sessionStorage.getItem("hyper2kvm-api-token") === "h2k_bobs-token"`, `[T.$("signin").hidden, T.text("token-button"), T.text("signin-error")]`)
+	c.screenshot(ctx, out, "12-signed-in.png")
 
 	checkPage(ctx, t, c, srv.URL, out)
 }

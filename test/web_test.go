@@ -62,10 +62,11 @@ func (d dashboardRun) run(ctx context.Context, t *testing.T, c *chromium) (jobID
 	c.waitJS(ctx, "the status cards", `T.text("c-queue") !== "–"`, `T.text("banner")`)
 	c.waitJS(ctx, "the live event stream", `T.text("conn") === "live"`, `T.text("conn")`)
 
-	// The token, entered once through its dialog, kept in sessionStorage.
-	c.mustEval(ctx, `T.click("token-button"); T.$("token-input").value = `+jsString(d.token)+`; T.click("token-save"); true`, nil)
-	// The dialog closes (and stores the token) in a later task.
-	c.waitJS(ctx, "the token in sessionStorage", `sessionStorage.getItem("hyper2kvm-api-token") === `+jsString(d.token)+` && T.text("token-button") === "API token set"`,
+	// The token, entered once on the sign-in screen, kept in sessionStorage.
+	c.waitJS(ctx, "the sign-in screen", `!T.$("signin").hidden`, `T.$("signin").hidden`)
+	c.mustEval(ctx, `T.$("signin-token").value = `+jsString(d.token)+`; T.click("signin-submit"); true`, nil)
+	// The bridge checks it (whoami) before the page keeps it.
+	c.waitJS(ctx, "the token in sessionStorage", `sessionStorage.getItem("hyper2kvm-api-token") === `+jsString(d.token)+` && T.text("token-button").startsWith("Signed in as ")`,
 		`[sessionStorage.getItem("hyper2kvm-api-token"), T.text("token-button")]`)
 
 	// The untouched builder shows no problem, although the empty manifest

@@ -23,7 +23,13 @@ const (
 	// valid, so it serves nothing but this error (file, line, key and a
 	// suggestion in the message) until the file is fixed.
 	ConfigInvalid Kind = "config-invalid"
-	Internal      Kind = "internal"
+	// NoSuchSource: no source of that name, or no such folder or VM in
+	// it (docs/SOURCES.md).
+	NoSuchSource Kind = "no-such-source"
+	// SourceFailed: a source could not be reached or refused the agent
+	// (its certificate, the password); the message says what to fix.
+	SourceFailed Kind = "source-failed"
+	Internal     Kind = "internal"
 )
 
 // Row is one line of the table.
@@ -42,6 +48,8 @@ var Table = []Row{
 	{InvalidArgs, "io.hyper2kvm.Agent1.Error.InvalidArgs", 400},
 	{QueueFull, "io.hyper2kvm.Agent1.Error.QueueFull", 503},
 	{ConfigInvalid, "io.hyper2kvm.Agent1.Error.ConfigInvalid", 503},
+	{NoSuchSource, "io.hyper2kvm.Agent1.Error.NoSuchSource", 404},
+	{SourceFailed, "io.hyper2kvm.Agent1.Error.SourceFailed", 502},
 	{Internal, "io.hyper2kvm.Agent1.Error.Internal", 500},
 }
 

@@ -45,6 +45,11 @@ type Filter struct {
 // SubmitOptions go with Submit (a{sv} on the bus).
 type SubmitOptions struct {
 	Name string // file name to keep in the queue, default derived from the manifest's name
+	// Image is the absolute path of a disk image to convert as the drop
+	// folder would: the agent writes the manifest (the configured
+	// default pipeline, the image's format from its bytes, a name from
+	// its file name) and the manifest argument must be empty.
+	Image string
 }
 
 // EventKind says what happened to a job.
@@ -106,4 +111,27 @@ func (p Page) Bounds(n int) (from, to int) {
 		to = from + p.Limit
 	}
 	return from, to
+}
+
+// Image is one disk image under the agent's import directories
+// (ListImages): its path, its source_type as its bytes say, its size in
+// bytes and the manifest (JSON) the drop folder would give it.
+type Image struct {
+	Path     string `json:"path"`
+	Format   string `json:"format"`
+	Size     int64  `json:"size"`
+	Manifest string `json:"manifest"`
+}
+
+// Token is a per-user API token as the agent keeps it (never the token
+// itself, which only CreateToken's answer holds): its id, the name its
+// owner gave it, the owner's uid and login name, when it was made and
+// last used (zero: never).
+type Token struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	UID      int64     `json:"uid"`
+	User     string    `json:"user"`
+	Created  time.Time `json:"created"`
+	LastUsed time.Time `json:"last_used,omitzero"`
 }

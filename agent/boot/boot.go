@@ -37,6 +37,18 @@ type Options struct {
 	// ExtraDisks are the VM's other disks, attached after Image on
 	// virtio-blk in order (vdb, vdc, ...), also with snapshot=on.
 	ExtraDisks []Disk
+	// Machine is "" (qemu's pc) or "q35": libvirt's layout of a q35 guest,
+	// each device behind its own PCIe root port, the NIC first (bus 1, so
+	// systemd names it enp1s0), then the disks.
+	Machine string
+	// Bus is how the disks are attached: virtio (the default), pvscsi
+	// (VMware's paravirtual SCSI) or ide: the source VM's own controller,
+	// to show that a guest boots before conversion.
+	Bus string
+	// NIC is the network card's model: virtio (the default) or vmxnet3;
+	// MAC its address (default qemu's).
+	NIC string
+	MAC string
 }
 
 // Disk is a further disk of the guest.
@@ -102,14 +114,9 @@ func Test(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	args := []string{"-name", "hyper2kvm-boot-test", "-nodefaults", "-no-user-config",
-		"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-m", fmt.Sprint(o.MemoryMB), "-smp", "1",
-		"-drive", fmt.Sprintf("file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", qemuEscape(o.Image), o.Format),
-		"-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
-	}
-	for _, d := range o.ExtraDisks {
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=%s,if=virtio,snapshot=on,cache=unsafe", qemuEscape(d.Image), d.Format))
+	args, err := machineArgs(o)
+	if err != nil {
+		return nil, err
 	}
 	if res.Accelerator != "kvm" {
 		res.Accelerator = "tcg"
@@ -186,6 +193,72 @@ func Test(ctx context.Context, o Options) (*Result, error) {
 		return res, ctx.Err()
 	}
 	return res, nil
+}
+
+// machineArgs is the qemu command line for o's machine, disks and NIC.
+func machineArgs(o Options) ([]string, error) {
+	args := []string{"-name", "hyper2kvm-boot-test", "-nodefaults", "-no-user-config",
+		"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-m", fmt.Sprint(o.MemoryMB), "-smp", "1", "-netdev", "user,id=net0"}
+	disks := append([]Disk{{Image: o.Image, Format: o.Format}}, o.ExtraDisks...)
+	port := 0
+	// bus returns the PCI bus option for the next device: its own root
+	// port on q35, the root bus on pc.
+	bus := func() string {
+		if o.Machine != "q35" {
+			return ""
+		}
+		port++
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=rp%d,chassis=%d,bus=pcie.0,addr=0x%x", port, port, port+1))
+		return fmt.Sprintf(",bus=rp%d", port)
+	}
+	switch o.Machine {
+	case "":
+	case "q35":
+		args = append(args, "-machine", "q35")
+	default:
+		return nil, fmt.Errorf("cannot boot: unknown machine %q (want q35 or nothing)", o.Machine)
+	}
+	nic := "virtio-net-pci"
+	switch o.NIC {
+	case "", "virtio":
+	case "vmxnet3":
+		nic = "vmxnet3"
+	default:
+		return nil, fmt.Errorf("cannot boot: unknown NIC %q (want virtio or vmxnet3)", o.NIC)
+	}
+	mac := ""
+	if o.MAC != "" {
+		mac = ",mac=" + o.MAC
+	}
+	args = append(args, "-device", nic+",netdev=net0"+mac+bus())
+	ctrl := ""
+	switch o.Bus {
+	case "", "virtio":
+	case "pvscsi":
+		ctrl = "scsi0.0"
+		args = append(args, "-device", "pvscsi,id=scsi0"+bus())
+	case "ide":
+		if o.Machine == "q35" {
+			return nil, errors.New("cannot boot: q35 has no IDE controller (use the pc machine)")
+		}
+	default:
+		return nil, fmt.Errorf("cannot boot: unknown disk bus %q (want virtio, pvscsi or ide)", o.Bus)
+	}
+	for i, d := range disks {
+		drive := fmt.Sprintf("file=%s,format=%s,snapshot=on,cache=unsafe", qemuEscape(d.Image), d.Format)
+		switch o.Bus {
+		case "pvscsi":
+			args = append(args, "-drive", fmt.Sprintf("%s,if=none,id=d%d", drive, i),
+				"-device", fmt.Sprintf("scsi-hd,drive=d%d,bus=%s,scsi-id=%d", i, ctrl, i))
+		case "ide":
+			args = append(args, "-drive", fmt.Sprintf("%s,if=ide,index=%d", drive, i))
+		default:
+			args = append(args, "-drive", fmt.Sprintf("%s,if=none,id=d%d", drive, i),
+				"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d%s", i, bus()))
+		}
+	}
+	return args, nil
 }
 
 // qemuEscape doubles commas, qemu's option separator, in a file name.

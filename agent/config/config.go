@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/gc"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 )
 
 // DefaultPath is where the agent reads its configuration.
@@ -52,11 +55,26 @@ type Config struct {
 	// WorkerPath is the binary the job units run ("" = the agent's own).
 	WorkerPath string `yaml:"worker_path"`
 	Job        Job    `yaml:"job"`
+	// Fix holds what FIX needs from the machine.
+	Fix Fix `yaml:"fix"`
 	// Limits bound what one job may ask of the machine.
 	Limits Limits `yaml:"limits"`
 	// DefaultPipeline is the pipeline (manifest v1.0 "pipeline" object,
 	// without load) given to a disk image dropped directly into the queue.
 	DefaultPipeline map[string]any `yaml:"default_pipeline"`
+	// Target is every job's default pipeline.target: network mappings,
+	// storage, display and libvirt definition (manifest.Target.WithDefaults).
+	Target *manifest.Target `yaml:"target"`
+	// LibvirtForUsers lets manifests from users other than root set
+	// pipeline.target.libvirt themselves: defining (and starting) a domain
+	// in qemu:///system is the host's administrator's to grant.
+	LibvirtForUsers bool `yaml:"libvirt_for_users"`
+	// Retain is the housekeeping of files (agent/gc).
+	Retain gc.Retain `yaml:"retain"`
+	// ImportDirs are the directories whose disk images the agent lists
+	// (ListImages, GET /api/workflow/images) for the manifest builder to
+	// pick a source from; each caller sees the images they can read.
+	ImportDirs []string `yaml:"import_dirs"`
 	// Store is where the job store lives.
 	Store Store `yaml:"store"`
 	// Host is this host as the fleet knows it.
@@ -106,8 +124,16 @@ type Job struct {
 	TasksMax      int    `yaml:"tasks_max"`
 	IOWeight      int    `yaml:"io_weight"` // 1..10000
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
-	Backend       string `yaml:"backend"` // auto | native | guestfs
+	Backend       string `yaml:"backend"` // auto | native | guestfs | virt-v2v
 	Priority      int    `yaml:"priority"`
+}
+
+// Fix holds what FIX needs from the machine.
+type Fix struct {
+	// VirtioWin is the virtio-win ISO or unpacked directory virt-v2v
+	// installs a Windows guest's drivers from (its VIRTIO_WIN). Without
+	// it a Windows job fails before FIX, saying what to install.
+	VirtioWin string `yaml:"virtio_win"`
 }
 
 // Limits bound what one job may ask of the machine.
@@ -120,6 +146,9 @@ type Limits struct {
 	// dropped by anyone but root: a member of group hyper2kvm may queue
 	// jobs, not take the machine. Root's manifests are not capped.
 	UserMax UserMax `yaml:"user_max"`
+	// DiskParallelism is how many disks of one VM a job converts at once;
+	// 0 (the default): one per CPU the job unit may use (its CPUQuota).
+	DiskParallelism int `yaml:"disk_parallelism"`
 	// PerSource caps the jobs running at once that read from one source
 	// directory (a datastore, an export): storage saturates long before
 	// CPUs do. 0 leaves it to max_concurrent_jobs.
@@ -262,6 +291,11 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
 	}
+	for i, p := range c.ImportDirs {
+		if !filepath.IsAbs(p) {
+			bad(fmt.Sprintf("import_dirs[%d]", i), "must be an absolute path, not %q", p)
+		}
+	}
 	for key, p := range map[string]string{
 		"manifest_workflow_dir": c.ManifestWorkflowDir,
 		"output_dir":            c.OutputDir,
@@ -341,6 +375,9 @@ func (c *Config) Validate() error {
 	if _, err := ParsePercent(c.Limits.UserMax.CPUQuota); err != nil {
 		bad("limits.user_max.cpu_quota", "%v", err)
 	}
+	if c.Limits.DiskParallelism < 0 {
+		bad("limits.disk_parallelism", "must not be negative (0: one disk per CPU the job may use)")
+	}
 	if c.Limits.UserMax.TasksMax < 0 {
 		bad("limits.user_max.tasks_max", "must not be negative (0: no cap)")
 	}
@@ -348,14 +385,23 @@ func (c *Config) Validate() error {
 		bad("limits.user_max.runtime_max_sec", "must not be negative (0: no cap)")
 	}
 	switch c.Job.Backend {
-	case "auto", "native", "guestfs":
+	case "auto", "native", "guestfs", "virt-v2v":
 	default:
-		bad("job.backend", "must be auto, native or guestfs, not %q", c.Job.Backend)
+		bad("job.backend", "must be auto, native, guestfs or virt-v2v, not %q", c.Job.Backend)
+	}
+	if v := c.Fix.VirtioWin; v != "" && !filepath.IsAbs(v) {
+		bad("fix.virtio_win", "must be an absolute path to the virtio-win ISO or its unpacked directory, not %q", v)
 	}
 	if n, err := ParseSize(c.Limits.MaxVirtualSize); err != nil {
 		bad("limits.max_virtual_size", "%v", err)
 	} else if n == 0 && strings.TrimSpace(c.Limits.MaxVirtualSize) != "" {
 		bad("limits.max_virtual_size", "must be a size like 16T, not %q", c.Limits.MaxVirtualSize)
+	}
+	for _, p := range manifest.ValidateTarget("target", c.Target) {
+		bad(p.Path, "%s", p.Message)
+	}
+	if _, err := c.Retain.Policy(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")

@@ -60,8 +60,23 @@ func TestParse(t *testing.T) {
 		{name: "bad user memory cap", yaml: "limits:\n  user_max:\n    memory_max: lots\n", wantErr: "limits.user_max.memory_max"},
 		{name: "bad user cpu cap", yaml: "limits:\n  user_max:\n    cpu_quota: \"4\"\n", wantErr: "limits.user_max.cpu_quota"},
 		{name: "negative user tasks cap", yaml: "limits:\n  user_max:\n    tasks_max: -1\n", wantErr: "limits.user_max.tasks_max"},
+		{name: "target", yaml: "target:\n  networks:\n    - source: VM Network\n      bridge: br0\n  default_network:\n    network: default\n  storage:\n    pool: images\n  libvirt:\n    uri: qemu:///system\n    start: true\n", check: func(t *testing.T, c Config) {
+			d, ok := c.Target.Lookup("VM Network")
+			if !ok || d.Bridge != "br0" || c.Target.DefaultNetwork.Network != "default" || c.Target.Storage.Pool != "images" || !c.Target.Libvirt.Defines() || !c.Target.Libvirt.Start || c.LibvirtForUsers {
+				t.Errorf("got %+v", c.Target)
+			}
+		}},
+		{name: "target unmapped bridge and network", yaml: "target:\n  networks:\n    - source: A\n      bridge: br0\n      network: x\n", wantErr: "target.networks[0]: give either bridge"},
+		{name: "target remote uri", yaml: "target:\n  libvirt:\n    uri: qemu+tcp://h/system\n", wantErr: "target.libvirt.uri"},
+		{name: "target unknown key", yaml: "target:\n  network: {}\n", wantErr: "network"},
 		{name: "bad cpu", yaml: "job:\n  cpu_quota: \"200\"\n", wantErr: "job.cpu_quota"},
 		{name: "bad backend", yaml: "job:\n  backend: vmware\n", wantErr: "job.backend"},
+		{name: "virt-v2v and virtio-win", yaml: "job:\n  backend: virt-v2v\nfix:\n  virtio_win: /usr/share/virtio-win/virtio-win.iso\n", check: func(t *testing.T, c Config) {
+			if c.Job.Backend != "virt-v2v" || c.Fix.VirtioWin != "/usr/share/virtio-win/virtio-win.iso" {
+				t.Errorf("got %+v %+v", c.Job, c.Fix)
+			}
+		}},
+		{name: "relative virtio-win", yaml: "fix:\n  virtio_win: virtio-win.iso\n", wantErr: "fix.virtio_win"},
 		{name: "bad duration", yaml: "idle_timeout: soon\n", wantErr: "duration"},
 		{name: "keep_finished default", yaml: "", check: func(t *testing.T, c Config) {
 			if c.KeepFinished.D() != 30*24*time.Hour {
@@ -95,6 +110,12 @@ func TestParse(t *testing.T) {
 				t.Errorf("max virtual size %d, want 16 TiB", c.MaxVirtualSizeBytes())
 			}
 		}},
+		{name: "disk_parallelism", yaml: "limits:\n  disk_parallelism: 3\n", check: func(t *testing.T, c Config) {
+			if c.Limits.DiskParallelism != 3 {
+				t.Errorf("disk parallelism %d, want 3", c.Limits.DiskParallelism)
+			}
+		}},
+		{name: "negative disk_parallelism", yaml: "limits:\n  disk_parallelism: -1\n", wantErr: "limits.disk_parallelism"},
 		{name: "bad max_virtual_size", yaml: "limits:\n  max_virtual_size: huge\n", wantErr: "limits.max_virtual_size"},
 		{name: "unlimited max_virtual_size refused", yaml: "limits:\n  max_virtual_size: infinity\n", wantErr: "limits.max_virtual_size"},
 		{name: "load in default pipeline", yaml: "default_pipeline:\n  load: {source_type: raw}\n", wantErr: "default_pipeline.load"},

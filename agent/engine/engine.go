@@ -29,6 +29,9 @@ type Options struct {
 	OutputDir string // where the outputs go unless the manifest's convert.output_dir says otherwise
 	WorkDir   string // scratch space (overlays, FUSE mount points); removed by Run
 	Backend   string // default guest-access backend when the manifest names none
+	// VirtioWin is the virtio-win ISO or directory virt-v2v installs a
+	// Windows guest's drivers from (agent.yaml fix.virtio_win).
+	VirtioWin string
 	Progress  func(progress.Update)
 	// SourceUID, when above 0, is the unprivileged user a root caller (the
 	// worker) converts for: every file the job reads (the source, OVF
@@ -42,18 +45,41 @@ type Options struct {
 	// MaxVirtualSize refuses, in LOAD, a disk whose virtual size is larger
 	// (agent.yaml limits.max_virtual_size); 0 means DefaultMaxVirtualSize.
 	MaxVirtualSize int64
+	// Target is agent.yaml's target: the defaults of the manifest's
+	// pipeline.target (manifest.Target.WithDefaults).
+	Target *manifest.Target
+	// LibvirtForUsers lets a job of SourceUID set pipeline.target.libvirt
+	// itself (agent.yaml libvirt_for_users).
+	LibvirtForUsers bool
+	// Remote fetches the VM of a load that names a source
+	// (source_type vsphere; remote.go). nil: such a manifest fails.
+	Remote Remote
+	// Boundary, when set, is called at each stage boundary (the Points)
+	// with the report so far; an error fails the job at that stage. The
+	// worker runs the pre-flight checks and the manifest's hooks there
+	// (docs/WORKFLOW.md); the engine knows neither.
+	Boundary func(ctx context.Context, point string, rep *report.Report) error
+	// DiskParallelism is how many disks of the VM CONVERT writes at
+	// once (agent.yaml limits.disk_parallelism); 0 means one per CPU the
+	// process may use (runtime.GOMAXPROCS, which follows the job unit's
+	// CPUQuota).
+	DiskParallelism int
+}
+
+// Points are the stage boundaries Options.Boundary is called at, in
+// order, each with the stage a failure there is counted against.
+var Points = [][2]string{
+	{"pre_load", "load"}, {"post_inspect", "inspect"}, {"pre_fix", "fix"},
+	{"post_fix", "fix"}, {"post_convert", "convert"}, {"post_validate", "validate"},
 }
 
 // DefaultMaxVirtualSize is the virtual size limit when Options gives none:
 // 16 TiB, agent.yaml's default.
 const DefaultMaxVirtualSize = 16 << 40
 
-// Output file names beside the disks.
-const (
-	DomainXMLName = "domain.xml"
-	ReportName    = "report.json"
-	ConsoleName   = "boot-console.log"
-)
+// The files beside the disks are named after the VM
+// (manifest.DomainXMLFile, ReportFile, ConsoleFile): NAME.xml,
+// NAME.report.json, NAME.boot-console.log.
 
 // bands are the overall-percent ranges of the stages: Progress reports one
 // percentage for the whole job, like systemd-importd's phase bands.
@@ -63,6 +89,9 @@ var bands = map[string][2]int{
 	"fix":      {10, 30},
 	"convert":  {30, 90},
 	"validate": {90, 100},
+	// define (only for a target in libvirt) reports its upload's bytes in
+	// the status text; the percentage stays at VALIDATE's end.
+	"define": {100, 100},
 }
 
 // disk is one source disk on its way through the pipeline.
@@ -108,12 +137,16 @@ type runner struct {
 	refs []string
 	// owner is who the outputs belong to.
 	owner outputOwner
+	// tgt is the job's target (target.go), settled in LOAD.
+	tgt targetPlan
+	// kubevirt: CONVERT wrote NAME.kubevirt.yaml.
+	kubevirt bool
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
 // split by the agent first). The report is returned even when err is non-nil.
 //
-// The outputs (disks, domain.xml, report.json) go to the manifest's
+// The outputs (disks, NAME.xml, NAME.report.json) go to the manifest's
 // convert.output_dir or else o.OutputDir, which must not already hold any of
 // them: nothing is ever overwritten. The source is only ever opened for
 // reading; FIX works on a qcow2 overlay in the work directory.
@@ -204,8 +237,12 @@ func (r *runner) discard(err error) {
 		}
 	}
 	if r.converted {
-		os.Remove(filepath.Join(r.outDir, DomainXMLName))
+		os.Remove(filepath.Join(r.outDir, manifest.DomainXMLFile(r.vm.Name)))
 		r.converted = false
+	}
+	if r.kubevirt {
+		os.Remove(filepath.Join(r.outDir, manifest.KubeVirtFile(r.vm.Name)))
+		r.kubevirt = false
 	}
 	r.rep.Guest, r.rep.Changes, r.rep.Artifacts, r.rep.Warnings = nil, nil, nil, nil
 	for i := range r.rep.Stages {
@@ -233,16 +270,31 @@ func (r *runner) run() error {
 	r.p = r.vm.Pipeline
 	r.rep.Source = report.Source{Path: r.p.Load.SourcePath, Type: r.p.Load.SourceType}
 
+	if err := r.at("pre_load", "load"); err != nil {
+		return err
+	}
 	if err := r.stage("load", r.load); err != nil {
 		return err
 	}
 	if err := r.stage("inspect", r.inspect); err != nil {
 		return err
 	}
+	if err := r.at("post_inspect", "inspect"); err != nil {
+		return err
+	}
+	if err := r.at("pre_fix", "fix"); err != nil {
+		return err
+	}
 	if err := r.stage("fix", r.fix); err != nil {
 		return err
 	}
+	if err := r.at("post_fix", "fix"); err != nil {
+		return err
+	}
 	if err := r.stage("convert", r.convert); err != nil {
+		return err
+	}
+	if err := r.at("post_convert", "convert"); err != nil {
 		return err
 	}
 	err := r.stage("validate", r.validate)
@@ -252,7 +304,30 @@ func (r *runner) run() error {
 	case r.converted:
 		r.rep.Artifacts = append(r.artifacts(false), r.rep.Artifacts...)
 	}
-	return err
+	if err == nil {
+		err = r.at("post_validate", "validate")
+	}
+	if err != nil || !r.tgt.libvirt() {
+		return err
+	}
+	// Only a job whose target asks for libvirt has this stage.
+	return r.stage("define", r.define)
+}
+
+// at calls the caller's Boundary at point; its error fails the job,
+// counted against stage.
+func (r *runner) at(point, stage string) error {
+	if r.o.Boundary == nil {
+		return nil
+	}
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.o.Boundary(r.ctx, point, r.rep); err != nil {
+		r.rep.Error = &report.Failure{Stage: stage, Message: err.Error()}
+		return err
+	}
+	return nil
 }
 
 // errSkip is returned by a stage that decided not to run; its text is the reason.
@@ -329,11 +404,11 @@ func (r *runner) warn(format string, a ...any) {
 	r.rep.Warnings = append(r.rep.Warnings, fmt.Sprintf(format, a...))
 }
 
-// writeReport writes report.json into the output directory, never over an
+// writeReport writes NAME.report.json into the output directory, never over an
 // existing file.
 func (r *runner) writeReport() error {
-	p := filepath.Join(r.outDir, ReportName)
-	r.rep.ReportPath = filepath.Join(r.outShow, ReportName)
+	p := filepath.Join(r.outDir, manifest.ReportFile(r.vm.Name))
+	r.rep.ReportPath = filepath.Join(r.outShow, manifest.ReportFile(r.vm.Name))
 	b, err := json.MarshalIndent(r.rep, "", "  ")
 	if err != nil {
 		r.rep.ReportPath = ""

@@ -63,7 +63,7 @@ func TestRunRawToQcow2(t *testing.T) {
 		t.Errorf("progress ended at %d", last)
 	}
 	// The report on disk is the one returned.
-	b, err := os.ReadFile(filepath.Join(out, engine.ReportName))
+	b, err := os.ReadFile(filepath.Join(out, "web01.report.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestRunRawToQcow2(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if strings.Join(names, " ") != "domain.xml report.json web01.qcow2" {
+	if strings.Join(names, " ") != "web01.qcow2 web01.report.json web01.xml" {
 		t.Errorf("output directory holds %v", names)
 	}
 
@@ -91,9 +91,9 @@ func TestRunRawToQcow2(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exists; not overwriting") || rep2.Status != "failed" || rep2.Error.Stage != "load" {
 		t.Errorf("second run: %v, %+v", err, rep2)
 	}
-	b2, _ := os.ReadFile(filepath.Join(out, engine.ReportName))
+	b2, _ := os.ReadFile(filepath.Join(out, "web01.report.json"))
 	if string(b2) != string(b) {
-		t.Error("second run replaced report.json")
+		t.Error("second run replaced web01.report.json")
 	}
 }
 

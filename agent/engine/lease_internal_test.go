@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 
 	"golang.org/x/sys/unix"
@@ -85,8 +86,8 @@ func TestDiscard(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "vm.qcow2")
 	os.WriteFile(out, []byte("converted"), 0o600)
-	os.WriteFile(filepath.Join(dir, DomainXMLName), []byte("<domain/>"), 0o600)
-	r := &runner{outDir: dir, converted: true, disks: []*disk{{target: out, converted: true}}, rep: &report.Report{
+	os.WriteFile(filepath.Join(dir, "vm.xml"), []byte("<domain/>"), 0o600)
+	r := &runner{vm: &manifest.Manifest{Name: "vm"}, outDir: dir, converted: true, disks: []*disk{{target: out, converted: true}}, rep: &report.Report{
 		Guest:    &report.Guest{Kernels: []string{"read-from-a-host-file"}},
 		Changes:  []report.Change{{}},
 		Warnings: []string{"INSPECT said something"},
@@ -99,7 +100,7 @@ func TestDiscard(t *testing.T) {
 	}}
 	err := sourceWritten{"/home/alice/vm.qcow2"}
 	r.discard(err)
-	for _, p := range []string{out, filepath.Join(dir, DomainXMLName)} {
+	for _, p := range []string{out, filepath.Join(dir, "vm.xml")} {
 		if _, serr := os.Stat(p); serr == nil {
 			t.Errorf("%s kept", p)
 		}

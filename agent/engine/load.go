@@ -32,60 +32,15 @@ func (r *runner) loadSources(set func(any)) error {
 	if ps := r.vm.Validate(); len(ps) > 0 {
 		return fmt.Errorf("invalid manifest: %w", ps)
 	}
-	l := r.p.Load
-	display := l.SourcePath
-	src, err := r.openSource(display)
-	if err != nil {
-		return err
-	}
-	st, err := os.Stat(src)
-	if err != nil {
-		return fmt.Errorf("cannot open source: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("source %s is not a regular file", display)
-	}
-	detected, err := imgfmt.Detect(src)
-	if err != nil {
-		return err
-	}
-	r.rep.Source.Detected = detected
-	if want := manifest.QemuFormat(l.SourceType); detected != want {
-		return fmt.Errorf("source_type is %q but %s holds %s (detected from its bytes, not its name)", l.SourceType, display, describe(detected))
-	}
-	if l.SHA256 != "" {
-		sum, err := r.sha256(src, st.Size())
-		if err != nil {
-			return err
-		}
-		want := strings.ToLower(strings.TrimPrefix(l.SHA256, "sha256:"))
-		if sum != want {
-			return fmt.Errorf("sha256 of %s is %s, but the manifest's load.sha256 says %s", display, sum, want)
-		}
-		r.rep.Source.SHA256 = sum
-	}
-
-	switch detected {
-	case imgfmt.OVA:
-		err = r.loadOVA(src)
-	case imgfmt.OVF:
-		err = r.loadOVF(src, display)
-	default:
-		var d *disk
-		d, err = r.fileDisk(src, display, detected, "disk1")
-		r.disks = []*disk{d}
+	var detected string
+	var err error
+	if r.p.Load.IsRemote() {
+		detected, err = r.loadRemote()
+	} else {
+		detected, err = r.loadFile()
 	}
 	if err != nil {
 		return err
-	}
-	if r.ovf != nil {
-		r.rep.Source.OVF = &report.OVF{Name: r.ovf.Name, CPUs: r.ovf.CPUs, MemoryMB: r.ovf.MemoryMB, Firmware: r.ovf.Firmware}
-		for _, d := range r.ovf.Disks {
-			r.rep.Source.OVF.Disks = append(r.rep.Source.OVF.Disks, d.File)
-		}
-		for _, n := range r.ovf.NICs {
-			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network})
-		}
 	}
 
 	for i, d := range r.disks {
@@ -124,6 +79,9 @@ func (r *runner) loadSources(set func(any)) error {
 	if err := r.planOutputs(); err != nil {
 		return err
 	}
+	if err := r.planTarget(); err != nil {
+		return err
+	}
 	if err := r.checkSpace(); err != nil {
 		return err
 	}
@@ -136,6 +94,67 @@ func (r *runner) loadSources(set func(any)) error {
 	}
 	set(res)
 	return nil
+}
+
+// loadFile opens a source file (source_path) and its OVA/OVF/VMDK
+// metadata, and says what format its bytes hold.
+func (r *runner) loadFile() (string, error) {
+	l := r.p.Load
+	display := l.SourcePath
+	src, err := r.openSource(display)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return "", fmt.Errorf("cannot open source: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("source %s is not a regular file", display)
+	}
+	detected, err := imgfmt.Detect(src)
+	if err != nil {
+		return "", err
+	}
+	r.rep.Source.Detected = detected
+	if want := manifest.QemuFormat(l.SourceType); detected != want {
+		return "", fmt.Errorf("source_type is %q but %s holds %s (detected from its bytes, not its name)", l.SourceType, display, describe(detected))
+	}
+	if l.SHA256 != "" {
+		sum, err := r.sha256(src, st.Size())
+		if err != nil {
+			return "", err
+		}
+		want := strings.ToLower(strings.TrimPrefix(l.SHA256, "sha256:"))
+		if sum != want {
+			return "", fmt.Errorf("sha256 of %s is %s, but the manifest's load.sha256 says %s", display, sum, want)
+		}
+		r.rep.Source.SHA256 = sum
+	}
+
+	switch detected {
+	case imgfmt.OVA:
+		err = r.loadOVA(src)
+	case imgfmt.OVF:
+		err = r.loadOVF(src, display)
+	default:
+		var d *disk
+		d, err = r.fileDisk(src, display, detected, "disk1")
+		r.disks = []*disk{d}
+	}
+	if err != nil {
+		return "", err
+	}
+	if r.ovf != nil {
+		r.rep.Source.OVF = &report.OVF{Name: r.ovf.Name, CPUs: r.ovf.CPUs, MemoryMB: r.ovf.MemoryMB, Firmware: r.ovf.Firmware, SecureBoot: r.ovf.SecureBoot}
+		for _, d := range r.ovf.Disks {
+			r.rep.Source.OVF.Disks = append(r.rep.Source.OVF.Disks, d.File)
+		}
+		for _, n := range r.ovf.NICs {
+			r.rep.Source.OVF.NICs = append(r.rep.Source.OVF.NICs, report.NIC{Name: n.Name, Model: n.Model, Network: n.Network, MAC: n.MAC})
+		}
+	}
+	return detected, nil
 }
 
 // checkable are the source formats qemu-img check can examine.
@@ -395,9 +414,9 @@ func (r *runner) planOutputs() error {
 	if len(want) == 0 {
 		return errors.New("every disk is skipped (convert.disks): nothing to convert")
 	}
-	want = append(want, filepath.Join(abs, DomainXMLName), filepath.Join(abs, ReportName))
+	want = append(want, filepath.Join(abs, manifest.DomainXMLFile(r.vm.Name)), filepath.Join(abs, manifest.ReportFile(r.vm.Name)))
 	if r.p.Validate.BootTest && manifest.Bool(r.p.Validate.Enabled) {
-		want = append(want, filepath.Join(abs, ConsoleName))
+		want = append(want, filepath.Join(abs, manifest.ConsoleFile(r.vm.Name)))
 	}
 	seen := map[string]bool{}
 	for _, p := range want {

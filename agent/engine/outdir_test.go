@@ -81,12 +81,12 @@ func TestRunForUserOutputDir(t *testing.T) {
 				if err != nil || rep.Status != "completed" {
 					t.Fatalf("%v %+v", err, rep.Error)
 				}
-				for _, name := range []string{"outvm.qcow2", engine.DomainXMLName, engine.ReportName} {
+				for _, name := range []string{"outvm.qcow2", "outvm.xml", "outvm.report.json"} {
 					if st, err := os.Lstat(filepath.Join(tc.dir, name)); err != nil || !st.Mode().IsRegular() {
 						t.Errorf("%s: %v", name, err)
 					}
 				}
-				if rep.ReportPath != filepath.Join(tc.dir, engine.ReportName) {
+				if rep.ReportPath != filepath.Join(tc.dir, "outvm.report.json") {
 					t.Errorf("report path %q", rep.ReportPath)
 				}
 				for _, a := range rep.Artifacts {

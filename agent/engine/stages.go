@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -43,6 +44,7 @@ func (r *runner) inspect(set func(any)) error {
 		r.backend = "auto"
 	}
 	res["backend"] = r.backend
+	asked := r.backend
 	// Every disk: a second disk's fstab entries (/dev/sdb1) need its
 	// filesystems' ids, and the root may live on any disk.
 	d := r.disks[0]
@@ -51,7 +53,7 @@ func (r *runner) inspect(set func(any)) error {
 	for _, d := range r.disks {
 		imgs = append(imgs, inspect.Image{Path: d.path, Format: d.format, Name: d.display})
 	}
-	g, err := inspect.GuestDisks(r.ctx, imgs, r.backend, manifest.Bool(r.p.Inspect.DetectOS))
+	g, err := inspect.GuestDisks(r.ctx, imgs, accessBackend(r.backend), manifest.Bool(r.p.Inspect.DetectOS))
 	if err != nil {
 		err = fmt.Errorf("cannot inspect the guest on %s: %w", d.display, err)
 		if (manifest.Bool(r.p.Fix.Enabled) && fix.AnyEnabled(r.p.Fix)) || r.ctx.Err() != nil {
@@ -61,6 +63,14 @@ func (r *runner) inspect(set func(any)) error {
 		return softFail{err}
 	}
 	r.rep.Guest = g
+	if g.Windows != nil {
+		res["windows"] = g.Windows
+		// A hibernated, encrypted or half-updated Windows is not a
+		// closed filesystem: converting it loses data or does not boot.
+		if err := inspect.Blocked(g.Windows); err != nil {
+			return err
+		}
+	}
 	if noOS(g) && manifest.Bool(r.p.Inspect.DetectOS) && !manifest.Bool(r.p.Fix.Enabled) {
 		res["note"] = "no operating system found: converted as a data disk (pipeline.fix.enabled is false)"
 	}
@@ -69,6 +79,14 @@ func (r *runner) inspect(set func(any)) error {
 	res["backend"] = g.Backend
 	if g.BackendReason != "" {
 		res["backend_reason"] = g.BackendReason
+	}
+	if g.OS != nil && g.OS.Type == "windows" {
+		return r.windowsPreflight(asked, res)
+	}
+	if asked == BackendV2V {
+		r.backend = BackendV2V
+		res["backend"] = BackendV2V
+		res["backend_reason"] = "virt-v2v: asked by fix.backend (INSPECT read the guest with " + g.Backend + ")"
 	}
 	return nil
 }
@@ -88,8 +106,11 @@ func (r *runner) fix(set func(any)) error {
 	if g == nil {
 		return errors.New("FIX needs the guest inspection: enable pipeline.inspect or disable pipeline.fix")
 	}
+	if r.backend == BackendV2V && !noOS(g) {
+		return r.fixV2V(set, g)
+	}
 	if g.OS != nil && g.OS.Type == "windows" {
-		r.warn("the guest is Windows, which FIX does not support yet: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; domain.xml uses SATA and e1000e instead")
+		r.warn("the guest is Windows, which only the virt-v2v FIX backend adapts: the disk was converted unchanged and needs virtio drivers (virtio-win) before it boots on virtio; the domain XML uses SATA and e1000e instead")
 		return skip("unsupported: Windows guest (FIX handles Linux guests only)")
 	}
 	if g.OS == nil && !manifest.Bool(r.p.Inspect.DetectOS) {
@@ -190,16 +211,10 @@ type convertResult struct {
 }
 
 // convert is CONVERT: qemu-img convert of every disk into its output,
-// through NAME.part, never over an existing file. The artifact sha256 sums
-// are computed in the background while VALIDATE runs.
+// through NAME.part, never over an existing file; up to
+// Options.DiskParallelism disks at once (see convertDisks). The artifact
+// sha256 sums are computed in the background while VALIDATE runs.
 func (r *runner) convert(set func(any)) error {
-	c := r.p.Convert
-	var total, done int64
-	for _, d := range r.disks {
-		if d.output != "" {
-			total += d.info.VirtualSize
-		}
-	}
 	// What INSPECT and FIX read must be what LOAD checked: the files
 	// unchanged, their headers the same bytes.
 	if err := r.files.unchanged(); err != nil {
@@ -208,46 +223,43 @@ func (r *runner) convert(set func(any)) error {
 	if err := r.files.headersSame(); err != nil {
 		return err
 	}
-	var results []convertResult
-	defer func() { set(results) }()
-	for _, d := range r.disks {
-		if d.output == "" {
-			continue
-		}
-		start := time.Now()
-		size := d.info.VirtualSize
-		res, err := qemuimg.Convert(r.ctx, qemuimg.ConvertOptions{
-			Source: d.src, SourceFormat: d.srcFormat,
-			Target: d.target, TargetFormat: d.outFormat,
-			Compress: c.Compress, Compression: c.Compression,
-			// The partial output is root's, 0600, from its creation while
-			// qemu-img writes; its owner and mode only once the sources
-			// proved unchanged.
-			Finish: func(f *os.File) error {
-				if err := r.files.unchanged(); err != nil {
-					return err
-				}
-				return r.owner.setFile(f)
-			},
-			Progress: func(pct int) {
-				cur := done + size*int64(pct)/100
-				r.progress("convert", int(cur*100/max(total, 1)), cur, total, filepath.Base(d.output))
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("disk %s: %w", d.id, r.files.explain(err))
-		}
-		d.converted = true
-		done += size
-		r.rep.Warnings = append(r.rep.Warnings, res.Warnings...)
-		results = append(results, convertResult{Disk: d.id, Source: d.display, Output: d.output, Format: d.outFormat,
-			Compression: res.Compression, FromOverlay: d.src != d.path, Args: res.Args, Seconds: time.Since(start).Seconds()})
+	results, err := r.convertDisks()
+	set(results)
+	if err != nil {
+		return err
 	}
 	if err := r.writeDomain(); err != nil {
 		return err
 	}
 	r.converted = true
 	return nil
+}
+
+// convertDisk converts one disk; report gets its progress (0-100).
+func (r *runner) convertDisk(ctx context.Context, d *disk, report func(pct int)) (*convertResult, []string, error) {
+	c := r.p.Convert
+	start := time.Now()
+	res, err := qemuimg.Convert(ctx, qemuimg.ConvertOptions{
+		Source: d.src, SourceFormat: d.srcFormat,
+		Target: d.target, TargetFormat: d.outFormat,
+		Compress: c.Compress, Compression: c.Compression,
+		Preallocation: c.Preallocation,
+		// The partial output is root's, 0600, from its creation while
+		// qemu-img writes; its owner and mode only once the sources
+		// proved unchanged.
+		Finish: func(f *os.File) error {
+			if err := r.files.unchanged(); err != nil {
+				return err
+			}
+			return r.owner.setFile(f)
+		},
+		Progress: report,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("disk %s: %w", d.id, r.files.explain(err))
+	}
+	return &convertResult{Disk: d.id, Source: d.display, Output: d.output, Format: d.outFormat,
+		Compression: res.Compression, FromOverlay: d.src != d.path, Args: res.Args, Seconds: time.Since(start).Seconds()}, res.Warnings, nil
 }
 
 // hashOutputs starts hashing every output in the background, beside
@@ -268,7 +280,12 @@ func (r *runner) artifacts(hash bool) []report.Artifact {
 		}
 	}
 	if r.converted {
-		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, DomainXMLName), filepath.Join(r.outShow, DomainXMLName), "domain-xml", "xml", hash))
+		name := manifest.DomainXMLFile(r.vm.Name)
+		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, name), filepath.Join(r.outShow, name), "domain-xml", "xml", hash))
+	}
+	if r.kubevirt {
+		name := manifest.KubeVirtFile(r.vm.Name)
+		arts = append(arts, r.artifactOf(filepath.Join(r.outDir, name), filepath.Join(r.outShow, name), "kubevirt", "yaml", hash))
 	}
 	return arts
 }
@@ -384,7 +401,7 @@ func (r *runner) validate(set func(any)) error {
 	r.progress("validate", 60, 0, 0, "boot test "+filepath.Base(d.output))
 	// The console log is created here, never through a symbolic link, and
 	// boot.Test reopens this very file by its descriptor's name.
-	console := filepath.Join(r.outDir, ConsoleName)
+	console := filepath.Join(r.outDir, manifest.ConsoleFile(r.vm.Name))
 	cf, err := os.OpenFile(console, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("boot test: cannot create the console log: %w", r.files.explain(err))
@@ -402,7 +419,7 @@ func (r *runner) validate(set func(any)) error {
 	if len(results) > 0 {
 		results[0].Boot = br
 	}
-	r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(console, filepath.Join(r.outShow, ConsoleName), "console-log", "text", manifest.Bool(v.Checksum)))
+	r.rep.Artifacts = append(r.rep.Artifacts, r.artifactOf(console, filepath.Join(r.outShow, manifest.ConsoleFile(r.vm.Name)), "console-log", "text", manifest.Bool(v.Checksum)))
 	if err != nil {
 		return fmt.Errorf("boot test: %w", err)
 	}
@@ -415,6 +432,9 @@ func (r *runner) validate(set func(any)) error {
 // firmware is what the guest boots with: the OVF's word, else what INSPECT
 // found, else BIOS.
 func (r *runner) firmware() string {
+	if hw := r.rep.Source.Hardware; hw != nil && hw.Firmware != "" {
+		return hw.Firmware
+	}
 	if r.ovf != nil && r.ovf.Firmware != "" {
 		return r.ovf.Firmware
 	}

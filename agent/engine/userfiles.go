@@ -44,9 +44,12 @@ type userFiles struct {
 	gid     int // the user's primary group, -1 when unknown
 	gids    map[uint32]bool
 	trusted string // a path opened without the user check (the agent's own claimed image)
-	files   []*os.File
-	stats   []unix.Stat_t     // of files, when opened
-	names   map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
+	// trustedDir holds files opened without the user check: the disks the
+	// job itself downloaded from a source.
+	trustedDir string
+	files      []*os.File
+	stats      []unix.Stat_t     // of files, when opened
+	names      map[string]string // /proc/<pid>/fd/<n> -> the path it was opened as
 	// mu guards files, stats and leases against the lease watcher.
 	mu sync.Mutex
 	// leases says, for each of files, whether it holds a read lease (see
@@ -102,7 +105,7 @@ func (u *userFiles) openFile(p string) (*os.File, string, error) {
 	var f *os.File
 	var parent unix.Stat_t // of the directory holding the file, from the walk
 	var err error
-	if p == u.trusted {
+	if p == u.trusted || u.inTrustedDir(p) {
 		f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 		if err == nil {
 			var st unix.Stat_t
@@ -129,7 +132,7 @@ func (u *userFiles) openFile(p string) (*os.File, string, error) {
 		f.Close()
 		return nil, "", err
 	}
-	if p != u.trusted {
+	if p != u.trusted && !u.inTrustedDir(p) {
 		if err := u.checkLinks(p, st, parent); err != nil {
 			f.Close()
 			return nil, "", err

@@ -105,7 +105,7 @@ func TestRunForUser(t *testing.T) {
 				t.Errorf("the error names the opened file, not the user's path: %v", err)
 			}
 			entries, _ := os.ReadDir(out)
-			if len(entries) != 1 || entries[0].Name() != engine.ReportName {
+			if len(entries) != 1 || !strings.HasSuffix(entries[0].Name(), ".report.json") {
 				t.Errorf("output directory holds %v, want only the report", entries)
 			}
 		})

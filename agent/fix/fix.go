@@ -58,6 +58,9 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 		return nil, fmt.Errorf("cannot fix a Windows guest: %w (only Linux guests are adapted; convert without fix)", ErrUnsupported)
 	}
 	if g.OS != nil && g.OS.Type != "linux" {
+		if enc := inspect.Encrypted(g); enc != "" {
+			return nil, fmt.Errorf("cannot fix: %w: no Linux root filesystem found; %s", ErrUnsupported, enc)
+		}
 		return nil, fmt.Errorf("cannot fix: %w: no Linux root filesystem found", ErrUnsupported)
 	}
 	f := &fixer{g: g}
@@ -468,6 +471,11 @@ func (f *fixer) initramfs(ctx context.Context, regenerate bool) error {
 			f.changes = append(f.changes, report.Change{Fix: "initramfs", File: p, Before: string(old), After: content})
 		}
 		cmd = []string{"dracut", "--force", "--regenerate-all"}
+		if f.dracutHostOnly(ctx) {
+			cmd = append(cmd, "--no-hostonly")
+			f.changes = append(f.changes, report.Change{Fix: "initramfs", File: "/boot",
+				Note: "the guest builds host-only images: regenerated with --no-hostonly, since host-only detection here would describe the conversion host, not the VM (the guest's next kernel update on KVM builds host-only images again)"})
+		}
 	default:
 		f.changes = append(f.changes, report.Change{Fix: "initramfs", Note: "no initramfs-tools or dracut in the guest; initramfs left as is"})
 		return nil

@@ -181,3 +181,23 @@ func TestAnyEnabled(t *testing.T) {
 		}
 	}
 }
+
+func TestHostOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		texts []string
+		want  bool
+	}{
+		{"default", nil, false},
+		{"rhel dist conf", []string{`hostonly="yes"` + "\n"}, true},
+		{"unquoted", []string{"hostonly=yes\n"}, true},
+		{"later file wins", []string{`hostonly="yes"`, `hostonly="no"`}, false},
+		{"commented out", []string{`# hostonly="yes"`}, false},
+		{"trailing comment", []string{`hostonly="yes" # as RHEL`}, true},
+		{"other keys", []string{`hostonly_cmdline="yes"`, `add_drivers+=" vmw_pvscsi "`}, false},
+	} {
+		if got := hostOnly(tc.texts); got != tc.want {
+			t.Errorf("%s: hostOnly = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

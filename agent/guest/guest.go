@@ -37,6 +37,30 @@ const (
 // configuration files FIX edits are small.
 const MaxFileSize = 16 << 20
 
+// ReadFileLimit is Session.ReadFile with a bound of limit bytes instead of
+// MaxFileSize: a Windows registry hive (SOFTWARE) is often larger than
+// the configuration files ReadFile is for.
+func ReadFileLimit(ctx context.Context, s Session, p string, limit int64) ([]byte, error) {
+	if l, ok := s.(interface {
+		readFileLimit(ctx context.Context, p string, limit int64) ([]byte, error)
+	}); ok {
+		return l.readFileLimit(ctx, p, limit)
+	}
+	return s.ReadFile(ctx, p)
+}
+
+// ReadHead reads the first size bytes of a guest's regular file (fewer
+// when it is shorter): the header of a file too large to read whole
+// (hiberfil.sys).
+func ReadHead(ctx context.Context, s Session, p string, size int) ([]byte, error) {
+	if h, ok := s.(interface {
+		readHead(ctx context.Context, p string, size int) ([]byte, error)
+	}); ok {
+		return h.readHead(ctx, p, size)
+	}
+	return nil, fmt.Errorf("cannot read the head of %s: the %s backend cannot", p, s.Backend())
+}
+
 // ErrNotRegular is returned (wrapped) when a file operation meets a
 // directory, device, FIFO or socket where a regular file is needed.
 var ErrNotRegular = errors.New("not a regular file")
@@ -85,6 +109,20 @@ func noReplay(fstype string) string {
 		return ",noload"
 	case "xfs":
 		return ",norecovery"
+	}
+	return ""
+}
+
+// hostUnique is the mount option that lets the host kernel mount a
+// filesystem whose UUID another mounted filesystem already has, "" when
+// fstype needs none. XFS refuses a second filesystem with the same UUID
+// ("duplicate UUID - can't mount"): two VMs cloned from one template,
+// converted at once, or a guest cloned from the host's own image, would
+// otherwise fail INSPECT with "wrong fs type". Only the native backend
+// needs it (the appliance mounts one guest).
+func hostUnique(fstype string) string {
+	if fstype == "xfs" {
+		return ",nouuid"
 	}
 	return ""
 }

@@ -246,6 +246,41 @@ func statEntry(name string, st map[string]int64) Entry {
 }
 
 func (g *gfs) ReadFile(ctx context.Context, p string) ([]byte, error) {
+	return g.readFileLimit(ctx, p, MaxFileSize)
+}
+
+func (g *gfs) readHead(ctx context.Context, p string, size int) ([]byte, error) {
+	c, err := clean(p)
+	if err != nil {
+		return nil, err
+	}
+	out, err := g.call(ctx, "statns", c)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: c, Err: notExist(err)}
+	}
+	sts := parseStatns(out)
+	if len(sts) != 1 {
+		return nil, &fs.PathError{Op: "open", Path: c, Err: fs.ErrNotExist}
+	}
+	e := statEntry(c, sts[0])
+	if !e.Mode.IsRegular() {
+		return nil, fmt.Errorf("cannot use %s: %w", c, ErrNotRegular)
+	}
+	n := min(int64(size), e.Size)
+	g.seq++
+	local := filepath.Join(g.dir, fmt.Sprintf("dl-%d", g.seq))
+	defer os.Remove(local)
+	if _, err := g.call(ctx, "download-offset", c, local, "0", strconv.FormatInt(n, 10)); err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", c, err)
+	}
+	b, err := os.ReadFile(local)
+	if int64(len(b)) > n {
+		b = b[:n]
+	}
+	return b, err
+}
+
+func (g *gfs) readFileLimit(ctx context.Context, p string, limit int64) ([]byte, error) {
 	c, err := clean(p)
 	if err != nil {
 		return nil, err
@@ -268,8 +303,8 @@ func (g *gfs) ReadFile(ctx context.Context, p string) ([]byte, error) {
 	if !e.Mode.IsRegular() {
 		return nil, fmt.Errorf("cannot use %s: %w", c, ErrNotRegular)
 	}
-	if e.Size > MaxFileSize {
-		return nil, fmt.Errorf("cannot read %s: larger than %d bytes", c, MaxFileSize)
+	if e.Size > limit {
+		return nil, fmt.Errorf("cannot read %s: larger than %d bytes", c, limit)
 	}
 	g.seq++
 	local := filepath.Join(g.dir, fmt.Sprintf("dl-%d", g.seq))
@@ -478,3 +513,7 @@ func (g *gfs) Close() error {
 	}
 	return nil
 }
+
+// LibguestfsEnv is the environment every libguestfs tool the agent runs
+// gets (guestfish here, virt-v2v-in-place in agent/v2v), with TMPDIR dir.
+func LibguestfsEnv(dir string) []string { return guestfsEnv(dir) }

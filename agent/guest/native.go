@@ -313,7 +313,7 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	}
 	// Held open until the mount holds the device, then left to it.
 	defer loop.Close()
-	opts := "nodev,nosuid"
+	opts := "nodev,nosuid" + hostUnique(m.FSType)
 	if m.RO {
 		opts += ",ro" + noReplay(m.FSType)
 	}
@@ -326,6 +326,9 @@ func (n *native) Mount(ctx context.Context, m Mount) error {
 	}
 	args = append(args, loop.Name(), point)
 	if _, err := n.nsenter(ctx, args...); err != nil {
+		if m.FSType != "" && !HostKernelMounts(m.FSType) {
+			return fmt.Errorf("cannot mount partition %d on %s: %w; this host's kernel has no %s: use fix.backend guestfs or auto (the appliance brings its own kernel), or install the module", m.Number, target, err, m.FSType)
+		}
 		return fmt.Errorf("cannot mount partition %d on %s: %w", m.Number, target, err)
 	}
 	n.mounts = append(n.mounts, point)
@@ -399,6 +402,10 @@ func regular(fd int, p string) (unix.Stat_t, error) {
 }
 
 func (n *native) ReadFile(ctx context.Context, p string) ([]byte, error) {
+	return n.readFileLimit(ctx, p, MaxFileSize)
+}
+
+func (n *native) readHead(ctx context.Context, p string, size int) ([]byte, error) {
 	fd, err := n.open(p, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
@@ -408,12 +415,30 @@ func (n *native) ReadFile(ctx context.Context, p string) ([]byte, error) {
 	if _, err := regular(fd, p); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	b := make([]byte, size)
+	k, err := io.ReadFull(f, b)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, fmt.Errorf("cannot read %s: %w", p, err)
+	}
+	return b[:k], nil
+}
+
+func (n *native) readFileLimit(ctx context.Context, p string, limit int64) ([]byte, error) {
+	fd, err := n.open(p, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	if _, err := regular(fd, p); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", p, err)
 	}
-	if len(b) > MaxFileSize {
-		return nil, fmt.Errorf("cannot read %s: larger than %d bytes", p, MaxFileSize)
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("cannot read %s: larger than %d bytes", p, limit)
 	}
 	return b, nil
 }

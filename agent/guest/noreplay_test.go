@@ -9,3 +9,11 @@ func TestNoReplay(t *testing.T) {
 		}
 	}
 }
+
+func TestHostUnique(t *testing.T) {
+	for fs, want := range map[string]string{"xfs": ",nouuid", "ext4": "", "btrfs": "", "": ""} {
+		if got := hostUnique(fs); got != want {
+			t.Errorf("hostUnique(%q) = %q, want %q", fs, got, want)
+		}
+	}
+}

@@ -80,6 +80,12 @@ func Complete(p, ext string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cannot check %s: %w", p, err)
 	}
+	if format == Raw && !maybeHeaderPrefix(f, size, ext) {
+		// Text is no disk, however long one waits for it.
+		if text, start, err := TextStart(f, size); err == nil && text {
+			return "", &NotImageError{Path: p, Start: start}
+		}
+	}
 	switch want := strings.TrimPrefix(strings.ToLower(ext), "."); {
 	case format != Raw:
 	case want == VMDK && size%512 != 0:

@@ -223,7 +223,8 @@ func TestCompleteRawAndDescriptor(t *testing.T) {
 		name, data, ext string
 		ok              bool
 	}{
-		{"disk.raw", "some bytes", ".raw", true},
+		{"disk.raw", "some bytes\x00\x01", ".raw", true},
+		{"notes.raw", "some text, no disk", ".raw", false}, // text is no image
 		{"disk.img", "", ".img", true},
 		{"d.vmdk", "# Disk DescriptorFile\nversion=1\n", ".vmdk", true},
 		{"flat.vmdk", string(make([]byte, 1024)), ".vmdk", true},

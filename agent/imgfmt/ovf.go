@@ -1,12 +1,15 @@
 package imgfmt
 
 import (
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -21,8 +24,11 @@ type OVFDescriptor struct {
 	CPUs     int
 	MemoryMB int64
 	Firmware string // bios | efi
-	Disks    []OVFDisk
-	NICs     []OVFNIC
+	// SecureBoot is VMware's bootOptions.efiSecureBootEnabled: the guest
+	// was booting with UEFI Secure Boot on.
+	SecureBoot bool
+	Disks      []OVFDisk
+	NICs       []OVFNIC
 }
 
 // OVFDisk is one disk of the DiskSection with its file reference resolved.
@@ -40,7 +46,13 @@ type OVFNIC struct {
 	Name    string
 	Model   string // e.g. VmxNet3, E1000
 	Network string
+	// MAC is the adapter's address (rasd:Address, written by exports that
+	// keep MACs), lower case; "" when the OVF has none or not a unicast
+	// Ethernet address.
+	MAC string
 }
+
+var macAddr = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 
 type xmlEnvelope struct {
 	XMLName    xml.Name     `xml:"Envelope"`
@@ -93,6 +105,7 @@ type xmlItem struct {
 	AllocationUnits string `xml:"AllocationUnits"`
 	HostResource    string `xml:"HostResource"`
 	Connection      string `xml:"Connection"`
+	Address         string `xml:"Address"`
 }
 
 type xmlConfig struct {
@@ -160,16 +173,31 @@ func ParseOVF(r io.Reader) (*OVFDescriptor, error) {
 				}
 				o.MemoryMB = mb
 			case "10": // ethernet adapter
-				o.NICs = append(o.NICs, OVFNIC{Name: strings.TrimSpace(it.ElementName), Model: strings.TrimSpace(it.ResourceSubType), Network: strings.TrimSpace(it.Connection)})
+				o.NICs = append(o.NICs, OVFNIC{Name: strings.TrimSpace(it.ElementName), Model: strings.TrimSpace(it.ResourceSubType), Network: strings.TrimSpace(it.Connection), MAC: unicastMAC(it.Address)})
 			}
 		}
 		for _, c := range hw.Config {
-			if c.Key == "firmware" && strings.EqualFold(c.Value, "efi") {
+			switch {
+			case c.Key == "firmware" && strings.EqualFold(c.Value, "efi"):
 				o.Firmware = "efi"
+			case c.Key == "bootOptions.efiSecureBootEnabled" && strings.EqualFold(c.Value, "true"):
+				o.SecureBoot = true
 			}
 		}
 	}
 	return o, nil
+}
+
+// unicastMAC is s as a lower-case MAC address when it is one a NIC may
+// have (six hex octets, not multicast, not all zeros), else "": a hostile
+// OVF's text never reaches the domain XML unless it is a plain address.
+func unicastMAC(s string) string {
+	s = strings.ToLower(strings.TrimSpace(strings.ReplaceAll(s, "-", ":")))
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 || hw[0]&1 != 0 || bytes.Equal(hw, make([]byte, 6)) {
+		return ""
+	}
+	return hw.String()
 }
 
 // checkHref refuses file references that leave the descriptor's directory

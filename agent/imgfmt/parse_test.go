@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,6 +121,38 @@ func TestParseOVF(t *testing.T) {
 	}
 	if len(o.NICs) != 2 || o.NICs[0].Model != "VmxNet3" || o.NICs[0].Network != "VM Network" {
 		t.Errorf("nics %+v", o.NICs)
+	}
+}
+
+// TestParseOVFNICsAndSecureBoot: every NIC keeps its network and MAC (only
+// a unicast Ethernet address is taken), and VMware's Secure Boot key is read.
+func TestParseOVFNICsAndSecureBoot(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		vm       fixture.VM
+		wantMACs []string
+		wantNets []string
+		secure   bool
+	}{
+		{"macs kept", fixture.VM{NICs: 2, Networks: []string{"VM Network", "Backup"}, MACs: []string{"00:50:56:AA:BB:01", "00-50-56-aa-bb-02"}, Firmware: "efi", SecureBoot: true},
+			[]string{"00:50:56:aa:bb:01", "00:50:56:aa:bb:02"}, []string{"VM Network", "Backup"}, true},
+		{"no macs", fixture.VM{NICs: 1}, []string{""}, []string{"VM Network"}, false},
+		{"multicast and junk refused", fixture.VM{NICs: 3, MACs: []string{"01:00:5e:00:00:01", "00:00:00:00:00:00", "x;y"}},
+			[]string{"", "", ""}, []string{"VM Network", "VM Network", "VM Network"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o, err := imgfmt.ParseOVF(strings.NewReader(fixture.OVFXML(c.vm, []fixture.OVFDisk{{File: "d.vmdk", Capacity: 1}})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var macs, nets []string
+			for _, n := range o.NICs {
+				macs, nets = append(macs, n.MAC), append(nets, n.Network)
+			}
+			if !slices.Equal(macs, c.wantMACs) || !slices.Equal(nets, c.wantNets) || o.SecureBoot != c.secure {
+				t.Errorf("macs %q networks %q secure boot %v; want %q %q %v", macs, nets, o.SecureBoot, c.wantMACs, c.wantNets, c.secure)
+			}
+		})
 	}
 }
 

@@ -97,11 +97,14 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 	if !detectOS {
 		return g, nil
 	}
+	if isWindowsGuest(g) {
+		if err := inspectWindows(ctx, imgs, backend, g); err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
 	if !hasLinuxFS(g) {
 		g.OS = &report.OS{Type: "unknown"}
-		if hasFS(g, "ntfs") {
-			g.OS = &report.OS{Type: "windows"}
-		}
 		return g, nil
 	}
 	for i, img := range imgs {
@@ -135,6 +138,21 @@ func Choose(g *report.Guest) (backend, reason string) {
 			return guest.Guestfs, "guestfs: " + p.Note
 		}
 	}
+	// A filesystem type the host kernel lacks (a module not installed).
+	for _, p := range g.Partitions {
+		if linuxFS[p.FSType] && !guest.HostKernelMounts(p.FSType) {
+			return guest.Guestfs, "guestfs: " + devOf(p) + " is " + p.FSType + ", which this host's kernel cannot mount"
+		}
+	}
+	// A UEFI guest's ESP: FIX puts the fallback loader there, and a host
+	// kernel without vfat cannot mount it.
+	if g.Firmware == "efi" && !guest.HostKernelMounts("vfat") {
+		for _, p := range g.Partitions {
+			if p.FSType == "vfat" && p.LV == "" {
+				return guest.Guestfs, "guestfs: the ESP " + devOf(p) + " is vfat, which this host's kernel cannot mount (FIX checks the UEFI fallback loader there)"
+			}
+		}
+	}
 	return guest.Native, "native: every filesystem is a partition or a linear LV the host kernel mounts by offset"
 }
 
@@ -145,6 +163,9 @@ func noRoot(g *report.Guest) error {
 		if p.LV != "" && p.Note != "" {
 			notes = append(notes, p.Note)
 		}
+		if p.FSType == "crypto_LUKS" {
+			notes = append(notes, encrypted(p))
+		}
 		if p.FSType == "linux_raid_member" {
 			notes = append(notes, devOf(p)+" is an md RAID member (md is not supported yet: a mirror leg is never written alone)")
 		}
@@ -153,6 +174,23 @@ func noRoot(g *report.Guest) error {
 		return errNoRoot
 	}
 	return fmt.Errorf("%w; not looked into: %s", errNoRoot, strings.Join(notes, "; "))
+}
+
+// encrypted says why a LUKS volume was not looked into.
+func encrypted(p report.Partition) string {
+	return "encrypted volume: " + devOf(p) + " is LUKS (UUID " + p.UUID + "); hyper2kvm has no key and does not decrypt guests: decrypt it first, or convert with fix disabled"
+}
+
+// Encrypted lists the guest's LUKS volumes the way a "no root" error
+// names them, "" when it has none.
+func Encrypted(g *report.Guest) string {
+	var notes []string
+	for _, p := range g.Partitions {
+		if p.FSType == "crypto_LUKS" {
+			notes = append(notes, encrypted(p))
+		}
+	}
+	return strings.Join(notes, "; ")
 }
 
 // Disk reads the partition table and probes each partition's filesystem.
@@ -205,7 +243,7 @@ func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label, Dirty: fsi.Dirty}
+		rp := report.Partition{Number: 0, Start: 0, Size: r.size, Type: "disk", FSType: fsi.Type, UUID: fsi.UUID, Label: fsi.Label, Dirty: fsi.Dirty, FreeBytes: freeOf(fsi)}
 		probePV(&rp)
 		if rp.FSType != "" {
 			g.Partitions = append(g.Partitions, rp)
@@ -220,7 +258,7 @@ func readDisk(r *diskReader, img Image) (*report.Guest, []foundPV, error) {
 			if err != nil {
 				return nil, nil, err
 			}
-			rp.FSType, rp.UUID, rp.Label, rp.Dirty = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty
+			rp.FSType, rp.UUID, rp.Label, rp.Dirty, rp.FreeBytes = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty, freeOf(fsi)
 			probePV(&rp)
 		}
 		efi = efi || p.TypeName == "efi"
@@ -283,7 +321,7 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 			default:
 				p.Disk, p.DiskName, p.Start, p.Size = f.disk, imgs[f.disk].name(), f.start+rg.Offset, rg.Size
 				if fsi, err := partition.Probe(readers[f.disk], p.Start, p.Size); err == nil {
-					p.FSType, p.UUID, p.Label, p.Dirty = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty
+					p.FSType, p.UUID, p.Label, p.Dirty, p.FreeBytes = fsi.Type, fsi.UUID, fsi.Label, fsi.Dirty, freeOf(fsi)
 				}
 			}
 			out = append(out, p)
@@ -297,15 +335,6 @@ var linuxFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": t
 func hasLinuxFS(g *report.Guest) bool {
 	for _, p := range g.Partitions {
 		if linuxFS[p.FSType] {
-			return true
-		}
-	}
-	return false
-}
-
-func hasFS(g *report.Guest, t string) bool {
-	for _, p := range g.Partitions {
-		if p.FSType == t {
 			return true
 		}
 	}
@@ -545,8 +574,12 @@ func mountTree(ctx context.Context, s guest.Session, g *report.Guest, root repor
 			continue
 		}
 		if p, found := Resolve(g, e.Device); found && p.Disk == root.Disk && p.FSType == "vfat" && p.LV == "" {
-			if err := o.mount(ctx, s, mountOf(p, "/boot/efi", true), p); err != nil && ctx.Err() != nil {
-				return err
+			err := o.mount(ctx, s, mountOf(p, "/boot/efi", true), p)
+			if err != nil && (ctx.Err() != nil || o.all || o.rw["/boot/efi"]) {
+				// FIX writes the fallback loader there; without it a
+				// converted UEFI guest may not boot. The native backend's
+				// error says when the host kernel lacks vfat, and what to do.
+				return fmt.Errorf("cannot mount the ESP %s (fstab's /boot/efi), where FIX checks the UEFI fallback loader: %w", devOf(p), err)
 			}
 		}
 		break
@@ -973,4 +1006,14 @@ func (r *diskReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("short read: %d of %d bytes at %d", n, len(p), off)
 	}
 	return n, nil
+}
+
+// freeOf is the free space a superblock recorded, nil when unknown (the
+// pre-flight checks of / and /boot read it).
+func freeOf(fsi partition.FS) *int64 {
+	if !fsi.HasFree {
+		return nil
+	}
+	n := fsi.Free
+	return &n
 }

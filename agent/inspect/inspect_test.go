@@ -1,10 +1,12 @@
 package inspect
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/guest"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 )
 
@@ -96,5 +98,38 @@ func TestChoose(t *testing.T) {
 		if got != tt.want || !strings.HasPrefix(why, got+": ") {
 			t.Errorf("Choose(%+v) = %s (%s), want %s", tt.parts, got, why, tt.want)
 		}
+	}
+}
+
+func TestNoRootNamesEncryptedVolumes(t *testing.T) {
+	g := &report.Guest{Partitions: []report.Partition{
+		{Number: 1, Disk: 0, FSType: "ext4", Device: "/dev/sda1"},
+		{Number: 2, Disk: 0, FSType: "crypto_LUKS", Device: "/dev/sda2", UUID: "1c5e0000-aaaa-4bbb-8ccc-dddddddddddd"},
+	}}
+	err := noRoot(g)
+	if !errors.Is(err, errNoRoot) || !strings.Contains(err.Error(), "encrypted volume: /dev/sda2 is LUKS (UUID 1c5e0000-aaaa-4bbb-8ccc-dddddddddddd)") {
+		t.Errorf("noRoot = %v", err)
+	}
+	if got := Encrypted(g); !strings.HasPrefix(got, "encrypted volume: /dev/sda2") {
+		t.Errorf("Encrypted = %q", got)
+	}
+	if got := Encrypted(&report.Guest{Partitions: g.Partitions[:1]}); got != "" {
+		t.Errorf("Encrypted without LUKS = %q", got)
+	}
+}
+
+func TestChooseUEFI(t *testing.T) {
+	g := &report.Guest{Firmware: "efi", Partitions: []report.Partition{{Number: 1, FSType: "vfat", Device: "/dev/sda1"}, {Number: 2, FSType: "ext4"}}}
+	got, why := Choose(g)
+	want := map[bool]string{true: "native", false: "guestfs"}[guest.HostKernelMounts("vfat")]
+	if got != want {
+		t.Errorf("Choose on a host where vfat is %v = %s (%s), want %s", guest.HostKernelMounts("vfat"), got, why, want)
+	}
+	if want == "guestfs" && !strings.Contains(why, "the ESP /dev/sda1 is vfat") {
+		t.Errorf("reason %q", why)
+	}
+	g.Firmware = "bios"
+	if got, why := Choose(g); got != "native" {
+		t.Errorf("a BIOS guest's vfat partition changed the choice: %s (%s)", got, why)
 	}
 }

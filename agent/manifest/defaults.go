@@ -63,7 +63,7 @@ func (m *Manifest) SetDefaults() {
 		m.Pipeline = &Pipeline{}
 	}
 	if m.Name == "" {
-		m.Name = nameFromSource(m.Pipeline.Load.SourcePath)
+		m.Name = defaultName(&m.Pipeline.Load)
 	}
 	m.Pipeline.setDefaults(m.Name)
 }
@@ -159,6 +159,11 @@ func (p *Pipeline) setDefaults(name string) {
 	}
 	if c.OutputPath == "" {
 		c.OutputPath = defaultOutputPath(name, c)
+	}
+	// target.storage.dir is where the disks go: the output directory, so
+	// that every check of convert.output_dir applies to it.
+	if t := p.Target; c.OutputDir == "" && t != nil && t.Storage != nil && t.Storage.Dir != "" {
+		c.OutputDir = t.Storage.Dir
 	}
 
 	if p.Validate == nil {

@@ -84,6 +84,9 @@ func checkSource(path string, l *Load, detect func(string) (string, error)) Prob
 		return bad("%s cannot be read: %v", src, unwrapPath(err))
 	}
 	f.Close()
+	if err := imgfmt.NotImage(src); err != nil {
+		return bad("%v", err)
+	}
 
 	want := QemuFormat(l.SourceType)
 	if want == "" {

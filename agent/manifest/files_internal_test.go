@@ -11,7 +11,7 @@ import (
 // field, without repeating the path twice.
 func TestCheckFilesDetectorError(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.vmdk")
-	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte("\x00"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m := &Manifest{Version: "1.0", Name: "a", Pipeline: &Pipeline{Load: Load{SourceType: "vmdk", SourcePath: p}}}

@@ -12,7 +12,16 @@ const Version = "1.0"
 // fresh slices so that no caller can change what the validator accepts.
 
 // SourceTypes are the allowed pipeline.load.source_type values.
-func SourceTypes() []string { return []string{"vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2"} }
+func SourceTypes() []string {
+	return []string{"vmdk", "ova", "ovf", "vhd", "vhdx", "raw", "qcow2", SourceVSphere}
+}
+
+// SourceVSphere is the source_type of a VM read from a registered vCenter
+// or ESXi source (load.source) instead of a file.
+const SourceVSphere = "vsphere"
+
+// IsRemote says whether l reads a VM from a registered source, not a file.
+func (l *Load) IsRemote() bool { return l.SourceType == SourceVSphere }
 
 // FstabModes are the allowed pipeline.fix.fstab.mode values.
 func FstabModes() []string { return []string{"stabilize-all", "bypath-only", "noop"} }
@@ -26,8 +35,11 @@ func OutputFormats() []string { return []string{"qcow2", "raw", "vdi"} }
 // Compressions are the allowed pipeline.convert.compression values.
 func Compressions() []string { return []string{"zstd", "zlib"} }
 
+// Preallocations are the allowed pipeline.convert.preallocation values.
+func Preallocations() []string { return []string{"off", "metadata", "falloc"} }
+
 // Backends are the allowed pipeline.fix.backend values.
-func Backends() []string { return []string{"auto", "native", "guestfs"} }
+func Backends() []string { return []string{"auto", "native", "guestfs", "virt-v2v"} }
 
 // QemuFormat maps a source_type to the format name qemu-img and
 // imgfmt.Detect use for it ("" for an unknown source type).
@@ -37,6 +49,17 @@ func QemuFormat(sourceType string) string {
 		return "vpc"
 	case "vmdk", "vhdx", "raw", "qcow2", "ova", "ovf":
 		return sourceType
+	}
+	return ""
+}
+
+// SourceTypeOf is the source_type of a qemu format name as imgfmt.Detect
+// gives it ("" for none): the inverse of QemuFormat.
+func SourceTypeOf(qemu string) string {
+	for _, st := range SourceTypes() {
+		if QemuFormat(st) == qemu {
+			return st
+		}
 	}
 	return ""
 }
@@ -137,6 +160,11 @@ type Pipeline struct {
 	Fix      *Fix      `json:"fix,omitempty"`
 	Convert  *Convert  `json:"convert,omitempty"`
 	Validate *Validate `json:"validate,omitempty"`
+	// Target maps networks and storage and defines the domain in
+	// libvirt (target.go).
+	Target *Target `json:"target,omitempty"`
+	// Hooks run at the stage boundaries (hooks.go, docs/WORKFLOW.md).
+	Hooks *Hooks `json:"hooks,omitempty"`
 }
 
 // Load names the source image.
@@ -150,6 +178,16 @@ type Load struct {
 	// image refers to must lie beside the source. The files are still opened
 	// without following symbolic links and read only if the submitter could.
 	AllowReferences []string `json:"allow_references,omitempty"`
+
+	// The fields of source_type "vsphere" (docs/SOURCES.md): Source names
+	// a file of /etc/hyper2kvm/sources.d, never a credential; exactly one
+	// of VM (an inventory path), VMMoref and VMUUID names the VM.
+	Source  string `json:"source,omitempty"`
+	VM      string `json:"vm,omitempty"`
+	VMMoref string `json:"vm_moref,omitempty"`
+	VMUUID  string `json:"vm_uuid,omitempty"`
+	// Snapshot allows a running VM: a snapshot is exported and removed.
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // Inspect controls the INSPECT stage.
@@ -161,7 +199,7 @@ type Inspect struct {
 // Fix controls the FIX stage. A nil section is treated as its defaults.
 type Fix struct {
 	Enabled     *bool         `json:"enabled,omitempty"` // master switch, default true
-	Backend     string        `json:"backend,omitempty"` // native | guestfs; default from agent config
+	Backend     string        `json:"backend,omitempty"` // auto | native | guestfs | virt-v2v; default from agent config
 	Fstab       *FstabFix     `json:"fstab,omitempty"`
 	Grub        *Toggle       `json:"grub,omitempty"`
 	Initramfs   *InitramfsFix `json:"initramfs,omitempty"`
@@ -215,8 +253,12 @@ type Convert struct {
 	OutputFormat string `json:"output_format,omitempty"` // qcow2 (default) | raw | vdi
 	Compress     bool   `json:"compress,omitempty"`
 	Compression  string `json:"compression,omitempty"` // zstd (default when compress) | zlib
-	OutputPath   string `json:"output_path,omitempty"` // plain file name, default NAME.FORMAT
-	OutputDir    string `json:"output_dir,omitempty"`  // absolute; default <output_dir>/<date>/<job id>
+	// Preallocation of the output: off (default: sparse), metadata (qcow2
+	// only: its tables written first) or falloc (the whole disk reserved
+	// on the output file system). Not with compress.
+	Preallocation string `json:"preallocation,omitempty"`
+	OutputPath    string `json:"output_path,omitempty"` // plain file name, default NAME.FORMAT
+	OutputDir     string `json:"output_dir,omitempty"`  // absolute; default <output_dir>/<date>/<job id>
 	// Disks names or skips individual disks of an OVA/OVF that holds several
 	// (see OutputFor); only allowed for those source types.
 	Disks []DiskOutput `json:"disks,omitempty"`

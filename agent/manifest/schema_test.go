@@ -49,7 +49,11 @@ func TestSchemaMatchesModel(t *testing.T) {
 		"NetworkFix.fix_level":  manifest.FixLevels(),
 		"Convert.output_format": manifest.OutputFormats(),
 		"Convert.compression":   manifest.Compressions(),
+		"Convert.preallocation": manifest.Preallocations(),
 		"Fix.backend":           manifest.Backends(),
+		"Target.graphics":       manifest.GraphicsTypes(),
+		"Hook.type":             manifest.HookTypes(),
+		"Hook.method":           manifest.HookMethods(),
 		"Retry.backoff":         manifest.Backoffs(),
 	}
 	seenEnums := map[string]bool{}

@@ -117,7 +117,7 @@ func (m *Manifest) validate() (Problems, int) {
 		if m.Concurrency != 0 {
 			v.add("concurrency", `is only allowed in a batch manifest ("batch": true)`)
 		}
-		if m.Name != "" || m.Pipeline == nil || nameFromSource(m.Pipeline.Load.SourcePath) == "" {
+		if m.Name != "" || m.Pipeline == nil || defaultName(&m.Pipeline.Load) == "" {
 			v.name("name", m.Name, true)
 		}
 		if m.Pipeline == nil {
@@ -151,7 +151,7 @@ func (v *validator) batch(m *Manifest) {
 		v.add("vms", "is required: a batch manifest lists at least one VM")
 	}
 	firstUse := map[string]int{}
-	outputs := map[string]int{} // output_dir -> first VM writing there
+	outputs := map[string]int{} // output_dir + file -> first VM writing it
 	for i, vm := range m.VMs {
 		p := fmt.Sprintf("vms[%d]", i)
 		v.name(p+".name", vm.Name, true)
@@ -169,16 +169,19 @@ func (v *validator) batch(m *Manifest) {
 			continue
 		}
 		v.pipeline(p+".pipeline", vm.Pipeline, vm.Name)
-		// Two VMs in one output_dir both write domain.xml and report.json
-		// there (and perhaps the same disk name): the second fails on the
-		// first's files. The default output_dir is per job and cannot.
+		// VMs may share an output_dir (their side files are named after
+		// them), but not a file name: the second would fail on the
+		// first's file. The default output_dir is per job and cannot.
 		if c := vm.Pipeline.Convert; c != nil && c.OutputDir != "" && filepath.IsAbs(c.OutputDir) {
 			dir := filepath.Clean(c.OutputDir)
-			if j, dup := outputs[dir]; dup {
-				v.add(p+".pipeline.convert.output_dir", fmt.Sprintf("%s is also the output_dir of vms[%d] (%s): %s and %s would both write domain.xml and report.json there; give each VM its own output_dir, or leave it empty for a directory per job",
-					truncate(dir, 200), j, truncate(m.VMs[j].Name, 80), truncate(m.VMs[j].Name, 80), truncate(vm.Name, 80)))
-			} else {
-				outputs[dir] = i
+			for _, f := range OutputFiles(vm.Name, vm.Pipeline) {
+				key := dir + "\x00" + f
+				if j, dup := outputs[key]; dup && j != i {
+					v.add(p+".pipeline.convert", fmt.Sprintf("%s would write %s into %s, as vms[%d] (%s) does; give one of them another output_path or output_dir",
+						truncate(vm.Name, 80), truncate(f, 200), truncate(dir, 200), j, truncate(m.VMs[j].Name, 80)))
+					break
+				}
+				outputs[key] = i
 			}
 		}
 	}
@@ -314,10 +317,19 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 	default:
 		v.enum(lp+".source_type", st, SourceTypes())
 	}
-	if p.Load.SourcePath == "" {
+	if p.Load.IsRemote() {
+		v.remote(lp, &p.Load)
+	} else if p.Load.SourcePath == "" {
 		v.add(lp+".source_path", "is required")
 	} else {
 		v.absPath(lp+".source_path", p.Load.SourcePath)
+	}
+	if !p.Load.IsRemote() {
+		for _, f := range p.Load.remoteFields() {
+			if f.set {
+				v.add(lp+"."+f.name, `is only allowed with source_type "vsphere"`)
+			}
+		}
 	}
 	if s := p.Load.SHA256; s != "" && !sha256RE.MatchString(s) {
 		msg := "must be 64 hexadecimal digits (as printed by sha256sum)"
@@ -372,6 +384,16 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 		if c.Compression != "" {
 			v.enum(cp+".compression", c.Compression, Compressions())
 		}
+		if c.Preallocation != "" {
+			v.enum(cp+".preallocation", c.Preallocation, Preallocations())
+			switch {
+			case c.Preallocation == "off":
+			case c.Compress && slices.Contains(Preallocations(), c.Preallocation):
+				v.add(cp+".preallocation", fmt.Sprintf("%q cannot be combined with compress (compressed clusters are written as they come); set preallocation to off or compress to false", c.Preallocation))
+			case c.Preallocation == "metadata" && format != "qcow2":
+				v.add(cp+".preallocation", fmt.Sprintf(`"metadata" is for qcow2 output only, and output_format is %q; use "falloc" or "off"`, truncate(format, maxQuote)))
+			}
+		}
 		if c.OutputPath != "" {
 			v.fileName(cp+".output_path", c.OutputPath)
 		}
@@ -389,6 +411,15 @@ func (v *validator) pipeline(path string, p *Pipeline, name string) {
 		if val.Compare != nil && *val.Compare && fixOn {
 			v.add(vp+".compare", "cannot compare the output with the source while fix is enabled (the fixes change the disk); set fix.enabled to false or compare to false")
 		}
+	}
+	if t := p.Target; t != nil {
+		v.target(path+".target", t)
+		if s, c := t.Storage, p.Convert; s != nil && s.Dir != "" && c != nil && c.OutputDir != "" && filepath.Clean(c.OutputDir) != filepath.Clean(s.Dir) {
+			v.add(path+".target.storage.dir", fmt.Sprintf("%q differs from convert.output_dir %q; set one of them", truncate(s.Dir, 200), truncate(c.OutputDir, 200)))
+		}
+	}
+	if p.Hooks != nil {
+		v.hooks(path+".hooks", p.Hooks)
 	}
 }
 

@@ -192,9 +192,9 @@ func TestEnums(t *testing.T) {
 		{"ami", singleDoc, []edit{{"pipeline.load.source_type", "ami"}},
 			[]string{`pipeline.load.source_type: "ami" is an AWS image id, not a disk image, and is out of scope`}},
 		{"typo source type", singleDoc, []edit{{"pipeline.load.source_type", "vmdx"}},
-			[]string{`pipeline.load.source_type: unknown value "vmdx"; allowed: vmdk, ova, ovf, vhd, vhdx, raw, qcow2 (did you mean "vmdk"?)`}},
+			[]string{`pipeline.load.source_type: unknown value "vmdx"; allowed: vmdk, ova, ovf, vhd, vhdx, raw, qcow2, vsphere (did you mean "vmdk"?)`}},
 		{"upper case", singleDoc, []edit{{"pipeline.load.source_type", "QCOW2"}},
-			[]string{`pipeline.load.source_type: unknown value "QCOW2"; allowed: vmdk, ova, ovf, vhd, vhdx, raw, qcow2 (did you mean "qcow2"?)`}},
+			[]string{`pipeline.load.source_type: unknown value "QCOW2"; allowed: vmdk, ova, ovf, vhd, vhdx, raw, qcow2, vsphere (did you mean "qcow2"?)`}},
 		{"fstab mode", singleDoc, []edit{{"pipeline.fix.fstab.mode", "stabilise-all"}},
 			[]string{`pipeline.fix.fstab.mode: unknown value "stabilise-all"; allowed: stabilize-all, bypath-only, noop (did you mean "stabilize-all"?)`}},
 		{"fix level", singleDoc, []edit{{"pipeline.fix.network.fix_level", "maximum"}},
@@ -209,8 +209,22 @@ func TestEnums(t *testing.T) {
 			[]string{`pipeline.fix.backend: unknown value "libguestfs"; allowed: auto, native, guestfs`}},
 		{"compress raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.compress", true}},
 			[]string{`pipeline.convert.compress: only qcow2 output can be compressed, and output_format is "raw"`}},
+		{"preallocation", singleDoc, []edit{{"pipeline.convert.preallocation", "full"}},
+			[]string{`pipeline.convert.preallocation: unknown value "full"; allowed: off, metadata, falloc`}},
+		{"preallocation compress", singleDoc, []edit{{"pipeline.convert.compress", true}, {"pipeline.convert.preallocation", "metadata"}},
+			[]string{`pipeline.convert.preallocation: "metadata" cannot be combined with compress`}},
+		{"preallocation metadata raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.preallocation", "metadata"}},
+			[]string{`pipeline.convert.preallocation: "metadata" is for qcow2 output only, and output_format is "raw"`}},
+		{"preallocation falloc raw", singleDoc, []edit{{"pipeline.convert.output_format", "raw"}, {"pipeline.convert.preallocation", "falloc"}}, nil},
+		{"preallocation off compress", singleDoc, []edit{{"pipeline.convert.compress", true}, {"pipeline.convert.preallocation", "off"}}, nil},
+	}
+	for _, v := range manifest.Preallocations() {
+		cases = append(cases, ruleCase{"preallocation " + v, singleDoc, []edit{{"pipeline.convert.preallocation", v}}, nil})
 	}
 	for _, st := range manifest.SourceTypes() {
+		if st == manifest.SourceVSphere {
+			continue // TestRemoteLoad
+		}
 		cases = append(cases, ruleCase{"source " + st, singleDoc, []edit{{"pipeline.load.source_type", st}}, nil})
 	}
 	for _, v := range manifest.FstabModes() {
@@ -375,11 +389,15 @@ func TestShape(t *testing.T) {
 		{"same output file", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "disk.qcow2"}},
 			{"vms.2.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "disk.qcow2"}}},
-			[]string{"vms[2].pipeline.convert.output_dir: /srv/kvm is also the output_dir of vms[0] (web01): web01 and app01 would both write domain.xml and report.json there"}},
+			[]string{"vms[2].pipeline.convert: app01 would write disk.qcow2 into /srv/kvm, as vms[0] (web01) does"}},
+		// Two VMs share a directory: NAME.qcow2, NAME.xml, NAME.report.json.
 		{"same dir distinct names", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm"}},
-			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm"}}},
-			[]string{"vms[1].pipeline.convert.output_dir: /srv/kvm is also the output_dir of vms[0] (web01): web01 and db01 would both write"}},
+			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm"}}}, nil},
+		{"disk named like another VM's", batchDoc, []edit{
+			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm"}},
+			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm", "output_path": "web01.qcow2"}}},
+			[]string{"vms[1].pipeline.convert: db01 would write web01.qcow2 into /srv/kvm, as vms[0] (web01) does"}},
 		{"distinct dirs", batchDoc, []edit{
 			{"vms.0.pipeline.convert", doc{"output_dir": "/srv/kvm/a"}},
 			{"vms.1.pipeline.convert", doc{"output_dir": "/srv/kvm/b"}}}, nil},

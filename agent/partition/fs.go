@@ -16,6 +16,10 @@ type FS struct {
 	// Dirty is an ext3/ext4 journal that needs recovery (the guest was not
 	// shut down cleanly): a read-write mount replays it, changing the disk.
 	Dirty bool
+	// Free is the free space the superblock records (ext2/3/4, xfs), when
+	// HasFree: the count as of the last unmount, so approximate.
+	Free    int64
+	HasFree bool
 }
 
 // probeLen covers every superblock Probe looks at (btrfs is at 64 KiB).
@@ -105,10 +109,25 @@ func ProbeBytes(b []byte) FS {
 		if incompat&(0x40|0x80|0x200) != 0 || roCompat&^0x7 != 0 {
 			t = "ext4"
 		}
-		return FS{Type: t, UUID: uuid(sb[0x68:0x78]), Label: cstr(sb[0x78:0x88]), Dirty: compat&0x4 != 0 && incompat&0x4 != 0}
+		fs := FS{Type: t, UUID: uuid(sb[0x68:0x78]), Label: cstr(sb[0x78:0x88]), Dirty: compat&0x4 != 0 && incompat&0x4 != 0}
+		free := uint64(binary.LittleEndian.Uint32(sb[0x0C:]))
+		if incompat&0x80 != 0 { // 64bit: the high half
+			free |= uint64(binary.LittleEndian.Uint32(sb[0x158:])) << 32
+		}
+		if logBS := binary.LittleEndian.Uint32(sb[0x18:]); logBS <= 6 && free < 1<<40 {
+			fs.Free, fs.HasFree = int64(free<<(10+logBS)), true
+		}
+		return fs
 	}
 	if m := at(0, 4); bytes.Equal(m, []byte("XFSB")) {
-		return FS{Type: "xfs", UUID: uuid(at(32, 16)), Label: cstr(at(108, 12))}
+		fs := FS{Type: "xfs", UUID: uuid(at(32, 16)), Label: cstr(at(108, 12))}
+		if bs, fd := at(4, 4), at(144, 8); bs != nil && fd != nil {
+			blk, free := uint64(binary.BigEndian.Uint32(bs)), binary.BigEndian.Uint64(fd)
+			if blk >= 512 && blk <= 65536 && free < 1<<40 {
+				fs.Free, fs.HasFree = int64(free*blk), true
+			}
+		}
+		return fs
 	}
 	if m := at(65536+0x40, 8); bytes.Equal(m, []byte("_BHRfS_M")) {
 		return FS{Type: "btrfs", UUID: uuid(at(65536+0x20, 16)), Label: cstr(at(65536+0x12B, 256))}
@@ -121,6 +140,11 @@ func ProbeBytes(b []byte) FS {
 	if m := at(3, 8); bytes.Equal(m, []byte("NTFS    ")) {
 		serial := at(0x48, 8)
 		return FS{Type: "ntfs", UUID: fmt.Sprintf("%016X", binary.LittleEndian.Uint64(serial))}
+	}
+	// A BitLocker volume keeps an NTFS-like boot sector whose OEM id is
+	// "-FVE-FS-" (blkid's "BitLocker"); its contents are encrypted.
+	if m := at(3, 8); bytes.Equal(m, []byte("-FVE-FS-")) {
+		return FS{Type: "BitLocker"}
 	}
 	if at(510, 2) != nil && b[510] == 0x55 && b[511] == 0xAA {
 		if m := at(0x52, 8); bytes.HasPrefix(m, []byte("FAT32")) {

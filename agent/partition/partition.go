@@ -282,6 +282,9 @@ func mbrTypeName(t byte) string {
 		return "fat"
 	case 0x27:
 		return "windows-recovery"
+	case 0x42:
+		// Windows dynamic disk (Logical Disk Manager).
+		return "windows-ldm"
 	case 0x05, 0x0F, 0x85:
 		return "extended"
 	}
@@ -306,6 +309,9 @@ func gptTypeName(g string) string {
 		return "ntfs"
 	case "e3c9e316-0b5c-4db8-817d-f92df00215ae":
 		return "windows-reserved"
+	case "5808c8aa-7e8f-42e0-85d2-e1e90434cfb3", "af9b60a0-1431-4f62-bc68-3311714a69ad":
+		// Windows dynamic disk: LDM metadata and LDM data.
+		return "windows-ldm"
 	case "de94bba4-06d1-4d40-a16a-bfd50179d6ac":
 		return "windows-recovery"
 	case "bc13c2ff-59e6-4262-a352-b275fd6f7172":

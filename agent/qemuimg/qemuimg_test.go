@@ -340,3 +340,86 @@ func TestErrorsAreClear(t *testing.T) {
 		t.Errorf("Describe = %q", got)
 	}
 }
+
+// Preallocation: metadata writes qcow2's tables first, falloc reserves the
+// whole disk (the file takes its virtual size on the file system), off
+// leaves it sparse; each output holds the source's bytes. An unknown mode,
+// or one with compression, is refused before anything is written.
+func TestConvertPreallocation(t *testing.T) {
+	needQemuImg(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := source(t, dir)
+	for _, c := range []struct {
+		format, mode string
+		compress     bool
+		minBlocks    int64 // bytes allocated at least
+		maxBlocks    int64 // and at most (0: no bound)
+		arg, err     string
+	}{
+		{"qcow2", "", false, 1 << 20, 4 << 20, "", ""},
+		{"qcow2", "off", false, 1 << 20, 4 << 20, "", ""},
+		{"qcow2", "metadata", false, 1 << 20, 4 << 20, "preallocation=metadata", ""},
+		{"qcow2", "falloc", false, 16 << 20, 0, "preallocation=falloc", ""},
+		{"raw", "falloc", false, 16 << 20, 0, "preallocation=falloc", ""},
+		{"qcow2", "metadata", true, 0, 0, "", "cannot be combined with compression"},
+		{"qcow2", "full", false, 0, 0, "", `unknown preallocation "full"`},
+	} {
+		name := c.format + "-" + c.mode
+		if c.compress {
+			name += "-compressed"
+		}
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(dir, name+"."+c.format)
+			res, err := qemuimg.Convert(ctx, qemuimg.ConvertOptions{
+				Source: src, SourceFormat: "raw", Target: out, TargetFormat: c.format,
+				Compress: c.compress, Preallocation: c.mode,
+			})
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want %q", err, c.err)
+				}
+				if _, serr := os.Lstat(out + ".part"); !errors.Is(serr, os.ErrNotExist) {
+					t.Errorf("refused, yet left %s.part", out)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(res.Args, " "); c.arg != "" && !strings.Contains(got, c.arg) || c.arg == "" && strings.Contains(got, "preallocation") {
+				t.Errorf("args %s, want %q", got, c.arg)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(out, &st); err != nil {
+				t.Fatal(err)
+			}
+			if used := st.Blocks * 512; used < c.minBlocks || c.maxBlocks > 0 && used > c.maxBlocks {
+				t.Errorf("%d bytes allocated, want %d to %d", used, c.minBlocks, c.maxBlocks)
+			}
+			if same, detail, err := qemuimg.Compare(ctx, src, "raw", out, c.format); err != nil || !same {
+				t.Errorf("compare = %v %q %v", same, detail, err)
+			}
+		})
+	}
+}
+
+// Out-of-order writes (-W): for raw and compressed qcow2 (where each
+// coroutine compresses a cluster of its own: every core works), not for
+// uncompressed qcow2, whose clusters would land out of the guest's order.
+func TestOutOfOrder(t *testing.T) {
+	for _, c := range []struct {
+		format   string
+		compress bool
+		want     bool
+	}{
+		{"raw", false, true},
+		{"qcow2", true, true},
+		{"qcow2", false, false},
+		{"vdi", false, false},
+	} {
+		if got := qemuimg.OutOfOrder(c.format, c.compress); got != c.want {
+			t.Errorf("OutOfOrder(%s, compress %v) = %v, want %v", c.format, c.compress, got, c.want)
+		}
+	}
+}

@@ -289,6 +289,10 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 					ready = append(ready, Entry{Name: name, Kind: kind, Size: st.Size, ModTime: cur.mtime, UID: st.Uid})
 					continue
 				}
+				if why := notImage(prev.err); why != "" {
+					rejected = append(rejected, Rejected{name, why})
+					continue
+				}
 			}
 			// Moved in, but not whole: wait as for a file written in place.
 			delete(q.fresh, name)
@@ -309,6 +313,10 @@ func (q *Queue) Scan() (ready []Entry, rejected []Rejected, waiting, busy int, e
 		}
 		if kind == Image {
 			if err := q.whole(dir, name, &prev); err != nil {
+				if why := notImage(err); why != "" {
+					rejected = append(rejected, Rejected{name, why})
+					continue
+				}
 				if unchanged := now.Sub(prev.at); unchanged >= q.opt.StableTimeout {
 					rejected = append(rejected, Rejected{name, fmt.Sprintf("%v (unchanged for %s; stable_timeout is %s)",
 						err, unchanged.Round(time.Second), q.opt.StableTimeout)})
@@ -354,6 +362,16 @@ func (q *Queue) whole(dir, name string, l *look) error {
 		}
 	}
 	return l.err
+}
+
+// notImage is why a file whose content is no disk image is refused at
+// once (waiting does not make text a disk), or "".
+func notImage(err error) string {
+	var ne *imgfmt.NotImageError
+	if !errors.As(err, &ne) {
+		return ""
+	}
+	return fmt.Sprintf("not a disk image: its content is text (it starts with %q); drop the image itself, or give a manifest a .json or .yaml name", ne.Start)
 }
 
 func minTime(a, b time.Time) time.Time {

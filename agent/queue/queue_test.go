@@ -69,7 +69,7 @@ func TestStableRule(t *testing.T) {
 
 func TestOpenForWritingIsNotTaken(t *testing.T) {
 	q, c := newQueue(t)
-	p := drop(t, q, "big.raw", "x")
+	p := drop(t, q, "big.raw", "\x00")
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,8 @@ func TestIgnoredAndRefused(t *testing.T) {
 	drop(t, q, "bad\nname.json", "{}")
 	drop(t, q, "a..b.json", "{}")
 	drop(t, q, "huge.json", strings.Repeat(" ", 5000))
-	drop(t, q, "huge.raw", strings.Repeat(" ", 5000)) // images have no size limit
+	drop(t, q, "huge.raw", strings.Repeat("\x00", 5000)) // images have no size limit
+	drop(t, q, "notes.vmdk", "a text file is no disk image\n")
 	os.WriteFile(filepath.Join(t.TempDir(), "target.json"), []byte("{}"), 0o644)
 	os.Symlink("/etc/passwd", filepath.Join(dir, "link.json"))
 	drop(t, q, "linked.json", "{}")
@@ -136,6 +137,7 @@ func TestIgnoredAndRefused(t *testing.T) {
 	}
 	want := map[string]string{
 		"notes.txt":      "unknown file type",
+		"notes.vmdk":     `not a disk image: its content is text (it starts with "a text file is no disk image")`,
 		"bad\nname.json": "control characters",
 		"a..b.json":      `".."`,
 		"huge.json":      "larger than the limit",

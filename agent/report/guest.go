@@ -19,6 +19,8 @@ type Guest struct {
 	Network       []string     `json:"network,omitempty"` // ifupdown netplan networkmanager ifcfg systemd-networkd
 	VMwareTools   []string     `json:"vmware_tools,omitempty"`
 	Firmware      string       `json:"firmware,omitempty"` // bios | efi
+	// Windows is what the registry says, for a Windows guest.
+	Windows *Windows `json:"windows,omitempty"`
 	// Backend is the guest-access backend INSPECT used (native | guestfs)
 	// and BackendReason why, when the manifest said auto.
 	Backend       string `json:"backend,omitempty"`
@@ -39,6 +41,9 @@ type Partition struct {
 	// Dirty: the filesystem's journal needs recovery (ext3/ext4 whose
 	// guest was not shut down cleanly).
 	Dirty bool `json:"dirty,omitempty"`
+	// FreeBytes is the free space the filesystem's superblock recorded at
+	// its last unmount (ext2/3/4, xfs); absent when unknown.
+	FreeBytes *int64 `json:"free_bytes,omitempty"`
 	// Disk is the index of the VM's disk the filesystem lives on (0 is the
 	// first disk), DiskName how the source names that disk (file or OVF
 	// member), and Device the kernel name it had on the source VM

@@ -46,8 +46,11 @@ type Fake struct {
 	logs   map[string][]string
 	logErr error
 	// logCalls records every JobLog job id; logFunc, when set, answers.
-	logCalls []string
-	logFunc  func(id, format string) []string
+	logCalls  []string
+	logFunc   func(id, format string) []string
+	reports   map[string][]byte // JobReport's answers by job id
+	images    []apitype.Image   // ListImages's answer
+	imageDirs []string
 }
 
 // SetLog makes JobLog answer lines for format ("short" or "json"), or err.
@@ -520,4 +523,45 @@ func (f *Fake) IDs() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.order...)
+}
+
+// SetReport makes JobReport answer rep (JSON) for job id.
+func (f *Fake) SetReport(id string, rep []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reports == nil {
+		f.reports = map[string][]byte{}
+	}
+	f.reports[id] = rep
+}
+
+// JobReport answers what SetReport gave for id, nothing for a job
+// without, NoSuchJob for no job.
+func (f *Fake) JobReport(ctx context.Context, id string, interactive bool) ([]byte, error) {
+	if err := f.failing(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.jobs[id]; !ok {
+		return nil, apierr.New(apierr.NoSuchJob, "cannot find job %s", id)
+	}
+	return f.reports[id], nil
+}
+
+// SetImages makes ListImages answer imgs found in dirs.
+func (f *Fake) SetImages(imgs []apitype.Image, dirs []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images, f.imageDirs = imgs, dirs
+}
+
+// ListImages answers what SetImages gave.
+func (f *Fake) ListImages(ctx context.Context) ([]apitype.Image, []string, error) {
+	if err := f.failing(); err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]apitype.Image{}, f.images...), append([]string{}, f.imageDirs...), nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/hyper2kvm/hyper2kvm/polkit"
 )
@@ -94,6 +95,7 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 	if err != nil {
 		return err
 	}
+	checkTemplates(log, templates.Default())
 	defer a.Close()
 	defer func() {
 		if srv != nil {
@@ -105,6 +107,14 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 	}
 	if err := context.Cause(ctx); errors.Is(err, errLostBus) {
 		return err
+	}
+	if ctx.Err() == nil {
+		// The agent went idle: sweep old files on the way out (until the
+		// River job store runs the sweep as a periodic job). Not at start,
+		// where it would race the hyperctl gc --dry-run that activated it.
+		if _, err := a.Housekeep(ctx, false); err != nil {
+			log.Warnf(nil, "%v", err)
+		}
 	}
 	return nil
 }
@@ -177,4 +187,18 @@ func unitObjectPath(unit string) dbus.ObjectPath {
 		}
 	}
 	return dbus.ObjectPath(b.String())
+}
+
+// checkTemplates says at start which manifest templates no longer
+// validate (a field renamed or a value no longer allowed since the admin
+// wrote one), naming the file and the field: a template is only read
+// when used, so this is the admin's early warning.
+func checkTemplates(log *agent.Logger, lib templates.Library) {
+	lines, err := lib.Check()
+	if err != nil {
+		log.Warnf(nil, "%v", err)
+	}
+	for _, l := range lines {
+		log.Warnf(nil, "%s", l)
+	}
 }

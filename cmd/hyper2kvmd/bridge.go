@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/api"
+	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
 
 // bridgeOptions are the flags of "hyper2kvmd bridge".
@@ -101,6 +103,7 @@ func runBridge(cmd *cobra.Command, o bridgeOptions) error {
 		MaxBody:      o.maxBody,
 		WorkflowDir:  o.workflowDir,
 		AllowedHosts: o.allowHosts,
+		UserDial:     dialUserToken,
 	})
 
 	var addrs []string
@@ -135,4 +138,20 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("cannot read the token: %s is empty", path)
 	}
 	return t, nil
+}
+
+// dialUserToken opens an agent connection that acts for the owner of a
+// per-user API token: the agent identifies and authorizes its calls as
+// that user.
+func dialUserToken(ctx context.Context, token string) (api.Client, string, error) {
+	c, err := dbusapi.Dial(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	_, user, err := c.ActAs(ctx, token)
+	if err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	return c, user, nil
 }

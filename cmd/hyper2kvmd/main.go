@@ -29,7 +29,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newWorkerCmd(), newBridgeCmd(), newConvertCmd(), newCheckConfigCmd())
+	root.AddCommand(newAgentCmd(), newWorkerCmd(), newBridgeCmd(), newConvertCmd(), newCheckConfigCmd(), newSourceCmd(), newHookHTTPCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "hyper2kvmd:", err)
 		os.Exit(exitCode(err))

@@ -19,6 +19,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent"
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -26,7 +27,7 @@ import (
 
 func newWorkerCmd() *cobra.Command {
 	var jobDir string
-	var clean bool
+	var clean, snapshot bool
 	cmd := &cobra.Command{
 		Use:   "worker --job-dir DIR",
 		Short: "Run one job (inside its transient unit hyper2kvm-job-<id>.service)",
@@ -41,10 +42,14 @@ The agent starts it; it is not meant to be run by hand.`,
 			if clean {
 				return cleanOutputs(jobDir)
 			}
+			if snapshot {
+				return removeSnapshot(cmd.Context(), jobDir)
+			}
 			return runWorker(cmd.Context(), jobDir)
 		},
 	}
 	cmd.Flags().StringVar(&jobDir, "job-dir", "", "the job's directory, /var/lib/hyper2kvm/jobs/<id>")
+	cmd.Flags().BoolVar(&snapshot, "remove-snapshot", false, "remove a source snapshot the job recorded and did not remove (the job unit's ExecStopPost for a job reading from a source)")
 	cmd.Flags().BoolVar(&clean, "clean-outputs", false, "remove what the job wrote into its manifest's output_dir unless it completed (the job unit's ExecStopPost)")
 	return cmd
 }
@@ -99,15 +104,21 @@ func runWorker(ctx context.Context, dir string) error {
 	st := &statusSender{}
 	var stageMu sync.Mutex
 	stage := "load"
+	target, forUsers := targetDefaults()
 	opts := engine.Options{
 		JobID:     spec.ID,
 		OutputDir: spec.OutputDir,
 		WorkDir:   spec.WorkDir,
 		Backend:   spec.Backend,
 		// The worker runs as root: it reads only what the job's user could.
-		SourceUID:      spec.SourceUID,
-		TrustedSource:  spec.TrustedSource,
-		MaxVirtualSize: maxVirtualSize(),
+		SourceUID:       spec.SourceUID,
+		TrustedSource:   spec.TrustedSource,
+		MaxVirtualSize:  maxVirtualSize(),
+		Target:          target,
+		LibvirtForUsers: forUsers,
+		Remote:          remote{load: m.Pipeline.Load, jobID: spec.ID, jobDir: dir},
+		VirtioWin:       virtioWin(),
+		DiskParallelism: diskParallelism(),
 		Progress: func(u progress.Update) {
 			stageMu.Lock()
 			if u.Stage != stage {
@@ -118,6 +129,8 @@ func runWorker(ctx context.Context, dir string) error {
 			st.send(u)
 		},
 	}
+	bd := &boundary{m: m, outputDir: spec.OutputDir, log: log, fields: fields, hooks: newHookRunner(spec, m, log, fields)}
+	opts.Boundary = bd.at
 	rep, err := engine.Run(ctx, m, opts)
 	stageMu.Lock()
 	last := stage
@@ -244,4 +257,25 @@ func maxVirtualSize() int64 {
 		return 0
 	}
 	return cfg.MaxVirtualSizeBytes()
+}
+
+// targetDefaults are agent.yaml's target and libvirt_for_users, for the
+// engine's Options (none when the file cannot be read: the agent refuses
+// to run jobs then anyway).
+func targetDefaults() (*manifest.Target, bool) {
+	cfg, err := config.Load(config.DefaultPath)
+	if err != nil {
+		return nil, false
+	}
+	return cfg.Target, cfg.LibvirtForUsers
+}
+
+// virtioWin is agent.yaml's fix.virtio_win ("" when unset or unreadable:
+// a Windows job then fails before FIX saying what to set).
+func virtioWin() string {
+	cfg, err := config.Load(config.DefaultPath)
+	if err != nil {
+		return ""
+	}
+	return cfg.Fix.VirtioWin
 }

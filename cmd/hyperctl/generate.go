@@ -16,6 +16,10 @@ type generateOpts struct {
 	name         string
 	format       string // manifest file format: yaml | json
 	outputFormat string
+	// target
+	maps                     []string // SOURCE=bridge:BR | SOURCE=network:NET
+	pool, storageDir         string
+	define, start, autostart bool
 }
 
 // generateCmd is "hyperctl manifest generate VM-PATH OUTPUT-DIR".
@@ -25,8 +29,15 @@ func (a *app) generateCmd() *cobra.Command {
 		Use:   "generate VM-PATH OUTPUT-DIR",
 		Short: "Write a manifest for an image after looking at it",
 		Long: `Look at the image at VM-PATH (its format from its bytes, the OVF descriptor
-of an OVA/OVF: VM name, disks, guest type) and write OUTPUT-DIR/NAME.yaml, a
-manifest that validates. An existing manifest is never overwritten.`,
+of an OVA/OVF: VM name, disks, guest type, NICs and their networks) and write
+OUTPUT-DIR/NAME.yaml, a manifest that validates. An existing manifest is never
+overwritten.
+
+Every network the OVF's NICs are on gets an entry in pipeline.target.networks:
+the one --map-network gives ("VM Network=bridge:br0", "Backup=network:isolated"),
+else libvirt's network "default", to edit. --pool or --storage-dir say where the
+disks go, --define defines the domain in libvirt (qemu:///system) when the job
+completes, --start and --autostart start it.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.format != "yaml" && o.format != "json" {
@@ -39,6 +50,12 @@ manifest that validates. An existing manifest is never overwritten.`,
 	cmd.Flags().StringVar(&o.format, "format", "yaml", "manifest file format: yaml or json")
 	cmd.Flags().StringVar(&o.outputFormat, "output-format", manifest.DefaultOutputFormat,
 		"output format ("+strings.Join(manifest.OutputFormats(), ", ")+")")
+	cmd.Flags().StringArrayVar(&o.maps, "map-network", nil, `a source network's place: "SOURCE=bridge:BR" or "SOURCE=network:NET" (repeatable)`)
+	cmd.Flags().StringVar(&o.pool, "pool", "", "libvirt storage pool for the disks (implies --define's connection)")
+	cmd.Flags().StringVar(&o.storageDir, "storage-dir", "", "directory for the disks (as convert.output_dir)")
+	cmd.Flags().BoolVar(&o.define, "define", false, "define the domain in libvirt when the job completes")
+	cmd.Flags().BoolVar(&o.start, "start", false, "start the domain once defined (implies --define)")
+	cmd.Flags().BoolVar(&o.autostart, "autostart", false, "mark the domain autostart (implies --define)")
 	return cmd
 }
 
@@ -47,6 +64,7 @@ type imageFacts struct {
 	sourceType string
 	name       string   // from the OVF, if any
 	disks      []string // OVF disk ids, in order
+	networks   []string // the OVF NICs' networks, each once, in order
 	lines      []string // human description
 }
 
@@ -77,6 +95,18 @@ func inspectImage(p string) (imageFacts, error) {
 		}
 		if len(guest) > 0 {
 			f.lines = append(f.lines, strings.Join(guest, ", "))
+		}
+		seen := map[string]bool{}
+		for i, n := range d.NICs {
+			mac := n.MAC
+			if mac == "" {
+				mac = "no MAC in the OVF"
+			}
+			f.lines = append(f.lines, fmt.Sprintf("nic %d: %s on %q (%s)", i+1, orDash(n.Model), n.Network, mac))
+			if n.Network != "" && !seen[n.Network] {
+				seen[n.Network] = true
+				f.networks = append(f.networks, n.Network)
+			}
 		}
 	}
 	switch format {
@@ -137,12 +167,17 @@ func (a *app) runGenerate(vmPath, outDir string, o generateOpts) error {
 		out, _ := conv.OutputFor(i, id)
 		outputs = append(outputs, fmt.Sprintf("%s -> %s", id, out))
 	}
+	target, err := generateTarget(facts.networks, o)
+	if err != nil {
+		return err
+	}
 	m := &manifest.Manifest{
 		Version: manifest.Version,
 		Name:    name,
 		Pipeline: &manifest.Pipeline{
 			Load:    manifest.Load{SourceType: facts.sourceType, SourcePath: src},
 			Convert: conv,
+			Target:  target,
 		},
 	}
 	data, err := encodeManifest(m, o.format == "json")
@@ -185,6 +220,68 @@ func (a *app) runGenerate(vmPath, outDir string, o generateOpts) error {
 	if len(outputs) > 1 {
 		fmt.Fprintf(w, "Outputs: %s\n", strings.Join(outputs, ", "))
 	}
+	if target != nil {
+		for _, nm := range target.Networks {
+			fmt.Fprintf(w, "Network %q -> %s\n", nm.Source, nm.Dest())
+		}
+	}
 	fmt.Fprintf(w, "Wrote %s (VM %s). Check it with: hyperctl validate --check-files %s\n", file, name, file)
 	return nil
+}
+
+// generateTarget is the manifest's target: every source network mapped
+// (--map-network, else libvirt's "default"), storage and libvirt as the
+// flags say; nil when there is nothing to say.
+func generateTarget(networks []string, o generateOpts) (*manifest.Target, error) {
+	given := map[string]manifest.NetworkDest{}
+	var order []string
+	for _, m := range o.maps {
+		src, dest, ok := strings.Cut(m, "=")
+		kind, val, ok2 := strings.Cut(dest, ":")
+		if !ok || !ok2 || src == "" || val == "" || (kind != "bridge" && kind != "network") {
+			return nil, usageError(`--map-network %q: want "SOURCE=bridge:BR" or "SOURCE=network:NET"`, m)
+		}
+		d := manifest.NetworkDest{Bridge: val}
+		if kind == "network" {
+			d = manifest.NetworkDest{Network: val}
+		}
+		if _, dup := given[src]; !dup {
+			order = append(order, src)
+		}
+		given[src] = d
+	}
+	t := &manifest.Target{}
+	for _, n := range networks {
+		d, ok := given[n]
+		if !ok {
+			d = manifest.NetworkDest{Network: "default"}
+		}
+		t.Networks = append(t.Networks, manifest.NetworkMap{Source: n, Bridge: d.Bridge, Network: d.Network})
+		delete(given, n)
+	}
+	for _, src := range order {
+		if d, ok := given[src]; ok {
+			return nil, usageError("--map-network %q: the image has no NIC on network %q (it has: %s)", src+"="+d.String(), src, strings.Join(networks, ", "))
+		}
+	}
+	switch {
+	case o.pool != "" && o.storageDir != "":
+		return nil, usageError("give --pool or --storage-dir, not both")
+	case o.pool != "":
+		t.Storage = &manifest.Storage{Pool: o.pool}
+	case o.storageDir != "":
+		dir, err := filepath.Abs(o.storageDir)
+		if err != nil {
+			return nil, usageError("cannot resolve %s: %w", o.storageDir, err)
+		}
+		t.Storage = &manifest.Storage{Dir: dir}
+	}
+	if o.define || o.start || o.autostart || o.pool != "" {
+		define := o.define || o.start || o.autostart
+		t.Libvirt = &manifest.Libvirt{Define: &define, Start: o.start, Autostart: o.autostart}
+	}
+	if len(t.Networks) == 0 && t.Storage == nil && t.Libvirt == nil {
+		return nil, nil
+	}
+	return t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -91,6 +92,61 @@ func TestGenerateOVAWithTwoDisks(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(file); string(after) != string(before) {
 		t.Errorf("existing manifest was changed")
+	}
+}
+
+// TestGenerateFillsTarget: every network the OVA's NICs are on is mapped
+// (as --map-network says, else libvirt's "default"), the MACs are shown,
+// and --pool/--define/--autostart fill target.storage and target.libvirt.
+func TestGenerateFillsTarget(t *testing.T) {
+	needQemuImg(t)
+	dir := t.TempDir()
+	d1 := qemuImgCreate(t, filepath.Join(dir, "d1.raw"), "raw", "1M")
+	ova := fixture.OVAWith(t, dir, fixture.VM{Name: "web01", NICs: 3, Networks: []string{"VM Network", "Backup", "VM Network"},
+		MACs: []string{"00:50:56:aa:bb:01", "00:50:56:aa:bb:02", "00:50:56:aa:bb:03"}}, d1)
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want func(t *testing.T, tg *manifest.Target)
+		out  []string
+	}{
+		{"defaults", nil, 0, func(t *testing.T, tg *manifest.Target) {
+			want := []manifest.NetworkMap{{Source: "VM Network", Network: "default"}, {Source: "Backup", Network: "default"}}
+			if !reflect.DeepEqual(tg.Networks, want) || tg.Storage != nil || tg.Libvirt != nil {
+				t.Errorf("target %+v", tg)
+			}
+		}, []string{`nic 1: VmxNet3 on "VM Network" (00:50:56:aa:bb:01)`, `Network "Backup" -> network default`}},
+		{"mapped, pool, defined", []string{"--map-network", "VM Network=bridge:br0", "--map-network", "Backup=network:isolated", "--pool", "images", "--autostart"}, 0,
+			func(t *testing.T, tg *manifest.Target) {
+				want := []manifest.NetworkMap{{Source: "VM Network", Bridge: "br0"}, {Source: "Backup", Network: "isolated"}}
+				if !reflect.DeepEqual(tg.Networks, want) || tg.Storage == nil || tg.Storage.Pool != "images" || !tg.Libvirt.Defines() || !tg.Libvirt.Autostart || tg.Libvirt.Start {
+					t.Errorf("target %+v storage %+v libvirt %+v", tg, tg.Storage, tg.Libvirt)
+				}
+			}, []string{`Network "VM Network" -> bridge br0`}},
+		{"unknown source network", []string{"--map-network", "DMZ=bridge:br9"}, 2, nil, nil},
+		{"bad mapping", []string{"--map-network", "VM Network=br0"}, 2, nil, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := t.TempDir()
+			r := runCLI(t, nil, append(append([]string{"manifest", "generate"}, c.args...), ova, out)...)
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d\n%s%s", r.code, c.code, r.stdout, r.stderr)
+			}
+			if c.want == nil {
+				return
+			}
+			for _, w := range c.out {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("output lacks %q:\n%s", w, r.stdout)
+				}
+			}
+			m := parseFile(t, filepath.Join(out, "web01.yaml"))
+			if m.Pipeline.Target == nil {
+				t.Fatal("no target")
+			}
+			c.want(t, m.Pipeline.Target)
+		})
 	}
 }
 

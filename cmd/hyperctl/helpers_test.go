@@ -14,6 +14,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 )
 
@@ -44,6 +45,8 @@ func testEnv(stdin io.Reader, fake *fakeClient) (*env, *bytes.Buffer, *bytes.Buf
 		terminal: func(any) bool { return false },
 		poll:     time.Millisecond,
 		now:      func() time.Time { return time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC) },
+		// The shipped templates, as the package installs them.
+		templates: templates.Library{Dirs: []string{"../../packaging/templates"}},
 	}
 	return e, &out, &errb
 }

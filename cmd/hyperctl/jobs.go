@@ -140,14 +140,53 @@ func (a *app) printJobs(list []jobs.Job) {
 	}
 	t := &table{}
 	t.add(a.paint(ansiBold, "ID"), a.paint(ansiBold, "NAME"), a.paint(ansiBold, "STATE"),
-		a.paint(ansiBold, "STAGE"), a.paint(ansiBold, "PROGRESS"), a.paint(ansiBold, "CREATED"), a.paint(ansiBold, "INFO"))
+		a.paint(ansiBold, "STAGE"), a.paint(ansiBold, "PROGRESS"), a.paint(ansiBold, "CREATED"))
+	infos := []string{"INFO"}
 	for _, j := range list {
 		info := j.StatusText
 		if j.Error != "" {
 			info = j.Error
 		}
 		t.add(j.ID, j.Name, a.paint(stateColour(j.State), string(j.State)), orDash(j.Stage),
-			formatProgress(j), formatTime(j.CreatedAt), truncate(orDash(info), 60))
+			formatProgress(j), formatTime(j.CreatedAt))
+		infos = append(infos, orDash(info))
 	}
-	t.write(a.env.stdout)
+	// INFO is never cut: on a terminal it wraps within its column, and
+	// where the column would be too narrow it goes on lines of its own
+	// below each job; elsewhere (a pipe, a file) it is whole on its line.
+	width := a.termWidth()
+	at := t.width() + 2
+	switch {
+	case width == 0:
+		for i := range t.rows {
+			t.rows[i] = append(t.rows[i], infos[i])
+		}
+		t.write(a.env.stdout)
+	case width-at >= minInfoWidth:
+		for i, lines := range t.lines() {
+			for k, l := range wrap(infos[i], width-at-1) {
+				if i == 0 {
+					l = a.paint(ansiBold, l)
+				}
+				if k == 0 {
+					fmt.Fprintln(a.env.stdout, lines+strings.Repeat(" ", at-visibleLen(lines))+l)
+				} else {
+					fmt.Fprintln(a.env.stdout, strings.Repeat(" ", at)+l)
+				}
+			}
+		}
+	default:
+		for i, lines := range t.lines() {
+			fmt.Fprintln(a.env.stdout, strings.TrimRight(lines, " "))
+			if i == 0 {
+				continue
+			}
+			for _, l := range wrap(infos[i], max(width-5, minInfoWidth)) {
+				fmt.Fprintln(a.env.stdout, "    "+l)
+			}
+		}
+	}
 }
+
+// minInfoWidth is the narrowest INFO column worth wrapping into.
+const minInfoWidth = 24

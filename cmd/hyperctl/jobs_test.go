@@ -116,3 +116,42 @@ func TestJobsTableNewestLast(t *testing.T) {
 		t.Errorf("stderr %q", r.stderr)
 	}
 }
+
+// TestJobsInfoNeverCut: the INFO column is never cut: whole on a pipe,
+// wrapped within its column on a wide terminal, on lines of its own on a
+// narrow one; every word of a long error is there, and no line is wider
+// than the terminal.
+func TestJobsInfoNeverCut(t *testing.T) {
+	long := "cannot convert: inspection found no operating system; set pipeline.fix.enabled=false to convert a data disk as it is (/srv/images/blank-disk-with-a-long-name.vmdk)"
+	list := []jobs.Job{{ID: "4e95c562", Name: "blank", State: jobs.Failed, Stage: "inspect", Error: long,
+		CreatedAt: time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)}}
+	for _, cols := range []string{"", "250", "120", "60"} {
+		t.Run("COLUMNS="+cols, func(t *testing.T) {
+			e, _, _ := testEnv(nil, &fakeClient{jobs: list})
+			e.getenv = func(k string) string {
+				if k == "COLUMNS" {
+					return cols
+				}
+				return ""
+			}
+			r := runWith(t, e, "jobs")
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if got := strings.Join(strings.Fields(r.stdout), " "); !strings.Contains(got, long) {
+				t.Errorf("the error is not whole in:\n%s", r.stdout)
+			}
+			if cols == "" {
+				return
+			}
+			n := 0
+			fmt.Sscan(cols, &n)
+			for _, l := range strings.Split(strings.TrimRight(r.stdout, "\n"), "\n") {
+				// Narrower than the fixed columns, only INFO's lines fit.
+				if visibleLen(l) > n && (n >= 100 || strings.HasPrefix(l, " ")) {
+					t.Errorf("line of %d columns on a %d-column terminal: %q", visibleLen(l), n, l)
+				}
+			}
+		})
+	}
+}

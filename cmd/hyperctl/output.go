@@ -116,6 +116,51 @@ func visibleLen(s string) int {
 	return n
 }
 
+// lines are the table's rows as padded lines (the last column padded
+// too, for a column to follow).
+func (t *table) lines() []string {
+	widths := t.widths()
+	out := make([]string, 0, len(t.rows))
+	for _, r := range t.rows {
+		var b strings.Builder
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-visibleLen(c)+2))
+			} else {
+				b.WriteString(strings.Repeat(" ", widths[i]-visibleLen(c)))
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// width is how wide the table's lines are.
+func (t *table) width() int {
+	n := 0
+	for i, w := range t.widths() {
+		if i > 0 {
+			n += 2
+		}
+		n += w
+	}
+	return n
+}
+
+func (t *table) widths() []int {
+	var widths []int
+	for _, r := range t.rows {
+		for i, c := range r {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], visibleLen(c))
+		}
+	}
+	return widths
+}
+
 func (t *table) write(w io.Writer) {
 	var widths []int
 	for _, r := range t.rows {

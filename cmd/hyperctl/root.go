@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
+	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 	"github.com/hyper2kvm/hyper2kvm/dbusapi"
 	"github.com/spf13/cobra"
 )
@@ -36,6 +38,8 @@ type agentClient interface {
 	Retry(ctx context.Context, id string, interactive bool) (jobs.Job, error)
 	JobLog(ctx context.Context, id string, lines int, after, format string, interactive bool) ([]string, string, error)
 	Watch(ctx context.Context) (<-chan apitype.Event, error)
+	GarbageCollect(ctx context.Context, dryRun, interactive bool) ([]apitype.GCItem, error)
+	Analytics(ctx context.Context, since, until time.Time) (analytics.Summary, error)
 	Close() error
 }
 
@@ -51,6 +55,8 @@ type env struct {
 	// poll is how often logs -f asks the agent for new lines.
 	poll time.Duration
 	now  func() time.Time
+	// templates is the manifest templates library (template.go).
+	templates templates.Library
 }
 
 func systemEnv() *env {
@@ -66,9 +72,10 @@ func systemEnv() *env {
 			}
 			return c, nil
 		},
-		terminal: isTerminal,
-		poll:     time.Second,
-		now:      time.Now,
+		terminal:  isTerminal,
+		poll:      time.Second,
+		now:       time.Now,
+		templates: templates.Default(),
 	}
 }
 
@@ -157,6 +164,11 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 			switch a.g.output {
 			case "text", "json":
 				return nil
+			case "csv":
+				if cmd.Name() == "report" {
+					return nil
+				}
+				return usageError("--output csv is for hyperctl report; here use text or json")
 			}
 			return usageError("--output must be text or json, not %q", a.g.output)
 		},
@@ -178,10 +190,18 @@ Exit codes: 0 ok, 1 failed or invalid, 2 usage or unreadable input,
 		a.queueCmd(),
 		a.retryCmd(),
 		a.logsCmd(),
+		a.tokenCmd(),
 		a.validateCmd(),
 		a.manifestCmd(),
+		a.templateCmd(),
+		a.preflightCmd(),
+		a.gcCmd(),
+		a.reportCmd(),
 		a.workflowCmd(),
 		a.manCmd(),
+		a.sourcesCmd(),
+		a.vmsCmd(),
+		a.importCmd(),
 	)
 	return root
 }

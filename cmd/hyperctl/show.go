@@ -36,6 +36,7 @@ func (a *app) showCmd() *cobra.Command {
 				return writeJSON(a.env.stdout, viewOf(j))
 			}
 			a.printJob(j)
+			a.printReport(ctx, c, j)
 			return nil
 		},
 	}

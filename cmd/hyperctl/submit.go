@@ -15,6 +15,11 @@ import (
 )
 
 type submitOpts struct {
+	// template and sets: the manifest comes from a template instead of
+	// a file (template.go).
+	template string
+	sets     []string
+	jobs     int // -j: the batch's concurrency, 0 to leave it as written
 	file     string
 	wait     bool
 	priority int
@@ -27,12 +32,18 @@ func (a *app) submitCmd() *cobra.Command {
 	var o submitOpts
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
-		Short: "Queue a manifest with the agent",
+		Short: "Queue a manifest or a disk image with the agent",
 		Long: `Check FILE locally, then hand it to the agent, which queues one job per VM.
+FILE may be a disk image (what its bytes say, not its name): it is converted as the
+drop folder would, with the agent's default pipeline; a text file named as an image
+is refused.
 Needs the polkit action io.hyper2kvm.agent.submit. --wait follows the jobs
 like watch and exits 0 when all completed, 1 when any failed.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && o.template != "" {
+				return usageError("give either a manifest FILE or --template NAME, not both")
+			}
 			if len(args) == 1 {
 				if o.file != "" && o.file != args[0] {
 					return usageError("give the manifest either as FILE or as --file, not both")
@@ -49,6 +60,9 @@ like watch and exits 0 when all completed, 1 when any failed.`,
 func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().StringVarP(&o.file, "file", "f", "", "the manifest file (also -file F, -file=F)")
 	cmd.Flags().BoolVarP(&o.wait, "wait", "w", false, "follow the jobs until they finish")
+	cmd.Flags().StringVarP(&o.template, "template", "t", "", "make the manifest from the template NAME (hyperctl template list)")
+	cmd.Flags().StringArrayVar(&o.sets, "set", nil, "with --template: fill a field, KEY=VALUE (load.source_path=/srv/web01.vmdk, name=web01); repeatable")
+	cmd.Flags().IntVarP(&o.jobs, "jobs", "j", 0, "a batch: run up to N of its VMs at once (its \"concurrency\"; default the manifest's, else the agent's max_concurrent_jobs)")
 	cmd.Flags().IntVar(&o.priority, "priority", 0, "the jobs' priority, -100..100, higher first (replaces the manifest's)")
 	cmd.Flags().StringVar(&o.at, "at", "", `start no earlier than this time: "2026-12-24 02:00" (local) or RFC 3339 (the manifest's schedule.not_before)`)
 	cmd.PreRun = func(cmd *cobra.Command, _ []string) { o.setPrio = cmd.Flags().Changed("priority") }
@@ -103,16 +117,55 @@ type submitResult struct {
 }
 
 func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
-	data, _, probs, err := a.parseManifestFile(o.file)
-	if err != nil {
-		return err
+	if len(o.sets) > 0 && o.template == "" {
+		return usageError("--set fills a template: give --template NAME too")
+	}
+	var data []byte
+	var probs manifest.Problems
+	var image string
+	if o.template != "" {
+		var err error
+		if data, probs, err = a.fromTemplate(o.template, o.sets); err != nil {
+			return err
+		}
+		o.file = o.template + ".json"
+	} else {
+		// An image is submitted as the drop folder takes one: the agent
+		// writes its manifest.
+		sourceType, err := sniffImage(o.file)
+		if err != nil {
+			return err
+		}
+		if sourceType != "" {
+			if image, err = absImage(o.file); err != nil {
+				return err
+			}
+			fmt.Fprint(a.env.stderr, imageNotice(o.file, sourceType))
+		} else if data, _, probs, err = a.parseManifestFile(o.file); err != nil {
+			return err
+		}
 	}
 	if len(probs) > 0 {
 		// The agent would refuse it too; say why without a round trip.
 		a.printValidateResult(validateResult{File: o.file, Errors: toProblemJSON(probs)})
 		return silentExit(exitFailed)
 	}
+	if o.jobs < 0 {
+		return usageError("-j %d: must be at least 1", o.jobs)
+	}
+	if o.jobs > 0 {
+		if image != "" {
+			return usageError("-j sets a batch's concurrency; an image is one VM")
+		}
+		var err error
+		if data, err = withConcurrency(data, o.jobs); err != nil {
+			return err
+		}
+	}
 	if o.setPrio || o.at != "" {
+		if image != "" {
+			return usageError("--priority and --at go into a manifest; an image is submitted without one")
+		}
 		m, err := manifest.Parse(data)
 		if err != nil {
 			return usageError("cannot parse %s: %w", o.file, err)
@@ -137,7 +190,10 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 		}
 	}
 	var opts apitype.SubmitOptions
-	if o.file != "-" {
+	switch {
+	case image != "":
+		opts.Image = image
+	case o.file != "-":
 		opts.Name = filepath.Base(o.file)
 	}
 	submitted, err := c.Submit(ctx, data, opts, a.interactive())

@@ -174,6 +174,7 @@ func (a *app) runValidate(o validateOpts) error {
 		probs = append(probs, m.Validate()...)
 		if o.checkFiles && len(probs) == 0 {
 			probs = append(probs, manifest.CheckFiles(m)...)
+			probs = append(probs, a.checkRemoteVMs(m)...)
 		}
 	}
 	res := validateResult{File: o.file, Valid: len(probs) == 0, VMs: []vmSummary{}, Errors: toProblemJSON(probs)}

@@ -45,7 +45,12 @@ const H2K = (() => {
       $("token-input").value = token.get();
       d.returnValue = "";
       d.addEventListener("close", () => {
-        if (d.returnValue === "save" && $("token-input").value.trim()) token.set($("token-input").value.trim());
+        if (d.returnValue === "save" && $("token-input").value.trim()) {
+          token.set($("token-input").value.trim());
+          $("signin").hidden = true;
+          signedInAs = "";
+          whoami(token.get()).then((u) => { signedInAs = u; updateTokenButton(); }).catch(() => {});
+        }
         updateTokenButton();
         resolve(d.returnValue === "save" ? token.get() : "");
       }, { once: true });
@@ -54,8 +59,45 @@ const H2K = (() => {
     });
   }
 
+  let signedInAs = ""; // who the token acts as (GET /api/workflow/whoami)
+
   function updateTokenButton() {
-    $("token-button").textContent = token.get() ? "API token set" : "Set API token";
+    $("token-button").textContent = token.get() ? (signedInAs ? "Signed in as " + signedInAs : "API token set") : "Sign in";
+  }
+
+  // whoami asks the bridge who tok acts as: the user's name, or "" when
+  // the token is unknown or was revoked.
+  async function whoami(tok) {
+    const resp = await fetch("/api/workflow/whoami", { headers: tok ? { Authorization: "Bearer " + tok } : {}, cache: "no-store" });
+    const body = await resp.json().catch(() => null);
+    return resp.status === 200 && body && body.signed_in ? body.user || "?" : "";
+  }
+
+  // signIn checks tok and keeps it if the bridge knows it.
+  async function signIn(tok) {
+    $("signin-error").textContent = "";
+    let who = "";
+    try { who = await whoami(tok); } catch (e) { $("signin-error").textContent = "Cannot reach the bridge: " + e.message; return false; }
+    if (!who) {
+      $("signin-error").textContent = "This token is unknown or was revoked. Make a new one with: hyperctl token create";
+      return false;
+    }
+    token.set(tok);
+    signedInAs = who;
+    $("signin").hidden = true;
+    updateTokenButton();
+    refreshAll();
+    return true;
+  }
+
+  // showSignIn shows the sign-in screen unless the user said "not now".
+  async function checkSignIn() {
+    if (token.get()) {
+      signedInAs = await whoami(token.get()).catch(() => "");
+      if (!signedInAs) { token.set(""); $("signin-error").textContent = "Your token is no longer valid: sign in again."; }
+    }
+    updateTokenButton();
+    $("signin").hidden = !!token.get() || sessionStorage.getItem("hyper2kvm-signin-later") === "1";
   }
 
   // api calls the bridge; writes, and reads of a job's details and log
@@ -263,8 +305,13 @@ const H2K = (() => {
   // sourceOf is the job's source image: the path when the view has it,
   // else the manifest it came from.
   function sourceOf(j) {
+    if (j.details_hidden) return HIDDEN;
     return j.source_path || j.source || (j.manifest ? "manifest " + j.manifest : "");
   }
+
+  // HIDDEN stands for a job's paths, error and warnings, which the bridge
+  // gives only with a token (or to group hyper2kvm on its Unix socket).
+  const HIDDEN = "source, outputs and errors hidden: sign in with an API token";
 
   // rate gives bytes/s from the progress seen for a running job (samples
   // from the event stream, else the average since it started) and the ETA.
@@ -306,7 +353,7 @@ const H2K = (() => {
   function resultText(j) {
     if (j.status !== "completed") return "";
     const outs = (j.outputs || []).map(base);
-    const parts = [outs.length ? "→ " + outs.join(", ") : "no outputs recorded"];
+    const parts = [j.details_hidden ? "outputs hidden" : outs.length ? "→ " + outs.join(", ") : "no outputs recorded"];
     if (j.started_at) parts.push("took " + duration(j.elapsed_seconds));
     if (j.bytes_total) parts.push(iec(j.bytes_total));
     const nw = j.warning_count != null ? j.warning_count : Array.isArray(j.warnings) ? j.warnings.length : 0;
@@ -430,7 +477,17 @@ const H2K = (() => {
     let d;
     try { d = JSON.parse(ev.data); } catch { return; }
     if (d.type === "job-removed") jobs.delete(d.job.id);
-    else { noteProgress(d.job); jobs.set(d.job.id, d.job); }
+    else {
+      // The event stream carries no token (EventSource sends no headers),
+      // so over TCP its jobs come without details: keep the ones the
+      // token-carrying list read.
+      const old = jobs.get(d.job.id);
+      if (d.job.details_hidden && old && !old.details_hidden) {
+        for (const k of ["manifest", "outputs", "report_path", "error"]) d.job[k] = old[k];
+        d.job.details_hidden = false;
+      }
+      noteProgress(d.job); jobs.set(d.job.id, d.job);
+    }
     if (openJob === d.job.id && $("job-log-follow").checked) followLog(d.job.id);
     renderSoon();
     soonStatus();
@@ -523,7 +580,7 @@ const H2K = (() => {
       rep.append(el("details", { class: "fix" }, el("summary", { text: f.name || f.fix || "fix" }),
         el("pre", { class: "diff", text: f.diff || "" })));
     }
-    $("job-report-h").hidden = !rep.childNodes.length;
+    $("job-report-h").hidden = !rep.childNodes.length && !$("job-report-body").childNodes.length;
     $("job-cancel").hidden = !(j.status === "pending" || j.status === "running");
     // Retry is offered for a job that ended badly, unless the bridge has
     // already been told it may not (403 access-denied).
@@ -558,6 +615,57 @@ const H2K = (() => {
     }
   }
 
+  // lineDiff is a line diff of a and b: "  " kept, "- " removed, "+ "
+  // added (longest common subsequence; files FIX edits are small).
+  function lineDiff(a, b) {
+    const x = (a || "").replace(/\n$/, "").split("\n"), y = (b || "").replace(/\n$/, "").split("\n");
+    const n = x.length, m = y.length;
+    if (n * m > 250000) return [...x.map((l) => "- " + l), ...y.map((l) => "+ " + l)];
+    const L = Array.from({ length: n + 1 }, () => new Int32Array(m + 1));
+    for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+    const out = [];
+    let i = 0, j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { out.push("  " + x[i]); i++; j++; } else if (L[i + 1][j] >= L[i][j + 1]) out.push("- " + x[i++]); else out.push("+ " + y[j++]);
+    }
+    while (i < n) out.push("- " + x[i++]);
+    while (j < m) out.push("+ " + y[j++]);
+    return out;
+  }
+
+  // loadReport shows what the engine's report says a finished job found
+  // and did: the guest's operating system and every change FIX made, with
+  // its diff.
+  async function loadReport(id) {
+    const body = $("job-report-body");
+    body.replaceChildren();
+    const j = jobs.get(id);
+    if (!j || j.status === "pending" || j.status === "running") return;
+    const r = await api("GET", `/api/workflow/jobs/${encodeURIComponent(id)}/report`, undefined, true);
+    if (openJob !== id) return;
+    if (r.status !== 200 || !r.body) {
+      if (r.status !== 404) body.append(el("p", { class: "meta", text: "Cannot read the report: " + errText(r) }));
+      $("job-report-h").hidden = !$("job-report").childNodes.length && !body.childNodes.length;
+      return;
+    }
+    const rep = r.body;
+    const os = rep.guest && rep.guest.os;
+    const osText = os ? (os.pretty_name || [os.id, os.version_id].filter(Boolean).join(" ") || os.type) : "";
+    body.append(el("p", { id: "job-guest-os" }, "Guest operating system: ",
+      el("strong", { text: osText || (rep.guest ? "none found" : "not inspected") })));
+    const changes = Array.isArray(rep.changes) ? rep.changes : [];
+    body.append(el("p", { id: "job-changes-h", text: changes.length ? `FIX made ${changes.length} change${changes.length === 1 ? "" : "s"}:` : "FIX changed nothing in the guest." }));
+    for (const c of changes) {
+      const pre = el("pre", { class: "diff" });
+      for (const l of lineDiff(c.before, c.after)) {
+        pre.append(el("span", { class: l[0] === "-" ? "del" : l[0] === "+" ? "add" : "", text: l + "\n" }));
+      }
+      body.append(el("details", { class: "fix", open: true, "data-fix": c.fix },
+        el("summary", { text: `${c.fix}: ${c.file}${c.note ? " (" + c.note + ")" : ""}` }), pre));
+    }
+    $("job-report-h").hidden = false;
+  }
+
   async function showJob(id, message) {
     openJob = id;
     $("job-action-result").textContent = message || "";
@@ -569,6 +677,7 @@ const H2K = (() => {
     if (r.status === 200) { jobs.set(id, r.body); renderJobFields(r.body); }
     else $("job-fields").replaceChildren(el("dd", { text: errText(r) }));
     loadLog(id);
+    loadReport(id);
   }
 
   async function jobAction(verb) {
@@ -592,8 +701,15 @@ const H2K = (() => {
   function init() {
     updateTokenButton();
     initTabs();
-    $("token-button").addEventListener("click", askToken);
-    $("token-forget").addEventListener("click", () => { token.set(""); $("token-input").value = ""; $("token-dialog").close(); });
+    $("token-button").addEventListener("click", () => {
+      if (token.get()) { askToken(); return; }
+      $("signin").hidden = false;
+      $("signin-token").focus();
+    });
+    $("token-forget").addEventListener("click", () => { token.set(""); signedInAs = ""; $("token-input").value = ""; $("token-dialog").close(); checkSignIn(); });
+    $("signin-form").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("signin-token").value.trim()); });
+    $("signin-later").addEventListener("click", () => { sessionStorage.setItem("hyper2kvm-signin-later", "1"); $("signin").hidden = true; });
+    checkSignIn();
     $("job-cancel").addEventListener("click", () => jobAction("cancel"));
     $("job-retry").addEventListener("click", () => jobAction("retry"));
     $("job-log-refresh").addEventListener("click", () => openJob && loadLog(openJob));

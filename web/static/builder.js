@@ -59,6 +59,8 @@
       { p: "load.source_type", label: "Source type", type: "select", keep: true },
       { p: "load.source_path", label: "Source path", type: "text", keep: true, placeholder: "/data/vms/web01/web01.vmdk", hint: "Absolute path of the disk image, OVA or OVF on the agent's host." },
       { p: "load.sha256", label: "SHA-256 of the source (optional)", type: "text", hint: "64 hex digits; checked before converting." },
+      { p: "load.source", label: "Source (vCenter/ESXi)", type: "text", placeholder: "vc1", hint: "A VM read from a registered source: its name (hyperctl sources); then vm, not source_path." },
+      { p: "load.vm", label: "VM inventory path", type: "text", placeholder: "/DC0/vm/web01", hint: "As hyperctl vms prints it, or pick it above." },
     ]],
     ["inspect", "Inspect", [
       { p: "inspect.enabled", label: "Inspect the guest", type: "check" },
@@ -527,6 +529,157 @@
     }
   }
 
+  // --- source picker -----------------------------------------------------
+  // Browses a source's inventory (GET /api/workflow/sources/{name}/vms) and
+  // turns the checked VMs into the manifest: one VM a single manifest, more
+  // a batch, each keeping the form's other pipeline settings.
+
+  let pickSources = [];
+  let pickPath = "/";
+  const picked = new Map(); // inventory path -> entry
+
+  async function pickLoad() {
+    const r = await H2K.api("GET", "/api/workflow/sources", undefined, true);
+    const sel = $("pick-source");
+    if (r.status !== 200) {
+      $("pick-status").textContent = "Cannot list sources: " + H2K.errText(r);
+      return;
+    }
+    pickSources = (r.body.sources || []).filter((s) => !s.error);
+    sel.replaceChildren(...pickSources.map((s) => el("option", { value: s.name, text: `${s.name} (${s.url})` })));
+    if (!pickSources.length) $("pick-status").textContent = "No sources: an administrator adds them in /etc/hyper2kvm/sources.d.";
+    else pickBrowse("/");
+  }
+
+  async function pickBrowse(p) {
+    const name = $("pick-source").value;
+    if (!name) return;
+    $("pick-status").textContent = "Reading " + p + " …";
+    const r = await H2K.api("GET", `/api/workflow/sources/${encodeURIComponent(name)}/vms?path=${encodeURIComponent(p)}`, undefined, true);
+    if (r.status !== 200) {
+      $("pick-status").textContent = "Cannot browse: " + H2K.errText(r);
+      return;
+    }
+    pickPath = p;
+    $("pick-path").textContent = p;
+    $("pick-status").textContent = `${picked.size} VM(s) selected`;
+    const items = (r.body.entries || []).map((e, i) => {
+      if (e.kind !== "vm") {
+        return el("li", {}, el("button", { type: "button", class: "link", id: "pick-open-" + i, onclick: () => pickBrowse(e.path) }, e.name + "/"));
+      }
+      const box = el("input", { type: "checkbox", id: "pick-vm-" + i, "data-vm": e.path });
+      box.checked = picked.has(e.path);
+      box.addEventListener("change", () => {
+        if (box.checked) picked.set(e.path, e); else picked.delete(e.path);
+        $("pick-status").textContent = `${picked.size} VM(s) selected`;
+      });
+      const disks = (e.disks || []).length;
+      return el("li", {}, box, el("label", { for: box.id, text: `${e.name} — ${e.power_state || "?"}, ${e.cpus || 0} CPU, ${e.memory_mb || 0} MiB, ${disks} disk(s)` }));
+    });
+    $("pick-list").replaceChildren(...items);
+  }
+
+  function pickUse() {
+    const src = pickSources.find((s) => s.name === $("pick-source").value);
+    if (!src || !picked.size) {
+      $("pick-status").textContent = "Select at least one VM.";
+      return;
+    }
+    const base = (doc.batch ? ((doc.vms || [])[0] || {}).pipeline : doc.pipeline) || {};
+    const pipelineFor = (e) => {
+      const p = JSON.parse(JSON.stringify(base));
+      p.load = { source_type: src.type, source: src.name, vm: e.path };
+      if ($("pick-snapshot").checked) p.load.snapshot = true;
+      return p;
+    };
+    const vms = [...picked.values()];
+    if (vms.length === 1) {
+      doc = { version: version(), name: vms[0].name, pipeline: pipelineFor(vms[0]) };
+    } else {
+      doc = { version: version(), batch: true, vms: vms.map((e) => ({ name: e.name, pipeline: pipelineFor(e) })) };
+    }
+    structureChanged();
+    $("pick-status").textContent = `The manifest now reads ${vms.length} VM(s) from ${src.name}.`;
+  }
+
+  // --- templates ---------------------------------------------------------------
+
+  // The templates library (GET /api/workflow/templates): picking one
+  // replaces the manifest by the template's partial manifest; its required
+  // parameters (the source path) are then filled in the form as usual.
+  let templates = [];
+
+  async function loadTemplates() {
+    try {
+      const r = await H2K.api("GET", "/api/workflow/templates");
+      if (r.status !== 200 || !r.body || !Array.isArray(r.body.templates)) return;
+      templates = r.body.templates.filter((t) => !(t.problems && t.problems.length) && !t.unavailable);
+      const sel = $("template-select");
+      for (const t of templates) sel.append(el("option", { value: t.name, title: t.description || "", text: t.name }));
+    } catch (e) {
+      // The builder works without templates.
+    }
+  }
+
+  function fromTemplate(name) {
+    const t = templates.find((x) => x.name === name);
+    touched.clear();
+    revealAll = false;
+    doc = t ? JSON.parse(JSON.stringify(t.manifest)) : fresh();
+    if (t && doc.version === undefined) doc = { version: version(), ...doc };
+    if (t && !doc.name) doc.name = "";
+    structureChanged();
+  }
+
+  // --- images the agent can see ------------------------------------------
+
+  let images = [];
+
+  // loadImages fills the picker with GET /api/workflow/images: the disk
+  // images under the agent's import_dirs, with format and size.
+  async function loadImages() {
+    const sel = $("image-select"), note = $("image-note");
+    let r;
+    try {
+      r = await H2K.api("GET", "/api/workflow/images");
+    } catch (e) {
+      r = { status: 0, body: null };
+    }
+    images = r.status === 200 && r.body && Array.isArray(r.body.images) ? r.body.images : [];
+    const first = r.status === 200 ? (images.length ? `(pick one of ${images.length} image${images.length === 1 ? "" : "s"}, or type a path below)` : "(no images found)")
+      : r.status === 401 ? "(sign in with an API token to list the images)" : "(cannot list the images)";
+    sel.replaceChildren(el("option", { value: "", text: first }),
+      ...images.map((im, i) => el("option", { value: String(i), text: `${im.path} · ${im.format} · ${H2K.iec(im.size)}` })));
+    const dirs = r.status === 200 && r.body && Array.isArray(r.body.dirs) ? r.body.dirs : [];
+    note.textContent = r.status === 200
+      ? (dirs.length ? "Looked in " + dirs.join(", ") + "." : "No import directories: set import_dirs in /etc/hyper2kvm/agent.yaml.")
+      : r.status === 401 ? "The image list names files on the agent's host: it needs the API token over TCP." : H2K.errText(r);
+  }
+
+  // pickImage puts the chosen image into the manifest as its source: path,
+  // type from its bytes, and its name when the manifest has none yet.
+  function pickImage() {
+    const im = images[Number($("image-select").value)];
+    if (!im || $("image-select").value === "") return;
+    const m = im.manifest || {};
+    const load = { source_type: im.format, source_path: im.path };
+    let prefix = "";
+    if (doc.batch && Array.isArray(doc.vms) && doc.vms.length) {
+      const vm = doc.vms[0];
+      vm.pipeline = vm.pipeline || newPipeline();
+      vm.pipeline.load = Object.assign({}, vm.pipeline.load, load);
+      if (!vm.name && m.name) vm.name = m.name;
+      prefix = "vms[0].";
+    } else {
+      doc.pipeline = doc.pipeline || newPipeline();
+      doc.pipeline.load = Object.assign({}, doc.pipeline.load, load);
+      if (!doc.name && m.name) { doc.name = m.name; touched.add("name"); }
+    }
+    touched.add(prefix + "pipeline.load.source_path");
+    touched.add(prefix + "pipeline.load.source_type");
+    structureChanged();
+  }
+
   async function init() {
     try {
       const r = await H2K.api("GET", "/api/workflow/schema");
@@ -560,6 +713,15 @@
       $("submit-result").textContent = "";
     });
     $("manifest-form").addEventListener("submit", submit);
+    $("picker").addEventListener("toggle", () => { if ($("picker").open && !pickSources.length) pickLoad(); });
+    $("pick-source").addEventListener("change", () => { picked.clear(); pickBrowse("/"); });
+    $("pick-up").addEventListener("click", () => pickBrowse(pickPath.replace(/\/[^/]*$/, "") || "/"));
+    $("pick-use").addEventListener("click", pickUse);
+    $("template-select").addEventListener("change", (ev) => fromTemplate(ev.target.value));
+    await loadTemplates();
+    $("image-select").addEventListener("change", pickImage);
+    $("image-refresh").addEventListener("click", loadImages);
+    loadImages();
   }
 
   document.addEventListener("DOMContentLoaded", init);

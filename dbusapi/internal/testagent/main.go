@@ -102,7 +102,7 @@ func (b *backend) find(id string) int {
 	return slices.IndexFunc(b.jobs, func(j jobs.Job) bool { return j.ID == id })
 }
 
-func (b *backend) Validate(manifest []byte) (bool, []string) {
+func (b *backend) Validate(manifest []byte, _ int64) (bool, []string) {
 	var m struct {
 		Name string `json:"name"`
 	}
@@ -116,7 +116,7 @@ func (b *backend) Validate(manifest []byte) (bool, []string) {
 }
 
 func (b *backend) Submit(ctx context.Context, manifest []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error) {
-	if ok, problems := b.Validate(manifest); !ok {
+	if ok, problems := b.Validate(manifest, uid); !ok {
 		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
 	}
 	var m struct {
