@@ -485,9 +485,17 @@ func qcow2Complete(r io.ReaderAt, size int64) error {
 		return bad("the refcount table (offset %d, %d bytes) does not fit the %d-byte file", rtOff, rtLen, size)
 	}
 	stride := uint64(8)
+	external := false
 	if binary.BigEndian.Uint32(h[4:]) >= 3 {
-		if err := readAt(r, h[72:104], 72); err == nil && binary.BigEndian.Uint64(h[72:])&(1<<4) != 0 {
-			stride = 16 // extended L2 entries
+		if err := readAt(r, h[72:104], 72); err == nil {
+			incompat := binary.BigEndian.Uint64(h[72:])
+			if incompat&(1<<4) != 0 {
+				stride = 16 // extended L2 entries
+			}
+			// An external data file (data_file=) holds the guest's
+			// clusters: the L2 entries are offsets into it, not into
+			// this file, whose tables alone must fit.
+			external = incompat&(1<<2) != 0
 		}
 	}
 	const offMask = 0x00fffffffffffe00
@@ -526,8 +534,10 @@ func qcow2Complete(r io.ReaderAt, size int64) error {
 		if err != nil {
 			return fmt.Errorf("cannot read qcow2 L2 table: %w", err)
 		}
-		if !ok {
-			return nil // too large to read cheaply; the tables fit
+		if !ok || external {
+			// Too large to read cheaply, or its data lies in another
+			// file: the tables fit.
+			continue
 		}
 		for j := uint64(0); j+8 <= uint64(len(l2)); j += stride {
 			e := binary.BigEndian.Uint64(l2[j:])

@@ -153,6 +153,15 @@ func TestCompleteTruncated(t *testing.T) {
 	}
 	ova := filepath.Join(dir, "vm.ova")
 	makeOVA(t, stream, ova, false)
+	// A qcow2 whose clusters live in an external data file: only its own
+	// tables are in it (qemu-img convert cannot write one; create + dd).
+	external := filepath.Join(dir, "ext.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(dir, "ext.data")+",data_file_raw=on", external, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 32M", external).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
 	for _, tc := range []struct {
 		name, path, ext, format, check string
 		lastSectorPartial              bool
@@ -165,6 +174,7 @@ func TestCompleteTruncated(t *testing.T) {
 		{"vhdx", convert("d.vhdx", "-O", "vhdx"), ".vhdx", VHDX, CheckVHDXTables, false},
 		{"qcow2", convert("d.qcow2", "-O", "qcow2"), ".qcow2", QCOW2, CheckQCOW2Tables, false},
 		{"qcow2 compressed", convert("c.qcow2", "-O", "qcow2", "-c"), ".qcow2", QCOW2, CheckQCOW2Tables, true},
+		{"qcow2 with an external data file", external, ".qcow2", QCOW2, "", false},
 		{"ova", ova, ".ova", OVA, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
