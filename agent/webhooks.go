@@ -178,18 +178,27 @@ func payloadJob(r *record) *notify.Job {
 		return j
 	}
 	sum := &notify.Summary{Warnings: r.Warnings}
-	if r.ReportPath != "" {
-		if rep, err := report.Read(r.ReportPath); err == nil {
-			if rep.Guest != nil && rep.Guest.OS != nil {
-				sum.GuestOS = rep.Guest.OS.Pretty
-				if sum.GuestOS == "" {
-					sum.GuestOS = strings.TrimSpace(rep.Guest.OS.ID + " " + rep.Guest.OS.VersionID)
-				}
-			}
-			for _, c := range rep.Changes {
-				sum.Fixes = append(sum.Fixes, c.Fix+": "+c.File)
+	// The worker's report in the job's directory (the job has just
+	// ended: it is not settled yet), else the settled one. What a guest
+	// put there is bounded like the record's warnings.
+	rep, _ := readReport(r.JobDir)
+	if rep == nil && r.ReportPath != "" {
+		rep, _ = report.Read(r.ReportPath)
+	}
+	if rep != nil {
+		if rep.Guest != nil && rep.Guest.OS != nil {
+			sum.GuestOS = rep.Guest.OS.Pretty
+			if sum.GuestOS == "" {
+				sum.GuestOS = strings.TrimSpace(rep.Guest.OS.ID + " " + rep.Guest.OS.VersionID)
 			}
 		}
+		for _, c := range rep.Changes {
+			sum.Fixes = append(sum.Fixes, c.Fix+": "+c.File)
+		}
+		if g := jobs.KeepWarnings([]string{sum.GuestOS}); len(g) > 0 {
+			sum.GuestOS = g[0]
+		}
+		sum.Fixes = jobs.KeepWarnings(sum.Fixes)
 	}
 	j.Report = sum
 	return j
@@ -417,4 +426,10 @@ func (a *Agent) queueNotifyTest(ctx context.Context) ([]string, error) {
 		ids = append(ids, p.Args.(deliveryArgs).ID)
 	}
 	return ids, nil
+}
+
+// WithDeliver replaces how a webhook delivery is sent (tests record
+// them); f returns the HTTP status line and an error for a failed attempt.
+func WithDeliver(f func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)) Option {
+	return func(a *Agent) { a.deliver = f }
 }
