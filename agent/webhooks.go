@@ -49,12 +49,15 @@ const (
 // same bytes; the secret is not stored: it is looked up by URL in the
 // agent's configuration when sending.
 type deliveryArgs struct {
-	ID    string          `json:"delivery_id"`
-	URL   string          `json:"url"`
-	Event string          `json:"event"`
-	JobID string          `json:"job_id,omitempty"`
-	Admin bool            `json:"admin"` // from agent.yaml (may be signed), not a manifest
-	Body  json.RawMessage `json:"body"`
+	ID    string `json:"delivery_id"`
+	URL   string `json:"url"`
+	Event string `json:"event"`
+	JobID string `json:"job_id,omitempty"`
+	Admin bool   `json:"admin"` // from agent.yaml (may be signed), not a manifest
+	// QueuedAt is when it was queued, on the agent's clock: it is given
+	// up notify.GiveUpAfter later.
+	QueuedAt time.Time       `json:"queued_at"`
+	Body     json.RawMessage `json:"body"`
 }
 
 func (deliveryArgs) Kind() string { return webhookKind }
@@ -126,7 +129,7 @@ func (a *Agent) deliveries(ev string, r *record) []river.InsertManyParams {
 			a.log.Errorf(nil, "webhook %s: cannot encode the body: %v", ev, err)
 			return
 		}
-		d := deliveryArgs{ID: id, URL: url, Event: ev, Admin: admin, Body: body}
+		d := deliveryArgs{ID: id, URL: url, Event: ev, Admin: admin, Body: body, QueuedAt: p.At}
 		if r != nil {
 			d.JobID = r.ID
 		}
@@ -231,7 +234,7 @@ func (w *webhookWorker) Work(ctx context.Context, job *river.Job[deliveryArgs]) 
 	if d.JobID != "" {
 		what += " of job " + d.JobID
 	}
-	if a.now().Sub(job.CreatedAt) > notify.GiveUpAfter {
+	if a.now().Sub(d.QueuedAt) > notify.GiveUpAfter {
 		a.log.Errorf(nil, "%s to %s: given up after %d attempts in %s", what, d.URL, job.Attempt-1, notify.GiveUpAfter)
 		return river.JobCancel(errors.New("given up"))
 	}
@@ -432,4 +435,10 @@ func (a *Agent) queueNotifyTest(ctx context.Context) ([]string, error) {
 // them); f returns the HTTP status line and an error for a failed attempt.
 func WithDeliver(f func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)) Option {
 	return func(a *Agent) { a.deliver = f }
+}
+
+// NotifyTest queues a sample delivery to every webhook of agent.yaml
+// (D-Bus NotifyTest, hyperctl notify test).
+func (a *Agent) NotifyTest(ctx context.Context) ([]string, error) {
+	return a.queueNotifyTest(ctx)
 }

@@ -118,3 +118,51 @@ func TestWebhookDeliveries(t *testing.T) {
 		t.Errorf("body %s", done.body)
 	}
 }
+
+// TestIdleExitArmsTheWakeTimerForDeliveries: an idle agent whose only
+// work is a delivery to retry in an hour exits, having armed the wake
+// timer for that retry.
+func TestIdleExitArmsTheWakeTimerForDeliveries(t *testing.T) {
+	t0 := time.Date(2026, 12, 24, 1, 0, 0, 0, time.UTC)
+	clock := &testClock{t: t0}
+	e := newEnv(t, func(c *config.Config) {
+		c.IdleTimeout = config.Duration(time.Second)
+		c.Notify.Webhooks = []config.Webhook{{URL: "https://admin.example/down"}}
+		c.Notify.RetryInitial = config.Duration(time.Hour)
+	})
+	armed := make(chan time.Time, 1)
+	tried := make(chan string, 8)
+	e.opts = []Option{WithClock(clock.now), WithWake(func(_ context.Context, at time.Time) error { armed <- at; return nil }),
+		WithDeliver(func(_ context.Context, unit, _ string, _ []string, _ []byte) (string, error) {
+			tried <- unit
+			return "HTTP 502 Bad Gateway", context.DeadlineExceeded
+		})}
+	e.start()
+	ids, err := e.a.NotifyTest(context.Background())
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("NotifyTest = %v, %v", ids, err)
+	}
+	select {
+	case <-tried:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the test delivery was not attempted")
+	}
+	clock.add(time.Minute) // idle for longer than idle_timeout
+	select {
+	case at := <-armed:
+		if want := t0.Add(time.Hour); at.Before(want.Add(-time.Second)) || at.After(want.Add(time.Second)) {
+			t.Errorf("wake timer armed for %s, want %s (the retry)", at, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the idle agent did not arm the wake timer for the delivery (or did not exit)")
+	}
+	select {
+	case err := <-e.done:
+		e.cancel = nil
+		if err != nil {
+			t.Errorf("idle exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not exit idle")
+	}
+}

@@ -123,6 +123,26 @@ func TestNotifyWebhookRetriedAcrossRestart(t *testing.T) {
 		len(p.Job.Outputs) == 0 || p.Job.Report == nil || p.DeliveryID != last.Delivery || p.Host == "" {
 		t.Errorf("body %s", last.Body)
 	}
+	// hyperctl notify test: a sample, signed, in the journal.
+	out, errOut, code := hyperctlRun(ctx, t, b, "", "notify", "test")
+	if code != 0 || !strings.Contains(out, "Queued test delivery d") {
+		t.Fatalf("hyperctl notify test: exit %d\n%s%s", code, out, errOut)
+	}
+	var sample received
+	if err := b.WaitFor(ctx, "the test delivery", func() (bool, error) {
+		for _, r := range reqs() {
+			if r.Event == "test" {
+				sample = r
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if sample.Status != 200 || !notify.Verify("s3cret", []byte(sample.Body), sample.Signature) || !strings.Contains(out, sample.Delivery) {
+		t.Errorf("test delivery %+v (hyperctl said %s)", sample, out)
+	}
 	for _, want := range []string{"attempt 1: HTTP 503 Service Unavailable", "attempt 2: HTTP 503 Service Unavailable", "attempt 3: HTTP 200 OK: delivered"} {
 		if !strings.Contains(journal, want) {
 			t.Errorf("the agent's journal lacks %q", want)
