@@ -166,7 +166,9 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		return nil, err
 	}
 	a.st = st
-	a.st.outbox = a.outbox
+	if a.webhooks() {
+		a.st.outbox = a.outbox
+	}
 	if a.deliver == nil {
 		a.deliver = a.sendDelivery
 	}

@@ -317,6 +317,13 @@ func (a *Agent) sendDelivery(ctx context.Context, unit, url string, headers []st
 	return status, nil
 }
 
+// webhooks reports whether agent.yaml has webhooks: without any, no
+// delivery is queued, River's worker client is not started, and the
+// agent's store works as it did before webhooks.
+func (a *Agent) webhooks() bool {
+	return len(a.cfg.Notify.Webhooks) > 0 || len(a.cfg.Notify.AllowedHosts) > 0
+}
+
 // notifyClient is River's client working the notify queue.
 type notifyClient interface {
 	Start(ctx context.Context) error
@@ -329,7 +336,7 @@ type notifyClient interface {
 // below). Finished deliveries older than keepDeliveries are deleted.
 func (a *Agent) startWebhooks(ctx context.Context) (notifyClient, error) {
 	d := a.st.db
-	if d == nil {
+	if d == nil || !a.webhooks() {
 		return nil, nil
 	}
 	if d.pool == nil {
@@ -378,7 +385,7 @@ func (a *Agent) startWebhooks(ctx context.Context) (notifyClient, error) {
 // timer for a later one.
 func (a *Agent) nextDelivery(ctx context.Context) time.Time {
 	d := a.st.db
-	if d == nil {
+	if d == nil || !a.webhooks() {
 		return time.Time{}
 	}
 	var at time.Time
