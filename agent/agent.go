@@ -43,6 +43,8 @@ type Agent struct {
 	ready   func() error
 	srcs    sourceDirs                                    // the source registry (remote.go)
 	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
+	// deliver sends one webhook delivery (webhooks.go).
+	deliver func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)
 
 	mu       sync.Mutex
 	st       *state
@@ -164,6 +166,12 @@ func New(cfg config.Config, opts ...Option) (*Agent, error) {
 		return nil, err
 	}
 	a.st = st
+	if a.webhooks() {
+		a.st.outbox = a.outbox
+	}
+	if a.deliver == nil {
+		a.deliver = a.sendDelivery
+	}
 	if err := a.loadQueueState(context.Background()); err != nil {
 		st.db.close()
 		return nil, err
@@ -232,6 +240,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.ready(); err != nil {
 			return err
 		}
+	}
+	hooks, err := a.startWebhooks(ctx)
+	if err != nil {
+		return err
+	}
+	if hooks != nil {
+		defer func() {
+			stop, cancel := context.WithTimeout(context.Background(), webhookTimeout+5*time.Second)
+			defer cancel()
+			hooks.Stop(stop)
+		}()
 	}
 	a.notify("READY=1")
 	a.updateStatus()
@@ -391,6 +410,16 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.mu.Lock()
 				at := a.nextDue()
 				a.mu.Unlock()
+				// Webhook deliveries due soon keep the agent up; a
+				// later one is what the wake timer is armed for.
+				if d := a.nextDelivery(ctx); !d.IsZero() {
+					if d.Before(a.now().Add(a.cfg.IdleTimeout.D())) {
+						break
+					}
+					if at.IsZero() || d.Before(at) {
+						at = d
+					}
+				}
 				if !at.IsZero() {
 					if err := a.wakeAt(ctx, at); err != nil {
 						a.log.Errorf(nil, "%v; staying up instead", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/notify"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 )
 
@@ -340,6 +341,11 @@ func (a *Agent) checkManifest(m *manifest.Manifest, kind string, uid int64) []st
 	var problems []string
 	problems = append(problems, manifest.CheckFiles(m).Strings()...)
 	problems = append(problems, checkCaps(m, uid, a.cfg.Limits.UserMax, physicalMemory())...)
+	if m.Notify != nil {
+		if err := notify.CheckURL(m.Notify.URL, a.cfg.Notify.AllowedHosts, true); err != nil {
+			problems = append(problems, "notify.url: "+err.Error())
+		}
+	}
 	var acc *access
 	if uid > 0 {
 		var err error

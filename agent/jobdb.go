@@ -420,7 +420,8 @@ type batch struct {
 	rows        map[string]int64 // the row of each job in update
 	metaKey     string           // set in the same transaction (the import marker)
 	metaValue   string
-	insertedIDs []int64 // filled in: the rows of insert, in order
+	insertedIDs []int64                  // filled in: the rows of insert, in order
+	deliveries  []river.InsertManyParams // webhook deliveries (webhooks.go)
 }
 
 // write commits b: all of it or nothing.
@@ -452,6 +453,11 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 			if err := d.updateRow(ctx, tx, b.insertedIDs[i], r); err != nil {
 				return err
 			}
+		}
+	}
+	if len(b.deliveries) > 0 {
+		if _, err := tx.insertMany(ctx, b.deliveries); err != nil {
+			return fmt.Errorf("cannot save job store: queueing %d webhook deliveries: %w", len(b.deliveries), err)
 		}
 	}
 	for _, r := range b.update {

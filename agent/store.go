@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/riverqueue/river"
+
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
@@ -100,6 +102,11 @@ type state struct {
 	writtenClaims map[string]claim
 	dropped       []string
 	writes        int // transactions save committed: what batching saves
+
+	// outbox makes the webhook deliveries of the jobs a save changed
+	// (webhooks.go), written in the same transaction; prev is each
+	// one's state as last written. nil makes none.
+	outbox func(changed []*record, prev map[string]jobs.State, live map[string]*record) []river.InsertManyParams
 }
 
 func newState() *state {
@@ -242,6 +249,21 @@ func (s *state) saveWith(ctx context.Context, metaKey, metaValue string) error {
 	for _, id := range s.dropped {
 		if row := s.rows[id]; row != 0 {
 			b.deleteJobs = append(b.deleteJobs, row)
+		}
+	}
+	if s.outbox != nil && s.db != nil {
+		prev := map[string]jobs.State{}
+		var changed []*record
+		for _, r := range append(append([]*record(nil), b.insert...), b.update...) {
+			if w, ok := s.written[r.ID]; ok {
+				prev[r.ID] = w.State
+			}
+			if prev[r.ID] != r.State {
+				changed = append(changed, r)
+			}
+		}
+		if len(changed) > 0 {
+			b.deliveries = s.outbox(changed, prev, s.live)
 		}
 	}
 	if len(b.insert)+len(b.update)+len(b.deleteJobs)+len(b.putClaims)+len(b.claimsGone) == 0 && metaKey == "" && len(done) == 0 {

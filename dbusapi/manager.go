@@ -116,6 +116,7 @@ func (s *Server) managerMethods() map[string]any {
 			return j.ID, p, nil
 		},
 		"GarbageCollect": s.garbageCollect,
+		"NotifyTest":     s.notifyTest,
 		"GetAnalytics":   s.getAnalytics,
 		"ListTemplates":  s.listTemplates,
 		"ListImages": func(sender dbus.Sender) ([]imageRow, []string, *dbus.Error) {

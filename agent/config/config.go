@@ -21,6 +21,7 @@ import (
 
 	"github.com/hyper2kvm/hyper2kvm/agent/gc"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/notify"
 )
 
 // DefaultPath is where the agent reads its configuration.
@@ -79,6 +80,29 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// Host is this host as the fleet knows it.
 	Host Host `yaml:"host"`
+	// Notify is the webhooks the agent calls on job events.
+	Notify Notify `yaml:"notify"`
+}
+
+// Notify is the agent's webhooks (docs/WORKFLOW.md).
+type Notify struct {
+	Webhooks []Webhook `yaml:"webhooks"`
+	// AllowedHosts are the hosts a manifest's notify.url may name; none
+	// means manifests may not name a webhook.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// RetryInitial and RetryMax bound the exponential backoff between
+	// attempts (default 30s and 1h); a delivery is given up after 24 h.
+	RetryInitial Duration `yaml:"retry_initial"`
+	RetryMax     Duration `yaml:"retry_max"`
+}
+
+// Webhook is one URL the agent calls.
+type Webhook struct {
+	URL string `yaml:"url"`
+	// Events it gets; none means all (notify.Events).
+	Events []string `yaml:"events"`
+	// Secret signs each body (X-Hyper2kvm-Signature); "" sends none.
+	Secret string `yaml:"secret"`
 }
 
 // Host names this host in a fleet sharing one job store.
@@ -405,6 +429,18 @@ func (c *Config) Validate() error {
 	}
 	if _, ok := c.DefaultPipeline["load"]; ok {
 		bad("default_pipeline.load", "is set by the agent from the dropped image; remove it")
+	}
+	for i, w := range c.Notify.Webhooks {
+		key := fmt.Sprintf("notify.webhooks[%d]", i)
+		if err := notify.CheckURL(w.URL, nil, false); err != nil {
+			bad(key+".url", "%v", err)
+		}
+		if err := notify.CheckEvents(w.Events); err != nil {
+			bad(key+".events", "%v", err)
+		}
+	}
+	if c.Notify.RetryInitial < 0 || c.Notify.RetryMax < 0 {
+		bad("notify.retry_initial", "must not be negative")
 	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package manifest
 import (
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -246,6 +247,10 @@ func (m *Manifest) Split() []*Manifest {
 		if m.Retry != nil {
 			rt := *m.Retry
 			one.Retry = &rt
+		}
+		if m.Notify != nil {
+			n := Notify{URL: m.Notify.URL, Events: slices.Clone(m.Notify.Events)}
+			one.Notify = &n
 		}
 		switch {
 		case vm.Priority != nil:

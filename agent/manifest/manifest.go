@@ -86,6 +86,15 @@ type Manifest struct {
 	// Retry runs a job again after a failure that may pass (an I/O
 	// error, a source temporarily unreadable), with backoff.
 	Retry *Retry `json:"retry,omitempty"`
+	// Notify is a webhook the submitter chooses (its host must be in the
+	// agent's notify.allowed_hosts).
+	Notify *Notify `json:"notify,omitempty"`
+}
+
+// Notify is a manifest's webhook.
+type Notify struct {
+	URL    string   `json:"url"`
+	Events []string `json:"events,omitempty"` // none: all
 }
 
 // Retry says how often and how late a job is run again after a

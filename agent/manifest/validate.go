@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"github.com/hyper2kvm/hyper2kvm/agent/notify"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -104,6 +105,14 @@ func (m *Manifest) validate() (Problems, int) {
 	v.priority("priority", m.Priority)
 	v.schedule("schedule", m.Schedule)
 	v.retry("retry", m.Retry)
+	if m.Notify != nil {
+		if err := notify.CheckURL(m.Notify.URL, nil, false); err != nil {
+			v.add("notify.url", err.Error())
+		}
+		if err := notify.CheckEvents(m.Notify.Events); err != nil {
+			v.add("notify.events", err.Error())
+		}
+	}
 	v.resources("resources", m.Resources)
 	if m.Concurrency < 0 {
 		v.add("concurrency", "must be 0 (the agent's max_concurrent_jobs) or more")
