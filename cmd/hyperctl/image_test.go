@@ -62,3 +62,41 @@ func TestShowReport(t *testing.T) {
 		}
 	}
 }
+
+// TestShowReportTarget: hyperctl show prints the domain the job defined,
+// its UUID, what it did in libvirt and each NIC's MAC; a job without a
+// domain prints none of it.
+func TestShowReportTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name, target string
+		want, not    []string
+	}{
+		{"defined", `,"target":{"domain":"web01","uuid":"0b1c2d3e-0000-4000-8000-000000000001","firmware":"efi",
+			"nics":[{"source_network":"VM Network","mac":"00:50:56:aa:bb:01","bridge":"br0"},{"mac":"00:50:56:aa:bb:02","network":"isolated"}],
+			"libvirt":{"uri":"qemu:///system","defined":true,"autostart":true,"pool":"images","emulated":true}}`,
+			[]string{"Domain: web01 (UUID 0b1c2d3e-0000-4000-8000-000000000001, efi)",
+				"Libvirt: qemu:///system: defined, autostart, disks in pool images, type qemu (no KVM)",
+				`  NIC 00:50:56:aa:bb:01 on bridge br0 (source network "VM Network")`, "  NIC 00:50:56:aa:bb:02 on network isolated"}, nil},
+		{"xml only", `,"target":{"domain":"plain","uuid":"u1","firmware":"bios","nics":[]}`,
+			[]string{"Domain: plain (UUID u1, bios)"}, []string{"Libvirt:"}},
+		{"none", ``, nil, []string{"Domain:", "Libvirt:"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &fakeClient{jobs: []jobs.Job{{ID: "j1", Name: "web01", State: jobs.Completed}}}
+			rc := &reportingClient{fakeClient: fake, reports: map[string]string{"j1": `{"report_version":"1","job_id":"j1","status":"completed"` + tc.target + `}`}}
+			e, _, _ := testEnv(nil, fake)
+			e.dial = func(context.Context) (agentClient, error) { return rc, nil }
+			r := runWith(t, e, "show", "j1")
+			for _, want := range tc.want {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("show lacks %q:\n%s", want, r.stdout)
+				}
+			}
+			for _, not := range tc.not {
+				if strings.Contains(r.stdout, not) {
+					t.Errorf("show has %q:\n%s", not, r.stdout)
+				}
+			}
+		})
+	}
+}

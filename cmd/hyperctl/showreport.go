@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
@@ -43,6 +44,7 @@ func (a *app) printReport(ctx context.Context, c agentClient, j jobs.Job) {
 		}
 	}
 	fmt.Fprintf(w, "\nGuest OS: %s\n", terminalSafe(os))
+	printTarget(w, rep.Target)
 	if len(rep.Changes) == 0 {
 		fmt.Fprintln(w, "Changes: none")
 		return
@@ -68,6 +70,49 @@ func (a *app) printReport(ctx context.Context, c agentClient, j jobs.Job) {
 			}
 			fmt.Fprintln(w, "    "+l)
 		}
+	}
+}
+
+// printTarget prints the converted VM's domain: its UUID, what the job
+// did in libvirt, and each NIC's MAC and where it was attached, which is
+// what a sysadmin looks up next in `virsh list --all` and DHCP.
+func printTarget(w io.Writer, t *report.Target) {
+	if t == nil || t.Domain == "" {
+		return
+	}
+	fmt.Fprintf(w, "Domain: %s (UUID %s, %s)\n", terminalSafe(t.Domain), terminalSafe(t.UUID), terminalSafe(t.Firmware))
+	if lv := t.Libvirt; lv != nil {
+		var did []string
+		if lv.Defined {
+			did = append(did, "defined")
+		}
+		if lv.Started {
+			did = append(did, "started")
+		}
+		if lv.Autostart {
+			did = append(did, "autostart")
+		}
+		if lv.Pool != "" {
+			did = append(did, "disks in pool "+lv.Pool)
+		}
+		if lv.Emulated {
+			did = append(did, "type qemu (no KVM)")
+		}
+		if len(did) == 0 {
+			did = append(did, "not defined")
+		}
+		fmt.Fprintf(w, "Libvirt: %s: %s\n", terminalSafe(lv.URI), terminalSafe(strings.Join(did, ", ")))
+	}
+	for _, n := range t.NICs {
+		on := "network " + n.Network
+		if n.Bridge != "" {
+			on = "bridge " + n.Bridge
+		}
+		from := ""
+		if n.Source != "" {
+			from = fmt.Sprintf(" (source network %q)", n.Source)
+		}
+		fmt.Fprintf(w, "  NIC %s on %s%s\n", terminalSafe(n.MAC), terminalSafe(on), terminalSafe(from))
 	}
 }
 
