@@ -50,8 +50,10 @@ func TestWebSourcePicker(t *testing.T) {
 	c := startChromium(t, 1280, 900)
 	c.navigate(ctx, srv.URL+"/")
 	c.mustEval(ctx, pageHelpers, nil)
-	c.mustEval(ctx, `T.click("token-button"); T.$("token-input").value = "web-test-token"; T.click("token-save"); true`, nil)
-	c.waitJS(ctx, "the token", `sessionStorage.getItem("hyper2kvm-api-token") === "web-test-token"`, `T.text("token-button")`)
+	// The token, entered on the sign-in screen as a user would.
+	c.waitJS(ctx, "the sign-in screen", `!T.$("signin").hidden`, `T.$("signin").hidden`)
+	c.mustEval(ctx, `T.$("signin-token").value = "web-test-token"; T.click("signin-submit"); true`, nil)
+	c.waitJS(ctx, "the token", `sessionStorage.getItem("hyper2kvm-api-token") === "web-test-token" && T.text("token-button").startsWith("Signed in as ")`, `T.text("token-button")`)
 	c.waitJS(ctx, "the builder", `T.$("validity").dataset.checked !== undefined`, `T.text("validity")`)
 
 	c.mustEval(ctx, `T.$("picker").open = true; true`, nil)
