@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -44,6 +45,16 @@ func TestJobHostAndAttempts(t *testing.T) {
 				t.Errorf("Attempts = %+v, want %+v", got.Attempts, tc.job.Attempts)
 			}
 		})
+	}
+	// A list (ListJobsPagedEx) carries each job's host, not its attempts.
+	list, total, err := f.client.ListJobsPage(testCtx(t), apitype.Filter{}, apitype.Page{OldestFirst: true})
+	if err != nil || total != len(cases) || len(list) != len(cases) {
+		t.Fatalf("ListJobsPage = %d jobs, total %d, %v", len(list), total, err)
+	}
+	for i, j := range list {
+		if j.ID != cases[i].job.ID || j.Host != cases[i].job.Host || j.Attempts != nil {
+			t.Errorf("listed %s host %q attempts %v, want %s host %q", j.ID, j.Host, j.Attempts, cases[i].job.ID, cases[i].job.Host)
+		}
 	}
 }
 

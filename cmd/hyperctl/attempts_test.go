@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestShowHostAndAttempts(t *testing.T) {
 	}{
 		{"p1", []string{"Host:", "-"}, []string{"Attempts"}},
 		{"c1", []string{"kvm01"}, []string{"Attempts"}},
-		{"r1", []string{"kvm02", "Attempts:", "2 failed, retried",
+		{"r1", []string{"kvm02", "Attempts:",
 			"1  on kvm01, in convert", "read disk0.vmdk: input/output error",
 			"2  on kvm02", "interrupted on kvm02?[2J"}, []string{"\x1b"}},
 	} {
@@ -55,5 +56,46 @@ func TestShowHostAndAttempts(t *testing.T) {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("json lacks %s:\n%s", w, r.stdout)
 		}
+	}
+}
+
+// TestJobsHostColumn: hyperctl jobs has a HOST column when the jobs were
+// claimed by more than one host (a fleet), and none on one host.
+func TestJobsHostColumn(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hosts []string
+		col   bool
+	}{
+		{"one host", []string{"kvm01", "kvm01"}, false},
+		{"none claimed yet", []string{"", ""}, false},
+		{"one host and a pending job", []string{"kvm01", ""}, false},
+		{"two hosts", []string{"kvm01", "kvm02", ""}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &fakeClient{}
+			for i, h := range tc.hosts {
+				fake.jobs = append(fake.jobs, jobs.Job{ID: fmt.Sprintf("j%d", i), Name: "vm", State: jobs.Completed, Host: h, SubmittedBy: -1})
+			}
+			r := runCLI(t, fake, "jobs")
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			lines := strings.Split(r.stdout, "\n")
+			if got := strings.Contains(lines[0], "HOST"); got != tc.col {
+				t.Fatalf("HOST column %v, want %v:\n%s", got, tc.col, r.stdout)
+			}
+			if !tc.col {
+				return
+			}
+			for i, h := range tc.hosts {
+				if h == "" {
+					h = "-"
+				}
+				if f := strings.Fields(lines[i+1]); len(f) < 4 || f[3] != h {
+					t.Errorf("line %q: host column is not %q", lines[i+1], h)
+				}
+			}
+		})
 	}
 }

@@ -87,9 +87,6 @@ func (a *app) printJob(j jobs.Job) {
 	if len(j.Warnings) > 0 {
 		kv = append(kv, [2]string{"Warnings", fmt.Sprint(len(j.Warnings))})
 	}
-	if len(j.Attempts) > 0 {
-		kv = append(kv, [2]string{"Attempts", fmt.Sprintf("%d failed, retried", len(j.Attempts))})
-	}
 	keyValues(a.env.stdout, kv)
 	a.printAttempts(j.Attempts)
 	if len(j.Warnings) > 0 {
