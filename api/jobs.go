@@ -57,6 +57,21 @@ type Job struct {
 	// Host is the name of the machine the agent (and so the job) runs on:
 	// the bridge runs beside the agent, so it is the bridge's host name.
 	Host string `json:"host"`
+	// Attempts are the runs that failed and were retried (manifest
+	// retry), oldest first, each with the host it ran on and its error: a
+	// detail, and like warnings left out of job lists, whose rows do not
+	// carry them.
+	Attempts []Attempt `json:"attempts,omitzero"`
+}
+
+// Attempt is one failed run of a job that was run again.
+type Attempt struct {
+	Attempt int       `json:"attempt"`
+	Host    string    `json:"host"`
+	Stage   string    `json:"stage,omitempty"`
+	Error   string    `json:"error"`
+	EndedAt time.Time `json:"ended_at"`
+	RetryAt time.Time `json:"retry_at"`
 }
 
 // jobJSON converts the agent's record at time now, on host.
@@ -80,6 +95,10 @@ func jobJSON(j jobs.Job, now time.Time, host string) Job {
 	}
 	n := len(out.Warnings)
 	out.WarningCount = &n
+	out.Attempts = []Attempt{}
+	for _, a := range j.Attempts {
+		out.Attempts = append(out.Attempts, Attempt{Attempt: a.Attempt, Host: a.Host, Stage: a.Stage, Error: a.Error, EndedAt: a.EndedAt, RetryAt: a.RetryAt})
+	}
 	if out.Unit == "" {
 		out.Unit = jobs.UnitName(j.ID)
 	}
@@ -212,7 +231,7 @@ func (s *Server) writeJobs(w http.ResponseWriter, r *http.Request, f apitype.Fil
 	details := s.mayReadDetails(r)
 	for _, j := range list {
 		jj := s.jobView(j, now, details)
-		jj.Warnings, jj.WarningCount = nil, nil
+		jj.Warnings, jj.WarningCount, jj.Attempts = nil, nil, nil
 		out.Jobs = append(out.Jobs, jj)
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -208,9 +208,13 @@ func (c *Client) ListJobs(ctx context.Context, f apitype.Filter) ([]jobs.Job, er
 	return list, err
 }
 
-// ListJobsPage is Manager.ListJobsPaged: page p of the jobs matching f
+// ListJobsPage is Manager.ListJobsPagedEx (ListJobsPaged from an agent
+// without it, whose jobs then have no Host): page p of the jobs matching f
 // with all their properties, and how many match. p.Limit 0 means all.
 func (c *Client) ListJobsPage(ctx context.Context, f apitype.Filter, p apitype.Page) ([]jobs.Job, int, error) {
+	if list, total, ok, err := c.listJobsPageEx(ctx, f, p); ok {
+		return list, total, err
+	}
 	call, err := c.call(ctx, "list jobs", ManagerPath, ManagerIface+".ListJobsPaged", false, filterDict(f, p))
 	if err != nil {
 		return nil, 0, err

@@ -62,6 +62,18 @@ func (s *Server) managerMethods() map[string]any {
 			}
 			return s.rows(list, v), uint32(min(total, 1<<32-1)), nil
 		},
+		"ListJobsPagedEx": func(sender dbus.Sender, filter map[string]dbus.Variant) ([]jobRowEx, uint32, *dbus.Error) {
+			s.touch()
+			list, total, err := s.listJobs(filter)
+			if err != nil {
+				return nil, 0, toDBusError(err)
+			}
+			v, err := s.viewerOf(string(sender))
+			if err != nil {
+				return nil, 0, toDBusError(err)
+			}
+			return s.rowsEx(list, v), uint32(min(total, 1<<32-1)), nil
+		},
 		"GetJob": func(id string) (dbus.ObjectPath, *dbus.Error) {
 			s.touch()
 			j, err := s.b.Job(id)

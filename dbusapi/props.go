@@ -49,13 +49,70 @@ func jobProps(j jobs.Job) map[string]dbus.Variant {
 		"BytesDone":   dbus.MakeVariantWithSignature(uint64(max(j.BytesDone, 0)), sigT),
 		"BytesTotal":  dbus.MakeVariantWithSignature(uint64(max(j.BytesTotal, 0)), sigT),
 		"Warnings":    dbus.MakeVariantWithSignature(slices.Clone(warnings), sigAS),
+		"Host":        str(j.Host),
+		"Attempts":    dbus.MakeVariantWithSignature(attemptsOf(j.Attempts), sigAttempts),
 	}
+}
+
+// attempt is one Job.Attempts entry on the bus, (issstt): the attempt's
+// number, the host it ran on, its error, the stage that failed, when it
+// ended and when it was retried (microseconds since the epoch).
+type attempt struct {
+	Attempt int32
+	Host    string
+	Error   string
+	Stage   string
+	EndedAt uint64
+	RetryAt uint64
+}
+
+func attemptsOf(as []jobs.Attempt) []attempt {
+	out := make([]attempt, 0, len(as))
+	for _, a := range as {
+		out = append(out, attempt{int32(a.Attempt), a.Host, a.Error, a.Stage, usec(a.EndedAt), usec(a.RetryAt)})
+	}
+	return out
+}
+
+// attemptsFrom reads an Attempts value as godbus decodes it: a slice of
+// structs arrives as [][]any.
+func attemptsFrom(v any) ([]jobs.Attempt, bool) {
+	switch l := v.(type) {
+	case []attempt:
+		var out []jobs.Attempt
+		for _, a := range l {
+			out = append(out, jobs.Attempt{Attempt: int(a.Attempt), Host: a.Host, Error: a.Error, Stage: a.Stage,
+				EndedAt: fromUsec(a.EndedAt), RetryAt: fromUsec(a.RetryAt)})
+		}
+		return out, true
+	case [][]any:
+		var out []jobs.Attempt
+		for _, f := range l {
+			var a attempt
+			if len(f) != 6 || !all(as(f[0], &a.Attempt), as(f[1], &a.Host), as(f[2], &a.Error), as(f[3], &a.Stage),
+				as(f[4], &a.EndedAt), as(f[5], &a.RetryAt)) {
+				return nil, false
+			}
+			out = append(out, jobs.Attempt{Attempt: int(a.Attempt), Host: a.Host, Error: a.Error, Stage: a.Stage,
+				EndedAt: fromUsec(a.EndedAt), RetryAt: fromUsec(a.RetryAt)})
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// fromUsec is the inverse of usec.
+func fromUsec(n uint64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(int64(n))
 }
 
 // notInRows are the Job properties that came after ListJobsPaged's row
 // struct was fixed: its signature never changes, so they are read from the
 // job object (Get, GetAll, GetJob) and not from the rows.
-var notInRows = map[string]bool{"Warnings": true}
+var notInRows = map[string]bool{"Warnings": true, "Host": true, "Attempts": true}
 
 // The signatures of the job properties' types.
 var (
@@ -64,6 +121,8 @@ var (
 	sigX  = dbus.SignatureOf(int64(0))
 	sigT  = dbus.SignatureOf(uint64(0))
 	sigAS = dbus.SignatureOf([]string{})
+	// sigAttempts is a(issstt).
+	sigAttempts = dbus.SignatureOf([]attempt{})
 )
 
 // changedProps lists the properties that differ between old and new, sorted.
@@ -140,6 +199,10 @@ func applyProps(j *jobs.Job, props map[string]dbus.Variant) error {
 			if len(w) > 0 {
 				j.Warnings = w
 			}
+		case "Host":
+			j.Host, ok = v.Value().(string)
+		case "Attempts":
+			j.Attempts, ok = attemptsFrom(v.Value())
 		case "ReportPath":
 			j.ReportPath, ok = v.Value().(string)
 		case "BytesDone":

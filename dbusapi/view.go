@@ -18,6 +18,8 @@ import (
 // invalidated, and a client allowed to see them reads them with Get.
 var detailProps = map[string]bool{
 	"Manifest": true, "Outputs": true, "ReportPath": true, "Error": true, "Warnings": true,
+	// an attempt's error names files as the job's does
+	"Attempts": true,
 }
 
 // Redacted is j without its details (the Job properties that name files,
@@ -28,7 +30,7 @@ func Redacted(j jobs.Job) jobs.Job { return redacted(j) }
 
 // redacted is j without its details (see detailProps).
 func redacted(j jobs.Job) jobs.Job {
-	j.Manifest, j.Outputs, j.ReportPath, j.Error, j.Warnings = "", nil, "", "", nil
+	j.Manifest, j.Outputs, j.ReportPath, j.Error, j.Warnings, j.Attempts = "", nil, "", "", nil, nil
 	return j
 }
 

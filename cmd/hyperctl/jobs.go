@@ -139,16 +139,23 @@ func (a *app) printJobs(list []jobs.Job) {
 		return
 	}
 	t := &table{}
-	t.add(a.paint(ansiBold, "ID"), a.paint(ansiBold, "NAME"), a.paint(ansiBold, "STATE"),
-		a.paint(ansiBold, "STAGE"), a.paint(ansiBold, "PROGRESS"), a.paint(ansiBold, "CREATED"))
+	fleet := manyHosts(list)
+	head := []string{a.paint(ansiBold, "ID"), a.paint(ansiBold, "NAME"), a.paint(ansiBold, "STATE")}
+	if fleet {
+		head = append(head, a.paint(ansiBold, "HOST"))
+	}
+	t.add(append(head, a.paint(ansiBold, "STAGE"), a.paint(ansiBold, "PROGRESS"), a.paint(ansiBold, "CREATED"))...)
 	infos := []string{"INFO"}
 	for _, j := range list {
 		info := j.StatusText
 		if j.Error != "" {
 			info = j.Error
 		}
-		t.add(j.ID, j.Name, a.paint(stateColour(j.State), string(j.State)), orDash(j.Stage),
-			formatProgress(j), formatTime(j.CreatedAt))
+		row := []string{j.ID, j.Name, a.paint(stateColour(j.State), string(j.State))}
+		if fleet {
+			row = append(row, orDash(terminalSafe(j.Host)))
+		}
+		t.add(append(row, orDash(j.Stage), formatProgress(j), formatTime(j.CreatedAt))...)
 		infos = append(infos, orDash(info))
 	}
 	// INFO is never cut: on a terminal it wraps within its column, and
@@ -190,3 +197,20 @@ func (a *app) printJobs(list []jobs.Job) {
 
 // minInfoWidth is the narrowest INFO column worth wrapping into.
 const minInfoWidth = 24
+
+// manyHosts reports whether the jobs were claimed by more than one host: a
+// fleet sharing one store. Only then does the list have a HOST column; on
+// one host it would say the same name on every line.
+func manyHosts(list []jobs.Job) bool {
+	first := ""
+	for _, j := range list {
+		switch {
+		case j.Host == "":
+		case first == "":
+			first = j.Host
+		case j.Host != first:
+			return true
+		}
+	}
+	return false
+}

@@ -63,6 +63,7 @@ func (a *app) printJob(j jobs.Job) {
 		[2]string{"Submitted by", submitter},
 		[2]string{"Priority", fmt.Sprint(j.Priority)},
 		[2]string{"Unit", orDash(j.Unit)},
+		[2]string{"Host", orDash(j.Host)},
 		[2]string{"Created", formatTime(j.CreatedAt)},
 		[2]string{"Started", formatTime(j.StartedAt)},
 		[2]string{"Finished", formatTime(j.FinishedAt)},
@@ -87,6 +88,7 @@ func (a *app) printJob(j jobs.Job) {
 		kv = append(kv, [2]string{"Warnings", fmt.Sprint(len(j.Warnings))})
 	}
 	keyValues(a.env.stdout, kv)
+	a.printAttempts(j.Attempts)
 	if len(j.Warnings) > 0 {
 		// A section of its own: warnings are sentences, too long for the
 		// key-value column, and they are what the user must read.
@@ -94,6 +96,25 @@ func (a *app) printJob(j jobs.Job) {
 		for _, w := range j.Warnings {
 			fmt.Fprintln(a.env.stdout, "  "+a.paint(ansiYellow, "! "+terminalSafe(w)))
 		}
+	}
+}
+
+// printAttempts is the Attempts section of show: each failed run with
+// the host it ran on, the stage that failed, its error and when it was
+// run again, so that a job retried across a fleet tells where each try
+// went wrong.
+func (a *app) printAttempts(as []jobs.Attempt) {
+	if len(as) == 0 {
+		return
+	}
+	fmt.Fprintln(a.env.stdout, "\nAttempts:")
+	for _, at := range as {
+		where := "on " + orDash(terminalSafe(at.Host))
+		if at.Stage != "" {
+			where += ", in " + terminalSafe(at.Stage)
+		}
+		fmt.Fprintf(a.env.stdout, "  %d  %s  ended %s  retried %s\n", at.Attempt, where, formatTime(at.EndedAt), formatTime(at.RetryAt))
+		fmt.Fprintln(a.env.stdout, "     "+a.paint(ansiRed, terminalSafe(at.Error)))
 	}
 }
 

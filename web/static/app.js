@@ -576,6 +576,15 @@ const H2K = (() => {
     } else if (typeof j.warnings === "number" && j.warnings > 0) {
       rep.append(el("p", { class: "warn", text: `${j.warnings} warning${j.warnings === 1 ? "" : "s"}: see the report and the log.` }));
     }
+    // Each failed run that was retried: where it ran and why it failed.
+    const attempts = Array.isArray(j.attempts) ? j.attempts : [];
+    if (attempts.length) {
+      rep.append(el("p", { text: `${attempts.length} failed attempt${attempts.length === 1 ? "" : "s"}, retried:` }),
+        el("ol", { class: "attempts" }, ...attempts.map((a) => el("li", { "data-attempt": String(a.attempt) },
+          `attempt ${a.attempt} on ${a.host || "?"}${a.stage ? ", in " + a.stage : ""}, ended ${full(a.ended_at)}: `,
+          el("span", { class: "job-error", text: a.error || "" }),
+          a.retry_at ? ` · retried ${full(a.retry_at)}` : ""))));
+    }
     for (const f of Array.isArray(j.fixes) ? j.fixes : []) {
       rep.append(el("details", { class: "fix" }, el("summary", { text: f.name || f.fix || "fix" }),
         el("pre", { class: "diff", text: f.diff || "" })));
