@@ -58,9 +58,19 @@ const (
 // zstd or zlib; the estimate leans to the safe side.
 const CompressedShare = 0.6
 
-// Slack is added to every estimate: qcow2 metadata, domain.xml, the
-// report, the FIX overlay's few changed clusters.
-const Slack = 64 << 20
+// Slack is added to every estimate: qcow2 metadata, NAME.xml, the
+// report, the FIX overlay's few changed clusters. It grows with the
+// source (an eighth of it) up to MaxSlack, from MinSlack: a fixed 64 MiB
+// refused a 4 KiB image on a filesystem with 8 MiB free.
+const (
+	MinSlack = 1 << 20
+	MaxSlack = 64 << 20
+)
+
+// slack is the room added to an estimate of need bytes.
+func slack(need int64) int64 {
+	return min(MaxSlack, max(MinSlack, need/8))
+}
 
 // SettleTime is how recently a source may have changed before it counts
 // as still being written (agent.yaml's stable_time for drops).
@@ -282,7 +292,8 @@ func space(p *manifest.Pipeline, files []file, o Options) report.Check {
 		need = int64(float64(alloc) * CompressedShare)
 		how = fmt.Sprintf("%.0f%% of the source's allocated size (compressed)", CompressedShare*100)
 	}
-	need += Slack
+	extra := slack(need)
+	need += extra
 	dir := o.OutputDir
 	if p.Convert != nil && p.Convert.OutputDir != "" {
 		dir = p.Convert.OutputDir
@@ -295,7 +306,7 @@ func space(p *manifest.Pipeline, files []file, o Options) report.Check {
 	if err != nil {
 		return report.Check{Name: OutputSpace, Status: Warning, Message: fmt.Sprintf("cannot tell the free space of %s: %v", at, err)}
 	}
-	msg := fmt.Sprintf("%s free on %s, about %s needed (%s, %s, and %s slack)", human(int64(avail)), at, human(need), how, human(alloc), human(Slack))
+	msg := fmt.Sprintf("%s free on %s, about %s needed (%s, %s, and %s slack)", human(int64(avail)), at, human(need), how, human(alloc), human(extra))
 	switch {
 	case uint64(need) > avail:
 		return report.Check{Name: OutputSpace, Status: Blocker, Message: msg,

@@ -55,9 +55,9 @@ func TestSource(t *testing.T) {
 		{"just written", pipe("raw", raw, false), time.Now(), 1 << 40, preflight.SourceSettled, preflight.Warning, "may still be"},
 		{"settled", pipe("raw", raw, false), later, 1 << 40, preflight.SourceSettled, preflight.OK, "no file changed"},
 		{"room", pipe("raw", raw, false), later, 1 << 40, preflight.OutputSpace, preflight.OK, "8.0 MiB"},
-		{"no room", pipe("raw", raw, false), later, 70 << 20, preflight.OutputSpace, preflight.Blocker, "pipeline.convert.output_dir"},
-		{"compression fits", pipe("raw", raw, true), (later), 70 << 20, preflight.OutputSpace, preflight.Warning, "compressed"},
-		{"little to spare", pipe("raw", raw, false), later, 74 << 20, preflight.OutputSpace, preflight.Warning, "10%"},
+		{"no room", pipe("raw", raw, false), later, 8 << 20, preflight.OutputSpace, preflight.Blocker, "pipeline.convert.output_dir"},
+		{"compression fits", pipe("raw", raw, true), (later), 6 << 20, preflight.OutputSpace, preflight.Warning, "compressed"},
+		{"little to spare", pipe("raw", raw, false), later, 19 << 19, preflight.OutputSpace, preflight.Warning, "10%"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,7 +28,7 @@ func (a *app) preflightCmd() *cobra.Command {
 without the agent: each source readable by you, whole (its format's own
 tables) and not changed in the last seconds, and room for the outputs on
 the output filesystem (the source's allocated size, 60% of it when
-compressed, plus 64 MiB). The checks inside the guest (encrypted volumes,
+compressed, plus up to 64 MiB of slack). The checks inside the guest (encrypted volumes,
 dirty filesystems) run in the job, after INSPECT.
 
 Exit 0 when nothing blocks (warnings are printed), 1 when a check blocks,
