@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
+	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
@@ -91,7 +92,12 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 			// native: md is not assembled on the host; the error says what to do.
 			if c.name == "md" {
 				m := engManifest("md-native", "ova", ova)
-				m.Pipeline.Fix.Backend = "native"
+				// FIX on: a failed INSPECT then fails the job (with FIX off
+				// the disks are converted anyway, with a warning).
+				on := true
+				m.Pipeline.Fix.Enabled, m.Pipeline.Fix.Backend = &on, "native"
+				m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+				m.SetDefaults()
 				_, err := engine.Run(context.Background(), m, engine.Options{OutputDir: filepath.Join(t.TempDir(), "out")})
 				if err == nil || !strings.Contains(err.Error(), "md RAID member") || !strings.Contains(err.Error(), "fix.backend guestfs") {
 					t.Errorf("native on a root on md: %v, want an error naming md and fix.backend guestfs", err)

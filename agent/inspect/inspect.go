@@ -328,6 +328,8 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 			rg, err := vg.Linear(lv)
 			f, ok := byID[rg.PVID]
 			switch {
+			case len(lvDisks(vg, lv, byID)) > 1:
+				p.Note = fmt.Sprintf("LV %s %s %v: only the guestfs backend, given every disk, can open it", p.LV, spansDisks, lvDisks(vg, lv, byID))
 			case err != nil:
 				p.Note = err.Error() + ": only the guestfs backend can open it"
 			case !ok:
@@ -355,6 +357,29 @@ func assembled(g *report.Guest) bool {
 		}
 	}
 	return false
+}
+
+// spansDisks is how an LV's note says its extents are on several of the
+// VM's disks: FIX, which writes one disk, must not write it.
+const spansDisks = "has extents on the VM's disks"
+
+// lvDisks lists the disks (1 for the first) holding lv's extents.
+func lvDisks(vg *lvm.VG, lv lvm.LV, byID map[string]foundPV) []int {
+	seen := map[int]bool{}
+	var disks []int
+	for _, s := range lv.Segments {
+		for _, st := range s.Stripes {
+			pv, ok := vg.PVs[st.PV]
+			if !ok {
+				continue
+			}
+			if f, ok := byID[pv.ID]; ok && !seen[f.disk] {
+				seen[f.disk] = true
+				disks = append(disks, f.disk+1)
+			}
+		}
+	}
+	return disks
 }
 
 var linuxFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
@@ -505,9 +530,10 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, o *ope
 			return nil, errNoRoot
 		}
 	}
-	if found && root.Type == "md" && o.writable() {
-		// FIX opens one disk: the other legs would keep the old data.
-		return nil, fmt.Errorf("cannot write the guest's root %s: it is on an md RAID array across the VM's disks, and FIX writes one disk (a mirror leg is never written alone); convert with fix disabled", devOf(root))
+	if found && o.writable() && (root.Type == "md" || strings.Contains(root.Note, spansDisks)) {
+		// FIX writes one disk: another mirror leg would keep the old data,
+		// and another disk's extents of an LV would be lost.
+		return nil, fmt.Errorf("cannot write the guest's root %s: it is on an md RAID array or an LV across the VM's disks, and FIX writes only one disk (not supported yet); convert with fix disabled", devOf(root))
 	}
 	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: o.writable(), Others: o.others})
 	if err != nil {
