@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -156,5 +157,20 @@ func TestMountOfMD(t *testing.T) {
 	m := mountOf(report.Partition{Type: "md", Device: "/dev/md127", FSType: "ext4"}, "/", true)
 	if m.Device != "/dev/md127" || m.Number != 0 {
 		t.Errorf("mountOf an md array = %+v, want device /dev/md127", m)
+	}
+}
+
+// FIX writes one disk: a root on an md array or on an LV with extents on
+// two disks is refused before anything is opened.
+func TestWriteRefusedAcrossDisks(t *testing.T) {
+	for _, root := range []report.Partition{
+		{Type: "md", Device: "/dev/md0", FSType: "ext4"},
+		{Type: "lvm-lv", LV: "rhel/root", Device: "/dev/mapper/rhel-root", FSType: "ext4", Note: "LV rhel/root " + spansDisks + " [1 2]: only the guestfs backend, given every disk, can open it"},
+	} {
+		g := &report.Guest{Root: root.Device, Partitions: []report.Partition{root}}
+		_, _, err := OpenRootRW(context.Background(), Image{Path: "/nonexistent.qcow2", Format: "qcow2"}, "guestfs", []string{"/"}, g)
+		if err == nil || !strings.Contains(err.Error(), "convert with fix disabled") {
+			t.Errorf("FIX of a root on %s: %v, want a refusal", root.Device, err)
+		}
 	}
 }
