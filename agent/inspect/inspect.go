@@ -329,7 +329,9 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 			f, ok := byID[rg.PVID]
 			switch {
 			case len(lvDisks(vg, lv, byID)) > 1:
-				p.Note = fmt.Sprintf("LV %s %s %v: only the guestfs backend, given every disk, can open it", p.LV, spansDisks, lvDisks(vg, lv, byID))
+				d := lvDisks(vg, lv, byID)
+				p.Note = fmt.Sprintf("LV %s %s %v: only the guestfs backend, given every disk, can open it", p.LV, spansDisks, d)
+				p.Disk, p.DiskName = d[0]-1, imgs[d[0]-1].name()
 			case err != nil:
 				p.Note = err.Error() + ": only the guestfs backend can open it"
 			case !ok:
