@@ -79,6 +79,31 @@ type Options struct {
 	Writable bool
 	// WorkDir is where scratch files and mount points go (default os.TempDir()).
 	WorkDir string
+	// Others are the VM's other disks, attached after img, always through
+	// a private overlay (never written): the guestfs appliance then
+	// assembles md arrays and VGs whose members live on several disks.
+	// The native backend opens filesystems by offset on img and ignores
+	// them.
+	Others []Image
+}
+
+// Volume is a filesystem only the guestfs appliance sees: on an md array
+// or an LV it assembled or activated.
+type Volume struct {
+	Device string // its name in the appliance: /dev/md127, /dev/VG/LV
+	FSType string
+	UUID   string
+}
+
+// Volumes lists the md arrays and LVs the session's backend assembled,
+// with their filesystems; nil for a backend that assembles nothing (native).
+func Volumes(ctx context.Context, s Session) ([]Volume, error) {
+	if v, ok := s.(interface {
+		volumes(ctx context.Context) ([]Volume, error)
+	}); ok {
+		return v.volumes(ctx)
+	}
+	return nil, nil
 }
 
 // Mount is a filesystem to mount in the session.

@@ -3,6 +3,7 @@ package guest
 import (
 	"encoding/json"
 	"io/fs"
+	"strings"
 	"testing"
 )
 
@@ -84,6 +85,28 @@ func TestCheckOptions(t *testing.T) {
 	} {
 		if err := CheckOptions(tt.o); (err == nil) != tt.ok {
 			t.Errorf("CheckOptions(%q) = %v, want ok %v", tt.o, err, tt.ok)
+		}
+	}
+}
+
+func TestApplianceDeviceNames(t *testing.T) {
+	for _, tt := range []struct {
+		dev    string
+		md, lv bool
+	}{
+		{"/dev/md127", true, false},
+		{"/dev/md0", true, false},
+		{"/dev/rhel/root", false, true},
+		{"/dev/md", false, false},
+		{"/dev/md1;reboot", false, false},
+		{"/dev/sda1", false, false},
+		{"/dev/../etc", false, false},
+	} {
+		if got := mdDevice.MatchString(tt.dev); got != tt.md {
+			t.Errorf("mdDevice(%q) = %v", tt.dev, got)
+		}
+		if got := lvDevice.MatchString(tt.dev) && !strings.Contains(tt.dev, "/."); got != tt.lv {
+			t.Errorf("lvDevice(%q) = %v", tt.dev, got)
 		}
 	}
 }

@@ -111,6 +111,18 @@ func openGuestfs(ctx context.Context, img Image, o Options) (_ *gfs, err error) 
 	if _, err := g.call(ctx, "add-drive", img.Path, "format:"+img.Format); err != nil {
 		return nil, err
 	}
+	// The VM's other disks, after img so that img stays /dev/sda (Mount's
+	// partition numbers are img's), each behind its own overlay: a write
+	// through an md array or a VG reaches only the overlay, never a source.
+	for i, o := range o.Others {
+		ov := filepath.Join(dir, fmt.Sprintf("other-%d.qcow2", i))
+		if err := overlay(ctx, o, ov); err != nil {
+			return nil, err
+		}
+		if _, err := g.call(ctx, "add-drive", ov, "format:qcow2"); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := g.call(ctx, "run"); err != nil {
 		return nil, fmt.Errorf("cannot start the libguestfs appliance: %w", err)
 	}
@@ -166,6 +178,44 @@ func (g *gfs) serverErrors() string {
 // names come from the guest's metadata.
 var lvDevice = regexp.MustCompile(`^/dev/[A-Za-z0-9+_.][A-Za-z0-9+_.-]*/[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
 
+// mdDevice is an md array's kernel name in the appliance (list-md-devices).
+var mdDevice = regexp.MustCompile(`^/dev/md[0-9]{1,4}$`)
+
+// volumes lists the md arrays the appliance assembled (libguestfs runs
+// mdadm --assemble at launch) and its LVs, with each one's filesystem
+// type and UUID; a volume without a filesystem it knows is left out.
+func (g *gfs) volumes(ctx context.Context) ([]Volume, error) {
+	var devs []string
+	for _, c := range []string{"list-md-devices", "lvs"} {
+		out, err := g.call(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("cannot list the appliance's volumes: %w", err)
+		}
+		for _, d := range strings.Split(string(out), "\n") {
+			d = strings.TrimSpace(d)
+			if mdDevice.MatchString(d) || (lvDevice.MatchString(d) && !strings.Contains(d, "/.")) {
+				devs = append(devs, d)
+			}
+		}
+	}
+	var res []Volume
+	for _, d := range devs {
+		t, err := g.call(ctx, "vfs-type", d)
+		if err != nil {
+			continue
+		}
+		v := Volume{Device: d, FSType: strings.TrimSpace(string(t))}
+		if v.FSType == "" {
+			continue
+		}
+		if u, err := g.call(ctx, "vfs-uuid", d); err == nil {
+			v.UUID = strings.TrimSpace(string(u))
+		}
+		res = append(res, v)
+	}
+	return res, nil
+}
+
 func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	target, err := clean(m.Target)
 	if err != nil {
@@ -187,8 +237,8 @@ func (g *gfs) Mount(ctx context.Context, m Mount) error {
 		dev += strconv.Itoa(m.Number)
 	}
 	if m.Device != "" {
-		if !lvDevice.MatchString(m.Device) || strings.Contains(m.Device, "/.") {
-			return fmt.Errorf("cannot mount %s: not a /dev/VG/LV name", m.Device)
+		if !mdDevice.MatchString(m.Device) && (!lvDevice.MatchString(m.Device) || strings.Contains(m.Device, "/.")) {
+			return fmt.Errorf("cannot mount %s: not a /dev/VG/LV or /dev/mdN name", m.Device)
 		}
 		dev = m.Device
 	}

@@ -103,12 +103,23 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		}
 		return g, nil
 	}
-	if !hasLinuxFS(g) {
+	if !hasLinuxFS(g) && !(backend == guest.Guestfs && assembled(g)) {
+		if backend != guest.Guestfs && assembled(g) {
+			return nil, noRoot(g)
+		}
 		g.OS = &report.OS{Type: "unknown"}
 		return g, nil
 	}
 	for i, img := range imgs {
-		s, err := openRootOn(ctx, img, i, backend, &opening{}, g)
+		o := &opening{}
+		if backend == guest.Guestfs {
+			for j, other := range imgs {
+				if j != i {
+					o.others = append(o.others, guest.Image{Path: other.Path, Format: other.Format})
+				}
+			}
+		}
+		s, err := openRootOn(ctx, img, i, backend, o, g)
 		if errors.Is(err, errNoRoot) {
 			continue
 		}
@@ -133,6 +144,11 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 // one (a striped, mirrored, thin or fragmented LV) or guestfish is the
 // only choice. The reason goes into the report.
 func Choose(g *report.Guest) (backend, reason string) {
+	for _, p := range g.Partitions {
+		if p.FSType == "linux_raid_member" && !hasLinuxFS(g) {
+			return guest.Guestfs, "guestfs: " + devOf(p) + " is an md RAID member and no other Linux filesystem is found; only the appliance assembles md arrays"
+		}
+	}
 	for _, p := range g.Partitions {
 		if p.LV != "" && p.Note != "" {
 			return guest.Guestfs, "guestfs: " + p.Note
@@ -167,7 +183,7 @@ func noRoot(g *report.Guest) error {
 			notes = append(notes, encrypted(p))
 		}
 		if p.FSType == "linux_raid_member" {
-			notes = append(notes, devOf(p)+" is an md RAID member (md is not supported yet: a mirror leg is never written alone)")
+			notes = append(notes, devOf(p)+" is an md RAID member: the native backend does not assemble md arrays (and never mounts a mirror leg alone); use fix.backend guestfs or auto")
 		}
 	}
 	if len(notes) == 0 {
@@ -312,6 +328,10 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 			rg, err := vg.Linear(lv)
 			f, ok := byID[rg.PVID]
 			switch {
+			case len(lvDisks(vg, lv, byID)) > 1:
+				d := lvDisks(vg, lv, byID)
+				p.Note = fmt.Sprintf("LV %s %s %v: only the guestfs backend, given every disk, can open it", p.LV, spansDisks, d)
+				p.Disk, p.DiskName = d[0]-1, imgs[d[0]-1].name()
 			case err != nil:
 				p.Note = err.Error() + ": only the guestfs backend can open it"
 			case !ok:
@@ -328,6 +348,40 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 		}
 	}
 	return out
+}
+
+// assembled says whether g has volumes only an assembly opens: md RAID
+// members, or LVs the native backend cannot open by offset.
+func assembled(g *report.Guest) bool {
+	for _, p := range g.Partitions {
+		if p.FSType == "linux_raid_member" || (p.LV != "" && p.Note != "") {
+			return true
+		}
+	}
+	return false
+}
+
+// spansDisks is how an LV's note says its extents are on several of the
+// VM's disks: FIX, which writes one disk, must not write it.
+const spansDisks = "has extents on the VM's disks"
+
+// lvDisks lists the disks (1 for the first) holding lv's extents.
+func lvDisks(vg *lvm.VG, lv lvm.LV, byID map[string]foundPV) []int {
+	seen := map[int]bool{}
+	var disks []int
+	for _, s := range lv.Segments {
+		for _, st := range s.Stripes {
+			pv, ok := vg.PVs[st.PV]
+			if !ok {
+				continue
+			}
+			if f, ok := byID[pv.ID]; ok && !seen[f.disk] {
+				seen[f.disk] = true
+				disks = append(disks, f.disk+1)
+			}
+		}
+	}
+	return disks
 }
 
 var linuxFS = map[string]bool{"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true}
@@ -409,6 +463,9 @@ func mountOf(p report.Partition, target string, ro bool) guest.Mount {
 	if p.LV != "" {
 		m.Device = "/dev/" + p.LV
 	}
+	if p.Type == "md" {
+		m.Device = p.Device
+	}
 	return m
 }
 
@@ -444,6 +501,9 @@ type opening struct {
 	all       bool
 	rw        map[string]bool
 	mountedRW []report.Partition
+	// others are the VM's other disks, for the guestfs appliance to
+	// assemble md arrays and VGs across disks (read-only, inspection only).
+	others []guest.Image
 }
 
 func (o *opening) writable() bool { return o.all || len(o.rw) > 0 }
@@ -468,11 +528,16 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, o *ope
 		for _, p := range g.Partitions {
 			any = any || (p.Disk == disk && linuxFS[p.FSType])
 		}
-		if !any {
+		if !any && !(backend == guest.Guestfs && assembled(g)) {
 			return nil, errNoRoot
 		}
 	}
-	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: o.writable()})
+	if found && o.writable() && (root.Type == "md" || strings.Contains(root.Note, spansDisks)) {
+		// FIX writes one disk: another mirror leg would keep the old data,
+		// and another disk's extents of an LV would be lost.
+		return nil, fmt.Errorf("cannot write the guest's root %s: it is on an md RAID array or an LV across the VM's disks, and FIX writes only one disk (not supported yet); convert with fix disabled", devOf(root))
+	}
+	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: o.writable(), Others: o.others})
 	if err != nil {
 		return nil, err
 	}
@@ -523,6 +588,13 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, o *ope
 				break
 			}
 		}
+		if g.Root == "" && backend == guest.Guestfs && !o.writable() {
+			p, err := rootOnVolume(ctx, s, g, disk)
+			if err != nil {
+				return nil, err
+			}
+			root = p
+		}
 		if g.Root == "" {
 			return nil, errNoRoot
 		}
@@ -534,6 +606,56 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, o *ope
 	}
 	ok = true
 	return s, nil
+}
+
+// rootOnVolume looks for the root on the md arrays and LVs the guestfs
+// appliance assembled from every disk of the VM (an md mirror, an LV
+// spanning two disks), records each Linux filesystem found in
+// g.Partitions (an md array as type "md", on the disk'th disk), and
+// mounts the root at "/" when one holds it.
+func rootOnVolume(ctx context.Context, s guest.Session, g *report.Guest, disk int) (report.Partition, error) {
+	vols, err := guest.Volumes(ctx, s)
+	if err != nil {
+		return report.Partition{}, err
+	}
+	var root report.Partition
+	for _, v := range vols {
+		if !linuxFS[v.FSType] {
+			continue
+		}
+		i := -1
+		for j, p := range g.Partitions {
+			if (p.LV != "" && "/dev/"+p.LV == v.Device) || (p.Type == "md" && p.Device == v.Device) {
+				i = j
+			}
+		}
+		if i < 0 {
+			md := report.Partition{Type: "md", Device: v.Device, Disk: disk}
+			for _, p := range g.Partitions {
+				if p.Disk == disk && md.DiskName == "" {
+					md.DiskName = p.DiskName
+				}
+			}
+			g.Partitions = append(g.Partitions, md)
+			i = len(g.Partitions) - 1
+		}
+		g.Partitions[i].FSType, g.Partitions[i].UUID = v.FSType, v.UUID
+		if g.Root != "" {
+			continue
+		}
+		p := g.Partitions[i]
+		if err := s.Mount(ctx, mountOf(p, "/", true)); err != nil {
+			return report.Partition{}, err
+		}
+		if isRoot(ctx, s, "/") {
+			g.Root, root = devOf(p), p
+			continue
+		}
+		if err := s.Unmount(ctx); err != nil {
+			return report.Partition{}, err
+		}
+	}
+	return root, nil
 }
 
 // treeMounts are the fstab mount points mounted below the root, parents

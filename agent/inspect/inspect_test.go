@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -93,6 +94,10 @@ func TestChoose(t *testing.T) {
 		{[]report.Partition{{Number: 1, FSType: "ext4"}}, "native"},
 		{[]report.Partition{{Number: 2, FSType: "LVM2_member"}, {LV: "rhel/root", FSType: "xfs", Start: 1 << 20, Size: 1 << 30}}, "native"},
 		{[]report.Partition{{LV: "rhel/root", FSType: "xfs"}, {LV: "rhel/data", Note: "LV rhel/data: segment type \"thin\" with 0 stripes is not linear"}}, "guestfs"},
+		// Only md members: the root can only be on an array the appliance assembles.
+		{[]report.Partition{{Number: 1, FSType: "linux_raid_member"}, {Number: 1, Disk: 1, FSType: "linux_raid_member"}}, "guestfs"},
+		// md members beside a plain root (a mirrored /srv): native still opens the root.
+		{[]report.Partition{{Number: 1, FSType: "ext4"}, {Number: 2, FSType: "linux_raid_member"}}, "native"},
 	} {
 		got, why := Choose(&report.Guest{Partitions: tt.parts})
 		if got != tt.want || !strings.HasPrefix(why, got+": ") {
@@ -131,5 +136,41 @@ func TestChooseUEFI(t *testing.T) {
 	g.Firmware = "bios"
 	if got, why := Choose(g); got != "native" {
 		t.Errorf("a BIOS guest's vfat partition changed the choice: %s (%s)", got, why)
+	}
+}
+
+func TestNoRootNamesMDMembers(t *testing.T) {
+	g := &report.Guest{Partitions: []report.Partition{
+		{Number: 1, Disk: 0, FSType: "linux_raid_member", Device: "/dev/sda1"},
+		{Number: 1, Disk: 1, FSType: "linux_raid_member", Device: "/dev/sdb1"},
+	}}
+	err := noRoot(g)
+	if !errors.Is(err, errNoRoot) || !strings.Contains(err.Error(), "/dev/sdb1 is an md RAID member") || !strings.Contains(err.Error(), "use fix.backend guestfs") {
+		t.Errorf("noRoot = %v", err)
+	}
+	if !assembled(g) || assembled(&report.Guest{Partitions: []report.Partition{{Number: 1, FSType: "ext4"}}}) {
+		t.Error("assembled: md members not seen, or a plain partition taken for one")
+	}
+}
+
+func TestMountOfMD(t *testing.T) {
+	m := mountOf(report.Partition{Type: "md", Device: "/dev/md127", FSType: "ext4"}, "/", true)
+	if m.Device != "/dev/md127" || m.Number != 0 {
+		t.Errorf("mountOf an md array = %+v, want device /dev/md127", m)
+	}
+}
+
+// FIX writes one disk: a root on an md array or on an LV with extents on
+// two disks is refused before anything is opened.
+func TestWriteRefusedAcrossDisks(t *testing.T) {
+	for _, root := range []report.Partition{
+		{Type: "md", Device: "/dev/md0", FSType: "ext4"},
+		{Type: "lvm-lv", LV: "rhel/root", Device: "/dev/mapper/rhel-root", FSType: "ext4", Note: "LV rhel/root " + spansDisks + " [1 2]: only the guestfs backend, given every disk, can open it"},
+	} {
+		g := &report.Guest{Root: root.Device, Partitions: []report.Partition{root}}
+		_, _, err := OpenRootRW(context.Background(), Image{Path: "/nonexistent.qcow2", Format: "qcow2"}, "guestfs", []string{"/"}, g)
+		if err == nil || !strings.Contains(err.Error(), "convert with fix disabled") {
+			t.Errorf("FIX of a root on %s: %v, want a refusal", root.Device, err)
+		}
 	}
 }
