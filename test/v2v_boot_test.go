@@ -21,15 +21,12 @@ import (
 // fix.backend virt-v2v: FIX runs the real virt-v2v-in-place on the
 // overlay, and the result boots on virtio to a login prompt. This proves
 // the backend is wired end to end; a real Windows boot cannot be tested
-// here (docs/WINDOWS.md). Slow: virt-v2v's appliance and the guest's
-// initramfs rebuilt under TCG, then a boot: about 10 minutes on a loaded
-// 2-core machine, so it runs only with HYPER2KVM_TEST_V2V_LINUX=1 (CI's
-// budget is 25 minutes for everything).
+// here (docs/WINDOWS.md). Slow (virt-v2v's appliance and the guest's
+// initramfs rebuilt under TCG, then a boot: five to ten minutes on a
+// 2-core machine), so it runs beside the other parallel tests.
 func TestBootDebianVirtV2V(t *testing.T) {
 	needRoot(t)
-	if os.Getenv("HYPER2KVM_TEST_V2V_LINUX") == "" {
-		t.Skip("slow (about 10 min): set HYPER2KVM_TEST_V2V_LINUX=1 to run virt-v2v on the Linux fixture and boot it")
-	}
+	t.Parallel()
 	needTools(t, "virt-v2v-in-place", "nbdkit", "qemu-system-x86_64")
 	start := time.Now()
 	raw := fixture.DebianDisk(t)
