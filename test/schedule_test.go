@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ func TestWorkflowSchedule(t *testing.T) {
 		"/etc/hyper2kvm/schedules.d/nightly.yaml": "cron: '* * * * *'\nmanifest: /srv/wf/nightly.json\n",
 		"/etc/hyper2kvm/schedules.d/broken.yaml":  "cron: '0 25 * * *'\nmanifest: /srv/wf/nightly.json\n",
 	})
-	ctx := hyperctlCtx(t, 10*time.Minute)
+	ctx := hyperctlCtx(t, 5*time.Minute)
 	type sched struct {
 		Name     string    `json:"name"`
 		Cron     string    `json:"cron"`
@@ -48,7 +49,9 @@ func TestWorkflowSchedule(t *testing.T) {
 		t.Errorf("broken.yaml's problem: %q, want one naming the file and the cron field", ss[1].Error)
 	}
 	var fired sched
-	if err := b.WaitFor(ctx, "the schedule to fire", func() (bool, error) {
+	fireCtx, cancel := context.WithTimeout(ctx, 150*time.Second) // a firing a minute
+	defer cancel()
+	if err := b.WaitFor(fireCtx, "the schedule to fire", func() (bool, error) {
 		ss := list()
 		fired = ss[0]
 		return len(fired.LastJobs) > 0 || fired.Error != "", nil
@@ -64,10 +67,9 @@ func TestWorkflowSchedule(t *testing.T) {
 		out, _, _ := hyperctlRun(ctx, t, b, "", "-o", "json", "show", id)
 		var j struct {
 			Status string `json:"status"`
-			State  string `json:"state"`
 		}
 		json.Unmarshal([]byte(out), &j)
-		state = j.Status + j.State
+		state = j.Status
 		return state == "completed" || state == "failed" || state == "cancelled", nil
 	}); err != nil {
 		t.Fatal(err)
