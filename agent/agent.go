@@ -18,6 +18,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
+	"github.com/hyper2kvm/hyper2kvm/agent/schedules"
 )
 
 // Agent is the daemon. Create it with New, export it (it implements
@@ -45,6 +46,9 @@ type Agent struct {
 	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
 	// deliver sends one webhook delivery (webhooks.go).
 	deliver func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)
+	// schedDir is schedules.d; scheds what it held at start (periodic.go).
+	schedDir string
+	scheds   []*schedules.Schedule
 
 	mu       sync.Mutex
 	st       *state
@@ -412,7 +416,13 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.mu.Unlock()
 				// Webhook deliveries due soon keep the agent up; a
 				// later one is what the wake timer is armed for.
-				if d := a.nextDelivery(ctx); !d.IsZero() {
+				// So do a schedule's firing and this host's sweep
+				// (periodic.go).
+				d := a.nextDelivery(ctx)
+				if f := a.nextFiring(); !f.IsZero() && (d.IsZero() || f.Before(d)) {
+					d = f
+				}
+				if !d.IsZero() {
 					if d.Before(a.now().Add(a.cfg.IdleTimeout.D())) {
 						break
 					}

@@ -336,23 +336,37 @@ type notifyClient interface {
 // below). Finished deliveries older than keepDeliveries are deleted.
 func (a *Agent) startWebhooks(ctx context.Context) (notifyClient, error) {
 	d := a.st.db
-	if d == nil || !a.webhooks() {
+	if d == nil {
+		return nil, nil
+	}
+	a.scheds = a.loadSchedules()
+	if !a.webhooks() && len(a.scheds) == 0 && !a.retainSet() {
 		return nil, nil
 	}
 	if d.pool == nil {
-		d.exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE kind = ? AND state = 'running'`, sqliteTime(a.now()), webhookKind)
+		d.exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = ? WHERE kind IN (?, ?, ?) AND state = 'running'`, sqliteTime(a.now()), webhookKind, scheduleKind, gcKind)
 	}
 	d.exec(ctx, d.q(`DELETE FROM river_job WHERE kind = ? AND state IN ('completed', 'cancelled', 'discarded') AND finalized_at < ?`,
 		`DELETE FROM river_job WHERE kind = $1 AND state IN ('completed', 'cancelled', 'discarded') AND finalized_at < $2`),
 		webhookKind, d.ts(a.now().Add(-keepDeliveries)))
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &webhookWorker{a: a})
+	river.AddWorker(workers, &scheduleWorker{a: a})
+	river.AddWorker(workers, &gcWorker{a: a})
+	queues := map[string]river.QueueConfig{notifyQueue: {MaxWorkers: 4}, periodicQueue: {MaxWorkers: 1}}
+	if a.retainSet() {
+		queues[gcQueue(a.host)] = river.QueueConfig{MaxWorkers: 1}
+		if err := a.queueGC(ctx); err != nil {
+			return nil, fmt.Errorf("cannot queue the periodic sweep: %w", err)
+		}
+	}
 	cfg := &river.Config{
-		Logger:      discardLogger(),
-		ID:          "hyper2kvmd-" + a.host,
-		Queues:      map[string]river.QueueConfig{notifyQueue: {MaxWorkers: 4}},
-		Workers:     workers,
-		RetryPolicy: webhookRetry{a},
+		Logger:       discardLogger(),
+		ID:           "hyper2kvmd-" + a.host,
+		Queues:       queues,
+		Workers:      workers,
+		PeriodicJobs: a.periodicJobs(ctx, a.scheds),
+		RetryPolicy:  webhookRetry{a},
 		// River's maintenance runs over every row, and the conversion
 		// jobs are rows too: the agent keeps and prunes its own
 		// (keep_finished), and a conversion runs for hours in state
@@ -385,14 +399,14 @@ func (a *Agent) startWebhooks(ctx context.Context) (notifyClient, error) {
 // timer for a later one.
 func (a *Agent) nextDelivery(ctx context.Context) time.Time {
 	d := a.st.db
-	if d == nil || !a.webhooks() {
+	if d == nil || !a.webhooks() && !a.retainSet() {
 		return time.Time{}
 	}
 	var at time.Time
 	var raw any
-	d.rows(ctx, d.q(`SELECT min(scheduled_at) FROM river_job WHERE kind = ? AND state IN ('available', 'scheduled', 'retryable', 'running', 'pending')`,
-		`SELECT min(scheduled_at) FROM river_job WHERE kind = $1 AND state IN ('available', 'scheduled', 'retryable', 'running', 'pending')`),
-		[]any{webhookKind}, func(scan func(...any) error) error { return scan(&raw) })
+	d.rows(ctx, d.q(`SELECT min(scheduled_at) FROM river_job WHERE (kind = ? OR kind = ? AND queue = ?) AND state IN ('available', 'scheduled', 'retryable', 'running', 'pending')`,
+		`SELECT min(scheduled_at) FROM river_job WHERE (kind = $1 OR kind = $2 AND queue = $3) AND state IN ('available', 'scheduled', 'retryable', 'running', 'pending')`),
+		[]any{webhookKind, gcKind, gcQueue(a.host)}, func(scan func(...any) error) error { return scan(&raw) })
 	switch v := raw.(type) {
 	case time.Time:
 		at = v

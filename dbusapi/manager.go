@@ -131,6 +131,7 @@ func (s *Server) managerMethods() map[string]any {
 		"NotifyTest":     s.notifyTest,
 		"GetAnalytics":   s.getAnalytics,
 		"ListTemplates":  s.listTemplates,
+		"ListSchedules":  s.listSchedules,
 		"ListImages": func(sender dbus.Sender) ([]imageRow, []string, *dbus.Error) {
 			s.touch()
 			rows, dirs, err := s.listImages(sender)

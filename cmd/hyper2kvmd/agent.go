@@ -108,10 +108,11 @@ func runAgent(cmd *cobra.Command, cfgPath string) error {
 	if err := context.Cause(ctx); errors.Is(err, errLostBus) {
 		return err
 	}
-	if ctx.Err() == nil {
-		// The agent went idle: sweep old files on the way out (until the
-		// River job store runs the sweep as a periodic job). Not at start,
-		// where it would race the hyperctl gc --dry-run that activated it.
+	if ctx.Err() == nil && a.SweepsOnExit() {
+		// The agent went idle without a retain section in agent.yaml (with
+		// one, the sweep is a daily River job): sweep with the defaults on
+		// the way out. Not at start, where it would race the hyperctl gc
+		// --dry-run that activated it.
 		if _, err := a.Housekeep(ctx, false); err != nil {
 			log.Warnf(nil, "%v", err)
 		}
