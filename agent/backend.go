@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,9 +16,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/analytics"
 	"github.com/hyper2kvm/hyper2kvm/agent/apierr"
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
-	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
-	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 	"github.com/hyper2kvm/hyper2kvm/agent/templates"
 )
@@ -136,103 +133,11 @@ func (a *Agent) Validate(data []byte, uid int64) (bool, []string) {
 	return len(problems) == 0, problems
 }
 
-func parseForSubmit(data []byte) (*manifest.Manifest, []string) {
-	m, err := manifest.Parse(data)
-	var ps manifest.Problems
-	switch {
-	case errors.As(err, &ps):
-		return nil, ps.Strings()
-	case err != nil:
-		return nil, []string{err.Error()}
-	}
-	return m, nil
-}
-
 // Submit queues a manifest for uid. It is claimed directly: written
 // atomically into processing/ (owned by uid, so a restart still knows
 // whose it is) and turned into jobs before Submit returns.
 func (a *Agent) Submit(ctx context.Context, data []byte, o apitype.SubmitOptions, uid int64) ([]jobs.Job, error) {
-	if int64(len(data)) > a.cfg.MaxManifestSize {
-		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: manifest is larger than %d bytes", a.cfg.MaxManifestSize)
-	}
-	if o.Image != "" {
-		var err error
-		if data, err = a.submittedImage(o.Image, data, uid); err != nil {
-			return nil, err
-		}
-		o.Name = nameFromFile(filepath.Base(o.Image)) + ".json"
-	}
-	m, problems := parseForSubmit(data)
-	if len(problems) > 0 {
-		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
-	}
-	name, err := submitName(o.Name, m, data)
-	if err != nil {
-		return nil, err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.touch()
-	if o.Image != "" {
-		// As for a dropped image: a name no other job has.
-		if n := a.freeNameLocked(m.Name); n != m.Name {
-			if data, err = a.imageManifestFor(n, filepath.Base(o.Image), o.Image); err != nil {
-				return nil, apierr.New(apierr.Internal, "cannot submit image %s: %v", o.Image, err)
-			}
-			m.Name = n
-		}
-	}
-	if problems := a.checkManifest(m, kindSubmitted, uid); len(problems) > 0 {
-		return nil, &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit: invalid manifest", Details: problems}
-	}
-	if pending, _ := a.counts(); pending >= a.cfg.MaxQueued {
-		return nil, apierr.New(apierr.QueueFull, "cannot submit: %d jobs are already queued", pending)
-	}
-	claimed, err := a.q.Put(name, data)
-	if err != nil {
-		return nil, apierr.New(apierr.Internal, "%v", err)
-	}
-	if uid >= 0 {
-		os.Lchown(filepath.Join(a.q.Dir(queue.Processing), claimed), int(uid), -1)
-	}
-	recs := a.ingestLocked(ctx, claimed, name, kindSubmitted, a.now(), uid, uid)
-	if len(recs) == 0 {
-		// Checked above; only a race with the file system gets here.
-		return nil, apierr.New(apierr.InvalidManifest, "cannot submit: the manifest was refused; see failed/")
-	}
-	out := make([]jobs.Job, len(recs))
-	for i, r := range recs {
-		out[i] = r.Job
-	}
-	return out, nil
-}
-
-// submitName is the file name a submitted manifest gets in the queue.
-func submitName(want string, m *manifest.Manifest, data []byte) (string, error) {
-	if want != "" {
-		if why := queue.BadName(want); why != "" || strings.ContainsRune(want, '/') || queue.Ignored(want) {
-			if why == "" {
-				why = `must be a plain file name not starting with "." or ending in ".partial"`
-			}
-			return "", apierr.New(apierr.InvalidArgs, "cannot submit: name %q: %s", want, why)
-		}
-		if k, ok := queue.KindOf(want); !ok || k != queue.Manifest {
-			return "", apierr.New(apierr.InvalidArgs, "cannot submit: name %q must end in .json, .yaml or .yml", want)
-		}
-		return want, nil
-	}
-	base := m.Name
-	if m.Batch {
-		base = "batch"
-		if len(m.VMs) > 0 {
-			base = "batch-" + m.VMs[0].Name
-		}
-	}
-	ext := ".yaml"
-	if t := strings.TrimSpace(string(data)); strings.HasPrefix(t, "{") {
-		ext = ".json"
-	}
-	return nameFromFile(base) + ext, nil
+	return a.submit(ctx, data, o, uid)
 }
 
 // Cancel stops a job: a pending one never starts, a running one's unit is
@@ -350,46 +255,6 @@ func (a *Agent) JobLog(ctx context.Context, id string, lines int, after, format 
 		cursor = after
 	}
 	return got, cursor, nil
-}
-
-// submittedImage is the manifest of a disk image submitted by path (the
-// Submit option image): what the drop folder makes of a dropped image, the
-// image left where it is. The caller must be able to read it, and its
-// bytes, not its name, say what it is: text is refused.
-func (a *Agent) submittedImage(p string, data []byte, uid int64) ([]byte, error) {
-	const field = "pipeline.load.source_path"
-	if len(bytes.TrimSpace(data)) > 0 {
-		return nil, apierr.New(apierr.InvalidArgs, "cannot submit: give either a manifest or an image, not both")
-	}
-	if !filepath.IsAbs(p) {
-		return nil, apierr.New(apierr.InvalidArgs, "cannot submit image %q: give its absolute path", p)
-	}
-	refuse := func(format string, args ...any) error {
-		return &apierr.Error{Kind: apierr.InvalidManifest, Message: "cannot submit image " + p,
-			Details: []string{field + ": " + fmt.Sprintf(format, args...)}}
-	}
-	if uid > 0 {
-		acc, err := accessFor(uid)
-		if err != nil {
-			return nil, refuse("%v", err)
-		}
-		if err := acc.canRead(p); err != nil {
-			return nil, refuse("the submitter cannot read it (%v)", err)
-		}
-	}
-	fi, err := os.Lstat(p)
-	switch {
-	case err != nil:
-		return nil, refuse("cannot look at %s: %v", p, err)
-	case !fi.Mode().IsRegular():
-		return nil, refuse("%s is not a regular file", p)
-	case fi.Size() == 0:
-		return nil, refuse("%s is empty, not a disk image", p)
-	}
-	if err := imgfmt.NotImage(p); err != nil {
-		return nil, refuse("%v", err)
-	}
-	return a.imageManifestFor(nameFromFile(filepath.Base(p)), filepath.Base(p), p)
 }
 
 // maxReportSize bounds a report read for GetJobReport.

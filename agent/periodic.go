@@ -266,7 +266,7 @@ func (a *Agent) fireSchedule(ctx context.Context, s *schedules.Schedule) ([]stri
 			return nil, fmt.Errorf("template %s: %w", s.Template, err)
 		}
 	}
-	js, err := a.Submit(ctx, data, apitype.SubmitOptions{}, 0)
+	js, err := a.submit(ctx, data, apitype.SubmitOptions{}, 0)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) && len(ae.Details) > 0 {
