@@ -227,8 +227,11 @@ func sourceFiles(typ, src string) ([]file, error) {
 	case "vmdk":
 		if d, err := imgfmt.ReadVMDKDescriptorFile(src); err == nil {
 			for _, e := range d.Extents {
-				if e.File != "" {
-					paths = append(paths, filepath.Join(dir, filepath.Clean("/" + e.File)[1:]))
+				// An extent outside the source's directory is LOAD's to
+				// judge (pipeline.load.allow_references), with its own
+				// message; pre-flight looks only beside the source.
+				if e.File != "" && filepath.IsLocal(e.File) {
+					paths = append(paths, filepath.Join(dir, e.File))
 				}
 			}
 		}
@@ -240,7 +243,9 @@ func sourceFiles(typ, src string) ([]file, error) {
 				return nil, fmt.Errorf("cannot read the OVF descriptor %s: %w", src, err)
 			}
 			for _, disk := range d.Disks {
-				paths = append(paths, filepath.Join(dir, disk.File))
+				if filepath.IsLocal(disk.File) {
+					paths = append(paths, filepath.Join(dir, disk.File))
+				}
 			}
 		}
 	}

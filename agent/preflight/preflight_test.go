@@ -34,6 +34,13 @@ func TestSource(t *testing.T) {
 	if err := os.WriteFile(vhd, make([]byte, 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A descriptor whose extent lies outside the source's directory: that
+	// reference is LOAD's to judge (allow_references), not pre-flight's.
+	outside := filepath.Join(dir, "outside.vmdk")
+	desc := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 16384 FLAT \"/root/host-secret.raw\" 0\n"
+	if err := os.WriteFile(outside, []byte(desc), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	later := time.Now().Add(time.Minute)
 	pipe := func(typ, src string, compress bool) *manifest.Pipeline {
 		return &manifest.Pipeline{Load: manifest.Load{SourceType: typ, SourcePath: src}, Convert: &manifest.Convert{Compress: compress}}
@@ -49,6 +56,7 @@ func TestSource(t *testing.T) {
 	}{
 		{"readable", pipe("raw", raw, false), later, 1 << 40, preflight.SourceReadable, preflight.OK, "readable"},
 		{"missing", pipe("raw", filepath.Join(dir, "gone.raw"), false), later, 1 << 40, preflight.SourceReadable, preflight.Blocker, "check pipeline.load.source_path"},
+		{"extent outside left to LOAD", pipe("vmdk", outside, false), later, 1 << 40, preflight.SourceReadable, preflight.OK, "1 file(s)"},
 		{"missing skips the rest", pipe("raw", filepath.Join(dir, "gone.raw"), false), later, 1 << 40, preflight.OutputSpace, preflight.Skipped, "cannot be read"},
 		{"whole", pipe("raw", raw, false), later, 1 << 40, preflight.SourceComplete, preflight.OK, "whole"},
 		{"cut", pipe("vhd", vhd, false), later, 1 << 40, preflight.SourceComplete, preflight.Blocker, "vhd footer"},
