@@ -127,18 +127,8 @@ func (r *runner) fix(set func(any)) error {
 		r.warn("no Linux guest found on %s: FIX was not applied", r.disks[0].display)
 		return skip("no Linux guest found")
 	}
-	rd := inspect.RootDisk(g)
-	if rd >= len(r.disks) {
-		return fmt.Errorf("INSPECT found the root on disk %d of %d", rd+1, len(r.disks))
-	}
-	d := r.disks[rd]
-	if r.workDir == "" {
-		if err := r.makeWorkDir(); err != nil {
-			return err
-		}
-	}
-	overlay := filepath.Join(r.workDir, d.id+"-overlay.qcow2")
-	if err := qemuimg.CreateOverlay(r.ctx, d.path, d.format, overlay); err != nil {
+	d, overlay, err := r.rootOverlay(g, "root")
+	if err != nil {
 		return err
 	}
 	r.progress("fix", 10, 0, 0, "overlay "+filepath.Base(overlay))
@@ -442,4 +432,25 @@ func (r *runner) firmware() string {
 		return g.Firmware
 	}
 	return "bios"
+}
+
+// rootOverlay makes, in the work directory, the qcow2 overlay of the disk
+// INSPECT found the guest's root ("what") on: FIX writes only there, never
+// to the source.
+func (r *runner) rootOverlay(g *report.Guest, what string) (*disk, string, error) {
+	rd := inspect.RootDisk(g)
+	if rd >= len(r.disks) {
+		return nil, "", fmt.Errorf("INSPECT found the %s on disk %d of %d", what, rd+1, len(r.disks))
+	}
+	d := r.disks[rd]
+	if r.workDir == "" {
+		if err := r.makeWorkDir(); err != nil {
+			return nil, "", err
+		}
+	}
+	overlay := filepath.Join(r.workDir, d.id+"-overlay.qcow2")
+	if err := qemuimg.CreateOverlay(r.ctx, d.path, d.format, overlay); err != nil {
+		return nil, "", err
+	}
+	return d, overlay, nil
 }

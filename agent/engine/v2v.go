@@ -9,7 +9,6 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/fix"
 	"github.com/hyper2kvm/hyper2kvm/agent/inspect"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
-	"github.com/hyper2kvm/hyper2kvm/agent/qemuimg"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 	"github.com/hyper2kvm/hyper2kvm/agent/v2v"
 )
@@ -66,18 +65,8 @@ func (r *runner) windowsPreflight(asked string, res map[string]any) error {
 // fixV2V is FIX with virt-v2v-in-place on a qcow2 overlay of the disk
 // holding the guest's system.
 func (r *runner) fixV2V(set func(any), g *report.Guest) error {
-	rd := inspect.RootDisk(g)
-	if rd >= len(r.disks) {
-		return fmt.Errorf("INSPECT found the system on disk %d of %d", rd+1, len(r.disks))
-	}
-	d := r.disks[rd]
-	if r.workDir == "" {
-		if err := r.makeWorkDir(); err != nil {
-			return err
-		}
-	}
-	overlay := filepath.Join(r.workDir, d.id+"-overlay.qcow2")
-	if err := qemuimg.CreateOverlay(r.ctx, d.path, d.format, overlay); err != nil {
+	d, overlay, err := r.rootOverlay(g, "system")
+	if err != nil {
 		return err
 	}
 	res := map[string]any{"backend": BackendV2V, "overlay": overlay}
