@@ -11,7 +11,7 @@ import (
 )
 
 // SourceClient is what a Client that reads sources adds (dbusapi.Client
-// has it); without it the bridge lists no source.
+// and Lazy have it); without it the bridge lists no source.
 type SourceClient interface {
 	ListSources(ctx context.Context, interactive bool) ([]apitype.Source, error)
 	BrowseSource(ctx context.Context, name, path string, interactive bool) ([]apitype.InventoryEntry, error)
@@ -19,7 +19,9 @@ type SourceClient interface {
 
 // GET /api/workflow/sources: the agent's sources, never a password.
 func (s *Server) listSources(w http.ResponseWriter, r *http.Request) {
-	sc, ok := s.cfg.Client.(SourceClient)
+	// The token owner's connection for a per-user token: polkit's
+	// use-source is then asked about them, not about the bridge.
+	sc, ok := s.client(r).(SourceClient)
 	if !ok {
 		writeJSON(w, http.StatusOK, map[string]any{"sources": []apitype.Source{}})
 		return
@@ -43,7 +45,7 @@ func (s *Server) browseSource(w http.ResponseWriter, r *http.Request) {
 	if p == "" {
 		p = "/"
 	}
-	sc, ok := s.cfg.Client.(SourceClient)
+	sc, ok := s.client(r).(SourceClient)
 	if !ok {
 		writeError(w, http.StatusNotFound, apierr.NoSuchSource, "cannot browse source "+name+": the agent reads no sources", nil)
 		return
@@ -57,4 +59,33 @@ func (s *Server) browseSource(w http.ResponseWriter, r *http.Request) {
 		list = []apitype.InventoryEntry{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"source": name, "path": p, "entries": list})
+}
+
+// ListSources is the agent's ListSources; none when the agent's
+// connection has no sources.
+func (l *Lazy) ListSources(ctx context.Context, interactive bool) ([]apitype.Source, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := c.(SourceClient)
+	if !ok {
+		return []apitype.Source{}, nil
+	}
+	list, err := sc.ListSources(ctx, interactive)
+	return list, l.check(c, err)
+}
+
+// BrowseSource is the agent's BrowseSource.
+func (l *Lazy) BrowseSource(ctx context.Context, name, path string, interactive bool) ([]apitype.InventoryEntry, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := c.(SourceClient)
+	if !ok {
+		return nil, apierr.New(apierr.NoSuchSource, "cannot browse source %s: the agent reads no sources", name)
+	}
+	list, err := sc.BrowseSource(ctx, name, path, interactive)
+	return list, l.check(c, err)
 }

@@ -30,22 +30,32 @@ func (f *sourceFake) BrowseSource(ctx context.Context, name, path string, intera
 	return []apitype.InventoryEntry{{Kind: "vm", Name: "web01", Path: "/DC0/vm/web01", PowerState: "poweredOff", CPUs: 2}}, nil
 }
 
+// TestSources runs the endpoints against the agent's connection itself
+// and through api.Lazy, which is how the installed bridge holds it (it
+// listed no source at all before Lazy passed the calls on).
 func TestSources(t *testing.T) {
-	var f *sourceFake
-	e := newEnv(t, func(c *api.Config) {
-		f = &sourceFake{Fake: c.Client.(*apitest.Fake)}
-		c.Client = f
-	})
-	a := e.do(t, "GET", "/api/workflow/sources", "", token)
-	if a.status != http.StatusOK || !strings.Contains(string(a.body), `"name":"vc1"`) || strings.Contains(string(a.body), "password\":\"") {
-		t.Errorf("sources: %d %s", a.status, a.body)
-	}
-	a = e.do(t, "GET", "/api/workflow/sources/vc1/vms?path=/DC0/vm", "", token)
-	if a.status != http.StatusOK || !strings.Contains(string(a.body), `"path":"/DC0/vm/web01"`) || f.path != "/DC0/vm" {
-		t.Errorf("vms: %d %s (browsed %q)", a.status, a.body, f.path)
-	}
-	a = e.do(t, "GET", "/api/workflow/sources/nope/vms", "", token)
-	if a.status != http.StatusNotFound || a.errCode(t) != "no-such-source" {
-		t.Errorf("missing source: %d %s", a.status, a.body)
+	for _, lazy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "lazy"}[lazy], func(t *testing.T) {
+			var f *sourceFake
+			e := newEnv(t, func(c *api.Config) {
+				f = &sourceFake{Fake: c.Client.(*apitest.Fake)}
+				c.Client = f
+				if lazy {
+					c.Client = api.NewLazy(func(ctx context.Context) (api.Client, error) { return f, nil })
+				}
+			})
+			a := e.do(t, "GET", "/api/workflow/sources", "", token)
+			if a.status != http.StatusOK || !strings.Contains(string(a.body), `"name":"vc1"`) || strings.Contains(string(a.body), "password\":\"") {
+				t.Errorf("sources: %d %s", a.status, a.body)
+			}
+			a = e.do(t, "GET", "/api/workflow/sources/vc1/vms?path=/DC0/vm", "", token)
+			if a.status != http.StatusOK || !strings.Contains(string(a.body), `"path":"/DC0/vm/web01"`) || f.path != "/DC0/vm" {
+				t.Errorf("vms: %d %s (browsed %q)", a.status, a.body, f.path)
+			}
+			a = e.do(t, "GET", "/api/workflow/sources/nope/vms", "", token)
+			if a.status != http.StatusNotFound || a.errCode(t) != "no-such-source" {
+				t.Errorf("missing source: %d %s", a.status, a.body)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/boot"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
 	"github.com/hyper2kvm/hyper2kvm/test/box"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
@@ -108,7 +113,10 @@ func TestVSphereSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := relStart(t, box.Options{Users: []string{"alice", "bob"}, Groups: map[string][]string{"hyper2kvm": {"alice"}}}, false, "")
+	// Devices: FIX mounts the guest's file systems (qemu-storage-daemon's
+	// FUSE export, loop devices), which a box without /dev/fuse and
+	// /dev/loop* cannot do.
+	b := relStart(t, box.Options{Devices: true, Users: []string{"alice", "bob"}, Groups: map[string][]string{"hyper2kvm": {"alice"}}}, false, "")
 	ctx := relCtx(t, 15*time.Minute)
 	b.WriteFile(t, "/usr/local/bin/vcsim", bin, 0o755)
 	b.WriteFile(t, "/srv/vcsim/password", []byte(vsPassword+"\n"), 0o600)
@@ -121,6 +129,16 @@ func TestVSphereSource(t *testing.T) {
 	addSource(t, b, "esx1", esx.URL, esx.Thumbprint, vsPassword)
 	addSource(t, b, "badpw", vc.URL, vc.Thumbprint, "not-the-password")
 	addSource(t, b, "badtp", vc.URL, strings.Repeat("AB:", 31)+"AB", vsPassword)
+	// The REST bridge as the package leaves it.
+	b.WriteFile(t, "/etc/hyper2kvm/api.token", []byte(apiToken+"\n"), 0o640)
+	b.MustExec(t, "chown", "root:hyper2kvm", "/etc/hyper2kvm/api.token")
+	b.MustExec(t, "systemctl", "start", "hyper2kvm-api.socket")
+
+	vcHW := vsHardware{MACs: strings.Split(macs, ","), CPUs: 4, Cores: 2, MemoryMB: 3072, Firmware: "efi"}
+
+	// The bootable guest is dropped first and converted (FIX on) while
+	// the other subtests run; "... boots" waits for it at the end.
+	deb := vsDropBootable(t, b)
 
 	day := b.day()
 	t.Run("powered off VM from a vCenter, dropped", func(t *testing.T) {
@@ -129,16 +147,8 @@ func TestVSphereSource(t *testing.T) {
 		if where != "processed" {
 			t.Fatalf("settled in %s: %s\njournal:\n%s", where, reportError(rep), b.Journal(ctx, "-n", "80"))
 		}
-		out := strings.TrimSpace(b.MustExec(t, "sh", "-c", "ls -d /var/lib/hyper2kvm/output/"+day+"/*/ | head -1"))
-		domain := b.MustExec(t, "cat", out+"web01.xml")
-		if !strings.Contains(domain, `firmware="efi"`) && !strings.Contains(domain, "OVMF") {
-			t.Errorf("web01.xml boots with neither UEFI autoselection nor an OVMF loader:\n%s", domain)
-		}
-		for _, want := range []string{"00:50:56:aa:bb:01", "00:50:56:aa:bb:02", `<vcpu>4</vcpu>`, `<memory unit="MiB">3072</memory>`, `sockets="2"`} {
-			if !strings.Contains(domain, want) {
-				t.Errorf("domain.xml lacks %s:\n%s", want, domain)
-			}
-		}
+		out := vsOutputDir(day, rep)
+		vsCheckDomain(t, b.MustExec(t, "cat", out+"web01.xml"), vcHW)
 		report := b.MustExec(t, "cat", out+"web01.report.json")
 		for _, want := range []string{`"export_method": "datastore"`, `"mac": "00:50:56:aa:bb:02"`, `"network": "VM Network"`, `"controller": "scsi0:0"`} {
 			if !strings.Contains(report, want) {
@@ -271,9 +281,9 @@ func TestVSphereSource(t *testing.T) {
 		if err == nil || !strings.Contains(out, "not authorized") {
 			t.Errorf("hyperctl import as a non-member: %v\n%s", err, out)
 		}
-		// The template turns off the stages that need the guest's file
-		// systems (this box has no FUSE): the test is about the source.
-		b.WriteFile(t, "/srv/vcsim/template.json", []byte(vsManifest("t", "vc1", vc.VM, "")), 0o644)
+		// The template runs every stage: INSPECT, FIX and VALIDATE on the
+		// guest's file systems.
+		b.WriteFile(t, "/srv/vcsim/template.json", []byte(vsManifestFull("t", "vc1", vc.VM, "")), 0o644)
 		out, err = b.hyperctl(ctx, "alice", "-o", "json", "import", "--template", "/srv/vcsim/template.json", "vc1", vc.VM)
 		if err != nil {
 			t.Fatalf("hyperctl import as a member: %v\n%s", err, out)
@@ -289,8 +299,22 @@ func TestVSphereSource(t *testing.T) {
 			return s == "completed" || s == "failed", nil
 		})
 		if s := b.jobState(ctx, res.Jobs[0].ID); err != nil || s != "completed" {
-			t.Errorf("imported job: %s %v\n%s", s, err, b.Journal(ctx, "-n", "40"))
+			t.Fatalf("imported job: %s %v\n%s", s, err, b.Journal(ctx, "-n", "40"))
 		}
+		vsCheckDomain(t, b.MustExec(t, "sh", "-c", "cat /var/lib/hyper2kvm/output/"+day+"/"+res.Jobs[0].ID+"/*.xml"), vcHW)
+		vsCheckFixed(t, b, "/var/lib/hyper2kvm/output/"+day+"/"+res.Jobs[0].ID+"/")
+	})
+
+	t.Run("submitted over REST with a member's token", func(t *testing.T) {
+		vsRESTSubmit(t, b, ctx, day, vc, vcHW)
+	})
+
+	t.Run("the agent and the worker killed mid-export, the agent restarted: no snapshot left", func(t *testing.T) {
+		vsAgentRestart(t, b, ctx, vc)
+	})
+
+	t.Run("the bootable guest, converted with FIX, boots to its login prompt", func(t *testing.T) {
+		deb.check(t, b, ctx, day)
 	})
 
 	t.Run("the password is in no journal, report, state or unit", func(t *testing.T) {
@@ -305,4 +329,277 @@ func TestVSphereSource(t *testing.T) {
 			t.Error("the password is in a unit's properties or a process's environment or command line")
 		}
 	})
+}
+
+// vsManifestFull is vsManifest with every stage on: INSPECT, FIX (the
+// default backend) and VALIDATE run on the guest's file systems.
+func vsManifestFull(name, source, vm, extra string) string {
+	return fmt.Sprintf(`{"version":"1.0","name":%q,"pipeline":{"load":{"source_type":"vsphere","source":%q,"vm":%q%s},`+
+		`"inspect":{"enabled":true},"fix":{"enabled":true},"convert":{"output_format":"qcow2"},"validate":{"enabled":true}}}`, name, source, vm, extra)
+}
+
+// vsHardware is what the test gave a simulator VM, and so what its
+// domain.xml must say.
+type vsHardware struct {
+	MACs     []string
+	CPUs     int
+	Cores    int // per socket; 0 or 1: not checked
+	MemoryMB int
+	Firmware string // bios | efi
+}
+
+// vsCheckDomain checks a job's domain XML against the simulator VM's
+// hardware: every NIC with its MAC in order, vCPUs and sockets, memory,
+// firmware.
+func vsCheckDomain(t *testing.T, domainXML string, hw vsHardware) *libvirtxml.Domain {
+	t.Helper()
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(domainXML); err != nil {
+		t.Fatalf("domain.xml does not parse: %v\n%s", err, domainXML)
+	}
+	var macs []string
+	if d.Devices != nil {
+		for _, nic := range d.Devices.Interfaces {
+			if nic.MAC != nil {
+				macs = append(macs, nic.MAC.Address)
+			}
+		}
+	}
+	if strings.Join(macs, ",") != strings.Join(hw.MACs, ",") {
+		t.Errorf("domain.xml has NICs %v, want the VM's %v", macs, hw.MACs)
+	}
+	if d.VCPU == nil || int(d.VCPU.Value) != hw.CPUs {
+		t.Errorf("domain.xml has vcpu %+v, want %d", d.VCPU, hw.CPUs)
+	}
+	if hw.Cores > 1 && (d.CPU == nil || d.CPU.Topology == nil || d.CPU.Topology.Sockets != hw.CPUs/hw.Cores || d.CPU.Topology.Cores != hw.Cores) {
+		t.Errorf("domain.xml has CPU %+v, want %d sockets of %d cores", d.CPU, hw.CPUs/hw.Cores, hw.Cores)
+	}
+	if d.Memory == nil || int(d.Memory.Value) != hw.MemoryMB || d.Memory.Unit != "MiB" {
+		t.Errorf("domain.xml has memory %+v, want %d MiB", d.Memory, hw.MemoryMB)
+	}
+	efi := d.OS != nil && (d.OS.Firmware == "efi" || d.OS.Loader != nil)
+	if efi != (hw.Firmware == "efi") {
+		t.Errorf("domain.xml boots with UEFI: %v, want firmware %s:\n%s", efi, hw.Firmware, domainXML)
+	}
+	return &d
+}
+
+// vsOutputDir is where the settled single-job manifest's outputs are.
+func vsOutputDir(day string, settled map[string]any) string {
+	if js, _ := settled["jobs"].([]any); len(js) == 1 {
+		if dir, _ := js[0].(map[string]any)["output_dir"].(string); dir != "" {
+			return strings.TrimSuffix(dir, "/") + "/"
+		}
+	}
+	id, _ := settled["job_id"].(string)
+	return "/var/lib/hyper2kvm/output/" + day + "/" + id + "/"
+}
+
+// vsCheckFixed reads the job report in out and checks that INSPECT and FIX
+// ran on the guest (not skipped); it returns the report.
+func vsCheckFixed(t *testing.T, b *relBox, out string) report.Report {
+	t.Helper()
+	var rep report.Report
+	data := b.MustExec(t, "sh", "-c", "cat "+out+"*.report.json")
+	if err := json.Unmarshal([]byte(data), &rep); err != nil {
+		t.Fatalf("%s: report does not parse: %v", out, err)
+	}
+	ran := map[string]string{}
+	for _, s := range rep.Stages {
+		ran[s.Name] = s.Status
+	}
+	for _, st := range []string{"inspect", "fix", "validate"} {
+		if ran[st] != "ok" {
+			t.Errorf("stage %s: %q, want ok (stages %v)", st, ran[st], ran)
+		}
+	}
+	return rep
+}
+
+// vsBootable is the fixture Debian guest (BIOS, VMware-configured: it
+// does not find its root on virtio before FIX) on a simulator of its own,
+// dropped as a manifest with every stage on.
+type vsBootable struct {
+	skip    string
+	hw      vsHardware
+	dropped time.Time
+}
+
+func vsDropBootable(t *testing.T, b *relBox) *vsBootable {
+	t.Helper()
+	if err := fixture.DebianBuildAvailable(); err != nil {
+		return &vsBootable{skip: "the Debian guest cannot be built here: " + err.Error()}
+	}
+	start := time.Now()
+	raw := fixture.DebianDisk(t) // cached: built once per machine, shared with the boot tests
+	built := time.Now()
+	vmdk := fixture.Convert(t, raw, "vmdk", "streamOptimized")
+	os.Remove(raw)
+	converted := time.Now()
+	if out, err := exec.Command("cp", vmdk, b.Path("/srv/vcsim/debian.vmdk")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the Debian VMDK into the box: %v %s", err, out)
+	}
+	os.Remove(vmdk)
+	hw := vsHardware{MACs: []string{"00:50:56:aa:cc:01"}, CPUs: 2, MemoryMB: 1024, Firmware: "bios"}
+	in := startVcsim(t, b, "vcsim-deb", 18445, "--disk=/srv/vcsim/debian.vmdk", "--cpus=2", "--memory=1024", "--firmware=bios",
+		"--macs="+strings.Join(hw.MACs, ","), "--power=off")
+	// The simulator holds its own copy in its datastore.
+	b.MustExec(t, "rm", "/srv/vcsim/debian.vmdk")
+	t.Logf("Debian disk %s, streamOptimized VMDK %s, into the box and the simulator %s", built.Sub(start).Round(time.Second),
+		converted.Sub(built).Round(time.Second), time.Since(converted).Round(time.Second))
+	addSource(t, b, "deb", in.URL, in.Thumbprint, vsPassword)
+	b.drop("", "debian.json", vsManifestFull("debian", "deb", in.VM, ""))
+	t.Logf("Debian guest put into its simulator and dropped in %s", time.Since(start).Round(time.Second))
+	return &vsBootable{hw: hw, dropped: time.Now()}
+}
+
+// check waits for the Debian guest's job, checks its domain.xml and that
+// FIX rebuilt the initramfs, and boots the output on the host (TCG when
+// there is no KVM) as its domain.xml describes it: q35, its MAC, its
+// memory, its firmware, virtio.
+func (d *vsBootable) check(t *testing.T, b *relBox, ctx context.Context, day string) {
+	if d.skip != "" {
+		t.Skip(d.skip)
+	}
+	where, rep := b.waitSettled(ctx, "debian.json")
+	if where != "processed" {
+		t.Fatalf("debian.json settled in %s: %s\n%s", where, reportError(rep), b.Journal(ctx, "-n", "80"))
+	}
+	t.Logf("dropped to processed in %s (download, INSPECT, FIX, CONVERT, VALIDATE)", time.Since(d.dropped).Round(time.Second))
+	out := vsOutputDir(day, rep)
+	dom := vsCheckDomain(t, b.MustExec(t, "cat", out+"debian.xml"), d.hw)
+	jr := vsCheckFixed(t, b, out)
+	regenerated := false
+	for _, c := range jr.Changes {
+		regenerated = regenerated || c.Fix == "initramfs"
+	}
+	if !regenerated {
+		t.Errorf("FIX did not rebuild the guest's initramfs: %+v", jr.Changes)
+	}
+	if jr.Source.Hardware == nil || jr.Source.Hardware.ExportMethod != "datastore" {
+		t.Errorf("report source.hardware %+v, want the simulator's, exported through the datastore", jr.Source.Hardware)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed: the output is not booted")
+	}
+	machine := ""
+	if dom.OS != nil && dom.OS.Type != nil && strings.HasPrefix(dom.OS.Type.Machine, "q35") {
+		machine = "q35"
+	}
+	consoles := filepath.Join(os.TempDir(), "hyper2kvm-boot-consoles")
+	os.MkdirAll(consoles, 0o755)
+	// snapshot=on: the boot writes nothing into the output.
+	res, err := boot.Test(ctx, boot.Options{Image: b.Path(out + "debian.qcow2"), Format: "qcow2", Machine: machine,
+		MAC: d.hw.MACs[0], MemoryMB: d.hw.MemoryMB, Firmware: d.hw.Firmware, Timeout: bootTimeout,
+		FailMarkers: []string{"Gave up waiting for root", "(initramfs)"}, Console: filepath.Join(consoles, "vsphere-debian.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("booted: %v, accelerator %s, %.0fs to %q", res.Booted, res.Accelerator, res.Seconds, res.Marker)
+	if !res.Booted {
+		t.Fatalf("the guest converted from the simulator did not reach a login prompt (failed on %q):\n%s", res.FailedOn, res.ConsoleTail)
+	}
+}
+
+// vsRESTSubmit submits a manifest that reads from the source through the
+// REST bridge (the endpoint the dashboard's builder posts to), as a member
+// of group hyper2kvm with a token of her own, and follows the job over
+// REST to completed.
+func vsRESTSubmit(t *testing.T, b *relBox, ctx context.Context, day string, vc vcsimInfo, hw vsHardware) {
+	out, stderr, err := b.Exec(ctx, "runuser", "-u", "alice", "--", "hyperctl", "-o", "json", "token", "create", "--name", "alice-rest")
+	var tok struct{ Token string }
+	if err != nil || json.Unmarshal([]byte(out), &tok) != nil || tok.Token == "" {
+		t.Fatalf("hyperctl token create as alice: %v %s %s", err, out, stderr)
+	}
+	api := "http://127.0.0.1:8080/api/workflow"
+	curl := func(args ...string) (string, string) {
+		cmd := append([]string{"runuser", "-u", "alice", "--", "curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}",
+			"-H", "Authorization: Bearer " + tok.Token}, args...)
+		out, _, _ := b.Exec(ctx, cmd...)
+		out = strings.TrimRight(out, "\n")
+		i := strings.LastIndex(out, "\n")
+		return out[i+1:], out[:max(i, 0)]
+	}
+	if code, body := curl(api + "/sources/vc1/vms?path=" + filepath.Dir(vc.VM)); code != "200" || !strings.Contains(body, vc.VM) {
+		t.Errorf("GET /sources/vc1/vms with alice's token: %s %s", code, body)
+	}
+	code, body := curl("-X", "POST", "--data-binary", vsManifestFull("rest01", "vc1", vc.VM, ""), api+"/manifest/submit")
+	var sub struct {
+		JobID string `json:"job_id"`
+	}
+	if code != "202" || json.Unmarshal([]byte(body), &sub) != nil || sub.JobID == "" {
+		t.Fatalf("POST /manifest/submit with alice's token: %s %s", code, body)
+	}
+	var status string
+	err = b.WaitFor(ctx, "job "+sub.JobID+" settled", func() (bool, error) {
+		_, body := curl(api + "/jobs/" + sub.JobID)
+		var j struct{ Status string }
+		json.Unmarshal([]byte(body), &j)
+		status = j.Status
+		return status == "completed" || status == "failed" || status == "cancelled", nil
+	})
+	if err != nil || status != "completed" {
+		_, body := curl(api + "/jobs/" + sub.JobID)
+		t.Fatalf("REST job: %s %v\n%s", status, err, body)
+	}
+	dir := "/var/lib/hyper2kvm/output/" + day + "/" + sub.JobID + "/"
+	vsCheckDomain(t, b.MustExec(t, "cat", dir+"rest01.xml"), hw)
+	vsCheckFixed(t, b, dir)
+}
+
+// vsAgentRestart: the agent and the worker are killed (SIGKILL) while the
+// export holds a snapshot, and systemd starts the agent again. The job
+// unit's ExecStopPost removes the snapshot without the agent, and the
+// restarted agent settles the manifest once.
+func vsAgentRestart(t *testing.T, b *relBox, ctx context.Context, vc vcsimInfo) {
+	b.vcsim(t, "vcsim-vc", "power", "on")
+	defer b.vcsim(t, "vcsim-vc", "power", "off")
+	b.MustExec(t, "touch", "/srv/vcsim/hold")
+	defer b.Exec(context.Background(), "rm", "-f", "/srv/vcsim/hold")
+	b.drop("", "restart.json", vsManifest("restart", "vc1", vc.VM, `,"snapshot":true`))
+	var record string
+	err := b.WaitFor(ctx, "the job's snapshot record", func() (bool, error) {
+		out, _, _ := b.Exec(ctx, "sh", "-c", "ls /var/lib/hyper2kvm/jobs/*/vsphere-snapshot 2>/dev/null")
+		record = strings.TrimSpace(out)
+		return record != "", nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.Journal(ctx, "-n", "40"))
+	}
+	id := filepath.Base(filepath.Dir(record))
+	if snaps := strings.TrimSpace(b.vcsim(t, "vcsim-vc", "snapshots")); snaps != "hyper2kvm-"+id {
+		t.Fatalf("snapshots while the export waits: %q", snaps)
+	}
+	unit := relUnitOf(id)
+	agentPID := b.show("hyper2kvmd.service", "MainPID")
+	restarts := b.show("hyper2kvmd.service", "NRestarts")
+	workerPID := b.show(unit, "MainPID")
+	b.MustExec(t, "kill", "-9", agentPID, workerPID)
+	b.MustExec(t, "rm", "/srv/vcsim/hold")
+	err = b.WaitFor(ctx, "no snapshot left", func() (bool, error) {
+		return strings.TrimSpace(b.vcsim(t, "vcsim-vc", "snapshots")) == "", nil
+	})
+	if err != nil {
+		t.Errorf("a snapshot is left after the agent and the worker were killed: %v\n%s", err, b.Journal(ctx, "-u", unit))
+	}
+	// Restart=on-failure brings the agent back; it finds the job's unit
+	// ended (or re-attaches while it ends) and settles the manifest.
+	err = b.WaitFor(ctx, "the agent started again", func() (bool, error) {
+		pid := b.show("hyper2kvmd.service", "MainPID")
+		return pid != "0" && pid != agentPID && b.show("hyper2kvmd.service", "ActiveState") == "active", nil
+	})
+	if err != nil {
+		t.Fatalf("%v (NRestarts %s before)\n%s", err, restarts, b.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "40"))
+	}
+	where, rep := b.waitSettled(ctx, "restart.json")
+	if where != "failed" {
+		t.Errorf("restart.json settled in %s, want failed (its worker was killed): %s", where, reportError(rep))
+	}
+	b.checkSettledOnce(ctx, t, "restart.json", id, where, rep)
+	if j := b.Journal(ctx, "-u", unit); !strings.Contains(j, "removed snapshot") {
+		t.Errorf("the job unit's journal does not say it removed the snapshot:\n%s", j)
+	}
+	if out, _, _ := b.Exec(ctx, "ls", "/var/lib/hyper2kvm/jobs/"+id+"/vsphere-snapshot"); strings.TrimSpace(out) != "" {
+		t.Errorf("the snapshot record is left: %s", out)
+	}
 }
