@@ -22,6 +22,13 @@ import (
 // not complete and stage where. Called with a.mu held.
 func (a *Agent) finishLocked(r *record, state jobs.State, stage, msg string, rep *report.Report) {
 	a.removeScratch(r)
+	if note := leftSnapshotNote(r); note != "" && state != jobs.Completed {
+		a.log.Warnf(jobFields(r), "job %s: %s", r.ID, note)
+		if msg != "" {
+			note = msg + "; " + note
+		}
+		msg = note
+	}
 	if state != jobs.Completed && r.OutputDir != "" {
 		// Nothing of a failed or cancelled job stays under the output
 		// directory the agent gave it.

@@ -129,6 +129,7 @@ func TestVSphereSource(t *testing.T) {
 	addSource(t, b, "esx1", esx.URL, esx.Thumbprint, vsPassword)
 	addSource(t, b, "badpw", vc.URL, vc.Thumbprint, "not-the-password")
 	addSource(t, b, "badtp", vc.URL, strings.Repeat("AB:", 31)+"AB", vsPassword)
+	addSource(t, b, "vc2", vc.URL, vc.Thumbprint, vsPassword)
 	// The REST bridge as the package leaves it.
 	b.WriteFile(t, "/etc/hyper2kvm/api.token", []byte(apiToken+"\n"), 0o640)
 	b.MustExec(t, "chown", "root:hyper2kvm", "/etc/hyper2kvm/api.token")
@@ -311,6 +312,10 @@ func TestVSphereSource(t *testing.T) {
 
 	t.Run("the agent and the worker killed mid-export, the agent restarted: no snapshot left", func(t *testing.T) {
 		vsAgentRestart(t, b, ctx, vc)
+	})
+
+	t.Run("a snapshot nothing could remove is named in the job's error", func(t *testing.T) {
+		vsSnapshotLeft(t, b, ctx, vc)
 	})
 
 	t.Run("the bootable guest, converted with FIX, boots to its login prompt", func(t *testing.T) {
@@ -605,5 +610,38 @@ func vsAgentRestart(t *testing.T, b *relBox, ctx context.Context, vc vcsimInfo) 
 	}
 	if out, _, _ := b.Exec(ctx, "ls", "/var/lib/hyper2kvm/jobs/"+id+"/vsphere-snapshot"); strings.TrimSpace(out) != "" {
 		t.Errorf("the snapshot record is left: %s", out)
+	}
+}
+
+// vsSnapshotLeft: the worker is killed while its export holds a snapshot
+// and its unit's ExecStopPost cannot reach the source (its URL now names
+// a closed port, as when the vCenter is down): the snapshot stays, and the
+// job's error says which one, where, and what to do.
+func vsSnapshotLeft(t *testing.T, b *relBox, ctx context.Context, vc vcsimInfo) {
+	b.vcsim(t, "vcsim-vc", "power", "on")
+	defer b.vcsim(t, "vcsim-vc", "power", "off")
+	b.MustExec(t, "touch", "/srv/vcsim/hold")
+	defer b.Exec(context.Background(), "rm", "-f", "/srv/vcsim/hold")
+	b.drop("", "left.json", vsManifest("left", "vc2", vc.VM, `,"snapshot":true`))
+	var record string
+	err := b.WaitFor(ctx, "the job's snapshot record", func() (bool, error) {
+		out, _, _ := b.Exec(ctx, "sh", "-c", "ls /var/lib/hyper2kvm/jobs/*/vsphere-snapshot 2>/dev/null")
+		record = strings.TrimSpace(out)
+		return record != "", nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.Journal(ctx, "-n", "40"))
+	}
+	id := filepath.Base(filepath.Dir(record))
+	moref := strings.TrimSpace(b.MustExec(t, "cat", record))
+	b.WriteFile(t, "/etc/hyper2kvm/sources.d/vc2.yaml", []byte(fmt.Sprintf("type: vsphere\nurl: https://127.0.0.1:1/sdk\nusername: svc-hyper2kvm\nthumbprint: %q\n", vc.Thumbprint)), 0o644)
+	b.MustExec(t, "kill", "-9", b.show(relUnitOf(id), "MainPID"))
+	where, rep := b.waitSettled(ctx, "left.json")
+	want := "snapshot " + moref + " (hyper2kvm-" + id + ") of the VM is still on source vc2"
+	if msg := reportError(rep); where != "failed" || !strings.Contains(msg, want) || !strings.Contains(msg, "remove it in vSphere") {
+		t.Errorf("left.json settled in %s with %s; want failed, naming %q", where, msg, want)
+	}
+	if snaps := strings.TrimSpace(b.vcsim(t, "vcsim-vc", "snapshots")); snaps != "hyper2kvm-"+id {
+		t.Errorf("snapshots: %q, want the one the job could not remove", snaps)
 	}
 }
