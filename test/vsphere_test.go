@@ -22,7 +22,9 @@ import (
 // The vSphere source end to end (docs/SOURCES.md): govmomi's simulator
 // runs in the box as a service of its own (test/vcsim), serving the
 // fixture guest's disk as its VM's disk; the agent reads the VM through a
-// registered source whose password is a systemd credential.
+// registered source whose password is a systemd credential. Through the
+// drop folder, hyperctl import and REST, with FIX on; the fixture Debian
+// guest, read from a simulator of its own, boots (docs/TESTING.md).
 
 const vsPassword = "Sim-Pa55-e2e-7f3a91"
 
