@@ -36,6 +36,9 @@ type Agent struct {
 	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
 	host    string // config host.name: marks the jobs this agent claims
+	// remote are final jobs other hosts of the fleet ran for this host's
+	// claims, while settleRemoteLocked settles those (fleetfence.go).
+	remote map[string]*record
 	queue   string // queue control: "" (running), paused or draining (queuectl.go)
 	rescan  bool   // scan at the next kick (a drain ended)
 	now     func() time.Time
@@ -567,6 +570,7 @@ func (a *Agent) save() {
 		a.log.Infof(nil, "job store saved again")
 	}
 	a.saveFailed = err != nil
+	a.saveFenced()
 }
 
 // newID returns a job id: 8 hex digits, unique in the store, safe in unit

@@ -232,6 +232,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 		}
 		r.NotBefore, r.NotAfter = vm.Schedule.Window()
 		r.Retry = vm.Retry
+		a.placeNewLocked(r)
 		if m.Batch {
 			if batch == "" {
 				batch = "b" + r.ID
