@@ -665,9 +665,9 @@ func (d *jobDB) shared() bool { return d != nil && d.pool != nil }
 
 // hostBeat is what a heartbeat says of this host besides being alive.
 type hostBeat struct {
-	labels     map[string]string
-	busy, max  int
-	queue      string
+	labels    map[string]string
+	busy, max int
+	queue     string
 }
 
 // errLeaseLost is a heartbeat's answer when another host took this
