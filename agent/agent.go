@@ -36,17 +36,17 @@ type Agent struct {
 	self    string // the agent's own binary: runs the job units' output cleanup
 	version string
 	host    string // config host.name: marks the jobs this agent claims
+	queue   string // queue control: "" (running), paused or draining (queuectl.go)
+	rescan  bool   // scan at the next kick (a drain ended)
+	now     func() time.Time
+	bootID  func() string
+	cursor  func(ctx context.Context, unit string) string
+	ready   func() error
+	srcs    sourceDirs                                    // the source registry (remote.go)
+	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
 	// remote are final jobs other hosts of the fleet ran for this host's
 	// claims, while settleRemoteLocked settles those (fleetfence.go).
 	remote map[string]*record
-	queue  string // queue control: "" (running), paused or draining (queuectl.go)
-	rescan bool   // scan at the next kick (a drain ended)
-	now    func() time.Time
-	bootID func() string
-	cursor func(ctx context.Context, unit string) string
-	ready  func() error
-	srcs   sourceDirs                                    // the source registry (remote.go)
-	wakeAt func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
 	// deliver sends one webhook delivery (webhooks.go).
 	deliver func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)
 	// schedDir is schedules.d; scheds what it held at start (periodic.go).
