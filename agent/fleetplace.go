@@ -146,8 +146,8 @@ func (a *Agent) hostsLocked(ctx context.Context) []apitype.Host {
 		Queue: a.queueState(), HeartbeatAt: a.now(), Alive: true}}
 }
 
-// ListHosts answers the fleet's hosts (D-Bus ListHosts, REST /api/hosts).
-func (a *Agent) ListHosts(ctx context.Context) ([]apitype.Host, error) {
+// Hosts answers the fleet's hosts (D-Bus ListHosts, REST /api/workflow/hosts).
+func (a *Agent) Hosts(ctx context.Context) ([]apitype.Host, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.st == nil {

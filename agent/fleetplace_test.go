@@ -84,9 +84,9 @@ func TestPlacementOnOneHost(t *testing.T) {
 		t.Fatalf("%s started on a host its placement does not match", u)
 	case <-time.After(300 * time.Millisecond):
 	}
-	hs, err := e.a.ListHosts(t.Context())
+	hs, err := e.a.Hosts(t.Context())
 	if err != nil || len(hs) != 1 || hs[0].Name != "kvm01" || hs[0].Labels["datastore"] != "ds01" || !hs[0].Alive {
-		t.Errorf("ListHosts = %+v, %v", hs, err)
+		t.Errorf("Hosts = %+v, %v", hs, err)
 	}
 	if !strings.Contains(j.StatusText, "ds02") {
 		t.Errorf("status %q does not name the placement", j.StatusText)
