@@ -212,6 +212,25 @@ type Job struct {
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
 	Backend       string `yaml:"backend"` // auto | native | guestfs | virt-v2v
 	Priority      int    `yaml:"priority"`
+	// Retry is the retry policy of a job whose manifest has none
+	// (manifest "retry"); nil: such a job runs once.
+	Retry *Retry `yaml:"retry"`
+}
+
+// Retry is job.retry: the manifest's retry, as agent.yaml writes it.
+type Retry struct {
+	MaxAttempts int    `yaml:"max_attempts"`
+	Backoff     string `yaml:"backoff"`
+	Initial     string `yaml:"initial"`
+	Max         string `yaml:"max"`
+}
+
+// Manifest is the policy as a manifest's retry.
+func (r *Retry) Manifest() *manifest.Retry {
+	if r == nil {
+		return nil
+	}
+	return &manifest.Retry{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff, Initial: r.Initial, Max: r.Max}
 }
 
 // Fix holds what FIX needs from the machine.
@@ -500,6 +519,9 @@ func (c *Config) Validate() error {
 		if err := notify.CheckEvents(w.Events); err != nil {
 			bad(key+".events", "%v", err)
 		}
+	}
+	for _, p := range manifest.ValidateRetry("job.retry", c.Job.Retry.Manifest()) {
+		bad(p.Path, "%s", p.Message)
 	}
 	for k, v := range c.Host.Labels {
 		if err := CheckLabel(k, v); err != nil {

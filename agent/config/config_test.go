@@ -213,3 +213,20 @@ func TestHostLabels(t *testing.T) {
 		}
 	}
 }
+
+func TestJobRetryDefault(t *testing.T) {
+	c, err := Parse([]byte("job:\n  retry:\n    max_attempts: 3\n    initial: 10s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Job.Retry.Manifest(); r == nil || r.MaxAttempts != 3 || r.Initial != "10s" || r.Delay(2) != 20*time.Second {
+		t.Errorf("job.retry = %+v", r)
+	}
+	if _, err := Parse([]byte("job:\n  retry:\n    max_attempts: 30\n    backoff: linear\n")); err == nil ||
+		!strings.Contains(err.Error(), "job.retry.max_attempts: must be between 1 and 20") || !strings.Contains(err.Error(), `job.retry.backoff: "linear"`) {
+		t.Errorf("bad job.retry: %v", err)
+	}
+	if c, _ := Parse(nil); c.Job.Retry != nil {
+		t.Errorf("default job.retry = %+v, want none", c.Job.Retry)
+	}
+}

@@ -229,6 +229,14 @@ func (v *validator) schedule(path string, s *Schedule) {
 	}
 }
 
+// ValidateRetry checks a retry policy given elsewhere than in a manifest
+// (agent.yaml's job.retry), its problems under path.
+func ValidateRetry(path string, r *Retry) Problems {
+	v := validator{}
+	v.retry(path, r)
+	return v.ps
+}
+
 // Backoffs are the values of retry.backoff.
 func Backoffs() []string { return []string{"exponential", "fixed"} }
 
