@@ -47,6 +47,8 @@ type Agent struct {
 	// remote are final jobs other hosts of the fleet ran for this host's
 	// claims, while settleRemoteLocked settles those (fleetfence.go).
 	remote map[string]*record
+	// fleet is the other hosts' jobs, read at each heartbeat (fleetview.go).
+	fleet *fleetView
 	// deliver sends one webhook delivery (webhooks.go).
 	deliver func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)
 	// schedDir is schedules.d; scheds what it held at start (periodic.go).

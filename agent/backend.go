@@ -73,7 +73,7 @@ func (a *Agent) Templates() ([]*templates.Template, error) {
 func (a *Agent) JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	order := a.st.ordered()
+	order := a.listOrderLocked() // this host's jobs, and the fleet's (fleetview.go)
 	n := len(order)
 	at := func(i int) *record { // i-th in the page's order
 		if p.OldestFirst {
@@ -112,6 +112,9 @@ func (a *Agent) Job(id string) (jobs.Job, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := a.st.Jobs[id]
+	if r == nil {
+		r = a.fleetJobLocked(id) // another host's (fleetview.go)
+	}
 	if r == nil {
 		return jobs.Job{}, apierr.New(apierr.NoSuchJob, "no job %q", id)
 	}

@@ -72,6 +72,7 @@ func (a *Agent) fleetTickLocked(ctx context.Context, first bool) error {
 	}
 	a.placeTickLocked(ctx)
 	a.settleRemoteLocked(ctx)
+	a.refreshFleetLocked(ctx)
 	return nil
 }
 

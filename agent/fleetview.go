@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+)
+
+// The fleet view: listing and status stay answered from memory, so the
+// other hosts' jobs are read into memory too, at each heartbeat: the
+// first time all of them, then the unfinished ones and those finished
+// since the last read. JobPage and Job show them beside this host's own
+// (each with its host); they are read-only here: cancelling, logs and
+// reports are the host's that holds the job.
+
+// fleetView is the other hosts' jobs as last read.
+type fleetView struct {
+	jobs  map[string]*record
+	order []*record // by creation, as state.order
+	since time.Time // the database's clock at the last read
+}
+
+// refreshFleetLocked reads what changed in the other hosts' jobs and
+// announces the changes (the D-Bus objects and the dashboard follow
+// events). Called with a.mu held, at a heartbeat.
+func (a *Agent) refreshFleetLocked(ctx context.Context) {
+	first := a.fleet == nil
+	since := time.Time{}
+	if !first {
+		// Another host's clock may lag the database's: read back a lease.
+		since = a.fleet.since.Add(-a.cfg.Store.LeaseTimeout.D())
+	}
+	rows, now, err := a.st.db.othersSince(ctx, since)
+	if err != nil {
+		a.log.Warnf(nil, "cannot read the other hosts' jobs: %v", err)
+		return
+	}
+	if first {
+		a.fleet = &fleetView{jobs: map[string]*record{}}
+	}
+	a.fleet.since = now
+	added := false
+	for _, j := range rows {
+		r := j.r
+		r.Host = j.host
+		if a.st.Jobs[r.ID] != nil {
+			continue // this host's own
+		}
+		old := a.fleet.jobs[r.ID]
+		switch {
+		case old == nil:
+			a.fleet.jobs[r.ID] = r
+			a.fleet.order = append(a.fleet.order, r)
+			added = true
+			if !first {
+				a.emitLocked(apitype.JobNew, r, nil)
+			}
+		case old.State != r.State || old.Stage != r.Stage || old.Progress != r.Progress || old.Host != r.Host ||
+			old.StatusText != r.StatusText || old.Error != r.Error || old.ReportPath != r.ReportPath:
+			*old = *r
+			a.emitLocked(apitype.JobChanged, old, []string{"State", "Stage", "Progress", "Host", "StatusText", "Error", "ReportPath"})
+		}
+	}
+	if added {
+		slices.SortFunc(a.fleet.order, func(x, y *record) int {
+			if createdBefore(x, y) {
+				return -1
+			}
+			return 1
+		})
+	}
+}
+
+// listOrderLocked is every job this agent lists, oldest first: its own
+// and, on a fleet, the other hosts'. The caller must not change it.
+func (a *Agent) listOrderLocked() []*record {
+	own := a.st.ordered()
+	if a.fleet == nil || len(a.fleet.order) == 0 {
+		return own
+	}
+	out := make([]*record, 0, len(own)+len(a.fleet.order))
+	i := 0
+	for _, r := range a.fleet.order {
+		if a.st.Jobs[r.ID] != nil {
+			continue // taken by this host since
+		}
+		for i < len(own) && createdBefore(own[i], r) {
+			out = append(out, own[i])
+			i++
+		}
+		out = append(out, r)
+	}
+	return append(out, own[i:]...)
+}
+
+// fleetJobLocked is another host's job by id, nil when there is none.
+func (a *Agent) fleetJobLocked(id string) *record {
+	if a.fleet == nil {
+		return nil
+	}
+	return a.fleet.jobs[id]
+}
+
+// othersSince reads the other hosts' jobs (and those no host holds yet)
+// that are unfinished or finished at or after since, and the database's
+// clock.
+func (d *jobDB) othersSince(ctx context.Context, since time.Time) ([]fleetJob, time.Time, error) {
+	var now time.Time
+	if err := d.pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return nil, now, err
+	}
+	rows, err := d.fleetJobs(ctx, `SELECT id, coalesce(metadata ->> 'host', ''), args::text FROM river_job
+WHERE kind = $1 AND coalesce(metadata ->> 'host', '') <> $2 AND (state NOT IN ('completed', 'cancelled', 'discarded') OR finalized_at >= $3)`,
+		jobKind, d.host, since.UTC())
+	return rows, now, err
+}
+
