@@ -116,4 +116,3 @@ WHERE kind = $1 AND coalesce(metadata ->> 'host', '') <> $2 AND (state NOT IN ('
 		jobKind, d.host, since.UTC())
 	return rows, now, err
 }
-
