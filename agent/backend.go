@@ -150,6 +150,9 @@ func (a *Agent) Cancel(ctx context.Context, id string) error {
 	defer a.mu.Unlock()
 	a.touch()
 	r := a.st.Jobs[id]
+	if o := a.fleetJobLocked(id); r == nil && o != nil {
+		return apierr.New(apierr.InvalidState, "%s", fleetElsewhere(o))
+	}
 	if r == nil {
 		return apierr.New(apierr.NoSuchJob, "no job %q", id)
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -115,4 +116,12 @@ func (d *jobDB) othersSince(ctx context.Context, since time.Time) ([]fleetJob, t
 WHERE kind = $1 AND coalesce(metadata ->> 'host', '') <> $2 AND (state NOT IN ('completed', 'cancelled', 'discarded') OR finalized_at >= $3)`,
 		jobKind, d.host, since.UTC())
 	return rows, now, err
+}
+
+// fleetElsewhere says where to act on another host's job.
+func fleetElsewhere(r *record) string {
+	if r.Host == "" {
+		return fmt.Sprintf("job %s waits for a host its placement matches: cancel it on the host it was submitted to", r.ID)
+	}
+	return fmt.Sprintf("job %s is %s's (a host of the fleet): cancel it there", r.ID, r.Host)
 }
