@@ -73,7 +73,10 @@ func (a *Agent) Templates() ([]*templates.Template, error) {
 func (a *Agent) JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	order := a.listOrderLocked() // this host's jobs, and the fleet's (fleetview.go)
+	if a.fleet != nil && len(a.fleet.order) > 0 {
+		return a.fleetPageLocked(f, p) // this host's jobs and the fleet's
+	}
+	order := a.st.ordered()
 	n := len(order)
 	at := func(i int) *record { // i-th in the page's order
 		if p.OldestFirst {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
 // The fleet view: listing and status stay answered from memory, so the
@@ -42,6 +43,17 @@ func (a *Agent) refreshFleetLocked(ctx context.Context) {
 		a.fleet = &fleetView{jobs: map[string]*record{}}
 	}
 	a.fleet.since = now
+	// Jobs this host took since (placement, a takeover) are its own now.
+	dropped := false
+	for id := range a.fleet.jobs {
+		if a.st.Jobs[id] != nil {
+			delete(a.fleet.jobs, id)
+			dropped = true
+		}
+	}
+	if dropped {
+		a.fleet.order = slices.DeleteFunc(a.fleet.order, func(r *record) bool { return a.fleet.jobs[r.ID] != r })
+	}
 	added := false
 	for _, j := range rows {
 		r := j.r
@@ -74,26 +86,62 @@ func (a *Agent) refreshFleetLocked(ctx context.Context) {
 	}
 }
 
-// listOrderLocked is every job this agent lists, oldest first: its own
-// and, on a fleet, the other hosts'. The caller must not change it.
-func (a *Agent) listOrderLocked() []*record {
-	own := a.st.ordered()
-	if a.fleet == nil || len(a.fleet.order) == 0 {
-		return own
-	}
-	out := make([]*record, 0, len(own)+len(a.fleet.order))
-	i := 0
-	for _, r := range a.fleet.order {
-		if a.st.Jobs[r.ID] != nil {
-			continue // taken by this host since
+// fleetPageLocked is JobPage on a fleet: this host's jobs and the other
+// hosts' walked together in creation order from the end the page asks
+// for, so that a page costs what it skips and shows, not a copy of both
+// lists. Called with a.mu held.
+func (a *Agent) fleetPageLocked(f apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
+	own, other := a.st.ordered(), a.fleet.order
+	i, j := 0, 0 // taken from each, counted from the page's end
+	next := func() *record {
+		var o, w *record
+		if i < len(own) {
+			o = own[i]
+			if !p.OldestFirst {
+				o = own[len(own)-1-i]
+			}
 		}
-		for i < len(own) && createdBefore(own[i], r) {
-			out = append(out, own[i])
+		if j < len(other) {
+			w = other[j]
+			if !p.OldestFirst {
+				w = other[len(other)-1-j]
+			}
+		}
+		switch {
+		case o == nil && w == nil:
+			return nil
+		case w == nil || o != nil && createdBefore(o, w) == p.OldestFirst:
 			i++
+			return o
+		default:
+			j++
+			return w
 		}
-		out = append(out, r)
 	}
-	return append(out, own[i:]...)
+	n := len(own) + len(other)
+	if len(f.States) == 0 && f.Batch == "" {
+		from, to := p.Bounds(n)
+		out := make([]jobs.Job, 0, to-from)
+		for k := 0; k < to; k++ {
+			r := next()
+			if k >= from {
+				out = append(out, r.Job)
+			}
+		}
+		return out, n
+	}
+	out := []jobs.Job{}
+	total := 0
+	for r := next(); r != nil; r = next() {
+		if len(f.States) > 0 && !slices.Contains(f.States, r.State) || f.Batch != "" && r.Batch != f.Batch {
+			continue
+		}
+		if total >= p.Offset && (p.Limit <= 0 || len(out) < p.Limit) {
+			out = append(out, r.Job)
+		}
+		total++
+	}
+	return out, total
 }
 
 // fleetJobLocked is another host's job by id, nil when there is none.
