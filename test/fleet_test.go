@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/test/box"
 	"github.com/hyper2kvm/hyper2kvm/test/pgcluster"
@@ -172,9 +173,11 @@ func jobIDOf(t *testing.T, pg *pgcluster.Cluster, name string) string {
 // waits saying so (hyperctl show), until cancelled. hyperctl hosts on b
 // lists both hosts with their labels.
 func fleetPlacement(t *testing.T, pg *pgcluster.Cluster, a, b *agentBox) {
+	start := time.Now()
 	a.drop("placed-b.json", manifestFor("placed-b", "/srv/src/disk.raw", "raw", `"placement":["role=b"],`))
 	a.drop("nowhere.json", manifestFor("nowhere", "/srv/src/disk.raw", "raw", `"placement":["role=c"],`))
 	rep := a.settled("processed", "placed-b.json")
+	t.Logf("placed-b: dropped on a, run on b, settled in a's processed/ in %s", time.Since(start).Round(100*time.Millisecond))
 	jl, _ := rep["jobs"].([]any)
 	if len(jl) != 1 || jl[0].(map[string]any)["host"] != "fleet-b" {
 		t.Errorf("placed-b's report in a's processed/: jobs %v, want one run on fleet-b", rep["jobs"])
@@ -236,6 +239,7 @@ func fleetFencing(t *testing.T, pg *pgcluster.Cluster, a, b *agentBox) {
 	cut := strings.Fields(pg.SQL(t, `SELECT args->>'id' FROM river_job WHERE args->>'name' LIKE 'cut-%' ORDER BY 1`))
 	pid := a.show("hyper2kvmd.service", "MainPID")
 	a.MustExec(t, "kill", "-STOP", pid)
+	frozen := time.Now()
 	thawed := false
 	thaw := func() {
 		if !thawed {
@@ -249,7 +253,9 @@ func fleetFencing(t *testing.T, pg *pgcluster.Cluster, a, b *agentBox) {
 	}); err != nil {
 		t.Fatalf("%v\n%s", err, b.Journal(b.ctx(), "-u", "hyper2kvmd.service", "-n", "40"))
 	}
+	t.Logf("box b took box a's jobs %s after a froze (lease %s)", time.Since(frozen).Round(100*time.Millisecond), fleetLease)
 	thaw()
+	thawedAt := time.Now()
 	if err := a.WaitFor(ctx, "box a to give up the two jobs and stop their units", func() (bool, error) {
 		j := a.Journal(ctx, "-u", "hyper2kvmd.service", "-o", "cat")
 		for _, id := range cut {
@@ -261,6 +267,7 @@ func fleetFencing(t *testing.T, pg *pgcluster.Cluster, a, b *agentBox) {
 	}); err != nil {
 		t.Fatalf("%v\n%s", err, a.Journal(ctx, "-u", "hyper2kvmd.service", "-n", "40"))
 	}
+	t.Logf("box a gave up both jobs and stopped their units %s after it was thawed", time.Since(thawedAt).Round(100*time.Millisecond))
 	if j := a.Journal(ctx, "-u", "hyper2kvmd.service", "-o", "cat"); !strings.Contains(j, "lost its lease") {
 		t.Errorf("box a's journal does not say it lost its lease:\n%s", j)
 	}
