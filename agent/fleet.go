@@ -72,7 +72,10 @@ func (a *Agent) fleetTickLocked(ctx context.Context, first bool) error {
 	}
 	a.placeTickLocked(ctx)
 	a.settleRemoteLocked(ctx)
-	a.refreshFleetLocked(ctx)
+	if !first {
+		// Not before READY=1: the first read is every other host's job.
+		a.refreshFleetLocked(ctx)
+	}
 	return nil
 }
 
