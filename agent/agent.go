@@ -44,6 +44,11 @@ type Agent struct {
 	ready   func() error
 	srcs    sourceDirs                                    // the source registry (remote.go)
 	wakeAt  func(ctx context.Context, at time.Time) error // arms the timer an idle exit leaves
+	// remote are final jobs other hosts of the fleet ran for this host's
+	// claims, while settleRemoteLocked settles those (fleetfence.go).
+	remote map[string]*record
+	// fleet is the other hosts' jobs, read at each heartbeat (fleetview.go).
+	fleet *fleetView
 	// deliver sends one webhook delivery (webhooks.go).
 	deliver func(ctx context.Context, unit, url string, headers []string, body []byte) (string, error)
 	// schedDir is schedules.d; scheds what it held at start (periodic.go).
@@ -567,6 +572,7 @@ func (a *Agent) save() {
 		a.log.Infof(nil, "job store saved again")
 	}
 	a.saveFailed = err != nil
+	a.saveFenced()
 }
 
 // newID returns a job id: 8 hex digits, unique in the store, safe in unit

@@ -73,6 +73,9 @@ func (a *Agent) Templates() ([]*templates.Template, error) {
 func (a *Agent) JobPage(f apitype.Filter, p apitype.Page) ([]jobs.Job, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.fleet != nil && len(a.fleet.order) > 0 {
+		return a.fleetPageLocked(f, p) // this host's jobs and the fleet's
+	}
 	order := a.st.ordered()
 	n := len(order)
 	at := func(i int) *record { // i-th in the page's order
@@ -113,6 +116,9 @@ func (a *Agent) Job(id string) (jobs.Job, error) {
 	defer a.mu.Unlock()
 	r := a.st.Jobs[id]
 	if r == nil {
+		r = a.fleetJobLocked(id) // another host's (fleetview.go)
+	}
+	if r == nil {
 		return jobs.Job{}, apierr.New(apierr.NoSuchJob, "no job %q", id)
 	}
 	return r.Job, nil
@@ -147,6 +153,9 @@ func (a *Agent) Cancel(ctx context.Context, id string) error {
 	defer a.mu.Unlock()
 	a.touch()
 	r := a.st.Jobs[id]
+	if o := a.fleetJobLocked(id); r == nil && o != nil {
+		return apierr.New(apierr.InvalidState, "%s", fleetElsewhere(o))
+	}
 	if r == nil {
 		return apierr.New(apierr.NoSuchJob, "no job %q", id)
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 // died: power, kernel, network). Those run again here from the start,
 // their journal and job saying "interrupted on HOST, attempt 2 of N".
 // The file they came from stays in the dead host's processing/ and
-// settles there when that host comes back.
+// settles there when that host comes back and the job is final
+// (fleetfence.go).
 
 // heartbeatEvery is how often a host of a fleet beats: a quarter of the
 // lease, so that three beats may be late before it is taken for dead.
@@ -23,24 +25,39 @@ func (a *Agent) heartbeatEvery() time.Duration {
 	return max(a.cfg.Store.LeaseTimeout.D()/4, 250*time.Millisecond)
 }
 
-// fleetTickLocked beats and takes over dead hosts' jobs. Only the first
-// beat's failure is an error (the agent cannot join). A host cut off for
-// longer than the lease whose jobs were taken says so in its journal; it
-// does not yet stop the units it still runs (docs/AGENT.md). Called with
-// a.mu held.
+// fleetTickLocked beats, takes over dead hosts' jobs, gives up the jobs
+// other hosts took from this one (fleetfence.go), takes the jobs placed
+// on this host (fleetplace.go) and settles files whose jobs other hosts
+// ran. Only the first beat's failure is an error (the agent cannot
+// join). Called with a.mu held.
 func (a *Agent) fleetTickLocked(ctx context.Context, first bool) error {
 	if !a.st.db.shared() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.heartbeatEvery())
+	ctx, cancel := context.WithTimeout(ctx, max(a.heartbeatEvery(), 5*time.Second))
 	defer cancel()
-	if err := a.st.db.heartbeat(ctx, first); err != nil {
+	_, running := a.counts()
+	beat := hostBeat{labels: a.cfg.Host.Labels, busy: running, max: a.cfg.MaxConcurrentJobs, queue: a.queueState()}
+	err := a.st.db.heartbeat(ctx, first, beat)
+	lost := errors.Is(err, errLeaseLost)
+	if lost {
+		// Cut off past the lease: another host took this host's jobs.
+		// Join again, then give up what it holds (below).
+		a.log.Warnf(nil, "this host (%s) %v while it could not reach the job store; joining again and giving up the jobs taken", a.host, errLeaseLost)
+		err = a.st.db.heartbeat(ctx, true, beat)
+	}
+	if err != nil {
 		if first {
 			return fmt.Errorf("cannot join the fleet: %w", err)
 		}
 		a.log.Warnf(nil, "fleet heartbeat: %v", err)
 		return nil
 	}
+	why := "another host took the job over"
+	if lost {
+		why = "this host lost its lease while cut off from the job store"
+	}
+	a.reconcileLocked(ctx, why)
 	taken, err := a.st.db.takeOver(ctx, a.cfg.Store.LeaseTimeout.D())
 	if err != nil {
 		a.log.Warnf(nil, "cannot look for hosts that died: %v", err)
@@ -52,6 +69,12 @@ func (a *Agent) fleetTickLocked(ctx context.Context, first bool) error {
 	if len(taken) > 0 {
 		a.save()
 		a.wake()
+	}
+	a.placeTickLocked(ctx)
+	a.settleRemoteLocked(ctx)
+	if !first {
+		// Not before READY=1: the first read is every other host's job.
+		a.refreshFleetLocked(ctx)
 	}
 	return nil
 }

@@ -232,6 +232,10 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 		}
 		r.NotBefore, r.NotAfter = vm.Schedule.Window()
 		r.Retry = vm.Retry
+		if r.Retry == nil {
+			r.Retry = a.cfg.Job.Retry.Manifest() // agent.yaml's job.retry
+		}
+		a.placeNewLocked(r)
 		if m.Batch {
 			if batch == "" {
 				batch = "b" + r.ID

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -151,6 +152,19 @@ func (t *dbTx) exec(ctx context.Context, query string, args ...any) error {
 	return err
 }
 
+// execN runs one statement and reports how many rows it changed.
+func (t *dbTx) execN(ctx context.Context, query string, args ...any) (int64, error) {
+	if t.pg != nil {
+		tag, err := t.pg.Exec(ctx, query, args...)
+		return tag.RowsAffected(), err
+	}
+	res, err := t.sq.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
 func (t *dbTx) insertMany(ctx context.Context, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error) {
 	if t.pg != nil {
 		return t.d.pgClient.InsertManyTx(ctx, t.pg, params)
@@ -249,7 +263,11 @@ func (d *jobDB) openPostgres(ctx context.Context, rawURL string) error {
 	}
 	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS hyper2kvm_claim (host TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host, name));
 CREATE TABLE IF NOT EXISTS hyper2kvm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS hyper2kvm_host (name TEXT PRIMARY KEY, heartbeat_at TIMESTAMPTZ NOT NULL)`); err != nil {
+CREATE TABLE IF NOT EXISTS hyper2kvm_host (name TEXT PRIMARY KEY, heartbeat_at TIMESTAMPTZ NOT NULL);
+ALTER TABLE hyper2kvm_host ADD COLUMN IF NOT EXISTS labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE hyper2kvm_host ADD COLUMN IF NOT EXISTS busy INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hyper2kvm_host ADD COLUMN IF NOT EXISTS max_workers INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hyper2kvm_host ADD COLUMN IF NOT EXISTS queue TEXT NOT NULL DEFAULT 'running'`); err != nil {
 		return fmt.Errorf("cannot create the job store's claim table: %w", err)
 	}
 	client, err := river.NewClient(driver, &river.Config{Logger: discardLogger()})
@@ -383,6 +401,9 @@ func (d *jobDB) load(ctx context.Context) (*state, error) {
 			if err := json.Unmarshal(args, r); err != nil || r.ID == "" {
 				return fmt.Errorf("job row %d: %v", rowid, err)
 			}
+			if d.pool != nil && r.Host == "" {
+				r.Host = d.host // the row is this host's (the query says so): writes compare with it
+			}
 			s.Jobs[r.ID] = r
 			s.rows[r.ID] = rowid
 			return nil
@@ -422,6 +443,7 @@ type batch struct {
 	metaValue   string
 	insertedIDs []int64                  // filled in: the rows of insert, in order
 	deliveries  []river.InsertManyParams // webhook deliveries (webhooks.go)
+	lost        []string                 // filled in: jobs whose row another host of the fleet holds (not written)
 }
 
 // write commits b: all of it or nothing.
@@ -461,7 +483,9 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 		}
 	}
 	for _, r := range b.update {
-		if err := d.updateRow(ctx, tx, b.rows[r.ID], r); err != nil {
+		if err := d.updateRow(ctx, tx, b.rows[r.ID], r); errors.Is(err, errNotOurs) {
+			b.lost = append(b.lost, r.ID) // another host's now: left as it has it
+		} else if err != nil {
 			return err
 		}
 	}
@@ -500,7 +524,13 @@ func (d *jobDB) write(ctx context.Context, b *batch) error {
 
 // insertOpts are River's columns for a new job.
 func (d *jobDB) insertOpts(r *record) *river.InsertOpts {
-	meta, _ := json.Marshal(map[string]string{"job_id": r.ID, "host": d.host})
+	// A fleet's job is marked with the host that holds it: "" while no
+	// host has taken it (placement names another host, fleetplace.go).
+	host := d.host
+	if d.pool != nil {
+		host = r.Host
+	}
+	meta, _ := json.Marshal(map[string]string{"job_id": r.ID, "host": host})
 	// A job due later is River's "scheduled" until its scheduled_at.
 	return &river.InsertOpts{
 		Queue:       jobQueue,
@@ -570,8 +600,23 @@ func (d *jobDB) updateRow(ctx context.Context, tx *dbTx, rowid int64, r *record)
 	if !r.StartedAt.IsZero() {
 		attempted = d.ts(r.StartedAt)
 	}
-	err = tx.exec(ctx, d.q(`UPDATE river_job SET args = jsonb(?), state = ?, attempt = ?, attempted_at = ?, finalized_at = ?, priority = ? WHERE id = ?`,
-		`UPDATE river_job SET args = $1::jsonb, state = $2::river_job_state, attempt = $3, attempted_at = $4, finalized_at = $5, priority = $6 WHERE id = $7`),
+	if d.pool != nil {
+		// A fleet's row is written only while it is still this record's
+		// host's (compare-and-set on metadata.host): a host that was
+		// cut off past its lease, whose job another host took and runs,
+		// must not overwrite that host's row (fencing, fleetfence.go).
+		n, err := tx.execN(ctx, `UPDATE river_job SET args = $1::jsonb, state = $2::river_job_state, attempt = $3, attempted_at = $4, finalized_at = $5, priority = $6
+WHERE id = $7 AND metadata ->> 'host' = $8`,
+			string(args), rowState(r), r.Attempt, attempted, finalized, riverPriority(r.Priority), rowid, r.Host)
+		if err != nil {
+			return fmt.Errorf("cannot save job %s: %w", r.ID, err)
+		}
+		if n == 0 {
+			return errNotOurs
+		}
+		return nil
+	}
+	err = tx.exec(ctx, `UPDATE river_job SET args = jsonb(?), state = ?, attempt = ?, attempted_at = ?, finalized_at = ?, priority = ? WHERE id = ?`,
 		string(args), rowState(r), r.Attempt, attempted, finalized, riverPriority(r.Priority), rowid)
 	if err != nil {
 		return fmt.Errorf("cannot save job %s: %w", r.ID, err)
@@ -618,20 +663,36 @@ func openStore(storeURL, host, stateDir string, log *Logger) (*state, error) {
 // shared reports whether other hosts use this store (PostgreSQL).
 func (d *jobDB) shared() bool { return d != nil && d.pool != nil }
 
-// heartbeat tells the fleet this host is alive. It fails when another
-// host took this host's jobs (its lease ran out while it was cut off):
-// the caller must then stop, so that a job is never run by two hosts.
-func (d *jobDB) heartbeat(ctx context.Context, first bool) error {
+// hostBeat is what a heartbeat says of this host besides being alive.
+type hostBeat struct {
+	labels    map[string]string
+	busy, max int
+	queue     string
+}
+
+// errLeaseLost is a heartbeat's answer when another host took this
+// host's jobs (its lease ran out while it was cut off).
+var errLeaseLost = errors.New("lost its lease: another host took its unfinished jobs")
+
+// heartbeat tells the fleet this host is alive. It fails with
+// errLeaseLost when another host took this host's jobs (its row was
+// deleted): the caller gives up what it no longer holds (fleetfence.go)
+// and joins again with first set.
+func (d *jobDB) heartbeat(ctx context.Context, first bool, b hostBeat) error {
+	labels, _ := json.Marshal(b.labels)
 	if first {
-		_, err := d.pool.Exec(ctx, `INSERT INTO hyper2kvm_host (name, heartbeat_at) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET heartbeat_at = now()`, d.host)
+		_, err := d.pool.Exec(ctx, `INSERT INTO hyper2kvm_host (name, heartbeat_at, labels, busy, max_workers, queue) VALUES ($1, now(), $2, $3, $4, $5)
+ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), labels = excluded.labels, busy = excluded.busy, max_workers = excluded.max_workers, queue = excluded.queue`,
+			d.host, string(labels), b.busy, b.max, b.queue)
 		return err
 	}
-	tag, err := d.pool.Exec(ctx, `UPDATE hyper2kvm_host SET heartbeat_at = now() WHERE name = $1`, d.host)
+	tag, err := d.pool.Exec(ctx, `UPDATE hyper2kvm_host SET heartbeat_at = now(), labels = $2, busy = $3, max_workers = $4, queue = $5 WHERE name = $1`,
+		d.host, string(labels), b.busy, b.max, b.queue)
 	if err != nil {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("host %s lost its lease: another host took its jobs", d.host)
+		return fmt.Errorf("host %s %w", d.host, errLeaseLost)
 	}
 	return nil
 }

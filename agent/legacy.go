@@ -173,6 +173,9 @@ func importLegacy(ctx context.Context, d *jobDB, dir string) (int, error) {
 		s := newState()
 		s.db = d
 		for _, r := range jobsByID {
+			if r.Host == "" {
+				r.Host = d.host // the old store had one host: this one
+			}
 			s.Jobs[r.ID] = r
 		}
 		for name, c := range claims {

@@ -35,6 +35,8 @@ func (a *Agent) scheduleLocked(ctx context.Context) {
 		case windowClosed(r, now):
 			a.finishLocked(r, jobs.Failed, "schedule", fmt.Sprintf("not started before its window closed at %s (schedule.not_after)", r.NotAfter.Format(time.RFC3339)), nil)
 			return false
+		case r.Host == "" && !a.takeUnplacedLocked(r):
+			return false // placement: no host's yet (fleetplace.go)
 		case dueLater(r, now):
 			return false // stays pending: tried again on the next pass
 		case a.sourceFull(r):

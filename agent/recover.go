@@ -140,6 +140,17 @@ func (a *Agent) adoptLocked(ctx context.Context, u UnitInfo) {
 			return // settled before the unit was collected
 		}
 	}
+	if a.st.db.shared() {
+		// A fleet: the job may be another host's now (this host lost
+		// its lease and the agent restarted): fenced, not adopted.
+		if owner, found, err := a.st.db.ownerOfJob(ctx, id); err == nil && found && owner != a.host {
+			a.log.Warnf(Fields{FieldJobID: id}, "job %s: %s holds it now (this host lost its lease); stopping %s and giving up the claim here", id, owner, u.Name)
+			if err := a.units.Stop(ctx, u.Name); err != nil {
+				a.log.Warnf(Fields{FieldJobID: id}, "cannot stop %s: %v", u.Name, err)
+			}
+			return
+		}
+	}
 	r := &record{
 		Job: jobs.Job{ID: id, Name: spec.Name, Batch: spec.Batch, Manifest: spec.Claim, Unit: u.Name, SubmittedBy: -1,
 			Priority: spec.Priority, CreatedAt: a.now(), Host: a.host},

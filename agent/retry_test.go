@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/config"
 	"github.com/hyper2kvm/hyper2kvm/agent/jobs"
 )
 
@@ -80,5 +81,33 @@ func TestRetryWithBackoff(t *testing.T) {
 	j = waitState(jobs.Failed)
 	if len(j.Attempts) != 2 || j.Error == "" {
 		t.Errorf("final: %+v", j)
+	}
+}
+
+// TestRetryDefaultFromConfig: agent.yaml's job.retry covers a manifest
+// without a retry: its retryable failure is run again after the backoff
+// the config gives; a manifest's own retry wins.
+func TestRetryDefaultFromConfig(t *testing.T) {
+	clock := &testClock{t: time.Date(2026, 12, 24, 1, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(c *config.Config) {
+		c.Job.Retry = &config.Retry{MaxAttempts: 2, Initial: "45s"}
+	})
+	e.opts = []Option{WithClock(clock.now)}
+	e.start()
+	e.drop("plain.json", e.manifest("plain", ""))
+	u := e.nextStart()
+	id := unitJobID(u)
+	e.units.finish(t, u, "exit-code", failedReport("load", "read /srv/src/disk.raw: input/output error"))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		j, _ := e.a.Job(id)
+		if j.State == jobs.Pending && len(j.Attempts) == 1 {
+			if !j.Attempts[0].RetryAt.Equal(clock.now().Add(45 * time.Second)) {
+				t.Errorf("retry at %s, want 45s after the failure (job.retry.initial)", j.Attempts[0].RetryAt)
+			}
+			break
+		}
+		if j.State == jobs.Failed || time.Now().After(deadline) {
+			t.Fatalf("job is %s with %d attempts; job.retry should have queued it again", j.State, len(j.Attempts))
+		}
 	}
 }

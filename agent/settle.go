@@ -53,9 +53,12 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	var recs []*record
 	for _, id := range c.Jobs {
 		r := a.st.Jobs[id]
+		if r == nil && a.remote[id] != nil {
+			r = a.remote[id] // run by another host of the fleet, final there
+		}
 		if r == nil {
 			if a.st.db.shared() {
-				return // taken over by another host of the fleet: not ours to judge
+				return // another host of the fleet holds it: settled when it is final (fleetfence.go)
 			}
 			continue
 		}
@@ -101,7 +104,9 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	a.save()
 	a.log.Infof(Fields{FieldManifest: c.Name}, "%s settled: %s", c.Original, c.Target.Path())
 	for _, r := range recs {
-		a.emitLocked(apitype.JobChanged, r, []string{"ReportPath"})
+		if a.st.Jobs[r.ID] == r { // not a job another host ran
+			a.emitLocked(apitype.JobChanged, r, []string{"ReportPath"})
+		}
 	}
 }
 
@@ -128,6 +133,7 @@ type Settlement struct {
 type JobResult struct {
 	JobID         string         `json:"job_id"`
 	Name          string         `json:"name"`
+	Host          string         `json:"host,omitempty"` // the host that ran it (a fleet)
 	Status        string         `json:"status"`
 	Stage         string         `json:"stage,omitempty"`
 	Error         string         `json:"error,omitempty"`
@@ -150,7 +156,7 @@ func (a *Agent) settlement(c *claim, recs []*record, status string) []byte {
 		s.FailedAt = &now
 	}
 	for _, r := range recs {
-		jr := JobResult{JobID: r.ID, Name: r.Name, Status: string(r.State), Stage: r.ErrorStage, Error: r.Error,
+		jr := JobResult{JobID: r.ID, Name: r.Name, Host: r.Host, Status: string(r.State), Stage: r.ErrorStage, Error: r.Error,
 			UnitResult: r.UnitResult, InvocationID: r.Invocation, JournalCursor: r.Cursor, FinishedAt: r.FinishedAt}
 		if !r.StartedAt.IsZero() {
 			t := r.StartedAt

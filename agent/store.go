@@ -107,6 +107,10 @@ type state struct {
 	// (webhooks.go), written in the same transaction; prev is each
 	// one's state as last written. nil makes none.
 	outbox func(changed []*record, prev map[string]jobs.State, live map[string]*record) []river.InsertManyParams
+
+	// lost are jobs a save did not write because another host of the
+	// fleet holds their rows now (fleetfence.go); takeLost empties it.
+	lost []string
 }
 
 func newState() *state {
@@ -278,6 +282,7 @@ func (s *state) saveWith(ctx context.Context, metaKey, metaValue string) error {
 		for i, r := range b.insert {
 			s.rows[r.ID] = b.insertedIDs[i]
 		}
+		s.lost = append(s.lost, b.lost...)
 	}
 	s.writes++
 	for _, r := range b.insert {
@@ -362,4 +367,29 @@ func (s *state) prune(now time.Time, keep time.Duration) {
 	if pruned {
 		s.order = slices.DeleteFunc(s.order, func(r *record) bool { return s.Jobs[r.ID] != r })
 	}
+}
+
+// forget drops a job from memory only: its row stays as it is in the
+// store (another host of the fleet holds it now, fleetfence.go).
+func (s *state) forget(id string) {
+	s.sync()
+	r := s.Jobs[id]
+	if r == nil {
+		return
+	}
+	delete(s.Jobs, id)
+	delete(s.live, id)
+	delete(s.archived, id)
+	delete(s.written, id)
+	delete(s.rows, id)
+	if i := slices.Index(s.order, r); i >= 0 {
+		s.order = slices.Delete(s.order, i, i+1)
+	}
+}
+
+// takeLost returns and clears the jobs saves found another host holds.
+func (s *state) takeLost() []string {
+	l := s.lost
+	s.lost = nil
+	return l
 }

@@ -683,14 +683,14 @@ func TestStorePostgres(t *testing.T) {
 		t.Fatalf("the old store was not imported: %v", a.Jobs)
 	}
 	now := time.Now()
-	a.add(&record{Job: jobs.Job{ID: "runs0002", State: jobs.Running, CreatedAt: now, StartedAt: now, Priority: 3}, Claim: "x.json", Attempt: 1})
-	a.add(&record{Job: jobs.Job{ID: "pend0003", State: jobs.Pending, CreatedAt: now}, Claim: "x.json"})
+	a.add(&record{Job: jobs.Job{ID: "runs0002", State: jobs.Running, CreatedAt: now, StartedAt: now, Priority: 3, Host: "host-a"}, Claim: "x.json", Attempt: 1})
+	a.add(&record{Job: jobs.Job{ID: "pend0003", State: jobs.Pending, CreatedAt: now, Host: "host-a"}, Claim: "x.json"})
 	a.Claims["x.json"] = &claim{Name: "x.json", Jobs: []string{"runs0002", "pend0003"}}
 	if err := a.save(); err != nil {
 		t.Fatal(err)
 	}
 	b := open("host-b")
-	b.add(&record{Job: jobs.Job{ID: "pend0004", State: jobs.Pending, CreatedAt: now}, Claim: "x.json"})
+	b.add(&record{Job: jobs.Job{ID: "pend0004", State: jobs.Pending, CreatedAt: now, Host: "host-b"}, Claim: "x.json"})
 	b.Claims["x.json"] = &claim{Name: "x.json", Jobs: []string{"pend0004"}}
 	if err := b.save(); err != nil {
 		t.Fatal(err)

@@ -36,6 +36,7 @@ var routes = []route{
 	{"GET", "/api/workflow/sources", Detail, (*Server).listSources},
 	{"GET", "/api/workflow/sources/{name}/vms", Detail, (*Server).browseSource},
 	{"GET", "/api/workflow/analytics", Open, (*Server).getAnalytics},
+	{"GET", "/api/workflow/hosts", Open, (*Server).listHosts},
 	{"GET", "/api/workflow/templates", Open, (*Server).listTemplates},
 	{"GET", "/api/workflow/templates/{name}", Open, (*Server).getTemplate},
 	{"POST", "/api/workflow/templates/{name}/render", Open, (*Server).renderTemplate},

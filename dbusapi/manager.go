@@ -132,6 +132,7 @@ func (s *Server) managerMethods() map[string]any {
 		"GetAnalytics":   s.getAnalytics,
 		"ListTemplates":  s.listTemplates,
 		"ListSchedules":  s.listSchedules,
+		"ListHosts":      s.listHosts,
 		"ListImages": func(sender dbus.Sender) ([]imageRow, []string, *dbus.Error) {
 			s.touch()
 			rows, dirs, err := s.listImages(sender)

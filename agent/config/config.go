@@ -109,6 +109,68 @@ type Webhook struct {
 type Host struct {
 	// Name marks the jobs this host claims ("" is the machine's hostname).
 	Name string `yaml:"name"`
+	// Labels say what this host can reach (datastore=ds01): a job's
+	// placement naming labels runs only on a host that has them all.
+	Labels Labels `yaml:"labels"`
+}
+
+// Labels are a host's key=value labels, written in agent.yaml as a map
+// (datastore: ds01) or a list (- datastore=ds01).
+type Labels map[string]string
+
+// UnmarshalYAML reads a map or a list of key=value, each checked.
+func (l *Labels) UnmarshalYAML(n *yaml.Node) error {
+	out := Labels{}
+	put := func(k, v string, line int) error {
+		if err := CheckLabel(k, v); err != nil {
+			return fmt.Errorf("line %d: host.labels: %v", line, err)
+		}
+		if _, dup := out[k]; dup {
+			return fmt.Errorf("line %d: host.labels: %q given twice", line, k)
+		}
+		out[k] = v
+		return nil
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if v.Kind != yaml.ScalarNode {
+				return fmt.Errorf("line %d: host.labels: %q: want a value like ds01", v.Line, k.Value)
+			}
+			if err := put(k.Value, v.Value, k.Line); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		for _, e := range n.Content {
+			k, v, ok := strings.Cut(e.Value, "=")
+			if e.Kind != yaml.ScalarNode || !ok {
+				return fmt.Errorf("line %d: host.labels: want key=value like datastore=ds01, not %q", e.Line, e.Value)
+			}
+			if err := put(k, v, e.Line); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("line %d: host.labels: want a map (datastore: ds01) or a list of key=value", n.Line)
+	}
+	*l = out
+	return nil
+}
+
+// CheckLabel checks one label: a key of letters, digits, '.', '_', '-'
+// and '/', and a value without '=', ',' or spaces.
+func CheckLabel(k, v string) error {
+	if k == "" || len(k) > 63 || strings.IndexFunc(k, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-/", r))
+	}) >= 0 {
+		return fmt.Errorf("label key %q: want letters, digits, '.', '_', '-' or '/' (at most 63)", k)
+	}
+	if v == "" || len(v) > 253 || strings.ContainsAny(v, "=, \t\n") {
+		return fmt.Errorf("label %s: value %q: want a non-empty value without '=', ',' or spaces", k, v)
+	}
+	return nil
 }
 
 // HostName is host.name, or the machine's hostname.
@@ -150,6 +212,25 @@ type Job struct {
 	RuntimeMaxSec int    `yaml:"runtime_max_sec"`
 	Backend       string `yaml:"backend"` // auto | native | guestfs | virt-v2v
 	Priority      int    `yaml:"priority"`
+	// Retry is the retry policy of a job whose manifest has none
+	// (manifest "retry"); nil: such a job runs once.
+	Retry *Retry `yaml:"retry"`
+}
+
+// Retry is job.retry: the manifest's retry, as agent.yaml writes it.
+type Retry struct {
+	MaxAttempts int    `yaml:"max_attempts"`
+	Backoff     string `yaml:"backoff"`
+	Initial     string `yaml:"initial"`
+	Max         string `yaml:"max"`
+}
+
+// Manifest is the policy as a manifest's retry.
+func (r *Retry) Manifest() *manifest.Retry {
+	if r == nil {
+		return nil
+	}
+	return &manifest.Retry{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff, Initial: r.Initial, Max: r.Max}
 }
 
 // Fix holds what FIX needs from the machine.
@@ -437,6 +518,14 @@ func (c *Config) Validate() error {
 		}
 		if err := notify.CheckEvents(w.Events); err != nil {
 			bad(key+".events", "%v", err)
+		}
+	}
+	for _, p := range manifest.ValidateRetry("job.retry", c.Job.Retry.Manifest()) {
+		bad(p.Path, "%s", p.Message)
+	}
+	for k, v := range c.Host.Labels {
+		if err := CheckLabel(k, v); err != nil {
+			bad("host.labels", "%v", err)
 		}
 	}
 	if c.Notify.RetryInitial < 0 || c.Notify.RetryMax < 0 {

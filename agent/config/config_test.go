@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,53 @@ func TestUnknownKeySuggests(t *testing.T) {
 	}
 	if _, err := Parse([]byte("colour: blue\n")); err != nil && strings.Contains(err.Error(), "did you mean") {
 		t.Errorf("a key far from every known one gets a suggestion: %v", err)
+	}
+}
+
+func TestHostLabels(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		want    Labels
+		wantErr string
+	}{
+		{"host:\n  labels:\n    datastore: ds01\n    site: paris\n", Labels{"datastore": "ds01", "site": "paris"}, ""},
+		{"host:\n  labels:\n    - datastore=ds01\n    - site=paris\n", Labels{"datastore": "ds01", "site": "paris"}, ""},
+		{"host:\n  labels:\n    - datastore\n", nil, `line 3: host.labels: want key=value like datastore=ds01, not "datastore"`},
+		{"host:\n  labels:\n    - a=1\n    - a=2\n", nil, `line 4: host.labels: "a" given twice`},
+		{"host:\n  labels:\n    data store: ds01\n", nil, `line 3: host.labels: label key "data store"`},
+		{"host:\n  labels:\n    datastore: \"ds 01\"\n", nil, `line 3: host.labels: label datastore: value "ds 01"`},
+		{"host:\n  labels: ds01\n", nil, "line 2: host.labels: want a map"},
+	} {
+		c, err := Parse([]byte(tc.yaml))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+			continue
+		}
+		if !reflect.DeepEqual(c.Host.Labels, tc.want) {
+			t.Errorf("%q: labels %v, want %v", tc.yaml, c.Host.Labels, tc.want)
+		}
+	}
+}
+
+func TestJobRetryDefault(t *testing.T) {
+	c, err := Parse([]byte("job:\n  retry:\n    max_attempts: 3\n    initial: 10s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Job.Retry.Manifest(); r == nil || r.MaxAttempts != 3 || r.Initial != "10s" || r.Delay(2) != 20*time.Second {
+		t.Errorf("job.retry = %+v", r)
+	}
+	if _, err := Parse([]byte("job:\n  retry:\n    max_attempts: 30\n    backoff: linear\n")); err == nil ||
+		!strings.Contains(err.Error(), "job.retry.max_attempts: must be between 1 and 20") || !strings.Contains(err.Error(), `job.retry.backoff: "linear"`) {
+		t.Errorf("bad job.retry: %v", err)
+	}
+	if c, _ := Parse(nil); c.Job.Retry != nil {
+		t.Errorf("default job.retry = %+v, want none", c.Job.Retry)
 	}
 }

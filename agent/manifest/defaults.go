@@ -248,6 +248,7 @@ func (m *Manifest) Split() []*Manifest {
 			rt := *m.Retry
 			one.Retry = &rt
 		}
+		one.Placement = slices.Clone(m.Placement)
 		if m.Notify != nil {
 			n := Notify{URL: m.Notify.URL, Events: slices.Clone(m.Notify.Events)}
 			one.Notify = &n

@@ -89,6 +89,10 @@ type Manifest struct {
 	// Notify is a webhook the submitter chooses (its host must be in the
 	// agent's notify.allowed_hosts).
 	Notify *Notify `json:"notify,omitempty"`
+	// Placement says which hosts of a fleet may run the job: host names
+	// (any one of them) and key=value labels of agent.yaml's host.labels
+	// (all of them), e.g. ["datastore=ds01"]. None: any host.
+	Placement []string `json:"placement,omitempty"`
 }
 
 // Notify is a manifest's webhook.

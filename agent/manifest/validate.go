@@ -105,6 +105,7 @@ func (m *Manifest) validate() (Problems, int) {
 	v.priority("priority", m.Priority)
 	v.schedule("schedule", m.Schedule)
 	v.retry("retry", m.Retry)
+	v.placement("placement", m.Placement)
 	if m.Notify != nil {
 		if err := notify.CheckURL(m.Notify.URL, nil, false); err != nil {
 			v.add("notify.url", err.Error())
@@ -228,6 +229,14 @@ func (v *validator) schedule(path string, s *Schedule) {
 	}
 }
 
+// ValidateRetry checks a retry policy given elsewhere than in a manifest
+// (agent.yaml's job.retry), its problems under path.
+func ValidateRetry(path string, r *Retry) Problems {
+	v := validator{}
+	v.retry(path, r)
+	return v.ps
+}
+
 // Backoffs are the values of retry.backoff.
 func Backoffs() []string { return []string{"exponential", "fixed"} }
 
@@ -247,6 +256,35 @@ func (v *validator) retry(path string, r *Retry) {
 		}
 		if d, err := time.ParseDuration(f.val); err != nil || d <= 0 {
 			v.add(path+"."+f.key, fmt.Sprintf("%q is not a duration like 30s or 1h", truncate(f.val, maxQuote)))
+		}
+	}
+}
+
+// maxPlacement bounds a manifest's placement terms.
+const maxPlacement = 16
+
+// placement checks each term: a host name, or a key=value label as
+// agent.yaml's host.labels writes them.
+func (v *validator) placement(path string, terms []string) {
+	if len(terms) > maxPlacement {
+		v.add(path, fmt.Sprintf("at most %d terms, not %d", maxPlacement, len(terms)))
+		return
+	}
+	word := func(s string, extra string, n int) bool {
+		return s != "" && len(s) <= n && strings.IndexFunc(s, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(extra, r))
+		}) < 0
+	}
+	for i, t := range terms {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		k, val, isLabel := strings.Cut(t, "=")
+		switch {
+		case isLabel && !word(k, "._-/", 63):
+			v.add(p, fmt.Sprintf("label key %q: want letters, digits, '.', '_', '-' or '/' (at most 63)", truncate(k, maxQuote)))
+		case isLabel && (val == "" || len(val) > 253 || strings.ContainsAny(val, "=, \t\n")):
+			v.add(p, fmt.Sprintf("label %s: value %q: want a non-empty value without '=', ',' or spaces (datastore=ds01)", truncate(k, maxQuote), truncate(val, maxQuote)))
+		case !isLabel && !word(t, "._-", 253):
+			v.add(p, fmt.Sprintf("%q: want a host name (host.name of a fleet host) or a label key=value like datastore=ds01", truncate(t, maxQuote)))
 		}
 	}
 }

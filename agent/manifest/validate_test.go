@@ -506,3 +506,12 @@ func TestProblemsError(t *testing.T) {
 		t.Fatal("empty Problems must be a nil error")
 	}
 }
+
+func TestPlacementRules(t *testing.T) {
+	runRules(t, []ruleCase{
+		{"host and label", singleDoc, []edit{{"placement", []any{"kvm01", "datastore=ds01"}}}, nil},
+		{"empty value", singleDoc, []edit{{"placement", []any{"datastore="}}}, []string{`placement[0]: label datastore: value "": want a non-empty value without '=', ',' or spaces (datastore=ds01)`}},
+		{"bad key", singleDoc, []edit{{"placement", []any{"data store=ds01"}}}, []string{`placement[0]: label key "data store": want letters, digits, '.', '_', '-' or '/' (at most 63)`}},
+		{"bad host", singleDoc, []edit{{"placement", []any{"kvm 01"}}}, []string{`placement[0]: "kvm 01": want a host name (host.name of a fleet host) or a label key=value like datastore=ds01`}},
+	})
+}

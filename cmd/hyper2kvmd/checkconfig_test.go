@@ -41,3 +41,40 @@ func TestCheckConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckConfigSchedules: check-config reads schedules.d too; each bad
+// file is named with its field, and the good config alone does not make
+// the check pass.
+func TestCheckConfigSchedules(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(conf, []byte("max_concurrent_jobs: 2\n"), 0o644)
+	sd := filepath.Join(dir, "schedules.d")
+	os.Mkdir(sd, 0o755)
+	os.WriteFile(filepath.Join(sd, "nightly.yaml"), []byte("cron: \"0 2 * * *\"\nmanifest: /srv/nightly.json\n"), 0o644)
+	os.WriteFile(filepath.Join(sd, "bad.yaml"), []byte("cron: \"0 25 * * *\"\nmanifest: /srv/x.json\n"), 0o644)
+	os.WriteFile(filepath.Join(sd, "rel.yaml"), []byte("cron: \"@daily\"\nmanifest: x.json\n"), 0o644)
+	cmd := newCheckConfigCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs([]string{"--schedules-dir", sd, conf})
+	err := cmd.Execute()
+	if exitCode(err) != 1 {
+		t.Fatalf("exit %d (%v), want 1", exitCode(err), err)
+	}
+	for _, want := range []string{filepath.Join(sd, "bad.yaml") + ": cron:", filepath.Join(sd, "rel.yaml") + `: manifest: "x.json" must be an absolute path`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("check-config says %q, want %q", err, want)
+		}
+	}
+	os.Remove(filepath.Join(sd, "bad.yaml"))
+	os.Remove(filepath.Join(sd, "rel.yaml"))
+	cmd = newCheckConfigCmd()
+	out.Reset()
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--schedules-dir", sd, conf})
+	if err := cmd.Execute(); err != nil || !strings.Contains(out.String(), "(1 schedules)") {
+		t.Errorf("good files: %v %q", err, out.String())
+	}
+}

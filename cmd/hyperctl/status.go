@@ -54,6 +54,14 @@ func (a *app) runStatus(cmd *cobra.Command) error {
 		kv = append(kv, [2]string{"Drop folder", text})
 	}
 	keyValues(a.env.stdout, kv)
+	// A fleet: every host's workers, queue and heartbeat (one host's
+	// status says all of that above already).
+	if l, ok := c.(hostLister); ok {
+		if hs, err := l.Hosts(ctx); err == nil && len(hs) > 1 {
+			fmt.Fprintln(a.env.stdout)
+			writeHosts(a.env.stdout, hs, time.Now())
+		}
+	}
 	return nil
 }
 

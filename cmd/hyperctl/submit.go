@@ -25,6 +25,8 @@ type submitOpts struct {
 	priority int
 	setPrio  bool   // --priority given
 	at       string // --at: not before
+	// placement is --placement: the manifest's placement, replaced.
+	placement []string
 }
 
 // submitCmd is "hyperctl submit FILE [--wait]".
@@ -65,6 +67,7 @@ func addSubmitFlags(cmd *cobra.Command, o *submitOpts) {
 	cmd.Flags().IntVarP(&o.jobs, "jobs", "j", 0, "a batch: run up to N of its VMs at once (its \"concurrency\"; default the manifest's, else the agent's max_concurrent_jobs)")
 	cmd.Flags().IntVar(&o.priority, "priority", 0, "the jobs' priority, -100..100, higher first (replaces the manifest's)")
 	cmd.Flags().StringVar(&o.at, "at", "", `start no earlier than this time: "2026-12-24 02:00" (local) or RFC 3339 (the manifest's schedule.not_before)`)
+	cmd.Flags().StringArrayVar(&o.placement, "placement", nil, "run only on a fleet host matching this: a host name or a label key=value of its host.labels (datastore=ds01); repeatable (the manifest's placement)")
 	cmd.PreRun = func(cmd *cobra.Command, _ []string) { o.setPrio = cmd.Flags().Changed("priority") }
 }
 
@@ -90,6 +93,9 @@ func applySubmitFlags(m *manifest.Manifest, o submitOpts) ([]byte, error) {
 		for i := range m.VMs {
 			m.VMs[i].Priority = &p
 		}
+	}
+	if len(o.placement) > 0 {
+		m.Placement = o.placement
 	}
 	if o.at != "" {
 		at, err := parseAt(o.at)
@@ -153,8 +159,8 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 	if o.jobs < 0 {
 		return usageError("-j %d: must be at least 1", o.jobs)
 	}
-	if image != "" && (o.jobs > 0 || o.setPrio || o.at != "") {
-		return usageError("-j, --priority and --at change a manifest; an image gets the drop folder's defaults (write a manifest to set them)")
+	if image != "" && (o.jobs > 0 || o.setPrio || o.at != "" || len(o.placement) > 0) {
+		return usageError("-j, --priority, --at and --placement change a manifest; an image gets the drop folder's defaults (write a manifest to set them)")
 	}
 	if o.jobs > 0 {
 		var err error
@@ -162,7 +168,7 @@ func (a *app) runSubmit(ctx context.Context, o submitOpts) error {
 			return err
 		}
 	}
-	if o.setPrio || o.at != "" {
+	if o.setPrio || o.at != "" || len(o.placement) > 0 {
 		m, err := manifest.Parse(data)
 		if err != nil {
 			return usageError("cannot parse %s: %w", o.file, err)

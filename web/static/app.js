@@ -180,8 +180,31 @@ const H2K = (() => {
       $("c-failed").textContent = s.failed_today;
       $("agent-meta").textContent = `agent ${s.version || "?"}${s.host ? " on " + s.host : ""} · ${s.running ? "running" : "stopped"} · up ${duration(s.uptime_seconds)} · ${s.max_workers} workers` +
         (s.drop_dir ? ` · drop folder ${s.drop_dir}` : "");
+      refreshHosts();
     } catch (e) {
       banner("cannot reach the bridge: " + e.message);
+    }
+  }
+
+  // refreshHosts shows a fleet's hosts (GET /api/workflow/hosts): each
+  // one's labels, workers busy, queue and last heartbeat. One host says
+  // nothing more than the line above, so the list stays hidden then.
+  async function refreshHosts() {
+    const box = $("fleet-hosts");
+    if (!box) return;
+    let hs = [];
+    try {
+      const r = await H2K.api("GET", "/api/workflow/hosts");
+      if (r.status === 200 && r.body && Array.isArray(r.body.hosts)) hs = r.body.hosts;
+    } catch (e) { /* an older bridge: no hosts */ }
+    box.replaceChildren();
+    box.hidden = hs.length < 2;
+    for (const h of hs) {
+      const labels = Object.entries(h.labels || {}).map(([k, v]) => k + "=" + v).join(",");
+      const ago = Math.max(0, Math.round((Date.now() - Date.parse(h.heartbeat_at)) / 1000));
+      box.append(el("li", { class: h.alive ? "host" : "host lost",
+        text: `${h.name}${labels ? " [" + labels + "]" : ""} · ${h.busy} of ${h.max_workers} busy · ${h.queue || "running"} · ` +
+          `heartbeat ${duration(ago)} ago${h.alive ? "" : " (lost: its jobs run elsewhere)"}` }));
     }
   }
 
@@ -394,6 +417,8 @@ const H2K = (() => {
         times),
       el("button", { type: "button", class: "secondary", "aria-label": `Details of ${j.name || j.id}`, onclick: () => showJob(j.id) }, "Details"));
     if (j.error) li.append(el("p", { class: "job-error", text: j.error }));
+    // Why a pending job waits (placement no host matches, and the like).
+    if (j.status === "pending" && j.status_text) li.append(el("p", { class: "job-waiting", text: j.status_text }));
     return li;
   }
 
