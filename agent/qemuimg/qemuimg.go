@@ -339,7 +339,10 @@ func Convert(ctx context.Context, o ConvertOptions) (*ConvertResult, error) {
 	res.Args = append(slices.Clone(args), src, part)
 	args = append(args, src, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()))
 
-	if err := runProgress(ctx, args, o.Progress); err != nil {
+	stopWriteback := startWriteback(f)
+	err = runProgress(ctx, args, o.Progress)
+	stopWriteback()
+	if err != nil {
 		return nil, fmt.Errorf("cannot convert %s to %s: %w", Describe(o.Source), o.TargetFormat, err)
 	}
 	st, err := f.Stat()
