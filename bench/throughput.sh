@@ -13,8 +13,10 @@
 #            preallocation=metadata (the choices not taken), and `hyper2kvmd
 #            convert` (INSPECT, FIX, VALIDATE off); ratio_to_limit = the
 #            limit's throughput / ours (goal >= 0.8);
-#   zstd:    the VMDK to zstd-compressed qcow2: bare qemu-img defaults
-#            against ours, with the CPU time used (goal: every core busy);
+#   zstd:    the VMDK to zstd-compressed qcow2: bare qemu-img defaults,
+#            bare -W and ours, from disk and from the page cache (CPU
+#            bound), each with its cores_used (CPU s / wall s; goal: every
+#            core busy);
 #   disks:   a 3-disk OVF (BENCH_DISK_GIB (2) GiB of data each) converted
 #            one disk after another (--disk-parallelism 1) and in parallel
 #            (the default: one per CPU), plain and zstd;
@@ -52,7 +54,11 @@ trap 'rm -rf "$work"' EXIT
 want() { [[ " $only " == *" $1 "* ]]; }
 calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 log() { echo "bench: $*" >&2; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+drop() {
+	[ -n "${keep_cache:-}" ] && return
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+}
 
 # timed CMD...: runs CMD, prints "WALL CPU" (seconds; CPU = user + system
 # of CMD and every process it waited for).
@@ -159,10 +165,12 @@ record() {
 	local c=$1 g=$2 bytes=$3 wall cpu ratio=null
 	read -r wall cpu <<<"$4"
 	[ -n "${5:-}" ] && ratio=$(calc "$5 / $wall")
-	json_cases+=("$(printf '{"case": "%s", "group": "%s", "seconds": %s, "cpu_seconds": %s, "cpu_per_core": %s, "data_bytes": %s, "mib_per_s": %s, "gib_per_h": %s, "ratio_to_limit": %s}' \
-		"$c" "$g" "$wall" "$cpu" "$(calc "$cpu / $wall / $(nproc)")" "$bytes" "$(calc "$bytes / 1048576 / $wall")" "$(calc "$bytes / 1073741824 / $wall * 3600")" "$ratio")")
-	printf '%-34s %8.2f s %8.1f MiB/s %9.0f GiB/h  cpu %6.2f s (%3.0f%% of %s cores)  ratio_to_limit %s\n' "$c" "$wall" \
-		"$(calc "$bytes / 1048576 / $wall")" "$(calc "$bytes / 1073741824 / $wall * 3600")" "$cpu" "$(calc "100 * $cpu / $wall / $(nproc)")" "$(nproc)" "$ratio"
+	# cores_used: CPU seconds over wall seconds (of the command and every
+	# process it waited for); load: the 1-minute load average as it ended.
+	json_cases+=("$(printf '{"case": "%s", "group": "%s", "seconds": %s, "cpu_seconds": %s, "cores_used": %s, "cpu_per_core": %s, "data_bytes": %s, "mib_per_s": %s, "gib_per_h": %s, "ratio_to_limit": %s, "load": %s}' \
+		"$c" "$g" "$wall" "$cpu" "$(calc "$cpu / $wall")" "$(calc "$cpu / $wall / $(nproc)")" "$bytes" "$(calc "$bytes / 1048576 / $wall")" "$(calc "$bytes / 1073741824 / $wall * 3600")" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)")")
+	printf '%-34s %8.2f s %8.1f MiB/s %9.0f GiB/h  cpu %6.2f s (%.2f of %s cores)  ratio_to_limit %s  load %s\n' "$c" "$wall" \
+		"$(calc "$bytes / 1048576 / $wall")" "$(calc "$bytes / 1073741824 / $wall * 3600")" "$cpu" "$(calc "$cpu / $wall")" "$(nproc)" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 # measure_limit: cp --sparse=always of the raw source + fsync; limit is
@@ -242,18 +250,31 @@ fi
 
 if want zstd; then
 	echo "== one disk to zstd-compressed qcow2 (VMDK source)"
-	# Twice, in both orders: one pair of timings on a shared machine says
-	# little.
-	for round in 1 2; do
-		if [ $round = 1 ]; then
-			record "zstd: bare qemu-img (defaults)" zstd "$data_bytes" "$(bare vmdk "$src_vmdk" -c -o compression_type=zstd)" "$limit"
-			record "zstd: bare qemu-img -W" zstd "$data_bytes" "$(bare vmdk "$src_vmdk" -c -o compression_type=zstd -W)" "$limit"
-			record "zstd: hyper2kvmd convert" zstd "$data_bytes" "$(engine one "$(conv vmdk "$src_vmdk" true)")" "$limit"
-		else
-			record "zstd: hyper2kvmd convert" zstd "$data_bytes" "$(engine one "$(conv vmdk "$src_vmdk" true)")" "$limit"
-			record "zstd: bare qemu-img -W" zstd "$data_bytes" "$(bare vmdk "$src_vmdk" -c -o compression_type=zstd -W)" "$limit"
-			record "zstd: bare qemu-img (defaults)" zstd "$data_bytes" "$(bare vmdk "$src_vmdk" -c -o compression_type=zstd)" "$limit"
+	# Goal: every core busy. cores_used (CPU seconds / wall seconds) is in
+	# each case's JSON. From disk (page cache dropped), then CPU bound:
+	# the source in the page cache, the output still fsynced. Twice each,
+	# in both orders: one pair of timings on a shared machine says little.
+	zstd_cases=("bare qemu-img (defaults)|bare" "bare qemu-img -W|bare -W" "hyper2kvmd convert|engine")
+	for cached in "" 1; do
+		grp=zstd
+		if [ -n "$cached" ]; then
+			grp=zstd-cached
+			cat "$src_vmdk" >/dev/null
 		fi
+		for round in 1 2; do
+			cases=("${zstd_cases[@]}")
+			[ $round = 2 ] && mapfile -t cases < <(printf '%s\n' "${zstd_cases[@]}" | tac)
+			for c in "${cases[@]}"; do
+				name=${c%%|*} how=${c#*|}
+				if [ "$how" = engine ]; then
+					r=$(keep_cache=$cached engine one "$(conv vmdk "$src_vmdk" true)")
+				else
+					# shellcheck disable=SC2086 # the options are words
+					r=$(keep_cache=$cached bare vmdk "$src_vmdk" -c -o compression_type=zstd ${how#bare})
+				fi
+				record "$grp: $name" "$grp" "$data_bytes" "$r" "$limit"
+			done
+		done
 	done
 fi
 

@@ -552,6 +552,7 @@ func TestConvertCommand(t *testing.T) {
 	batch := write("batch.json", `{"version": "1.0", "batch": true, "vms": [`+vm("b1", vmdk)+`, `+vm("b2", vmdk)+`]}`)
 	failing := write("bad.json", `{"version": "1.0", `+vm("bad", bad)[1:])
 	invalid := write("invalid.json", `{"version": "1.0", "name": "x", "pipeline": {"load": {"source_type": "floppy", "source_path": "/x"}}}`)
+	zstd := write("z.json", `{"version": "1.0", "name": "z", "pipeline": {"load": {"source_type": "vmdk", "source_path": "`+vmdk+`"}, "fix": {"enabled": false}, "convert": {"output_format": "qcow2", "compress": true}}}`)
 	out := t.TempDir()
 	for _, c := range []struct {
 		name string
@@ -560,6 +561,7 @@ func TestConvertCommand(t *testing.T) {
 		want []string
 	}{
 		{"single", []string{"-f", single, "-o", out}, 0, []string{"report: " + filepath.Join(out, "one", "one.report.json"), "one: completed", "convert   ok"}},
+		{"zstd", []string{"-f", zstd, "-o", out}, 0, []string{"z: completed"}},
 		{"batch", []string{"-f", batch, "-o", out}, 0, []string{"[1/2] b1", "[2/2] b2", filepath.Join(out, "b2", "b2.qcow2")}},
 		{"batch, two VMs at once", []string{"-f", batch, "-o", filepath.Join(out, "par"), "-j", "2"}, 0,
 			[]string{"[b1] convert", "[b2] convert", "b1: completed", "b2: completed", filepath.Join(out, "par", "b2", "b2.qcow2")}},
@@ -587,6 +589,19 @@ func TestConvertCommand(t *testing.T) {
 	}
 	engSame(t, raw, "raw", filepath.Join(out, "one", "one.qcow2"), "qcow2")
 	engSame(t, raw, "raw", filepath.Join(out, "par", "b1", "b1.qcow2"), "qcow2")
+	// A compressed output: zstd, the same guest, its source read through
+	// io_uring wherever qemu-img can use it here (PERFORMANCE.md 6b).
+	engSame(t, raw, "raw", filepath.Join(out, "z", "z.qcow2"), "qcow2")
+	info, _ := exec.Command("qemu-img", "info", "--output=json", filepath.Join(out, "z", "z.qcow2")).Output()
+	if !strings.Contains(string(info), `"compression-type": "zstd"`) {
+		t.Errorf("z.qcow2 is not zstd-compressed: %s", info)
+	}
+	rep, _ := os.ReadFile(filepath.Join(out, "z", "z.report.json"))
+	probe := `json:{"driver":"raw","file":{"driver":"file","filename":"` + raw + `","aio":"io_uring"}}`
+	uring := exec.Command("qemu-img", "info", probe).Run() == nil
+	if got := strings.Contains(string(rep), `\"aio\":\"io_uring\"`); got != uring {
+		t.Errorf("io_uring in the report's qemu-img arguments: %v, but qemu-img here can use it: %v", got, uring)
+	}
 }
 
 // A full output file system fails the job with qemu-img's "No space left on

@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -26,21 +29,42 @@ type kvObject struct {
 }
 
 type kvMeta struct {
-	Name      string            `yaml:"name"`
-	Namespace string            `yaml:"namespace,omitempty"`
-	Labels    map[string]string `yaml:"labels,omitempty"`
+	Name        string            `yaml:"name"`
+	Namespace   string            `yaml:"namespace,omitempty"`
+	Labels      map[string]string `yaml:"labels,omitempty"`
+	Annotations map[string]string `yaml:"annotations,omitempty"`
 }
 
 // dns1123 is what Kubernetes accepts as an object name.
 var dns1123 = regexp.MustCompile(`[^a-z0-9-]+`)
 
-// kubeName is name as a DNS-1123 label ("Web_01" -> "web-01").
-func kubeName(name string) string {
+// kubeName is name as a DNS-1123 label of at most max characters
+// ("Web_01" -> "web-01"): lower case letters, digits and "-", starting
+// and ending with a letter or digit.
+func kubeName(name string, max int) string {
 	n := strings.Trim(dns1123.ReplaceAllString(strings.ToLower(name), "-"), "-")
 	if n == "" {
 		n = "vm"
 	}
-	return n[:min(len(n), 63)]
+	return strings.TrimRight(n[:min(len(n), max)], "-")
+}
+
+// sourceNameKey is the VirtualMachine's annotation holding the VM's name
+// as it was (the object names are DNS-1123 labels made from it).
+const sourceNameKey = "hyper2kvm.io/source-name"
+
+// maxSourceName bounds the name kept in sourceNameKey (Kubernetes allows
+// 256 KiB of annotations in all); a longer one is refused, not cut.
+const maxSourceName = 4096
+
+// comment is s fit for a "# ..." line: as it is when every character is
+// printable, else quoted with its escapes, so a name holding a line break
+// never ends the comment and starts YAML of its own.
+func comment(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // KubeVirtYAML renders the VirtualMachine and its DataVolumes for spec;
@@ -49,7 +73,12 @@ func KubeVirtYAML(spec DomainSpec, k *manifest.KubeVirt, sizes []int64) ([]byte,
 	if len(spec.Disks) == 0 || len(sizes) != len(spec.Disks) {
 		return nil, fmt.Errorf("cannot write KubeVirt objects for %s: %d disks, %d sizes", spec.Name, len(spec.Disks), len(sizes))
 	}
-	vm := kubeName(spec.Name)
+	if len(spec.Name) > maxSourceName {
+		return nil, fmt.Errorf("cannot write KubeVirt objects: the VM name is %d bytes long, at most %d; give the VM a shorter name in the manifest", len(spec.Name), maxSourceName)
+	}
+	vm := kubeName(spec.Name, 63)
+	// "-diskNN" must fit in the 63 characters of a DataVolume's name too.
+	dvBase := kubeName(spec.Name, 63-len(fmt.Sprintf("-disk%d", len(spec.Disks))))
 	labels := map[string]string{"app.kubernetes.io/managed-by": "hyper2kvm", "hyper2kvm.io/vm": vm}
 	var objs []kvObject
 	var disks, volumes []map[string]any
@@ -58,7 +87,7 @@ func KubeVirtYAML(spec DomainSpec, k *manifest.KubeVirt, sizes []int64) ([]byte,
 		bus = "sata"
 	}
 	for i := range spec.Disks {
-		dv := fmt.Sprintf("%s-disk%d", vm, i+1)
+		dv := fmt.Sprintf("%s-disk%d", dvBase, i+1)
 		storage := map[string]any{"resources": map[string]any{"requests": map[string]any{"storage": kubeSize(sizes[i])}}}
 		if k.StorageClass != "" {
 			storage["storageClassName"] = k.StorageClass
@@ -126,16 +155,16 @@ func KubeVirtYAML(spec DomainSpec, k *manifest.KubeVirt, sizes []int64) ([]byte,
 		firmware["uuid"] = spec.UUID
 	}
 	objs = append(objs, kvObject{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachine",
-		Metadata: kvMeta{Name: vm, Namespace: k.Namespace, Labels: labels},
+		Metadata: kvMeta{Name: vm, Namespace: k.Namespace, Labels: labels, Annotations: map[string]string{sourceNameKey: spec.Name}},
 		Spec: map[string]any{"runStrategy": "Halted", "template": map[string]any{
 			"metadata": map[string]any{"labels": labels},
 			"spec":     map[string]any{"domain": domain, "networks": nets, "volumes": volumes},
 		}}})
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# KubeVirt objects for %s, written by hyper2kvm; nothing was sent to a cluster.\n", spec.Name)
-	fmt.Fprintf(&buf, "#   kubectl apply -f %s\n", manifest.KubeVirtFile(spec.Name))
+	fmt.Fprintf(&buf, "# KubeVirt objects for %s, written by hyper2kvm; nothing was sent to a cluster.\n", comment(spec.Name))
+	fmt.Fprintf(&buf, "#   kubectl apply -f %s\n", comment(manifest.KubeVirtFile(spec.Name)))
 	for i, d := range spec.Disks {
-		fmt.Fprintf(&buf, "#   virtctl image-upload dv %s-disk%d --no-create --image-path=%s\n", vm, i+1, filepath.Base(d.Path))
+		fmt.Fprintf(&buf, "#   virtctl image-upload dv %s-disk%d --no-create --image-path=%s\n", dvBase, i+1, comment(filepath.Base(d.Path)))
 	}
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

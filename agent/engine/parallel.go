@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/bounded"
 )
 
 // diskParallelism is how many disks CONVERT writes at once: the option,
@@ -90,38 +92,23 @@ func (r *runner) convertDisks() ([]convertResult, error) {
 	errs := make([]error, len(todo))
 	var firstErr error
 	var mu sync.Mutex
-	slots := make(chan struct{}, r.diskParallelism(len(todo)))
-	var wg sync.WaitGroup
-	for i, d := range todo {
-		// A slot first: the disks start in the VM's order, and none after
-		// a failure.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			res, warn, err := r.convertDisk(ctx, d, func(pct int) { p.update(i, pct) })
-			results[i], warnings[i], errs[i] = res, warn, err
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil && ctx.Err() == nil {
-					firstErr = err
-					cancel(fmt.Errorf("%w (disk %s failed)", context.Canceled, d.id))
-				}
-				mu.Unlock()
-				return
+	// The disks start in the VM's order, and none after a failure.
+	bounded.Each(ctx, len(todo), r.diskParallelism(len(todo)), func(i int) {
+		d := todo[i]
+		res, warn, err := r.convertDisk(ctx, d, func(pct int) { p.update(i, pct) })
+		results[i], warnings[i], errs[i] = res, warn, err
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil && ctx.Err() == nil {
+				firstErr = err
+				cancel(fmt.Errorf("%w (disk %s failed)", context.Canceled, d.id))
 			}
-			d.converted = true
-			p.finish(i)
-		}()
-	}
-	wg.Wait()
+			mu.Unlock()
+			return
+		}
+		d.converted = true
+		p.finish(i)
+	})
 	var out []convertResult
 	for i := range todo {
 		r.rep.Warnings = append(r.rep.Warnings, warnings[i]...)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/apitype"
+	"github.com/hyper2kvm/hyper2kvm/agent/queue"
 )
 
 // Retain is agent.yaml's retain section, as written.
@@ -114,17 +115,12 @@ type Dirs struct {
 	Output   string // the agent's output_dir: <date>/<job id>/
 }
 
-const dateLayout = "2006-01-02"
-
-// imageExts are the dropped images the agent takes (AGENT.md).
-var imageExts = []string{".vmdk", ".ova", ".ovf", ".vhd", ".vhdx", ".raw", ".img", ".qcow2"}
-
 // Plan lists what p lets go at now, oldest first. A day directory's age
 // is its name (the day its files settled or its jobs ran), not a file's
 // mtime, which a move keeps.
 func Plan(d Dirs, p Policy, now time.Time) ([]apitype.GCItem, error) {
 	var out []apitype.GCItem
-	for _, top := range []string{"processed", "failed"} {
+	for _, top := range []string{queue.Processed, queue.Failed} {
 		root := filepath.Join(d.Workflow, top)
 		days, err := readDays(root)
 		if err != nil {
@@ -144,7 +140,7 @@ func Plan(d Dirs, p Policy, now time.Time) ([]apitype.GCItem, error) {
 				case old:
 					out = append(out, item(path, "settled-file", fmt.Sprintf("settled on %s, older than retain.processed %s", day.name, p.ProcessedString)))
 					left--
-				case p.DeleteDropped && top == "processed" && droppedImageDone(dir, e):
+				case p.DeleteDropped && top == queue.Processed && droppedImageDone(dir, e):
 					out = append(out, item(path, "dropped-image", "its job completed (retain.dropped_images: delete-on-success)"))
 				}
 			}
@@ -200,7 +196,7 @@ func readDays(root string) ([]day, error) {
 		if !e.IsDir() {
 			continue
 		}
-		t, err := time.ParseInLocation(dateLayout, e.Name(), time.Local)
+		t, err := time.ParseInLocation(queue.DateLayout, e.Name(), time.Local)
 		if err != nil {
 			continue
 		}
@@ -216,15 +212,10 @@ func droppedImageDone(dir string, e fs.DirEntry) bool {
 	if !e.Type().IsRegular() {
 		return false
 	}
-	ext := strings.ToLower(filepath.Ext(e.Name()))
-	found := false
-	for _, x := range imageExts {
-		found = found || ext == x
-	}
-	if !found {
+	if k, ok := queue.KindOf(e.Name()); !ok || k != queue.Image {
 		return false
 	}
-	data, err := os.ReadFile(filepath.Join(dir, e.Name()+".report.json"))
+	data, err := os.ReadFile(filepath.Join(dir, e.Name()+queue.ReportSuffix))
 	if err != nil {
 		return false
 	}

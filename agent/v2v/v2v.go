@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/guest"
 )
@@ -217,7 +218,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res, fmt.Errorf("cannot start %s: %w", Tool, err)
 	}
 	var mu sync.Mutex
-	readMessages(stdout, func(m Message) {
+	rerr := readMessages(stdout, func(m Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.Messages = append(res.Messages, m)
@@ -234,6 +235,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}, o.Log)
 	werr := cmd.Wait()
 	res.Seconds = time.Since(start).Seconds()
+	if rerr != nil {
+		// Its result stands (virt-v2v's exit status says whether it
+		// converted), but what could not be read is in the report.
+		res.Messages = append(res.Messages, Message{Type: "warning", Message: rerr.Error()})
+	}
 	if werr == nil {
 		return res, nil
 	}
@@ -253,28 +259,125 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return res, fmt.Errorf("%s failed (%v): %s", Tool, werr, strings.Join(msgs, "; "))
 }
 
-// readMessages reads virt-v2v's stdout: JSON messages (one a line) and
-// the human-readable "[  12.3] ..." lines it prints beside them.
-func readMessages(r io.Reader, on func(Message), log func(string)) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "{") {
-			// The JSON lines repeat these: the journal gets these only.
-			if log != nil {
-				log(line)
-			}
-			continue
-		}
-		var m Message
-		if json.Unmarshal([]byte(line), &m) == nil && m.Type != "" {
-			on(m)
+// Bounds on what virt-v2v's stdout may make this process hold: its
+// messages carry guest-controlled text (file names, registry values), so
+// a hostile guest decides their length and number.
+const (
+	maxLine     = 1 << 20 // bytes of one line read; the rest is skipped
+	maxMessage  = 4 << 10 // bytes of one message kept in the result
+	maxMessages = 10000   // messages kept in the result
+	maxProblems = 5       // problems named in the error; the rest counted
+)
+
+// readMessages reads virt-v2v's stdout to its end: JSON messages (one a
+// line) and the human-readable "[  12.3] ..." lines it prints beside
+// them. It never stops early (virt-v2v must not block on a full pipe) and
+// holds at most maxLine bytes of a line. What it could not read (a
+// malformed or truncated JSON line, a line over maxLine, messages past
+// maxMessages) is the error, naming the lines; the messages read are
+// passed to on all the same.
+func readMessages(r io.Reader, on func(Message), log func(string)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var problems []string
+	more, kept := 0, 0
+	problem := func(format string, a ...any) {
+		if len(problems) < maxProblems {
+			problems = append(problems, fmt.Sprintf(format, a...))
+		} else {
+			more++
 		}
 	}
-	// A line over 1 MiB ends the scan; drain the rest so virt-v2v never
-	// blocks on a full pipe.
-	io.Copy(io.Discard, r)
+	for n := 1; ; n++ {
+		line, long, partial, err := readLine(br, maxLine)
+		if len(line) == 0 && !long && err != nil {
+			if err != io.EOF {
+				problem("after line %d: %v", n-1, err)
+			}
+			break
+		}
+		switch {
+		case long:
+			problem("line %d: longer than %d bytes, skipped", n, maxLine)
+		case !bytes.HasPrefix(line, []byte("{")):
+			// The JSON lines repeat these: the journal gets these only.
+			if log != nil {
+				log(string(line))
+			}
+		default:
+			var m Message
+			if jerr := json.Unmarshal(line, &m); jerr != nil || m.Type == "" {
+				what := "not a message"
+				switch {
+				case partial:
+					what = "cut off (no newline at the end)"
+				case jerr != nil:
+					what = "malformed JSON: " + jerr.Error()
+				}
+				problem("line %d: %s: %s", n, what, clip(string(line), 80))
+				break
+			}
+			if kept == maxMessages {
+				problem("line %d: more than %d messages; the rest are not kept", n, maxMessages)
+				kept++
+			}
+			if kept > maxMessages {
+				break
+			}
+			kept++
+			m.Message = clip(m.Message, maxMessage)
+			m.Timestamp = clip(m.Timestamp, 64)
+			m.Type = clip(m.Type, 16)
+			on(m)
+		}
+		if err != nil {
+			if err != io.EOF {
+				problem("after line %d: %v", n, err)
+			}
+			break
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	if more > 0 {
+		problems = append(problems, fmt.Sprintf("and %d more", more))
+	}
+	return fmt.Errorf("cannot read all of %s's machine-readable output: %s", Tool, strings.Join(problems, "; "))
+}
+
+// readLine reads one line without its newline, keeping at most limit
+// bytes: long says more were skipped, partial that the stream ended
+// before a newline. err is io.EOF at the end of the stream.
+func readLine(br *bufio.Reader, limit int) (line []byte, long, partial bool, err error) {
+	for {
+		chunk, err := br.ReadSlice('\n')
+		switch {
+		case long:
+		case len(line)+len(chunk) > limit+1: // +1: the newline
+			long, line = true, nil
+		default:
+			line = append(line, chunk...)
+		}
+		switch {
+		case err == nil:
+			return bytes.TrimSuffix(line, []byte("\n")), long, false, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return line, long, len(line) > 0 || long, err
+		}
+	}
+}
+
+// clip cuts s to at most n bytes, on a character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // lineWriter keeps stderr (bounded) and passes each line to log.

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/hyper2kvm/hyper2kvm/agent/bounded"
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
 	"github.com/hyper2kvm/hyper2kvm/agent/progress"
@@ -90,62 +91,48 @@ func runConvert(ctx context.Context, stdout, stderr io.Writer, f convertFlags) e
 	var (
 		mu     sync.Mutex // stdout, stderr and failed
 		failed int
-		wg     sync.WaitGroup
 	)
 	// agent.yaml's target defaults apply here too.
 	target, _ := targetDefaults()
-	slots := make(chan struct{}, f.jobs)
-	for i, vm := range vms {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+	bounded.Each(ctx, len(vms), f.jobs, func(i int) {
+		vm := vms[i]
+		// Several VMs at once share the terminal: plain progress lines
+		// named by VM instead of one redrawn bar.
+		var pb *bar
+		if f.jobs > 1 && len(vms) > 1 {
+			pb = &bar{w: lockedWriter{&mu, stderr}, lastPct: -1, prefix: "[" + vm.Name + "] "}
+		} else {
+			pb = newBar(stderr)
 		}
-		if ctx.Err() != nil {
-			break
+		mu.Lock()
+		if len(vms) > 1 {
+			fmt.Fprintf(stdout, "[%d/%d] %s\n", i+1, len(vms), vm.Name)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			// Several VMs at once share the terminal: plain progress lines
-			// named by VM instead of one redrawn bar.
-			var pb *bar
-			if f.jobs > 1 && len(vms) > 1 {
-				pb = &bar{w: lockedWriter{&mu, stderr}, lastPct: -1, prefix: "[" + vm.Name + "] "}
-			} else {
-				pb = newBar(stderr)
-			}
-			mu.Lock()
-			if len(vms) > 1 {
-				fmt.Fprintf(stdout, "[%d/%d] %s\n", i+1, len(vms), vm.Name)
-			}
-			mu.Unlock()
-			rep, err := engine.Run(ctx, vm, engine.Options{
-				JobID:     vm.Name + "-" + time.Now().Format("20060102T150405"),
-				OutputDir: filepath.Join(f.outDir, vm.Name),
-				Backend:   f.backend,
-				Progress:  pb.update,
-				// The same limits, target defaults and virtio-win as the
-				// agent's jobs: the same VM as they would make.
-				MaxVirtualSize:  maxVirtualSize(),
-				DiskParallelism: f.disks,
-				Target:          target,
-				VirtioWin:       virtioWin(),
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			pb.done()
-			if f.jobs > 1 && len(vms) > 1 {
-				fmt.Fprintf(stdout, "%s:\n", vm.Name)
-			}
-			printSummary(stdout, rep)
-			if err != nil {
-				failed++
-				fmt.Fprintf(stderr, "hyper2kvmd: %s: %v\n", vm.Name, err)
-			}
-		}()
-	}
-	wg.Wait()
+		mu.Unlock()
+		rep, err := engine.Run(ctx, vm, engine.Options{
+			JobID:     vm.Name + "-" + time.Now().Format("20060102T150405"),
+			OutputDir: filepath.Join(f.outDir, vm.Name),
+			Backend:   f.backend,
+			Progress:  pb.update,
+			// The same limits, target defaults and virtio-win as the
+			// agent's jobs: the same VM as they would make.
+			MaxVirtualSize:  maxVirtualSize(),
+			DiskParallelism: f.disks,
+			Target:          target,
+			VirtioWin:       virtioWin(),
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		pb.done()
+		if f.jobs > 1 && len(vms) > 1 {
+			fmt.Fprintf(stdout, "%s:\n", vm.Name)
+		}
+		printSummary(stdout, rep)
+		if err != nil {
+			failed++
+			fmt.Fprintf(stderr, "hyper2kvmd: %s: %v\n", vm.Name, err)
+		}
+	})
 	switch {
 	case ctx.Err() != nil:
 		return &exitErr{1, errors.New("convert: interrupted")}
