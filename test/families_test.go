@@ -362,43 +362,8 @@ write /boot/vmlinuz-5.14 "kernel\n"
 umount-all
 `
 	script = strings.Replace(script, "mkdir-p /etc/default\n", "mkdir-p /etc/default\nmkdir-p /etc/sysconfig/network-scripts\n", 1)
-	cmd := exec.Command("guestfish", "--")
-	cmd.Dir = work
-	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guestfish building the LVM guest: %v\n%s", err, out)
-	}
+	fixture.Guestfish(t, work, "the LVM guest", script)
 	return filepath.Join(work, "disk.raw")
-}
-
-// guestfishRead reads files out of an image inside the libguestfs
-// appliance, independently of the code under test.
-func guestfishRead(t *testing.T, img string, mounts []string, paths ...string) []string {
-	t.Helper()
-	args := []string{"--ro", "-a", img}
-	for _, m := range mounts {
-		args = append(args, "-m", m)
-	}
-	// One appliance for all files; guestfish's cat adds a newline.
-	const sep = "=====hyper2kvm-file-separator====="
-	for i, p := range paths {
-		if i > 0 {
-			args = append(args, ":", "echo", sep, ":")
-		}
-		args = append(args, "cat", p)
-	}
-	cmd := exec.Command("guestfish", args...)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("guestfish cat %v: %v\n%s", paths, err, b)
-	}
-	out := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n"+sep+"\n")
-	if len(out) != len(paths) {
-		t.Fatalf("guestfish printed %d files for %d:\n%s", len(out), len(paths), b)
-	}
-	return out
 }
 
 // TestFamilyLVM: root on LV rhel/root, /boot on sda1. INSPECT finds the
@@ -452,7 +417,7 @@ func TestFamilyLVM(t *testing.T) {
 			for _, c := range changes {
 				t.Logf("change %s %s %s", c.Fix, c.File, c.Note)
 			}
-			got := guestfishRead(t, ov, []string{"/dev/rhel/root", "/dev/sda1:/boot"},
+			got := fixture.GuestfishRead(t, []string{ov}, []string{"/dev/rhel/root", "/dev/sda1:/boot"},
 				"/etc/fstab", "/etc/default/grub", "/boot/grub2/grub.cfg", "/etc/sysconfig/network-scripts/ifcfg-enp1s0")
 			want := []string{
 				"/dev/mapper/rhel-root / xfs defaults 0 0\nUUID=" + lvmBootUUID + " /boot ext4 defaults 1 2\n/dev/mapper/rhel-swap none swap defaults 0 0\n/dev/mapper/rhel-var /var ext4 defaults 0 0\n",
@@ -592,13 +557,7 @@ write /etc/os-release "ID=debian\n"
 write /etc/fstab "/dev/md0 / ext4 defaults 0 1\n"
 umount-all
 `
-	cmd := exec.Command("guestfish", "--")
-	cmd.Dir = work
-	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guestfish building the md guest: %v\n%s", err, out)
-	}
+	fixture.Guestfish(t, work, "the md guest", script)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// The native backend never assembles md (nor mounts a leg alone): it
@@ -648,13 +607,7 @@ write /boot/efi/EFI/debian/grubx64.efi "grub\n"
 write /boot/efi/EFI/debian/mmx64.efi "mokmanager\n"
 umount-all
 `
-	cmd := exec.Command("guestfish", "--")
-	cmd.Dir = work
-	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guestfish building the UEFI guest: %v\n%s", err, out)
-	}
+	fixture.Guestfish(t, work, "the UEFI guest", script)
 	src := filepath.Join(work, "disk.raw")
 	// auto takes guestfs where the host cannot mount the ESP.
 	if g, err := inspect.Guest(context.Background(), inspect.Image{Path: src, Format: "raw"}, "auto", false); err != nil {
@@ -687,7 +640,7 @@ umount-all
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := guestfishRead(t, ov, []string{"/dev/sda2", "/dev/sda1:/boot/efi"},
+			got := fixture.GuestfishRead(t, []string{ov}, []string{"/dev/sda2", "/dev/sda1:/boot/efi"},
 				"/boot/efi/EFI/BOOT/BOOTX64.EFI", "/boot/efi/EFI/BOOT/grubx64.efi", "/boot/efi/EFI/BOOT/mmx64.efi")
 			if got[0] != "shim\n" || got[1] != "grub\n" || got[2] != "mokmanager\n" {
 				t.Errorf("EFI/BOOT after FIX: %q", got)
