@@ -115,6 +115,8 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 
 			m := engManifest("asm-"+c.name, "ova", ova)
 			m.Pipeline.Fix.Enabled, m.Pipeline.Fix.Backend = &on, "guestfs"
+			m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
+			m.SetDefaults()
 			out := filepath.Join(t.TempDir(), "out")
 			rep, err := engine.Run(context.Background(), m, engine.Options{OutputDir: out})
 			if err != nil {

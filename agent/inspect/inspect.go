@@ -372,7 +372,7 @@ func assembled(g *report.Guest) bool {
 // VM's disks (listed in its Disks: FIX writes them all, or none).
 const spansDisks = "has extents on the VM's disks"
 
-// lvDisks lists the disks (1 for the first) holding lv's extents.
+// lvDisks lists the disks (1 for the first) holding lv's extents, in order.
 func lvDisks(vg *lvm.VG, lv lvm.LV, byID map[string]foundPV) []int {
 	seen := map[int]bool{}
 	var disks []int
@@ -388,6 +388,7 @@ func lvDisks(vg *lvm.VG, lv lvm.LV, byID map[string]foundPV) []int {
 			}
 		}
 	}
+	sort.Ints(disks) // in the VM's order, not the extents'
 	return disks
 }
 
