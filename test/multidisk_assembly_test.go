@@ -31,18 +31,22 @@ const (
 	lvRootUUID = "6d6d0000-1111-4222-8333-944445555602"
 	mdSwapUUID = "6d6d0000-1111-4222-8333-944445555603"
 	lvSwapUUID = "6d6d0000-1111-4222-8333-944445555604"
+	mdBootUUID = "6d6d0000-1111-4222-8333-944445555605"
 )
 
 // assemblyDisks builds md-a.raw + md-b.raw (root on /dev/md0, RAID1 of
 // each disk's first partition) and lv-a.raw + lv-b.raw (VG rhel on both
 // disks' first partitions, LV root taking all of it, so it spans both).
 // Each first disk has a swap partition 2 that the root's fstab and
-// GRUB_CMDLINE_LINUX (resume=) name /dev/sda2, what FIX stabilizes.
+// GRUB_CMDLINE_LINUX (resume=) name /dev/sda2, what FIX stabilizes; the md
+// guest's first disk also has /boot on /dev/sda3 (ext4), as installers lay
+// out a root on md.
 func assemblyDisks(t *testing.T) (md, lv []string) {
 	t.Helper()
 	work := t.TempDir()
 	guest := func(osRelease, rootLine string) string {
 		return `mkdir-p /etc/default
+mkdir-p /boot
 write /etc/os-release "` + osRelease + `"
 write /etc/fstab "` + rootLine + `\n/dev/sda2 none swap sw 0 0\ntmpfs /tmp tmpfs defaults 0 0\n"
 write /etc/default/grub "GRUB_CMDLINE_LINUX=\"resume=/dev/sda2 quiet\"\n"
@@ -55,7 +59,8 @@ sparse lv-a.raw 48M
 sparse lv-b.raw 48M
 run
 part-init /dev/sda mbr
-part-add /dev/sda p 2048 81919
+part-add /dev/sda p 2048 65535
+part-add /dev/sda p 65536 81919
 part-add /dev/sda p 81920 98303
 part-disk /dev/sdb mbr
 part-init /dev/sdc mbr
@@ -64,11 +69,13 @@ part-add /dev/sdc p 81920 98303
 part-disk /dev/sdd mbr
 mkswap /dev/sda2 uuid:` + mdSwapUUID + `
 mkswap /dev/sdc2 uuid:` + lvSwapUUID + `
+mkfs ext4 /dev/sda3
+set-uuid /dev/sda3 ` + mdBootUUID + `
 md-create md0 "/dev/sda1 /dev/sdb1" level:raid1
 mkfs ext4 /dev/md/md0
 set-uuid /dev/md/md0 ` + mdRootUUID + `
 mount /dev/md/md0 /
-` + guest(`ID=debian\nVERSION_ID=\"12\"\n`, "UUID="+mdRootUUID+" / ext4 errors=remount-ro 0 1") + `pvcreate /dev/sdc1
+` + guest(`ID=debian\nVERSION_ID=\"12\"\n`, "UUID="+mdRootUUID+" / ext4 errors=remount-ro 0 1\\n/dev/sda3 /boot ext4 defaults 0 2") + `pvcreate /dev/sdc1
 pvcreate /dev/sdd1
 vgcreate rhel "/dev/sdc1 /dev/sdd1"
 lvcreate-free root rhel 100
@@ -114,7 +121,10 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 			}
 
 			m := engManifest("asm-"+c.name, "ova", ova)
-			m.Pipeline.Fix.Enabled, m.Pipeline.Fix.Backend = &on, "guestfs"
+			// auto, the default: the VG across disks goes to guestfs at
+			// once; for md, native opens /boot, finds no root, and auto
+			// then takes guestfs.
+			m.Pipeline.Fix.Enabled, m.Pipeline.Fix.Backend = &on, "auto"
 			m.Pipeline.Validate = &manifest.Validate{Compare: new(bool)}
 			m.SetDefaults()
 			out := filepath.Join(t.TempDir(), "out")
@@ -140,9 +150,14 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 			for _, e := range g.Fstab {
 				mps = append(mps, e.MountPoint)
 			}
-			if strings.Join(mps, " ") != "/ none /tmp" {
-				t.Errorf("fstab entries %q, want /, none (swap) and /tmp", mps)
+			wantMps := "/ none /tmp"
+			if c.name == "md" {
+				wantMps = "/ /boot none /tmp"
 			}
+			if strings.Join(mps, " ") != wantMps {
+				t.Errorf("fstab entries %q, want %s", mps, wantMps)
+			}
+			t.Logf("backend %s: %s", g.Backend, g.BackendReason)
 			fixStage := engStage(t, rep, "fix")
 			t.Logf("FIX (guestfs, two disks): %.1f s, %+v", fixStage.Seconds, fixStage.Result)
 
@@ -184,6 +199,9 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 				mount = g.Root // the appliance's name for the array
 			}
 			got := fixture.GuestfishRead(t, outs, []string{mount}, "/etc/fstab", "/etc/default/grub")
+			if c.name == "md" && !strings.Contains(got[0], "UUID="+mdBootUUID+" /boot ext4") {
+				t.Errorf("converted guest: fstab %q, want /boot by UUID", got[0])
+			}
 			if !strings.Contains(got[0], wantFstab) || !strings.Contains(got[1], wantGrub) {
 				t.Errorf("converted guest: fstab %q, grub %q; want %q and %q", got[0], got[1], wantFstab, wantGrub)
 			}

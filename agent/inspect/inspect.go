@@ -94,7 +94,8 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		}
 	}
 	g.Partitions = append(g.Partitions, logicalVolumes(readers, imgs, pvs)...)
-	if backend == guest.Auto || backend == "" {
+	auto := backend == guest.Auto || backend == ""
+	if auto {
 		backend, g.BackendReason = Choose(g)
 	}
 	g.Backend = backend
@@ -114,6 +115,26 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		g.OS = &report.OS{Type: "unknown"}
 		return g, nil
 	}
+	found, err := findRoot(ctx, imgs, backend, g)
+	if err == nil && !found && auto && backend == guest.Native && assembled(g) {
+		// A plain /boot beside a root on md: native opened /boot, found no
+		// root there, and the md members only the appliance assembles.
+		backend = guest.Guestfs
+		g.Backend, g.BackendReason = backend, "guestfs: no root on the filesystems the native backend opens, and md RAID members only the appliance assembles"
+		found, err = findRoot(ctx, imgs, backend, g)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, noRoot(g)
+	}
+	return g, nil
+}
+
+// findRoot looks for the root disk by disk, and reads the guest's files
+// from the first that holds it; false when none does.
+func findRoot(ctx context.Context, imgs []Image, backend string, g *report.Guest) (bool, error) {
 	for i, img := range imgs {
 		o := &opening{}
 		if backend == guest.Guestfs {
@@ -128,18 +149,18 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		defer s.Close()
 		if err := Files(ctx, s, g); err != nil {
-			return nil, err
+			return false, err
 		}
 		if err := s.Close(); err != nil {
-			return nil, err
+			return false, err
 		}
-		return g, nil
+		return true, nil
 	}
-	return nil, noRoot(g)
+	return false, nil
 }
 
 // Choose picks the backend for fix.backend "auto": native when the host
