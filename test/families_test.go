@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -538,8 +539,9 @@ func TestBootFamilyMultiDisk(t *testing.T) {
 // md-create writes metadata 1.2; 1.0 and 0.90, where each leg starts with
 // the filesystem and the old code would have written one leg alone, are
 // in the unit test TestProbeMD). Both legs are reported as md members
-// (the old code reported them as unknown) and nothing is mounted; FIX then
-// skips the guest ("no Linux guest found").
+// (the old code reported them as unknown) and the native backend mounts
+// nothing; guestfs assembles the mirror and FIX writes through it, to
+// both legs (FIX refused before).
 func TestFamilyMDMirrorNotWrittenAlone(t *testing.T) {
 	needRoot(t)
 	needTools(t, "guestfish")
@@ -555,6 +557,8 @@ mount /dev/md/md0 /
 mkdir-p /etc
 write /etc/os-release "ID=debian\n"
 write /etc/fstab "/dev/md0 / ext4 defaults 0 1\n"
+mkdir-p /etc/network
+write /etc/network/interfaces "auto ens160\niface ens160 inet dhcp\n"
 umount-all
 `
 	fixture.Guestfish(t, work, "the md guest", script)
@@ -574,6 +578,30 @@ umount-all
 		if p.FSType != "linux_raid_member" {
 			t.Errorf("partition %d is %q, want linux_raid_member", p.Number, p.FSType)
 		}
+	}
+	// guestfs assembles the mirror, and FIX writes through it: both legs
+	// get the change and keep the same data.
+	src := filepath.Join(work, "disk.raw")
+	g, err = inspect.Guest(ctx, inspect.Image{Path: src, Format: "raw"}, "guestfs", true)
+	if err != nil {
+		t.Fatalf("guestfs inspection of a root on md: %v", err)
+	}
+	ov := overlayOf(t, src, "raw")
+	changes, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, "guestfs", &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g)
+	if err != nil {
+		t.Fatalf("FIX through the array: %v", err)
+	}
+	for _, c := range changes {
+		t.Logf("change %s %s %q", c.Fix, c.File, c.After)
+	}
+	// The VMware interface name renamed for the virtio NIC.
+	const want = "iface enp1s0 inet dhcp"
+	a, b := mdLegData(t, ov, 1), mdLegData(t, ov, 2)
+	if !bytes.Contains(a, []byte(want)) || !bytes.Contains(b, []byte(want)) {
+		t.Errorf("%q on leg 1: %v, leg 2: %v; want both", want, bytes.Contains(a, []byte(want)), bytes.Contains(b, []byte(want)))
+	}
+	if !bytes.Equal(a, b) {
+		t.Error("the mirror's legs hold different data after FIX")
 	}
 }
 

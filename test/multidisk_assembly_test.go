@@ -208,7 +208,7 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 			if c.name == "md" {
 				// Both legs hold the change, and the same data: one leg
 				// written alone would leave the mirror silently split.
-				a, b := mdLegData(t, outs[0]), mdLegData(t, outs[1])
+				a, b := mdLegData(t, outs[0], 1), mdLegData(t, outs[1], 1)
 				if !bytes.Contains(a, []byte(wantFstab)) || !bytes.Contains(b, []byte(wantFstab)) {
 					t.Errorf("the new fstab line is on leg A: %v, leg B: %v; want both", bytes.Contains(a, []byte(wantFstab)), bytes.Contains(b, []byte(wantFstab)))
 				}
@@ -223,9 +223,10 @@ func TestFamilyAssembledAcrossDisks(t *testing.T) {
 	}
 }
 
-// mdLegData reads the array data of an md 1.2 mirror leg, partition 1 of
-// the image img: from the superblock's data_offset, the array's size.
-func mdLegData(t *testing.T, img string) []byte {
+// mdLegData reads the array data of an md 1.2 mirror leg, primary
+// partition n of the image img: from the superblock's data_offset, the
+// array's size.
+func mdLegData(t *testing.T, img string, n int) []byte {
 	t.Helper()
 	raw := filepath.Join(t.TempDir(), "leg.raw")
 	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", img, raw).CombinedOutput(); err != nil {
@@ -235,7 +236,7 @@ func mdLegData(t *testing.T, img string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := int64(binary.LittleEndian.Uint32(b[446+8:])) * 512
+	start := int64(binary.LittleEndian.Uint32(b[446+16*(n-1)+8:])) * 512
 	sb := start + 4096 // version 1.2: 4 KiB into the member
 	if binary.LittleEndian.Uint32(b[sb:]) != 0xa92b4efc {
 		t.Fatalf("%s: no md superblock at %d", img, sb)
