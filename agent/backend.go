@@ -158,6 +158,7 @@ func (a *Agent) Cancel(ctx context.Context, id string) error {
 	case jobs.Running:
 		if !r.Cancel {
 			r.Cancel = true
+			a.st.touch(r)
 			a.save()
 		}
 		a.log.Infof(jobFields(r), "cancelling job %s: stopping %s", r.ID, r.Unit)
