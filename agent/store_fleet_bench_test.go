@@ -106,17 +106,13 @@ func (e *env) nameOfUnit(unit string) string {
 func TestBenchClaimToStart(t *testing.T) {
 	benchOnly(t)
 	const runs = 200
-	var pg *pgcluster.Cluster
 	for _, db := range []string{"sqlite", "postgresql"} {
+		url := ""
+		if db == "postgresql" {
+			url = pgcluster.StartDurable(t).URL // for both sizes: this test's, not a subtest's
+		}
 		for _, queued := range []int{1000, 10000} {
 			t.Run(fmt.Sprintf("%s-%d", db, queued), func(t *testing.T) {
-				url := ""
-				if db == "postgresql" {
-					if pg == nil {
-						pg = pgcluster.StartDurable(t)
-					}
-					url = pg.URL
-				}
 				e := benchEnv(t, url, fmt.Sprintf("bench-%d", queued), 1)
 				e.dropMany("q", queued+runs+1)
 				t0 := time.Now()
