@@ -35,11 +35,13 @@ want claim && tests+=(ClaimToStart)
 want fleet && tests+=(FleetThroughput)
 out=bench/results/store.txt
 : >"$out"
+# A part that fails is said so; the others' figures are still written.
+status=0
 if [ ${#benches[@]} -gt 0 ]; then
-	"$go" test -count=1 -run '^$' -bench "^Benchmark($(IFS='|'; echo "${benches[*]}"))\$" -benchtime 1x -timeout 60m ./agent/ | tee -a "$out"
+	"$go" test -count=1 -run '^$' -bench "^Benchmark($(IFS='|'; echo "${benches[*]}"))\$" -benchtime 1x -timeout 60m ./agent/ | tee -a "$out" || status=1
 fi
 if [ ${#tests[@]} -gt 0 ]; then
-	HYPER2KVM_BENCH=1 "$go" test -count=1 -v -run "^TestBench($(IFS='|'; echo "${tests[*]}"))\$" -timeout 60m ./agent/ | tee -a "$out"
+	HYPER2KVM_BENCH=1 "$go" test -count=1 -v -run "^TestBench($(IFS='|'; echo "${tests[*]}"))\$" -timeout 60m ./agent/ | tee -a "$out" || status=1
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -78,8 +80,10 @@ r = {
         "PostgreSQL: a throwaway cluster on a Unix socket, fsync on; two agents are two Agent instances in this one process, each with its own drop folder",
         "the machine is shared: load_before/load_after are /proc/loadavg",
     ],
+    "failed": $status != 0,
     "cases": cases,
 }
 json.dump(r, open(dst, "w"), indent=2)
 print("wrote", dst)
 PY
+exit $status
