@@ -26,8 +26,8 @@ import (
 // user would: the output holds the VM's disk (qemu-img compare), the
 // download is the disk's flat file, a connection dropped mid-stream
 // resumes, and a server that sends more than the disk, a Content-Range
-// other than asked, or starts over instead of resuming is refused with
-// nothing left behind (no .part, no output).
+// other than asked, or starts over instead of resuming is refused, and a
+// cancel stops it, with nothing left behind (no .part, no output).
 func TestVSphereStream(t *testing.T) {
 	t.Parallel()
 	needTools(t, "qemu-img")
@@ -63,6 +63,7 @@ func TestVSphereStream(t *testing.T) {
 	var mu sync.Mutex
 	var mode string
 	var ranges []string
+	var cancelJob context.CancelFunc
 	s.WrapDatastore(func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
 		if !strings.Contains(r.URL.Path, "-flat.vmdk") {
 			next(w, r)
@@ -83,6 +84,16 @@ func TestVSphereStream(t *testing.T) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 			w.WriteHeader(http.StatusPartialContent)
 			w.Write(data)
+		case m == "cancel":
+			// Half the disk, then the job is cancelled while the server
+			// holds the connection open.
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data[:len(data)/2])
+			w.(http.Flusher).Flush()
+			mu.Lock()
+			cancelJob()
+			mu.Unlock()
+			<-r.Context().Done()
 		case m == "longer":
 			// No Content-Length (chunked): the disk and then some.
 			w.WriteHeader(http.StatusOK)
@@ -121,21 +132,24 @@ func TestVSphereStream(t *testing.T) {
 		{mode: "bogus-range", wantErr: "Content-Range"},
 		{mode: "longer", wantErr: "more than the"},
 		{mode: "declares-more", wantErr: "declares"},
+		{mode: "cancel", wantErr: "context canceled"},
 	} {
 		name := tc.mode
 		if name == "" {
 			name = "plain"
 		}
 		t.Run(name, func(t *testing.T) {
+			jobCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			mu.Lock()
-			mode, ranges = tc.mode, nil
+			mode, ranges, cancelJob = tc.mode, nil, cancel
 			mu.Unlock()
 			vm, err := c.ReadVM(ctx, obj)
 			if err != nil {
 				t.Fatal(err)
 			}
 			dir, outDir := t.TempDir(), t.TempDir()
-			got, err := c.ExportConverted(ctx, vm, vsphere.StreamOptions{Dir: dir, OutDir: outDir})
+			got, err := c.ExportConverted(jobCtx, vm, vsphere.StreamOptions{Dir: dir, OutDir: outDir})
 			mu.Lock()
 			seen := append([]string(nil), ranges...)
 			mu.Unlock()

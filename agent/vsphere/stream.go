@@ -90,10 +90,20 @@ func (c *Client) ExportConverted(ctx context.Context, vm *VM, o StreamOptions) (
 	out := make([]ConvertedDisk, len(vm.disks))
 	disks, err := x.all(ctx, func(ctx context.Context, i int, dst string) error {
 		target := filepath.Join(o.OutDir, vm.Hardware.Disks[i].ID+"."+o.Format)
+		if err := x.streamDisk(ctx, i, dst, target, o.Format); err != nil {
+			return err
+		}
+		// Set once written: only what this call wrote is removed below.
 		out[i].Output, out[i].Format = target, o.Format
-		return x.streamDisk(ctx, i, dst, target, o.Format)
+		return nil
 	})
 	if err != nil {
+		// The disks that made it are of no use without the others.
+		for _, d := range out {
+			if d.Output != "" {
+				os.Remove(d.Output)
+			}
+		}
 		return nil, err
 	}
 	for i := range out {
