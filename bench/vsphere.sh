@@ -6,7 +6,8 @@
 # process of its own) on loopback, downloaded and converted to qcow2:
 #
 #   curl+qemu-img:  curl of the flat file from the datastore URL, then bare
-#                   `qemu-img convert -f raw -O qcow2`, both files fsynced;
+#                   `qemu-img convert -f raw -O qcow2`, both files fsynced
+#                   (curl writes the zeros too: it cannot leave holes);
 #   ours:           agent/vsphere's ExportConverted (`vcsim convert`): the
 #                   download kept in a work directory (sparse, .part +
 #                   rename, fsynced) and converted while it downloads,
@@ -84,9 +85,10 @@ done
 url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$work/info.json")
 flat_url="${url%/sdk}/folder/DC0_H0_VM0/disk1-flat.vmdk?dcPath=DC0&dsName=LocalDS_0"
 
-# side NAME: one measured run, prints its wall seconds.
+# side NAME: one measured run, prints its wall seconds (and, for curl, the
+# seconds of the download alone, fsync included).
 side() {
-	local d=$work/side t0 t1
+	local d=$work/side t0 t1 tm=
 	rm -rf "$d"
 	mkdir -p "$d/dl" "$d/out"
 	drop
@@ -95,6 +97,8 @@ side() {
 	curl)
 		# -k: the simulator's certificate is self-signed (ours pins it).
 		curl -sSfk -u "bench:$(cat "$work/password")" -o "$d/dl/flat.raw" "$flat_url"
+		sync "$d/dl/flat.raw"
+		tm=$(now)
 		qemu-img convert -f raw -O qcow2 "$d/dl/flat.raw" "$d/out/disk1.qcow2"
 		sync "$d/dl/flat.raw" "$d/out/disk1.qcow2"
 		;;
@@ -107,7 +111,7 @@ side() {
 		exit 1
 	fi
 	rm -rf "$d"
-	calc "$t1 - $t0"
+	echo "$(calc "$t1 - $t0") ${tm:+$(calc "$tm - $t0")}"
 }
 
 sides=()
@@ -118,10 +122,10 @@ for r in $(seq 1 "$runs"); do
 	k=$(((r - 1) % ${#sides[@]}))
 	order=("${sides[@]:k}" "${sides[@]:0:k}")
 	for s in "${order[@]}"; do
-		w=$(side "$s")
+		read -r w dl <<<"$(side "$s")"
 		T[$s]="${T[$s]:-} $w"
-		printf 'run %d %-12s %8.2f s %8.1f MiB/s  (load %s)\n' "$r" "$s" "$w" "$(calc "$virt / 1048576 / $w")" "$(cut -d' ' -f1 /proc/loadavg)"
-		runs_json+=("$(printf '{"run": %d, "side": "%s", "seconds": %s, "mib_per_s": %s}' "$r" "$s" "$w" "$(calc "$virt / 1048576 / $w")")")
+		printf 'run %d %-12s %8.2f s %8.1f MiB/s%s  (load %s)\n' "$r" "$s" "$w" "$(calc "$virt / 1048576 / $w")" "${dl:+  (download alone $dl s)}" "$(cut -d' ' -f1 /proc/loadavg)"
+		runs_json+=("$(printf '{"run": %d, "side": "%s", "seconds": %s, "mib_per_s": %s, "download_seconds": %s, "load": %s}' "$r" "$s" "$w" "$(calc "$virt / 1048576 / $w")" "${dl:-null}" "$(cut -d' ' -f1 /proc/loadavg)")")
 	done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
