@@ -184,6 +184,10 @@ func TestVSphereStream(t *testing.T) {
 			if !bytes.Equal(flat, data) {
 				t.Error("the downloaded flat extent differs from the VM's disk")
 			}
+			// The kept descriptor opens the kept extent: the source copy is whole.
+			if out, err := exec.Command("qemu-img", "compare", "-f", "vmdk", "-F", "raw", got[0].File, raw).CombinedOutput(); err != nil {
+				t.Errorf("the downloaded descriptor and extent are not the VM's disk: %v\n%s", err, out)
+			}
 			for _, d := range []string{dir, outDir} {
 				for _, n := range listDir(t, d) {
 					if strings.HasSuffix(n, ".part") {

@@ -126,6 +126,13 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 	}
 	ext := desc.Extents[0]
 	size := ext.Sectors * 512
+	// The extent is kept as ID-flat.vmdk: two disks' extents may have the
+	// same name in their own datastore directories, not in Dir.
+	local := id + "-flat.vmdk"
+	raw, err = imgfmt.RewriteVMDKExtents(raw, func(int, string) string { return local })
+	if err != nil {
+		return fmt.Errorf("disk %s: cannot name the extent in the descriptor: %w", id, err)
+	}
 	if err := writeNewFile(dst, raw); err != nil {
 		return err
 	}
@@ -134,7 +141,7 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 			os.Remove(dst)
 		}
 	}()
-	extDst := filepath.Join(filepath.Dir(dst), ext.File)
+	extDst := filepath.Join(filepath.Dir(dst), local)
 	u := ds.NewURL(path.Join(path.Dir(p), ext.File))
 
 	// The socket lives in a directory of its own, 0700: only this process
