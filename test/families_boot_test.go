@@ -14,6 +14,7 @@ import (
 	"github.com/hyper2kvm/hyper2kvm/agent/boot"
 	"github.com/hyper2kvm/hyper2kvm/agent/engine"
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
+	"github.com/hyper2kvm/hyper2kvm/agent/report"
 	"github.com/hyper2kvm/hyper2kvm/test/fixture"
 )
 
@@ -186,6 +187,7 @@ func convertAndBoot(t *testing.T, fb familyBoot, fd fixture.FamilyDisk, src, src
 	for _, c := range rep.Changes {
 		t.Logf("change %s %s %s", c.Fix, c.File, c.Note)
 	}
+	checkGrubCfgReport(t, rep.Changes, rep.Guest.Backend)
 	console := filepath.Join(t.TempDir(), "console.log")
 	res, err := boot.Test(context.Background(), boot.Options{
 		Image: filepath.Join(out, fb.family+".qcow2"), Format: "qcow2", Firmware: fd.Firmware, Machine: "q35",
@@ -239,4 +241,20 @@ func hostHas(fs string) bool {
 		return true
 	}
 	return exec.Command("modprobe", "-n", fs).Run() == nil
+}
+
+// checkGrubCfgReport: every family guest has the guest's grub-mkconfig
+// (grub-common), so the report must say what became of /boot/grub/grub.cfg:
+// regenerated with it in the guestfs appliance, or, with native, why not
+// (the sandbox has no block device for grub-probe).
+func checkGrubCfgReport(t *testing.T, changes []report.Change, backend string) {
+	t.Helper()
+	want := map[string]string{"guestfs": "regenerated with the guest's grub-mkconfig in the appliance",
+		"native": "not regenerated with the guest's grub-mkconfig: it runs grub-probe"}[backend]
+	for _, c := range changes {
+		if c.Fix == "grub" && c.File == "/boot/grub/grub.cfg" && strings.Contains(c.Note, want) {
+			return
+		}
+	}
+	t.Errorf("backend %s: no change on /boot/grub/grub.cfg saying %q", backend, want)
 }
