@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/guest"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
@@ -146,7 +147,9 @@ func (f *fixer) mkconfig(ctx context.Context, tool, cfg string) error {
 			f.s.Remove(ctx, tmp)
 		}
 	}()
+	start := time.Now()
 	out, err := f.s.Run(ctx, tool, "-o", tmp)
+	took := time.Since(start).Round(time.Second)
 	if err != nil {
 		return errors.New(oneLine(err.Error()))
 	}
@@ -168,7 +171,7 @@ func (f *fixer) mkconfig(ctx context.Context, tool, cfg string) error {
 		return err
 	}
 	f.changes = append(f.changes, report.Change{Fix: "grub", File: cfg, Before: string(before), After: after,
-		Note: "regenerated with the guest's " + path.Base(tool) + " in the appliance" + lastLine(out)})
+		Note: "regenerated with the guest's " + path.Base(tool) + " in the appliance (" + took.String() + ")" + lastLine(out)})
 	return nil
 }
 
