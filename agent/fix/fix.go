@@ -417,6 +417,7 @@ func (f *fixer) fixRoot(s string) string {
 
 func (f *fixer) grub(ctx context.Context) error {
 	files := []string{"/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/etc/default/grub", "/etc/kernel/cmdline"}
+	files = append(files, f.espGrubCfgs(ctx, true)...)
 	if ents, err := f.s.ReadDir(ctx, "/boot/loader/entries"); err == nil {
 		for _, e := range ents {
 			if strings.HasSuffix(e.Name, ".conf") && e.Mode.IsRegular() {
@@ -433,6 +434,10 @@ func (f *fixer) grub(ctx context.Context) error {
 		if err := f.remove(ctx, "grub", p, "stale BIOS disk map removed; grub probes disks itself"); err != nil {
 			return err
 		}
+	}
+	// After the edits: grub-mkconfig reads GRUB_CMDLINE_LINUX.
+	if err := f.regenerateGrubCfg(ctx); err != nil {
+		return err
 	}
 	return f.efiFallback(ctx)
 }
@@ -540,11 +545,39 @@ func (f *fixer) initramfs(ctx context.Context, regenerate bool) error {
 		return err
 	}
 	after := f.sizes(ctx)
+	rewritten := map[string]bool{}
 	for _, p := range sortedKeys(after) {
 		if before[p] != after[p] {
+			rewritten[p] = true
 			f.changes = append(f.changes, report.Change{Fix: "initramfs", File: p,
 				Before: sizeNote(before[p]), After: sizeNote(after[p]),
 				Note: "regenerated with the guest's " + strings.Join(cmd, " ") + lastLine(out)})
+		}
+	}
+	return f.checkRegenerated(ctx, cmd, before, rewritten)
+}
+
+// checkRegenerated fails FIX when the guest's tool exited 0 but rewrote
+// none of the initramfs images /boot had (the converted guest would boot
+// its old image, without virtio, and wait for its disk for good), and
+// warns for each kernel whose image it did not rewrite: the boot loader
+// may pick that one.
+func (f *fixer) checkRegenerated(ctx context.Context, cmd []string, before map[string]string, rewritten map[string]bool) error {
+	if len(before) > 0 && len(rewritten) == 0 {
+		return fmt.Errorf("the guest's %s exited without error but rewrote none of the initramfs images in /boot (%s): the converted guest would boot an image without virtio drivers",
+			strings.Join(cmd, " "), strings.Join(sortedKeys(before), ", "))
+	}
+	ents, _ := f.s.ReadDir(ctx, "/boot")
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	for _, e := range ents {
+		v, ok := strings.CutPrefix(e.Name, "vmlinuz-")
+		// RHEL's rescue image is built --no-hostonly once, with every driver.
+		if !ok || len(rewritten) == 0 || strings.HasPrefix(v, "0-rescue-") {
+			continue
+		}
+		if !rewritten["/boot/initrd.img-"+v] && !rewritten["/boot/initramfs-"+v+".img"] {
+			f.changes = append(f.changes, report.Change{Fix: "initramfs", File: "/boot/" + e.Name,
+				Note: "warning: no initramfs image was rewritten for kernel " + v + " by the guest's " + strings.Join(cmd, " ") + ": if the boot loader starts it, the guest may not find its disk on virtio"})
 		}
 	}
 	return nil

@@ -349,12 +349,68 @@ func (n *native) Unmount(ctx context.Context) error {
 	}
 	var errs []error
 	for i := len(n.mounts) - 1; i >= 0; i-- {
+		if err := n.writeBack(n.mounts[i]); err != nil {
+			errs = append(errs, err)
+		}
 		if _, err := n.nsenter(ctx, "umount", n.mounts[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	n.mounts = nil
 	return errors.Join(errs...)
+}
+
+// FIFREEZE and FITHAW are linux/fs.h's _IOWR('X', 119, int) and
+// _IOWR('X', 120, int) (golang.org/x/sys has no names for them).
+const (
+	fiFreeze = 0xC0045877
+	fiThaw   = 0xC0045878
+)
+
+// writeBack puts everything written to the filesystem mounted at mp (a
+// path in the guest's namespace) on the image, or says why it could not.
+// umount cannot: a write that fails there (the export's daemon gone, its
+// FUSE connection aborted, the work directory's disk full) is only logged
+// by the kernel ("lost page write", "Aborting journal"), the unmount
+// succeeds and the image keeps its old blocks. That is how a converted
+// dracut guest kept its old grub.cfg (GRUB reads the filesystem without
+// replaying the journal) and waited for /dev/sda1 for good. syncfs reports
+// a failed writeback; freezing the filesystem also empties its journal
+// into place (ext4 and XFS checkpoint and mark themselves clean), which
+// umount would otherwise do only after the last error could be reported.
+func (n *native) writeBack(mp string) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root%s", n.holder.Process.Pid, mp), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("cannot write back the guest's filesystem at %s: %w", n.rel(mp), err)
+	}
+	defer unix.Close(fd)
+	fail := func(what string, err error) error {
+		return fmt.Errorf("cannot write back the guest's filesystem at %s (%s: %w): the image would lack what FIX wrote; the kernel log names the failed writes", n.rel(mp), what, err)
+	}
+	if err := unix.Syncfs(fd); err != nil {
+		return fail("syncfs", err)
+	}
+	if err := unix.IoctlSetInt(fd, fiFreeze, 0); err != nil {
+		// A read-only mount freezes without writing; a filesystem that
+		// cannot be frozen is left to umount's own write-back.
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBUSY) {
+			return nil
+		}
+		return fail("freeze", err)
+	}
+	if err := unix.IoctlSetInt(fd, fiThaw, 0); err != nil {
+		return fail("thaw", err)
+	}
+	return nil
+}
+
+// rel is a mount point as the guest names it.
+func (n *native) rel(mp string) string {
+	r, err := filepath.Rel(filepath.Join(n.dir, "root"), mp)
+	if err != nil || r == "." {
+		return "/"
+	}
+	return "/" + r
 }
 
 func (n *native) open(p string, flags int, mode uint32) (int, error) {
@@ -646,6 +702,20 @@ func (n *native) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var errs []error
+	if n.qsdDone != nil {
+		select {
+		case err := <-n.qsdDone:
+			// Gone while the guest was mounted: what was written since is
+			// lost, whatever umount says.
+			n.qsdDone <- err
+			how := "exit status 0"
+			if err != nil {
+				how = err.Error()
+			}
+			errs = append(errs, fmt.Errorf("qemu-storage-daemon, which serves the guest's disk, exited while the guest was open (%s): what was written since is not on the image", how))
+		default:
+		}
+	}
 	if n.holder != nil && n.holder.Process != nil {
 		if err := n.Unmount(ctx); err != nil {
 			errs = append(errs, err)
