@@ -222,6 +222,17 @@ func TestWebDashboardStates(t *testing.T) {
 		`[JSON.stringify(H2KBuilder.doc), T.text("image-select")]`)
 	c.screenshot(ctx, out, "09-builder-image-picked.png")
 
+	// The builder's window, retries and placement (choices from the
+	// schema), written into the manifest as the agent reads them.
+	c.mustEval(ctx, `T.type("f-schedule-not-before", "2026-12-24T02:00:00Z"); T.type("f-retry-max-attempts", "3");
+		T.choose("f-retry-backoff", T.$("f-retry-backoff").options[1].value); T.type("f-placement", "datastore=ds01, kvm02"); true`, nil)
+	c.waitJS(ctx, "the window, retry and placement in the manifest", `H2KBuilder.doc.schedule.not_before === "2026-12-24T02:00:00Z" &&
+		H2KBuilder.doc.retry.max_attempts === 3 && H2KBuilder.doc.retry.backoff === T.$("f-retry-backoff").options[1].value &&
+		T.$("f-retry-backoff").options.length === 3 && JSON.stringify(H2KBuilder.doc.placement) === '["datastore=ds01","kvm02"]'`,
+		`JSON.stringify(H2KBuilder.doc)`)
+	c.screenshot(ctx, out, "09b-builder-when-and-where.png")
+	c.mustEval(ctx, `T.click("reset"); true`, nil)
+
 	// 9. The queue and the fleet's controls, as an administrator signed
 	// in: a pending job moved ahead of older ones from its details, the
 	// host's queue drained and resumed, the schedules with their next
