@@ -422,6 +422,21 @@ func TestAPIBridge(t *testing.T) {
 			b.waitJob(t, id, "cancelled")
 		}
 
+		// A job waiting for its window says so, and until when.
+		later := strings.Replace(apiManifest("prio-later", "/srv/vms/web01.img"), `{"version":"1.0",`,
+			`{"version":"1.0","schedule":{"not_before":"2099-01-01T00:00:00Z"},`, 1)
+		lid := b.jsonCall(t, "POST", "/api/workflow/manifest/submit", later, apiToken, 202)["job_id"].(string)
+		var note string
+		if err := b.WaitFor(b.ctx(time.Minute), "the window note", func() (bool, error) {
+			j := b.jsonCall(t, "GET", "/api/workflow/jobs/"+lid, "", "", 200)
+			note, _ = j["status_text"].(string)
+			return j["status"] == "pending" && note != "", nil
+		}); err != nil || note != "waiting for its window: starts no earlier than 2099-01-01T00:00:00Z (schedule.not_before)" {
+			t.Errorf("a job waiting for its window says %q (%v)", note, err)
+		}
+		b.jsonCall(t, "POST", "/api/workflow/jobs/"+lid+"/cancel", "", apiToken, 202)
+		b.waitJob(t, lid, "cancelled")
+
 		// Read at each call: a file written now is listed at once.
 		b.WriteFile(t, "/etc/hyper2kvm/schedules.d/nightly.yaml", []byte("cron: '0 3 * * *'\nmanifest: /srv/vms/nightly.json\n"), 0o644)
 		sm := b.jsonCall(t, "GET", "/api/workflow/schedules", "", "", 200)
