@@ -255,6 +255,7 @@ func (e *env) start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.a, e.cancel, e.done = a, cancel, make(chan error, 1)
+	checkSaved(e.t, a.st)
 	go func() { e.done <- a.Run(ctx) }()
 	e.waitNote("READY=1")
 	e.t.Cleanup(e.stop)
@@ -725,7 +726,7 @@ func TestStatePersistence(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
 	s.Jobs["abc"] = &record{Job: jobs.Job{ID: "abc", State: jobs.Running, Name: "web01"}, Claim: "web01.json", Cancel: true, Attempt: 2}
-	s.Claims["web01.json"] = &claim{Name: "web01.json", Jobs: []string{"abc"}, Target: &queue.Target{Dir: "/d", Name: "web01.json", Suffix: queue.ReportSuffix}}
+	s.putClaim(&claim{Name: "web01.json", Jobs: []string{"abc"}, Target: &queue.Target{Dir: "/d", Name: "web01.json", Suffix: queue.ReportSuffix}})
 	if err := s.save(); err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,7 @@ func TestFencingOnPostgres(t *testing.T) {
 	}
 	// host-a comes back and finishes the job: the write is refused.
 	r.State, r.FinishedAt = jobs.Completed, time.Now()
+	a.touch(r)
 	if err := a.save(); err != nil {
 		t.Fatal(err)
 	}

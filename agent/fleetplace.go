@@ -117,6 +117,7 @@ func (a *Agent) placeNewLocked(r *record) {
 	}
 	r.Host = ""
 	r.StatusText = a.reasonLocked(r)
+	a.st.touch(r)
 	a.log.Infof(jobFields(r), "job %s: %s does not match this host (%s); left for a host of the fleet that does", r.ID, why, hostLabel(a.host, a.cfg.Host.Labels))
 }
 
@@ -189,6 +190,7 @@ func (a *Agent) placeTickLocked(ctx context.Context) {
 				a.st.rows[r.ID] = j.rowid
 			}
 			r.Host, r.StatusText = a.host, ""
+			a.st.touch(r)
 			a.log.Infof(jobFields(r), "job %s: placement %s matches this host (%s); taken", r.ID, strings.Join(placementOf(r), ","), hostLabel(a.host, a.cfg.Host.Labels))
 			a.pend.add(r)
 			a.emitLocked(apitype.JobChanged, r, []string{"Host", "StatusText"})
@@ -207,6 +209,7 @@ func (a *Agent) placeTickLocked(ctx context.Context) {
 		}
 		if why != mine.StatusText {
 			mine.StatusText = why
+			a.st.touch(mine)
 			a.emitLocked(apitype.JobChanged, mine, []string{"StatusText"})
 			changed = true
 		}
@@ -229,9 +232,11 @@ func (a *Agent) takeUnplacedLocked(r *record) bool {
 	if ok, _ := a.mayTake(r); !ok {
 		if r.StatusText == "" {
 			r.StatusText = a.reasonLocked(r)
+			a.st.touch(r)
 		}
 		return false
 	}
 	r.Host, r.StatusText = a.host, ""
+	a.st.touch(r)
 	return true
 }

@@ -145,6 +145,7 @@ func (a *Agent) refuse(name, reason string) {
 		return
 	}
 	r.ReportPath = t.ReportPath()
+	a.st.touch(r)
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: name, FieldJobID: r.ID}, "refused %q: %s", name, reason)
 	a.emitLocked(apitype.JobNew, r, nil)
@@ -167,9 +168,10 @@ func (a *Agent) newFailedRecord(claimName, original, msg string, validation []st
 func (a *Agent) failNewClaim(claimed, original, kind string, submittedBy int64, msg string, validation []string) {
 	r := a.newFailedRecord(claimed, original, msg, validation)
 	r.SubmittedBy = submittedBy
+	a.st.touch(r)
 	c := &claim{Name: claimed, Original: original, Kind: kind, Jobs: []string{r.ID}, ClaimedAt: a.now(),
 		Error: msg, Validation: validation, SubmittedBy: submittedBy}
-	a.st.Claims[claimed] = c
+	a.st.putClaim(c)
 	a.save()
 	a.log.Warnf(Fields{FieldManifest: claimed, FieldJobID: r.ID}, "%s: %s", original, msg)
 	a.emitLocked(apitype.JobNew, r, nil)
@@ -248,7 +250,7 @@ func (a *Agent) prepare(claimed, original, kind string, fileTime time.Time, drop
 		c.Jobs = append(c.Jobs, r.ID)
 		recs = append(recs, r)
 	}
-	a.st.Claims[claimed] = c
+	a.st.putClaim(c)
 	return recs, "", nil
 }
 

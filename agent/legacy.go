@@ -182,6 +182,7 @@ func importLegacy(ctx context.Context, d *jobDB, dir string) (int, error) {
 			s.Claims[name] = c
 		}
 		n = len(s.Jobs)
+		s.touchAll()
 		if err := s.saveWith(ctx, legacyImported, "1"); err != nil {
 			return 0, fmt.Errorf("cannot import the old job store: %w", err)
 		}

@@ -145,11 +145,13 @@ func (a *Agent) applyUnitLocked(ctx context.Context, r *record, info UnitInfo, h
 	if carries("StatusText") {
 		a.applyStatusLocked(r, info.StatusText)
 	}
-	if carries("Result") && info.Result != "" {
+	if carries("Result") && info.Result != "" && info.Result != r.UnitResult {
 		r.UnitResult = info.Result
+		a.st.touch(r)
 	}
-	if info.Invocation != "" {
+	if info.Invocation != "" && info.Invocation != r.Invocation {
 		r.Invocation = info.Invocation
+		a.st.touch(r)
 	}
 	if !carries("ActiveState") {
 		return
@@ -192,6 +194,7 @@ func (a *Agent) applyStatusLocked(r *record, text string) {
 		return
 	}
 	r.StatusText = text
+	a.st.touch(r)
 	changed := []string{"StatusText"}
 	if u, ok := progress.Parse(text); ok {
 		if u.Stage != r.Stage {
@@ -232,6 +235,7 @@ func (a *Agent) unitEndedLocked(ctx context.Context, r *record, info UnitInfo) {
 	if info.Result != "" {
 		r.UnitResult = info.Result
 	}
+	a.st.touch(r) // the unit's result, and below how the run ended
 	rep, err := readReport(r.JobDir)
 	if err != nil {
 		a.log.Warnf(jobFields(r), "%v", err)

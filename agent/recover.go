@@ -158,6 +158,7 @@ func (a *Agent) adoptLocked(ctx context.Context, u UnitInfo) {
 	}
 	r.enterState(jobs.Running, transition{bootID: a.bootID()}, r.CreatedAt)
 	a.st.Jobs[id] = r
+	a.st.touch(r)
 	c := a.st.Claims[spec.Claim]
 	if c == nil {
 		kind := kindManifest
@@ -165,10 +166,11 @@ func (a *Agent) adoptLocked(ctx context.Context, u UnitInfo) {
 			kind = kindImage
 		}
 		c = &claim{Name: spec.Claim, Original: spec.Claim, Kind: kind, Batch: spec.Batch != "", ClaimedAt: a.now(), SubmittedBy: -1}
-		a.st.Claims[spec.Claim] = c
+		a.st.putClaim(c)
 	}
 	if !slices.Contains(c.Jobs, id) {
 		c.Jobs = append(c.Jobs, id)
+		a.st.touchClaim(c)
 	}
 	a.log.Warnf(jobFields(r), "adopted running unit %s from its job directory", u.Name)
 	info, err := a.units.Get(ctx, u.Name)
@@ -190,7 +192,7 @@ func (a *Agent) dropVanishedLocked(c *claim) {
 			a.setStateLocked(r, jobs.Failed, transition{why: "its manifest disappeared from processing/"})
 		}
 	}
-	delete(a.st.Claims, c.Name)
+	a.st.dropClaim(c)
 }
 
 func exists(p string) bool {

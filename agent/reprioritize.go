@@ -31,6 +31,7 @@ func (a *Agent) Reprioritize(ctx context.Context, id string, priority int) error
 	}
 	before := r.Job
 	r.Priority = priority
+	a.st.touch(r)
 	// The pending queue's order keys never change under it: it is built
 	// again from the store at the next dispatch.
 	a.pend = newPendingQueue()

@@ -50,6 +50,7 @@ func (a *Agent) retryLocked(r *record, rep *report.Report, stage, msg string) bo
 	at := now.Add(r.Retry.Delay(r.Attempt))
 	r.Attempts = append(r.Attempts, jobs.Attempt{Attempt: r.Attempt, Host: r.Host, Error: msg, Stage: stage, EndedAt: now, RetryAt: at})
 	r.NotBefore = at
+	a.st.touch(r)
 	a.requeueLocked(r, rep, fmt.Sprintf("attempt %d of %d failed (%s); retrying at %s", r.Attempt, r.Retry.MaxAttempts, msg, at.Format(time.RFC3339)))
 	return true
 }

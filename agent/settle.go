@@ -86,6 +86,7 @@ func (a *Agent) settleClaimLocked(c *claim) {
 			return
 		}
 		c.Target = &t
+		a.st.touchClaim(c)
 		a.save()
 	}
 	if err := a.q.Finish(a.q.Dir(queue.Processing), c.Name, *c.Target, a.settlement(c, recs, status)); err != nil {
@@ -99,8 +100,9 @@ func (a *Agent) settleClaimLocked(c *claim) {
 	for _, r := range recs {
 		r.ReportPath = c.Target.ReportPath()
 		r.Manifest = c.Target.Name
+		a.st.touch(r)
 	}
-	delete(a.st.Claims, c.Name)
+	a.st.dropClaim(c)
 	a.save()
 	a.log.Infof(Fields{FieldManifest: c.Name}, "%s settled: %s", c.Original, c.Target.Path())
 	for _, r := range recs {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -17,8 +16,8 @@ import (
 )
 
 // record is the agent's persisted view of one job: the public jobs.Job plus
-// what the agent needs to finish it after a restart. A field added here
-// must be added to sameRecord too (TestSameRecordSeesEveryField).
+// what the agent needs to finish it after a restart. Code that changes a
+// record marks it (state.touch) so that the next save writes it.
 type record struct {
 	jobs.Job
 	Claim        string          `json:"claim"` // the claimed file in processing/ this job came from
@@ -48,11 +47,14 @@ type record struct {
 
 	// Not persisted: what the agent learnt from the unit's signals.
 	sawActive bool
+	// savedState is State as last saved ("" before the first save): the
+	// webhooks announce a change of state once it is written.
+	savedState jobs.State
 }
 
 // claim is one claimed file: a manifest (one job, or one per VM of a batch),
 // a submitted manifest or a dropped image. It settles when all its jobs
-// are final. A field added here must be added to sameClaim too.
+// are final. Code that changes a claim marks it (state.touchClaim).
 type claim struct {
 	Name        string        `json:"name"` // in processing/
 	Original    string        `json:"original_name"`
@@ -72,11 +74,12 @@ type claim struct {
 // transaction. Listing and status read the memory, never the database,
 // which keeps them as fast as before River.
 //
-// Code outside this file changes records in place and then calls save;
-// save finds what changed by comparing each live record with a copy of
-// what it last wrote (sameRecord), which costs nanoseconds per live job.
-// A job done for good (final, its file settled) is written once more and
-// then left out of that comparison: it is not changed again.
+// Code outside this file changes records in place and says so: touch for
+// a job (setStateLocked does it for every change of state), putClaim,
+// touchClaim and dropClaim for a claim. save writes exactly the jobs and
+// claims so marked; a change not marked is not saved until something
+// marks that job. Tests compare the database with memory after every save
+// (checkSaved in store_test.go), which is how a forgotten mark shows.
 type state struct {
 	Jobs   map[string]*record
 	Claims map[string]*claim // by processing/ name; removed once settled
@@ -86,7 +89,8 @@ type state struct {
 	db *jobDB
 	// rows is the river_job id of every job written.
 	rows map[string]int64
-	// archived are the jobs done for good and written so.
+	// archived are the jobs done for good (final, their file settled)
+	// as last saved.
 	archived map[string]bool
 
 	// order is every job by creation (CreatedAt, then ID): the index
@@ -96,12 +100,15 @@ type state struct {
 	order []*record
 	live  map[string]*record
 
-	// written and writtenClaims are the live jobs and claims as the
-	// database has them; dropped are jobs removed since.
-	written       map[string]record
-	writtenClaims map[string]claim
-	dropped       []string
-	writes        int // transactions save committed: what batching saves
+	// dirty are the jobs marked changed since the last save, and
+	// dirtyClaims the claims put, changed or dropped since; dropped are
+	// the jobs removed since, and settled the jobs of the claims dropped
+	// since (archived by save when final).
+	dirty       map[string]*record
+	dirtyClaims map[string]bool
+	dropped     []string
+	settled     []string
+	writes      int // transactions save committed: what batching saves
 
 	// outbox makes the webhook deliveries of the jobs a save changed
 	// (webhooks.go), written in the same transaction; prev is each
@@ -111,26 +118,60 @@ type state struct {
 	// lost are jobs a save did not write because another host of the
 	// fleet holds their rows now (fleetfence.go); takeLost empties it.
 	lost []string
+	// saved is called with what every save that succeeded wrote; tests
+	// set it to check that every change was marked. nil in the agent.
+	saved func(*batch)
 }
 
 func newState() *state {
 	return &state{Jobs: map[string]*record{}, Claims: map[string]*claim{}, archived: map[string]bool{}, rows: map[string]int64{},
-		live: map[string]*record{}, written: map[string]record{}, writtenClaims: map[string]claim{}}
+		live: map[string]*record{}, dirty: map[string]*record{}, dirtyClaims: map[string]bool{}}
 }
 
-// loaded marks what load read as written: done jobs archived, the rest live.
+// loaded marks what load read as saved: done jobs archived, the rest live.
 func (s *state) loaded() {
-	for name, c := range s.Claims {
-		s.writtenClaims[name] = *c
-	}
 	for id, r := range s.Jobs {
+		r.savedState = r.State
 		if s.archivable(r) {
 			s.archived[id] = true
-			continue
 		}
-		s.written[id] = *r
 	}
 	s.sync()
+}
+
+// touch marks r changed: the next save writes it. Every change to a
+// job's record is followed by a touch before the next save.
+func (s *state) touch(r *record) {
+	s.dirty[r.ID] = r
+}
+
+// touchAll marks every job and claim changed (the import of the old
+// files writes them all).
+func (s *state) touchAll() {
+	for _, r := range s.Jobs {
+		s.touch(r)
+	}
+	for name := range s.Claims {
+		s.dirtyClaims[name] = true
+	}
+}
+
+// putClaim adds a claim (or puts a new one in its place).
+func (s *state) putClaim(c *claim) {
+	s.Claims[c.Name] = c
+	s.dirtyClaims[c.Name] = true
+}
+
+// touchClaim marks c changed: the next save writes it.
+func (s *state) touchClaim(c *claim) {
+	s.dirtyClaims[c.Name] = true
+}
+
+// dropClaim forgets a settled claim; its final jobs are done for good.
+func (s *state) dropClaim(c *claim) {
+	delete(s.Claims, c.Name)
+	s.dirtyClaims[c.Name] = true
+	s.settled = append(s.settled, c.Jobs...)
 }
 
 // add puts a new job into the store.
@@ -138,6 +179,7 @@ func (s *state) add(r *record) {
 	s.sync()
 	s.Jobs[r.ID] = r
 	s.live[r.ID] = r
+	s.touch(r)
 	// Jobs are made in time order: the new one almost always goes last.
 	i := len(s.order)
 	if i > 0 && createdBefore(r, s.order[i-1]) {
@@ -162,6 +204,7 @@ func (s *state) remove(id string) {
 	delete(s.Jobs, id)
 	delete(s.live, id)
 	delete(s.archived, id)
+	delete(s.dirty, id)
 	if i := slices.Index(s.order, r); i >= 0 {
 		s.order = slices.Delete(s.order, i, i+1)
 	}
@@ -176,7 +219,8 @@ func createdBefore(a, b *record) bool {
 }
 
 // sync rebuilds order and live when Jobs was changed behind add and
-// remove (a job put in directly). Cheap when nothing was.
+// remove (a job put in directly). Cheap when nothing was. A job put in
+// directly that the database does not have yet is marked changed.
 func (s *state) sync() {
 	if len(s.order) == len(s.Jobs) && len(s.live)+len(s.archived) == len(s.Jobs) {
 		return
@@ -187,6 +231,9 @@ func (s *state) sync() {
 		s.order = append(s.order, r)
 		if !s.archived[id] {
 			s.live[id] = r
+		}
+		if s.db != nil && s.rows[id] == 0 {
+			s.touch(r)
 		}
 	}
 	for id := range s.archived {
@@ -213,11 +260,11 @@ func (s *state) archivable(r *record) bool {
 	return !open
 }
 
-// save writes what changed since the last save in one transaction,
-// committed (and so durable) before save returns: a job's record is
-// durable before anything with an outside effect (its unit starting, its
-// file settling) is done. A failed save changes nothing: the next one
-// writes the same changes and more.
+// save writes the jobs and claims marked changed since the last save in
+// one transaction, committed (and so durable) before save returns: a
+// job's record is durable before anything with an outside effect (its
+// unit starting, its file settling) is done. A failed save changes
+// nothing: the next one writes the same changes and more.
 func (s *state) save() error {
 	return s.saveWith(context.Background(), "", "")
 }
@@ -227,26 +274,20 @@ func (s *state) save() error {
 func (s *state) saveWith(ctx context.Context, metaKey, metaValue string) error {
 	s.sync()
 	b := &batch{metaKey: metaKey, metaValue: metaValue, rows: s.rows}
-	var done []string // live jobs done for good, archived once written
-	for id, r := range s.live {
-		w, ok := s.written[id]
+	for id := range s.dirty {
+		r := s.Jobs[id] // the job now under that id, if any
 		switch {
-		case s.rows[id] == 0 && s.db != nil || !ok && s.db == nil:
+		case r == nil:
+		case s.db != nil && s.rows[id] == 0:
 			b.insert = append(b.insert, r)
-		case !ok || !sameRecord(&w, r):
+		default:
 			b.update = append(b.update, r)
 		}
-		if s.archivable(r) {
-			done = append(done, id)
-		}
 	}
-	for name, c := range s.Claims {
-		if w, ok := s.writtenClaims[name]; !ok || !sameClaim(&w, c) {
+	for name := range s.dirtyClaims {
+		if c := s.Claims[name]; c != nil {
 			b.putClaims = append(b.putClaims, c)
-		}
-	}
-	for name := range s.writtenClaims {
-		if s.Claims[name] == nil {
+		} else {
 			b.claimsGone = append(b.claimsGone, name)
 		}
 	}
@@ -259,10 +300,8 @@ func (s *state) saveWith(ctx context.Context, metaKey, metaValue string) error {
 		prev := map[string]jobs.State{}
 		var changed []*record
 		for _, r := range append(append([]*record(nil), b.insert...), b.update...) {
-			if w, ok := s.written[r.ID]; ok {
-				prev[r.ID] = w.State
-			}
-			if prev[r.ID] != r.State {
+			if r.savedState != r.State {
+				prev[r.ID] = r.savedState
 				changed = append(changed, r)
 			}
 		}
@@ -270,79 +309,54 @@ func (s *state) saveWith(ctx context.Context, metaKey, metaValue string) error {
 			b.deliveries = s.outbox(changed, prev, s.live)
 		}
 	}
-	if len(b.insert)+len(b.update)+len(b.deleteJobs)+len(b.putClaims)+len(b.claimsGone) == 0 && metaKey == "" && len(done) == 0 {
-		return nil
-	}
-	if s.db != nil {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		defer cancel()
-		if err := s.db.write(ctx, b); err != nil {
-			return err
+	if len(b.insert)+len(b.update)+len(b.deleteJobs)+len(b.putClaims)+len(b.claimsGone) > 0 || metaKey != "" {
+		if s.db != nil {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			if err := s.db.write(ctx, b); err != nil {
+				return err
+			}
+			for i, r := range b.insert {
+				s.rows[r.ID] = b.insertedIDs[i]
+			}
+			s.lost = append(s.lost, b.lost...)
 		}
-		for i, r := range b.insert {
-			s.rows[r.ID] = b.insertedIDs[i]
+		s.writes++
+	}
+	// What was written is as saved; a job done for good leaves live.
+	for _, list := range [][]*record{b.insert, b.update} {
+		for _, r := range list {
+			r.savedState = r.State
+			s.archive(r)
 		}
-		s.lost = append(s.lost, b.lost...)
 	}
-	s.writes++
-	for _, r := range b.insert {
-		s.written[r.ID] = *r
-	}
-	for _, r := range b.update {
-		s.written[r.ID] = *r
-	}
-	for _, c := range b.putClaims {
-		s.writtenClaims[c.Name] = *c
-	}
-	for _, name := range b.claimsGone {
-		delete(s.writtenClaims, name)
+	for _, id := range s.settled {
+		if r := s.Jobs[id]; r != nil {
+			s.archive(r)
+		}
 	}
 	for _, id := range s.dropped {
 		delete(s.rows, id)
-		delete(s.written, id)
 	}
-	s.dropped = nil
-	for _, id := range done {
-		s.archived[id] = true
-		delete(s.live, id)
-		delete(s.written, id)
+	clear(s.dirty)
+	clear(s.dirtyClaims)
+	s.dropped, s.settled = nil, nil
+	if s.saved != nil {
+		s.saved(b)
 	}
 	return nil
 }
 
-// sameRecord reports whether two records persist the same; only what
-// save writes counts. Far cheaper than encoding either.
-func sameRecord(a, b *record) bool {
-	x, y := &a.Job, &b.Job
-	return x.ID == y.ID && x.Name == y.Name && x.Batch == y.Batch && x.Manifest == y.Manifest &&
-		x.State == y.State && x.Stage == y.Stage && x.Progress == y.Progress && x.StatusText == y.StatusText &&
-		x.Unit == y.Unit && x.SubmittedBy == y.SubmittedBy && x.Priority == y.Priority && x.Host == y.Host &&
-		x.CreatedAt.Equal(y.CreatedAt) && x.StartedAt.Equal(y.StartedAt) && x.FinishedAt.Equal(y.FinishedAt) &&
-		x.Error == y.Error && x.ErrorStage == y.ErrorStage && slices.Equal(x.Outputs, y.Outputs) &&
-		x.ReportPath == y.ReportPath && x.BytesDone == y.BytesDone && x.BytesTotal == y.BytesTotal &&
-		x.ConvertedBytes == y.ConvertedBytes && slices.Equal(x.StageTimes, y.StageTimes) && slices.Equal(x.Warnings, y.Warnings) &&
-		a.Claim == b.Claim && sameRaw(a.VM, b.VM) && a.JobDir == b.JobDir && a.OutputDir == b.OutputDir &&
-		a.Concurrency == b.Concurrency && a.FileTime.Equal(b.FileTime) && a.DropperUID == b.DropperUID &&
-		a.Cancel == b.Cancel && a.Attempt == b.Attempt && a.BootID == b.BootID && a.UnitResult == b.UnitResult &&
-		a.Cursor == b.Cursor && a.Invocation == b.Invocation && slices.Equal(a.Validation, b.Validation) &&
-		a.ReportStatus == b.ReportStatus && slices.Equal(a.KeptOutputs, b.KeptOutputs) &&
-		a.NotBefore.Equal(b.NotBefore) && a.NotAfter.Equal(b.NotAfter) &&
-		(a.Retry == b.Retry || a.Retry != nil && b.Retry != nil && *a.Retry == *b.Retry) &&
-		slices.Equal(x.Attempts, y.Attempts)
-}
-
-// sameRaw compares JSON values; a missing one reads back as null.
-func sameRaw(a, b json.RawMessage) bool {
-	null := func(m json.RawMessage) bool { return len(m) == 0 || string(m) == "null" }
-	return bytes.Equal(a, b) || null(a) && null(b)
-}
-
-// sameClaim is sameRecord for claims.
-func sameClaim(a, b *claim) bool {
-	return a.Name == b.Name && a.Original == b.Original && a.Kind == b.Kind && a.Batch == b.Batch &&
-		slices.Equal(a.Jobs, b.Jobs) && a.ClaimedAt.Equal(b.ClaimedAt) &&
-		(a.Target == b.Target || a.Target != nil && b.Target != nil && *a.Target == *b.Target) &&
-		a.Error == b.Error && slices.Equal(a.Validation, b.Validation) && a.SubmittedBy == b.SubmittedBy
+// archive moves r between live and archived as it is done for good or
+// not (a job retried after it ended is live again).
+func (s *state) archive(r *record) {
+	if s.archivable(r) {
+		s.archived[r.ID] = true
+		delete(s.live, r.ID)
+		return
+	}
+	delete(s.archived, r.ID)
+	s.live[r.ID] = r
 }
 
 // prune forgets finished jobs that finished more than keep before now and
@@ -359,6 +373,7 @@ func (s *state) prune(now time.Time, keep time.Duration) {
 				delete(s.Jobs, id)
 				delete(s.live, id)
 				delete(s.archived, id)
+				delete(s.dirty, id)
 				s.dropped = append(s.dropped, id)
 				pruned = true
 			}
@@ -380,7 +395,7 @@ func (s *state) forget(id string) {
 	delete(s.Jobs, id)
 	delete(s.live, id)
 	delete(s.archived, id)
-	delete(s.written, id)
+	delete(s.dirty, id)
 	delete(s.rows, id)
 	if i := slices.Index(s.order, r); i >= 0 {
 		s.order = slices.Delete(s.order, i, i+1)

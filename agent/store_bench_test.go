@@ -34,7 +34,7 @@ func benchStore(b *testing.B, dir string, finished, pending int) *state {
 			FinishedAt: t0.Add(time.Duration(i)*time.Second + time.Minute), Outputs: []string{"/out/" + id + ".qcow2"}}, Claim: id + ".json", VM: vm}
 		if i >= finished {
 			r.State, r.FinishedAt, r.Outputs = jobs.Pending, time.Time{}, nil
-			s.Claims[r.Claim] = &claim{Name: r.Claim, Original: r.Claim, Kind: kindManifest, Jobs: []string{id}}
+			s.putClaim(&claim{Name: r.Claim, Original: r.Claim, Kind: kindManifest, Jobs: []string{id}})
 		}
 		s.add(r)
 		if (i+1)%claimBatch == 0 {
@@ -94,10 +94,12 @@ func BenchmarkStore(b *testing.B) {
 		latencies(b, 200, func() {
 			r := s.Jobs[fmt.Sprintf("%08x", 10000+i%1000)]
 			r.State, r.Attempt = jobs.Running, r.Attempt+1
+			s.touch(r)
 			if err := s.save(); err != nil {
 				b.Fatal(err)
 			}
-			r.State = jobs.Pending
+			r.State = jobs.Pending // written by the next save, as a job leaving running would be
+			s.touch(r)
 			i++
 		})
 	})

@@ -108,6 +108,7 @@ func (a *Agent) setStateLocked(r *record, to jobs.State, t transition) {
 		r.Cursor = a.cursor(ctx, r.Unit)
 		cancel()
 	}
+	a.st.touch(r)
 	a.save()
 	f := jobFields(r)
 	switch {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -362,43 +363,8 @@ write /boot/vmlinuz-5.14 "kernel\n"
 umount-all
 `
 	script = strings.Replace(script, "mkdir-p /etc/default\n", "mkdir-p /etc/default\nmkdir-p /etc/sysconfig/network-scripts\n", 1)
-	cmd := exec.Command("guestfish", "--")
-	cmd.Dir = work
-	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guestfish building the LVM guest: %v\n%s", err, out)
-	}
+	fixture.Guestfish(t, work, "the LVM guest", script)
 	return filepath.Join(work, "disk.raw")
-}
-
-// guestfishRead reads files out of an image inside the libguestfs
-// appliance, independently of the code under test.
-func guestfishRead(t *testing.T, img string, mounts []string, paths ...string) []string {
-	t.Helper()
-	args := []string{"--ro", "-a", img}
-	for _, m := range mounts {
-		args = append(args, "-m", m)
-	}
-	// One appliance for all files; guestfish's cat adds a newline.
-	const sep = "=====hyper2kvm-file-separator====="
-	for i, p := range paths {
-		if i > 0 {
-			args = append(args, ":", "echo", sep, ":")
-		}
-		args = append(args, "cat", p)
-	}
-	cmd := exec.Command("guestfish", args...)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("guestfish cat %v: %v\n%s", paths, err, b)
-	}
-	out := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n"+sep+"\n")
-	if len(out) != len(paths) {
-		t.Fatalf("guestfish printed %d files for %d:\n%s", len(out), len(paths), b)
-	}
-	return out
 }
 
 // TestFamilyLVM: root on LV rhel/root, /boot on sda1. INSPECT finds the
@@ -452,7 +418,7 @@ func TestFamilyLVM(t *testing.T) {
 			for _, c := range changes {
 				t.Logf("change %s %s %s", c.Fix, c.File, c.Note)
 			}
-			got := guestfishRead(t, ov, []string{"/dev/rhel/root", "/dev/sda1:/boot"},
+			got := fixture.GuestfishRead(t, []string{ov}, []string{"/dev/rhel/root", "/dev/sda1:/boot"},
 				"/etc/fstab", "/etc/default/grub", "/boot/grub2/grub.cfg", "/etc/sysconfig/network-scripts/ifcfg-enp1s0")
 			want := []string{
 				"/dev/mapper/rhel-root / xfs defaults 0 0\nUUID=" + lvmBootUUID + " /boot ext4 defaults 1 2\n/dev/mapper/rhel-swap none swap defaults 0 0\n/dev/mapper/rhel-var /var ext4 defaults 0 0\n",
@@ -573,8 +539,9 @@ func TestBootFamilyMultiDisk(t *testing.T) {
 // md-create writes metadata 1.2; 1.0 and 0.90, where each leg starts with
 // the filesystem and the old code would have written one leg alone, are
 // in the unit test TestProbeMD). Both legs are reported as md members
-// (the old code reported them as unknown) and nothing is mounted; FIX then
-// skips the guest ("no Linux guest found").
+// (the old code reported them as unknown) and the native backend mounts
+// nothing; guestfs assembles the mirror and FIX writes through it, to
+// both legs (FIX refused before).
 func TestFamilyMDMirrorNotWrittenAlone(t *testing.T) {
 	needRoot(t)
 	needTools(t, "guestfish")
@@ -590,15 +557,11 @@ mount /dev/md/md0 /
 mkdir-p /etc
 write /etc/os-release "ID=debian\n"
 write /etc/fstab "/dev/md0 / ext4 defaults 0 1\n"
+mkdir-p /etc/network
+write /etc/network/interfaces "auto ens160\niface ens160 inet dhcp\n"
 umount-all
 `
-	cmd := exec.Command("guestfish", "--")
-	cmd.Dir = work
-	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guestfish building the md guest: %v\n%s", err, out)
-	}
+	fixture.Guestfish(t, work, "the md guest", script)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// The native backend never assembles md (nor mounts a leg alone): it
@@ -615,6 +578,30 @@ umount-all
 		if p.FSType != "linux_raid_member" {
 			t.Errorf("partition %d is %q, want linux_raid_member", p.Number, p.FSType)
 		}
+	}
+	// guestfs assembles the mirror, and FIX writes through it: both legs
+	// get the change and keep the same data.
+	src := filepath.Join(work, "disk.raw")
+	g, err = inspect.Guest(ctx, inspect.Image{Path: src, Format: "raw"}, "guestfs", true)
+	if err != nil {
+		t.Fatalf("guestfs inspection of a root on md: %v", err)
+	}
+	ov := overlayOf(t, src, "raw")
+	changes, err := fix.Apply(ctx, inspect.Image{Path: ov, Format: "qcow2"}, "guestfs", &manifest.Fix{Initramfs: &manifest.InitramfsFix{Regenerate: new(bool)}}, g)
+	if err != nil {
+		t.Fatalf("FIX through the array: %v", err)
+	}
+	for _, c := range changes {
+		t.Logf("change %s %s %q", c.Fix, c.File, c.After)
+	}
+	// The VMware interface name renamed for the virtio NIC.
+	const want = "iface enp1s0 inet dhcp"
+	a, b := mdLegData(t, ov, 1), mdLegData(t, ov, 2)
+	if !bytes.Contains(a, []byte(want)) || !bytes.Contains(b, []byte(want)) {
+		t.Errorf("%q on leg 1: %v, leg 2: %v; want both", want, bytes.Contains(a, []byte(want)), bytes.Contains(b, []byte(want)))
+	}
+	if !bytes.Equal(a, b) {
+		t.Error("the mirror's legs hold different data after FIX")
 	}
 }
 
@@ -648,13 +635,7 @@ write /boot/efi/EFI/debian/grubx64.efi "grub\n"
 write /boot/efi/EFI/debian/mmx64.efi "mokmanager\n"
 umount-all
 `
-	cmd := exec.Command("guestfish", "--")
-	cmd.Dir = work
-	cmd.Stdin = strings.NewReader(script)
-	cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guestfish building the UEFI guest: %v\n%s", err, out)
-	}
+	fixture.Guestfish(t, work, "the UEFI guest", script)
 	src := filepath.Join(work, "disk.raw")
 	// auto takes guestfs where the host cannot mount the ESP.
 	if g, err := inspect.Guest(context.Background(), inspect.Image{Path: src, Format: "raw"}, "auto", false); err != nil {
@@ -687,7 +668,7 @@ umount-all
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := guestfishRead(t, ov, []string{"/dev/sda2", "/dev/sda1:/boot/efi"},
+			got := fixture.GuestfishRead(t, []string{ov}, []string{"/dev/sda2", "/dev/sda1:/boot/efi"},
 				"/boot/efi/EFI/BOOT/BOOTX64.EFI", "/boot/efi/EFI/BOOT/grubx64.efi", "/boot/efi/EFI/BOOT/mmx64.efi")
 			if got[0] != "shim\n" || got[1] != "grub\n" || got[2] != "mokmanager\n" {
 				t.Errorf("EFI/BOOT after FIX: %q", got)

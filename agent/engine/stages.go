@@ -131,10 +131,25 @@ func (r *runner) fix(set func(any)) error {
 	if err != nil {
 		return err
 	}
+	// A root on an md mirror or an LV across disks: every disk it spans
+	// gets its overlay, written through the array or VG.
+	others, spanned, err := r.spanOverlays(g)
+	if err != nil {
+		return err
+	}
 	r.progress("fix", 10, 0, 0, "overlay "+filepath.Base(overlay))
-	changes, err := fix.Apply(r.ctx, inspect.Image{Path: overlay, Format: "qcow2"}, r.backend, r.p.Fix, g)
+	changes, err := fix.ApplyDisks(r.ctx, inspect.Image{Path: overlay, Format: "qcow2"}, others, r.backend, r.p.Fix, g)
 	r.rep.Changes = append(r.rep.Changes, changes...)
 	res := map[string]any{"backend": r.backend, "overlay": overlay, "changes": len(changes)}
+	if len(spanned) > 0 {
+		ovs := []string{overlay}
+		for _, od := range r.disks {
+			if ov, ok := spanned[od]; ok {
+				ovs = append(ovs, ov)
+			}
+		}
+		res["overlays"] = ovs
+	}
 	set(res)
 	if err != nil {
 		return fmt.Errorf("cannot apply fixes: %w", err)
@@ -146,6 +161,9 @@ func (r *runner) fix(set func(any)) error {
 		return nil
 	}
 	d.src, d.srcFormat = overlay, "qcow2"
+	for od, ov := range spanned {
+		od.src, od.srcFormat = ov, "qcow2"
+	}
 	r.fixed = true
 	return nil
 }

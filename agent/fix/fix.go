@@ -31,6 +31,14 @@ var VirtioModules = []string{"virtio_blk", "virtio_scsi", "virtio_net", "virtio_
 // Apply applies spec to the writable image img, whose inspection is g, through
 // the named backend, and returns every change made.
 func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifest.Fix, g *report.Guest) ([]report.Change, error) {
+	return ApplyDisks(ctx, img, nil, backend, spec, g)
+}
+
+// ApplyDisks is Apply with the VM's other disks, others[i] being disk i
+// (see inspect.OpenRootRWDisks): a root on an md mirror or an LV across
+// disks is written through the guestfs appliance's array or VG, to
+// FIX's writable overlay of every disk it spans (inspect.WriteDisks).
+func ApplyDisks(ctx context.Context, img inspect.Image, others []inspect.Image, backend string, spec *manifest.Fix, g *report.Guest) ([]report.Change, error) {
 	if spec == nil {
 		spec = &manifest.Fix{}
 	}
@@ -84,7 +92,7 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 			rw = append(rw, writes[st.name]...)
 		}
 	}
-	s, mountedRW, err := inspect.OpenRootRW(ctx, img, backend, rw, g)
+	s, mountedRW, err := inspect.OpenRootRWDisks(ctx, img, others, backend, rw, g)
 	if err != nil {
 		return nil, fmt.Errorf("cannot fix: %w", err)
 	}
@@ -98,7 +106,7 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 			if p.LV != "" {
 				dev = "/dev/" + p.LV
 			}
-			f.changes = append(f.changes, report.Change{Fix: "mount", File: dev,
+			f.changes = append(f.changes, report.Change{Fix: "mount", File: dev, Disks: diskNames(g, p),
 				Note: "the " + p.FSType + " journal needed recovery (the guest was not shut down cleanly) and was replayed when FIX mounted it read-write"})
 		}
 	}
@@ -110,13 +118,56 @@ func Apply(ctx context.Context, img inspect.Image, backend string, spec *manifes
 			return f.changes, err
 		}
 		if err := st.run(ctx); err != nil {
-			return f.changes, fmt.Errorf("cannot fix %s: %w", st.name, err)
+			return withDisks(f.changes, mountedRW, g), fmt.Errorf("cannot fix %s: %w", st.name, err)
 		}
 	}
 	if err := s.Close(); err != nil {
-		return f.changes, err
+		return withDisks(f.changes, mountedRW, g), err
 	}
-	return f.changes, nil
+	return withDisks(f.changes, mountedRW, g), nil
+}
+
+// withDisks says on each change which disks it was written to: those of
+// the filesystem mounted read-write nearest above its file (every disk of
+// an md array or an LV across disks).
+func withDisks(changes []report.Change, mounted []report.Partition, g *report.Guest) []report.Change {
+	for i, c := range changes {
+		if c.Disks != nil {
+			continue
+		}
+		best := -1
+		for j, p := range mounted {
+			mp := p.MountPoint
+			under := mp == "/" || c.File == mp || strings.HasPrefix(c.File, mp+"/")
+			if under && (best < 0 || len(mp) > len(mounted[best].MountPoint)) {
+				best = j
+			}
+		}
+		if best >= 0 && strings.HasPrefix(c.File, "/") {
+			changes[i].Disks = diskNames(g, mounted[best])
+		}
+	}
+	return changes
+}
+
+// diskNames are the names of the disks p lives on (its Disks, else its Disk).
+func diskNames(g *report.Guest, p report.Partition) []string {
+	ds := p.Disks
+	if len(ds) == 0 {
+		ds = []int{p.Disk}
+	}
+	var names []string
+	for _, d := range ds {
+		name := fmt.Sprintf("disk %d", d+1)
+		for _, q := range g.Partitions {
+			if q.Disk == d && q.DiskName != "" {
+				name = q.DiskName
+				break
+			}
+		}
+		names = append(names, name)
+	}
+	return names
 }
 
 // writes are the mount points each fix may write to; the others are

@@ -1,6 +1,7 @@
 package fix
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/manifest"
@@ -198,6 +199,31 @@ func TestHostOnly(t *testing.T) {
 	} {
 		if got := hostOnly(tc.texts); got != tc.want {
 			t.Errorf("%s: hostOnly = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Each change names the disks it was written to: a file on an md root is
+// on both legs' disks, one under a /boot partition on that one disk only.
+func TestWithDisks(t *testing.T) {
+	g := &report.Guest{Partitions: []report.Partition{
+		{Number: 1, Disk: 0, DiskName: "vm-disk1.vmdk", FSType: "linux_raid_member"},
+		{Number: 1, Disk: 1, DiskName: "vm-disk2.vmdk", FSType: "linux_raid_member"},
+		{Number: 2, Disk: 0, DiskName: "vm-disk1.vmdk", FSType: "ext4"},
+		{Type: "md", Device: "/dev/md127", Disk: 0, Disks: []int{0, 1}, FSType: "ext4"},
+	}}
+	mounted := []report.Partition{
+		{Type: "md", Device: "/dev/md127", Disk: 0, Disks: []int{0, 1}, MountPoint: "/"},
+		{Number: 2, Disk: 0, MountPoint: "/boot"},
+	}
+	got := withDisks([]report.Change{
+		{File: "/etc/fstab"}, {File: "/boot/grub/grub.cfg"}, {File: "/bootx"}, {Note: "no file"},
+		{File: "/dev/md127", Disks: []string{"kept"}},
+	}, mounted, g)
+	want := []string{"vm-disk1.vmdk vm-disk2.vmdk", "vm-disk1.vmdk", "vm-disk1.vmdk vm-disk2.vmdk", "", "kept"}
+	for i, c := range got {
+		if s := strings.Join(c.Disks, " "); s != want[i] {
+			t.Errorf("change %q: disks %q, want %q", c.File, s, want[i])
 		}
 	}
 }

@@ -69,6 +69,10 @@ var ErrNotRegular = errors.New("not a regular file")
 type Image struct {
 	Path   string
 	Format string
+	// Writable, for one of Options.Others, attaches the image itself
+	// read-write instead of behind a private overlay: FIX's own overlay of
+	// a disk an md array or an LV spans, written through the assembly.
+	Writable bool
 }
 
 // Options control how Open attaches the image.
@@ -79,8 +83,8 @@ type Options struct {
 	Writable bool
 	// WorkDir is where scratch files and mount points go (default os.TempDir()).
 	WorkDir string
-	// Others are the VM's other disks, attached after img, always through
-	// a private overlay (never written): the guestfs appliance then
+	// Others are the VM's other disks, attached after img, through a
+	// private overlay unless marked Writable: the guestfs appliance then
 	// assembles md arrays and VGs whose members live on several disks.
 	// The native backend opens filesystems by offset on img and ignores
 	// them.
@@ -93,6 +97,10 @@ type Volume struct {
 	Device string // its name in the appliance: /dev/md127, /dev/VG/LV
 	FSType string
 	UUID   string
+	// ArrayUUID is an md array's own UUID (mdadm's, as 32 hex digits),
+	// the one its members' superblocks carry: it says which disks the
+	// array lives on.
+	ArrayUUID string
 }
 
 // Volumes lists the md arrays and LVs the session's backend assembled,

@@ -110,3 +110,17 @@ func TestApplianceDeviceNames(t *testing.T) {
 		}
 	}
 }
+
+func TestMDUUID(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		// What guestfish md-detail prints for a 1.2 mirror.
+		{"level: raid1\ndevices: 2\nmetadata: 1.2\nuuid: 424de242:50262d4e:C1BD818B:421e5150\ndevname: md0\nname: (none):md0\n", "424de24250262d4ec1bd818b421e5150"},
+		{"level: raid1\nuuid: 424de242:50262d4e\n", ""},
+		{"name: uuid: 424de242:50262d4e:c1bd818b:421e5150\n", ""},
+		{"", ""},
+	} {
+		if got := mdUUID([]byte(c.in)); got != c.want {
+			t.Errorf("mdUUID(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -114,7 +114,18 @@ func openGuestfs(ctx context.Context, img Image, o Options) (_ *gfs, err error) 
 	// The VM's other disks, after img so that img stays /dev/sda (Mount's
 	// partition numbers are img's), each behind its own overlay: a write
 	// through an md array or a VG reaches only the overlay, never a source.
+	// A Writable one is FIX's overlay already (the caller's, in its work
+	// directory), written through the array or VG.
 	for i, o := range o.Others {
+		if o.Writable {
+			if strings.HasPrefix(o.Path, "json:") {
+				return nil, fmt.Errorf("cannot open %s writable with guestfs: a json: spec needs an overlay", o.Path)
+			}
+			if _, err := g.call(ctx, "add-drive", o.Path, "format:"+o.Format); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		ov := filepath.Join(dir, fmt.Sprintf("other-%d.qcow2", i))
 		if err := overlay(ctx, o, ov); err != nil {
 			return nil, err
@@ -211,10 +222,33 @@ func (g *gfs) volumes(ctx context.Context) ([]Volume, error) {
 		if u, err := g.call(ctx, "vfs-uuid", d); err == nil {
 			v.UUID = strings.TrimSpace(string(u))
 		}
+		if mdDevice.MatchString(d) {
+			if out, err := g.call(ctx, "md-detail", d); err == nil {
+				v.ArrayUUID = mdUUID(out)
+			}
+		}
 		res = append(res, v)
 	}
 	return res, nil
 }
+
+// mdUUID is the array UUID in md-detail's output ("uuid: 424de242:50262d4e:..."),
+// as 32 lower-case hex digits, "" when there is none.
+func mdUUID(detail []byte) string {
+	for _, l := range strings.Split(string(detail), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || strings.TrimSpace(k) != "uuid" {
+			continue
+		}
+		u := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(v), ":", ""))
+		if hex32.MatchString(u) {
+			return u
+		}
+	}
+	return ""
+}
+
+var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 func (g *gfs) Mount(ctx context.Context, m Mount) error {
 	target, err := clean(m.Target)

@@ -34,6 +34,10 @@ type Image struct {
 	// Name is how the report names the disk (the source file or OVF
 	// member); Path when empty.
 	Name string
+	// Writable marks, among OpenRootRWDisks' others, FIX's own overlay of a
+	// disk it writes through an md array or a VG; the others are attached
+	// behind a private overlay.
+	Writable bool
 }
 
 func (i Image) name() string {
@@ -90,7 +94,8 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		}
 	}
 	g.Partitions = append(g.Partitions, logicalVolumes(readers, imgs, pvs)...)
-	if backend == guest.Auto || backend == "" {
+	auto := backend == guest.Auto || backend == ""
+	if auto {
 		backend, g.BackendReason = Choose(g)
 	}
 	g.Backend = backend
@@ -110,6 +115,26 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 		g.OS = &report.OS{Type: "unknown"}
 		return g, nil
 	}
+	found, err := findRoot(ctx, imgs, backend, g)
+	if err == nil && !found && auto && backend == guest.Native && assembled(g) {
+		// A plain /boot beside a root on md: native opened /boot, found no
+		// root there, and the md members only the appliance assembles.
+		backend = guest.Guestfs
+		g.Backend, g.BackendReason = backend, "guestfs: no root on the filesystems the native backend opens, and md RAID members only the appliance assembles"
+		found, err = findRoot(ctx, imgs, backend, g)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, noRoot(g)
+	}
+	return g, nil
+}
+
+// findRoot looks for the root disk by disk, and reads the guest's files
+// from the first that holds it; false when none does.
+func findRoot(ctx context.Context, imgs []Image, backend string, g *report.Guest) (bool, error) {
 	for i, img := range imgs {
 		o := &opening{}
 		if backend == guest.Guestfs {
@@ -124,18 +149,18 @@ func GuestDisks(ctx context.Context, imgs []Image, backend string, detectOS bool
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		defer s.Close()
 		if err := Files(ctx, s, g); err != nil {
-			return nil, err
+			return false, err
 		}
 		if err := s.Close(); err != nil {
-			return nil, err
+			return false, err
 		}
-		return g, nil
+		return true, nil
 	}
-	return nil, noRoot(g)
+	return false, nil
 }
 
 // Choose picks the backend for fix.backend "auto": native when the host
@@ -332,6 +357,9 @@ func logicalVolumes(readers []*diskReader, imgs []Image, pvs []foundPV) []report
 				d := lvDisks(vg, lv, byID)
 				p.Note = fmt.Sprintf("LV %s %s %v: only the guestfs backend, given every disk, can open it", p.LV, spansDisks, d)
 				p.Disk, p.DiskName = d[0]-1, imgs[d[0]-1].name()
+				for _, n := range d {
+					p.Disks = append(p.Disks, n-1)
+				}
 			case err != nil:
 				p.Note = err.Error() + ": only the guestfs backend can open it"
 			case !ok:
@@ -362,10 +390,10 @@ func assembled(g *report.Guest) bool {
 }
 
 // spansDisks is how an LV's note says its extents are on several of the
-// VM's disks: FIX, which writes one disk, must not write it.
+// VM's disks (listed in its Disks: FIX writes them all, or none).
 const spansDisks = "has extents on the VM's disks"
 
-// lvDisks lists the disks (1 for the first) holding lv's extents.
+// lvDisks lists the disks (1 for the first) holding lv's extents, in order.
 func lvDisks(vg *lvm.VG, lv lvm.LV, byID map[string]foundPV) []int {
 	seen := map[int]bool{}
 	var disks []int
@@ -381,6 +409,7 @@ func lvDisks(vg *lvm.VG, lv lvm.LV, byID map[string]foundPV) []int {
 			}
 		}
 	}
+	sort.Ints(disks) // in the VM's order, not the extents'
 	return disks
 }
 
@@ -484,11 +513,29 @@ func OpenRoot(ctx context.Context, img Image, backend string, writable bool, g *
 // others read-only: a filesystem that is only read is not changed by its
 // mount either. It also returns the filesystems it mounted read-write.
 func OpenRootRW(ctx context.Context, img Image, backend string, rw []string, g *report.Guest) (guest.Session, []report.Partition, error) {
-	o := &opening{rw: map[string]bool{}}
+	return OpenRootRWDisks(ctx, img, nil, backend, rw, g)
+}
+
+// OpenRootRWDisks is OpenRootRW with the VM's other disks: others[i] is
+// disk i (the root disk's entry is not used, an entry without a path is
+// left out). The guestfs appliance gets them after img, so it assembles md
+// arrays and VGs across disks as INSPECT saw them. Every disk FIX writes
+// besides img (WriteDisks) must be there, Writable: FIX's own overlay,
+// written through the array (every mirror leg) or the VG.
+func OpenRootRWDisks(ctx context.Context, img Image, others []Image, backend string, rw []string, g *report.Guest) (guest.Session, []report.Partition, error) {
+	o := &opening{rw: map[string]bool{}, writes: map[int]bool{}}
 	for _, mp := range rw {
 		o.rw[mp] = true
 	}
-	s, err := openRootOn(ctx, img, RootDisk(g), backend, o, g)
+	rd := RootDisk(g)
+	for i, other := range others {
+		if i == rd || other.Path == "" {
+			continue
+		}
+		o.others = append(o.others, guest.Image{Path: other.Path, Format: other.Format, Writable: other.Writable})
+		o.writes[i] = other.Writable
+	}
+	s, err := openRootOn(ctx, img, rd, backend, o, g)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -502,8 +549,10 @@ type opening struct {
 	rw        map[string]bool
 	mountedRW []report.Partition
 	// others are the VM's other disks, for the guestfs appliance to
-	// assemble md arrays and VGs across disks (read-only, inspection only).
+	// assemble md arrays and VGs across disks: read-only for INSPECT,
+	// FIX's writable overlays for the disks it writes (writes, by index).
 	others []guest.Image
+	writes map[int]bool
 }
 
 func (o *opening) writable() bool { return o.all || len(o.rw) > 0 }
@@ -515,9 +564,44 @@ func (o *opening) mount(ctx context.Context, s guest.Session, m guest.Mount, p r
 		return err
 	}
 	if !m.RO {
+		p.MountPoint = m.Target
 		o.mountedRW = append(o.mountedRW, p)
 	}
 	return nil
+}
+
+// canWrite refuses to open for writing a root that spans disks the opening
+// cannot write together: writing one mirror leg alone leaves the other
+// with the old data (the array is then silently inconsistent), and one
+// disk's share of an LV alone loses the rest.
+func (o *opening) canWrite(g *report.Guest, root report.Partition, backend string) error {
+	ws := WriteDisks(g)
+	if backend != guest.Guestfs && (root.Type == "md" || len(ws) > 1) {
+		return fmt.Errorf("cannot write the guest's root %s: it is on an md RAID array or an LV across the VM's disks %s, which only the guestfs backend writes (through the assembled array or VG, every disk at once); use fix.backend guestfs or auto", devOf(root), diskList(ws))
+	}
+	var missing []int
+	for _, d := range ws[1:] {
+		if !o.writes[d] {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("cannot write the guest's root %s: it spans the VM's disks %s, and FIX has no writable overlay of disk %s; writing the others alone would corrupt the mirror or the LV", devOf(root), diskList(ws), diskList(missing))
+	}
+	return nil
+}
+
+// diskList names disks by their place in the VM (1 for the first), as
+// the LV notes do: "1 and 2".
+func diskList(ds []int) string {
+	var n []string
+	for _, d := range ds {
+		n = append(n, strconv.Itoa(d+1))
+	}
+	if len(n) < 2 {
+		return strings.Join(n, "")
+	}
+	return strings.Join(n[:len(n)-1], ", ") + " and " + n[len(n)-1]
 }
 
 // openRootOn is OpenRoot on the disk'th disk of the VM.
@@ -532,10 +616,10 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, o *ope
 			return nil, errNoRoot
 		}
 	}
-	if found && o.writable() && (root.Type == "md" || strings.Contains(root.Note, spansDisks)) {
-		// FIX writes one disk: another mirror leg would keep the old data,
-		// and another disk's extents of an LV would be lost.
-		return nil, fmt.Errorf("cannot write the guest's root %s: it is on an md RAID array or an LV across the VM's disks, and FIX writes only one disk (not supported yet); convert with fix disabled", devOf(root))
+	if found && o.writable() {
+		if err := o.canWrite(g, root, backend); err != nil {
+			return nil, err
+		}
 	}
 	s, err := guest.Open(ctx, backend, guest.Image{Path: img.Path, Format: img.Format}, guest.Options{Writable: o.writable(), Others: o.others})
 	if err != nil {
@@ -581,6 +665,7 @@ func openRootOn(ctx context.Context, img Image, disk int, backend string, o *ope
 			}
 			if sv != "" {
 				if o.all || o.rw["/"] {
+					p.MountPoint = "/"
 					o.mountedRW = append(o.mountedRW, p)
 				}
 				g.Root, g.RootSubvol = devOf(p), sv
@@ -630,7 +715,7 @@ func rootOnVolume(ctx context.Context, s guest.Session, g *report.Guest, disk in
 			}
 		}
 		if i < 0 {
-			md := report.Partition{Type: "md", Device: v.Device, Disk: disk}
+			md := report.Partition{Type: "md", Device: v.Device, Disk: disk, Disks: mdDisks(g, v.ArrayUUID)}
 			for _, p := range g.Partitions {
 				if p.Disk == disk && md.DiskName == "" {
 					md.DiskName = p.DiskName
@@ -656,6 +741,62 @@ func rootOnVolume(ctx context.Context, s guest.Session, g *report.Guest, disk in
 		}
 	}
 	return root, nil
+}
+
+// mdDisks lists the disks holding members of the md array whose UUID is
+// arrayUUID (32 hex digits, "" when unknown): the members' superblocks
+// carry it. When no member matches (a 0.90 superblock, whose UUID INSPECT
+// does not read), every disk holding an md member is listed: FIX then
+// writes a disk more than needed rather than one leg alone.
+func mdDisks(g *report.Guest, arrayUUID string) []int {
+	var all, match []int
+	for _, p := range g.Partitions {
+		if p.FSType != "linux_raid_member" {
+			continue
+		}
+		if !slices.Contains(all, p.Disk) {
+			all = append(all, p.Disk)
+		}
+		if arrayUUID != "" && strings.ReplaceAll(strings.ToLower(p.UUID), "-", "") == arrayUUID && !slices.Contains(match, p.Disk) {
+			match = append(match, p.Disk)
+		}
+	}
+	if len(match) == 0 {
+		match = all
+	}
+	sort.Ints(match)
+	return match
+}
+
+// WriteDisks lists the disks FIX writes (0 for the first), the root's disk
+// first: that disk, and every other disk that the root, or the /boot,
+// /usr, /var or /boot/efi FIX mounts with it, spans (an md array's
+// members, an LV's extents). FIX needs a writable image of each.
+func WriteDisks(g *report.Guest) []int {
+	rd := RootDisk(g)
+	disks := []int{rd}
+	add := func(p report.Partition) {
+		for _, d := range p.Disks {
+			if !slices.Contains(disks, d) {
+				disks = append(disks, d)
+			}
+		}
+	}
+	root, ok := RootPartition(g)
+	if !ok {
+		return disks
+	}
+	add(root)
+	for _, e := range g.Fstab {
+		if e.MountPoint != "/boot/efi" && !slices.Contains(treeMounts, e.MountPoint) {
+			continue
+		}
+		if p, found := Resolve(g, e.Device); found && p.Disk == rd {
+			add(p)
+		}
+	}
+	sort.Ints(disks[1:])
+	return disks
 }
 
 // treeMounts are the fstab mount points mounted below the root, parents

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -160,17 +161,61 @@ func TestMountOfMD(t *testing.T) {
 	}
 }
 
-// FIX writes one disk: a root on an md array or on an LV with extents on
-// two disks is refused before anything is opened.
+// A root on an md array or on an LV with extents on two disks is written
+// only through the guestfs appliance, with a writable overlay of every
+// disk it spans; anything less is refused before anything is opened.
 func TestWriteRefusedAcrossDisks(t *testing.T) {
-	for _, root := range []report.Partition{
-		{Type: "md", Device: "/dev/md0", FSType: "ext4"},
-		{Type: "lvm-lv", LV: "rhel/root", Device: "/dev/mapper/rhel-root", FSType: "ext4", Note: "LV rhel/root " + spansDisks + " [1 2]: only the guestfs backend, given every disk, can open it"},
+	md := report.Partition{Type: "md", Device: "/dev/md0", FSType: "ext4", Disks: []int{0, 1}}
+	lv := report.Partition{Type: "lvm-lv", LV: "rhel/root", Device: "/dev/mapper/rhel-root", FSType: "ext4", Disks: []int{0, 1},
+		Note: "LV rhel/root " + spansDisks + " [1 2]: only the guestfs backend, given every disk, can open it"}
+	mdOneDisk := report.Partition{Type: "md", Device: "/dev/md0", FSType: "ext4", Disks: []int{0}}
+	ro := []Image{{}, {Path: "/nonexistent-b.qcow2", Format: "qcow2"}}
+	for _, c := range []struct {
+		name    string
+		root    report.Partition
+		backend string
+		others  []Image
+		want    string
+	}{
+		{"md without the other leg", md, "guestfs", nil, "no writable overlay of disk 2"},
+		{"lv with the other disk read-only", lv, "guestfs", ro, "no writable overlay of disk 2"},
+		{"md native", md, "native", nil, "only the guestfs backend writes"},
+		{"md on one disk native", mdOneDisk, "native", nil, "use fix.backend guestfs or auto"},
+		{"lv native", lv, "native", nil, "disks 1 and 2"},
 	} {
-		g := &report.Guest{Root: root.Device, Partitions: []report.Partition{root}}
-		_, _, err := OpenRootRW(context.Background(), Image{Path: "/nonexistent.qcow2", Format: "qcow2"}, "guestfs", []string{"/"}, g)
-		if err == nil || !strings.Contains(err.Error(), "convert with fix disabled") {
-			t.Errorf("FIX of a root on %s: %v, want a refusal", root.Device, err)
+		g := &report.Guest{Root: c.root.Device, Partitions: []report.Partition{c.root}}
+		_, _, err := OpenRootRWDisks(context.Background(), Image{Path: "/nonexistent.qcow2", Format: "qcow2"}, c.others, c.backend, []string{"/"}, g)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a refusal saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestWriteDisks(t *testing.T) {
+	legs := []report.Partition{
+		{Number: 1, Disk: 0, FSType: "linux_raid_member", UUID: "424de242-5026-2d4e-c1bd-818b421e5150"},
+		{Number: 1, Disk: 2, FSType: "linux_raid_member", UUID: "424de242-5026-2d4e-c1bd-818b421e5150"},
+		{Number: 1, Disk: 1, FSType: "linux_raid_member", UUID: "11111111-5026-2d4e-c1bd-818b421e5150"},
+	}
+	if got := mdDisks(&report.Guest{Partitions: legs}, "424de24250262d4ec1bd818b421e5150"); !slices.Equal(got, []int{0, 2}) {
+		t.Errorf("mdDisks by the array's UUID = %v, want [0 2]", got)
+	}
+	if got := mdDisks(&report.Guest{Partitions: legs}, ""); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Errorf("mdDisks without a UUID = %v, want every disk with a member", got)
+	}
+	for _, c := range []struct {
+		name string
+		g    *report.Guest
+		want []int
+	}{
+		{"plain", &report.Guest{Root: "/dev/sdb1", Partitions: []report.Partition{{Number: 1, Disk: 1, Device: "/dev/sdb1", FSType: "ext4"}}}, []int{1}},
+		{"md root", &report.Guest{Root: "/dev/md127", Partitions: []report.Partition{{Type: "md", Device: "/dev/md127", Disks: []int{2, 0}}}}, []int{0, 2}},
+		{"lv /boot across disks", &report.Guest{Root: "/dev/sda1",
+			Partitions: []report.Partition{{Number: 1, Device: "/dev/sda1", FSType: "ext4"}, {Type: "lvm-lv", LV: "vg/boot", Device: "/dev/mapper/vg-boot", Disks: []int{0, 3}}},
+			Fstab:      []report.MountEntry{{Device: "/dev/mapper/vg-boot", MountPoint: "/boot"}, {Device: "/dev/sdd1", MountPoint: "/data"}}}, []int{0, 3}},
+	} {
+		if got := WriteDisks(c.g); !slices.Equal(got, c.want) {
+			t.Errorf("%s: WriteDisks = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

@@ -59,6 +59,10 @@ type Partition struct {
 	// Note says why a filesystem cannot be opened by the native backend
 	// (a striped or thin LV, ...).
 	Note string `json:"note,omitempty"`
+	// Disks lists every disk (0 for the first) a volume assembled across
+	// disks lives on: an md array's members, an LV's extents. Absent for
+	// a filesystem on one disk. FIX writes all of them or none.
+	Disks []int `json:"disks,omitempty"`
 }
 
 // OS identifies the guest.
@@ -84,4 +88,8 @@ type Change struct {
 	Before string `json:"before,omitempty"`
 	After  string `json:"after,omitempty"`
 	Note   string `json:"note,omitempty"`
+	// Disks names the VM's disks (source file or OVF member) the change
+	// was written to: the disk of the filesystem holding File, or every
+	// disk of an md array or an LV across disks.
+	Disks []string `json:"disks,omitempty"`
 }

@@ -47,6 +47,18 @@ func binDir() string {
 // installs it for the test tier) or the test does not run as root.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartDurable is Start with fsync on, as a production server runs: for
+// benchmarks, whose commits then cost what they would there.
+func StartDurable(t testing.TB) *Cluster {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, fsync bool) *Cluster {
+	t.Helper()
 	bin := binDir()
 	if bin == "" {
 		t.Skip("PostgreSQL is not installed (apt-get install postgresql)")
@@ -75,7 +87,7 @@ func Start(t testing.TB) *Cluster {
 	data := filepath.Join(dir, "data")
 	c.run(t, ctx, "initdb", "-D", data, "-U", "postgres", "--auth-local=peer", "--auth-host=reject", "-N", "-E", "UTF8")
 	c.run(t, ctx, "pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "-o",
-		"-k "+dir+" -c listen_addresses='' -c fsync=off -c max_connections=100", "start")
+		"-k "+dir+" -c listen_addresses='' -c fsync="+map[bool]string{false: "off", true: "on"}[fsync]+" -c max_connections=100", "start")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

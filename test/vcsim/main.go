@@ -9,6 +9,7 @@
 //	      [--hold-nfc FILE]
 //	vcsim snapshots --info FILE --password-file F
 //	vcsim power --info FILE --password-file F on|off
+//	vcsim convert --info FILE --password-file F --dir D --out D [--sequential]   (bench/vsphere.sh)
 package main
 
 import (
@@ -42,6 +43,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "snapshots", "power":
 		err = admin(os.Args[1], os.Args[2:])
+	case "convert":
+		err = convert(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -64,6 +67,7 @@ func serve(args []string) error {
 	esx := fs.Bool("esx", false, "a standalone ESXi host instead of a vCenter")
 	infoFile := fs.String("info", "", "where to write url, thumbprint and the VM's path (JSON)")
 	disk := fs.String("disk", "", "VMDK to make the first VM's disk")
+	flat := fs.String("flat", "", "raw image to make the first VM's disk a flat one (descriptor + NAME-flat.vmdk)")
 	cpus := fs.Int("cpus", 0, "CPUs of the first VM")
 	cores := fs.Int("cores", 0, "cores per socket")
 	memory := fs.Int64("memory", 0, "memory in MiB")
@@ -95,6 +99,11 @@ func serve(args []string) error {
 	if *disk != "" {
 		if err := a.PutDisk(ctx, s.FirstVM, *disk); err != nil {
 			return fmt.Errorf("cannot put the disk: %w", err)
+		}
+	}
+	if *flat != "" {
+		if err := a.PutFlatDisk(ctx, s.FirstVM, *flat); err != nil {
+			return fmt.Errorf("cannot put the flat disk: %w", err)
 		}
 	}
 	hw := vspheretest.Hardware{CPUs: *cpus, CoresPerSocket: *cores, MemoryMB: *memory, Firmware: *firmware}
