@@ -44,7 +44,7 @@ func (a *Agent) scheduleLocked(ctx context.Context) {
 			a.waitNoteLocked(r, sourceNote(r, a.cfg.Limits.PerSource))
 			return false // limits.per_source: tried again when one ends
 		}
-		clearWaitNoteLocked(r)
+		a.clearWaitNoteLocked(r)
 		return a.startLocked(ctx, r)
 	})
 }

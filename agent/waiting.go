@@ -38,12 +38,14 @@ func (a *Agent) waitNoteLocked(r *record, why string) {
 		return
 	}
 	r.StatusText = why
+	a.st.touch(r) // saved: a fleet's other hosts show it too
 	a.emitLocked(apitype.JobChanged, r, []string{"StatusText"})
 }
 
 // clearWaitNoteLocked drops a note of this file from a job about to start.
-func clearWaitNoteLocked(r *record) {
+func (a *Agent) clearWaitNoteLocked(r *record) {
 	if strings.HasPrefix(r.StatusText, noteWindow) || strings.HasPrefix(r.StatusText, noteSource) {
 		r.StatusText = ""
+		a.st.touch(r)
 	}
 }
