@@ -38,10 +38,13 @@ func (a *Agent) scheduleLocked(ctx context.Context) {
 		case r.Host == "" && !a.takeUnplacedLocked(r):
 			return false // placement: no host's yet (fleetplace.go)
 		case dueLater(r, now):
+			a.waitNoteLocked(r, windowNote(r))
 			return false // stays pending: tried again on the next pass
 		case a.sourceFull(r):
+			a.waitNoteLocked(r, sourceNote(r, a.cfg.Limits.PerSource))
 			return false // limits.per_source: tried again when one ends
 		}
+		a.clearWaitNoteLocked(r)
 		return a.startLocked(ctx, r)
 	})
 }

@@ -62,6 +62,10 @@ func TestScheduleWindow(t *testing.T) {
 		t.Fatalf("%s started before its not_before", u)
 	case <-time.After(300 * time.Millisecond):
 	}
+	// Waiting, it says so and until when, wherever its status text shows.
+	if j, _ := e.a.Job(e.jobID("later")); j.StatusText != "waiting for its window: starts no earlier than 2026-12-24T02:00:00Z (schedule.not_before)" {
+		t.Errorf("later, waiting for its window, says %q", j.StatusText)
+	}
 	clock.add(time.Hour) // 02:00: later is due
 	if j, _ := e.a.Job(unitJobID(e.nextStart())); j.Name != "later" {
 		t.Errorf("started %s at 02:00, want later", j.Name)
@@ -255,6 +259,9 @@ func TestPerSourceCap(t *testing.T) {
 	case u := <-e.units.started:
 		t.Fatalf("%s started while a reads from its source directory", u)
 	case <-time.After(300 * time.Millisecond):
+	}
+	if j, _ := e.a.Job(e.jobID("b")); !strings.HasPrefix(j.StatusText, "waiting for its source: 1 job(s) already read from ") || !strings.HasSuffix(j.StatusText, "(limits.per_source: 1)") {
+		t.Errorf("b, held by limits.per_source, says %q", j.StatusText)
 	}
 	e.units.finish(t, names["a"], "success", completed("a"))
 	if j, _ := e.a.Job(unitJobID(e.nextStart())); j.Name != "b" {

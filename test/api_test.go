@@ -357,6 +357,100 @@ func TestAPIBridge(t *testing.T) {
 		t.Logf("job %s cancelled, retried as %s", id, newID)
 	})
 
+	// The fleet's controls through REST, against the real agent: the
+	// queue drained and paused as hyperctl queue would (status and hosts
+	// say so), a pending job reprioritized ahead of older ones (it starts
+	// first once the queue resumes), and the schedules listed with their
+	// next firing.
+	t.Run("queue control, priority and schedules", func(t *testing.T) {
+		queue := func(action, want string) {
+			t.Helper()
+			if m := b.jsonCall(t, "POST", "/api/workflow/queue/"+action, "", "", 401); errorCode(t, m) != "unauthorized" {
+				t.Errorf("%s without the token: %v", action, m)
+			}
+			if m := b.jsonCall(t, "POST", "/api/workflow/queue/"+action, "", apiToken, 200); m["queue"] != want {
+				t.Errorf("%s: %v", action, m)
+			}
+			if st := b.jsonCall(t, "GET", "/api/workflow/status", "", "", 200); st["queue"] != want {
+				t.Errorf("after %s the status says queue %v, want %s", action, st["queue"], want)
+			}
+			hs := b.jsonCall(t, "GET", "/api/workflow/hosts", "", "", 200)
+			if l, _ := hs["hosts"].([]any); len(l) != 1 || l[0].(map[string]any)["queue"] != want {
+				t.Errorf("after %s the hosts say %v, want queue %s", action, hs, want)
+			}
+		}
+		queue("drain", "draining")
+		queue("pause", "paused")
+
+		// Paused: submitted jobs wait. The newest, moved to priority 50,
+		// starts before the two older ones once the queue resumes (one
+		// worker slot is free or two: the retried job of the previous
+		// subtest holds one, or, not started yet, is older and runs too).
+		var ids []string
+		for _, n := range []string{"prio-a", "prio-b", "prio-c"} {
+			m := b.jsonCall(t, "POST", "/api/workflow/manifest/submit", apiManifest(n, "/srv/vms/web01.img"), apiToken, 202)
+			ids = append(ids, m["job_id"].(string))
+		}
+		t.Cleanup(func() {
+			for _, id := range ids {
+				b.call(t, "POST", "/api/workflow/jobs/"+id+"/cancel", "", apiToken)
+			}
+		})
+		c := ids[2]
+		if m := b.jsonCall(t, "POST", "/api/workflow/jobs/"+c+"/priority", `{"priority": 50}`, "", 401); errorCode(t, m) != "unauthorized" {
+			t.Errorf("priority without the token: %v", m)
+		}
+		if m := b.jsonCall(t, "POST", "/api/workflow/jobs/"+c+"/priority", `{"priority": 500}`, apiToken, 400); errorCode(t, m) != "invalid-args" {
+			t.Errorf("priority 500: %v", m)
+		}
+		m := b.jsonCall(t, "POST", "/api/workflow/jobs/"+c+"/priority", `{"priority": 50}`, apiToken, 200)
+		if j, _ := m["job"].(map[string]any); m["success"] != true || j["priority"] != 50.0 || j["status"] != "pending" {
+			t.Fatalf("priority 50: %v", m)
+		}
+		queue("resume", "running")
+		b.waitJob(t, c, "running")
+		if j := b.jsonCall(t, "GET", "/api/workflow/jobs/"+ids[0], "", "", 200); j["status"] != "pending" {
+			t.Errorf("the oldest job, priority 0, is %v while the reprioritized one runs; want it still pending", j["status"])
+		}
+		if m := b.jsonCall(t, "POST", "/api/workflow/jobs/"+c+"/priority", `{"priority": 10}`, apiToken, 409); errorCode(t, m) != "invalid-state" {
+			t.Errorf("priority of a running job: %v", m)
+		}
+		for _, id := range ids {
+			b.call(t, "POST", "/api/workflow/jobs/"+id+"/cancel", "", apiToken)
+		}
+		for _, id := range ids {
+			b.waitJob(t, id, "cancelled")
+		}
+
+		// A job waiting for its window says so, and until when.
+		later := strings.Replace(apiManifest("prio-later", "/srv/vms/web01.img"), `{"version":"1.0",`,
+			`{"version":"1.0","schedule":{"not_before":"2099-01-01T00:00:00Z"},`, 1)
+		lid := b.jsonCall(t, "POST", "/api/workflow/manifest/submit", later, apiToken, 202)["job_id"].(string)
+		var note string
+		if err := b.WaitFor(b.ctx(time.Minute), "the window note", func() (bool, error) {
+			j := b.jsonCall(t, "GET", "/api/workflow/jobs/"+lid, "", "", 200)
+			note, _ = j["status_text"].(string)
+			return j["status"] == "pending" && note != "", nil
+		}); err != nil || note != "waiting for its window: starts no earlier than 2099-01-01T00:00:00Z (schedule.not_before)" {
+			t.Errorf("a job waiting for its window says %q (%v)", note, err)
+		}
+		b.jsonCall(t, "POST", "/api/workflow/jobs/"+lid+"/cancel", "", apiToken, 202)
+		b.waitJob(t, lid, "cancelled")
+
+		// Read at each call: a file written now is listed at once.
+		b.WriteFile(t, "/etc/hyper2kvm/schedules.d/nightly.yaml", []byte("cron: '0 3 * * *'\nmanifest: /srv/vms/nightly.json\n"), 0o644)
+		sm := b.jsonCall(t, "GET", "/api/workflow/schedules", "", "", 200)
+		l, _ := sm["schedules"].([]any)
+		if len(l) != 1 {
+			t.Fatalf("schedules: %v", sm)
+		}
+		s0 := l[0].(map[string]any)
+		next, err := time.Parse(time.RFC3339, fmt.Sprint(s0["next_run"]))
+		if s0["name"] != "nightly" || s0["cron"] != "0 3 * * *" || err != nil || !next.After(time.Now()) || next.UTC().Minute() != 0 {
+			t.Errorf("schedules: %v (next_run: %v)", sm, err)
+		}
+	})
+
 	t.Run("submit, watch and finish", func(t *testing.T) {
 		// Subscribe first, as a dashboard does.
 		ctx := b.ctx(5 * time.Minute)

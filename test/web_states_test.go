@@ -37,7 +37,9 @@ func (j *countingJournal) read(id, format string) []string {
 // the empty state (where to drop, the builder, a template), the job lists
 // with times, host, source, result, paging and search, a running job's
 // details with rate, ETA and the log following live, a completed job's
-// disks and domain XML, and the builder after a refused submit.
+// disks and domain XML, the builder after a refused submit, a pending
+// job reprioritized from its details, the queue drained and resumed, the
+// schedules, and a retried job's attempts.
 func TestWebDashboardStates(t *testing.T) {
 	chromiumPath(t)
 	fake := apitest.New()
@@ -220,7 +222,72 @@ func TestWebDashboardStates(t *testing.T) {
 		`[JSON.stringify(H2KBuilder.doc), T.text("image-select")]`)
 	c.screenshot(ctx, out, "09-builder-image-picked.png")
 
-	// 9. Signing in: a page without a token says what it cannot show and
+	// The builder's window, retries and placement (choices from the
+	// schema), written into the manifest as the agent reads them.
+	c.mustEval(ctx, `T.type("f-schedule-not-before", "2026-12-24T02:00:00Z"); T.type("f-retry-max-attempts", "3");
+		T.choose("f-retry-backoff", T.$("f-retry-backoff").options[1].value); T.type("f-placement", "datastore=ds01, kvm02"); true`, nil)
+	c.waitJS(ctx, "the window, retry and placement in the manifest", `H2KBuilder.doc.schedule.not_before === "2026-12-24T02:00:00Z" &&
+		H2KBuilder.doc.retry.max_attempts === 3 && H2KBuilder.doc.retry.backoff === T.$("f-retry-backoff").options[1].value &&
+		T.$("f-retry-backoff").options.length === 3 && JSON.stringify(H2KBuilder.doc.placement) === '["datastore=ds01","kvm02"]'`,
+		`JSON.stringify(H2KBuilder.doc)`)
+	c.screenshot(ctx, out, "09b-builder-when-and-where.png")
+	c.mustEval(ctx, `T.click("reset"); true`, nil)
+
+	// 9. The queue and the fleet's controls, as an administrator signed
+	// in: a pending job moved ahead of older ones from its details, the
+	// host's queue drained and resumed, the schedules with their next
+	// run, and a retried job's attempts with host and error.
+	fake.SetSchedules([]apitype.Schedule{{Name: "nightly", File: "/etc/hyper2kvm/schedules.d/nightly.yaml", Cron: "0 2 * * *",
+		Template: "linux-default", Next: now.Add(14 * time.Hour)}})
+	for i, id := range []string{"q1", "q2", "q3"} {
+		fake.Set(jobs.Job{ID: id, Name: "queued-" + id, State: jobs.Pending, Manifest: id + ".json",
+			CreatedAt: now.Add(time.Duration(i-3) * time.Minute), StatusText: "queued"})
+	}
+	pendingOrder := `[...document.querySelectorAll("#list-pending li.job")].map(e => e.dataset.job).join(",")`
+	c.mustEval(ctx, `T.type("job-search", ""); H2K.refreshAll(); H2K.selectTab("pending"); true`, nil)
+	c.waitJS(ctx, "the queue oldest first", pendingOrder+` === "q1,q2,q3"`, pendingOrder)
+	c.mustEval(ctx, `H2K.showJob("q3"); true`, nil)
+	c.waitJS(ctx, "the pending job's priority form", `!T.$("job-priority-form").hidden && T.$("job-priority").value === "0"`,
+		`[T.$("job-priority-form").hidden, T.$("job-priority").value, T.text("job-fields")]`)
+	c.mustEval(ctx, `T.$("job-priority").value = "50"; T.click("job-priority-set"); true`, nil)
+	c.waitJS(ctx, "q3 moved to the head of the queue", `T.text("job-action-result") === "Priority set to 50." && T.text("job-fields").includes("50") && `+
+		pendingOrder+` === "q3,q1,q2" && document.querySelector('#list-pending [data-job="q3"]').textContent.includes("priority 50")`,
+		`[T.text("job-action-result"), `+pendingOrder+`]`)
+	if j, err := fake.GetJob(ctx, "q3"); err != nil || j.Priority != 50 {
+		t.Errorf("the agent has q3 at priority %d (%v), want 50", j.Priority, err)
+	}
+	c.screenshot(ctx, out, "13-reprioritized.png")
+	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
+
+	c.waitJS(ctx, "the queue controls", `!T.$("queue-buttons").hidden && T.text("queue-state").includes("Queue of kvm07: running") && T.$("queue-resume").disabled`,
+		`[T.$("queue-buttons").hidden, T.text("queue-state")]`)
+	c.mustEval(ctx, `T.click("queue-drain"); true`, nil)
+	c.waitJS(ctx, "the queue draining", `T.text("queue-state").includes("draining: no file is claimed") && T.$("queue-drain").disabled &&
+		T.text("fleet-hosts").includes("fake-a [datastore=ds01] · 1 of 3 busy · draining")`,
+		`[T.text("queue-state"), T.text("queue-result"), T.text("fleet-hosts")]`)
+	if st, _ := fake.GetStatus(ctx); st.Queue != "draining" {
+		t.Errorf("after Drain the agent's queue is %q", st.Queue)
+	}
+	c.mustEval(ctx, `T.click("schedules-refresh"); true`, nil)
+	c.waitJS(ctx, "the schedules", `T.text("schedule-list").includes("nightly · 0 2 * * * · template linux-default · next ") &&
+		document.querySelector('[data-schedule="nightly"] time[datetime]')`, `T.text("schedule-list")`)
+	c.screenshot(ctx, out, "14-queue-draining.png")
+	c.mustEval(ctx, `T.click("queue-resume"); true`, nil)
+	c.waitJS(ctx, "the queue running again", `T.text("queue-state").includes(": running") && !T.$("queue-drain").disabled`, `T.text("queue-state")`)
+
+	ended := now.Add(-30 * time.Minute)
+	fake.Set(jobs.Job{ID: "retried1", Name: "files01", State: jobs.Completed, Host: "kvm07", CreatedAt: now.Add(-time.Hour),
+		StartedAt: now.Add(-20 * time.Minute), FinishedAt: now.Add(-10 * time.Minute),
+		Attempts: []jobs.Attempt{{Attempt: 1, Host: "kvm01", Stage: "convert", Error: "read files01.vmdk: input/output error", EndedAt: ended, RetryAt: ended.Add(30 * time.Second)}}})
+	c.mustEval(ctx, `H2K.showJob("retried1"); true`, nil)
+	c.waitJS(ctx, "the attempts", `T.text("job-report").includes("1 failed attempt, retried:") &&
+		document.querySelector('[data-attempt="1"]').textContent.includes("attempt 1 on kvm01, in convert") &&
+		document.querySelector('[data-attempt="1"]').textContent.includes("read files01.vmdk: input/output error") && T.$("job-priority-form").hidden`,
+		`T.text("job-report")`)
+	c.screenshot(ctx, out, "15-attempts.png")
+	c.mustEval(ctx, `T.$("job-dialog").close(); true`, nil)
+
+	// 10. Signing in: a page without a token says what it cannot show and
 	// how to get a token; a wrong token is refused saying so; a user's own
 	// token signs them in by name.
 	c.mustEval(ctx, `sessionStorage.clear(); true`, nil)

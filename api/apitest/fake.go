@@ -51,6 +51,11 @@ type Fake struct {
 	reports   map[string][]byte // JobReport's answers by job id
 	images    []apitype.Image   // ListImages's answer
 	imageDirs []string
+	// queue is SetQueue's state, queueErr what it answers instead
+	// (fleet.go); schedules is Schedules' answer.
+	queue     string
+	queueErr  error
+	schedules []apitype.Schedule
 }
 
 // SetLog makes JobLog answer lines for format ("short" or "json"), or err.
@@ -180,7 +185,8 @@ func (f *Fake) GetStatus(ctx context.Context) (apitype.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := apitype.Status{Mode: "manifest", Running: true, MaxWorkers: 3, Version: "fake",
-		UptimeSeconds: time.Since(f.started).Seconds(), PathUnitState: f.pathState, PathUnitResult: f.pathResult}
+		UptimeSeconds: time.Since(f.started).Seconds(), PathUnitState: f.pathState, PathUnitResult: f.pathResult,
+		Host: "fake-a", Queue: f.queueState()}
 	today := time.Now().Format(time.DateOnly)
 	for _, j := range f.jobs {
 		switch {

@@ -22,7 +22,7 @@ func (f *Fake) Hosts(ctx context.Context) ([]apitype.Host, error) {
 		}
 	}
 	return []apitype.Host{
-		{Name: "fake-a", Labels: map[string]string{"datastore": "ds01"}, Busy: busy, MaxWorkers: 3, Queue: "running", HeartbeatAt: f.started, Alive: true},
+		{Name: "fake-a", Labels: map[string]string{"datastore": "ds01"}, Busy: busy, MaxWorkers: 3, Queue: f.queueState(), HeartbeatAt: f.started, Alive: true},
 		{Name: "fake-b", MaxWorkers: 3, Queue: "draining", HeartbeatAt: f.started},
 	}, nil
 }

@@ -180,6 +180,7 @@ const H2K = (() => {
       $("c-failed").textContent = s.failed_today;
       $("agent-meta").textContent = `agent ${s.version || "?"}${s.host ? " on " + s.host : ""} · ${s.running ? "running" : "stopped"} · up ${duration(s.uptime_seconds)} · ${s.max_workers} workers` +
         (s.drop_dir ? ` · drop folder ${s.drop_dir}` : "");
+      if (typeof H2KFleet !== "undefined") H2KFleet.status(s);
       refreshHosts();
     } catch (e) {
       banner("cannot reach the bridge: " + e.message);
@@ -391,7 +392,7 @@ const H2K = (() => {
     let stage;
     switch (j.status) {
       case "running": stage = `${j.stage || "starting"} ${pct == null ? "" : pct + "%"}`; break;
-      case "pending": stage = "queued"; break;
+      case "pending": stage = "queued" + (j.priority ? " · priority " + j.priority : ""); break;
       case "completed": stage = ""; break;
       default: stage = j.error_stage ? "stopped in " + j.error_stage : "";
     }
@@ -442,11 +443,12 @@ const H2K = (() => {
     const lists = { active: [], pending: [], completed: [], failed: [], all: [] };
     const q = $("job-search").value.trim().toLowerCase();
     for (const j of jobs.values()) { lists[tabOf(j)].push(j); lists.all.push(j); }
-    // newest first, except the queue, which runs oldest first
+    // newest first, except the queue, in the order it runs: highest
+    // priority first, then oldest first
     const t = (j) => Date.parse(j.finished_at || j.started_at || j.created_at) || 0;
     for (const [name, l] of Object.entries(lists)) {
       const tab = TABS[name];
-      l.sort((a, b) => name === "pending" ? t(a) - t(b) : t(b) - t(a));
+      l.sort((a, b) => name === "pending" ? (b.priority || 0) - (a.priority || 0) || t(a) - t(b) : t(b) - t(a));
       const loaded = l.slice(0, Math.max(tab.limit, 0));
       const shown = loaded.filter((j) => matches(j, q));
       const total = Math.max(tab.total, l.length);
@@ -575,7 +577,7 @@ const H2K = (() => {
       ["Status text", j.status_text], ["Created", full(j.created_at)], ["Started", full(j.started_at)], ["Finished", full(j.finished_at)],
       ["Duration", j.started_at ? duration(elapsed(j)) : ""], ["Error", j.error], ["Failed stage", j.error_stage],
       ["Size", j.status === "completed" && j.bytes_total ? iec(j.bytes_total) : ""],
-      ["Batch", j.batch], ["Unit", j.unit], ["Submitted by uid", j.submitted_by],
+      ["Priority", j.priority], ["Batch", j.batch], ["Unit", j.unit], ["Submitted by uid", j.submitted_by],
     ];
     const dl = $("job-fields");
     dl.replaceChildren();
@@ -622,6 +624,9 @@ const H2K = (() => {
     $("job-retry").hidden = !canRetry;
     $("job-retry-note").textContent = (j.status === "failed" || j.status === "cancelled") && retryDenied ? retryDenied : "";
     $("job-log-follow-l").hidden = j.status !== "running" && j.status !== "pending";
+    // A pending job's place in the queue can change; a started one's not.
+    $("job-priority-form").hidden = j.status !== "pending";
+    if (document.activeElement !== $("job-priority")) $("job-priority").value = j.priority || 0;
   }
 
   // followLog reloads the open job's log on its events, at most once a
@@ -714,6 +719,23 @@ const H2K = (() => {
     loadReport(id);
   }
 
+  // setPriority gives the open pending job the priority in the form.
+  async function setPriority() {
+    const id = openJob;
+    const n = Number($("job-priority").value);
+    const out = $("job-action-result");
+    if (!Number.isInteger(n) || n < -100 || n > 100) { out.textContent = "A priority is a whole number from -100 to 100."; return; }
+    const r = await api("POST", `/api/workflow/jobs/${encodeURIComponent(id)}/priority`, JSON.stringify({ priority: n }), true);
+    if (r.status === 200) {
+      if (r.body.job) jobs.set(r.body.job.id, r.body.job);
+      renderJobs();
+      if (r.body.job && openJob === id) renderJobFields(r.body.job);
+      out.textContent = `Priority set to ${n}.`;
+    } else {
+      out.textContent = "Cannot set the priority: " + errText(r);
+    }
+  }
+
   async function jobAction(verb) {
     const id = openJob;
     const r = await api("POST", `/api/workflow/jobs/${encodeURIComponent(id)}/${verb}`, undefined, true);
@@ -746,6 +768,7 @@ const H2K = (() => {
     checkSignIn();
     $("job-cancel").addEventListener("click", () => jobAction("cancel"));
     $("job-retry").addEventListener("click", () => jobAction("retry"));
+    $("job-priority-form").addEventListener("submit", (ev) => { ev.preventDefault(); setPriority(); });
     $("job-log-refresh").addEventListener("click", () => openJob && loadLog(openJob));
     $("job-search").addEventListener("input", renderJobs);
     // close is dispatched later; the dialog may have been opened again since.

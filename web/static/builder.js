@@ -95,6 +95,19 @@
       { p: "validate.compare", label: "Compare with the source", type: "select", choices: ["", "true", "false"], names: { "": "default (when FIX is off)", "true": "yes", "false": "no" }, bool: true },
     ]],
   ];
+  // The job's window, retries and placement: top-level fields of the
+  // manifest (every VM of a batch), whose choices come from the schema's
+  // top-level properties (topSpec).
+  const WHEN = [
+    { p: "schedule.not_before", label: "Not before", type: "text", placeholder: "2026-12-24T02:00:00+01:00", hint: "RFC 3339: the job starts no earlier (a maintenance window)." },
+    { p: "schedule.not_after", label: "Not after", type: "text", placeholder: "2026-12-24T06:00:00+01:00", hint: "RFC 3339: a job not started by then fails, saying so." },
+    { p: "retry.max_attempts", label: "Attempts in all", type: "number", min: 1, max: 20, hint: "Retry a failure that may pass (I/O error, source unreadable); empty: the agent's job.retry." },
+    { p: "retry.backoff", label: "Backoff", type: "select", unset: () => "agent default" },
+    { p: "retry.initial", label: "First wait", type: "text", placeholder: "30s", hint: "A Go duration." },
+    { p: "retry.max", label: "Longest wait", type: "text", placeholder: "1h" },
+    { p: "placement", label: "Placement (fleet)", type: "list", placeholder: "datastore=ds01, kvm02", hint: "Host names (any) and host.labels key=value (all), comma-separated; empty: any host that can read the source." },
+  ];
+
   const RESOURCES = [
     { p: "resources.memory_max", label: "MemoryMax", type: "text", placeholder: "e.g. 4G", hint: "systemd MemoryMax=; empty: agent default" },
     { p: "resources.cpu_quota", label: "CPUQuota", type: "text", placeholder: "e.g. 200%" },
@@ -245,8 +258,19 @@
 
   // fromSchema completes a pipeline field with the schema's choices and
   // default.
-  function fromSchema(f) {
-    const s = spec(f.p);
+  // topSpec is spec for a top-level manifest field (retry.backoff).
+  function topSpec(p) {
+    let n = { properties: schema.properties || {} };
+    let def;
+    for (const k of p.split(".")) {
+      n = node((n.properties || {})[k]);
+      if (n.default !== undefined) def = n.default;
+    }
+    return { options: n.enum || [], def };
+  }
+
+  function fromSchema(f, top) {
+    const s = top ? topSpec(f.p) : spec(f.p);
     if (f.type !== "select" || f.choices) return { ...f, options: f.choices, def: f.choices ? "" : s.def };
     if (!f.unset) return { ...f, options: s.options, def: s.def };
     const name = f.unset(s.def);
@@ -261,10 +285,27 @@
     fs.append(grid);
     for (const f of fields) {
       if (f.type === "disks") fs.append(disksEditor(f, base + f.p));
-      else grid.append(field(f.p.startsWith("resources.") ? f : fromSchema(f), base + f.p));
+      else if (f.type === "list") grid.append(listField(f, base + f.p));
+      else grid.append(field(f.p.startsWith("resources.") ? f : fromSchema(f, fields === WHEN), base + f.p));
     }
     fs.append(errorSlot(path));
     return fs;
+  }
+
+  // listField is a comma-separated text field for an array of strings
+  // (placement); empty leaves the field out.
+  function listField(f, path) {
+    const id = idOf(path);
+    const hint = f.hint ? el("span", { class: "hint", id: "h-" + id.slice(2), text: f.hint }) : null;
+    const input = el("input", { id, "data-path": path, type: "text", placeholder: f.placeholder || "", spellcheck: "false", autocomplete: "off",
+      "aria-describedby": ["e-" + id.slice(2), hint && hint.id].filter(Boolean).join(" ") });
+    const cur = getPath(doc, path);
+    input.value = Array.isArray(cur) ? cur.join(", ") : "";
+    input.addEventListener("input", () => {
+      const l = input.value.split(",").map((x) => x.trim()).filter(Boolean);
+      write({}, path, l.length ? l : undefined);
+    });
+    return el("div", { class: "field" }, el("label", { for: id, text: f.label }), input, hint, errorSlot(path));
   }
 
   function pipelineGroups(prefix) {
@@ -287,7 +328,7 @@
     grid.append(el("div", { class: "field check" }, batch, el("label", { for: "f-batch", text: "Batch of several VMs" }), errorSlot("batch")));
     if (doc.batch) grid.append(field({ label: "Concurrency", type: "number", min: 1, hint: "VMs of this batch at once; default: the agent's max." }, "concurrency"));
     top.append(grid, errorSlot("version"));
-    const parts = [top];
+    const parts = [top, group("When and where: window, retries, placement", "schedule", "", WHEN)];
     if (doc.batch) {
       parts.push(group("Resource limits for every VM (a VM's own limits win)", "resources", "", RESOURCES));
       const vms = Array.isArray(doc.vms) ? doc.vms : [];
