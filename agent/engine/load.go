@@ -86,6 +86,9 @@ func (r *runner) loadSources(set func(any)) error {
 		return err
 	}
 	res := map[string]any{"detected_format": detected, "disks": len(r.disks)}
+	if r.overlap != "" {
+		res["overlap"] = r.overlap
+	}
 	if r.ovaManifest != "" {
 		res["ova_manifest"] = r.ovaManifest
 	}
