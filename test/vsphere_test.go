@@ -170,7 +170,7 @@ func TestVSphereSource(t *testing.T) {
 	})
 
 	t.Run("a flat disk converts while it downloads", func(t *testing.T) {
-		flat := startVcsim(t, b, "vcsim-flat", 18445, "--flat=/srv/vcsim/web01.raw", "--power=off")
+		flat := startVcsim(t, b, "vcsim-flat", 18446, "--flat=/srv/vcsim/web01.raw", "--power=off")
 		addSource(t, b, "flat1", flat.URL, flat.Thumbprint, vsPassword)
 		// INSPECT and FIX off, VALIDATE's compare on: it reads the source
 		// through the same export after CONVERT.

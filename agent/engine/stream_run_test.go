@@ -128,3 +128,46 @@ func TestRunRemoteStreaming(t *testing.T) {
 		})
 	}
 }
+
+// fakeFlat hands over a flat VMDK (a descriptor and its extent beside it)
+// as the ordinary download of a datastore disk does.
+type fakeFlat struct {
+	desc string
+	hw   report.Hardware
+}
+
+func (f *fakeFlat) Fetch(ctx context.Context, dir string, progress func(done, total int64)) (*engine.Fetched, error) {
+	ext := strings.TrimSuffix(f.desc, ".vmdk") + "-flat.vmdk"
+	for src, dst := range map[string]string{f.desc: "disk1.vmdk", ext: filepath.Base(ext)} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return &engine.Fetched{Disks: []engine.FetchedDisk{{ID: "disk1", File: filepath.Join(dir, "disk1.vmdk"), Display: "[LocalDS_0] web01/web01.vmdk"}}, Hardware: &f.hw}, nil
+}
+
+// A flat disk downloaded whole (the fallback, or a job with FIX on) reads
+// its extent from the download directory, not from beside the datastore
+// path it is shown by.
+func TestRunRemoteFlatDownloaded(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	raw := fixture.LinuxDisk(t, dir, fixture.Options{SizeMB: 16})
+	desc := fixture.Convert(t, raw, "vmdk", "monolithicFlat")
+	f := &fakeFlat{desc: desc, hw: report.Hardware{Name: "web01", CPUs: 1, MemoryMB: 512, Firmware: "bios",
+		Disks: []report.HardwareDisk{{Label: "Hard disk 1", Controller: "scsi0:0", File: "[LocalDS_0] web01/web01.vmdk", ID: "disk1"}}}}
+	out := filepath.Join(dir, "out")
+	rep, err := engine.Run(context.Background(), remoteManifest(), engine.Options{JobID: "j1", OutputDir: out, WorkDir: filepath.Join(dir, "work"), Remote: f})
+	if err != nil {
+		t.Fatalf("%v\n%+v", err, rep.Error)
+	}
+	if msg, err := exec.Command("qemu-img", "compare", "-q", raw, filepath.Join(out, "web01.qcow2")).CombinedOutput(); err != nil {
+		t.Errorf("the output differs from the disk: %v %s", err, msg)
+	}
+}
