@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
@@ -191,7 +192,16 @@ func (r *runner) streamRemote(dir, what string, progress func(done, total int64)
 		r.overlap = "no: INSPECT or FIX reads the whole disk before CONVERT"
 		return "", false, nil
 	}
-	got, err := sr.Stream(r.ctx, dir, progress)
+	// The downloads go on through CONVERT, whose progress (qemu-img's,
+	// which cannot pass the download) is the job's from then on: theirs
+	// would send the job view back to LOAD.
+	var quiet atomic.Bool
+	got, err := sr.Stream(r.ctx, dir, func(done, total int64) {
+		if !quiet.Load() {
+			progress(done, total)
+		}
+	})
+	quiet.Store(true)
 	if got != nil && got.Hardware != nil {
 		r.rep.Source.Hardware = got.Hardware
 	}
