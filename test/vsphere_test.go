@@ -162,6 +162,34 @@ func TestVSphereSource(t *testing.T) {
 		if _, stderr, err := b.Exec(ctx, "qemu-img", "compare", "-q", "/srv/vcsim/web01.raw", out+"web01.qcow2"); err != nil {
 			t.Errorf("the output differs from the VM's disk: %v %s", err, stderr)
 		}
+		// A stream-optimized disk cannot be read before its footer: it
+		// was downloaded whole first, and the report says so.
+		if strings.Contains(report, `"overlapped"`) || !strings.Contains(report, `"overlap": "no: `) {
+			t.Errorf("report.json does not say the stream-optimized disk was downloaded before CONVERT:\n%s", report)
+		}
+	})
+
+	t.Run("a flat disk converts while it downloads", func(t *testing.T) {
+		flat := startVcsim(t, b, "vcsim-flat", 18446, "--flat=/srv/vcsim/web01.raw", "--power=off")
+		addSource(t, b, "flat1", flat.URL, flat.Thumbprint, vsPassword)
+		// INSPECT and FIX off, VALIDATE's compare on: it reads the source
+		// through the same export after CONVERT.
+		m := strings.Replace(vsManifest("flat01", "flat1", flat.VM, ""), `"validate":{"enabled":false}`, `"validate":{"enabled":true,"compare":true}`, 1)
+		b.drop("", "flat01.json", m)
+		where, rep := b.waitSettled(ctx, "flat01.json")
+		if where != "processed" {
+			t.Fatalf("settled in %s: %s\njournal:\n%s", where, reportError(rep), b.Journal(ctx, "-n", "80"))
+		}
+		out := vsOutputDir(day, rep)
+		report := b.MustExec(t, "cat", out+"flat01.report.json")
+		for _, want := range []string{`"export_method": "datastore"`, `"overlapped": true`, `"overlap": "yes"`, `"compare": "identical"`} {
+			if !strings.Contains(report, want) {
+				t.Errorf("report.json lacks %s:\n%s", want, report)
+			}
+		}
+		if _, stderr, err := b.Exec(ctx, "qemu-img", "compare", "-q", "/srv/vcsim/web01.raw", out+"flat01.qcow2"); err != nil {
+			t.Errorf("the output differs from the VM's disk: %v %s", err, stderr)
+		}
 	})
 
 	t.Run("standalone ESXi", func(t *testing.T) {

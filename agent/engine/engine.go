@@ -109,6 +109,9 @@ type disk struct {
 	outFormat string
 	converted bool
 	refs      bool // the image refers to other files (pinned in path)
+	// downloaded, for a disk read while it downloads (StreamingRemote),
+	// waits for the download to be whole.
+	downloaded func() error
 }
 
 type runner struct {
@@ -141,6 +144,10 @@ type runner struct {
 	tgt targetPlan
 	// kubevirt: CONVERT wrote NAME.kubevirt.yaml.
 	kubevirt bool
+	// stopStream ends a StreamingRemote's downloads; overlap is LOAD's
+	// word on whether they ran beside CONVERT.
+	stopStream func(cause error) error
+	overlap    string
 }
 
 // Run converts one VM. vm must be a validated single-VM manifest (a batch is
@@ -170,6 +177,18 @@ func Run(ctx context.Context, vm *manifest.Manifest, o Options) (*report.Report,
 		r.owner = ownerFor(r.files, o.SourceUID)
 		stop := r.files.watchLeases(jobCtx, cancel)
 		err = r.run()
+		if r.stopStream != nil {
+			// Before the work directory goes; a download's error says
+			// more than qemu's failed read.
+			if serr := r.stopStream(err); serr != nil && err != nil && !errors.Is(serr, err) {
+				err = serr
+				if r.rep.Error != nil {
+					r.rep.Error.Message = serr.Error()
+				}
+			} else if serr != nil && err == nil {
+				err = r.fail("convert", serr)
+			}
+		}
 		stop()
 		if cause := context.Cause(jobCtx); err != nil && isSourceChange(cause) {
 			err = cause

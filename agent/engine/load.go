@@ -86,6 +86,9 @@ func (r *runner) loadSources(set func(any)) error {
 		return err
 	}
 	res := map[string]any{"detected_format": detected, "disks": len(r.disks)}
+	if r.overlap != "" {
+		res["overlap"] = r.overlap
+	}
 	if r.ovaManifest != "" {
 		res["ova_manifest"] = r.ovaManifest
 	}
@@ -192,7 +195,13 @@ func (r *runner) fileDisk(p, display, format, id string) (*disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s: %w", display, err)
 	}
-	n, sub, err := r.imageNode(d, display, format, f, st.Size(), fileNode(p), filepath.Dir(display), 0)
+	relDir := filepath.Dir(display)
+	if r.files.inTrustedDir(p) {
+		// A source's download: display is a datastore path, the files
+		// it names are beside it in the download directory.
+		relDir = r.files.trustedDir
+	}
+	n, sub, err := r.imageNode(d, display, format, f, st.Size(), fileNode(p), relDir, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,13 @@ func (r *runner) checkSpace() error {
 		if d.output == "" {
 			continue
 		}
+		if d.downloaded != nil {
+			// Measuring asks where the data is, which a disk still
+			// downloading answers only as it arrives: count its whole
+			// virtual size (what a raw or full qcow2 output can take).
+			need += d.info.VirtualSize
+			continue
+		}
 		n, err := qemuimg.Measure(r.ctx, d.path, d.format)
 		if err != nil || n <= 0 {
 			n = d.info.ActualSize

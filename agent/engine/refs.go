@@ -101,6 +101,10 @@ func (r *runner) allowList() map[string]bool {
 // opened file, its /proc name for qemu and the path it resolved to.
 func (r *runner) openRef(d *disk, image, kind, name, relDir string) (*os.File, string, string, error) {
 	srcDir := filepath.Dir(r.p.Load.SourcePath)
+	if r.p.Load.IsRemote() && r.files.trustedDir != "" {
+		// A source's disk and its extents are in the download directory.
+		srcDir = r.files.trustedDir
+	}
 	resolved, ok := resolveRef(name, relDir, srcDir, r.allowList())
 	if !ok {
 		return nil, "", "", refError{fmt.Sprintf("disk %s (%s): its %s %q (%s) is not in the source's directory %s or below it; "+

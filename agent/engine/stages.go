@@ -256,6 +256,11 @@ func (r *runner) convertDisk(ctx context.Context, d *disk, report func(pct int))
 		// qemu-img writes; its owner and mode only once the sources
 		// proved unchanged.
 		Finish: func(f *os.File) error {
+			if d.downloaded != nil {
+				if err := d.downloaded(); err != nil {
+					return err
+				}
+			}
 			if err := r.files.unchanged(); err != nil {
 				return err
 			}

@@ -235,6 +235,9 @@ type Hardware struct {
 	// ExportMethod is how the disks were read: "nfc" (an HttpNfcLease)
 	// or "datastore" (the datastore's /folder service).
 	ExportMethod string `json:"export_method,omitempty"`
+	// Overlapped says the disks were converted while they downloaded
+	// (flat datastore disks, INSPECT and FIX off: docs/SOURCES.md).
+	Overlapped bool `json:"overlapped,omitempty"`
 }
 
 // HardwareDisk is one virtual disk of Hardware.

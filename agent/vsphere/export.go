@@ -122,6 +122,8 @@ type exporter struct {
 	vm          *VM
 	o           ExportOptions
 	done, total atomic.Int64
+	// slots, when set, limits the downloads running at once (Stream).
+	slots chan struct{}
 }
 
 func (x *exporter) fromLease(ctx context.Context, lease *nfc.Lease) (_ []ExportedDisk, err error) {

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/hyper2kvm/hyper2kvm/agent/imgfmt"
 	"github.com/hyper2kvm/hyper2kvm/agent/report"
 	"github.com/hyper2kvm/hyper2kvm/agent/sources"
 )
@@ -122,4 +126,123 @@ func writeSynced(p, s string) error {
 		d.Close()
 	}
 	return nil
+}
+
+// Streaming is a job's export whose disks are served to qemu while they
+// download (JobExport.Stream): the session stays open until Stop.
+type Streaming struct {
+	Disks    []StreamedDisk // in Hardware.Disks order
+	Hardware *report.Hardware
+	c        *Client
+	served   []*servedDisk
+}
+
+// StreamedDisk is one disk of a Streaming.
+type StreamedDisk struct {
+	ID      string
+	Spec    string // the json: filename qemu reads it by, format raw
+	Display string // the datastore path of the disk
+}
+
+// Wait returns once disk id is downloaded whole and synced, or with its
+// download's error.
+func (s *Streaming) Wait(id string) error {
+	for _, d := range s.served {
+		if d.id == id {
+			return d.wait()
+		}
+	}
+	return fmt.Errorf("no disk %s is being downloaded", id)
+}
+
+// Stop ends the downloads (cancelled when cause is not nil, else waited
+// for) and their exports, removes what a failed download left, and logs
+// out. It returns the first download error, else cause.
+func (s *Streaming) Stop(ctx context.Context, cause error) error {
+	var first error
+	for _, d := range s.served {
+		if err := d.stop(cause); err != nil && first == nil {
+			first = err
+		}
+	}
+	s.c.Logout(context.WithoutCancel(ctx))
+	return first
+}
+
+// Stream starts the export of a powered-off VM whose disks are all flat
+// datastore files (see ExportConverted), each served read-only to qemu
+// on a private unix socket while it downloads into dir. A VM that cannot
+// stream (running, a disk not one flat extent) gets *NotStreamableError
+// with nothing left in dir and the session closed: the caller exports it
+// with Run. ctx bounds the downloads: it must outlive the conversion.
+func (j JobExport) Stream(ctx context.Context, dir string, progress func(done, total int64)) (_ *Streaming, _ *report.Hardware, err error) {
+	c, err := Connect(ctx, j.Source, j.Password)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &Streaming{c: c}
+	defer func() {
+		if err != nil {
+			s.Stop(ctx, err)
+		}
+	}()
+	if err := c.removeRecorded(ctx, j.JobDir); err != nil {
+		return nil, nil, err
+	}
+	obj, err := c.FindVM(ctx, j.VM)
+	if err != nil {
+		return nil, nil, err
+	}
+	vm, err := c.ReadVM(ctx, obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	hw := &vm.Hardware
+	if len(vm.disks) == 0 {
+		return nil, hw, fmt.Errorf("VM %s of source %s has no virtual disk to export", hw.Name, c.src.Name)
+	}
+	if hw.PowerState != string(types.VirtualMachinePowerStatePoweredOff) {
+		return nil, hw, &NotStreamableError{Disk: hw.Disks[0].ID, Reason: "the VM is " + hw.PowerState + " (a running VM is exported from a snapshot)"}
+	}
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
+	parallel := j.Source.MaxParallelExports
+	if parallel <= 0 {
+		parallel = 2
+	}
+	x := &exporter{c: c, vm: vm, o: ExportOptions{Dir: dir, Parallel: parallel, Progress: progress}, slots: make(chan struct{}, parallel)}
+	// Every descriptor is read first: a disk that cannot stream sends the
+	// whole VM to the ordinary export before anything is downloaded.
+	type plan struct {
+		ds   *object.Datastore
+		p    string
+		desc *imgfmt.VMDKDescriptor
+		raw  []byte
+	}
+	plans := make([]plan, len(hw.Disks))
+	for i, d := range hw.Disks {
+		ds, p, err := x.datastoreFile(ctx, d.File)
+		if err != nil {
+			return nil, hw, fmt.Errorf("disk %s (%s): %w", d.ID, d.File, err)
+		}
+		desc, raw, err := x.fetchDescriptor(ctx, ds.NewURL(p), d.ID)
+		if err != nil {
+			return nil, hw, fmt.Errorf("disk %s (%s): %w", d.ID, d.File, err)
+		}
+		plans[i] = plan{ds, p, desc, raw}
+		x.total.Add(d.Capacity)
+	}
+	hw.ExportMethod = "datastore"
+	for i, d := range hw.Disks {
+		sd, err := x.serveDisk(ctx, i, filepath.Join(dir, d.ID+".vmdk"), plans[i].ds, plans[i].p, plans[i].desc, plans[i].raw)
+		if err != nil {
+			return nil, hw, fmt.Errorf("disk %s (%s): %w", d.ID, d.File, err)
+		}
+		s.served = append(s.served, sd)
+		s.Disks = append(s.Disks, StreamedDisk{ID: d.ID, Spec: sd.spec, Display: d.File})
+	}
+	hw.Overlapped = true
+	s.Hardware = hw
+	return s, hw, nil
 }

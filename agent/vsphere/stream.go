@@ -14,7 +14,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -114,7 +116,7 @@ func (c *Client) ExportConverted(ctx context.Context, vm *VM, o StreamOptions) (
 
 // streamDisk fetches disk i's descriptor into dst, then its flat extent
 // beside it while qemu-img converts it into target.
-func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format string) (err error) {
+func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format string) error {
 	id := x.vm.Hardware.Disks[i].ID
 	ds, p, err := x.datastoreFile(ctx, x.vm.Hardware.Disks[i].File)
 	if err != nil {
@@ -124,6 +126,38 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 	if err != nil {
 		return err
 	}
+	s, err := x.serveDisk(ctx, i, dst, ds, p, desc, raw)
+	if err != nil {
+		return err
+	}
+	_, cerr := qemuimg.Convert(ctx, qemuimg.ConvertOptions{
+		Source: s.spec, SourceFormat: "raw",
+		Target: target, TargetFormat: format,
+		// The output gets its name only with its source whole on disk.
+		Finish: func(*os.File) error { return s.wait() },
+	})
+	return s.stop(cerr)
+}
+
+// servedDisk is one disk downloading into the work directory while an
+// NBD export serves it read-only to qemu.
+type servedDisk struct {
+	id   string
+	spec string // the json: filename qemu opens it by, format raw
+	// wait returns once the download is whole, synced and named, or with
+	// its error.
+	wait func() error
+	// stop ends the download (when cause is not nil) and the export, and
+	// removes what a failed download left; it returns the download's
+	// error first (it says more than qemu-img's EIO), then cause.
+	stop func(cause error) error
+}
+
+// serveDisk writes disk i's descriptor (raw, read from datastore path p
+// of ds) into dst and starts downloading its flat extent beside it,
+// served while it grows on a unix socket in a private directory.
+func (x *exporter) serveDisk(ctx context.Context, i int, dst string, ds *object.Datastore, p string, desc *imgfmt.VMDKDescriptor, raw []byte) (_ *servedDisk, err error) {
+	id := x.vm.Hardware.Disks[i].ID
 	ext := desc.Extents[0]
 	size := ext.Sectors * 512
 	// The extent is kept as ID-flat.vmdk: two disks' extents may have the
@@ -131,13 +165,17 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 	local := id + "-flat.vmdk"
 	raw, err = imgfmt.RewriteVMDKExtents(raw, func(int, string) string { return local })
 	if err != nil {
-		return fmt.Errorf("disk %s: cannot name the extent in the descriptor: %w", id, err)
+		return nil, fmt.Errorf("disk %s: cannot name the extent in the descriptor: %w", id, err)
 	}
 	if err := writeNewFile(dst, raw); err != nil {
-		return err
+		return nil, err
 	}
+	var undo []func()
 	defer func() {
 		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
 			os.Remove(dst)
 		}
 	}()
@@ -145,36 +183,38 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 	u := ds.NewURL(path.Join(path.Dir(p), ext.File))
 
 	// The socket lives in a directory of its own, 0700: only this process
-	// (and the qemu-img it starts) can reach the export.
+	// (and the qemu it starts) can reach the export.
 	sockDir, err := os.MkdirTemp("", "hyper2kvm-nbd-")
 	if err != nil {
-		return fmt.Errorf("cannot create the export's socket directory: %w", err)
+		return nil, fmt.Errorf("cannot create the export's socket directory: %w", err)
 	}
-	defer os.RemoveAll(sockDir)
+	undo = append(undo, func() { os.RemoveAll(sockDir) })
 	sock := filepath.Join(sockDir, "disk")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return fmt.Errorf("cannot serve the download to qemu-img: %w", err)
+		return nil, fmt.Errorf("cannot serve the download to qemu-img: %w", err)
 	}
-	defer ln.Close()
+	undo = append(undo, func() { ln.Close() })
 
 	part := extDst + ".part"
 	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
-		return fmt.Errorf("cannot create %s: %w", part, err)
+		return nil, fmt.Errorf("cannot create %s: %w", part, err)
 	}
-	defer f.Close()
+	undo = append(undo, func() { f.Close(); os.Remove(part) })
 	if err := f.Truncate(size); err != nil {
-		os.Remove(part)
-		return fmt.Errorf("cannot create %s: %w", part, err)
+		return nil, fmt.Errorf("cannot create %s: %w", part, err)
 	}
 	g := newGrowing(f, size)
 
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	dl := make(chan error, 1)
 	go func() {
-		err := x.streamFile(ctx, u, f, size, g)
+		err := x.acquire(ctx)
+		if err == nil {
+			err = x.streamFile(ctx, u, f, size, g)
+			x.release()
+		}
 		if err == nil {
 			err = finishPart(f, part, extDst)
 		}
@@ -190,9 +230,12 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 		serveNBD(ctx, ln, g)
 		close(served)
 	}()
+	var mu sync.Mutex
 	var dlErr error
 	dlWaited := false
 	waitDL := func() error {
+		mu.Lock()
+		defer mu.Unlock()
 		if !dlWaited {
 			dlErr, dlWaited = <-dl, true
 		}
@@ -201,28 +244,49 @@ func (x *exporter) streamDisk(ctx context.Context, i int, dst, target, format st
 	spec, _ := json.Marshal(map[string]any{"driver": "raw", "file": map[string]any{
 		"driver": "nbd", "server": map[string]string{"type": "unix", "path": sock}, "export": id,
 	}})
-	_, cerr := qemuimg.Convert(ctx, qemuimg.ConvertOptions{
-		Source: "json:" + string(spec), SourceFormat: "raw",
-		Target: target, TargetFormat: format,
-		// The output gets its name only with its source whole on disk.
-		Finish: func(*os.File) error { return waitDL() },
-	})
-	if cerr != nil {
-		cancel(cerr)
+	stop := func(cause error) error {
+		if cause != nil {
+			cancel(cause)
+		}
+		g.fail(context.Canceled) // no reader waits past here
+		derr := waitDL()
+		ln.Close()
+		<-served
+		cancel(nil)
+		f.Close()
+		os.RemoveAll(sockDir)
+		if derr != nil {
+			os.Remove(dst)
+			return derr
+		}
+		if cause != nil {
+			os.Remove(extDst)
+			os.Remove(dst)
+			return cause
+		}
+		return nil
 	}
-	g.fail(context.Canceled) // no reader waits past here
-	derr := waitDL()
-	ln.Close()
-	<-served
-	if derr != nil {
-		// The download's own error says more than qemu-img's EIO.
-		return derr
+	return &servedDisk{id: id, spec: "json:" + string(spec), wait: waitDL, stop: stop}, nil
+}
+
+// acquire takes one of the source's parallel download slots, when the
+// caller set them (ExportConverted's all() limits its disks itself).
+func (x *exporter) acquire(ctx context.Context) error {
+	if x.slots == nil {
+		return nil
 	}
-	if cerr != nil {
-		os.Remove(extDst)
-		return cerr
+	select {
+	case x.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
-	return nil
+}
+
+func (x *exporter) release() {
+	if x.slots != nil {
+		<-x.slots
+	}
 }
 
 // fetchDescriptor reads the disk's descriptor file (a few hundred bytes)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,6 +40,36 @@ func (r remote) Fetch(ctx context.Context, dir string, progress func(done, total
 		got.Disks = append(got.Disks, engine.FetchedDisk{ID: d.ID, File: d.File, Display: d.Display})
 	}
 	return got, err
+}
+
+// Stream is the worker's engine.StreamingRemote: flat datastore disks of
+// a powered-off VM convert while they download; the session stays open
+// until the engine stops it.
+func (r remote) Stream(ctx context.Context, dir string, progress func(done, total int64)) (*engine.Streamed, error) {
+	src, err := sources.Get(sources.DefaultDir, r.load.Source)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := sources.UnitPassword(src.Name)
+	if err != nil {
+		return nil, err
+	}
+	s, hw, err := vsphere.JobExport{
+		Source: src, Password: string(pw), JobID: r.jobID, JobDir: r.jobDir, Snapshot: r.load.Snapshot,
+		VM: vsphere.Ref{Path: r.load.VM, Moref: r.load.VMMoref, UUID: r.load.VMUUID},
+	}.Stream(ctx, dir, progress)
+	var ns *vsphere.NotStreamableError
+	if errors.As(err, &ns) {
+		return &engine.Streamed{Hardware: hw}, &engine.NotStreamableError{Reason: err.Error()}
+	}
+	if err != nil {
+		return &engine.Streamed{Hardware: hw}, err
+	}
+	got := &engine.Streamed{Hardware: hw, Wait: s.Wait, Stop: func(cause error) error { return s.Stop(ctx, cause) }}
+	for _, d := range s.Disks {
+		got.Disks = append(got.Disks, engine.StreamedDisk{ID: d.ID, Spec: d.Spec, Display: d.Display})
+	}
+	return got, nil
 }
 
 // removeSnapshot is the job unit's ExecStopPost for a job that reads from
