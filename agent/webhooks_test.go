@@ -147,6 +147,14 @@ func TestIdleExitArmsTheWakeTimerForDeliveries(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the test delivery was not attempted")
 	}
+	// River records the failed attempt and its retry time after the
+	// delivery returns; moving the clock before that would move the retry.
+	for deadline := time.Now().Add(20 * time.Second); !e.a.nextDelivery(context.Background()).After(t0.Add(30 * time.Minute)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed delivery's retry was not recorded: next delivery %s", e.a.nextDelivery(context.Background()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	clock.add(time.Minute) // idle for longer than idle_timeout
 	select {
 	case at := <-armed:
