@@ -196,10 +196,18 @@ func (s *state) add(r *record) {
 // remove forgets a job (one never run: a refused file that could not be
 // moved) as if it had not been made.
 func (s *state) remove(id string) {
+	if s.unlink(id) {
+		s.dropped = append(s.dropped, id)
+	}
+}
+
+// unlink takes a job out of memory and its indexes; it reports whether
+// there was one. Its row id stays for the caller to drop or forget.
+func (s *state) unlink(id string) bool {
 	s.sync()
 	r := s.Jobs[id]
 	if r == nil {
-		return
+		return false
 	}
 	delete(s.Jobs, id)
 	delete(s.live, id)
@@ -208,7 +216,7 @@ func (s *state) remove(id string) {
 	if i := slices.Index(s.order, r); i >= 0 {
 		s.order = slices.Delete(s.order, i, i+1)
 	}
-	s.dropped = append(s.dropped, id)
+	return true
 }
 
 func createdBefore(a, b *record) bool {
@@ -387,18 +395,8 @@ func (s *state) prune(now time.Time, keep time.Duration) {
 // forget drops a job from memory only: its row stays as it is in the
 // store (another host of the fleet holds it now, fleetfence.go).
 func (s *state) forget(id string) {
-	s.sync()
-	r := s.Jobs[id]
-	if r == nil {
-		return
-	}
-	delete(s.Jobs, id)
-	delete(s.live, id)
-	delete(s.archived, id)
-	delete(s.dirty, id)
-	delete(s.rows, id)
-	if i := slices.Index(s.order, r); i >= 0 {
-		s.order = slices.Delete(s.order, i, i+1)
+	if s.unlink(id) {
+		delete(s.rows, id)
 	}
 }
 

@@ -22,19 +22,29 @@ type remote struct {
 	jobDir string
 }
 
-func (r remote) Fetch(ctx context.Context, dir string, progress func(done, total int64)) (*engine.Fetched, error) {
+// export is the job's vSphere export: its source, that source's password
+// from the unit's credential, and the VM the manifest names.
+func (r remote) export() (vsphere.JobExport, error) {
 	src, err := sources.Get(sources.DefaultDir, r.load.Source)
 	if err != nil {
-		return nil, err
+		return vsphere.JobExport{}, err
 	}
 	pw, err := sources.UnitPassword(src.Name)
 	if err != nil {
-		return nil, err
+		return vsphere.JobExport{}, err
 	}
-	disks, hw, err := vsphere.JobExport{
+	return vsphere.JobExport{
 		Source: src, Password: string(pw), JobID: r.jobID, JobDir: r.jobDir, Snapshot: r.load.Snapshot,
 		VM: vsphere.Ref{Path: r.load.VM, Moref: r.load.VMMoref, UUID: r.load.VMUUID},
-	}.Run(ctx, dir, progress)
+	}, nil
+}
+
+func (r remote) Fetch(ctx context.Context, dir string, progress func(done, total int64)) (*engine.Fetched, error) {
+	x, err := r.export()
+	if err != nil {
+		return nil, err
+	}
+	disks, hw, err := x.Run(ctx, dir, progress)
 	got := &engine.Fetched{Hardware: hw}
 	for _, d := range disks {
 		got.Disks = append(got.Disks, engine.FetchedDisk{ID: d.ID, File: d.File, Display: d.Display})
@@ -46,18 +56,11 @@ func (r remote) Fetch(ctx context.Context, dir string, progress func(done, total
 // a powered-off VM convert while they download; the session stays open
 // until the engine stops it.
 func (r remote) Stream(ctx context.Context, dir string, progress func(done, total int64)) (*engine.Streamed, error) {
-	src, err := sources.Get(sources.DefaultDir, r.load.Source)
+	x, err := r.export()
 	if err != nil {
 		return nil, err
 	}
-	pw, err := sources.UnitPassword(src.Name)
-	if err != nil {
-		return nil, err
-	}
-	s, hw, err := vsphere.JobExport{
-		Source: src, Password: string(pw), JobID: r.jobID, JobDir: r.jobDir, Snapshot: r.load.Snapshot,
-		VM: vsphere.Ref{Path: r.load.VM, Moref: r.load.VMMoref, UUID: r.load.VMUUID},
-	}.Stream(ctx, dir, progress)
+	s, hw, err := x.Stream(ctx, dir, progress)
 	var ns *vsphere.NotStreamableError
 	if errors.As(err, &ns) {
 		return &engine.Streamed{Hardware: hw}, &engine.NotStreamableError{Reason: err.Error()}
