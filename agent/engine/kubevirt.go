@@ -32,7 +32,7 @@ type kvMeta struct {
 	Name        string            `yaml:"name"`
 	Namespace   string            `yaml:"namespace,omitempty"`
 	Labels      map[string]string `yaml:"labels,omitempty"`
-	Annotations map[string]string `yaml:"annotations,omitempty"`
+	Annotations map[string]quoted `yaml:"annotations,omitempty"`
 }
 
 // dns1123 is what Kubernetes accepts as an object name.
@@ -155,7 +155,7 @@ func KubeVirtYAML(spec DomainSpec, k *manifest.KubeVirt, sizes []int64) ([]byte,
 		firmware["uuid"] = spec.UUID
 	}
 	objs = append(objs, kvObject{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachine",
-		Metadata: kvMeta{Name: vm, Namespace: k.Namespace, Labels: labels, Annotations: map[string]string{sourceNameKey: spec.Name}},
+		Metadata: kvMeta{Name: vm, Namespace: k.Namespace, Labels: labels, Annotations: map[string]quoted{sourceNameKey: quoted(spec.Name)}},
 		Spec: map[string]any{"runStrategy": "Halted", "template": map[string]any{
 			"metadata": map[string]any{"labels": labels},
 			"spec":     map[string]any{"domain": domain, "networks": nets, "volumes": volumes},
@@ -183,4 +183,13 @@ func KubeVirtYAML(spec DomainSpec, k *manifest.KubeVirt, sizes []int64) ([]byte,
 // up, with room for the qcow2 being unpacked (CDI converts to raw).
 func kubeSize(n int64) string {
 	return fmt.Sprintf("%dMi", (n+(1<<20)-1)>>20)
+}
+
+// quoted is a string always written double-quoted: the YAML encoder
+// writes some strings (leading tabs before a line break) as block
+// scalars that no YAML parser reads back (FuzzKubeVirtName found it).
+type quoted string
+
+func (q quoted) MarshalYAML() (any, error) {
+	return &yaml.Node{Kind: yaml.ScalarNode, Style: yaml.DoubleQuotedStyle, Value: string(q)}, nil
 }
